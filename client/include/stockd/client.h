@@ -1,0 +1,108 @@
+// stockd C++ client: one TCP connection, HELLO on connect, a typed call per operation,
+// pipelining, timeouts and reconnect.
+//
+// A Client is not thread-safe: use one per thread (or guard it). Blocking calls wait at most
+// Options::timeout_ms for their answer. After a transport failure (refused, reset, timeout,
+// malformed answer) the connection is closed and the next call reconnects; a call is retried
+// once on a fresh connection only when repeating it cannot apply it twice (queries, COMMIT and
+// RELEASE, and RESERVE/CLAIM that carry an idempotency key).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stockd/protocol.h"
+
+namespace stockd {
+
+struct ClientOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 7070;
+  proto::Role role = proto::Role::kBuyer;
+  std::string token;
+  std::string client_name = "stockd-client";
+  int connect_timeout_ms = 3000;
+  int timeout_ms = 10000;  // per call, from send to answer
+  int reconnect_attempts = 3;
+  int reconnect_backoff_ms = 50;  // doubled per attempt
+};
+
+// Parses "HOST:PORT" into options.host/port; returns "" or why not.
+std::string parse_endpoint(const std::string& text, ClientOptions& options);
+
+// The outcome of one call. transport_ok() false: nothing was answered (see `error`).
+// Otherwise `status` is the server's answer; for error statuses `error` holds its message.
+template <class T>
+struct Reply {
+  bool transport = false;
+  proto::Status status = proto::Status::kInternal;
+  T body{};
+  std::string error;
+  bool transport_ok() const { return transport; }
+  bool ok() const { return transport && status == proto::Status::kOk; }
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+
+  // Connects and says HELLO. "" on success, else why not (also UNAUTHORIZED).
+  std::string connect();
+  bool connected() const;
+  void close();
+
+  // ---- Typed calls (blocking). ----
+  Reply<proto::PingResp> ping();
+  Reply<proto::ReserveResp> reserve(const proto::ReserveReq& req);
+  Reply<proto::HoldView> commit(uint64_t hold_id);
+  Reply<proto::HoldView> release(uint64_t hold_id);
+  Reply<proto::HoldView> hold_get(uint64_t hold_id);
+  Reply<proto::ClaimResp> claim(const proto::ClaimReq& req);
+  Reply<proto::SkuView> sku_get(const std::string& sku);
+  Reply<proto::SkuListResp> sku_list(const std::string& after, uint32_t limit);
+  Reply<proto::StatsResp> stats();
+  Reply<proto::SkuView> sku_set(const proto::SkuSetReq& req);
+  Reply<proto::SkuView> restock(const std::string& sku, int64_t delta);
+  Reply<proto::CodesLoadResp> codes_load(const proto::CodesLoadReq& req);
+  Reply<proto::SkuView> sale_close(const std::string& sku);
+  Reply<proto::OutboxReadResp> outbox_read(const proto::OutboxReadReq& req);
+  Reply<proto::OutboxStatusResp> outbox_ack(uint64_t upto_seq);
+  Reply<proto::OutboxStatusResp> outbox_status();
+
+  // ---- Pipelining: queue many requests, send them in one write, read answers in order. ----
+  // Returns the request id. Nothing is sent until flush().
+  uint32_t queue(proto::Opcode op, const proto::Request& req);
+  // Sends everything queued and waits for every answer (in order). Answers for which the
+  // connection failed have transport == false. Never retried.
+  std::vector<Reply<proto::Response>> flush();
+
+  // Low level, for benchmarks: write bytes of already-encoded frames; read one answer.
+  bool send_raw(const std::string& bytes, std::string& error);
+  Reply<proto::Response> receive(uint32_t& request_id, proto::Opcode& op);
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  template <class T>
+  Reply<T> call(proto::Opcode op, const proto::Request& req, bool retry_safe);
+  Reply<proto::Response> call_once(proto::Opcode op, const proto::Request& req);
+
+  ClientOptions options_;
+  int fd_ = -1;
+  uint32_t next_id_ = 1;
+  uint32_t frame_bytes_max_ = 1 << 20;
+  std::string rbuf_;
+  size_t rpos_ = 0;
+  std::string wbuf_;
+  std::deque<std::pair<uint32_t, proto::Opcode>> queued_;
+};
+
+}  // namespace stockd

@@ -1,0 +1,134 @@
+// The book: stockd's state machine. SKUs, holds, per-user counts, code pools, idempotency keys.
+//
+// Pure and deterministic: no I/O, no clock, no threads, no logging. Every operation takes the
+// current time (`now`, ms since epoch) and appends what it changed to a Changes, which the
+// loop turns into one store batch per group. Recovery restores rows through restore_*() and
+// then calls finish_restore(). Only the loop thread may touch a Book (it is not thread-safe).
+//
+// Promises kept here, checked by check_invariants():
+//   for every SKU: available + held + sold == total; nothing negative;
+//   per-user units (held + sold) never exceed the SKU's per-user limit when one is set;
+//   every code of a pool is in exactly one place: free, or owned by exactly one hold;
+//   a reused idempotency key returns the first answer; a different request under it conflicts.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "stockd/protocol.h"
+#include "stockd/records.h"
+
+namespace stockd {
+
+// What operations changed, in order. Entries may repeat; the group commit coalesces them.
+struct Changes {
+  std::vector<std::string> skus;             // SKU rows to rewrite
+  std::vector<uint64_t> holds;               // hold rows to put (if present) or delete
+  std::vector<std::string> idem;             // idempotency rows to put (if present) or delete
+  std::vector<std::pair<std::string, std::string>> users;  // (sku, user) count rows
+  std::vector<std::pair<std::string, uint32_t>> codes;     // (sku, index) code rows
+  std::vector<proto::OutboxRecord> outbox;   // new outbox records, seq ascending
+  bool meta = false;                         // next ids changed
+  bool empty() const {
+    return skus.empty() && holds.empty() && idem.empty() && users.empty() && codes.empty() &&
+           outbox.empty() && !meta;
+  }
+  void clear() { *this = Changes(); }
+};
+
+struct BookLimits {
+  size_t expire_per_call_max = 1024;         // holds one expire() may release
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;     // keys kept at least this long
+  int64_t finished_hold_retention_ms = 24 * 3600 * 1000LL;  // committed/released holds kept
+  size_t codes_per_sku_max = 10'000'000;
+};
+
+struct BookCounters {  // monotonic since start (not persisted)
+  uint64_t reserves_ok = 0;
+  uint64_t sold_out = 0;
+  uint64_t limit_exceeded = 0;
+  uint64_t commits = 0;
+  uint64_t releases = 0;
+  uint64_t expiries = 0;
+  uint64_t claims_ok = 0;
+  uint64_t idem_hits = 0;
+};
+
+class Book {
+ public:
+  explicit Book(BookLimits limits = {});
+  ~Book();
+  Book(const Book&) = delete;
+  Book& operator=(const Book&) = delete;
+
+  // ---- Buyer operations. Each first expires holds due at `now` (bounded). ----
+  proto::Status reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
+                        Changes& ch);
+  proto::Status commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
+  proto::Status release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
+  // Buy-now of one code from a code-pool SKU (a reserve of qty 1 with ttl 0).
+  proto::Status claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out,
+                      Changes& ch);
+
+  // ---- Queries (no changes). ----
+  proto::Status hold_get(uint64_t hold_id, proto::HoldView& out) const;
+  proto::Status sku_get(std::string_view sku, proto::SkuView& out) const;
+  void sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const;
+  void stats(std::vector<proto::Stat>& out) const;  // appends name/value pairs
+
+  // ---- Admin operations. ----
+  proto::Status sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out,
+                        Changes& ch);
+  proto::Status restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch);
+  proto::Status codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out,
+                           Changes& ch);
+  proto::Status sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
+
+  // ---- Time. ----
+  // Expires up to limits.expire_per_call_max holds whose deadline <= now, and forgets
+  // idempotency keys and finished holds past their retention. Returns holds expired.
+  size_t expire(int64_t now, Changes& ch);
+  // Earliest deadline of a live hold, or INT64_MAX if none.
+  int64_t next_deadline() const;
+
+  // ---- Rows, for the store (read on the loop thread while building a batch). ----
+  std::optional<rec::SkuRow> sku_row(std::string_view sku) const;
+  std::optional<rec::HoldRow> hold_row(uint64_t id) const;
+  std::optional<rec::IdemRow> idem_row(std::string_view key) const;
+  std::optional<rec::UserRow> user_row(std::string_view sku, std::string_view user) const;
+  std::optional<rec::CodeRow> code_row(std::string_view sku, uint32_t index) const;
+  rec::MetaRow meta() const;  // lsn is the store's business and left 0
+
+  // ---- Recovery: restore rows in any order, then finish_restore() once. ----
+  void restore(const rec::SkuRow& r);
+  void restore(const rec::HoldRow& r);
+  void restore(const rec::IdemRow& r);
+  void restore(const rec::UserRow& r);
+  void restore(const rec::CodeRow& r);
+  void restore(const rec::MetaRow& r);
+  // Rebuilds indexes; returns "" or what is inconsistent in the restored rows.
+  std::string finish_restore();
+
+  // "" when every invariant holds, else a description of the first violation found.
+  std::string check_invariants() const;
+
+  const BookCounters& counters() const;
+  size_t sku_count() const;
+  size_t live_holds() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Validation shared by the book and the server edge: "" if ok, else why not.
+std::string validate(const proto::ReserveReq& req);
+
+}  // namespace stockd
