@@ -1,0 +1,39 @@
+#include "stockd/config.h"
+
+#include "stockd/protocol.h"
+
+namespace stockd {
+
+const char* durability_name(Durability d) {
+  switch (d) {
+    case Durability::kSync:
+      return "sync";
+    case Durability::kInterval:
+      return "interval";
+    case Durability::kOff:
+      return "off";
+  }
+  return "?";
+}
+
+std::string validate(const Config& c) {
+  if (c.listen_host.empty()) return "--listen: host is empty";
+  if (c.durability != Durability::kOff && c.data_dir.empty()) return "--data-dir is required";
+  if (c.fsync_interval_ms < 1 || c.fsync_interval_ms > 10000)
+    return "--fsync-interval-ms must be in 1..10000";
+  if (c.connections_max < 1) return "--connections-max must be at least 1";
+  if (c.inflight_max < 1 || c.inflight_max > 1'000'000)
+    return "--inflight-max must be in 1..1000000";
+  if (c.frame_bytes_max < 4096 || c.frame_bytes_max > (64u << 20))
+    return "--frame-bytes-max must be in 4096..67108864";
+  if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
+  if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
+  if (c.admin_token.size() > proto::kTokenBytesMax || c.outbox_token.size() > proto::kTokenBytesMax ||
+      c.client_token.size() > proto::kTokenBytesMax)
+    return "tokens must be at most 256 bytes";
+  if (!c.admin_token.empty() && c.admin_token == c.client_token)
+    return "--admin-token must differ from --client-token";
+  return "";
+}
+
+}  // namespace stockd

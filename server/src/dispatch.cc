@@ -1,0 +1,233 @@
+#include "dispatch.h"
+
+#include <cstdio>
+
+namespace stockd {
+namespace {
+
+using proto::Opcode;
+using proto::Role;
+using proto::Status;
+
+// Who may call an opcode: a bit per role.
+constexpr uint8_t kBuyer = 1 << 1;
+constexpr uint8_t kAdmin = 1 << 2;
+constexpr uint8_t kOutbox = 1 << 3;
+constexpr uint8_t kAnyone = kBuyer | kAdmin | kOutbox;
+
+struct OpRule {
+  Opcode op;
+  uint8_t roles;
+  bool writes;  // changes state: refused while the store is failed
+};
+
+// One row per opcode.
+constexpr OpRule kRules[] = {
+    {Opcode::kPing, kAnyone, false},          {Opcode::kReserve, kBuyer | kAdmin, true},
+    {Opcode::kCommit, kBuyer | kAdmin, true}, {Opcode::kRelease, kBuyer | kAdmin, true},
+    {Opcode::kClaim, kBuyer | kAdmin, true},  {Opcode::kHoldGet, kAnyone, false},
+    {Opcode::kSkuGet, kAnyone, false},        {Opcode::kSkuList, kAnyone, false},
+    {Opcode::kStats, kAnyone, false},         {Opcode::kSkuSet, kAdmin, true},
+    {Opcode::kRestock, kAdmin, true},         {Opcode::kCodesLoad, kAdmin, true},
+    {Opcode::kSaleClose, kAdmin, true},       {Opcode::kOutboxRead, kAdmin | kOutbox, false},
+    {Opcode::kOutboxAck, kAdmin | kOutbox, true}, {Opcode::kOutboxStatus, kAdmin | kOutbox, false},
+};
+
+const OpRule* rule_for(uint16_t raw) {
+  for (const auto& r : kRules) {
+    if (static_cast<uint16_t>(r.op) == raw) return &r;
+  }
+  return nullptr;
+}
+
+uint8_t role_bit(Role r) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(r)); }
+
+// Constant-time token comparison: a wrong token must not leak its matching prefix length.
+bool token_equal(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+template <class Resp>
+void answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) {
+  proto::encode_response(op, id, st, proto::Response(std::forward<Resp>(resp)), out);
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(Book& book, const Config& config,
+                       std::function<void(std::vector<proto::Stat>&)> extra_stats)
+    : book_(book), config_(config), extra_stats_(std::move(extra_stats)) {}
+
+void Dispatcher::encode_error(uint16_t opcode, uint32_t request_id, Status status,
+                              const std::string& message, std::string& out) {
+  proto::encode_response(static_cast<Opcode>(opcode), request_id, status,
+                         proto::Response(proto::ErrorResp{message}), out);
+}
+
+Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
+                         std::string& why) const {
+  if (req.version != proto::kProtocolVersion) {
+    why = "unsupported protocol version " + std::to_string(req.version) + ", server speaks 1";
+    return Status::kUnsupportedVersion;
+  }
+  const std::string* expected = nullptr;
+  switch (req.role) {
+    case Role::kBuyer:
+      expected = &config_.client_token;
+      break;
+    case Role::kAdmin:
+      expected = &config_.admin_token;
+      if (expected->empty()) {
+        why = "admin role is disabled (server started without --admin-token)";
+        return Status::kUnauthorized;
+      }
+      break;
+    case Role::kOutbox:
+      expected = config_.outbox_token.empty() ? &config_.admin_token : &config_.outbox_token;
+      if (expected->empty()) {
+        why = "outbox role is disabled (server started without --outbox-token)";
+        return Status::kUnauthorized;
+      }
+      break;
+  }
+  if (!token_equal(req.token, *expected)) {
+    why = "wrong token for role " + std::to_string(static_cast<int>(req.role));
+    return Status::kUnauthorized;
+  }
+  s.hello_done = true;
+  s.role = req.role;
+  resp.version = proto::kProtocolVersion;
+  resp.frame_bytes_max = config_.frame_bytes_max;
+  resp.inflight_max = config_.inflight_max;
+  return Status::kOk;
+}
+
+DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,
+                                   std::span<const uint8_t> body, int64_t now,
+                                   bool writes_allowed, Changes& ch, std::string& out) {
+  const uint32_t id = h.request_id;
+  const auto op = static_cast<Opcode>(h.opcode);
+  const OpRule* rule = rule_for(h.opcode);
+  if (h.opcode != static_cast<uint16_t>(Opcode::kHello) && rule == nullptr) {
+    char msg[48];
+    std::snprintf(msg, sizeof msg, "unknown opcode 0x%04x", h.opcode);
+    encode_error(h.opcode, id, Status::kUnknownOpcode, msg, out);
+    return {};
+  }
+  if (h.is_response()) {
+    encode_error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
+    return {};
+  }
+  std::string why;
+  std::optional<proto::Request> req = proto::decode_request(op, body, why);
+  if (!req) {
+    encode_error(h.opcode, id, Status::kBadRequest, why, out);
+    return {};
+  }
+  if (op == Opcode::kHello) {
+    proto::HelloResp resp;
+    Status st = hello(session, std::get<proto::HelloReq>(*req), resp, why);
+    if (st != Status::kOk) {
+      encode_error(h.opcode, id, st, why, out);
+      return {.close = true};
+    }
+    answer(op, id, st, resp, out);
+    return {};
+  }
+  if (!session.hello_done) {
+    encode_error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
+    return {.close = true};
+  }
+  if ((rule->roles & role_bit(session.role)) == 0) {
+    encode_error(h.opcode, id, Status::kUnauthorized,
+                 std::string(proto::opcode_name(op)) + " is not allowed for this role", out);
+    return {};
+  }
+  if (rule->writes && !writes_allowed) {
+    encode_error(h.opcode, id, Status::kStorageUnavailable,
+                 "the store failed; state changes are refused until it recovers", out);
+    return {};
+  }
+  switch (op) {
+    case Opcode::kPing:
+      answer(op, id, Status::kOk, proto::PingResp{}, out);
+      return {};
+    case Opcode::kReserve: {
+      proto::ReserveResp r;
+      Status st = book_.reserve(std::get<proto::ReserveReq>(*req), now, r, ch);
+      answer(op, id, st, std::move(r), out);
+      return {};
+    }
+    case Opcode::kCommit:
+    case Opcode::kRelease:
+    case Opcode::kHoldGet: {
+      proto::HoldView v;
+      uint64_t hold = std::get<proto::HoldReq>(*req).hold_id;
+      Status st = op == Opcode::kCommit    ? book_.commit(hold, now, v, ch)
+                  : op == Opcode::kRelease ? book_.release(hold, now, v, ch)
+                                           : book_.hold_get(hold, v);
+      answer(op, id, st, std::move(v), out);
+      return {};
+    }
+    case Opcode::kClaim: {
+      proto::ClaimResp r;
+      Status st = book_.claim(std::get<proto::ClaimReq>(*req), now, r, ch);
+      answer(op, id, st, std::move(r), out);
+      return {};
+    }
+    case Opcode::kSkuGet:
+    case Opcode::kSaleClose: {
+      proto::SkuView v;
+      const std::string& sku = std::get<proto::SkuReq>(*req).sku;
+      Status st = op == Opcode::kSkuGet ? book_.sku_get(sku, v) : book_.sale_close(sku, now, v, ch);
+      answer(op, id, st, std::move(v), out);
+      return {};
+    }
+    case Opcode::kSkuList: {
+      proto::SkuListResp r;
+      book_.sku_list(std::get<proto::SkuListReq>(*req), r);
+      answer(op, id, Status::kOk, std::move(r), out);
+      return {};
+    }
+    case Opcode::kStats: {
+      proto::StatsResp r;
+      book_.stats(r.stats);
+      if (extra_stats_) extra_stats_(r.stats);
+      answer(op, id, Status::kOk, std::move(r), out);
+      return {};
+    }
+    case Opcode::kSkuSet: {
+      proto::SkuView v;
+      Status st = book_.sku_set(std::get<proto::SkuSetReq>(*req), now, v, ch);
+      answer(op, id, st, std::move(v), out);
+      return {};
+    }
+    case Opcode::kRestock: {
+      proto::SkuView v;
+      Status st = book_.restock(std::get<proto::RestockReq>(*req), v, ch);
+      answer(op, id, st, std::move(v), out);
+      return {};
+    }
+    case Opcode::kCodesLoad: {
+      proto::CodesLoadResp r;
+      Status st = book_.codes_load(std::get<proto::CodesLoadReq>(*req), r, ch);
+      answer(op, id, st, std::move(r), out);
+      return {};
+    }
+    case Opcode::kOutboxRead:
+    case Opcode::kOutboxAck:
+    case Opcode::kOutboxStatus:
+      if (outbox_) return outbox_(h, *req, out);
+      encode_error(h.opcode, id, Status::kInternal, "outbox is not available", out);
+      return {};
+    case Opcode::kHello:
+      break;
+  }
+  encode_error(h.opcode, id, Status::kInternal, "unhandled opcode", out);
+  return {};
+}
+
+}  // namespace stockd

@@ -1,0 +1,128 @@
+#include <set>
+#include <unordered_set>
+
+#include "persist.h"
+
+namespace stockd {
+namespace {
+
+template <class T, class Fn>
+void each_once(const std::vector<T>& items, Fn&& fn) {
+  if (items.size() == 1) return fn(items[0]);
+  std::set<T> seen;
+  for (const auto& it : items) {
+    if (seen.insert(it).second) fn(it);
+  }
+}
+
+template <class Row>
+void put_or_delete(storage::Batch& b, std::string key, const std::optional<Row>& row) {
+  if (row) {
+    b.put(std::move(key), rec::encode(*row));
+  } else {
+    b.del(std::move(key));
+  }
+}
+
+}  // namespace
+
+storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn,
+                           uint64_t outbox_acked, uint64_t outbox_first) {
+  storage::Batch b;
+  b.lsn = lsn;
+  each_once(ch.skus, [&](const std::string& sku) {
+    put_or_delete(b, rec::sku_key(sku), book.sku_row(sku));
+  });
+  each_once(ch.holds, [&](uint64_t id) { put_or_delete(b, rec::hold_key(id), book.hold_row(id)); });
+  each_once(ch.idem, [&](const std::string& k) {
+    put_or_delete(b, rec::idem_key(k), book.idem_row(k));
+  });
+  each_once(ch.users, [&](const std::pair<std::string, std::string>& u) {
+    put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second));
+  });
+  each_once(ch.codes, [&](const std::pair<std::string, uint32_t>& c) {
+    put_or_delete(b, rec::code_key(c.first, c.second), book.code_row(c.first, c.second));
+  });
+  for (const auto& r : ch.outbox) b.put(rec::outbox_key(r.seq), rec::encode(r));
+  rec::MetaRow meta = book.meta();
+  meta.lsn = lsn;
+  meta.outbox_acked = outbox_acked;
+  meta.outbox_first = outbox_first;
+  b.put(rec::meta_key(), rec::encode(meta));
+  return b;
+}
+
+namespace {
+
+// Scans one table, decoding each value into Row and handing it to `take`.
+template <class Row, class Take>
+std::string load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
+  std::string err;
+  const std::string prefix{tag, '/'};
+  storage::Status s = store.scan(prefix, [&](std::string_view k, std::string_view v) {
+    Row row;
+    std::string why;
+    if (!rec::decode(v, row, why)) {
+      err = "record " + std::string(1, tag) + "/... (key " + std::to_string(k.size()) +
+            " bytes) is corrupt: " + why;
+      return false;
+    }
+    ++count;
+    return take(k, row, err);
+  });
+  if (!s.ok()) return s.message();
+  return err;
+}
+
+}  // namespace
+
+std::string recover(storage::Store& store, Book& book, Recovered& out) {
+  std::string value;
+  bool found = false;
+  if (auto s = store.get(rec::meta_key(), value, found); !s.ok()) return s.message();
+  if (found) {
+    std::string why;
+    if (!rec::decode(value, out.meta, why)) return "meta record is corrupt: " + why;
+    book.restore(out.meta);
+  }
+  auto plain = [&book](auto, const auto& row, std::string&) {
+    book.restore(row);
+    return true;
+  };
+  std::string err;
+  if (err = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain); !err.empty()) return err;
+  if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, plain); !err.empty())
+    return err;
+  if (err = load_table<rec::IdemRow>(store, rec::kTagIdem, out.idem, plain); !err.empty()) return err;
+  if (err = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain); !err.empty())
+    return err;
+  if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())
+    return err;
+  // The outbox must be a gap-free run of sequence numbers ending at next_outbox_seq - 1.
+  uint64_t expect = 0;
+  err = load_table<proto::OutboxRecord>(
+      store, rec::kTagOutbox, out.outbox,
+      [&](std::string_view k, const proto::OutboxRecord& r, std::string& e) {
+        auto seq = rec::outbox_key_seq(k);
+        if (!seq || *seq != r.seq) {
+          e = "outbox record " + std::to_string(r.seq) + " is stored under a different key";
+          return false;
+        }
+        if (expect != 0 && r.seq != expect) {
+          e = "outbox sequence gap: expected " + std::to_string(expect) + ", found " +
+              std::to_string(r.seq);
+          return false;
+        }
+        expect = r.seq + 1;
+        return true;
+      });
+  if (!err.empty()) return err;
+  if (out.outbox > 0 && expect != out.meta.next_outbox_seq) {
+    return "outbox ends at " + std::to_string(expect - 1) + " but meta says next is " +
+           std::to_string(out.meta.next_outbox_seq);
+  }
+  if (err = book.finish_restore(); !err.empty()) return "restored state is inconsistent: " + err;
+  return "";
+}
+
+}  // namespace stockd

@@ -1,1 +1,108 @@
-int main() { return 0; }
+// stockd: parse and validate the configuration, set up logging, run the server.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+
+#include "stockd/config.h"
+#include "stockd/server.h"
+
+namespace {
+
+// "HOST:PORT" (IPv6 as [::1]:PORT) into host and port; "" or why not.
+std::string split_endpoint(const std::string& text, std::string& host, uint16_t& port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) return "expected HOST:PORT, got '" + text + "'";
+  host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const std::string p = text.substr(colon + 1);
+  char* end = nullptr;
+  long v = std::strtol(p.c_str(), &end, 10);
+  if (p.empty() || *end != '\0' || v < 0 || v > 65535) return "bad port in '" + text + "'";
+  port = static_cast<uint16_t>(v);
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  stockd::Config c;
+  CLI::App app{"stockd: flash-sale stock server (binary protocol, durable group commit)"};
+  app.set_version_flag("--version", "stockd 0.1.0");
+  std::string listen = "127.0.0.1:7070";
+  std::string metrics;
+  std::string durability = "sync";
+  app.add_option("--listen", listen, "TCP address for clients, HOST:PORT (port 0 = any free)")
+      ->envname("STOCKD_LISTEN")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", metrics, "HTTP address for /metrics and /healthz (off if empty)")
+      ->envname("STOCKD_METRICS_LISTEN");
+  app.add_option("--data-dir", c.data_dir, "directory of the RocksDB store")
+      ->envname("STOCKD_DATA_DIR")
+      ->capture_default_str();
+  app.add_option("--durability", durability,
+                 "sync: answer after fsync (default); interval: fsync every "
+                 "--fsync-interval-ms; off: memory only")
+      ->envname("STOCKD_DURABILITY")
+      ->check(CLI::IsMember({"sync", "interval", "off"}))
+      ->capture_default_str();
+  app.add_option("--fsync-interval-ms", c.fsync_interval_ms, "interval mode: ms between fsyncs")
+      ->envname("STOCKD_FSYNC_INTERVAL_MS")
+      ->capture_default_str();
+  app.add_option("--admin-token", c.admin_token, "token for admin operations (empty = admin off)")
+      ->envname("STOCKD_ADMIN_TOKEN");
+  app.add_option("--outbox-token", c.outbox_token, "token of the outbox sidecar")
+      ->envname("STOCKD_OUTBOX_TOKEN");
+  app.add_option("--client-token", c.client_token, "token buyers must present (empty = none)")
+      ->envname("STOCKD_CLIENT_TOKEN");
+  app.add_option("--connections-max", c.connections_max, "open connections at most")
+      ->envname("STOCKD_CONNECTIONS_MAX")
+      ->capture_default_str();
+  app.add_option("--inflight-max", c.inflight_max, "unanswered requests per connection at most")
+      ->envname("STOCKD_INFLIGHT_MAX")
+      ->capture_default_str();
+  app.add_option("--frame-bytes-max", c.frame_bytes_max, "largest frame accepted, in bytes")
+      ->envname("STOCKD_FRAME_BYTES_MAX")
+      ->capture_default_str();
+  app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "close connections silent this long")
+      ->envname("STOCKD_IDLE_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--idem-retention-ms", c.idem_retention_ms, "keep idempotency keys this long")
+      ->envname("STOCKD_IDEM_RETENTION_MS")
+      ->capture_default_str();
+  app.add_option("--outbox-retention-ms", c.outbox_retention_ms,
+                 "keep acknowledged outbox records this long")
+      ->envname("STOCKD_OUTBOX_RETENTION_MS")
+      ->capture_default_str();
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, critical, off")
+      ->envname("STOCKD_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--ready-file", c.ready_file, "write 'HOST PORT' here once listening")
+      ->envname("STOCKD_READY_FILE");
+  CLI11_PARSE(app, argc, argv);
+
+  std::string err = split_endpoint(listen, c.listen_host, c.listen_port);
+  if (err.empty() && !metrics.empty()) err = split_endpoint(metrics, c.metrics_host, c.metrics_port);
+  static const std::map<std::string, stockd::Durability> kModes = {
+      {"sync", stockd::Durability::kSync},
+      {"interval", stockd::Durability::kInterval},
+      {"off", stockd::Durability::kOff}};
+  c.durability = kModes.at(durability);
+  if (err.empty()) err = stockd::validate(c);
+  if (!err.empty()) {
+    std::fprintf(stderr, "stockd: %s\n", err.c_str());
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("stockd");
+  logger->set_level(spdlog::level::from_str(c.log_level));
+  spdlog::set_default_logger(logger);
+  spdlog::flush_on(spdlog::level::warn);
+
+  stockd::Server server(std::move(c));
+  return server.run();
+}

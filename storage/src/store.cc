@@ -1,0 +1,183 @@
+#include "stockd/store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <chrono>
+
+namespace stockd::storage {
+namespace {
+
+rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
+Status to_status(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  return Status::Error(std::string(what) + ": " + s.ToString());
+}
+
+class RocksStore final : public Store {
+ public:
+  explicit RocksStore(rocksdb::DB* db) : db_(db) {}
+  ~RocksStore() override {
+    if (db_ != nullptr) {
+      (void)db_->Close();
+      delete db_;
+    }
+  }
+
+  Status write(const Batch& batch, bool sync) override {
+    rocksdb::WriteBatch wb;
+    for (const auto& op : batch.ops) {
+      rocksdb::Status s = op.del ? wb.Delete(slice(op.key)) : wb.Put(slice(op.key), slice(op.value));
+      if (!s.ok()) return to_status(s, "building batch");
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    return to_status(db_->Write(wo, &wb), "write lsn " + std::to_string(batch.lsn));
+  }
+
+  Status sync_wal() override { return to_status(db_->SyncWAL(), "sync WAL"); }
+
+  Status resume() override { return to_status(db_->Resume(), "resume"); }
+
+  Status scan(std::string_view prefix,
+              const std::function<bool(std::string_view, std::string_view)>& fn,
+              std::string_view from) override {
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+    for (it->Seek(slice(from > prefix ? from : prefix)); it->Valid(); it->Next()) {
+      rocksdb::Slice k = it->key();
+      if (!k.starts_with(slice(prefix))) break;
+      rocksdb::Slice v = it->value();
+      if (!fn(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
+    }
+    return to_status(it->status(), "scan");
+  }
+
+  Status get(std::string_view key, std::string& value, bool& found) override {
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    rocksdb::Status s = db_->Get(ro, slice(key), &value);
+    found = s.ok();
+    if (s.IsNotFound()) return Status::Ok();
+    return to_status(s, "get");
+  }
+
+ private:
+  rocksdb::DB* db_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& options,
+                                   std::string& error) {
+  rocksdb::Options o;
+  o.create_if_missing = options.create_if_missing;
+  // Safety over defaults: a torn last record (the write that was never acknowledged) is
+  // dropped; corruption anywhere else stops the open instead of silently shortening history.
+  o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  o.paranoid_checks = true;
+  o.max_open_files = 256;
+  o.IncreaseParallelism(2);
+  rocksdb::BlockBasedTableOptions t;
+  t.checksum = rocksdb::kXXH3;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(o, dir, &db)
+                                        : rocksdb::DB::Open(o, dir, &db);
+  if (!s.ok()) {
+    error = "cannot open store in " + dir + ": " + s.ToString();
+    return nullptr;
+  }
+  return std::make_unique<RocksStore>(db);
+}
+
+WalWriter::WalWriter(Store& store, bool sync, int interval_ms, std::function<void()> notify)
+    : store_(store), sync_(sync), interval_ms_(interval_ms), notify_(std::move(notify)) {
+  thread_ = std::thread([this] { run(); });
+}
+
+WalWriter::~WalWriter() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void WalWriter::submit(Batch batch) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(batch));
+    ++in_flight_;
+  }
+  cv_.notify_one();
+}
+
+std::vector<WalWriter::Done> WalWriter::take_done() {
+  std::lock_guard lock(mu_);
+  std::vector<Done> out;
+  out.swap(done_);
+  for (const auto& d : out) {
+    if (d.lsn != 0) --in_flight_;  // lsn 0: a failed periodic sync, not a submitted batch
+  }
+  return out;
+}
+
+size_t WalWriter::in_flight() const {
+  std::lock_guard lock(mu_);
+  return in_flight_;
+}
+
+void WalWriter::run() {
+  using Clock = std::chrono::steady_clock;
+  const bool periodic = !sync_ && interval_ms_ > 0;
+  auto next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
+  bool unsynced = false;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (periodic) {
+      cv_.wait_until(lock, next_sync, [this] { return stop_ || !queue_.empty(); });
+    } else {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    }
+    if (periodic && unsynced && (Clock::now() >= next_sync || (stop_ && queue_.empty()))) {
+      lock.unlock();
+      Status s = store_.sync_wal();
+      lock.lock();
+      unsynced = false;
+      next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
+      if (!s.ok()) {  // reported to the loop as a store failure
+        done_.push_back({0, 0, 0, std::move(s)});
+        lock.unlock();
+        notify_();
+        lock.lock();
+      }
+    } else if (periodic && Clock::now() >= next_sync) {
+      next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
+    }
+    if (queue_.empty()) {
+      if (stop_) return;
+      continue;
+    }
+    Batch b = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    auto start = Clock::now();
+    Status s = store_.write(b, sync_);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+    lock.lock();
+    unsynced = unsynced || !sync_;
+    done_.push_back({b.lsn, b.ops.size(), us.count(), std::move(s)});
+    lock.unlock();
+    notify_();
+    lock.lock();
+  }
+}
+
+}  // namespace stockd::storage

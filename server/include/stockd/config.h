@@ -1,0 +1,41 @@
+// stockd's configuration: one typed struct, parsed once (flags and STOCKD_* environment
+// variables, by CLI11 in main.cc) and validated before the loop starts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace stockd {
+
+enum class Durability {
+  kSync,      // every answer waits for its group's fsync (default)
+  kInterval,  // answers after the write; the WAL is fsynced every fsync_interval_ms
+  kOff,       // memory only: nothing survives a restart (experiments)
+};
+const char* durability_name(Durability d);
+
+struct Config {
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 7070;           // 0 = any free port (printed at start)
+  std::string metrics_host = "127.0.0.1";
+  uint16_t metrics_port = 0;             // 0 = no metrics listener
+  std::string data_dir = "./data";
+  Durability durability = Durability::kSync;
+  int fsync_interval_ms = 100;           // interval mode: most a crash can lose
+  std::string admin_token;               // required for admin operations; empty = admin off
+  std::string outbox_token;              // for the sidecar; empty = only admin may read
+  std::string client_token;              // buyers' token; empty = buyers need none
+  uint32_t connections_max = 10000;      // further connections get BUSY and are closed
+  uint32_t inflight_max = 1024;          // unanswered requests per connection before we stop reading
+  uint32_t frame_bytes_max = 1 << 20;    // largest frame accepted, header included
+  uint32_t idle_timeout_ms = 300000;     // a connection silent this long is closed
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;  // idempotency keys kept at least this long
+  int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
+  std::string log_level = "info";
+  std::string ready_file;                // if set, "host port\n" is written here once listening
+};
+
+// "" if the config is usable, else the first problem, phrased for the operator.
+std::string validate(const Config& c);
+
+}  // namespace stockd

@@ -1,0 +1,31 @@
+// stockd's server: one libuv loop thread owns the book; a WAL thread makes each group of
+// changes durable before that group's answers are sent.
+//
+// Server::run() opens the store, rebuilds the book from it (refusing to start on corruption),
+// listens, and serves until SIGTERM/SIGINT or stop(). Everything but stop() runs on the thread
+// that called run().
+#pragma once
+
+#include <memory>
+
+#include "stockd/config.h"
+
+namespace stockd {
+
+class Server {
+ public:
+  explicit Server(Config config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Blocks until the server stops. Returns a process exit code: 0 after a clean stop,
+  // 1 if the store could not be opened or recovered, 2 if the listener could not bind.
+  int run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stockd

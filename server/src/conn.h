@@ -1,0 +1,55 @@
+// One client connection. Owned by the loop; freed only in its close callback.
+//
+// Answers are appended to `out` as they are made, each with a mark naming the group whose
+// durability it waits for. flush() writes the prefix whose groups are durable; `writing` keeps
+// the bytes of the write in flight alive until its callback.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+
+#include "dispatch.h"
+
+namespace stockd {
+
+struct Conn {
+  struct Mark {
+    uint64_t tag;         // group id the answer waits for
+    uint64_t begin, end;  // absolute offsets of the answer in the stream of `out`
+    uint16_t opcode;
+    uint32_t request_id;
+  };
+
+  uv_tcp_t tcp{};  // tcp.data points back here
+  Session session;
+  std::string rbuf;       // the start of a frame not yet complete, kept for the next read
+  std::string out;        // encoded answers not yet handed to a write
+  uint64_t out_base = 0;  // absolute offset of out[0]
+  std::deque<Mark> marks;
+  std::string writing;    // bytes of the write in flight
+  uv_write_t wreq{};
+  bool write_active = false;
+  bool reading = false;
+  bool closing = false;
+  bool close_after_flush = false;
+  bool in_flush_list = false;
+  bool deferred = false;  // a long-poll answer is pending; later frames wait for it
+  uint32_t unanswered = 0;  // answers made but not yet written
+  int64_t last_active_ms = 0;
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp); }
+  uv_handle_t* handle() { return reinterpret_cast<uv_handle_t*>(&tcp); }
+
+  // Records that `out` grew by one answer for (opcode, request_id) waiting on group `tag`.
+  void mark_answer(uint64_t tag, uint64_t begin, uint16_t opcode, uint32_t request_id) {
+    marks.push_back({tag, begin, out_base + out.size(), opcode, request_id});
+    ++unanswered;
+  }
+  // Replaces every answer waiting on a group after `durable` by STORAGE_UNAVAILABLE.
+  void fail_unreleased(uint64_t durable);
+};
+
+}  // namespace stockd

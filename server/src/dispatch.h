@@ -1,0 +1,57 @@
+// Dispatch: one decoded frame in, one encoded answer out. decode -> authorize -> apply -> encode,
+// one registry row per opcode. No I/O: the loop owns sockets, this owns the meaning of a request.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "stockd/book.h"
+#include "stockd/config.h"
+#include "stockd/protocol.h"
+
+namespace stockd {
+
+struct Session {  // per connection
+  bool hello_done = false;
+  proto::Role role = proto::Role::kBuyer;
+};
+
+struct DispatchOutcome {
+  bool close = false;    // close the connection after sending the answer
+  bool deferred = false; // no answer yet (the loop answers later: outbox long-poll)
+};
+
+class Dispatcher {
+ public:
+  // `extra_stats` appends server-level stats (connections, groups) to STATS answers.
+  Dispatcher(Book& book, const Config& config,
+             std::function<void(std::vector<proto::Stat>&)> extra_stats);
+
+  // Handles one framed request. Appends exactly one answer frame to `out` unless deferred.
+  // `writes_allowed` false (the store failed) refuses state changes with STORAGE_UNAVAILABLE.
+  DispatchOutcome handle(Session& session, const proto::FrameHeader& header,
+                         std::span<const uint8_t> body, int64_t now, bool writes_allowed,
+                         Changes& changes, std::string& out);
+
+  // Answer for a frame that could not be framed at all (then the connection closes).
+  static void encode_error(uint16_t opcode, uint32_t request_id, proto::Status status,
+                           const std::string& message, std::string& out);
+
+  // Outbox operations are the loop's (they read the store); it registers them here.
+  using OutboxHandler = std::function<DispatchOutcome(const proto::FrameHeader&,
+                                                      const proto::Request&, std::string& out)>;
+  void set_outbox_handler(OutboxHandler h) { outbox_ = std::move(h); }
+
+ private:
+  proto::Status hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
+                      std::string& why) const;
+  Book& book_;
+  const Config& config_;
+  std::function<void(std::vector<proto::Stat>&)> extra_stats_;
+  OutboxHandler outbox_;
+};
+
+}  // namespace stockd

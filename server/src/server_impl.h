@@ -1,0 +1,122 @@
+// Private to the server: the loop's state, shared by server.cc (lifecycle, group commit),
+// conn.cc (connection I/O) and outbox.cc (the sidecar's operations).
+#pragma once
+
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conn.h"
+#include "dispatch.h"
+#include "stockd/book.h"
+#include "stockd/server.h"
+#include "stockd/store.h"
+
+namespace stockd {
+
+int64_t wall_ms();  // the book's clock: ms since the Unix epoch
+
+struct Server::Impl {
+  explicit Impl(Config c)
+      : config(std::move(c)),
+        book(std::make_unique<Book>(book_limits())),
+        dispatcher(std::make_unique<Dispatcher>(*book, config,
+                                                [this](auto& s) { extra_stats(s); })) {}
+
+  BookLimits book_limits() const {
+    BookLimits l;
+    l.idem_retention_ms = config.idem_retention_ms;
+    return l;
+  }
+
+  Config config;
+  std::shared_ptr<spdlog::logger> log = spdlog::default_logger();
+  std::unique_ptr<Book> book;
+  std::unique_ptr<Dispatcher> dispatcher;
+  std::unique_ptr<storage::Store> store;
+  std::unique_ptr<storage::WalWriter> wal;
+
+  uv_loop_t loop{};
+  uv_tcp_t listener{};
+  uv_check_t turn_end{};
+  uv_async_t wal_done{};
+  uv_timer_t expiry_timer{};
+  uv_timer_t tick_timer{};  // 1 s: idle sweep, store resume, outbox trim
+  uv_signal_t sigterm{}, sigint{};
+  bool listening = false;
+
+  // ---- Group commit state. ----
+  Changes changes;             // the filling group
+  uint64_t fill_seq = 1;       // id of the filling group; answers are tagged with it
+  uint64_t durable_seq = 0;    // every group <= this is durable (or was empty)
+  uint64_t inflight_seq = 0;   // group being written by the WAL thread, 0 if none
+  uint64_t lsn = 0;            // our log sequence number: +1 per written batch
+  bool store_failed = false;
+  std::string store_error;
+  std::vector<std::string> extra_deletes;  // outbox trims, carried by the next batch
+
+  // ---- Outbox. ----
+  uint64_t outbox_durable_head = 0;  // highest outbox seq known durable
+  uint64_t outbox_fill_head = 0;     // highest seq in the filling or in-flight group
+  uint64_t outbox_inflight_head = 0;
+  uint64_t outbox_acked = 0;
+  uint64_t outbox_first = 1;
+  struct Poll {
+    Conn* conn;
+    proto::FrameHeader header;
+    proto::OutboxReadReq req;
+    int64_t deadline_ms;
+  };
+  std::vector<Poll> polls;
+
+  // ---- Connections. ----
+  std::vector<Conn*> conns;         // every open connection
+  std::vector<Conn*> flush_list;    // connections with answers not yet written
+  Conn* dispatching = nullptr;      // the connection whose request is being handled
+  char read_buf[64 * 1024];         // every read lands here first (one loop thread)
+  uint64_t accepted_total = 0;
+  uint64_t rejected_total = 0;
+
+  // ---- Stats. ----
+  uint64_t groups_written = 0;
+  uint64_t group_ops_total = 0;
+  int64_t group_write_us_total = 0;
+  uint64_t requests_total = 0;
+  bool stopping = false;
+
+  int run();
+  bool open_and_recover();
+  bool start_listening();
+  void begin_stop(const char* why);
+  void finish_stop_if_drained();
+
+  void on_accept();
+  void on_read(Conn* c, ssize_t nread, const uv_buf_t* buf);
+  void process(Conn* c, std::span<const uint8_t> data, size_t& used);
+  void answer_frame(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body);
+  void close_conn(Conn* c);
+  void conn_closed(Conn* c);
+
+  void end_of_turn();
+  void seal_group();
+  void on_wal_done();
+  void fail_store(const std::string& why);
+  void flush(Conn* c);
+  void after_write(Conn* c);
+  void flush_all();
+  void mark_flush(Conn* c);
+  void arm_expiry();
+  void on_tick();
+
+  DispatchOutcome outbox(const proto::FrameHeader& h, const proto::Request& req,
+                         std::string& out);
+  void outbox_read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp);
+  void answer_polls(bool expired_only);
+  void trim_outbox(int64_t now);
+  void extra_stats(std::vector<proto::Stat>& s) const;
+};
+
+}  // namespace stockd

@@ -1,0 +1,114 @@
+// The durable store: an ordered key-value map with atomic batches, on RocksDB.
+//
+// Knows RocksDB and threads, nothing of sockets or of the book. The rows it holds are the byte
+// strings of stockd/records.h. Open it once; one thread writes (the WAL thread, through
+// WalWriter), recovery scans before that thread starts.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace stockd::storage {
+
+// The result of an I/O operation. ok() or a message naming what failed and why.
+class [[nodiscard]] Status {
+ public:
+  static Status Ok() { return Status(); }
+  static Status Error(std::string message) { return Status(std::move(message)); }
+  bool ok() const { return message_.empty(); }
+  const std::string& message() const { return message_; }
+
+ private:
+  Status() = default;
+  explicit Status(std::string m) : message_(m.empty() ? "unknown error" : std::move(m)) {}
+  std::string message_;
+};
+
+// Puts and deletes applied atomically, in order.
+struct Batch {
+  struct Op {
+    bool del = false;
+    std::string key;
+    std::string value;
+  };
+  std::vector<Op> ops;
+  uint64_t lsn = 0;  // our sequence number of this batch (also inside its meta row)
+  void put(std::string key, std::string value) {
+    ops.push_back({false, std::move(key), std::move(value)});
+  }
+  void del(std::string key) { ops.push_back({true, std::move(key), {}}); }
+  bool empty() const { return ops.empty(); }
+};
+
+struct StoreOptions {
+  bool create_if_missing = true;
+  bool read_only = false;  // offline inspection of a stopped server's data
+};
+
+class Store {
+ public:
+  // Opens (or creates) a RocksDB store in `dir` with options chosen for safety:
+  // kTolerateCorruptedTailRecords WAL recovery, paranoid checks, checksums verified on read.
+  // On failure returns nullptr and sets `error` (naming the file and the problem when RocksDB
+  // reports corruption).
+  static std::unique_ptr<Store> open(const std::string& dir, const StoreOptions& options,
+                                     std::string& error);
+  virtual ~Store() = default;
+
+  // Writes `batch` atomically; with sync, returns only after it is on stable storage.
+  virtual Status write(const Batch& batch, bool sync) = 0;
+  // Makes every earlier write durable (for the interval mode).
+  virtual Status sync_wal() = 0;
+  // Tries to leave an error state after a failed write (e.g. the disk had no space).
+  virtual Status resume() = 0;
+  // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
+  // order, until it returns false. Values are verified by RocksDB's block checksums.
+  virtual Status scan(std::string_view prefix,
+                      const std::function<bool(std::string_view, std::string_view)>& fn,
+                      std::string_view from = {}) = 0;
+  virtual Status get(std::string_view key, std::string& value, bool& found) = 0;
+};
+
+// The WAL thread: writes submitted batches one at a time, in order, and calls `notify` (from
+// its own thread) after each; the owner then collects results with take_done(). submit() and
+// take_done() are for the owning (loop) thread.
+class WalWriter {
+ public:
+  struct Done {
+    uint64_t lsn = 0;
+    size_t ops = 0;
+    int64_t write_us = 0;  // time spent in write(+sync)
+    Status status = Status::Ok();
+  };
+  // interval_ms > 0 and !sync: batches are written without sync and the WAL is synced every
+  // interval_ms (a crash loses at most that window).
+  WalWriter(Store& store, bool sync, int interval_ms, std::function<void()> notify);
+  ~WalWriter();  // finishes what was submitted, then joins
+  void submit(Batch batch);
+  std::vector<Done> take_done();
+  size_t in_flight() const;
+
+ private:
+  void run();
+  Store& store_;
+  const bool sync_;
+  const int interval_ms_;
+  std::function<void()> notify_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Batch> queue_;
+  std::vector<Done> done_;
+  size_t in_flight_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace stockd::storage
