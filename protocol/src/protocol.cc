@@ -1,0 +1,766 @@
+// The stockd wire codec. The byte grammar implemented here is docs/protocol.md; every message
+// is its struct's fields in declaration order (see the "Body grammar" section there).
+#include "stockd/protocol.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <type_traits>
+#include <utility>
+
+#include "stockd/wire.h"
+
+namespace stockd::proto {
+namespace {
+
+using wire::Reader;
+using wire::Writer;
+
+constexpr uint64_t kU16Max = std::numeric_limits<uint16_t>::max();
+constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
+constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
+constexpr uint8_t kSetMaskKnown = kSetTotal | kSetPerUserLimit | kSetOpensAt | kSetClosesAt;
+
+// Minimum encoded sizes of list items, used to refuse counts the body cannot hold.
+constexpr size_t kLineBytesMin = 2 + 4;
+constexpr size_t kSkuCodeBytesMin = 2 + 2;
+constexpr size_t kCodeBytesMin = 2;
+constexpr size_t kStatBytesMin = 2 + 8;
+constexpr size_t kSkuViewBytesMin = 2 + 4 * 8 + 4 + 2 * 8 + 1;
+constexpr size_t kOutboxRecordBytesMin = 8 + 1 + 8 + 2 + 2 + 8 + 8 + 2 + 2;
+
+[[gnu::format(printf, 1, 2)]] std::string format(const char* fmt, ...) {
+  char buf[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  size_t len = n < 0 ? 0 : std::min(static_cast<size_t>(n), sizeof buf - 1);
+  return std::string(buf, len);
+}
+
+unsigned long long ull(uint64_t v) { return static_cast<unsigned long long>(v); }
+
+// A programmer error in encode_*: the frame would be corrupt, so stop the process.
+void require(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "stockd protocol: %s\n", what);
+  std::abort();
+}
+
+// ---- The opcode registry: one row per opcode. ----
+
+template <class T, class... Ts>
+constexpr size_t index_in(const std::variant<Ts...>*) {
+  size_t i = 0;
+  (void)((std::is_same_v<T, Ts> || (++i, false)) || ...);
+  return i;
+}
+template <class T>
+constexpr size_t kReq = index_in<T>(static_cast<const Request*>(nullptr));
+template <class T>
+constexpr size_t kResp = index_in<T>(static_cast<const Response*>(nullptr));
+static_assert(kReq<OutboxStatusReq> == std::variant_size_v<Request> - 1);
+static_assert(kResp<ErrorResp> == std::variant_size_v<Response> - 1);
+
+struct OpRow {
+  Opcode op;
+  const char* name;
+  const char* context;  // how decode reasons name the message
+  size_t req;           // index of the request type in Request
+  size_t resp;          // index of the response type (status < 64) in Response
+};
+// The first row of a request type gives its default opcode (COMMIT, SKU_GET).
+constexpr OpRow kOps[] = {
+    {Opcode::kHello, "HELLO", "hello", kReq<HelloReq>, kResp<HelloResp>},
+    {Opcode::kPing, "PING", "ping", kReq<PingReq>, kResp<PingResp>},
+    {Opcode::kReserve, "RESERVE", "reserve", kReq<ReserveReq>, kResp<ReserveResp>},
+    {Opcode::kCommit, "COMMIT", "commit", kReq<HoldReq>, kResp<HoldView>},
+    {Opcode::kRelease, "RELEASE", "release", kReq<HoldReq>, kResp<HoldView>},
+    {Opcode::kClaim, "CLAIM", "claim", kReq<ClaimReq>, kResp<ClaimResp>},
+    {Opcode::kHoldGet, "HOLD_GET", "hold_get", kReq<HoldReq>, kResp<HoldView>},
+    {Opcode::kSkuGet, "SKU_GET", "sku_get", kReq<SkuReq>, kResp<SkuView>},
+    {Opcode::kSkuList, "SKU_LIST", "sku_list", kReq<SkuListReq>, kResp<SkuListResp>},
+    {Opcode::kStats, "STATS", "stats", kReq<StatsReq>, kResp<StatsResp>},
+    {Opcode::kSkuSet, "SKU_SET", "sku_set", kReq<SkuSetReq>, kResp<SkuView>},
+    {Opcode::kRestock, "RESTOCK", "restock", kReq<RestockReq>, kResp<SkuView>},
+    {Opcode::kCodesLoad, "CODES_LOAD", "codes_load", kReq<CodesLoadReq>, kResp<CodesLoadResp>},
+    {Opcode::kSaleClose, "SALE_CLOSE", "sale_close", kReq<SkuReq>, kResp<SkuView>},
+    {Opcode::kOutboxRead, "OUTBOX_READ", "outbox_read", kReq<OutboxReadReq>, kResp<OutboxReadResp>},
+    {Opcode::kOutboxAck, "OUTBOX_ACK", "outbox_ack", kReq<OutboxAckReq>, kResp<OutboxStatusResp>},
+    {Opcode::kOutboxStatus, "OUTBOX_STATUS", "outbox_status", kReq<OutboxStatusReq>,
+     kResp<OutboxStatusResp>},
+};
+
+const OpRow* find_op(uint16_t raw) {
+  for (const OpRow& row : kOps) {
+    if (static_cast<uint16_t>(row.op) == raw) return &row;
+  }
+  return nullptr;
+}
+
+// ---- Body reader: reads field by field and names the first field that fails. ----
+
+class In {
+ public:
+  In(std::span<const uint8_t> body, const char* context, bool response, std::string& reason)
+      : r_(body), context_(context), response_(response), reason_(reason) {}
+
+  // Requests are also checked for meaning (non-empty ids, ranges); responses only for shape.
+  bool strict() const { return !response_; }
+  bool ok() const { return r_.ok(); }
+
+  uint8_t u8(const char* f) { return has(f, 1) ? r_.u8() : 0; }
+  uint16_t u16(const char* f) { return has(f, 2) ? r_.u16() : 0; }
+  uint32_t u32(const char* f) { return has(f, 4) ? r_.u32() : 0; }
+  uint64_t u64(const char* f) { return has(f, 8) ? r_.u64() : 0; }
+  int64_t i64(const char* f) { return has(f, 8) ? r_.i64() : 0; }
+
+  std::string str(const char* f, size_t max, bool non_empty) {
+    if (!has(f, 2)) return {};
+    Reader probe = r_;
+    size_t n = probe.u16();
+    if (n > max) return fail(f, format("is %zu bytes, max %zu", n, max)), std::string();
+    if (n > probe.remaining()) {
+      return fail(f, format("truncated: length %zu, %zu bytes left", n, probe.remaining())),
+             std::string();
+    }
+    if (n == 0 && non_empty) return fail(f, "is empty"), std::string();
+    return r_.str(max);
+  }
+
+  // A list count of 2 or 4 bytes, in lo..hi, whose items (>= item_min bytes each) can fit.
+  size_t count(const char* f, size_t width, uint64_t lo, uint64_t hi, size_t item_min) {
+    uint64_t n = width == 2 ? u16(f) : u32(f);
+    range(f, n, lo, hi);
+    if (ok() && n * item_min > r_.remaining()) {
+      fail(f, format("is %llu but only %zu bytes are left (items take at least %zu bytes)", ull(n),
+                     r_.remaining(), item_min));
+    }
+    return ok() ? static_cast<size_t>(n) : 0;
+  }
+
+  void range(const char* f, uint64_t v, uint64_t lo, uint64_t hi) {
+    if (!ok() || (v >= lo && v <= hi)) return;
+    if (hi == kU64Max || (hi == kU32Max && lo > 0)) {
+      fail(f, format("is %llu, must be at least %llu", ull(v), ull(lo)));
+    } else if (lo == 0) {
+      fail(f, format("is %llu, max %llu", ull(v), ull(hi)));
+    } else {
+      fail(f, format("is %llu, must be %llu..%llu", ull(v), ull(lo), ull(hi)));
+    }
+  }
+
+  bool finish() {
+    if (ok() && r_.remaining() > 0) {
+      fail(nullptr, format("trailing %zu bytes after body", r_.remaining()));
+    }
+    return ok();
+  }
+
+  void fail(const char* f, const std::string& what);
+
+  // Names the list item being read ("line 2") in reasons while it lives.
+  class Item {
+   public:
+    Item(In& in, const char* name, size_t index) : in_(in) {
+      if (in_.depth_ < in_.items_.size()) in_.items_[in_.depth_] = {name, index};
+      ++in_.depth_;
+    }
+    ~Item() { --in_.depth_; }
+    Item(const Item&) = delete;
+    Item& operator=(const Item&) = delete;
+
+   private:
+    In& in_;
+  };
+
+ private:
+  bool has(const char* f, size_t n) {
+    if (!ok()) return false;
+    if (r_.remaining() >= n) return true;
+    fail(f, format("truncated: needs %zu bytes, %zu left", n, r_.remaining()));
+    return false;
+  }
+
+  struct Label {
+    const char* name;
+    size_t index;
+  };
+  Reader r_;
+  const char* context_;
+  bool response_;
+  std::string& reason_;
+  std::array<Label, 2> items_{};
+  size_t depth_ = 0;
+};
+
+void In::fail(const char* f, const std::string& what) {
+  if (!ok()) return;  // keep the first reason
+  r_.fail();
+  reason_ = context_;
+  reason_ += response_ ? " response: " : ": ";
+  for (size_t i = 0; i < std::min(depth_, items_.size()); ++i) {
+    reason_ += format("%s %zu ", items_[i].name, items_[i].index);
+  }
+  if (f != nullptr && *f != '\0') {
+    reason_ += f;
+    reason_ += ' ';
+  }
+  reason_ += what;
+}
+
+// ---- Readers, one per struct, fields in declaration order. ----
+
+template <class T>
+void read_list(In& in, const char* count_name, const char* item_name, size_t width, uint64_t lo,
+               uint64_t hi, size_t item_min, std::vector<T>& out) {
+  size_t n = in.count(count_name, width, lo, hi, item_min);
+  out.clear();
+  for (size_t i = 0; i < n && in.ok(); ++i) {
+    In::Item label(in, item_name, i);
+    T item{};
+    read(in, item);
+    out.push_back(std::move(item));
+  }
+}
+
+void read(In& in, Line& m) {
+  m.sku = in.str("sku", kSkuBytesMax, in.strict());
+  m.qty = in.u32("qty");
+  if (in.strict()) in.range("qty", m.qty, 1, kU32Max);
+}
+void read(In& in, SkuCode& m) {
+  m.sku = in.str("sku", kSkuBytesMax, in.strict());
+  m.code = in.str("code", kCodeBytesMax, in.strict());
+}
+// The only list of bare strings: CODES_LOAD's codes.
+void read(In& in, std::string& code) { code = in.str("", kCodeBytesMax, in.strict()); }
+void read_lines(In& in, std::vector<Line>& out, uint64_t lo, uint64_t hi) {
+  read_list(in, "line count", "line", 2, lo, hi, kLineBytesMin, out);
+}
+void read_codes(In& in, std::vector<SkuCode>& out) {
+  read_list(in, "code count", "code", 2, 0, kU16Max, kSkuCodeBytesMin, out);
+}
+HoldState read_hold_state(In& in) {
+  uint8_t v = in.u8("state");
+  in.range("state", v, 0, static_cast<uint8_t>(HoldState::kExpired));
+  return static_cast<HoldState>(v);
+}
+
+void read(In& in, HelloReq& m) {
+  m.version = in.u16("version");
+  uint8_t role = in.u8("role");
+  in.range("role", role, static_cast<uint8_t>(Role::kBuyer), static_cast<uint8_t>(Role::kOutbox));
+  m.role = static_cast<Role>(role);
+  m.token = in.str("token", kTokenBytesMax, false);
+  m.client_name = in.str("client_name", kClientNameBytesMax, false);
+}
+void read(In&, PingReq&) {}
+void read(In& in, ReserveReq& m) {
+  m.user = in.str("user", kUserBytesMax, true);
+  m.key = in.str("key", kKeyBytesMax, false);
+  m.ttl_ms = in.u32("ttl_ms");
+  in.range("ttl_ms", m.ttl_ms, 0, kHoldTtlMsMax);
+  read_lines(in, m.lines, 1, kReserveLinesMax);
+}
+void read(In& in, HoldReq& m) {
+  m.hold_id = in.u64("hold_id");
+  in.range("hold_id", m.hold_id, 1, kU64Max);
+}
+void read(In& in, ClaimReq& m) {
+  m.sku = in.str("sku", kSkuBytesMax, true);
+  m.user = in.str("user", kUserBytesMax, true);
+  m.key = in.str("key", kKeyBytesMax, false);
+}
+void read(In& in, SkuReq& m) { m.sku = in.str("sku", kSkuBytesMax, true); }
+void read(In& in, SkuListReq& m) {
+  m.after = in.str("after", kSkuBytesMax, false);
+  m.limit = in.u32("limit");
+  in.range("limit", m.limit, 1, kSkuListMax);
+}
+void read(In&, StatsReq&) {}
+void read(In& in, SkuSetReq& m) {
+  m.sku = in.str("sku", kSkuBytesMax, true);
+  m.mask = in.u8("mask");
+  if (in.ok() && (m.mask & ~kSetMaskKnown) != 0) {
+    in.fail("mask", format("0x%02X has unknown bits (known: 0x%02X)", m.mask, kSetMaskKnown));
+  }
+  m.total = in.u64("total");
+  m.per_user_limit = in.u32("per_user_limit");
+  m.opens_at_ms = in.i64("opens_at_ms");
+  m.closes_at_ms = in.i64("closes_at_ms");
+}
+void read(In& in, RestockReq& m) {
+  m.sku = in.str("sku", kSkuBytesMax, true);
+  m.delta = in.i64("delta");
+}
+void read(In& in, CodesLoadReq& m) {
+  m.sku = in.str("sku", kSkuBytesMax, true);
+  read_list(in, "code count", "code", 4, 1, kU32Max, kCodeBytesMin, m.codes);
+}
+void read(In& in, OutboxReadReq& m) {
+  m.after_seq = in.u64("after_seq");
+  m.max_records = in.u32("max_records");
+  in.range("max_records", m.max_records, 1, kOutboxReadMax);
+  m.wait_ms = in.u32("wait_ms");
+  in.range("wait_ms", m.wait_ms, 0, kOutboxWaitMsMax);
+}
+void read(In& in, OutboxAckReq& m) { m.upto_seq = in.u64("upto_seq"); }
+void read(In&, OutboxStatusReq&) {}
+
+void read(In& in, HelloResp& m) {
+  m.version = in.u16("version");
+  m.frame_bytes_max = in.u32("frame_bytes_max");
+  m.inflight_max = in.u32("inflight_max");
+}
+void read(In&, PingResp&) {}
+void read(In& in, ReserveResp& m) {
+  m.hold_id = in.u64("hold_id");
+  m.state = read_hold_state(in);
+  m.expires_at_ms = in.i64("expires_at_ms");
+  m.failed_line = in.u16("failed_line");
+  m.available = in.u64("available");
+  read_codes(in, m.codes);
+}
+void read(In& in, HoldView& m) {
+  m.hold_id = in.u64("hold_id");
+  m.state = read_hold_state(in);
+  m.user = in.str("user", kUserBytesMax, false);
+  m.key = in.str("key", kKeyBytesMax, false);
+  m.created_at_ms = in.i64("created_at_ms");
+  m.expires_at_ms = in.i64("expires_at_ms");
+  read_lines(in, m.lines, 0, kU16Max);
+  read_codes(in, m.codes);
+}
+void read(In& in, ClaimResp& m) {
+  m.order_id = in.u64("order_id");
+  m.code = in.str("code", kCodeBytesMax, false);
+  m.available = in.u64("available");
+}
+void read(In& in, SkuView& m) {
+  m.sku = in.str("sku", kSkuBytesMax, false);
+  m.total = in.u64("total");
+  m.available = in.u64("available");
+  m.held = in.u64("held");
+  m.sold = in.u64("sold");
+  m.per_user_limit = in.u32("per_user_limit");
+  m.opens_at_ms = in.i64("opens_at_ms");
+  m.closes_at_ms = in.i64("closes_at_ms");
+  m.flags = in.u8("flags");
+}
+void read(In& in, SkuListResp& m) {
+  read_list(in, "sku count", "sku", 4, 0, kU32Max, kSkuViewBytesMin, m.skus);
+}
+void read(In& in, Stat& m) {
+  m.name = in.str("name", kStatNameBytesMax, false);
+  m.value = in.u64("value");
+}
+void read(In& in, StatsResp& m) {
+  read_list(in, "stat count", "stat", 2, 0, kU16Max, kStatBytesMin, m.stats);
+}
+void read(In& in, CodesLoadResp& m) {
+  read(in, m.sku);
+  m.duplicate = in.str("duplicate", kCodeBytesMax, false);
+}
+void read(In& in, OutboxRecord& m) {
+  m.seq = in.u64("seq");
+  uint8_t kind = in.u8("kind");
+  in.range("kind", kind, static_cast<uint8_t>(OutboxKind::kOrder),
+           static_cast<uint8_t>(OutboxKind::kExpired));
+  m.kind = static_cast<OutboxKind>(kind);
+  m.order_id = in.u64("order_id");
+  m.user = in.str("user", kUserBytesMax, false);
+  m.key = in.str("key", kKeyBytesMax, false);
+  m.created_at_ms = in.i64("created_at_ms");
+  m.at_ms = in.i64("at_ms");
+  read_lines(in, m.lines, 0, kU16Max);
+  read_codes(in, m.codes);
+}
+void read(In& in, OutboxReadResp& m) {
+  m.head_seq = in.u64("head_seq");
+  m.acked_seq = in.u64("acked_seq");
+  m.first_seq = in.u64("first_seq");
+  read_list(in, "record count", "record", 4, 0, kU32Max, kOutboxRecordBytesMin, m.records);
+}
+void read(In& in, OutboxStatusResp& m) {
+  m.head_seq = in.u64("head_seq");
+  m.acked_seq = in.u64("acked_seq");
+  m.first_seq = in.u64("first_seq");
+}
+void read(In& in, ErrorResp& m) { m.message = in.str("message", kU16Max, false); }
+
+template <class V, class T>
+std::optional<V> decode_as(In& in) {
+  T m{};
+  read(in, m);
+  if (!in.finish()) return std::nullopt;
+  return V(std::in_place_type<T>, std::move(m));
+}
+template <class V, size_t... I>
+constexpr auto make_decoders(std::index_sequence<I...>) {
+  return std::array{&decode_as<V, std::variant_alternative_t<I, V>>...};
+}
+// One decoder per variant alternative, indexed like the variant.
+template <class V>
+constexpr auto kDecoders = make_decoders<V>(std::make_index_sequence<std::variant_size_v<V>>());
+
+// ---- Writers, one per struct, mirroring the readers. ----
+
+// A Writer whose type lives here, so that put_list finds the write() overloads by ADL.
+class Out : public Writer {
+ public:
+  using Writer::Writer;
+};
+
+void put_str(Out& w, std::string_view s) {
+  require(s.size() <= kU16Max, "string longer than 65535 bytes");
+  w.str(s);
+}
+template <class T>
+void put_list(Out& w, size_t width, const std::vector<T>& v) {
+  if (width == 2) {
+    require(v.size() <= kU16Max, "list longer than 65535 items");
+    w.u16(static_cast<uint16_t>(v.size()));
+  } else {
+    require(v.size() <= kU32Max, "list longer than 2^32-1 items");
+    w.u32(static_cast<uint32_t>(v.size()));
+  }
+  for (const T& item : v) write(w, item);
+}
+
+void write(Out& w, const Line& m) {
+  put_str(w, m.sku);
+  w.u32(m.qty);
+}
+void write(Out& w, const SkuCode& m) {
+  put_str(w, m.sku);
+  put_str(w, m.code);
+}
+void write(Out& w, const std::string& code) { put_str(w, code); }
+void write(Out& w, const HelloReq& m) {
+  w.u16(m.version);
+  w.u8(static_cast<uint8_t>(m.role));
+  put_str(w, m.token);
+  put_str(w, m.client_name);
+}
+void write(Out&, const PingReq&) {}
+void write(Out& w, const ReserveReq& m) {
+  put_str(w, m.user);
+  put_str(w, m.key);
+  w.u32(m.ttl_ms);
+  put_list(w, 2, m.lines);
+}
+void write(Out& w, const HoldReq& m) { w.u64(m.hold_id); }
+void write(Out& w, const ClaimReq& m) {
+  put_str(w, m.sku);
+  put_str(w, m.user);
+  put_str(w, m.key);
+}
+void write(Out& w, const SkuReq& m) { put_str(w, m.sku); }
+void write(Out& w, const SkuListReq& m) {
+  put_str(w, m.after);
+  w.u32(m.limit);
+}
+void write(Out&, const StatsReq&) {}
+void write(Out& w, const SkuSetReq& m) {
+  put_str(w, m.sku);
+  w.u8(m.mask);
+  w.u64(m.total);
+  w.u32(m.per_user_limit);
+  w.i64(m.opens_at_ms);
+  w.i64(m.closes_at_ms);
+}
+void write(Out& w, const RestockReq& m) {
+  put_str(w, m.sku);
+  w.i64(m.delta);
+}
+void write(Out& w, const CodesLoadReq& m) {
+  put_str(w, m.sku);
+  put_list(w, 4, m.codes);
+}
+void write(Out& w, const OutboxReadReq& m) {
+  w.u64(m.after_seq);
+  w.u32(m.max_records);
+  w.u32(m.wait_ms);
+}
+void write(Out& w, const OutboxAckReq& m) { w.u64(m.upto_seq); }
+void write(Out&, const OutboxStatusReq&) {}
+
+void write(Out& w, const HelloResp& m) {
+  w.u16(m.version);
+  w.u32(m.frame_bytes_max);
+  w.u32(m.inflight_max);
+}
+void write(Out&, const PingResp&) {}
+void write(Out& w, const ReserveResp& m) {
+  w.u64(m.hold_id);
+  w.u8(static_cast<uint8_t>(m.state));
+  w.i64(m.expires_at_ms);
+  w.u16(m.failed_line);
+  w.u64(m.available);
+  put_list(w, 2, m.codes);
+}
+void write(Out& w, const HoldView& m) {
+  w.u64(m.hold_id);
+  w.u8(static_cast<uint8_t>(m.state));
+  put_str(w, m.user);
+  put_str(w, m.key);
+  w.i64(m.created_at_ms);
+  w.i64(m.expires_at_ms);
+  put_list(w, 2, m.lines);
+  put_list(w, 2, m.codes);
+}
+void write(Out& w, const ClaimResp& m) {
+  w.u64(m.order_id);
+  put_str(w, m.code);
+  w.u64(m.available);
+}
+void write(Out& w, const SkuView& m) {
+  put_str(w, m.sku);
+  w.u64(m.total);
+  w.u64(m.available);
+  w.u64(m.held);
+  w.u64(m.sold);
+  w.u32(m.per_user_limit);
+  w.i64(m.opens_at_ms);
+  w.i64(m.closes_at_ms);
+  w.u8(m.flags);
+}
+void write(Out& w, const SkuListResp& m) { put_list(w, 4, m.skus); }
+void write(Out& w, const Stat& m) {
+  put_str(w, m.name);
+  w.u64(m.value);
+}
+void write(Out& w, const StatsResp& m) { put_list(w, 2, m.stats); }
+void write(Out& w, const CodesLoadResp& m) {
+  write(w, m.sku);
+  put_str(w, m.duplicate);
+}
+void write(Out& w, const OutboxRecord& m) {
+  w.u64(m.seq);
+  w.u8(static_cast<uint8_t>(m.kind));
+  w.u64(m.order_id);
+  put_str(w, m.user);
+  put_str(w, m.key);
+  w.i64(m.created_at_ms);
+  w.i64(m.at_ms);
+  put_list(w, 2, m.lines);
+  put_list(w, 2, m.codes);
+}
+void write(Out& w, const OutboxReadResp& m) {
+  w.u64(m.head_seq);
+  w.u64(m.acked_seq);
+  w.u64(m.first_seq);
+  put_list(w, 4, m.records);
+}
+void write(Out& w, const OutboxStatusResp& m) {
+  w.u64(m.head_seq);
+  w.u64(m.acked_seq);
+  w.u64(m.first_seq);
+}
+void write(Out& w, const ErrorResp& m) { put_str(w, m.message); }
+
+// Appends header + body; body_len is patched in once the body is written.
+template <class V>
+void put_frame(FrameHeader h, const V& body, std::string& out) {
+  size_t start = out.size();
+  encode_header(h, out);
+  Out w(out);
+  std::visit([&w](const auto& m) { write(w, m); }, body);
+  uint64_t len = out.size() - start - kHeaderBytes;
+  require(len <= kU32Max, "body longer than 2^32-1 bytes");
+  for (size_t i = 0; i < 4; ++i) out[start + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xFF);
+}
+
+FrameDecode invalid(FrameDecode d, Status error, std::string reason) {
+  d.kind = DecodeKind::kInvalid;
+  d.error = error;
+  d.reason = std::move(reason);
+  return d;
+}
+
+}  // namespace
+
+const char* opcode_name(Opcode op) {
+  const OpRow* row = find_op(static_cast<uint16_t>(op));
+  return row != nullptr ? row->name : "UNKNOWN";
+}
+
+bool opcode_known(uint16_t raw) { return find_op(raw) != nullptr; }
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::kOk:
+      return "OK";
+    case Status::kSoldOut:
+      return "SOLD_OUT";
+    case Status::kLimitExceeded:
+      return "LIMIT_EXCEEDED";
+    case Status::kNotFound:
+      return "NOT_FOUND";
+    case Status::kSaleNotOpen:
+      return "SALE_NOT_OPEN";
+    case Status::kSaleClosed:
+      return "SALE_CLOSED";
+    case Status::kHoldExpired:
+      return "HOLD_EXPIRED";
+    case Status::kAlreadyDone:
+      return "ALREADY_DONE";
+    case Status::kKeyConflict:
+      return "KEY_CONFLICT";
+    case Status::kDuplicateCode:
+      return "DUPLICATE_CODE";
+    case Status::kBelowCommitted:
+      return "BELOW_COMMITTED";
+    case Status::kBadRequest:
+      return "BAD_REQUEST";
+    case Status::kUnauthorized:
+      return "UNAUTHORIZED";
+    case Status::kBusy:
+      return "BUSY";
+    case Status::kStorageUnavailable:
+      return "STORAGE_UNAVAILABLE";
+    case Status::kUnknownOpcode:
+      return "UNKNOWN_OPCODE";
+    case Status::kUnsupportedVersion:
+      return "UNSUPPORTED_VERSION";
+    case Status::kFrameTooLarge:
+      return "FRAME_TOO_LARGE";
+    case Status::kInternal:
+      return "INTERNAL";
+  }
+  return "UNKNOWN";
+}
+
+const char* hold_state_name(HoldState s) {
+  switch (s) {
+    case HoldState::kNone:
+      return "NONE";
+    case HoldState::kHeld:
+      return "HELD";
+    case HoldState::kCommitted:
+      return "COMMITTED";
+    case HoldState::kReleased:
+      return "RELEASED";
+    case HoldState::kExpired:
+      return "EXPIRED";
+  }
+  return "UNKNOWN";
+}
+
+FrameDecode decode_frame(std::span<const uint8_t> in, const Limits& limits) {
+  FrameDecode d;
+  if (in.size() < kHeaderBytes) return d;
+  Reader r(in.first(kHeaderBytes));
+  FrameHeader& h = d.header;
+  h.magic = r.u16();
+  h.version = r.u8();
+  h.flags = r.u8();
+  h.body_len = r.u32();
+  h.opcode = r.u16();
+  h.status = r.u16();
+  h.request_id = r.u32();
+  if (h.magic != kMagic) {
+    return invalid(std::move(d), Status::kBadRequest,
+                   format("bad magic 0x%04X, expected 0x%04X", h.magic, kMagic));
+  }
+  if (h.version != kProtocolVersion) {
+    return invalid(
+        std::move(d), Status::kUnsupportedVersion,
+        format("unsupported protocol version %u, expected %u", h.version, kProtocolVersion));
+  }
+  if ((h.flags & ~kFlagResponse) != 0) {
+    return invalid(std::move(d), Status::kBadRequest,
+                   format("unknown flag bits 0x%02X (only 0x%02X is defined)",
+                          h.flags & ~kFlagResponse & 0xFF, kFlagResponse));
+  }
+  uint64_t frame_bytes = kHeaderBytes + uint64_t{h.body_len};
+  if (frame_bytes > limits.frame_bytes_max) {
+    return invalid(std::move(d), Status::kFrameTooLarge,
+                   format("frame of %llu bytes exceeds frame_bytes_max %u", ull(frame_bytes),
+                          limits.frame_bytes_max));
+  }
+  if (in.size() < frame_bytes) return d;
+  d.kind = DecodeKind::kFrame;
+  d.body = in.subspan(kHeaderBytes, h.body_len);
+  d.consumed = static_cast<size_t>(frame_bytes);
+  return d;
+}
+
+void encode_header(const FrameHeader& h, std::string& out) {
+  Writer w(out);
+  w.u16(h.magic);
+  w.u8(h.version);
+  w.u8(h.flags);
+  w.u32(h.body_len);
+  w.u16(h.opcode);
+  w.u16(h.status);
+  w.u32(h.request_id);
+}
+
+std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
+                                      std::string& reason) {
+  const OpRow* row = find_op(static_cast<uint16_t>(op));
+  if (row == nullptr) {
+    reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
+    return std::nullopt;
+  }
+  In in(body, row->context, false, reason);
+  return kDecoders<Request>[row->req](in);
+}
+
+std::optional<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body,
+                                        std::string& reason) {
+  const OpRow* row = find_op(static_cast<uint16_t>(op));
+  if (is_error_status(status)) {
+    In in(body, row != nullptr ? row->context : "error", true, reason);
+    return decode_as<Response, ErrorResp>(in);
+  }
+  if (row == nullptr) {
+    reason = format("unknown opcode 0x%04X with non-error status %u", static_cast<unsigned>(op),
+                    static_cast<unsigned>(status));
+    return std::nullopt;
+  }
+  In in(body, row->context, true, reason);
+  return kDecoders<Response>[row->resp](in);
+}
+
+void encode_request(Opcode op, uint32_t request_id, const Request& req, std::string& out) {
+  const OpRow* row = find_op(static_cast<uint16_t>(op));
+  require(row != nullptr && row->req == req.index(), "encode_request: type does not match opcode");
+  FrameHeader h;
+  h.opcode = static_cast<uint16_t>(op);
+  h.request_id = request_id;
+  put_frame(h, req, out);
+}
+
+void encode_response(Opcode op, uint32_t request_id, Status status, const Response& resp,
+                     std::string& out) {
+  if (is_error_status(status)) {
+    require(std::holds_alternative<ErrorResp>(resp), "encode_response: error needs ErrorResp");
+  } else {
+    const OpRow* row = find_op(static_cast<uint16_t>(op));
+    require(row != nullptr && row->resp == resp.index(),
+            "encode_response: type does not match opcode");
+  }
+  FrameHeader h;
+  h.flags = kFlagResponse;
+  h.opcode = static_cast<uint16_t>(op);
+  h.status = static_cast<uint16_t>(status);
+  h.request_id = request_id;
+  put_frame(h, resp, out);
+}
+
+Opcode default_opcode(const Request& req) {
+  for (const OpRow& row : kOps) {
+    if (row.req == req.index()) return row.op;
+  }
+  require(false, "default_opcode: request type without opcode");
+  return Opcode::kPing;
+}
+
+}  // namespace stockd::proto

@@ -1,0 +1,453 @@
+// The book's buyer operations: reserve, claim, commit, release, and the shared helpers.
+//
+// Choices the header leaves open, made here:
+// - On success ReserveResp.available is the fewest units left among the request's SKUs (for a
+//   one-line request: the units left of that SKU). It is part of the stored first answer.
+// - Code pools hand out their lowest free index first, so the book stays deterministic across a
+//   restore (the free list is rebuilt from the code rows alone).
+// - A sold order is never returned by release (ALREADY_DONE, state COMMITTED): refunds and
+//   returns are out of scope; an admin restock adds units back instead.
+// - Idempotency keys are global (not per user); the fingerprint includes the user, so another
+//   user's request under the same key is a KEY_CONFLICT.
+#include "stockd/book.h"
+
+#include <algorithm>
+
+#include "book_impl.h"
+#include "stockd/wire.h"
+
+namespace stockd {
+
+using book_detail::Hold;
+using book_detail::Idem;
+using book_detail::Sku;
+using book_detail::Want;
+using proto::HoldState;
+using proto::Status;
+
+namespace {
+
+// Opcode kinds inside fingerprints, so that a claim never matches a reserve.
+constexpr uint32_t kFingerprintReserve = 1;
+constexpr uint32_t kFingerprintClaim = 2;
+
+// FNV-1a 64 over a canonical serialization: u32 LE integers, u32-length-prefixed strings.
+class Fingerprint {
+ public:
+  explicit Fingerprint(uint32_t kind) { u32(kind); }
+  void u32(uint32_t v) {
+    const char b[4] = {static_cast<char>(v & 0xFF), static_cast<char>((v >> 8) & 0xFF),
+                       static_cast<char>((v >> 16) & 0xFF), static_cast<char>((v >> 24) & 0xFF)};
+    h_ = wire::fnv1a64(std::string_view(b, 4), h_);
+  }
+  void str(std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    h_ = wire::fnv1a64(s, h_);
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = wire::fnv1a64(std::string_view());
+};
+
+uint64_t reserve_fingerprint(const proto::ReserveReq& req) {
+  Fingerprint f(kFingerprintReserve);
+  f.str(req.user);
+  f.u32(req.ttl_ms);
+  f.u32(static_cast<uint32_t>(req.lines.size()));
+  for (const proto::Line& l : req.lines) {
+    f.str(l.sku);
+    f.u32(l.qty);
+  }
+  return f.value();
+}
+
+uint64_t claim_fingerprint(const proto::ClaimReq& req) {
+  Fingerprint f(kFingerprintClaim);
+  f.str(req.user);
+  f.str(req.sku);
+  return f.value();
+}
+
+bool claim_ok(const proto::ClaimReq& req) {
+  return book_detail::sku_id_ok(req.sku) && book_detail::user_ok(req.user) &&
+         req.key.size() <= proto::kKeyBytesMax;
+}
+
+}  // namespace
+
+std::string validate(const proto::ReserveReq& req) {
+  if (!book_detail::user_ok(req.user)) return "user must be 1..128 bytes";
+  if (req.key.size() > proto::kKeyBytesMax) return "key must be at most 128 bytes";
+  if (req.ttl_ms > proto::kHoldTtlMsMax) return "ttl_ms is over hold_ttl_ms_max (86400000)";
+  if (req.lines.empty() || req.lines.size() > proto::kReserveLinesMax) {
+    return "a reservation has 1..64 lines";
+  }
+  for (size_t i = 0; i < req.lines.size(); ++i) {
+    const proto::Line& l = req.lines[i];
+    if (!book_detail::sku_id_ok(l.sku)) return "line " + std::to_string(i) + ": sku 1..64 bytes";
+    if (l.qty == 0) return "line " + std::to_string(i) + ": qty must be >= 1";
+    for (size_t j = 0; j < i; ++j) {
+      if (req.lines[j].sku == l.sku) return "line " + std::to_string(i) + ": sku repeated";
+    }
+  }
+  return "";
+}
+
+Book::Book(BookLimits limits) : impl_(std::make_unique<Impl>(limits)) {}
+Book::~Book() = default;
+
+// ---- Shared helpers. ----
+
+Sku* Book::Impl::find_sku(std::string_view id) {
+  auto it = skus.find(id);
+  return it == skus.end() ? nullptr : &it->second;
+}
+const Sku* Book::Impl::find_sku(std::string_view id) const {
+  auto it = skus.find(id);
+  return it == skus.end() ? nullptr : &it->second;
+}
+Sku& Book::Impl::add_sku(std::string_view id) {
+  auto [it, inserted] = skus.try_emplace(std::string(id));
+  it->second.id = it->first;
+  if (inserted) sku_order.insert(it->second.id);
+  return it->second;
+}
+
+void sku_view(const Sku& s, proto::SkuView& out) {
+  out.sku.assign(s.id);
+  out.total = s.total;
+  out.available = s.available;
+  out.held = s.held;
+  out.sold = s.sold;
+  out.per_user_limit = s.limit;
+  out.opens_at_ms = s.opens_at;
+  out.closes_at_ms = s.closes_at;
+  out.flags = static_cast<uint8_t>((s.closed ? proto::kSkuFlagClosed : 0) |
+                                   (s.pool ? proto::kSkuFlagCodePool : 0));
+}
+
+uint64_t units_of(const Sku& s, std::string_view user) {
+  auto it = s.users.find(user);
+  return it == s.users.end() ? 0 : it->second;
+}
+void add_units(Sku& s, std::string_view user, uint64_t qty) {
+  auto it = s.users.find(user);
+  if (it == s.users.end()) {
+    s.users.emplace(std::string(user), qty);
+  } else {
+    it->second += qty;
+  }
+}
+void sub_units(Sku& s, std::string_view user, uint64_t qty) {
+  auto it = s.users.find(user);
+  if (it == s.users.end()) return;  // check_invariants() proves this does not happen
+  it->second -= std::min(it->second, qty);
+  if (it->second == 0) s.users.erase(it);
+}
+
+void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
+  out.hold_id = h.id;
+  out.state = h.state;
+  out.user = h.user;
+  out.key = h.key;
+  out.created_at_ms = h.created_at;
+  out.expires_at_ms = h.expires_at;
+  out.lines.clear();
+  for (const book_detail::HoldLine& l : h.lines) out.lines.push_back({std::string(l.sku->id), l.qty});
+  out.codes.clear();
+  for (const book_detail::HoldCode& c : h.codes) {
+    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  }
+}
+
+// ---- Reserve and claim. ----
+
+// If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
+Status Book::Impl::replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
+                          bool& found) {
+  auto it = idem.find(key);
+  found = it != idem.end();
+  if (!found) return Status::kOk;
+  if (it->second.fingerprint != fingerprint) return Status::kKeyConflict;
+  out = it->second.resp;
+  ++counters.idem_hits;
+  return Status::kOk;
+}
+
+Status Book::Impl::check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
+                              uint64_t& available) {
+  if (s == nullptr) return Status::kNotFound;
+  if (s->closed) return Status::kSaleClosed;
+  if (s->opens_at != 0 && now < s->opens_at) return Status::kSaleNotOpen;
+  if (s->closes_at != 0 && now >= s->closes_at) return Status::kSaleClosed;
+  if (s->limit != 0) {
+    const uint64_t have = units_of(*s, user);
+    if (have + qty > s->limit) {
+      available = have >= s->limit ? 0 : s->limit - have;
+      ++counters.limit_exceeded;
+      return Status::kLimitExceeded;
+    }
+  }
+  if (s->available < qty) {
+    available = s->available;
+    ++counters.sold_out;
+    return Status::kSoldOut;
+  }
+  return Status::kOk;
+}
+
+void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
+  // free.size() == available >= qty, checked by check_line and kept by check_invariants().
+  for (uint32_t i = 0; i < qty; ++i) {
+    std::pop_heap(s.free.begin(), s.free.end(), std::greater<>());
+    const uint32_t index = s.free.back();
+    s.free.pop_back();
+    s.codes[index].owner = h.id;
+    h.codes.push_back({&s, index});
+    ch.codes.emplace_back(std::string(s.id), index);
+  }
+}
+
+void Book::Impl::remember(std::string_view key, uint64_t fingerprint, int64_t now,
+                          const proto::ReserveResp& resp, Changes& ch) {
+  auto [it, inserted] = idem.try_emplace(std::string(key));
+  it->second = Idem{fingerprint, now, resp};
+  if (inserted) idem_fifo.emplace_back(now, it->first);
+  ch.idem.emplace_back(key);
+}
+
+void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
+                               std::span<const Want> wants, uint64_t fingerprint, int64_t now,
+                               proto::ReserveResp& out, Changes& ch) {
+  const uint64_t id = next_hold_id++;
+  Hold& h = holds.try_emplace(id).first->second;
+  h.id = id;
+  h.user.assign(user);
+  h.key.assign(key);
+  h.created_at = now;
+  h.lines.reserve(wants.size());
+  uint64_t left = UINT64_MAX;
+  for (const Want& w : wants) {
+    Sku& s = *w.sku;
+    if (s.pool) take_codes(s, w.qty, h, ch);
+    s.available -= w.qty;
+    (ttl_ms > 0 ? s.held : s.sold) += w.qty;
+    add_units(s, user, w.qty);
+    h.lines.push_back({&s, w.qty});
+    left = std::min(left, s.available);
+    ch.skus.emplace_back(s.id);
+    ch.users.emplace_back(std::string(s.id), std::string(user));
+  }
+  if (ttl_ms > 0) {
+    h.state = HoldState::kHeld;
+    h.expires_at = now + ttl_ms;
+    heap_push(h);
+  } else {
+    finish(h, HoldState::kCommitted, now);
+    emit(proto::OutboxKind::kOrder, h, now, ch);
+  }
+  ch.holds.push_back(id);
+  ch.meta = true;
+  out.hold_id = id;
+  out.state = h.state;
+  out.expires_at_ms = h.expires_at;
+  out.failed_line = book_detail::kNoLine;
+  out.available = left;
+  out.codes.clear();
+  for (const book_detail::HoldCode& c : h.codes) {
+    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  }
+  if (!key.empty()) remember(key, fingerprint, now, out, ch);
+}
+
+Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
+                     Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::ReserveResp{};
+  m.sweep(now, ch);
+  if (!validate(req).empty()) return Status::kBadRequest;
+  const uint64_t fingerprint = reserve_fingerprint(req);
+  if (!req.key.empty()) {
+    bool found = false;
+    const Status st = m.replay(req.key, fingerprint, out, found);
+    if (found) return st;
+  }
+  // Refusals change nothing and are not remembered under the key: a retry may succeed.
+  Want wants[proto::kReserveLinesMax];
+  for (size_t i = 0; i < req.lines.size(); ++i) {
+    Sku* s = m.find_sku(req.lines[i].sku);
+    const Status st = m.check_line(s, req.user, req.lines[i].qty, now, out.available);
+    if (st != Status::kOk) {
+      out.failed_line = static_cast<uint16_t>(i);
+      return st;
+    }
+    wants[i] = {s, req.lines[i].qty};
+  }
+  m.apply_reserve(req.user, req.key, req.ttl_ms, std::span<const Want>(wants, req.lines.size()),
+                  fingerprint, now, out, ch);
+  ++m.counters.reserves_ok;
+  return Status::kOk;
+}
+
+Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::ClaimResp{};
+  m.sweep(now, ch);
+  if (!claim_ok(req)) return Status::kBadRequest;
+  const uint64_t fingerprint = claim_fingerprint(req);
+  proto::ReserveResp r;
+  if (!req.key.empty()) {
+    bool found = false;
+    const Status st = m.replay(req.key, fingerprint, r, found);
+    if (found) {
+      out.order_id = r.hold_id;
+      if (!r.codes.empty()) out.code = r.codes.front().code;
+      out.available = r.available;
+      return st;
+    }
+  }
+  Sku* s = m.find_sku(req.sku);
+  if (s == nullptr) return Status::kNotFound;
+  out.available = s->available;
+  if (!s->pool) return Status::kBadRequest;
+  uint64_t ignored = 0;
+  const Status st = m.check_line(s, req.user, 1, now, ignored);
+  if (st != Status::kOk) return st;
+  const Want want{s, 1};
+  m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch);
+  out.order_id = r.hold_id;
+  out.code = r.codes.front().code;
+  out.available = s->available;
+  ++m.counters.claims_ok;
+  return Status::kOk;
+}
+
+// ---- Commit and release. ----
+
+Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::HoldView{};
+  m.sweep(now, ch);
+  auto it = m.holds.find(hold_id);
+  if (it == m.holds.end()) return Status::kNotFound;
+  Hold& h = it->second;
+  Status st = Status::kOk;
+  switch (h.state) {
+    case HoldState::kHeld:
+      if (now >= h.expires_at) {
+        m.end_hold(h, HoldState::kExpired, h.expires_at, ch);
+        ++m.counters.expiries;
+        st = Status::kHoldExpired;
+      } else {
+        m.commit_hold(h, now, ch);
+        ++m.counters.commits;
+      }
+      break;
+    case HoldState::kCommitted:
+      st = Status::kAlreadyDone;
+      break;
+    default:  // released or expired: the units are gone back
+      st = Status::kHoldExpired;
+      break;
+  }
+  m.hold_view(h, out);
+  return st;
+}
+
+Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::HoldView{};
+  m.sweep(now, ch);
+  auto it = m.holds.find(hold_id);
+  if (it == m.holds.end()) return Status::kNotFound;
+  Hold& h = it->second;
+  Status st = Status::kOk;
+  switch (h.state) {
+    case HoldState::kHeld:
+      if (now >= h.expires_at) {
+        m.end_hold(h, HoldState::kExpired, h.expires_at, ch);
+        ++m.counters.expiries;
+        st = Status::kHoldExpired;
+      } else {
+        m.end_hold(h, HoldState::kReleased, now, ch);
+        ++m.counters.releases;
+      }
+      break;
+    case HoldState::kExpired:
+      st = Status::kHoldExpired;
+      break;
+    default:  // released already, or sold (never returned by release)
+      st = Status::kAlreadyDone;
+      break;
+  }
+  m.hold_view(h, out);
+  return st;
+}
+
+// ---- Queries. ----
+
+Status Book::hold_get(uint64_t hold_id, proto::HoldView& out) const {
+  out = proto::HoldView{};
+  auto it = impl_->holds.find(hold_id);
+  if (it == impl_->holds.end()) return Status::kNotFound;
+  impl_->hold_view(it->second, out);
+  return Status::kOk;
+}
+
+Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
+  out = proto::SkuView{};
+  const Sku* s = impl_->find_sku(sku);
+  if (s == nullptr) return Status::kNotFound;
+  sku_view(*s, out);
+  return Status::kOk;
+}
+
+void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const {
+  out.skus.clear();
+  const uint32_t limit = std::min(req.limit, proto::kSkuListMax);
+  for (auto it = impl_->sku_order.upper_bound(req.after);
+       it != impl_->sku_order.end() && out.skus.size() < limit; ++it) {
+    sku_view(*impl_->find_sku(*it), out.skus.emplace_back());
+  }
+}
+
+void Book::stats(std::vector<proto::Stat>& out) const {
+  const Impl& m = *impl_;
+  uint64_t total = 0, available = 0, held = 0, sold = 0;
+  for (const auto& [id, s] : m.skus) {
+    total += s.total;
+    available += s.available;
+    held += s.held;
+    sold += s.sold;
+  }
+  const BookCounters& c = m.counters;
+  const std::pair<const char*, uint64_t> rows[] = {
+      {"skus", m.skus.size()},
+      {"live_holds", m.deadlines.size()},
+      {"finished_holds", m.holds.size() - m.deadlines.size()},
+      {"idem_keys", m.idem.size()},
+      {"codes", m.codes.size()},
+      {"reserves_ok", c.reserves_ok},
+      {"sold_out", c.sold_out},
+      {"limit_exceeded", c.limit_exceeded},
+      {"commits", c.commits},
+      {"releases", c.releases},
+      {"expiries", c.expiries},
+      {"claims_ok", c.claims_ok},
+      {"idem_hits", c.idem_hits},
+      {"units_total", total},
+      {"units_available", available},
+      {"units_held", held},
+      {"units_sold", sold},
+      {"outbox_next_seq", m.next_outbox_seq},
+      {"next_hold_id", m.next_hold_id},
+  };
+  for (const auto& [name, value] : rows) out.push_back({name, value});
+}
+
+const BookCounters& Book::counters() const { return impl_->counters; }
+size_t Book::sku_count() const { return impl_->skus.size(); }
+size_t Book::live_holds() const { return impl_->deadlines.size(); }
+
+}  // namespace stockd

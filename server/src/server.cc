@@ -28,7 +28,7 @@ bool Server::Impl::open_and_recover() {
   }
   auto start = std::chrono::steady_clock::now();
   std::string err;
-  store = storage::Store::open(config.data_dir, {}, err);
+  store = storage::Store::open(config.data_dir, store_options, err);
   if (!store) {
     log->critical("{}", err);
     return false;
@@ -118,6 +118,11 @@ int Server::Impl::run() {
   tick_timer.data = this;
   uv_timer_start(&tick_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->on_tick(); }, 1000,
                  1000);
+  uv_async_init(&loop, &stop_async, [](uv_async_t* h) {
+    static_cast<Impl*>(h->data)->begin_stop("stop requested");
+  });
+  stop_async.data = this;
+  loop_ready = true;
   uv_signal_init(&loop, &sigterm);
   uv_signal_init(&loop, &sigint);
   sigterm.data = sigint.data = this;
@@ -135,6 +140,7 @@ int Server::Impl::run() {
     // Holds whose TTL ran out while we were down expire in the first turn.
     book->expire(wall_ms(), changes);
     arm_expiry();
+    if (stop_requested) begin_stop("stop requested");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   wal.reset();  // joins the WAL thread after it wrote what was submitted
@@ -171,6 +177,7 @@ void Server::Impl::finish_stop_if_drained() {
   close(&tick_timer);
   close(&sigterm);
   close(&sigint);
+  close(&stop_async);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,7 +329,13 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
 
 // ---------------------------------------------------------------------------------------------
 
-Server::Server(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Server::Server(Config config, storage::StoreOptions store_options)
+    : impl_(std::make_unique<Impl>(std::move(config), store_options)) {}
+
+void Server::request_stop() {
+  impl_->stop_requested = true;
+  if (impl_->loop_ready) uv_async_send(&impl_->stop_async);
+}
 Server::~Server() = default;
 int Server::run() {
   impl_->dispatcher->set_outbox_handler(

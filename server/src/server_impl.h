@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,8 +21,9 @@ namespace stockd {
 int64_t wall_ms();  // the book's clock: ms since the Unix epoch
 
 struct Server::Impl {
-  explicit Impl(Config c)
+  Impl(Config c, storage::StoreOptions so)
       : config(std::move(c)),
+        store_options(so),
         book(std::make_unique<Book>(book_limits())),
         dispatcher(std::make_unique<Dispatcher>(*book, config,
                                                 [this](auto& s) { extra_stats(s); })) {}
@@ -33,6 +35,10 @@ struct Server::Impl {
   }
 
   Config config;
+  storage::StoreOptions store_options;
+  uv_async_t stop_async{};
+  std::atomic<bool> stop_requested{false};
+  std::atomic<bool> loop_ready{false};  // stop_async may be signalled
   std::shared_ptr<spdlog::logger> log = spdlog::default_logger();
   std::unique_ptr<Book> book;
   std::unique_ptr<Dispatcher> dispatcher;

@@ -82,6 +82,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   o.paranoid_checks = true;
   o.max_open_files = 256;
   o.IncreaseParallelism(2);
+  if (options.env != nullptr) o.env = options.env;
   rocksdb::BlockBasedTableOptions t;
   t.checksum = rocksdb::kXXH3;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));

@@ -1,0 +1,1062 @@
+// Unit tests of the book: every operation and every refusal, one behaviour per test.
+#include "stockd/book.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <ostream>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace stockd::proto {
+void PrintTo(Status s, std::ostream* os) { *os << status_name(s); }
+void PrintTo(HoldState s, std::ostream* os) { *os << hold_state_name(s); }
+}  // namespace stockd::proto
+
+namespace stockd {
+namespace {
+
+using proto::HoldState;
+using proto::Line;
+using proto::OutboxKind;
+using proto::Status;
+
+constexpr int64_t kT0 = 1'700'000'000'000;  // a plausible "now" in ms
+
+// What a store would hold: every row a Changes named, re-read after the operation.
+struct RowMirror {
+  std::map<std::string, rec::SkuRow> skus;
+  std::map<uint64_t, rec::HoldRow> holds;
+  std::map<std::string, rec::IdemRow> idem;
+  std::map<std::pair<std::string, std::string>, rec::UserRow> users;
+  std::map<std::pair<std::string, uint32_t>, rec::CodeRow> codes;
+  rec::MetaRow meta;
+  std::vector<proto::OutboxRecord> outbox;
+
+  template <class Map, class Key, class Row>
+  static void put(Map& m, const Key& k, const std::optional<Row>& row) {
+    if (row) {
+      m[k] = *row;
+    } else {
+      m.erase(k);
+    }
+  }
+  void apply(const Book& b, const Changes& ch) {
+    for (const auto& s : ch.skus) put(skus, s, b.sku_row(s));
+    for (uint64_t h : ch.holds) put(holds, h, b.hold_row(h));
+    for (const auto& k : ch.idem) put(idem, k, b.idem_row(k));
+    for (const auto& u : ch.users) put(users, u, b.user_row(u.first, u.second));
+    for (const auto& c : ch.codes) put(codes, c, b.code_row(c.first, c.second));
+    if (ch.meta) meta = b.meta();
+    for (const auto& r : ch.outbox) {
+      EXPECT_EQ(r.seq, outbox.empty() ? 1u : outbox.back().seq + 1);
+      outbox.push_back(r);
+    }
+  }
+  // Restores every row, in a scrambled order, into `b`.
+  std::string restore_into(Book& b) const {
+    for (auto it = codes.rbegin(); it != codes.rend(); ++it) b.restore(it->second);
+    for (auto it = holds.rbegin(); it != holds.rend(); ++it) b.restore(it->second);
+    for (const auto& [k, r] : users) b.restore(r);
+    b.restore(meta);
+    for (const auto& [k, r] : idem) b.restore(r);
+    for (auto it = skus.rbegin(); it != skus.rend(); ++it) b.restore(it->second);
+    return b.finish_restore();
+  }
+};
+
+std::vector<proto::Stat> durable_stats(const Book& b) {
+  static const std::set<std::string> kNotPersisted = {
+      "reserves_ok", "sold_out", "limit_exceeded", "commits",  "releases",
+      "expiries",    "claims_ok", "idem_hits"};
+  std::vector<proto::Stat> all, out;
+  b.stats(all);
+  for (auto& s : all) {
+    if (!kNotPersisted.contains(s.name)) out.push_back(s);
+  }
+  return out;
+}
+
+// Everything observable about two books (except counters) must match.
+void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
+  proto::SkuListResp la, lb;
+  a.sku_list({"", proto::kSkuListMax}, la);
+  b.sku_list({"", proto::kSkuListMax}, lb);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(a.meta(), b.meta());
+  for (uint64_t id = 1; id < a.meta().next_hold_id; ++id) {
+    proto::HoldView va, vb;
+    EXPECT_EQ(a.hold_get(id, va), b.hold_get(id, vb)) << "hold " << id;
+    EXPECT_EQ(va, vb) << "hold " << id;
+    EXPECT_EQ(a.hold_row(id), b.hold_row(id)) << "hold " << id;
+  }
+  for (const auto& [k, r] : m.idem) EXPECT_EQ(a.idem_row(k), b.idem_row(k));
+  for (const auto& [k, r] : m.users) EXPECT_EQ(a.user_row(k.first, k.second), b.user_row(k.first, k.second));
+  for (const auto& v : la.skus) {
+    EXPECT_EQ(a.sku_row(v.sku), b.sku_row(v.sku));
+    for (uint32_t i = 0; i <= v.total; ++i) EXPECT_EQ(a.code_row(v.sku, i), b.code_row(v.sku, i));
+  }
+  EXPECT_EQ(a.next_deadline(), b.next_deadline());
+  EXPECT_EQ(a.live_holds(), b.live_holds());
+  EXPECT_EQ(durable_stats(a), durable_stats(b));
+}
+
+class BookTest : public ::testing::Test {
+ protected:
+  explicit BookTest(BookLimits limits = {}) : book(limits) {}
+  void TearDown() override { EXPECT_EQ(book.check_invariants(), ""); }
+
+  // Every call records its Changes into `ch` (cleared first) and the mirror.
+  Changes& fresh() {
+    ch.clear();
+    return ch;
+  }
+  void mirror() { rows.apply(book, ch); }
+
+  Status set(proto::SkuSetReq req) {
+    proto::SkuView v;
+    Status st = book.sku_set(req, now, v, fresh());
+    mirror();
+    return st;
+  }
+  void create(const std::string& id, uint64_t total, uint32_t limit = 0) {
+    proto::SkuSetReq req{id, proto::kSetTotal | proto::kSetPerUserLimit, total, limit, 0, 0};
+    ASSERT_EQ(set(req), Status::kOk);
+  }
+  void create_pool(const std::string& id, std::vector<std::string> codes, uint32_t limit = 0) {
+    create(id, 0, limit);
+    ASSERT_EQ(load(id, std::move(codes)), Status::kOk);
+  }
+  Status load(const std::string& id, std::vector<std::string> codes,
+              proto::CodesLoadResp* out = nullptr) {
+    proto::CodesLoadResp r;
+    Status st = book.codes_load({id, std::move(codes)}, r, fresh());
+    mirror();
+    if (out) *out = r;
+    return st;
+  }
+  Status reserve(const std::string& user, const std::string& key, uint32_t ttl,
+                 std::vector<Line> lines, proto::ReserveResp* out = nullptr) {
+    proto::ReserveResp r;
+    Status st = book.reserve({user, key, ttl, std::move(lines)}, now, r, fresh());
+    mirror();
+    if (out) *out = r;
+    return st;
+  }
+  uint64_t hold(const std::string& user, std::vector<Line> lines, uint32_t ttl = 60'000) {
+    proto::ReserveResp r;
+    EXPECT_EQ(reserve(user, "", ttl, std::move(lines), &r), Status::kOk);
+    return r.hold_id;
+  }
+  Status claim(const std::string& sku, const std::string& user, const std::string& key,
+               proto::ClaimResp* out = nullptr) {
+    proto::ClaimResp r;
+    Status st = book.claim({sku, user, key}, now, r, fresh());
+    mirror();
+    if (out) *out = r;
+    return st;
+  }
+  Status commit(uint64_t id, proto::HoldView* out = nullptr) {
+    proto::HoldView v;
+    Status st = book.commit(id, now, v, fresh());
+    mirror();
+    if (out) *out = v;
+    return st;
+  }
+  Status release(uint64_t id, proto::HoldView* out = nullptr) {
+    proto::HoldView v;
+    Status st = book.release(id, now, v, fresh());
+    mirror();
+    if (out) *out = v;
+    return st;
+  }
+  Status restock(const std::string& id, int64_t delta) {
+    proto::SkuView v;
+    Status st = book.restock({id, delta}, v, fresh());
+    mirror();
+    return st;
+  }
+  size_t expire() {
+    size_t n = book.expire(now, fresh());
+    mirror();
+    return n;
+  }
+  proto::SkuView sku(const std::string& id) {
+    proto::SkuView v;
+    EXPECT_EQ(book.sku_get(id, v), Status::kOk) << id;
+    return v;
+  }
+  // (total, available, held, sold)
+  std::vector<uint64_t> counts(const std::string& id) {
+    proto::SkuView v = sku(id);
+    return {v.total, v.available, v.held, v.sold};
+  }
+  HoldState state(uint64_t id) {
+    proto::HoldView v;
+    EXPECT_EQ(book.hold_get(id, v), Status::kOk);
+    return v.state;
+  }
+  uint64_t units(const std::string& sku_id, const std::string& user) {
+    auto r = book.user_row(sku_id, user);
+    return r ? r->units : 0;
+  }
+  uint64_t stat(const std::string& name) {
+    std::vector<proto::Stat> all;
+    book.stats(all);
+    for (auto& s : all) {
+      if (s.name == name) return s.value;
+    }
+    ADD_FAILURE() << "no stat " << name;
+    return 0;
+  }
+
+  Book book;
+  Changes ch;
+  RowMirror rows;
+  int64_t now = kT0;
+};
+
+using U = std::vector<uint64_t>;
+
+// ---- SKUs. ----
+
+TEST_F(BookTest, SkuSetCreatesThenUpdatesOnlyMaskedFields) {
+  create("tee", 10, 2);
+  EXPECT_EQ(counts("tee"), (U{10, 10, 0, 0}));
+  EXPECT_EQ(sku("tee").per_user_limit, 2u);
+  ASSERT_EQ(set({"tee", proto::kSetOpensAt, 99, 0, kT0 - 5, 0}), Status::kOk);
+  EXPECT_EQ(sku("tee").total, 10u);  // total not in the mask: unchanged
+  EXPECT_EQ(sku("tee").per_user_limit, 2u);
+  EXPECT_EQ(sku("tee").opens_at_ms, kT0 - 5);
+  hold("ann", {{"tee", 2}});
+  ASSERT_EQ(set({"tee", proto::kSetTotal, 4, 0, 0, 0}), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{4, 2, 2, 0}));
+  EXPECT_EQ(ch.skus, std::vector<std::string>{"tee"});
+}
+
+TEST_F(BookTest, SkuSetWithoutTotalCreatesAnEmptySku) {
+  ASSERT_EQ(set({"coupon", 0, 0, 0, 0, 0}), Status::kOk);
+  EXPECT_EQ(counts("coupon"), (U{0, 0, 0, 0}));
+}
+
+TEST_F(BookTest, SkuSetRefusals) {
+  create("tee", 10, 3);
+  hold("ann", {{"tee", 3}});
+  EXPECT_EQ(set({"", proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
+  EXPECT_EQ(set({std::string(65, 's'), proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
+  EXPECT_EQ(set({"tee", 0x10, 1, 0, 0, 0}), Status::kBadRequest);
+  EXPECT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, kT0, kT0}),
+            Status::kBadRequest);
+  EXPECT_EQ(set({"tee", proto::kSetOpensAt, 0, 0, -1, 0}), Status::kBadRequest);
+  EXPECT_EQ(set({"tee", proto::kSetTotal, 2, 0, 0, 0}), Status::kBelowCommitted);
+  // Lowering the limit under what ann already holds would break the limit promise.
+  EXPECT_EQ(set({"tee", proto::kSetPerUserLimit, 0, 2, 0, 0}), Status::kBelowCommitted);
+  EXPECT_TRUE(ch.skus.empty());
+  EXPECT_EQ(counts("tee"), (U{10, 7, 3, 0}));
+  EXPECT_EQ(set({"tee", proto::kSetPerUserLimit, 0, 5, 0, 0}), Status::kOk);
+  EXPECT_EQ(set({"tee", proto::kSetTotal, 3, 0, 0, 0}), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{3, 0, 3, 0}));
+  // A window closing before an existing opening is refused as a whole.
+  ASSERT_EQ(set({"tee", proto::kSetOpensAt, 0, 0, kT0 + 100, 0}), Status::kOk);
+  EXPECT_EQ(set({"tee", proto::kSetClosesAt, 0, 0, 0, kT0 + 50}), Status::kBadRequest);
+}
+
+TEST_F(BookTest, SaleWindow) {
+  create("tee", 10);
+  ASSERT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, kT0 + 100, kT0 + 200}),
+            Status::kOk);
+  proto::ReserveResp r;
+  now = kT0 + 99;
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}, &r), Status::kSaleNotOpen);
+  EXPECT_EQ(r.failed_line, 0);
+  now = kT0 + 100;
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);
+  now = kT0 + 199;
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);
+  now = kT0 + 200;
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kSaleClosed);
+  // Clearing the window (0 = unset) opens it again: only sale_close is final.
+  ASSERT_EQ(set({"tee", proto::kSetClosesAt, 0, 0, 0, 0}), Status::kOk);
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{10, 7, 0, 3}));
+}
+
+TEST_F(BookTest, SaleCloseIsFinalButHoldsFinish) {
+  create("tee", 10);
+  uint64_t a = hold("ann", {{"tee", 2}});
+  uint64_t b = hold("bob", {{"tee", 3}});
+  proto::SkuView v;
+  ASSERT_EQ(book.sale_close("tee", now, v, fresh()), Status::kOk);
+  EXPECT_EQ(v.flags & proto::kSkuFlagClosed, proto::kSkuFlagClosed);
+  EXPECT_EQ(book.sale_close("nope", now, v, fresh()), Status::kNotFound);
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("cat", "", 0, {{"tee", 1}}, &r), Status::kSaleClosed);
+  EXPECT_EQ(commit(a), Status::kOk);
+  EXPECT_EQ(release(b), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{10, 8, 0, 2}));
+  // A new window does not reopen a closed sale.
+  ASSERT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, 1, kT0 * 2}),
+            Status::kOk);
+  EXPECT_EQ(reserve("cat", "", 0, {{"tee", 1}}), Status::kSaleClosed);
+}
+
+TEST_F(BookTest, RestockUpDownAndBelowCommitted) {
+  create("tee", 10);
+  hold("ann", {{"tee", 4}}, 0);  // sold 4
+  hold("bob", {{"tee", 3}});     // held 3
+  EXPECT_EQ(restock("tee", 5), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{15, 8, 3, 4}));
+  EXPECT_EQ(restock("tee", -8), Status::kOk);
+  EXPECT_EQ(counts("tee"), (U{7, 0, 3, 4}));
+  EXPECT_EQ(restock("tee", -1), Status::kBelowCommitted);
+  EXPECT_EQ(restock("tee", INT64_MIN), Status::kBelowCommitted);
+  EXPECT_EQ(restock("tee", INT64_MAX), Status::kBadRequest);  // would overflow
+  EXPECT_TRUE(ch.skus.empty());
+  EXPECT_EQ(counts("tee"), (U{7, 0, 3, 4}));
+  EXPECT_EQ(restock("nope", 1), Status::kNotFound);
+  EXPECT_EQ(restock("", 1), Status::kBadRequest);
+}
+
+TEST_F(BookTest, SkuListPagesInByteOrder) {
+  for (std::string id : {"b", "a", "c", "ab", "B"}) create(id, 1);
+  proto::SkuListResp page;
+  book.sku_list({"", 2}, page);
+  ASSERT_EQ(page.skus.size(), 2u);
+  EXPECT_EQ(page.skus[0].sku, "B");
+  EXPECT_EQ(page.skus[1].sku, "a");
+  book.sku_list({"a", 2}, page);
+  ASSERT_EQ(page.skus.size(), 2u);
+  EXPECT_EQ(page.skus[0].sku, "ab");
+  EXPECT_EQ(page.skus[1].sku, "b");
+  book.sku_list({"b", 2}, page);
+  ASSERT_EQ(page.skus.size(), 1u);
+  EXPECT_EQ(page.skus[0].sku, "c");
+  book.sku_list({"c", 2}, page);
+  EXPECT_TRUE(page.skus.empty());
+  book.sku_list({"", 0}, page);
+  EXPECT_TRUE(page.skus.empty());
+  book.sku_list({"", 1'000'000}, page);
+  EXPECT_EQ(page.skus.size(), 5u);
+  proto::SkuView v;
+  EXPECT_EQ(book.sku_get("zz", v), Status::kNotFound);
+}
+
+// ---- Reserve. ----
+
+TEST_F(BookTest, ReserveHoldsThenCommitSells) {
+  create("tee", 10);
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("ann", "k1", 30'000, {{"tee", 3}}, &r), Status::kOk);
+  EXPECT_EQ(r.state, HoldState::kHeld);
+  EXPECT_EQ(r.expires_at_ms, kT0 + 30'000);
+  EXPECT_EQ(r.failed_line, 0xFFFF);
+  EXPECT_EQ(r.available, 7u);
+  EXPECT_EQ(counts("tee"), (U{10, 7, 3, 0}));
+  EXPECT_EQ(units("tee", "ann"), 3u);
+  EXPECT_EQ(book.next_deadline(), kT0 + 30'000);
+  EXPECT_EQ(book.live_holds(), 1u);
+  EXPECT_TRUE(ch.outbox.empty());
+
+  now += 1000;
+  proto::HoldView v;
+  ASSERT_EQ(commit(r.hold_id, &v), Status::kOk);
+  EXPECT_EQ(v.state, HoldState::kCommitted);
+  EXPECT_EQ(v.user, "ann");
+  EXPECT_EQ(v.key, "k1");
+  EXPECT_EQ(v.lines, (std::vector<Line>{{"tee", 3}}));
+  EXPECT_EQ(counts("tee"), (U{10, 7, 0, 3}));
+  EXPECT_EQ(units("tee", "ann"), 3u);  // bought units still count against a limit
+  EXPECT_EQ(book.next_deadline(), INT64_MAX);
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  const proto::OutboxRecord& o = ch.outbox[0];
+  EXPECT_EQ(o.kind, OutboxKind::kOrder);
+  EXPECT_EQ(o.order_id, r.hold_id);
+  EXPECT_EQ(o.created_at_ms, kT0);
+  EXPECT_EQ(o.at_ms, kT0 + 1000);
+  EXPECT_EQ(o.user, "ann");
+  EXPECT_EQ(o.key, "k1");
+  EXPECT_EQ(o.lines, v.lines);
+  EXPECT_EQ(book.counters().reserves_ok, 1u);
+  EXPECT_EQ(book.counters().commits, 1u);
+}
+
+TEST_F(BookTest, BuyNowCommitsAtOnce) {
+  create("tee", 5);
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("ann", "", 0, {{"tee", 2}}, &r), Status::kOk);
+  EXPECT_EQ(r.state, HoldState::kCommitted);
+  EXPECT_EQ(r.expires_at_ms, 0);
+  EXPECT_EQ(counts("tee"), (U{5, 3, 0, 2}));
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  EXPECT_EQ(ch.outbox[0].kind, OutboxKind::kOrder);
+  EXPECT_EQ(ch.outbox[0].created_at_ms, kT0);
+  EXPECT_EQ(ch.outbox[0].at_ms, kT0);
+  EXPECT_EQ(book.live_holds(), 0u);
+  auto row = book.hold_row(r.hold_id);
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->finished_at_ms, kT0);
+}
+
+TEST_F(BookTest, ReserveValidation) {
+  create("tee", 10);
+  std::vector<Line> many;
+  for (int i = 0; i < 65; ++i) many.push_back({"s" + std::to_string(i), 1});
+  const std::vector<proto::ReserveReq> bad = {
+      {"", "", 0, {{"tee", 1}}},
+      {std::string(129, 'u'), "", 0, {{"tee", 1}}},
+      {"ann", std::string(129, 'k'), 0, {{"tee", 1}}},
+      {"ann", "", proto::kHoldTtlMsMax + 1, {{"tee", 1}}},
+      {"ann", "", 0, {}},
+      {"ann", "", 0, many},
+      {"ann", "", 0, {{"", 1}}},
+      {"ann", "", 0, {{std::string(65, 's'), 1}}},
+      {"ann", "", 0, {{"tee", 0}}},
+      {"ann", "", 0, {{"tee", 1}, {"tee", 1}}},
+  };
+  for (const auto& req : bad) {
+    proto::ReserveResp r;
+    EXPECT_EQ(book.reserve(req, now, r, fresh()), Status::kBadRequest) << req.user.size();
+    EXPECT_FALSE(validate(req).empty());
+    EXPECT_TRUE(ch.empty());
+  }
+  EXPECT_EQ(validate({std::string(128, 'u'), std::string(128, 'k'), proto::kHoldTtlMsMax,
+                      {{std::string(64, 's'), 1}}}),
+            "");
+  EXPECT_EQ(counts("tee"), (U{10, 10, 0, 0}));
+}
+
+TEST_F(BookTest, RefusedLineNamesItsIndex) {
+  create("a", 5);
+  create("b", 1);
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("ann", "", 0, {{"a", 1}, {"zz", 1}}, &r), Status::kNotFound);
+  EXPECT_EQ(r.failed_line, 1);
+  EXPECT_TRUE(ch.empty());
+}
+
+TEST_F(BookTest, MultiLineIsAllOrNothing) {
+  create("a", 5);
+  create("b", 1);
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"a", 2}, {"b", 2}}, &r), Status::kSoldOut);
+  EXPECT_EQ(r.failed_line, 1);
+  EXPECT_EQ(r.available, 1u);
+  EXPECT_EQ(r.hold_id, 0u);
+  EXPECT_EQ(counts("a"), (U{5, 5, 0, 0}));
+  EXPECT_EQ(units("a", "ann"), 0u);
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(book.counters().sold_out, 1u);
+  ASSERT_EQ(reserve("ann", "", 60'000, {{"a", 2}, {"b", 1}}, &r), Status::kOk);
+  EXPECT_EQ(r.available, 0u);  // the fewest units left among the lines
+  EXPECT_EQ(counts("a"), (U{5, 3, 2, 0}));
+  EXPECT_EQ(counts("b"), (U{1, 0, 1, 0}));
+}
+
+TEST_F(BookTest, IdempotentRetryReturnsTheFirstAnswer) {
+  create_pool("cp", {"c0", "c1", "c2"});
+  proto::ReserveResp first, again;
+  ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &first), Status::kOk);
+  EXPECT_EQ(first.codes, (std::vector<proto::SkuCode>{{"cp", "c0"}, {"cp", "c1"}}));
+  now += 10;
+  ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &again), Status::kOk);
+  EXPECT_EQ(again, first);
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(counts("cp"), (U{3, 1, 2, 0}));
+  EXPECT_EQ(book.counters().idem_hits, 1u);
+  EXPECT_EQ(book.counters().reserves_ok, 1u);
+  // Still the first answer after the hold was committed.
+  ASSERT_EQ(commit(first.hold_id), Status::kOk);
+  ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &again), Status::kOk);
+  EXPECT_EQ(again, first);
+}
+
+TEST_F(BookTest, KeyConflict) {
+  create("tee", 10);
+  create_pool("cp", {"c0"});
+  ASSERT_EQ(reserve("ann", "key", 60'000, {{"tee", 1}}), Status::kOk);
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("ann", "key", 60'000, {{"tee", 2}}, &r), Status::kKeyConflict);
+  EXPECT_EQ(r, proto::ReserveResp{});
+  EXPECT_EQ(reserve("ann", "key", 0, {{"tee", 1}}), Status::kKeyConflict);
+  EXPECT_EQ(reserve("bob", "key", 60'000, {{"tee", 1}}), Status::kKeyConflict);
+  EXPECT_TRUE(ch.empty());
+  // A claim and a reserve never share a fingerprint, even for the same user and SKU.
+  ASSERT_EQ(claim("cp", "ann", "ck"), Status::kOk);
+  EXPECT_EQ(reserve("ann", "ck", 0, {{"cp", 1}}), Status::kKeyConflict);
+  proto::ClaimResp c;
+  EXPECT_EQ(claim("cp", "ann", "key", &c), Status::kKeyConflict);
+  EXPECT_EQ(c, proto::ClaimResp{});
+  EXPECT_EQ(counts("tee"), (U{10, 9, 1, 0}));
+}
+
+TEST_F(BookTest, RefusalIsNotRememberedUnderTheKey) {
+  create("tee", 1);
+  hold("bob", {{"tee", 1}});
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("ann", "key", 0, {{"tee", 1}}, &r), Status::kSoldOut);
+  EXPECT_EQ(r.available, 0u);
+  EXPECT_FALSE(book.idem_row("key"));
+  ASSERT_EQ(restock("tee", 1), Status::kOk);
+  ASSERT_EQ(reserve("ann", "key", 0, {{"tee", 1}}, &r), Status::kOk);
+  EXPECT_EQ(r.state, HoldState::kCommitted);
+  auto row = book.idem_row("key");
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->resp, r);
+  EXPECT_EQ(row->created_at_ms, now);
+}
+
+TEST_F(BookTest, PerUserLimitCountsHeldAndSold) {
+  create("tee", 100, 3);
+  uint64_t h1 = hold("ann", {{"tee", 1}});
+  hold("ann", {{"tee", 1}}, 0);  // bought
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 2}}, &r), Status::kLimitExceeded);
+  EXPECT_EQ(r.available, 1u);  // allowance left
+  EXPECT_EQ(r.failed_line, 0);
+  EXPECT_EQ(book.counters().limit_exceeded, 1u);
+  EXPECT_EQ(reserve("bob", "", 60'000, {{"tee", 3}}), Status::kOk);  // per user
+  ASSERT_EQ(commit(h1), Status::kOk);
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 2}}), Status::kLimitExceeded);
+  EXPECT_EQ(units("tee", "ann"), 2u);
+  uint64_t h3 = hold("ann", {{"tee", 1}});
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 1}}, &r), Status::kLimitExceeded);
+  EXPECT_EQ(r.available, 0u);
+  ASSERT_EQ(release(h3), Status::kOk);  // a released hold gives the allowance back
+  EXPECT_EQ(units("tee", "ann"), 2u);
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 1}}), Status::kOk);
+}
+
+// ---- Commit, release, expiry. ----
+
+TEST_F(BookTest, ExpiresExactlyAtTheDeadline) {
+  create("tee", 5, 2);
+  uint64_t id = hold("ann", {{"tee", 2}}, 1000);
+  now = kT0 + 999;
+  EXPECT_EQ(expire(), 0u);
+  EXPECT_EQ(state(id), HoldState::kHeld);
+  EXPECT_EQ(counts("tee"), (U{5, 3, 2, 0}));
+  now = kT0 + 1000;
+  EXPECT_EQ(expire(), 1u);
+  EXPECT_EQ(state(id), HoldState::kExpired);
+  EXPECT_EQ(counts("tee"), (U{5, 5, 0, 0}));
+  EXPECT_EQ(units("tee", "ann"), 0u);
+  EXPECT_FALSE(book.user_row("tee", "ann"));
+  EXPECT_EQ(book.next_deadline(), INT64_MAX);
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  EXPECT_EQ(ch.outbox[0].kind, OutboxKind::kExpired);
+  EXPECT_EQ(ch.outbox[0].at_ms, kT0 + 1000);
+  EXPECT_EQ(book.hold_row(id)->finished_at_ms, kT0 + 1000);
+  EXPECT_EQ(book.counters().expiries, 1u);
+  // Expired units come back, and the user's allowance too.
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 2}}), Status::kOk);
+}
+
+TEST_F(BookTest, BuyerOperationsSweepFirst) {
+  create("tee", 1);
+  hold("ann", {{"tee", 1}}, 500);
+  now = kT0 + 10'000;  // expired long ago: the record says it expired at its deadline
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("bob", "", 0, {{"tee", 1}}, &r), Status::kOk);
+  ASSERT_EQ(ch.outbox.size(), 2u);
+  EXPECT_EQ(ch.outbox[0].kind, OutboxKind::kExpired);
+  EXPECT_EQ(ch.outbox[0].at_ms, kT0 + 500);
+  EXPECT_EQ(ch.outbox[1].kind, OutboxKind::kOrder);
+  EXPECT_LT(ch.outbox[0].seq, ch.outbox[1].seq);
+}
+
+class BookNoSweepTest : public BookTest {
+ protected:
+  BookNoSweepTest() : BookTest(BookLimits{.expire_per_call_max = 0}) {}
+};
+
+TEST_F(BookNoSweepTest, CommitOrReleasePastTheDeadlineExpires) {
+  create("tee", 5);
+  uint64_t a = hold("ann", {{"tee", 1}}, 1000);
+  uint64_t b = hold("bob", {{"tee", 1}}, 1000);
+  now = kT0 + 1000;
+  proto::HoldView v;
+  EXPECT_EQ(commit(a, &v), Status::kHoldExpired);
+  EXPECT_EQ(v.state, HoldState::kExpired);
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  EXPECT_EQ(ch.outbox[0].kind, OutboxKind::kExpired);
+  EXPECT_EQ(release(b, &v), Status::kHoldExpired);
+  EXPECT_EQ(v.state, HoldState::kExpired);
+  EXPECT_EQ(counts("tee"), (U{5, 5, 0, 0}));
+}
+
+TEST_F(BookTest, CommitAfterDeadlineIsHoldExpired) {
+  create("tee", 5);
+  uint64_t a = hold("ann", {{"tee", 1}}, 1000);
+  now = kT0 + 1000;
+  proto::HoldView v;
+  EXPECT_EQ(commit(a, &v), Status::kHoldExpired);
+  EXPECT_EQ(v.state, HoldState::kExpired);
+  EXPECT_EQ(counts("tee"), (U{5, 5, 0, 0}));
+}
+
+TEST_F(BookTest, FinishedHoldPaths) {
+  create("tee", 10);
+  uint64_t c = hold("ann", {{"tee", 1}});
+  uint64_t r = hold("bob", {{"tee", 2}});
+  uint64_t e = hold("cat", {{"tee", 3}}, 100);
+  proto::HoldView v;
+  ASSERT_EQ(commit(c), Status::kOk);
+  ASSERT_EQ(release(r, &v), Status::kOk);
+  EXPECT_EQ(v.state, HoldState::kReleased);
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  EXPECT_EQ(ch.outbox[0].kind, OutboxKind::kReleased);
+  EXPECT_EQ(ch.outbox[0].at_ms, now);
+  now += 100;
+  expire();
+  ASSERT_EQ(state(e), HoldState::kExpired);
+
+  EXPECT_EQ(commit(c, &v), Status::kAlreadyDone);
+  EXPECT_EQ(v.state, HoldState::kCommitted);
+  EXPECT_EQ(release(c, &v), Status::kAlreadyDone);  // a sale is never returned by release
+  EXPECT_EQ(v.state, HoldState::kCommitted);
+  EXPECT_EQ(release(r, &v), Status::kAlreadyDone);
+  EXPECT_EQ(v.state, HoldState::kReleased);
+  EXPECT_EQ(commit(r, &v), Status::kHoldExpired);
+  EXPECT_EQ(v.state, HoldState::kReleased);
+  EXPECT_EQ(commit(e, &v), Status::kHoldExpired);
+  EXPECT_EQ(release(e, &v), Status::kHoldExpired);
+  EXPECT_EQ(v.state, HoldState::kExpired);
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(commit(999), Status::kNotFound);
+  EXPECT_EQ(release(999), Status::kNotFound);
+  EXPECT_EQ(book.hold_get(999, v), Status::kNotFound);
+  EXPECT_EQ(counts("tee"), (U{10, 9, 0, 1}));
+}
+
+class BookSmallSweepTest : public BookTest {
+ protected:
+  BookSmallSweepTest() : BookTest(BookLimits{.expire_per_call_max = 2}) {}
+};
+
+TEST_F(BookSmallSweepTest, ExpireIsBounded) {
+  create("tee", 10);
+  for (int i = 0; i < 5; ++i) hold("u" + std::to_string(i), {{"tee", 1}}, 100 + i);
+  now = kT0 + 1000;
+  EXPECT_EQ(book.next_deadline(), kT0 + 100);
+  EXPECT_EQ(expire(), 2u);
+  EXPECT_EQ(book.next_deadline(), kT0 + 102);
+  EXPECT_EQ(expire(), 2u);
+  EXPECT_EQ(expire(), 1u);
+  EXPECT_EQ(expire(), 0u);
+  EXPECT_EQ(counts("tee"), (U{10, 10, 0, 0}));
+  EXPECT_EQ(rows.outbox.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(rows.outbox[i].at_ms, kT0 + 100 + int64_t(i));
+}
+
+TEST_F(BookTest, DeadlineIndexSurvivesRandomRemovals) {
+  create("tee", 1000);
+  std::vector<uint64_t> ids;
+  uint64_t x = 12345;
+  auto rnd = [&x](uint64_t n) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return (x >> 33) % n;
+  };
+  for (int i = 0; i < 300; ++i) ids.push_back(hold("u", {{"tee", 1}}, 1000 + uint32_t(rnd(5000))));
+  std::set<uint64_t> left(ids.begin(), ids.end());
+  uint64_t sold = 0;
+  for (int i = 0; i < 150; ++i) {
+    const uint64_t id = ids[rnd(ids.size())];
+    if (!left.erase(id)) continue;
+    const bool buy = rnd(2) == 0;
+    sold += buy ? 1 : 0;
+    ASSERT_EQ(buy ? commit(id) : release(id), Status::kOk);
+    ASSERT_EQ(book.check_invariants(), "") << "after finishing hold " << id;
+  }
+  now += 10'000;
+  EXPECT_EQ(expire(), left.size());
+  int64_t last_at = 0;
+  uint64_t last_id = 0;
+  for (const auto& r : ch.outbox) {
+    EXPECT_TRUE(left.contains(r.order_id));
+    EXPECT_TRUE(r.at_ms > last_at || (r.at_ms == last_at && r.order_id > last_id));
+    last_at = r.at_ms;
+    last_id = r.order_id;
+  }
+  EXPECT_EQ(counts("tee"), (U{1000, 1000 - sold, 0, sold}));
+}
+
+// ---- Codes. ----
+
+TEST_F(BookTest, CodesLoadMakesAPool) {
+  create("cp", 0);
+  proto::CodesLoadResp r;
+  ASSERT_EQ(load("cp", {"x1", "x2"}, &r), Status::kOk);
+  EXPECT_EQ(r.sku.flags & proto::kSkuFlagCodePool, proto::kSkuFlagCodePool);
+  EXPECT_EQ(counts("cp"), (U{2, 2, 0, 0}));
+  using CodeKey = std::pair<std::string, uint32_t>;
+  EXPECT_EQ(ch.codes, (std::vector<CodeKey>{{"cp", 0}, {"cp", 1}}));
+  ASSERT_EQ(load("cp", {"x3"}), Status::kOk);
+  EXPECT_EQ(ch.codes, (std::vector<CodeKey>{{"cp", 2}}));
+  EXPECT_EQ(counts("cp"), (U{3, 3, 0, 0}));
+  EXPECT_EQ(book.code_row("cp", 2), (rec::CodeRow{"cp", 2, "x3", 0}));
+  EXPECT_FALSE(book.code_row("cp", 3));
+}
+
+TEST_F(BookTest, CodesLoadRefusals) {
+  create("cp", 0);
+  create("tee", 5);
+  create("other", 0);
+  ASSERT_EQ(load("cp", {"x1", "x2"}), Status::kOk);
+  proto::CodesLoadResp r;
+  EXPECT_EQ(load("nope", {"y"}), Status::kNotFound);
+  EXPECT_EQ(load("tee", {"y"}), Status::kBadRequest);  // counted stock is not a pool
+  EXPECT_EQ(load("cp", {}), Status::kBadRequest);
+  EXPECT_EQ(load("cp", {"ok", ""}), Status::kBadRequest);
+  EXPECT_EQ(load("cp", {std::string(129, 'c')}), Status::kBadRequest);
+  EXPECT_EQ(load("cp", {"y1", "y2", "y1", "y2"}, &r), Status::kDuplicateCode);
+  EXPECT_EQ(r.duplicate, "y1");
+  EXPECT_EQ(load("other", {"z", "x2", "x1"}, &r), Status::kDuplicateCode);  // across SKUs
+  EXPECT_EQ(r.duplicate, "x2");
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(counts("cp"), (U{2, 2, 0, 0}));
+  EXPECT_EQ(counts("other"), (U{0, 0, 0, 0}));
+  EXPECT_FALSE(book.code_row("other", 0));
+  EXPECT_EQ(load("cp", {std::string(128, 'c')}), Status::kOk);
+  // A pool's total is its codes: no total, no restock.
+  EXPECT_EQ(set({"cp", proto::kSetTotal, 10, 0, 0, 0}), Status::kBadRequest);
+  EXPECT_EQ(restock("cp", 1), Status::kBadRequest);
+}
+
+TEST_F(BookTest, CodesPerSkuMax) {
+  Book small(BookLimits{.codes_per_sku_max = 2});
+  proto::SkuView v;
+  proto::CodesLoadResp r;
+  ASSERT_EQ(small.sku_set({"cp", proto::kSetTotal, 0, 0, 0, 0}, now, v, fresh()), Status::kOk);
+  EXPECT_EQ(small.codes_load({"cp", {"a", "b", "c"}}, r, fresh()), Status::kBadRequest);
+  EXPECT_EQ(small.codes_load({"cp", {"a", "b"}}, r, fresh()), Status::kOk);
+  EXPECT_EQ(small.codes_load({"cp", {"c"}}, r, fresh()), Status::kBadRequest);
+}
+
+TEST_F(BookTest, ClaimHandsOutDistinctCodes) {
+  create_pool("cp", {"c0", "c1", "c2"});
+  std::set<std::string> got;
+  for (int i = 0; i < 3; ++i) {
+    proto::ClaimResp c;
+    ASSERT_EQ(claim("cp", "u" + std::to_string(i), "", &c), Status::kOk);
+    EXPECT_EQ(c.available, 2u - i);
+    EXPECT_TRUE(got.insert(c.code).second) << c.code;
+    auto h = book.hold_row(c.order_id);
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->state, HoldState::kCommitted);
+    EXPECT_EQ(h->codes, (std::vector<proto::SkuCode>{{"cp", c.code}}));
+    ASSERT_EQ(ch.outbox.size(), 1u);
+    EXPECT_EQ(ch.outbox[0].codes, h->codes);
+    EXPECT_EQ(book.code_row("cp", static_cast<uint32_t>(i))->owner, c.order_id);
+  }
+  proto::ClaimResp c;
+  EXPECT_EQ(claim("cp", "late", "", &c), Status::kSoldOut);
+  EXPECT_EQ(c.available, 0u);
+  EXPECT_EQ(book.counters().claims_ok, 3u);
+  EXPECT_EQ(book.counters().reserves_ok, 0u);
+}
+
+TEST_F(BookTest, ClaimRefusals) {
+  create("tee", 5);
+  create_pool("cp", {"c0", "c1"}, 1);
+  proto::ClaimResp c;
+  EXPECT_EQ(claim("tee", "ann", "", &c), Status::kBadRequest);  // not a pool
+  EXPECT_EQ(c.available, 5u);
+  EXPECT_EQ(claim("nope", "ann", ""), Status::kNotFound);
+  EXPECT_EQ(claim("", "ann", ""), Status::kBadRequest);
+  EXPECT_EQ(claim("cp", "", ""), Status::kBadRequest);
+  EXPECT_EQ(claim("cp", "ann", std::string(129, 'k')), Status::kBadRequest);
+  ASSERT_EQ(claim("cp", "ann", ""), Status::kOk);
+  EXPECT_EQ(claim("cp", "ann", "", &c), Status::kLimitExceeded);
+  EXPECT_EQ(c.available, 1u);  // units left
+  proto::SkuView v;
+  ASSERT_EQ(book.sale_close("cp", now, v, fresh()), Status::kOk);
+  EXPECT_EQ(claim("cp", "bob", "", &c), Status::kSaleClosed);
+  EXPECT_EQ(counts("cp"), (U{2, 1, 0, 1}));
+}
+
+TEST_F(BookTest, ClaimRetryReturnsTheSameCode) {
+  create_pool("cp", {"c0", "c1", "c2"});
+  proto::ClaimResp first, again;
+  ASSERT_EQ(claim("cp", "ann", "k", &first), Status::kOk);
+  ASSERT_EQ(claim("cp", "bob", "", nullptr), Status::kOk);
+  ASSERT_EQ(claim("cp", "ann", "k", &again), Status::kOk);
+  EXPECT_EQ(again, first);
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(claim("cp", "bob", "k"), Status::kKeyConflict);
+  EXPECT_EQ(counts("cp"), (U{3, 1, 0, 2}));
+}
+
+TEST_F(BookTest, ReleasedAndExpiredCodesAreReused) {
+  create_pool("cp", {"c0", "c1", "c2"});
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("ann", "", 60'000, {{"cp", 2}}, &r), Status::kOk);
+  ASSERT_EQ(r.codes.size(), 2u);
+  EXPECT_EQ(book.code_row("cp", 0)->owner, r.hold_id);
+  proto::HoldView v;
+  ASSERT_EQ(release(r.hold_id, &v), Status::kOk);
+  EXPECT_EQ(v.codes, r.codes);  // the view still names what was held
+  EXPECT_EQ(book.code_row("cp", 0)->owner, 0u);
+  ASSERT_EQ(ch.outbox.size(), 1u);
+  EXPECT_EQ(ch.outbox[0].codes, r.codes);
+  proto::ClaimResp c;
+  ASSERT_EQ(claim("cp", "bob", "", &c), Status::kOk);
+  EXPECT_EQ(c.code, "c0");
+  ASSERT_EQ(reserve("cat", "", 100, {{"cp", 2}}, &r), Status::kOk);
+  EXPECT_EQ(r.codes, (std::vector<proto::SkuCode>{{"cp", "c1"}, {"cp", "c2"}}));
+  EXPECT_EQ(claim("cp", "dan", ""), Status::kSoldOut);
+  now += 100;
+  ASSERT_EQ(claim("cp", "dan", "", &c), Status::kOk);  // the sweep freed cat's codes
+  EXPECT_EQ(c.code, "c1");
+  EXPECT_EQ(counts("cp"), (U{3, 1, 0, 2}));
+}
+
+// ---- Retention. ----
+
+class BookRetentionTest : public BookTest {
+ protected:
+  BookRetentionTest()
+      : BookTest(BookLimits{.idem_retention_ms = 1000, .finished_hold_retention_ms = 2000}) {}
+};
+
+TEST_F(BookRetentionTest, ForgetsKeysAndFinishedHolds) {
+  create("tee", 10);
+  proto::ReserveResp r1, r2;
+  ASSERT_EQ(reserve("ann", "k1", 0, {{"tee", 1}}, &r1), Status::kOk);
+  ASSERT_EQ(reserve("ann", "k2", 5000, {{"tee", 1}}, &r2), Status::kOk);
+  now = kT0 + 999;
+  expire();
+  EXPECT_TRUE(book.idem_row("k1"));
+  now = kT0 + 1000;
+  expire();
+  EXPECT_FALSE(book.idem_row("k1"));
+  EXPECT_FALSE(book.idem_row("k2"));
+  EXPECT_EQ(ch.idem, (std::vector<std::string>{"k1", "k2"}));
+  EXPECT_EQ(stat("idem_keys"), 0u);
+  EXPECT_TRUE(book.hold_row(r1.hold_id));  // sold kT0, kept until kT0 + 2000
+  now = kT0 + 2000;
+  expire();
+  EXPECT_EQ(ch.holds, std::vector<uint64_t>{r1.hold_id});
+  EXPECT_FALSE(book.hold_row(r1.hold_id));
+  proto::HoldView v;
+  EXPECT_EQ(book.hold_get(r1.hold_id, v), Status::kNotFound);
+  EXPECT_EQ(commit(r1.hold_id), Status::kNotFound);
+  EXPECT_TRUE(book.hold_row(r2.hold_id));  // still live: never forgotten
+  // The sold units stay sold and count against the user.
+  EXPECT_EQ(counts("tee"), (U{10, 8, 1, 1}));
+  EXPECT_EQ(units("tee", "ann"), 2u);
+  // A forgotten key is a new request.
+  proto::ReserveResp r3;
+  ASSERT_EQ(reserve("ann", "k1", 0, {{"tee", 1}}, &r3), Status::kOk);
+  EXPECT_NE(r3.hold_id, r1.hold_id);
+  now = kT0 + 5000;
+  expire();  // r2 expires at its deadline, and is kept 2 s after that
+  EXPECT_EQ(state(r2.hold_id), HoldState::kExpired);
+  now = kT0 + 6999;
+  expire();
+  EXPECT_TRUE(book.hold_row(r2.hold_id));
+  now = kT0 + 7000;
+  expire();
+  EXPECT_FALSE(book.hold_row(r2.hold_id));
+  EXPECT_EQ(stat("finished_holds"), 0u);
+}
+
+TEST_F(BookRetentionTest, ForgottenOrderKeepsItsCodesSold) {
+  create_pool("cp", {"c0", "c1"});
+  proto::ClaimResp c;
+  ASSERT_EQ(claim("cp", "ann", "", &c), Status::kOk);
+  now += 5000;
+  expire();
+  EXPECT_FALSE(book.hold_row(c.order_id));
+  EXPECT_EQ(book.code_row("cp", 0)->owner, c.order_id);
+  ASSERT_EQ(claim("cp", "bob", "", &c), Status::kOk);
+  EXPECT_EQ(c.code, "c1");
+  Book copy;
+  ASSERT_EQ(rows.restore_into(copy), "");
+  expect_same_book(book, copy, rows);
+}
+
+// ---- Changes, outbox, stats. ----
+
+TEST_F(BookTest, ChangesNameEverythingTouched) {
+  create("tee", 10);
+  create_pool("cp", {"c0", "c1"});
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("ann", "k", 60'000, {{"tee", 2}, {"cp", 1}}, &r), Status::kOk);
+  EXPECT_EQ(ch.skus, (std::vector<std::string>{"tee", "cp"}));
+  EXPECT_EQ(ch.holds, std::vector<uint64_t>{r.hold_id});
+  EXPECT_EQ(ch.idem, std::vector<std::string>{"k"});
+  using UserKey = std::pair<std::string, std::string>;
+  EXPECT_EQ(ch.users, (std::vector<UserKey>{{"tee", "ann"}, {"cp", "ann"}}));
+  using CodeKey = std::pair<std::string, uint32_t>;
+  EXPECT_EQ(ch.codes, (std::vector<CodeKey>{{"cp", 0}}));
+  EXPECT_TRUE(ch.outbox.empty());
+  EXPECT_TRUE(ch.meta);
+  ASSERT_EQ(commit(r.hold_id), Status::kOk);
+  EXPECT_EQ(ch.holds, std::vector<uint64_t>{r.hold_id});
+  EXPECT_EQ(ch.outbox.size(), 1u);
+  EXPECT_TRUE(ch.meta);
+  proto::HoldView v;
+  ASSERT_EQ(book.hold_get(r.hold_id, v), Status::kOk);
+  EXPECT_EQ(v.codes, (std::vector<proto::SkuCode>{{"cp", "c0"}}));
+  EXPECT_EQ(book.meta().next_hold_id, r.hold_id + 1);
+  EXPECT_EQ(book.meta().next_outbox_seq, 2u);
+  EXPECT_EQ(book.meta().lsn, 0u);
+}
+
+TEST_F(BookTest, OutboxSequenceKindsAndTimes) {
+  create("tee", 10);
+  uint64_t a = hold("ann", {{"tee", 1}});
+  uint64_t b = hold("bob", {{"tee", 1}});
+  uint64_t c = hold("cat", {{"tee", 1}}, 50);
+  now += 10;
+  ASSERT_EQ(commit(a), Status::kOk);
+  ASSERT_EQ(release(b), Status::kOk);
+  now += 100;
+  expire();
+  hold("dan", {{"tee", 1}}, 0);
+  ASSERT_EQ(rows.outbox.size(), 4u);
+  const std::vector<OutboxKind> kinds = {OutboxKind::kOrder, OutboxKind::kReleased,
+                                         OutboxKind::kExpired, OutboxKind::kOrder};
+  const std::vector<uint64_t> ids = {a, b, c, c + 1};
+  const std::vector<int64_t> at = {kT0 + 10, kT0 + 10, kT0 + 50, kT0 + 110};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(rows.outbox[i].seq, i + 1);
+    EXPECT_EQ(rows.outbox[i].kind, kinds[i]);
+    EXPECT_EQ(rows.outbox[i].order_id, ids[i]);
+    EXPECT_EQ(rows.outbox[i].at_ms, at[i]);
+    EXPECT_EQ(rows.outbox[i].lines, (std::vector<Line>{{"tee", 1}}));
+  }
+  EXPECT_EQ(rows.outbox[3].created_at_ms, kT0 + 110);
+  EXPECT_EQ(rows.outbox[0].created_at_ms, kT0);
+  EXPECT_EQ(stat("outbox_next_seq"), 5u);
+}
+
+TEST_F(BookTest, StatsNameTheBook) {
+  create("tee", 10);
+  hold("ann", {{"tee", 2}});
+  hold("bob", {{"tee", 3}}, 0);
+  reserve("cat", "", 0, {{"tee", 99}});
+  std::vector<proto::Stat> all;
+  book.stats(all);
+  std::map<std::string, uint64_t> s;
+  for (auto& st : all) s[st.name] = st.value;
+  for (const char* name : {"skus", "live_holds", "finished_holds", "idem_keys", "reserves_ok",
+                           "sold_out", "limit_exceeded", "commits", "releases", "expiries",
+                           "claims_ok", "idem_hits", "units_total", "units_available",
+                           "units_held", "units_sold", "outbox_next_seq"}) {
+    EXPECT_TRUE(s.contains(name)) << name;
+  }
+  EXPECT_EQ(s["skus"], 1u);
+  EXPECT_EQ(s["live_holds"], 1u);
+  EXPECT_EQ(s["finished_holds"], 1u);
+  EXPECT_EQ(s["reserves_ok"], 2u);
+  EXPECT_EQ(s["sold_out"], 1u);
+  EXPECT_EQ(s["units_total"], 10u);
+  EXPECT_EQ(s["units_available"], 5u);
+  EXPECT_EQ(s["units_held"], 2u);
+  EXPECT_EQ(s["units_sold"], 3u);
+  EXPECT_EQ(book.sku_count(), 1u);
+}
+
+// ---- Recovery. ----
+
+TEST_F(BookTest, RestoreRoundTripOfABusyBook) {
+  create("tee", 50, 5);
+  create("mug", 20);
+  create_pool("cp", {"c0", "c1", "c2", "c3", "c4", "c5"}, 2);
+  ASSERT_EQ(set({"mug", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, kT0 - 1, kT0 * 2}),
+            Status::kOk);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 12; ++i) {
+    const std::string user = "u" + std::to_string(i % 4);
+    proto::ReserveResp r;
+    const uint32_t ttl = i % 3 == 0 ? 0 : 1000u * static_cast<uint32_t>(i);
+    Status st = reserve(user, i % 2 ? "key" + std::to_string(i) : "", ttl,
+                        {{"tee", 1}, {"mug", 2}, {"cp", 1}}, &r);
+    if (st == Status::kOk) ids.push_back(r.hold_id);
+    now += 100;
+  }
+  ASSERT_GE(ids.size(), 6u);
+  commit(ids[1]);
+  release(ids[2]);
+  claim("cp", "u9", "ck");
+  now += 3000;
+  expire();
+  proto::SkuView v;
+  ASSERT_EQ(book.sale_close("mug", now, v, fresh()), Status::kOk);
+  mirror();
+  ASSERT_GT(book.live_holds(), 0u);
+
+  EXPECT_GE(rows.holds.size(), 6u);
+  EXPECT_FALSE(rows.idem.empty());
+  EXPECT_FALSE(rows.users.empty());
+  EXPECT_EQ(rows.codes.size(), 6u);
+  Book copy;
+  ASSERT_EQ(rows.restore_into(copy), "");
+  EXPECT_EQ(copy.check_invariants(), "");
+  expect_same_book(book, copy, rows);
+
+  // Both books go on the same way: same answers, same codes, same expiries.
+  for (int i = 0; i < 8; ++i) {
+    now += 700;
+    Changes c1, c2;
+    proto::ReserveResp r1, r2;
+    const proto::ReserveReq req{"u" + std::to_string(i), "", 900, {{"cp", 1}, {"tee", 1}}};
+    EXPECT_EQ(book.reserve(req, now, r1, c1), copy.reserve(req, now, r2, c2));
+    EXPECT_EQ(r1, r2);
+    EXPECT_EQ(c1.outbox, c2.outbox);
+  }
+  expect_same_book(book, copy, rows);
+}
+
+TEST_F(BookTest, RestoreRefusesInconsistentRows) {
+  {
+    Book b;
+    b.restore(rec::SkuRow{"tee", 10, 5, 2, 2, 0, 0, 0, false, false});
+    EXPECT_NE(b.finish_restore(), "");  // 5 + 2 + 2 != 10
+  }
+  {
+    Book b;
+    b.restore(rec::SkuRow{"tee", 10, 8, 2, 0, 0, 0, 0, false, false});
+    EXPECT_NE(b.finish_restore(), "");  // held 2 but no live hold
+  }
+  {
+    Book b;
+    b.restore(rec::MetaRow{0, 5, 1, 0, 1});
+    b.restore(rec::SkuRow{"cp", 1, 0, 0, 1, 0, 0, 0, false, true});
+    b.restore(rec::CodeRow{"cp", 0, "c0", 9});
+    EXPECT_NE(b.finish_restore(), "");  // owner past next_hold_id
+  }
+  {
+    Book b;
+    b.restore(rec::MetaRow{0, 5, 1, 0, 1});
+    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
+    EXPECT_NE(b.finish_restore(), "");  // unknown SKU
+  }
+  {
+    Book b;
+    b.restore(rec::MetaRow{0, 5, 1, 0, 1});
+    b.restore(rec::SkuRow{"cp", 2, 0, 1, 1, 0, 0, 0, false, true});
+    b.restore(rec::CodeRow{"cp", 0, "c0", 3});
+    b.restore(rec::CodeRow{"cp", 1, "c1", 3});
+    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"cp", 1}},
+                           {{"cp", "c0"}}});
+    // c1 is owned by hold 3, which exists but does not list it.
+    EXPECT_NE(b.finish_restore(), "");
+  }
+  {
+    Book b;
+    b.restore(rec::SkuRow{"tee", 10, 10, 0, 0, 2, 0, 0, false, false});
+    b.restore(rec::UserRow{"tee", "ann", 3});
+    EXPECT_NE(b.finish_restore(), "");  // over the limit
+  }
+  {
+    Book b;
+    EXPECT_EQ(b.finish_restore(), "");  // an empty store is an empty book
+  }
+}
+
+}  // namespace
+}  // namespace stockd

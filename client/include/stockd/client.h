@@ -8,6 +8,7 @@
 // RELEASE, and RESERVE/CLAIM that carry an idempotency key).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -55,6 +56,8 @@ class Client {
   Client& operator=(Client&&) noexcept;
 
   // Connects and says HELLO. "" on success, else why not (also UNAUTHORIZED).
+  // Calls connect by themselves when needed; a HELLO the server refuses is then reported as
+  // that call's answer (transport true, status UNAUTHORIZED etc., `error` = its message).
   std::string connect();
   bool connected() const;
   void close();
@@ -89,11 +92,27 @@ class Client {
   Reply<proto::Response> receive(uint32_t& request_id, proto::Opcode& op);
 
   const ClientOptions& options() const { return options_; }
+  // The largest frame the server accepts, from its HELLO answer (the protocol default before
+  // the first connect). Callers that batch (CODES_LOAD) size their requests with it.
+  uint32_t frame_bytes_max() const { return frame_bytes_max_; }
 
  private:
+  using Deadline = std::chrono::steady_clock::time_point;
   template <class T>
   Reply<T> call(proto::Opcode op, const proto::Request& req, bool retry_safe);
-  Reply<proto::Response> call_once(proto::Opcode op, const proto::Request& req);
+  // `reached` tells whether a connection was up when the call failed (a retry may help).
+  Reply<proto::Response> call_once(proto::Opcode op, const proto::Request& req, bool& reached);
+  // One TCP connect + HELLO. "" or why not; a refused HELLO also fills `refusal`.
+  std::string connect_once(Reply<proto::Response>& refusal);
+  // Connects when needed, up to reconnect_attempts times. false: `failure` says why.
+  bool ensure_connected(Reply<proto::Response>& failure);
+  bool write_all(const std::string& bytes, Deadline deadline, std::string& error);
+  bool read_more(Deadline deadline, std::string& error);
+  // Takes one buffered answer: 1 taken, 0 need more bytes, -1 malformed (`error` says why).
+  int take_answer(Reply<proto::Response>& out, uint32_t& id, proto::Opcode& op, std::string& error);
+  bool read_answer(Deadline deadline, Reply<proto::Response>& out, uint32_t& id, proto::Opcode& op);
+  size_t pump(const std::string& bytes, const std::vector<size_t>& ends,
+              std::vector<Reply<proto::Response>>& out, std::string& error);
 
   ClientOptions options_;
   int fd_ = -1;
@@ -103,6 +122,8 @@ class Client {
   size_t rpos_ = 0;
   std::string wbuf_;
   std::deque<std::pair<uint32_t, proto::Opcode>> queued_;
+  std::vector<size_t> queued_ends_;  // end offset in wbuf_ of each queued frame
+  uint32_t inflight_max_ = 0;        // from HELLO; 0 = no limit announced
 };
 
 }  // namespace stockd

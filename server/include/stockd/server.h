@@ -9,12 +9,13 @@
 #include <memory>
 
 #include "stockd/config.h"
+#include "stockd/store.h"
 
 namespace stockd {
 
 class Server {
  public:
-  explicit Server(Config config);
+  explicit Server(Config config, storage::StoreOptions store_options = {});
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -22,6 +23,10 @@ class Server {
   // Blocks until the server stops. Returns a process exit code: 0 after a clean stop,
   // 1 if the store could not be opened or recovered, 2 if the listener could not bind.
   int run();
+
+  // Asks a running server to stop as on SIGTERM. Safe from any thread, once run() has begun
+  // listening (before that it is remembered and honoured when the loop starts).
+  void request_stop();
 
  private:
   struct Impl;

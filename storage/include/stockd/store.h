@@ -16,6 +16,10 @@
 #include <thread>
 #include <vector>
 
+namespace rocksdb {
+class Env;
+}
+
 namespace stockd::storage {
 
 // The result of an I/O operation. ok() or a message naming what failed and why.
@@ -51,6 +55,7 @@ struct Batch {
 struct StoreOptions {
   bool create_if_missing = true;
   bool read_only = false;  // offline inspection of a stopped server's data
+  rocksdb::Env* env = nullptr;  // tests only: a fault-injecting file system; not owned
 };
 
 class Store {

@@ -1,0 +1,155 @@
+// The book's admin operations: create/update a SKU, restock, load codes, close a sale.
+//
+// Every refusal changes nothing. Rules the header leaves open, made here:
+// - sku_set creates a SKU with total 0 when kSetTotal is not in the mask (how a code pool
+//   starts); a total is at most kSkuUnitsMax. Unknown mask bits and negative times are
+//   BAD_REQUEST.
+// - Lowering a per-user limit below what some user already holds or bought is BELOW_COMMITTED
+//   (the limit is a promise check_invariants() keeps). That check walks the SKU's users, once,
+//   on an admin call.
+// - A closed sale stays closed: sale_close is final, a new window does not reopen it.
+// - codes_load with no codes is BAD_REQUEST.
+#include <algorithm>
+#include <unordered_set>
+
+#include "book_impl.h"
+
+namespace stockd {
+
+using book_detail::Sku;
+using proto::Status;
+
+namespace {
+
+constexpr uint8_t kSetMask =
+    proto::kSetTotal | proto::kSetPerUserLimit | proto::kSetOpensAt | proto::kSetClosesAt;
+
+bool users_within(const Sku& s, uint32_t limit) {
+  if (limit == 0) return true;
+  return std::all_of(s.users.begin(), s.users.end(),
+                     [limit](const auto& u) { return u.second <= limit; });
+}
+
+}  // namespace
+
+Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::SkuView{};
+  m.sweep(now, ch);  // so that held counts are current before a new total is checked
+  if (!book_detail::sku_id_ok(req.sku) || (req.mask & ~kSetMask) != 0) return Status::kBadRequest;
+  if (req.opens_at_ms < 0 || req.closes_at_ms < 0) return Status::kBadRequest;
+  if ((req.mask & proto::kSetTotal) && req.total > book_detail::kSkuUnitsMax) {
+    return Status::kBadRequest;
+  }
+  Sku* s = m.find_sku(req.sku);
+  const int64_t opens = (req.mask & proto::kSetOpensAt) ? req.opens_at_ms : s ? s->opens_at : 0;
+  const int64_t closes =
+      (req.mask & proto::kSetClosesAt) ? req.closes_at_ms : s ? s->closes_at : 0;
+  if (opens != 0 && closes != 0 && closes <= opens) return Status::kBadRequest;
+  if (s != nullptr) {
+    if (req.mask & proto::kSetTotal) {
+      if (s->pool) return Status::kBadRequest;  // its codes define its total
+      if (req.total < s->held + s->sold) {
+        sku_view(*s, out);
+        return Status::kBelowCommitted;
+      }
+    }
+    if ((req.mask & proto::kSetPerUserLimit) && req.per_user_limit != 0 &&
+        (s->limit == 0 || req.per_user_limit < s->limit) && !users_within(*s, req.per_user_limit)) {
+      sku_view(*s, out);
+      return Status::kBelowCommitted;
+    }
+  } else {
+    s = &m.add_sku(req.sku);
+  }
+  if (req.mask & proto::kSetTotal) {
+    s->total = req.total;
+    s->available = req.total - s->held - s->sold;
+  }
+  if (req.mask & proto::kSetPerUserLimit) s->limit = req.per_user_limit;
+  s->opens_at = opens;
+  s->closes_at = closes;
+  ch.skus.emplace_back(s->id);
+  sku_view(*s, out);
+  return Status::kOk;
+}
+
+Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
+  out = proto::SkuView{};
+  if (!book_detail::sku_id_ok(req.sku)) return Status::kBadRequest;
+  Sku* s = impl_->find_sku(req.sku);
+  if (s == nullptr) return Status::kNotFound;
+  sku_view(*s, out);
+  if (s->pool) return Status::kBadRequest;  // load codes instead
+  if (req.delta >= 0) {
+    const uint64_t add = static_cast<uint64_t>(req.delta);
+    if (add > book_detail::kSkuUnitsMax - s->total) return Status::kBadRequest;
+    s->total += add;
+    s->available += add;
+  } else {
+    // -(delta + 1) + 1 is |delta| without overflowing on INT64_MIN.
+    const uint64_t sub = static_cast<uint64_t>(-(req.delta + 1)) + 1;
+    if (sub > s->available) return Status::kBelowCommitted;  // total would go under held + sold
+    s->total -= sub;
+    s->available -= sub;
+  }
+  if (req.delta != 0) ch.skus.emplace_back(s->id);
+  sku_view(*s, out);
+  return Status::kOk;
+}
+
+Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
+  Impl& m = *impl_;
+  out = proto::CodesLoadResp{};
+  if (!book_detail::sku_id_ok(req.sku)) return Status::kBadRequest;
+  Sku* s = m.find_sku(req.sku);
+  if (s == nullptr) return Status::kNotFound;
+  sku_view(*s, out.sku);
+  if (!s->pool && s->total != 0) return Status::kBadRequest;  // counted units, not codes
+  const size_t pool_size = s->codes.size() + req.codes.size();
+  if (req.codes.empty() || pool_size > m.limits.codes_per_sku_max || pool_size > UINT32_MAX) {
+    return Status::kBadRequest;
+  }
+  if (!std::all_of(req.codes.begin(), req.codes.end(), book_detail::code_ok)) {
+    return Status::kBadRequest;
+  }
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(req.codes.size());
+  for (const std::string& c : req.codes) {
+    if (m.codes.contains(c) || !seen.insert(c).second) {
+      out.duplicate = c;
+      return Status::kDuplicateCode;
+    }
+  }
+  s->pool = true;
+  s->codes.reserve(s->codes.size() + req.codes.size());
+  for (const std::string& c : req.codes) {
+    const uint32_t index = static_cast<uint32_t>(s->codes.size());
+    auto it = m.codes.emplace(c, book_detail::CodeLoc{s, index}).first;
+    s->codes.push_back({&it->first, 0});
+    s->free.push_back(index);
+    std::push_heap(s->free.begin(), s->free.end(), std::greater<>());  // O(1): largest index
+    ++s->total;
+    ++s->available;
+    ch.codes.emplace_back(std::string(s->id), index);
+  }
+  ch.skus.emplace_back(s->id);
+  sku_view(*s, out.sku);
+  return Status::kOk;
+}
+
+Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
+  out = proto::SkuView{};
+  impl_->sweep(now, ch);
+  if (!book_detail::sku_id_ok(sku)) return Status::kBadRequest;
+  Sku* s = impl_->find_sku(sku);
+  if (s == nullptr) return Status::kNotFound;
+  if (!s->closed) {
+    s->closed = true;
+    ch.skus.emplace_back(s->id);
+  }
+  sku_view(*s, out);
+  return Status::kOk;
+}
+
+}  // namespace stockd

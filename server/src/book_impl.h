@@ -1,0 +1,207 @@
+// Private to the stockd_book library: the state behind Book and the indexes that keep every
+// operation O(lines + codes) instead of O(book).
+//
+// Ownership: Impl::skus, Impl::holds and Impl::codes are node-based maps, so pointers to their
+// keys and values stay valid until that entry is erased. SKUs and codes are never erased; a hold
+// is erased only when its retention ends (and then nothing points at it: it is not HELD).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "stockd/book.h"
+
+namespace stockd::book_detail {
+
+using proto::HoldState;
+using proto::Status;
+
+// A SKU's total stays within int64 so that restock deltas never overflow.
+inline constexpr uint64_t kSkuUnitsMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+inline constexpr size_t kNoPos = std::numeric_limits<size_t>::max();
+inline constexpr uint16_t kNoLine = 0xFFFF;
+
+struct StrHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+template <class V>
+using StrMap = std::unordered_map<std::string, V, StrHash, std::equal_to<>>;
+
+struct CodeSlot {
+  const std::string* code = nullptr;  // the key of Impl::codes
+  uint64_t owner = 0;                 // hold id holding or having bought it; 0 = free
+};
+
+struct Sku {
+  std::string_view id;  // the key of Impl::skus
+  uint64_t total = 0;
+  uint64_t available = 0;
+  uint64_t held = 0;
+  uint64_t sold = 0;
+  uint32_t limit = 0;  // per user; 0 = none
+  int64_t opens_at = 0;
+  int64_t closes_at = 0;
+  bool closed = false;
+  bool pool = false;
+  std::vector<CodeSlot> codes;  // by index, dense from 0
+  std::vector<uint32_t> free;   // min-heap (std::greater) of free indexes: lowest goes first
+  StrMap<uint64_t> users;       // units held or bought per user; absent means 0
+};
+
+struct HoldLine {
+  Sku* sku = nullptr;
+  uint32_t qty = 0;
+};
+struct HoldCode {
+  Sku* sku = nullptr;
+  uint32_t index = 0;
+};
+
+struct Hold {
+  uint64_t id = 0;
+  HoldState state = HoldState::kNone;
+  std::string user;
+  std::string key;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;   // deadline while held; 0 for buy-now
+  int64_t finished_at = 0;  // 0 while held
+  std::vector<HoldLine> lines;
+  std::vector<HoldCode> codes;  // kept after release/expiry, for the view and the outbox
+  size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
+};
+
+struct CodeLoc {
+  Sku* sku = nullptr;
+  uint32_t index = 0;
+};
+
+struct Deadline {  // one entry of the indexed min-heap of live holds, ordered by (at, id)
+  int64_t at = 0;
+  uint64_t id = 0;
+  Hold* hold = nullptr;
+};
+
+struct Idem {
+  uint64_t fingerprint = 0;
+  int64_t created_at = 0;
+  proto::ReserveResp resp;
+};
+
+struct Want {  // one checked line of a reservation
+  Sku* sku = nullptr;
+  uint32_t qty = 0;
+};
+
+struct Restoring {  // rows handed to restore(), applied by finish_restore()
+  std::vector<rec::SkuRow> skus;
+  std::vector<rec::HoldRow> holds;
+  std::vector<rec::IdemRow> idem;
+  std::vector<rec::UserRow> users;
+  std::vector<rec::CodeRow> codes;
+  std::optional<rec::MetaRow> meta;
+};
+
+inline bool sku_id_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kSkuBytesMax; }
+inline bool user_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kUserBytesMax; }
+inline bool code_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kCodeBytesMax; }
+// True once `ret` ms have passed since `t` (now - t >= ret), without overflow.
+inline bool retention_over(int64_t t, int64_t ret, int64_t now) {
+  if (now < t) return false;
+  const uint64_t age = static_cast<uint64_t>(now) - static_cast<uint64_t>(t);
+  return ret <= 0 || age >= static_cast<uint64_t>(ret);
+}
+
+}  // namespace stockd::book_detail
+
+namespace stockd {
+
+struct Book::Impl {
+  using Sku = book_detail::Sku;
+  using Hold = book_detail::Hold;
+  using HoldState = proto::HoldState;
+  using Status = proto::Status;
+
+  explicit Impl(BookLimits l) : limits(l) {}
+
+  BookLimits limits;
+  book_detail::StrMap<Sku> skus;
+  std::set<std::string_view> sku_order;          // views of the keys of `skus`, for sku_list
+  std::unordered_map<uint64_t, Hold> holds;      // live and retained finished holds
+  std::vector<book_detail::Deadline> deadlines;  // indexed min-heap of HELD holds
+  book_detail::StrMap<book_detail::CodeLoc> codes;  // every code of every pool
+  book_detail::StrMap<book_detail::Idem> idem;
+  // Retention queues in time order. An idem entry's view points at the key of `idem`; each entry
+  // is erased from its map only when popped here, so the view never dangles.
+  std::deque<std::pair<int64_t, std::string_view>> idem_fifo;
+  std::deque<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id)
+  uint64_t next_hold_id = 1;
+  uint64_t next_outbox_seq = 1;
+  uint64_t outbox_acked = 0;  // store-owned; echoed from restore() by meta()
+  uint64_t outbox_first = 1;  // store-owned; echoed from restore() by meta()
+  BookCounters counters;
+  std::unique_ptr<book_detail::Restoring> restoring;
+
+  Sku* find_sku(std::string_view id);
+  const Sku* find_sku(std::string_view id) const;
+  Sku& add_sku(std::string_view id);
+
+  // book_time.cc: deadlines, expiry, finishing holds, retention.
+  size_t sweep(int64_t now, Changes& ch);
+  void heap_push(Hold& h);
+  void heap_erase(Hold& h);
+  void sift_up(size_t pos);
+  void sift_down(size_t pos);
+  void place(size_t pos, const book_detail::Deadline& d);
+  void end_hold(Hold& h, HoldState to, int64_t at, Changes& ch);  // release or expire
+  void commit_hold(Hold& h, int64_t now, Changes& ch);
+  void finish(Hold& h, HoldState to, int64_t at);
+  void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
+  void forget_finished(int64_t now, Changes& ch);
+  void forget_idem(int64_t now, Changes& ch);
+
+  // book.cc: buyer operations.
+  Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
+                bool& found);
+  Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
+                    uint64_t& available);
+  void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
+                     std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
+                     proto::ReserveResp& out, Changes& ch);
+  void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
+  void remember(std::string_view key, uint64_t fingerprint, int64_t now,
+                const proto::ReserveResp& resp, Changes& ch);
+  void hold_view(const Hold& h, proto::HoldView& out) const;
+
+  // book_rows.cc: recovery.
+  std::string restore_skus(const book_detail::Restoring& r);
+  std::string restore_codes(book_detail::Restoring& r);
+  std::string restore_holds(const book_detail::Restoring& r);
+  std::string restore_hold(const rec::HoldRow& row);
+  std::string restore_users(const book_detail::Restoring& r);
+  std::string restore_idem(const book_detail::Restoring& r);
+
+  // book_check.cc: invariants, O(book).
+  std::string check_skus() const;
+  std::string check_holds() const;
+  std::string check_codes() const;
+  std::string check_indexes() const;
+};
+
+void sku_view(const book_detail::Sku& s, proto::SkuView& out);
+void add_units(book_detail::Sku& s, std::string_view user, uint64_t qty);
+void sub_units(book_detail::Sku& s, std::string_view user, uint64_t qty);
+uint64_t units_of(const book_detail::Sku& s, std::string_view user);
+
+}  // namespace stockd

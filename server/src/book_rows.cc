@@ -1,0 +1,216 @@
+// The book as rows: reading the current row of anything a Changes named, and recovery, which
+// takes rows in any order and rebuilds every index once in finish_restore().
+//
+// Recovery refuses rows that cannot be linked (a line or code naming an unknown SKU, a code
+// listed by a hold but owned by another, ids past the meta row's next ids, duplicates, gaps in a
+// pool's indexes), then runs check_invariants() for everything else. A code may be owned by a
+// hold that no longer exists: its order was sold and forgotten after retention.
+#include <algorithm>
+#include <tuple>
+
+#include "book_impl.h"
+
+namespace stockd {
+
+using book_detail::Hold;
+using book_detail::Restoring;
+using book_detail::Sku;
+using proto::HoldState;
+
+// ---- Rows. ----
+
+std::optional<rec::SkuRow> Book::sku_row(std::string_view sku) const {
+  const Sku* s = impl_->find_sku(sku);
+  if (s == nullptr) return std::nullopt;
+  return rec::SkuRow{std::string(s->id), s->total,    s->available, s->held,   s->sold,
+                     s->limit,           s->opens_at, s->closes_at, s->closed, s->pool};
+}
+
+std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
+  auto it = impl_->holds.find(id);
+  if (it == impl_->holds.end()) return std::nullopt;
+  const Hold& h = it->second;
+  proto::HoldView v;
+  impl_->hold_view(h, v);
+  return rec::HoldRow{h.id,         h.state,          h.user,           h.key,
+                      h.created_at, h.expires_at,     h.finished_at,    std::move(v.lines),
+                      std::move(v.codes)};
+}
+
+std::optional<rec::IdemRow> Book::idem_row(std::string_view key) const {
+  auto it = impl_->idem.find(key);
+  if (it == impl_->idem.end()) return std::nullopt;
+  return rec::IdemRow{it->first, it->second.fingerprint, it->second.created_at, it->second.resp};
+}
+
+std::optional<rec::UserRow> Book::user_row(std::string_view sku, std::string_view user) const {
+  const Sku* s = impl_->find_sku(sku);
+  if (s == nullptr) return std::nullopt;
+  auto it = s->users.find(user);
+  if (it == s->users.end()) return std::nullopt;
+  return rec::UserRow{std::string(s->id), it->first, it->second};
+}
+
+std::optional<rec::CodeRow> Book::code_row(std::string_view sku, uint32_t index) const {
+  const Sku* s = impl_->find_sku(sku);
+  if (s == nullptr || index >= s->codes.size()) return std::nullopt;
+  return rec::CodeRow{std::string(s->id), index, *s->codes[index].code, s->codes[index].owner};
+}
+
+rec::MetaRow Book::meta() const {
+  return rec::MetaRow{0, impl_->next_hold_id, impl_->next_outbox_seq, impl_->outbox_acked,
+                      impl_->outbox_first};
+}
+
+// ---- Recovery. ----
+
+namespace {
+Restoring& pending(std::unique_ptr<Restoring>& r) {
+  if (!r) r = std::make_unique<Restoring>();
+  return *r;
+}
+}  // namespace
+
+void Book::restore(const rec::SkuRow& r) { pending(impl_->restoring).skus.push_back(r); }
+void Book::restore(const rec::HoldRow& r) { pending(impl_->restoring).holds.push_back(r); }
+void Book::restore(const rec::IdemRow& r) { pending(impl_->restoring).idem.push_back(r); }
+void Book::restore(const rec::UserRow& r) { pending(impl_->restoring).users.push_back(r); }
+void Book::restore(const rec::CodeRow& r) { pending(impl_->restoring).codes.push_back(r); }
+void Book::restore(const rec::MetaRow& r) { pending(impl_->restoring).meta = r; }
+
+std::string Book::Impl::restore_skus(const Restoring& r) {
+  for (const rec::SkuRow& row : r.skus) {
+    if (!book_detail::sku_id_ok(row.sku)) return "SKU row with a bad id";
+    if (find_sku(row.sku) != nullptr) return "SKU " + row.sku + ": two rows";
+    if (row.total > book_detail::kSkuUnitsMax) return "SKU " + row.sku + ": total too large";
+    Sku& s = add_sku(row.sku);
+    s.total = row.total;
+    s.available = row.available;
+    s.held = row.held;
+    s.sold = row.sold;
+    s.limit = row.per_user_limit;
+    s.opens_at = row.opens_at_ms;
+    s.closes_at = row.closes_at_ms;
+    s.closed = row.closed;
+    s.pool = row.code_pool;
+  }
+  return "";
+}
+
+std::string Book::Impl::restore_codes(Restoring& r) {
+  std::sort(r.codes.begin(), r.codes.end(), [](const rec::CodeRow& a, const rec::CodeRow& b) {
+    return std::tie(a.sku, a.index) < std::tie(b.sku, b.index);
+  });
+  for (const rec::CodeRow& row : r.codes) {
+    const std::string at = "code " + row.sku + "/" + std::to_string(row.index) + ": ";
+    Sku* s = find_sku(row.sku);
+    if (s == nullptr) return at + "unknown SKU";
+    if (!s->pool) return at + "its SKU is not a code pool";
+    if (row.index != s->codes.size()) return at + "indexes are not dense from 0";
+    if (!book_detail::code_ok(row.code)) return at + "bad code length";
+    if (row.owner >= next_hold_id) return at + "owner is past next_hold_id";
+    auto [it, inserted] = codes.emplace(row.code, book_detail::CodeLoc{s, row.index});
+    if (!inserted) return at + "code " + row.code + " is in the book twice";
+    s->codes.push_back({&it->first, row.owner});
+    if (row.owner == 0) s->free.push_back(row.index);  // ascending: a valid min-heap
+  }
+  return "";
+}
+
+std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
+  const std::string at = "hold " + std::to_string(row.id) + ": ";
+  if (row.id == 0 || row.id >= next_hold_id) return at + "id outside 1..next_hold_id";
+  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at + "bad state";
+  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at + "bad lines";
+  if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at + "held but finished";
+  auto [it, inserted] = holds.try_emplace(row.id);
+  if (!inserted) return at + "two rows";
+  Hold& h = it->second;
+  h.id = row.id;
+  h.state = row.state;
+  h.user = row.user;
+  h.key = row.key;
+  h.created_at = row.created_at_ms;
+  h.expires_at = row.expires_at_ms;
+  h.finished_at = row.finished_at_ms;
+  for (const proto::Line& l : row.lines) {
+    Sku* s = find_sku(l.sku);
+    if (s == nullptr || l.qty == 0) return at + "line of unknown SKU " + l.sku + " or qty 0";
+    h.lines.push_back({s, l.qty});
+  }
+  const bool owns = row.state == HoldState::kHeld || row.state == HoldState::kCommitted;
+  for (const proto::SkuCode& c : row.codes) {
+    auto loc = codes.find(c.code);
+    if (loc == codes.end() || loc->second.sku->id != c.sku) return at + "unknown code " + c.code;
+    if (owns && loc->second.sku->codes[loc->second.index].owner != row.id) {
+      return at + "code " + c.code + " is owned by another hold";
+    }
+    h.codes.push_back({loc->second.sku, loc->second.index});
+  }
+  if (row.state == HoldState::kHeld) heap_push(h);
+  return "";
+}
+
+std::string Book::Impl::restore_holds(const Restoring& r) {
+  std::vector<std::pair<int64_t, uint64_t>> finished;
+  for (const rec::HoldRow& row : r.holds) {
+    std::string why = restore_hold(row);
+    if (!why.empty()) return why;
+    if (row.state != HoldState::kHeld) finished.emplace_back(row.finished_at_ms, row.id);
+  }
+  std::sort(finished.begin(), finished.end());
+  for (const auto& [at, id] : finished) finished_fifo.emplace_back(at, id);
+  return "";
+}
+
+std::string Book::Impl::restore_users(const Restoring& r) {
+  for (const rec::UserRow& row : r.users) {
+    Sku* s = find_sku(row.sku);
+    if (s == nullptr) return "user row of unknown SKU " + row.sku;
+    if (!book_detail::user_ok(row.user)) return "user row of SKU " + row.sku + ": bad user";
+    if (row.units == 0) continue;  // equivalent to absent
+    if (!s->users.emplace(row.user, row.units).second) {
+      return "user row " + row.sku + "/" + row.user + ": two rows";
+    }
+  }
+  return "";
+}
+
+std::string Book::Impl::restore_idem(const Restoring& r) {
+  std::vector<std::pair<int64_t, std::string_view>> order;
+  for (const rec::IdemRow& row : r.idem) {
+    if (row.key.empty() || row.key.size() > proto::kKeyBytesMax) return "idem row with a bad key";
+    auto [it, inserted] =
+        idem.emplace(row.key, book_detail::Idem{row.fingerprint, row.created_at_ms, row.resp});
+    if (!inserted) return "idem key " + row.key + ": two rows";
+    order.emplace_back(row.created_at_ms, it->first);
+  }
+  std::sort(order.begin(), order.end());
+  idem_fifo.assign(order.begin(), order.end());
+  return "";
+}
+
+std::string Book::finish_restore() {
+  Impl& m = *impl_;
+  std::unique_ptr<Restoring> r = std::move(m.restoring);
+  if (!r) return check_invariants();  // nothing restored: an empty store
+  if (!m.skus.empty() || !m.holds.empty() || !m.idem.empty()) {
+    return "finish_restore: the book was not empty";
+  }
+  if (r->meta) {
+    if (r->meta->next_hold_id == 0 || r->meta->next_outbox_seq == 0) return "meta: ids from 1";
+    m.next_hold_id = r->meta->next_hold_id;
+    m.next_outbox_seq = r->meta->next_outbox_seq;
+    m.outbox_acked = r->meta->outbox_acked;
+    m.outbox_first = r->meta->outbox_first;
+  }
+  std::string why = m.restore_skus(*r);
+  if (why.empty()) why = m.restore_codes(*r);
+  if (why.empty()) why = m.restore_holds(*r);
+  if (why.empty()) why = m.restore_users(*r);
+  if (why.empty()) why = m.restore_idem(*r);
+  if (!why.empty()) return why;
+  return check_invariants();
+}
+
+}  // namespace stockd

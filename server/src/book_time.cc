@@ -1,0 +1,182 @@
+// Time in the book: the deadline heap of live holds, expiry, finishing a hold (and its outbox
+// record), and forgetting idempotency keys and finished holds after their retention.
+//
+// Every sweep is bounded by limits.expire_per_call_max per queue and touches only due entries:
+// the heap is ordered by (deadline, hold id), the retention queues by time.
+#include <algorithm>
+
+#include "book_impl.h"
+
+namespace stockd {
+
+using book_detail::Deadline;
+using book_detail::Hold;
+using book_detail::Sku;
+using proto::HoldState;
+
+namespace {
+bool earlier(const Deadline& a, const Deadline& b) {
+  return a.at < b.at || (a.at == b.at && a.id < b.id);
+}
+}  // namespace
+
+// ---- The indexed heap: each HELD hold knows its position, so it can leave in O(log n). ----
+
+void Book::Impl::place(size_t pos, const Deadline& d) {
+  deadlines[pos] = d;
+  d.hold->heap_pos = pos;
+}
+
+void Book::Impl::sift_up(size_t pos) {
+  const Deadline d = deadlines[pos];
+  while (pos > 0) {
+    const size_t parent = (pos - 1) / 2;
+    if (!earlier(d, deadlines[parent])) break;
+    place(pos, deadlines[parent]);
+    pos = parent;
+  }
+  place(pos, d);
+}
+
+void Book::Impl::sift_down(size_t pos) {
+  const Deadline d = deadlines[pos];
+  const size_t n = deadlines.size();
+  for (;;) {
+    size_t child = 2 * pos + 1;
+    if (child >= n) break;
+    if (child + 1 < n && earlier(deadlines[child + 1], deadlines[child])) ++child;
+    if (!earlier(deadlines[child], d)) break;
+    place(pos, deadlines[child]);
+    pos = child;
+  }
+  place(pos, d);
+}
+
+void Book::Impl::heap_push(Hold& h) {
+  deadlines.push_back({h.expires_at, h.id, &h});
+  sift_up(deadlines.size() - 1);
+}
+
+void Book::Impl::heap_erase(Hold& h) {
+  const size_t pos = h.heap_pos;
+  h.heap_pos = book_detail::kNoPos;
+  const Deadline last = deadlines.back();
+  deadlines.pop_back();
+  if (pos == deadlines.size()) return;  // it was the last entry
+  place(pos, last);
+  if (pos > 0 && earlier(last, deadlines[(pos - 1) / 2])) {
+    sift_up(pos);
+  } else {
+    sift_down(pos);
+  }
+}
+
+// ---- Finishing holds. ----
+
+void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
+  h.state = to;
+  h.finished_at = at;
+  // The queue must stay sorted: a late-swept expiry (finished at its past deadline) is queued
+  // at the newest time instead, which only keeps it a little longer than its retention.
+  const int64_t key = finished_fifo.empty() ? at : std::max(at, finished_fifo.back().first);
+  finished_fifo.emplace_back(key, h.id);
+}
+
+void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
+  proto::OutboxRecord& r = ch.outbox.emplace_back();
+  r.seq = next_outbox_seq++;
+  r.kind = kind;
+  r.order_id = h.id;
+  r.user = h.user;
+  r.key = h.key;
+  r.created_at_ms = h.created_at;
+  r.at_ms = at;
+  r.lines.reserve(h.lines.size());
+  for (const book_detail::HoldLine& l : h.lines) r.lines.push_back({std::string(l.sku->id), l.qty});
+  r.codes.reserve(h.codes.size());
+  for (const book_detail::HoldCode& c : h.codes) {
+    r.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  }
+  ch.meta = true;
+}
+
+// Precondition: h is HELD. Units, user counts and codes go back.
+void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
+  heap_erase(h);
+  for (const book_detail::HoldLine& l : h.lines) {
+    Sku& s = *l.sku;
+    s.held -= l.qty;
+    s.available += l.qty;
+    sub_units(s, h.user, l.qty);
+    ch.skus.emplace_back(s.id);
+    ch.users.emplace_back(std::string(s.id), h.user);
+  }
+  for (const book_detail::HoldCode& c : h.codes) {
+    Sku& s = *c.sku;
+    s.codes[c.index].owner = 0;
+    s.free.push_back(c.index);
+    std::push_heap(s.free.begin(), s.free.end(), std::greater<>());
+    ch.codes.emplace_back(std::string(s.id), c.index);
+  }
+  finish(h, to, at);
+  emit(to == HoldState::kReleased ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h,
+       at, ch);
+  ch.holds.push_back(h.id);
+}
+
+// Precondition: h is HELD and not past its deadline.
+void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
+  heap_erase(h);
+  for (const book_detail::HoldLine& l : h.lines) {
+    l.sku->held -= l.qty;
+    l.sku->sold += l.qty;
+    ch.skus.emplace_back(l.sku->id);
+  }
+  finish(h, HoldState::kCommitted, now);
+  emit(proto::OutboxKind::kOrder, h, now, ch);
+  ch.holds.push_back(h.id);
+}
+
+// ---- Sweeps. ----
+
+void Book::Impl::forget_finished(int64_t now, Changes& ch) {
+  for (size_t n = 0; n < limits.expire_per_call_max && !finished_fifo.empty(); ++n) {
+    const auto [at, id] = finished_fifo.front();
+    if (!book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) break;
+    finished_fifo.pop_front();
+    holds.erase(id);  // codes it bought keep it as owner: they stay sold
+    ch.holds.push_back(id);
+  }
+}
+
+void Book::Impl::forget_idem(int64_t now, Changes& ch) {
+  for (size_t n = 0; n < limits.expire_per_call_max && !idem_fifo.empty(); ++n) {
+    const auto [at, key] = idem_fifo.front();
+    if (!book_detail::retention_over(at, limits.idem_retention_ms, now)) break;
+    ch.idem.emplace_back(key);
+    idem.erase(idem.find(key));  // `key` views this entry's key: erase last
+    idem_fifo.pop_front();
+  }
+}
+
+size_t Book::Impl::sweep(int64_t now, Changes& ch) {
+  size_t expired = 0;
+  while (expired < limits.expire_per_call_max && !deadlines.empty() &&
+         deadlines.front().at <= now) {
+    Hold& h = *deadlines.front().hold;
+    end_hold(h, HoldState::kExpired, h.expires_at, ch);
+    ++counters.expiries;
+    ++expired;
+  }
+  forget_finished(now, ch);
+  forget_idem(now, ch);
+  return expired;
+}
+
+size_t Book::expire(int64_t now, Changes& ch) { return impl_->sweep(now, ch); }
+
+int64_t Book::next_deadline() const {
+  return impl_->deadlines.empty() ? INT64_MAX : impl_->deadlines.front().at;
+}
+
+}  // namespace stockd

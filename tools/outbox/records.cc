@@ -1,0 +1,154 @@
+// Checks of outbox records and their SQL text form. See records.h.
+#include "records.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace stockd::outbox {
+
+namespace {
+
+// Length of the valid UTF-8 sequence (no NUL, no overlong form, no surrogate, <= U+10FFFF)
+// starting at s[i], or 0 if there is none.
+size_t utf8_len(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c == 0) return 0;
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string check_record(const proto::OutboxRecord& r) {
+  const std::string at = "record " + std::to_string(r.seq) + ": ";
+  if (r.seq == 0) return "record with seq 0";
+  if (r.kind != proto::OutboxKind::kOrder && r.kind != proto::OutboxKind::kReleased &&
+      r.kind != proto::OutboxKind::kExpired) {
+    return at + "unknown kind " + std::to_string(static_cast<int>(r.kind));
+  }
+  if (r.order_id == 0) return at + "order_id 0";
+  if (r.user.empty()) return at + "empty user";
+  if (r.lines.empty() || r.lines.size() > proto::kReserveLinesMax) {
+    return at + std::to_string(r.lines.size()) + " lines (must be 1.." +
+           std::to_string(proto::kReserveLinesMax) + ")";
+  }
+  for (size_t i = 0; i < r.lines.size(); ++i) {
+    const proto::Line& l = r.lines[i];
+    if (l.sku.empty() || l.qty == 0) return at + "line " + std::to_string(i) + " is empty";
+    for (size_t j = 0; j < i; ++j) {
+      if (r.lines[j].sku == l.sku) return at + "sku " + l.sku + " on two lines";
+    }
+  }
+  for (size_t i = 0; i < r.codes.size(); ++i) {
+    const proto::SkuCode& c = r.codes[i];
+    if (c.code.empty()) return at + "code " + std::to_string(i) + " is empty";
+    if (std::none_of(r.lines.begin(), r.lines.end(), [&](const auto& l) { return l.sku == c.sku; }))
+      return at + "code " + c.code + " of sku " + c.sku + " which is on no line";
+    for (size_t j = 0; j < i; ++j) {
+      if (r.codes[j] == c) return at + "code " + c.code + " listed twice";
+    }
+  }
+  return "";
+}
+
+std::string check_batch(uint64_t cursor, std::span<const proto::OutboxRecord> records) {
+  uint64_t want = cursor + 1;
+  for (const proto::OutboxRecord& r : records) {
+    if (r.seq != want) {
+      return "expected record " + std::to_string(want) + ", got " + std::to_string(r.seq);
+    }
+    if (std::string why = check_record(r); !why.empty()) return why;
+    ++want;
+  }
+  return "";
+}
+
+const char* event_kind_name(proto::OutboxKind kind) {
+  switch (kind) {
+    case proto::OutboxKind::kOrder:
+      return "order";
+    case proto::OutboxKind::kReleased:
+      return "released";
+    case proto::OutboxKind::kExpired:
+      return "expired";
+  }
+  return "unknown";
+}
+
+std::string_view sql_text(std::string_view s, std::string& scratch) {
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t n = utf8_len(s, i);
+    if (n == 0) break;
+    i += n;
+  }
+  if (i == s.size()) return s;
+  scratch.assign(s.substr(0, i));
+  while (i < s.size()) {
+    size_t n = utf8_len(s, i);
+    if (n > 0) {
+      scratch.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\x%02X", static_cast<unsigned char>(s[i]));
+    scratch += buf;
+    ++i;
+  }
+  return scratch;
+}
+
+std::string lines_json(const std::vector<proto::Line>& lines) {
+  std::string out = "[";
+  std::string scratch;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i > 0) out += ',';
+    out += "{\"sku\":";
+    out += json_quote(sql_text(lines[i].sku, scratch));
+    out += ",\"qty\":" + std::to_string(lines[i].qty) + "}";
+  }
+  out += ']';
+  return out;
+}
+
+}  // namespace stockd::outbox

@@ -1,0 +1,319 @@
+// stockctl commands. See commands.h; exit codes and output shapes are in the README.
+#include "commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "format.h"
+#include "seed.h"
+
+namespace stockd::ctl {
+
+namespace {
+
+using proto::Status;
+
+int usage(const std::string& message) {
+  std::cerr << message << '\n';
+  return kExitUsage;
+}
+
+std::string join(const std::string& a, const std::string& b) {
+  return a.empty() ? b : b.empty() ? a : a + ": " + b;
+}
+
+std::string status_line(Status s, const std::string& detail) {
+  return join(proto::status_name(s), detail);
+}
+
+std::string server_text(const ClientOptions& o) {
+  bool v6 = o.host.find(':') != std::string::npos;
+  return (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
+}
+
+}  // namespace
+
+std::string admin_hint(const ClientOptions& o, Status s) {
+  if (s != Status::kUnauthorized || o.role == proto::Role::kAdmin) return "";
+  return " (admin commands need --token or STOCKD_TOKEN)";
+}
+
+namespace {
+
+// Prints a reply and returns the exit code. `human` renders an OK body; `reason` explains a
+// business status (< 64) in a few words; error statuses print the server's message.
+template <class T, class Human, class Reason>
+int finish(const Args& a, const Reply<T>& r, Human human, Reason reason) {
+  if (!r.transport_ok()) {
+    std::cerr << r.error << '\n';
+    return kExitTransport;
+  }
+  if (a.json) std::cout << dump(envelope(r)) << '\n';
+  if (r.ok()) {
+    if (!a.json) std::cout << human(r.body) << '\n';
+    return kExitOk;
+  }
+  std::cerr << status_line(r.status, proto::is_error_status(r.status) ? r.error : reason(r.body))
+            << admin_hint(a.client, r.status) << '\n';
+  return kExitRefused;
+}
+
+// "" or why a required/optional text argument is unacceptable.
+std::string check_text(const char* what, const std::string& value, size_t max, bool required) {
+  if (required && value.empty()) return std::string(what) + " must not be empty";
+  if (value.size() > max) {
+    return std::string(what) + " is " + std::to_string(value.size()) + " bytes, at most " +
+           std::to_string(max);
+  }
+  return "";
+}
+
+std::string check_sku_arg(const std::string& sku) {
+  std::string error = check_sku(sku);
+  return error.empty() ? "" : "SKU " + quote(sku) + " " + error;
+}
+
+std::string parse_hold_id(const std::string& text, uint64_t& id) {
+  std::string error = parse_unsigned(text, UINT64_MAX, id);
+  return error.empty() ? "" : "HOLD " + quote(text) + " " + error;
+}
+
+std::string sku_reason(const std::string& sku, const proto::SkuView& v, Status s) {
+  if (s == Status::kBelowCommitted && !v.sku.empty()) {
+    return "sku " + sku + " has " + std::to_string(v.held + v.sold) + " units held or sold";
+  }
+  return "sku " + sku;
+}
+
+std::string hold_reason(uint64_t id, const proto::HoldView& h, Status s) {
+  std::string text = "hold " + std::to_string(id);
+  if (s == Status::kAlreadyDone && h.state != proto::HoldState::kNone) {
+    text += " is already " + std::string(proto::hold_state_name(h.state));
+  }
+  return text;
+}
+
+std::string reserve_reason(const proto::ReserveReq& req, const proto::ReserveResp& r, Status s) {
+  // The SKU of the refused line (failed_line counts from 0, as in the protocol).
+  const std::string where = r.failed_line < req.lines.size() ? req.lines[r.failed_line].sku : "";
+  switch (s) {
+    case Status::kSoldOut:
+      return join(where, std::to_string(r.available) + " left");
+    case Status::kLimitExceeded:
+      return join(where, std::to_string(r.available) + " more allowed for user " + req.user);
+    case Status::kKeyConflict:
+      return "key " + req.key + " was used for a different request";
+    default:
+      return where;
+  }
+}
+
+int hold_command(const Args& a, Reply<proto::HoldView> (Client::*call)(uint64_t)) {
+  uint64_t id = 0;
+  if (std::string e = parse_hold_id(a.hold, id); !e.empty()) return usage(e);
+  Client client(a.client);
+  auto r = (client.*call)(id);
+  return finish(a, r, hold_text,
+                [&](const proto::HoldView& h) { return hold_reason(id, h, r.status); });
+}
+
+int sku_command(const Args& a, const Reply<proto::SkuView>& r) {
+  return finish(a, r, sku_text,
+                [&](const proto::SkuView& v) { return sku_reason(a.sku, v, r.status); });
+}
+
+}  // namespace
+
+int64_t wall_clock_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// ---- Queries ----
+
+int cmd_ping(const Args& a) {
+  Client client(a.client);
+  auto r = client.ping();  // the first one also connects
+  if (r.ok()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    r = client.ping();
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    if (r.ok()) {
+      if (a.json) {
+        std::cout << dump(Json{{"status", "OK"}, {"server", server_text(a.client)}, {"rtt_us", us}})
+                  << '\n';
+      } else {
+        std::printf("PONG from %s in %.3f ms\n", server_text(a.client).c_str(), us / 1000.0);
+      }
+      return kExitOk;
+    }
+  }
+  return finish(
+      a, r, [](const proto::PingResp&) { return ""; }, [](const proto::PingResp&) { return ""; });
+}
+
+int cmd_sku_get(const Args& a) {
+  if (std::string e = check_sku_arg(a.sku); !e.empty()) return usage(e);
+  Client client(a.client);
+  return sku_command(a, client.sku_get(a.sku));
+}
+
+int cmd_sku_list(const Args& a) {
+  Client client(a.client);
+  Reply<proto::SkuListResp> all;
+  all.transport = true;
+  all.status = Status::kOk;
+  std::string after = a.after;
+  for (;;) {
+    uint32_t want = proto::kSkuListMax;
+    if (a.limit != 0)
+      want = std::min<uint32_t>(want, a.limit - static_cast<uint32_t>(all.body.skus.size()));
+    if (want == 0) break;
+    auto page = client.sku_list(after, want);
+    if (!page.ok()) {
+      return finish(
+          a, page, [](const proto::SkuListResp&) { return ""; },
+          [](const proto::SkuListResp&) { return ""; });
+    }
+    auto& skus = page.body.skus;
+    if (skus.empty() || skus.back().sku <= after) break;  // done (or a server making no progress)
+    after = skus.back().sku;
+    const bool last_page = skus.size() < want;
+    all.body.skus.insert(all.body.skus.end(), std::make_move_iterator(skus.begin()),
+                         std::make_move_iterator(skus.end()));
+    if (last_page) break;
+  }
+  return finish(
+      a, all, [](const proto::SkuListResp& r) { return sku_table(r.skus); },
+      [](const proto::SkuListResp&) { return ""; });
+}
+
+int cmd_hold_get(const Args& a) { return hold_command(a, &Client::hold_get); }
+
+int cmd_stats(const Args& a) {
+  Client client(a.client);
+  return finish(a, client.stats(), stats_text, [](const proto::StatsResp&) { return ""; });
+}
+
+int cmd_outbox_status(const Args& a) {
+  Client client(a.client);
+  return finish(a, client.outbox_status(), outbox_text,
+                [](const proto::OutboxStatusResp&) { return ""; });
+}
+
+// ---- Buying ----
+
+int cmd_reserve(const Args& a) {
+  proto::ReserveReq req{a.user, a.key, a.ttl_ms, {}};
+  std::string e = check_text("--user", a.user, proto::kUserBytesMax, true);
+  if (e.empty()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
+  if (e.empty() && a.items.size() > proto::kReserveLinesMax) {
+    e = "at most " + std::to_string(proto::kReserveLinesMax) + " SKU[:QTY] lines per reservation";
+  }
+  for (size_t i = 0; i < a.items.size() && e.empty(); ++i) {
+    const std::string& item = a.items[i];
+    const size_t colon = item.rfind(':');
+    proto::Line line{item.substr(0, colon), 1};
+    if (colon != std::string::npos) {
+      uint64_t qty = 0;
+      e = parse_unsigned(item.substr(colon + 1), UINT32_MAX, qty);
+      if (e.empty() && qty == 0) e = "must be at least 1";
+      if (!e.empty()) e = "quantity in " + quote(item) + " " + e;
+      line.qty = static_cast<uint32_t>(qty);
+    }
+    if (e.empty()) e = check_sku_arg(line.sku);
+    req.lines.push_back(std::move(line));
+  }
+  if (!e.empty()) return usage(e);
+  Client client(a.client);
+  auto r = client.reserve(req);
+  return finish(a, r, reserve_text, [&](const proto::ReserveResp& body) {
+    return reserve_reason(req, body, r.status);
+  });
+}
+
+int cmd_commit(const Args& a) { return hold_command(a, &Client::commit); }
+
+int cmd_release(const Args& a) { return hold_command(a, &Client::release); }
+
+int cmd_claim(const Args& a) {
+  std::string e = check_sku_arg(a.sku);
+  if (e.empty()) e = check_text("--user", a.user, proto::kUserBytesMax, true);
+  if (e.empty()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
+  if (!e.empty()) return usage(e);
+  Client client(a.client);
+  auto r = client.claim(proto::ClaimReq{a.sku, a.user, a.key});
+  return finish(a, r, claim_text, [&](const proto::ClaimResp& body) {
+    switch (r.status) {
+      case Status::kSoldOut:
+        return a.sku + ": " + std::to_string(body.available) + " left";
+      case Status::kLimitExceeded:
+        return a.sku + ": user " + a.user + " reached the per-user limit";
+      case Status::kKeyConflict:
+        return "key " + a.key + " was used for a different request";
+      default:
+        return a.sku;
+    }
+  });
+}
+
+// ---- Admin ----
+
+int cmd_sku_set(const Args& a) {
+  proto::SkuSetReq req;
+  req.sku = a.sku;
+  std::string e = check_sku_arg(a.sku);
+  uint64_t n = 0;
+  if (e.empty() && a.has_total) {
+    e = parse_unsigned(a.total, kTotalMax, n);
+    if (!e.empty()) e = "--total " + quote(a.total) + " " + e;
+    req.total = n;
+    req.mask |= proto::kSetTotal;
+  }
+  if (e.empty() && a.has_per_user_limit) {
+    e = parse_unsigned(a.per_user_limit, UINT32_MAX, n);
+    if (!e.empty()) e = "--per-user-limit " + quote(a.per_user_limit) + " " + e;
+    req.per_user_limit = static_cast<uint32_t>(n);
+    req.mask |= proto::kSetPerUserLimit;
+  }
+  const int64_t now = wall_clock_ms();
+  for (auto [given, text, flag, bit, out] :
+       {std::tuple{a.has_opens_at, &a.opens_at, "--opens-at", proto::kSetOpensAt, &req.opens_at_ms},
+        std::tuple{a.has_closes_at, &a.closes_at, "--closes-at", proto::kSetClosesAt,
+                   &req.closes_at_ms}}) {
+    if (!e.empty() || !given) continue;
+    TimeParse t = parse_time(*text, now);
+    if (!t.error.empty()) e = std::string(flag) + ": " + t.error;
+    *out = t.ms;
+    req.mask |= bit;
+  }
+  if (e.empty() && a.has_opens_at && a.has_closes_at && req.opens_at_ms != 0 &&
+      req.closes_at_ms != 0 && req.closes_at_ms <= req.opens_at_ms) {
+    e = "--closes-at must be after --opens-at";
+  }
+  if (!e.empty()) return usage(e);
+  Client client(a.client);
+  return sku_command(a, client.sku_set(req));
+}
+
+int cmd_sku_close(const Args& a) {
+  if (std::string e = check_sku_arg(a.sku); !e.empty()) return usage(e);
+  Client client(a.client);
+  return sku_command(a, client.sale_close(a.sku));
+}
+
+int cmd_restock(const Args& a) {
+  int64_t delta = 0;
+  std::string e = check_sku_arg(a.sku);
+  if (e.empty()) e = parse_signed(a.delta, delta);
+  if (!e.empty() && e.rfind("SKU", 0) != 0) e = "DELTA " + quote(a.delta) + " " + e;
+  if (!e.empty()) return usage(e);
+  Client client(a.client);
+  return sku_command(a, client.restock(a.sku, delta));
+}
+
+}  // namespace stockd::ctl

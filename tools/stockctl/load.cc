@@ -1,0 +1,188 @@
+// stockctl commands that load a file: `seed FILE` and `codes load SKU FILE`. Both parse and
+// validate the whole file first (exit 2, nothing sent, on the first bad line), then send.
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "commands.h"
+#include "format.h"
+#include "seed.h"
+
+namespace stockd::ctl {
+
+namespace {
+
+constexpr size_t kFailuresShown = 20;  // seed: refused rows printed before "... and N more"
+
+std::string read_file(const std::string& path, std::string& content) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return "cannot read " + path + ": " + std::strerror(errno);
+  char buf[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) content.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  return failed ? "cannot read " + path + ": read error" : "";
+}
+
+template <class T>
+std::string reply_text_of(const Reply<T>& r) {
+  std::string name = proto::status_name(r.status);
+  return r.error.empty() ? name : name + ": " + r.error;
+}
+
+struct SeedTally {
+  size_t applied = 0;
+  size_t refused = 0;
+  size_t unanswered = 0;
+  std::string first_status = "OK";
+  std::string transport_error;
+  Json failures = Json::array();
+};
+
+SeedTally tally(const ClientOptions& client, const std::vector<SeedRow>& rows,
+                const std::vector<Reply<proto::Response>>& replies) {
+  SeedTally t;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    const auto& r = replies[i];
+    if (!r.transport_ok()) {
+      if (t.unanswered++ == 0) t.transport_error = r.error;
+      continue;
+    }
+    if (r.ok()) {
+      ++t.applied;
+      continue;
+    }
+    if (t.refused++ == 0) t.first_status = proto::status_name(r.status);
+    t.failures.push_back(Json{{"where", rows[i].where},
+                              {"sku", rows[i].req.sku},
+                              {"status", proto::status_name(r.status)},
+                              {"error", r.error}});
+    if (t.refused <= kFailuresShown) {
+      std::cerr << rows[i].where << ": sku " << rows[i].req.sku << ": " << reply_text_of(r)
+                << admin_hint(client, r.status) << '\n';
+    }
+  }
+  if (t.refused > kFailuresShown) {
+    std::cerr << "... and " << t.refused - kFailuresShown << " more refused\n";
+  }
+  return t;
+}
+
+// Prints the outcome of `codes load`: `loaded` codes went in with `sent` of `requests` requests;
+// `r` is the last answer (OK, or the one that stopped us).
+int codes_outcome(const Args& a, const Reply<proto::CodesLoadResp>& r, size_t loaded, size_t sent,
+                  size_t requests, size_t in_file) {
+  if (r.transport_ok() && a.json) {
+    Json j = envelope(r);
+    j["loaded"] = loaded;
+    j["requests"] = sent;
+    j["codes_in_file"] = in_file;
+    std::cout << dump(j) << '\n';
+  }
+  if (r.ok()) {
+    if (!a.json) {
+      std::cout << "loaded " << loaded << " codes in " << sent
+                << (sent == 1 ? " request: " : " requests: ") << sku_text(r.body.sku) << '\n';
+    }
+    return kExitOk;
+  }
+  if (!r.transport_ok()) {
+    std::cerr << r.error << '\n';
+  } else if (r.status == proto::Status::kDuplicateCode) {
+    std::cerr << "DUPLICATE_CODE: code " << quote(r.body.duplicate) << " is already loaded\n";
+  } else {
+    std::cerr << reply_text_of(r) << admin_hint(a.client, r.status) << '\n';
+  }
+  if (sent > 0) {
+    std::cerr << "note: " << loaded << " of " << in_file << " codes (" << sent << " of " << requests
+              << " requests) were loaded before this and stay loaded"
+              << (r.transport_ok() ? "" : "; the failed request may or may not have been applied")
+              << '\n';
+  }
+  return r.transport_ok() ? kExitRefused : kExitTransport;
+}
+
+}  // namespace
+
+int cmd_seed(const Args& a) {
+  std::string content;
+  if (std::string e = read_file(a.file, content); !e.empty()) {
+    std::cerr << e << '\n';
+    return kExitUsage;
+  }
+  SeedParse parsed = parse_seed(a.file, content, wall_clock_ms());
+  if (!parsed.error.empty()) {
+    std::cerr << parsed.error << '\n';
+    return kExitUsage;
+  }
+  Client client(a.client);
+  for (const SeedRow& row : parsed.rows) client.queue(proto::Opcode::kSkuSet, row.req);
+  SeedTally t = tally(a.client, parsed.rows, client.flush());
+  const size_t total = parsed.rows.size();
+  if (t.unanswered > 0) {
+    std::cerr << t.transport_error << '\n';
+    if (t.unanswered < total) {
+      std::cerr << t.unanswered << " of " << total << " rows got no answer; they may or may not "
+                << "be applied (SKU_SET is absolute: running the seed again is safe)\n";
+    }
+  }
+  if (a.json && t.unanswered < total) {
+    std::cout << dump(Json{{"status", t.first_status},
+                           {"file", a.file},
+                           {"rows", total},
+                           {"applied", t.applied},
+                           {"refused", t.refused},
+                           {"unanswered", t.unanswered},
+                           {"failures", t.failures}})
+              << '\n';
+  } else if (t.unanswered < total) {
+    std::cout << "applied " << t.applied << " of " << total << " SKUs from " << a.file << '\n';
+  }
+  if (t.unanswered > 0) return kExitTransport;
+  return t.refused > 0 ? kExitRefused : kExitOk;
+}
+
+// Sends the codes in as few CODES_LOAD requests as the server's frame limit allows (one when
+// they fit). Each request is all-or-nothing on the server, but requests are separate: when a
+// later one fails (DUPLICATE_CODE, connection lost), the earlier ones stay loaded, and we say so.
+int cmd_codes_load(const Args& a) {
+  if (std::string e = check_sku(a.sku); !e.empty()) {
+    std::cerr << "SKU " << quote(a.sku) << " " << e << '\n';
+    return kExitUsage;
+  }
+  std::string content;
+  if (std::string e = read_file(a.file, content); !e.empty()) {
+    std::cerr << e << '\n';
+    return kExitUsage;
+  }
+  CodesParse parsed = parse_codes(a.file, content);
+  if (!parsed.error.empty()) {
+    std::cerr << parsed.error << '\n';
+    return kExitUsage;
+  }
+  Client client(a.client);
+  if (auto hello = client.ping(); !hello.ok()) {  // connects: learns the server's frame limit
+    std::cerr << (hello.transport_ok() ? reply_text_of(hello) : hello.error) << '\n';
+    if (a.json && hello.transport_ok()) std::cout << dump(envelope(hello)) << '\n';
+    return hello.transport_ok() ? kExitRefused : kExitTransport;
+  }
+  const std::vector<size_t> ends = chunk_codes(a.sku, parsed.codes, client.frame_bytes_max());
+  Reply<proto::CodesLoadResp> r;
+  size_t start = 0;
+  size_t sent = 0;  // requests answered OK
+  for (size_t end : ends) {
+    proto::CodesLoadReq req{a.sku,
+                            {parsed.codes.begin() + static_cast<ptrdiff_t>(start),
+                             parsed.codes.begin() + static_cast<ptrdiff_t>(end)}};
+    r = client.codes_load(req);
+    if (!r.ok()) break;
+    ++sent;
+    start = end;
+  }
+  return codes_outcome(a, r, start, sent, ends.size(), parsed.codes.size());
+}
+
+}  // namespace stockd::ctl
