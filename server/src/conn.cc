@@ -93,6 +93,7 @@ void Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used)
       Dispatcher::encode_error(0, d.header.request_id, d.error, d.reason, c->out);
       c->mark_answer(fill_seq, begin, 0, d.header.request_id);
       c->close_after_flush = true;
+      ++metrics.bad_frames;
       used = data.size();
       log->debug("closing a connection: {}", d.reason);
       break;
@@ -135,6 +136,10 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
     return;
   }
   c->mark_answer(fill_seq, begin, h.opcode, h.request_id);
+  if (c->out.size() >= begin - c->out_base + proto::kHeaderBytes) {
+    const auto* p = reinterpret_cast<const uint8_t*>(c->out.data()) + (begin - c->out_base) + 10;
+    metrics.count_answer(h.opcode, static_cast<uint16_t>(p[0] | (p[1] << 8)));
+  }
   if (o.close) c->close_after_flush = true;
 }
 
@@ -164,10 +169,12 @@ void Server::Impl::flush(Conn* c) {
   if (c->closing || c->write_active) return;
   uint64_t end = c->out_base;
   size_t n = 0;
+  const uint64_t now_ns = uv_hrtime();
   for (const auto& m : c->marks) {
     if (m.tag > durable_seq) break;
     end = m.end;
     ++n;
+    metrics.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);
   }
   if (n == 0) {
     if (c->close_after_flush && c->marks.empty()) close_conn(c);

@@ -21,6 +21,7 @@ struct Conn {
     uint64_t begin, end;  // absolute offsets of the answer in the stream of `out`
     uint16_t opcode;
     uint32_t request_id;
+    uint64_t start_ns;    // when the request was read (uv_hrtime)
   };
 
   uv_tcp_t tcp{};  // tcp.data points back here
@@ -45,7 +46,7 @@ struct Conn {
 
   // Records that `out` grew by one answer for (opcode, request_id) waiting on group `tag`.
   void mark_answer(uint64_t tag, uint64_t begin, uint16_t opcode, uint32_t request_id) {
-    marks.push_back({tag, begin, out_base + out.size(), opcode, request_id});
+    marks.push_back({tag, begin, out_base + out.size(), opcode, request_id, uv_hrtime()});
     ++unanswered;
   }
   // Replaces every answer waiting on a group after `durable` by STORAGE_UNAVAILABLE.

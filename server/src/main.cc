@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics-listen", metrics, "HTTP address for /metrics and /healthz (off if empty)")
       ->envname("STOCKD_METRICS_LISTEN");
+  app.add_option("--metrics-sku-max", c.metrics_sku_max, "SKU-level gauges for at most N SKUs")
+      ->envname("STOCKD_METRICS_SKU_MAX")
+      ->capture_default_str();
   app.add_option("--data-dir", c.data_dir, "directory of the RocksDB store")
       ->envname("STOCKD_DATA_DIR")
       ->capture_default_str();
@@ -86,7 +89,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::string err = split_endpoint(listen, c.listen_host, c.listen_port);
-  if (err.empty() && !metrics.empty()) err = split_endpoint(metrics, c.metrics_host, c.metrics_port);
+  if (err.empty() && !metrics.empty()) {
+    err = split_endpoint(metrics, c.metrics_host, c.metrics_port);
+    c.metrics_enabled = true;
+  }
   static const std::map<std::string, stockd::Durability> kModes = {
       {"sync", stockd::Durability::kSync},
       {"interval", stockd::Durability::kInterval},

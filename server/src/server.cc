@@ -133,7 +133,7 @@ int Server::Impl::run() {
   uv_signal_start(&sigint, on_signal, SIGINT);
 
   int code = 0;
-  if (!start_listening()) {
+  if (!start_listening() || !start_metrics()) {
     code = 2;
     begin_stop("listen failed");
   } else {
@@ -178,6 +178,7 @@ void Server::Impl::finish_stop_if_drained() {
   close(&sigterm);
   close(&sigint);
   close(&stop_async);
+  if (metrics_open) close(&metrics_listener);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,6 +219,7 @@ void Server::Impl::seal_group() {
 void Server::Impl::on_wal_done() {
   for (auto& d : wal->take_done()) {
     if (!d.status.ok()) {
+      ++metrics.store_errors;
       fail_store(d.status.message());
       continue;
     }
@@ -225,6 +227,8 @@ void Server::Impl::on_wal_done() {
     ++groups_written;
     group_ops_total += d.ops;
     group_write_us_total += d.write_us;
+    metrics.fsync_seconds.observe(static_cast<double>(d.write_us) / 1e6);
+    metrics.batch_ops.observe(static_cast<double>(d.ops));
     durable_seq = inflight_seq;
     inflight_seq = 0;
     if (outbox_inflight_head > outbox_durable_head) {

@@ -6,11 +6,13 @@
 #include <uv.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "conn.h"
+#include "metrics.h"
 #include "dispatch.h"
 #include "stockd/book.h"
 #include "stockd/server.h"
@@ -53,6 +55,9 @@ struct Server::Impl {
   uv_timer_t tick_timer{};  // 1 s: idle sweep, store resume, outbox trim
   uv_signal_t sigterm{}, sigint{};
   bool listening = false;
+  Metrics metrics;
+  uv_tcp_t metrics_listener{};
+  bool metrics_open = false;
 
   // ---- Group commit state. ----
   Changes changes;             // the filling group
@@ -123,6 +128,13 @@ struct Server::Impl {
   void answer_polls(bool expired_only);
   void trim_outbox(int64_t now);
   void extra_stats(std::vector<proto::Stat>& s) const;
+
+  bool start_metrics();
+  void on_metrics_accept();
+  void http_answer(const std::string& request,
+                   const std::function<void(int, const char*, const char*, const std::string&)>&
+                       reply);
+  std::string render_metrics() const;
 };
 
 }  // namespace stockd

@@ -434,6 +434,10 @@ void seed(const StockdProcess& server) {
     req.total = 1000000;
     ASSERT_TRUE(admin.sku_set(req).ok());
   }
+  proto::SkuSetReq pool;
+  pool.sku = kCodeSku;
+  pool.mask = proto::kSetTotal;
+  ASSERT_TRUE(admin.sku_set(pool).ok());
   for (int from = 0; from < kCodes; from += 1000) {
     proto::CodesLoadReq req;
     req.sku = kCodeSku;
@@ -738,7 +742,7 @@ TEST_P(SinkTest, OddBytesAreStoredAsEscapes) {
 // A writer killed at random points never leaves a batch half written or the cursor astray.
 TEST_P(SinkTest, KilledWriterLeavesWholeBatchesOnly) {
   std::mt19937 rng(42);
-  for (int round = 0; round < 12; ++round) {
+  for (int round = 0; round < 10; ++round) {
     pid_t pid = fork();
     if (pid == 0) {
       std::string err;
@@ -746,8 +750,8 @@ TEST_P(SinkTest, KilledWriterLeavesWholeBatchesOnly) {
       uint64_t cursor = 0;
       if (!s || !s->read_cursor(cursor).ok()) _exit(1);
       for (;;) {
-        if (!s->write_batch(cursor, records(cursor + 1, cursor + 2000), 1).ok()) _exit(2);
-        cursor += 2000;
+        if (!s->write_batch(cursor, records(cursor + 1, cursor + 1000), 1).ok()) _exit(2);
+        cursor += 1000;
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 150));
@@ -756,7 +760,7 @@ TEST_P(SinkTest, KilledWriterLeavesWholeBatchesOnly) {
     waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFSIGNALED(status)) << "writer failed: exit " << exit_code(status);
     DbDump d = dump();
-    EXPECT_EQ(d.cursor % 2000, 0u);
+    EXPECT_EQ(d.cursor % 1000, 0u);
     EXPECT_EQ(d.orders.size() + d.events.size(), d.cursor) << "round " << round;
   }
   EXPECT_GT(dump().cursor, 0u);
@@ -797,7 +801,7 @@ class OutboxSql : public ::testing::Test {
 // database give the same rows again.
 TEST_F(OutboxSql, OrdersReachSqliteAndPostgresExactlyOnce) {
   auto server = start_stockd();
-  seed(*server);
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
   Load load(*server, 6, 400, /*with_expiry=*/true);
   load.finish();
   wait_no_live_holds(*server, load.promised);
@@ -841,7 +845,7 @@ TEST_F(OutboxSql, OrdersReachSqliteAndPostgresExactlyOnce) {
 // (b) kill -9 the sidecar at random points during a load, 20+ times; at the end an exact match.
 void kill_nine_during_load(const std::string& sql) {
   auto server = start_stockd();
-  seed(*server);
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
   Load load(*server, 4, 1000000);
   SidecarProcess sidecar(*server, sql, {"--batch", "50"});
   std::mt19937 rng(7);
@@ -880,7 +884,7 @@ uint64_t status_field(const fs::path& file, const std::string& name) {
 TEST_F(OutboxSql, PostgresOutageDuringLoad) {
   REQUIRE_PG(pg);
   auto server = start_stockd();
-  seed(*server);
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
   const std::string url = pg->create_db("orders_c");
   const fs::path status = dir_ / "status.json";
   SidecarProcess sidecar(*server, url, {"--batch", "200", "--status-file", status.string()});
@@ -913,7 +917,7 @@ TEST_F(OutboxSql, RefusesAnOutboxBehindTheCursor) {
   const std::string lite = sqlite_url(dir_, "orders.db");
   {
     auto server = start_stockd();
-    seed(*server);
+    ASSERT_NO_FATAL_FAILURE(seed(*server));
     Load load(*server, 2, 50);
     load.finish();
     ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
@@ -930,7 +934,7 @@ TEST_F(OutboxSql, RefusesAnOutboxBehindTheCursor) {
 TEST_F(OutboxSql, RefusesTrimmedRecordsUnlessAccepted) {
   // stockd keeps acknowledged records 0 ms: what the first database acked is trimmed.
   auto trimming = start_stockd({"--outbox-retention-ms", "0"});
-  seed(*trimming);
+  ASSERT_NO_FATAL_FAILURE(seed(*trimming));
   Load load(*trimming, 2, 50);
   load.finish();
   ASSERT_EQ(SidecarProcess(*trimming, sqlite_url(dir_, "first.db")).once().code, 0);

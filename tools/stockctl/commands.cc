@@ -11,9 +11,14 @@
 
 namespace stockd::ctl {
 
-namespace {
-
 using proto::Status;
+
+std::string admin_hint(const ClientOptions& o, Status s) {
+  if (s != Status::kUnauthorized || o.role == proto::Role::kAdmin) return "";
+  return " (admin commands need --token or STOCKD_TOKEN)";
+}
+
+namespace {
 
 int usage(const std::string& message) {
   std::cerr << message << '\n';
@@ -32,15 +37,6 @@ std::string server_text(const ClientOptions& o) {
   bool v6 = o.host.find(':') != std::string::npos;
   return (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
 }
-
-}  // namespace
-
-std::string admin_hint(const ClientOptions& o, Status s) {
-  if (s != Status::kUnauthorized || o.role == proto::Role::kAdmin) return "";
-  return " (admin commands need --token or STOCKD_TOKEN)";
-}
-
-namespace {
 
 // Prints a reply and returns the exit code. `human` renders an OK body; `reason` explains a
 // business status (< 64) in a few words; error statuses print the server's message.

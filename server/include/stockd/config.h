@@ -18,7 +18,9 @@ struct Config {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 7070;           // 0 = any free port (printed at start)
   std::string metrics_host = "127.0.0.1";
-  uint16_t metrics_port = 0;             // 0 = no metrics listener
+  uint16_t metrics_port = 0;
+  bool metrics_enabled = false;          // serve /metrics and /healthz on metrics_host:port
+  uint32_t metrics_sku_max = 100;        // SKU-level gauges for at most this many SKUs
   std::string data_dir = "./data";
   Durability durability = Durability::kSync;
   int fsync_interval_ms = 100;           // interval mode: most a crash can lose

@@ -1,0 +1,215 @@
+// The operator's HTTP listener: GET /metrics (Prometheus text format) and GET /healthz.
+// A tiny HTTP/1.x responder on the same loop: one request per connection, then close.
+#include <cstdio>
+
+#include "server_impl.h"
+
+namespace stockd {
+namespace {
+
+constexpr size_t kHttpRequestBytesMax = 8192;
+
+struct HttpConn {
+  uv_tcp_t tcp{};
+  std::string request;
+  std::string response;
+  uv_write_t wreq{};
+  bool answered = false;
+};
+
+void close_http(HttpConn* h) {
+  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&h->tcp))) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&h->tcp),
+           [](uv_handle_t* t) { delete static_cast<HttpConn*>(t->data); });
+}
+
+void respond(HttpConn* h, int code, const char* reason, const char* type, const std::string& body) {
+  h->answered = true;
+  char head[256];
+  std::snprintf(head, sizeof head,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                "Connection: close\r\n\r\n",
+                code, reason, type, body.size());
+  h->response = head;
+  h->response += body;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&h->tcp));
+  uv_buf_t b = uv_buf_init(h->response.data(), static_cast<unsigned>(h->response.size()));
+  h->wreq.data = h;
+  uv_write(&h->wreq, reinterpret_cast<uv_stream_t*>(&h->tcp), &b, 1,
+           [](uv_write_t* w, int) { close_http(static_cast<HttpConn*>(w->data)); });
+}
+
+// Prometheus label values must be valid UTF-8; SKU ids are bytes. Only plain printable ASCII
+// ids are exported (others are skipped); quotes and backslashes are escaped.
+bool label_value(std::string_view in, std::string& out) {
+  out.clear();
+  for (char ch : in) {
+    if (ch < 0x20 || ch > 0x7e) return false;
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return true;
+}
+
+void line(std::string& out, const char* name, const char* type, const char* help, double v) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
+                name, v);
+  out += buf;
+}
+
+}  // namespace
+
+bool Server::Impl::start_metrics() {
+  if (!config.metrics_enabled) return true;
+  sockaddr_in addr{};
+  int rc = uv_ip4_addr(config.metrics_host.c_str(), config.metrics_port, &addr);
+  uv_tcp_init(&loop, &metrics_listener);
+  metrics_listener.data = this;
+  metrics_open = true;
+  if (rc == 0) rc = uv_tcp_bind(&metrics_listener, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&metrics_listener), 128,
+                   [](uv_stream_t* s, int st) {
+                     if (st == 0) static_cast<Impl*>(s->data)->on_metrics_accept();
+                   });
+  }
+  if (rc != 0) {
+    log->critical("cannot listen for metrics on {}:{}: {}", config.metrics_host,
+                  config.metrics_port, uv_strerror(rc));
+    return false;
+  }
+  log->info("metrics on http://{}:{}/metrics", config.metrics_host, config.metrics_port);
+  return true;
+}
+
+void Server::Impl::on_metrics_accept() {
+  auto* h = new HttpConn();
+  uv_tcp_init(&loop, &h->tcp);
+  h->tcp.data = h;
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&metrics_listener),
+                reinterpret_cast<uv_stream_t*>(&h->tcp)) != 0) {
+    close_http(h);
+    return;
+  }
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&h->tcp),
+      [](uv_handle_t* t, size_t, uv_buf_t* buf) {
+        auto* self = static_cast<Impl*>(t->loop->data);
+        buf->base = self->read_buf;
+        buf->len = sizeof self->read_buf;
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+        auto* h = static_cast<HttpConn*>(s->data);
+        if (n < 0) return close_http(h);
+        if (h->answered) return;
+        h->request.append(buf->base, static_cast<size_t>(n));
+        if (h->request.size() > kHttpRequestBytesMax) {
+          return respond(h, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
+        }
+        if (h->request.find("\r\n\r\n") == std::string::npos) return;
+        static_cast<Impl*>(s->loop->data)->http_answer(h->request, [h](int c, const char* r,
+                                                                       const char* t,
+                                                                       const std::string& b) {
+          respond(h, c, r, t, b);
+        });
+      });
+}
+
+void Server::Impl::http_answer(
+    const std::string& req,
+    const std::function<void(int, const char*, const char*, const std::string&)>& reply) {
+  auto sp1 = req.find(' ');
+  auto sp2 = sp1 == std::string::npos ? sp1 : req.find(' ', sp1 + 1);
+  if (sp2 == std::string::npos) return reply(400, "Bad Request", "text/plain", "bad request\n");
+  std::string method = req.substr(0, sp1);
+  std::string path = req.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+  if (method != "GET" && method != "HEAD") {
+    return reply(405, "Method Not Allowed", "text/plain", "only GET\n");
+  }
+  if (path == "/metrics") {
+    return reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render_metrics());
+  }
+  if (path == "/healthz") {
+    if (store_failed) return reply(503, "Service Unavailable", "text/plain", "store failed: " + store_error + "\n");
+    if (stopping) return reply(503, "Service Unavailable", "text/plain", "stopping\n");
+    return reply(200, "OK", "text/plain", "ok\n");
+  }
+  reply(404, "Not Found", "text/plain", "try /metrics or /healthz\n");
+}
+
+std::string Server::Impl::render_metrics() const {
+  std::string out;
+  out.reserve(16384);
+  out += "# HELP stockd_requests_total Requests answered, by operation and status.\n";
+  out += "# TYPE stockd_requests_total counter\n";
+  char buf[256];
+  for (size_t op = 0; op < kOpSlots; ++op) {
+    for (size_t st = 0; st < kStatusSlots; ++st) {
+      uint64_t n = metrics.answers[op][st];
+      if (n == 0) continue;
+      const char* opn = proto::opcode_known(static_cast<uint16_t>(op))
+                            ? proto::opcode_name(static_cast<proto::Opcode>(op))
+                            : "UNKNOWN";
+      std::snprintf(buf, sizeof buf, "stockd_requests_total{op=\"%s\",status=\"%s\"} %llu\n", opn,
+                    proto::status_name(static_cast<proto::Status>(st)),
+                    static_cast<unsigned long long>(n));
+      out += buf;
+    }
+  }
+  render_histogram(out, "stockd_request_duration_seconds",
+                   "From reading a request to writing its answer, durability wait included.",
+                   metrics.request_seconds);
+  render_histogram(out, "stockd_group_commit_write_seconds",
+                   "Time to write (and fsync, in sync mode) one group commit batch.",
+                   metrics.fsync_seconds);
+  render_histogram(out, "stockd_group_commit_batch_ops", "Store operations per group commit batch.",
+                   metrics.batch_ops);
+  const BookCounters& bc = book->counters();
+  line(out, "stockd_connections", "gauge", "Open client connections.", double(conns.size()));
+  line(out, "stockd_connections_accepted_total", "counter", "Client connections accepted.",
+       double(accepted_total));
+  line(out, "stockd_connections_rejected_total", "counter",
+       "Client connections refused over --connections-max.", double(rejected_total));
+  line(out, "stockd_live_holds", "gauge", "Holds currently held.", double(book->live_holds()));
+  line(out, "stockd_skus", "gauge", "SKUs in the book.", double(book->sku_count()));
+  line(out, "stockd_hold_expiries_total", "counter", "Holds expired since start.",
+       double(bc.expiries));
+  line(out, "stockd_idempotent_replays_total", "counter",
+       "Requests answered from an idempotency key.", double(bc.idem_hits));
+  line(out, "stockd_outbox_head_seq", "gauge", "Highest durable outbox sequence number.",
+       double(outbox_durable_head));
+  line(out, "stockd_outbox_acked_seq", "gauge", "Highest outbox sequence number acknowledged.",
+       double(outbox_acked));
+  line(out, "stockd_outbox_lag", "gauge", "Outbox records not yet acknowledged by the sidecar.",
+       double(outbox_durable_head - std::min(outbox_durable_head, outbox_acked)));
+  line(out, "stockd_store_errors_total", "counter", "Failed store writes or syncs.",
+       double(metrics.store_errors));
+  line(out, "stockd_store_failed", "gauge", "1 while writes are refused after a store failure.",
+       store_failed ? 1 : 0);
+  line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",
+       double(metrics.bad_frames));
+  line(out, "stockd_log_sequence_number", "gauge", "Our log sequence number (batches written).",
+       double(lsn));
+  // SKU-level gauges for a bounded set only (the first metrics_sku_max ids in byte order).
+  proto::SkuListResp skus;
+  book->sku_list({"", std::max<uint32_t>(1, std::min(config.metrics_sku_max, proto::kSkuListMax))}, skus);
+  if (config.metrics_sku_max > 0 && !skus.skus.empty()) {
+    out += "# HELP stockd_sku_units Units of a SKU by state (first --metrics-sku-max SKUs).\n";
+    out += "# TYPE stockd_sku_units gauge\n";
+    std::string label;
+    for (const auto& s : skus.skus) {
+      if (!label_value(s.sku, label)) continue;
+      for (auto [state, v] : {std::pair{"available", s.available}, std::pair{"held", s.held},
+                              std::pair{"sold", s.sold}}) {
+        std::snprintf(buf, sizeof buf, "stockd_sku_units{sku=\"%s\",state=\"%s\"} %llu\n",
+                      label.c_str(), state, static_cast<unsigned long long>(v));
+        out += buf;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace stockd
