@@ -154,7 +154,8 @@ void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
   out.created_at_ms = h.created_at;
   out.expires_at_ms = h.expires_at;
   out.lines.clear();
-  for (const book_detail::HoldLine& l : h.lines) out.lines.push_back({std::string(l.sku->id), l.qty});
+  for (const book_detail::HoldLine& l : h.lines)
+    out.lines.push_back({std::string(l.sku->id), l.qty});
   out.codes.clear();
   for (const book_detail::HoldCode& c : h.codes) {
     out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});

@@ -43,8 +43,7 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   }
   Sku* s = m.find_sku(req.sku);
   const int64_t opens = (req.mask & proto::kSetOpensAt) ? req.opens_at_ms : s ? s->opens_at : 0;
-  const int64_t closes =
-      (req.mask & proto::kSetClosesAt) ? req.closes_at_ms : s ? s->closes_at : 0;
+  const int64_t closes = (req.mask & proto::kSetClosesAt) ? req.closes_at_ms : s ? s->closes_at : 0;
   if (opens != 0 && closes != 0 && closes <= opens) return Status::kBadRequest;
   if (s != nullptr) {
     if (req.mask & proto::kSetTotal) {

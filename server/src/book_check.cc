@@ -158,8 +158,8 @@ std::string Book::Impl::check_indexes() const {
 
 std::string Book::check_invariants() const {
   const Impl& m = *impl_;
-  for (auto check : {&Impl::check_skus, &Impl::check_holds, &Impl::check_codes,
-                     &Impl::check_indexes}) {
+  for (auto check :
+       {&Impl::check_skus, &Impl::check_holds, &Impl::check_codes, &Impl::check_indexes}) {
     std::string why = (m.*check)();
     if (!why.empty()) return why;
   }

@@ -137,9 +137,9 @@ struct Book::Impl {
 
   BookLimits limits;
   book_detail::StrMap<Sku> skus;
-  std::set<std::string_view> sku_order;          // views of the keys of `skus`, for sku_list
-  std::unordered_map<uint64_t, Hold> holds;      // live and retained finished holds
-  std::vector<book_detail::Deadline> deadlines;  // indexed min-heap of HELD holds
+  std::set<std::string_view> sku_order;             // views of the keys of `skus`, for sku_list
+  std::unordered_map<uint64_t, Hold> holds;         // live and retained finished holds
+  std::vector<book_detail::Deadline> deadlines;     // indexed min-heap of HELD holds
   book_detail::StrMap<book_detail::CodeLoc> codes;  // every code of every pool
   book_detail::StrMap<book_detail::Idem> idem;
   // Retention queues in time order. An idem entry's view points at the key of `idem`; each entry
@@ -172,8 +172,7 @@ struct Book::Impl {
   void forget_idem(int64_t now, Changes& ch);
 
   // book.cc: buyer operations.
-  Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
-                bool& found);
+  Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out, bool& found);
   Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
                     uint64_t& available);
   void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,

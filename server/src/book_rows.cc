@@ -32,8 +32,14 @@ std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
   const Hold& h = it->second;
   proto::HoldView v;
   impl_->hold_view(h, v);
-  return rec::HoldRow{h.id,         h.state,          h.user,           h.key,
-                      h.created_at, h.expires_at,     h.finished_at,    std::move(v.lines),
+  return rec::HoldRow{h.id,
+                      h.state,
+                      h.user,
+                      h.key,
+                      h.created_at,
+                      h.expires_at,
+                      h.finished_at,
+                      std::move(v.lines),
                       std::move(v.codes)};
 }
 

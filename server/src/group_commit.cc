@@ -1,7 +1,7 @@
 #include <set>
 #include <unordered_set>
 
-#include "persist.h"
+#include "stockd/persist.h"
 
 namespace stockd {
 namespace {

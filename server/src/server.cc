@@ -7,7 +7,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "persist.h"
+#include "stockd/persist.h"
 #include "server_impl.h"
 
 namespace stockd {

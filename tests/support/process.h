@@ -106,6 +106,31 @@ class StockdProcess {
     return exit_status_;
   }
   bool running() const { return pid_ > 0; }
+  // True while the process has not exited. Once it has, reaps it (status in exit_status()), so
+  // that a crashed server is told from a live one (a zombie still answers kill(pid, 0)).
+  bool alive() {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return true;
+    exit_status_ = status;
+    pid_ = -1;
+    return false;
+  }
+  // Sends `sig` without waiting (e.g. SIGTERM while clients are busy).
+  void signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  // Waits up to `timeout_ms` for the process to exit; false if it is still running.
+  bool wait_exit_for(int timeout_ms) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (alive()) {
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+  // The waitpid status of the last exit (0 before any).
+  int exit_status() const { return exit_status_; }
 
   ClientOptions options(proto::Role role = proto::Role::kBuyer) const {
     ClientOptions o;

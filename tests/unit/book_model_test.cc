@@ -12,9 +12,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iostream>
 #include <map>
 #include <memory>
-#include <iostream>
 #include <optional>
 #include <ostream>
 #include <set>
@@ -34,9 +34,9 @@ void PrintTo(const ReserveResp& r, std::ostream* os) {
   *os << "}";
 }
 void PrintTo(const SkuView& v, std::ostream* os) {
-  *os << "{" << v.sku << " t" << v.total << " a" << v.available << " h" << v.held << " s"
-      << v.sold << " lim" << v.per_user_limit << " [" << v.opens_at_ms << "," << v.closes_at_ms
-      << ") f" << int(v.flags) << "}";
+  *os << "{" << v.sku << " t" << v.total << " a" << v.available << " h" << v.held << " s" << v.sold
+      << " lim" << v.per_user_limit << " [" << v.opens_at_ms << "," << v.closes_at_ms << ") f"
+      << int(v.flags) << "}";
 }
 void PrintTo(const HoldView& v, std::ostream* os) {
   *os << "{hold " << v.hold_id << " " << hold_state_name(v.state) << " " << v.user << " key '"
@@ -132,9 +132,14 @@ struct Model {
   std::vector<proto::OutboxRecord> outbox;  // emitted during the current step
 
   static proto::SkuView view(const MSku& s) {
-    return {s.id,     s.total, s.avail,
-            s.held,   s.sold,  s.limit,
-            s.opens,  s.closes,
+    return {s.id,
+            s.total,
+            s.avail,
+            s.held,
+            s.sold,
+            s.limit,
+            s.opens,
+            s.closes,
             static_cast<uint8_t>((s.closed ? proto::kSkuFlagClosed : 0) |
                                  (s.pool ? proto::kSkuFlagCodePool : 0))};
   }
@@ -348,10 +353,12 @@ struct Model {
     if ((r.mask & proto::kSetTotal) && r.total > uint64_t(INT64_MAX)) return Status::kBadRequest;
     auto it = skus.find(r.sku);
     const bool exists = it != skus.end();
-    const int64_t opens =
-        (r.mask & proto::kSetOpensAt) ? r.opens_at_ms : exists ? it->second.opens : 0;
-    const int64_t closes =
-        (r.mask & proto::kSetClosesAt) ? r.closes_at_ms : exists ? it->second.closes : 0;
+    const int64_t opens = (r.mask & proto::kSetOpensAt) ? r.opens_at_ms
+                          : exists                      ? it->second.opens
+                                                        : 0;
+    const int64_t closes = (r.mask & proto::kSetClosesAt) ? r.closes_at_ms
+                           : exists                       ? it->second.closes
+                                                          : 0;
     if (opens != 0 && closes != 0 && closes <= opens) return Status::kBadRequest;
     if (exists) {
       const MSku& s = it->second;
@@ -514,12 +521,11 @@ class SeedRun {
     sku_set({"a", proto::kSetTotal | proto::kSetPerUserLimit, 3 + rng_.below(15),
              rng_.chance(50) ? uint32_t(2 + rng_.below(3)) : 0u, 0, 0});
     sku_set({"b", proto::kSetTotal, 1 + rng_.below(4), 0, 0, 0});
-    sku_set({"cp", proto::kSetTotal | proto::kSetPerUserLimit, 0,
-             rng_.chance(50) ? 2u : 0u, 0, 0});
+    sku_set({"cp", proto::kSetTotal | proto::kSetPerUserLimit, 0, rng_.chance(50) ? 2u : 0u, 0, 0});
     codes_load("cp", 2 + rng_.below(6));
     const int64_t opens = kT0 + ms(3000);
-    sku_set({"w", proto::kSetTotal | proto::kSetOpensAt | proto::kSetClosesAt,
-             2 + rng_.below(6), 0, opens, opens + 2000 + ms(20000)});
+    sku_set({"w", proto::kSetTotal | proto::kSetOpensAt | proto::kSetClosesAt, 2 + rng_.below(6), 0,
+             opens, opens + 2000 + ms(20000)});
   }
 
   int64_t ms(uint64_t max) { return int64_t(rng_.below(max / kTickMs + 1)) * kTickMs; }
@@ -600,8 +606,8 @@ class SeedRun {
   }
 
   void random_sku_set() {
-    proto::SkuSetReq r{rng_.chance(90) ? any_sku() : "n" + std::to_string(rng_.below(3)), 0, 0,
-                       0, 0, 0};
+    proto::SkuSetReq r{
+        rng_.chance(90) ? any_sku() : "n" + std::to_string(rng_.below(3)), 0, 0, 0, 0, 0};
     if (rng_.chance(40)) {
       r.mask |= proto::kSetTotal;
       r.total = rng_.below(12);
@@ -648,7 +654,8 @@ class SeedRun {
     EXPECT_EQ(got, want);
     saw("claim", gs);
     if (gs == Status::kOk && got.order_id < next_id) saw("claim", "replayed");
-    if (gs == Status::kOk && got.order_id >= next_id) took_codes(got.order_id, {{req.sku, got.code}});
+    if (gs == Status::kOk && got.order_id >= next_id)
+      took_codes(got.order_id, {{req.sku, got.code}});
     if (!req.key.empty() && gs == Status::kOk) past_claims_.push_back(req);
   }
 
@@ -894,8 +901,8 @@ TEST_P(BookModelTest, MatchesTheModel) {
   for (uint64_t seed = 1; seed <= seeds || only != 0; ++seed) {
     if (only != 0) seed = only;
     if (seed % kShards == static_cast<uint64_t>(shard)) {
-      SCOPED_TRACE("seed " + std::to_string(seed) + " (reproduce: STOCKD_MODEL_SEED=" +
-                   std::to_string(seed) + ")");
+      SCOPED_TRACE("seed " + std::to_string(seed) +
+                   " (reproduce: STOCKD_MODEL_SEED=" + std::to_string(seed) + ")");
       Rng len(seed ^ 0xABCDEFull);
       SeedRun run(seed, seen);
       run.go(50 + static_cast<int>(len.below(151)));
@@ -912,17 +919,46 @@ TEST_P(BookModelTest, MatchesTheModel) {
   RecordProperty("seeds", std::to_string(ran));
   RecordProperty("steps", std::to_string(steps));
   if (ran < 500) return;  // a short run need not reach every path
-  for (const char* path :
-       {"reserve OK", "reserve replayed", "reserve SOLD_OUT", "reserve LIMIT_EXCEEDED",
-        "reserve NOT_FOUND", "reserve SALE_NOT_OPEN", "reserve SALE_CLOSED", "reserve KEY_CONFLICT",
-        "reserve BAD_REQUEST", "claim OK", "claim replayed", "claim SOLD_OUT", "claim BAD_REQUEST",
-        "claim KEY_CONFLICT", "claim LIMIT_EXCEEDED", "claim NOT_FOUND", "commit OK",
-        "commit ALREADY_DONE", "commit HOLD_EXPIRED", "commit NOT_FOUND", "release OK",
-        "release ALREADY_DONE", "release HOLD_EXPIRED", "release NOT_FOUND", "sku_set OK",
-        "sku_set BAD_REQUEST", "sku_set BELOW_COMMITTED", "restock OK", "restock BELOW_COMMITTED",
-        "restock BAD_REQUEST", "restock NOT_FOUND", "codes_load OK", "codes_load DUPLICATE_CODE",
-        "codes_load BAD_REQUEST", "outbox order", "outbox released", "outbox expired",
-        "forget hold", "forget key", "round trip"}) {
+  for (const char* path : {"reserve OK",
+                           "reserve replayed",
+                           "reserve SOLD_OUT",
+                           "reserve LIMIT_EXCEEDED",
+                           "reserve NOT_FOUND",
+                           "reserve SALE_NOT_OPEN",
+                           "reserve SALE_CLOSED",
+                           "reserve KEY_CONFLICT",
+                           "reserve BAD_REQUEST",
+                           "claim OK",
+                           "claim replayed",
+                           "claim SOLD_OUT",
+                           "claim BAD_REQUEST",
+                           "claim KEY_CONFLICT",
+                           "claim LIMIT_EXCEEDED",
+                           "claim NOT_FOUND",
+                           "commit OK",
+                           "commit ALREADY_DONE",
+                           "commit HOLD_EXPIRED",
+                           "commit NOT_FOUND",
+                           "release OK",
+                           "release ALREADY_DONE",
+                           "release HOLD_EXPIRED",
+                           "release NOT_FOUND",
+                           "sku_set OK",
+                           "sku_set BAD_REQUEST",
+                           "sku_set BELOW_COMMITTED",
+                           "restock OK",
+                           "restock BELOW_COMMITTED",
+                           "restock BAD_REQUEST",
+                           "restock NOT_FOUND",
+                           "codes_load OK",
+                           "codes_load DUPLICATE_CODE",
+                           "codes_load BAD_REQUEST",
+                           "outbox order",
+                           "outbox released",
+                           "outbox expired",
+                           "forget hold",
+                           "forget key",
+                           "round trip"}) {
     EXPECT_GT(seen[path], 0u) << "never exercised: " << path;
   }
   for (const auto& [path, n] : seen) std::cout << "  " << path << ": " << n << "\n";

@@ -68,9 +68,9 @@ struct RowMirror {
 };
 
 std::vector<proto::Stat> durable_stats(const Book& b) {
-  static const std::set<std::string> kNotPersisted = {
-      "reserves_ok", "sold_out", "limit_exceeded", "commits",  "releases",
-      "expiries",    "claims_ok", "idem_hits"};
+  static const std::set<std::string> kNotPersisted = {"reserves_ok", "sold_out", "limit_exceeded",
+                                                      "commits",     "releases", "expiries",
+                                                      "claims_ok",   "idem_hits"};
   std::vector<proto::Stat> all, out;
   b.stats(all);
   for (auto& s : all) {
@@ -93,7 +93,8 @@ void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
     EXPECT_EQ(a.hold_row(id), b.hold_row(id)) << "hold " << id;
   }
   for (const auto& [k, r] : m.idem) EXPECT_EQ(a.idem_row(k), b.idem_row(k));
-  for (const auto& [k, r] : m.users) EXPECT_EQ(a.user_row(k.first, k.second), b.user_row(k.first, k.second));
+  for (const auto& [k, r] : m.users)
+    EXPECT_EQ(a.user_row(k.first, k.second), b.user_row(k.first, k.second));
   for (const auto& v : la.skus) {
     EXPECT_EQ(a.sku_row(v.sku), b.sku_row(v.sku));
     for (uint32_t i = 0; i <= v.total; ++i) EXPECT_EQ(a.code_row(v.sku, i), b.code_row(v.sku, i));
@@ -297,8 +298,7 @@ TEST_F(BookTest, SaleCloseIsFinalButHoldsFinish) {
   EXPECT_EQ(release(b), Status::kOk);
   EXPECT_EQ(counts("tee"), (U{10, 8, 0, 2}));
   // A new window does not reopen a closed sale.
-  ASSERT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, 1, kT0 * 2}),
-            Status::kOk);
+  ASSERT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, 1, kT0 * 2}), Status::kOk);
   EXPECT_EQ(reserve("cat", "", 0, {{"tee", 1}}), Status::kSaleClosed);
 }
 
@@ -421,7 +421,9 @@ TEST_F(BookTest, ReserveValidation) {
     EXPECT_FALSE(validate(req).empty());
     EXPECT_TRUE(ch.empty());
   }
-  EXPECT_EQ(validate({std::string(128, 'u'), std::string(128, 'k'), proto::kHoldTtlMsMax,
+  EXPECT_EQ(validate({std::string(128, 'u'),
+                      std::string(128, 'k'),
+                      proto::kHoldTtlMsMax,
                       {{std::string(64, 's'), 1}}}),
             "");
   EXPECT_EQ(counts("tee"), (U{10, 10, 0, 0}));
@@ -942,10 +944,10 @@ TEST_F(BookTest, StatsNameTheBook) {
   book.stats(all);
   std::map<std::string, uint64_t> s;
   for (auto& st : all) s[st.name] = st.value;
-  for (const char* name : {"skus", "live_holds", "finished_holds", "idem_keys", "reserves_ok",
-                           "sold_out", "limit_exceeded", "commits", "releases", "expiries",
-                           "claims_ok", "idem_hits", "units_total", "units_available",
-                           "units_held", "units_sold", "outbox_next_seq"}) {
+  for (const char* name :
+       {"skus", "live_holds", "finished_holds", "idem_keys", "reserves_ok", "sold_out",
+        "limit_exceeded", "commits", "releases", "expiries", "claims_ok", "idem_hits",
+        "units_total", "units_available", "units_held", "units_sold", "outbox_next_seq"}) {
     EXPECT_TRUE(s.contains(name)) << name;
   }
   EXPECT_EQ(s["skus"], 1u);
@@ -1041,8 +1043,8 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::SkuRow{"cp", 2, 0, 1, 1, 0, 0, 0, false, true});
     b.restore(rec::CodeRow{"cp", 0, "c0", 3});
     b.restore(rec::CodeRow{"cp", 1, "c1", 3});
-    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"cp", 1}},
-                           {{"cp", "c0"}}});
+    b.restore(
+        rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"cp", 1}}, {{"cp", "c0"}}});
     // c1 is owned by hold 3, which exists but does not list it.
     EXPECT_NE(b.finish_restore(), "");
   }

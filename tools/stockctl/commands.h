@@ -35,6 +35,7 @@ struct Args {
   // sku set: a field is sent (and named in the mask) only when given.
   bool has_total = false, has_per_user_limit = false, has_opens_at = false, has_closes_at = false;
   std::string total, per_user_limit, opens_at, closes_at;
+  std::string data_dir;  // inspect, verify (offline)
 };
 
 // Now, in ms since the Unix epoch (for relative times like now+30s).
@@ -58,5 +59,8 @@ int cmd_hold_get(const Args& a);
 int cmd_claim(const Args& a);
 int cmd_stats(const Args& a);
 int cmd_outbox_status(const Args& a);
+// Offline: read a stopped server's data dir (offline.cc).
+int cmd_inspect(const Args& a);
+int cmd_verify(const Args& a);
 
 }  // namespace stockd::ctl

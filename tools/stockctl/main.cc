@@ -137,6 +137,21 @@ void add_status_commands(CLI::App& app, Action& action) {
           stockd::ctl::cmd_ping);
 }
 
+void add_offline_commands(CLI::App& app, Args& a, Action& action) {
+  CLI::App* inspect = command(app, "inspect",
+                              "Offline: show SKUs, holds and the last sequence number of a "
+                              "stopped server's data dir",
+                              action, stockd::ctl::cmd_inspect);
+  inspect->add_option("--data-dir", a.data_dir, "stockd's data dir")->required();
+  inspect->add_option("--limit", a.limit, "Show at most N SKUs (0 = all)");
+  command(app, "verify",
+          "Offline: check a data dir (record checksums, outbox sequence gaps, invariants); "
+          "exit 0 if stockd would start on it",
+          action, stockd::ctl::cmd_verify)
+      ->add_option("--data-dir", a.data_dir, "stockd's data dir")
+      ->required();
+}
+
 // Turns the global options into client options. "" or why not.
 std::string finish_globals(const std::string& server, const std::string& token,
                            const std::string& role, int timeout_ms, Args& a) {
@@ -184,6 +199,7 @@ int main(int argc, char** argv) {
   add_admin_commands(app, a, action);
   add_buyer_commands(app, a, action);
   add_status_commands(app, action);
+  add_offline_commands(app, a, action);
 
   try {
     app.parse(argc, argv);

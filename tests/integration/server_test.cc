@@ -1,0 +1,475 @@
+// The real stockd over real loopback sockets: races for the last units and codes, per-user
+// limits under retries, idempotency across connections, hold expiry, pipelining.
+//
+// Each test starts its own server (fresh data dir, durability sync) through StockdProcess.
+// STOCKD_STRESS_SCALE scales the big counts (see harness.h).
+#include <atomic>
+#include <latch>
+#include <mutex>
+#include <set>
+#include <unordered_set>
+
+#include "harness.h"
+
+namespace stockd::test {
+namespace {
+
+using proto::HoldState;
+using proto::Opcode;
+using proto::Role;
+using proto::Status;
+
+proto::ReserveReq reserve_req(std::string user, std::string key, uint32_t ttl_ms,
+                              std::vector<proto::Line> lines) {
+  proto::ReserveReq r;
+  r.user = std::move(user);
+  r.key = std::move(key);
+  r.ttl_ms = ttl_ms;
+  r.lines = std::move(lines);
+  return r;
+}
+
+// Unique codes, long enough that 10,000 of them need more than one 1 MiB CODES_LOAD.
+std::vector<std::string> make_codes(const std::string& prefix, size_t n) {
+  std::vector<std::string> codes;
+  codes.reserve(n);
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (size_t i = 0; i < n; ++i) {
+    std::string c = prefix + std::to_string(i) + "-";
+    while (c.size() < 110) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      c += "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"[x % 32];
+    }
+    codes.push_back(std::move(c));
+  }
+  return codes;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_.start()) << "stockd did not come up";
+    admin_ = std::make_unique<Client>(server_.options(Role::kAdmin));
+    connect_or_fail(*admin_);
+  }
+  Client new_buyer() {
+    Client c(server_.options(Role::kBuyer));
+    EXPECT_EQ(c.connect(), "");
+    return c;
+  }
+
+  StockdProcess server_;
+  std::unique_ptr<Client> admin_;
+};
+
+// 500 buyers on 200 connections race for 100 units: exactly 100 win, nobody oversells.
+TEST_F(ServerTest, FiveHundredBuyersRaceForOneHundredUnits) {
+  constexpr size_t kUnits = 100, kBuyers = 500, kConns = 200;
+  make_sku(*admin_, "RACE-1", kUnits);
+
+  std::vector<Client> clients;
+  for (size_t i = 0; i < kConns; ++i) clients.push_back(new_buyer());
+  std::vector<std::vector<Reply<proto::Response>>> answers(kConns);
+  std::latch ready(kConns + 1);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < kConns; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t b = t; b < kBuyers; b += kConns) {  // 2 or 3 buyers per connection
+        clients[t].queue(Opcode::kReserve,
+                         reserve_req("buyer-" + std::to_string(b), "race-key-" + std::to_string(b),
+                                     0, {{"RACE-1", 1}}));
+      }
+      ready.arrive_and_wait();
+      answers[t] = clients[t].flush();
+    });
+  }
+  ready.arrive_and_wait();
+  for (auto& t : threads) t.join();
+
+  size_t ok = 0, sold_out = 0, other = 0;
+  std::set<uint64_t> orders;
+  for (const auto& per_conn : answers) {
+    for (const auto& a : per_conn) {
+      ASSERT_TRUE(a.transport_ok()) << a.error;
+      const auto& r = std::get<proto::ReserveResp>(a.body);
+      if (a.status == Status::kOk) {
+        ++ok;
+        EXPECT_EQ(r.state, HoldState::kCommitted);
+        EXPECT_TRUE(orders.insert(r.hold_id).second) << "order id given twice: " << r.hold_id;
+      } else if (a.status == Status::kSoldOut) {
+        ++sold_out;
+        EXPECT_EQ(r.hold_id, 0u);
+        EXPECT_EQ(r.available, 0u);
+      } else {
+        ++other;
+        ADD_FAILURE() << "unexpected " << proto::status_name(a.status) << " " << a.error;
+      }
+    }
+  }
+  std::printf("[ measured ] race: %zu OK, %zu SOLD_OUT, %zu other\n", ok, sold_out, other);
+  EXPECT_EQ(ok, kUnits);
+  EXPECT_EQ(sold_out, kBuyers - kUnits);
+  auto sku = admin_->sku_get("RACE-1");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.total, kUnits);
+  EXPECT_EQ(sku.body.sold + sku.body.held, kUnits);
+  EXPECT_EQ(sku.body.sold, kUnits);
+  EXPECT_EQ(sku.body.available, 0u);
+}
+
+// 50,000 claims for 10,000 codes from many pipelining connections: each code exactly once.
+TEST_F(ServerTest, FiftyThousandClaimsRaceForTenThousandCodes) {
+  const size_t kCodes = scaled(10'000, 10);
+  const size_t kClaims = kCodes * 5;
+  constexpr size_t kThreads = 16, kBatch = 500;
+  const std::vector<std::string> codes = make_codes("GIFT-", kCodes);
+  size_t requests = make_code_pool(*admin_, "CODES-1", codes);
+  ASSERT_GT(requests, 0u);
+  std::printf("[ measured ] %zu codes loaded in %zu CODES_LOAD requests\n", kCodes, requests);
+  auto pool = admin_->sku_get("CODES-1");
+  ASSERT_TRUE(pool.ok());
+  ASSERT_EQ(pool.body.total, kCodes);
+  ASSERT_EQ(pool.body.available, kCodes);
+  EXPECT_NE(pool.body.flags & proto::kSkuFlagCodePool, 0);
+
+  std::mutex mu;
+  std::vector<std::string> got_codes;
+  std::vector<uint64_t> got_orders;
+  std::atomic<size_t> sold_out{0}, other{0};
+  std::latch ready(kThreads + 1);
+  std::vector<std::thread> threads;
+  auto start = Clock::now();
+  for (size_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Client c = new_buyer();
+      std::vector<std::string> mine_codes;
+      std::vector<uint64_t> mine_orders;
+      ready.arrive_and_wait();
+      for (size_t first = t; first < kClaims; first += kThreads * kBatch) {
+        for (size_t i = first; i < kClaims && i < first + kThreads * kBatch; i += kThreads) {
+          const std::string n = std::to_string(i);
+          c.queue(Opcode::kClaim, proto::ClaimReq{"CODES-1", "claimer-" + n, "claim-" + n});
+        }
+        for (const auto& a : c.flush()) {
+          if (a.transport_ok() && a.status == Status::kOk) {
+            const auto& r = std::get<proto::ClaimResp>(a.body);
+            mine_codes.push_back(r.code);
+            mine_orders.push_back(r.order_id);
+          } else if (a.transport_ok() && a.status == Status::kSoldOut) {
+            ++sold_out;
+          } else {
+            if (other++ == 0) ADD_FAILURE() << proto::status_name(a.status) << " " << a.error;
+          }
+        }
+      }
+      std::lock_guard lock(mu);
+      got_codes.insert(got_codes.end(), mine_codes.begin(), mine_codes.end());
+      got_orders.insert(got_orders.end(), mine_orders.begin(), mine_orders.end());
+    });
+  }
+  ready.arrive_and_wait();
+  for (auto& t : threads) t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::printf("[ measured ] %zu claims on %zu connections in %.2fs: %zu OK, %zu SOLD_OUT, %zu other\n",
+              kClaims, kThreads, secs, got_codes.size(), sold_out.load(), other.load());
+  EXPECT_EQ(other.load(), 0u);
+  EXPECT_EQ(got_codes.size(), kCodes);
+  EXPECT_EQ(sold_out.load(), kClaims - kCodes);
+  std::set<std::string> unique(got_codes.begin(), got_codes.end());
+  EXPECT_EQ(unique.size(), got_codes.size()) << "a code was handed out twice";
+  EXPECT_TRUE(unique == std::set<std::string>(codes.begin(), codes.end()))
+      << "the codes handed out are not the codes loaded";
+  EXPECT_EQ(std::set<uint64_t>(got_orders.begin(), got_orders.end()).size(), got_orders.size());
+  auto after = admin_->sku_get("CODES-1");
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after.body.available, 0u);
+  EXPECT_EQ(after.body.held, 0u);
+  EXPECT_EQ(after.body.sold, kCodes);
+}
+
+// Per-user limit 2, one user, 20 keys sent at once from 20 connections, each key also retried
+// from two other connections: the user gets exactly 2 units; an OK key always answers its hold.
+TEST_F(ServerTest, PerUserLimitHoldsUnderConcurrentRetries) {
+  constexpr size_t kKeys = 20;
+  make_sku(*admin_, "LIMIT-1", 100, 2);
+  auto req = [](size_t k) {
+    return reserve_req("limited-user", "lim-" + std::to_string(k), 60'000, {{"LIMIT-1", 1}});
+  };
+  struct Seen {
+    Status status;
+    uint64_t hold_id;
+  };
+  std::mutex mu;
+  std::vector<std::vector<Seen>> seen(kKeys);
+  std::latch ready(kKeys + 1);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < kKeys; ++t) {
+    threads.emplace_back([&, t] {
+      Client a = new_buyer(), b = new_buyer(), c = new_buyer();
+      ready.arrive_and_wait();
+      // Own key on a, then the neighbours' keys on b and c while they race for theirs.
+      std::pair<size_t, Reply<proto::ReserveResp>> got[] = {
+          {t, a.reserve(req(t))},
+          {(t + 1) % kKeys, b.reserve(req((t + 1) % kKeys))},
+          {(t + 2) % kKeys, c.reserve(req((t + 2) % kKeys))},
+          {t, c.reserve(req(t))},
+      };
+      std::lock_guard lock(mu);
+      for (auto& [k, r] : got) {
+        EXPECT_TRUE(r.transport_ok()) << r.error;
+        seen[k].push_back({r.status, r.body.hold_id});
+      }
+    });
+  }
+  ready.arrive_and_wait();
+  for (auto& t : threads) t.join();
+
+  std::set<uint64_t> holds;
+  size_t ok_keys = 0;
+  for (size_t k = 0; k < kKeys; ++k) {
+    const bool key_ok = std::any_of(seen[k].begin(), seen[k].end(),
+                                    [](const Seen& s) { return s.status == Status::kOk; });
+    for (const Seen& s : seen[k]) {
+      if (key_ok) {
+        // Requests are decided one at a time: whichever copy of a key came first decided it,
+        // and every later copy replays that answer (no unit comes back within the 60 s TTL).
+        EXPECT_EQ(s.status, Status::kOk) << "key " << k;
+        holds.insert(s.hold_id);
+      } else {
+        EXPECT_EQ(s.status, Status::kLimitExceeded) << "key " << k;
+      }
+    }
+    if (key_ok) ++ok_keys;
+  }
+  EXPECT_EQ(ok_keys, 2u);
+  EXPECT_EQ(holds.size(), 2u) << "an OK key answered two different holds";
+
+  // Retries now, sequentially, from a fresh connection: OK keys answer their hold again.
+  Client late = new_buyer();
+  for (size_t k = 0; k < kKeys; ++k) {
+    auto r = late.reserve(req(k));
+    ASSERT_TRUE(r.transport_ok());
+    if (r.status == Status::kOk) {
+      EXPECT_EQ(holds.count(r.body.hold_id), 1u) << "retry of key " << k << " got a new hold";
+    } else {
+      EXPECT_EQ(r.status, Status::kLimitExceeded);
+      EXPECT_EQ(r.body.available, 0u);
+    }
+  }
+  auto sku = admin_->sku_get("LIMIT-1");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.held, 2u);
+  EXPECT_EQ(sku.body.sold, 0u);
+  EXPECT_EQ(sku.body.available, 98u);
+  for (uint64_t h : holds) {
+    auto v = late.hold_get(h);
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v.body.user, "limited-user");
+    EXPECT_EQ(v.body.state, HoldState::kHeld);
+    EXPECT_TRUE(late.commit(h).ok());
+  }
+  auto more = late.reserve(reserve_req("limited-user", "lim-after", 0, {{"LIMIT-1", 1}}));
+  EXPECT_EQ(more.status, Status::kLimitExceeded);
+  sku = admin_->sku_get("LIMIT-1");
+  EXPECT_EQ(sku.body.sold, 2u);
+  EXPECT_EQ(sku.body.held, 0u);
+}
+
+// A retry of the same request from another connection gets the first answer; another request
+// under the same key is a KEY_CONFLICT; nothing is applied twice.
+TEST_F(ServerTest, IdempotentRetryFromAnotherConnection) {
+  ASSERT_GT(make_code_pool(*admin_, "IDEM-CODES", make_codes("IC-", 10)), 0u);
+  Client a = new_buyer(), b = new_buyer();
+
+  auto first = a.claim({"IDEM-CODES", "alice", "K-claim"});
+  ASSERT_TRUE(first.ok()) << proto::status_name(first.status) << " " << first.error;
+  ASSERT_FALSE(first.body.code.empty());
+  auto again = b.claim({"IDEM-CODES", "alice", "K-claim"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.body.order_id, first.body.order_id);
+  EXPECT_EQ(again.body.code, first.body.code);
+  EXPECT_EQ(again.body.available, first.body.available);
+
+  EXPECT_EQ(b.claim({"IDEM-CODES", "bob", "K-claim"}).status, Status::kKeyConflict);
+  EXPECT_EQ(a.reserve(reserve_req("alice", "K-claim", 0, {{"IDEM-CODES", 1}})).status,
+            Status::kKeyConflict);
+
+  // A multi-unit hold with codes, retried from the other connection.
+  auto hold = a.reserve(reserve_req("carol", "K-hold", 60'000, {{"IDEM-CODES", 2}}));
+  ASSERT_TRUE(hold.ok());
+  ASSERT_EQ(hold.body.codes.size(), 2u);
+  auto hold2 = b.reserve(reserve_req("carol", "K-hold", 60'000, {{"IDEM-CODES", 2}}));
+  ASSERT_TRUE(hold2.ok());
+  EXPECT_EQ(hold2.body.hold_id, hold.body.hold_id);
+  EXPECT_EQ(hold2.body.codes, hold.body.codes);
+  EXPECT_EQ(hold2.body.expires_at_ms, hold.body.expires_at_ms);
+  EXPECT_EQ(b.reserve(reserve_req("carol", "K-hold", 60'000, {{"IDEM-CODES", 3}})).status,
+            Status::kKeyConflict);
+  EXPECT_EQ(b.reserve(reserve_req("carol", "K-hold", 30'000, {{"IDEM-CODES", 2}})).status,
+            Status::kKeyConflict);
+
+  auto sku = admin_->sku_get("IDEM-CODES");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.sold, 1u);
+  EXPECT_EQ(sku.body.held, 2u);
+  EXPECT_EQ(sku.body.available, 7u);
+  // The code claimed is not among the codes held.
+  for (const auto& c : hold.body.codes) EXPECT_NE(c.code, first.body.code);
+}
+
+// A 300 ms hold gives its units back by itself, not before its deadline and soon after it.
+TEST_F(ServerTest, HoldsExpireOnTime) {
+  make_sku(*admin_, "EXP-1", 10);
+  Client c = new_buyer();
+  auto keep = c.reserve(reserve_req("patient", "exp-keep", 60'000, {{"EXP-1", 1}}));
+  ASSERT_TRUE(keep.ok());
+
+  const auto sent = Clock::now();
+  auto h = c.reserve(reserve_req("hasty", "exp-key", 300, {{"EXP-1", 3}}));
+  ASSERT_TRUE(h.ok()) << h.error;
+  EXPECT_EQ(h.body.state, HoldState::kHeld);
+  const int64_t ttl_left = h.body.expires_at_ms - wall_now_ms();
+  EXPECT_GT(ttl_left, 100);
+  EXPECT_LE(ttl_left, 300);
+  auto held = c.sku_get("EXP-1");
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(held.body.held, 4u);
+  EXPECT_EQ(held.body.available, 6u);
+
+  // Poll (without touching the hold) until the units are back.
+  proto::SkuView now_view;
+  bool back = eventually(
+      2000,
+      [&] {
+        auto v = c.sku_get("EXP-1");
+        now_view = v.body;
+        return v.ok() && v.body.held == 1;
+      },
+      5);
+  const auto waited =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sent).count();
+  std::printf("[ measured ] 300 ms hold came back after %lld ms\n",
+              static_cast<long long>(waited));
+  ASSERT_TRUE(back) << "units not back after 2 s: held " << now_view.held;
+  EXPECT_GE(waited, 295) << "expired before its deadline";
+  EXPECT_LE(waited, 1000) << "expired late";
+  EXPECT_EQ(now_view.available, 9u);
+  EXPECT_EQ(now_view.sold, 0u);
+
+  auto view = c.hold_get(h.body.hold_id);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view.body.state, HoldState::kExpired);
+  auto commit = c.commit(h.body.hold_id);
+  EXPECT_EQ(commit.status, Status::kHoldExpired);
+  EXPECT_EQ(commit.body.state, HoldState::kExpired);
+  EXPECT_EQ(c.release(h.body.hold_id).status, Status::kHoldExpired);
+  // The long hold is untouched and still commits.
+  auto k = c.commit(keep.body.hold_id);
+  EXPECT_TRUE(k.ok());
+  EXPECT_EQ(k.body.state, HoldState::kCommitted);
+}
+
+// 1,000 pipelined requests of mixed kinds on one connection: answered in order, each answer
+// the one for its request (reserves decided in sending order, reads see the writes before them).
+TEST_F(ServerTest, PipelinedRequestsAnswerInOrder) {
+  const size_t kRequests = 1000, kUnits = 300;
+  make_sku(*admin_, "PIPE-1", kUnits);
+  Client c = new_buyer();
+  std::vector<Opcode> ops;
+  for (size_t i = 0; i < kRequests; ++i) {
+    Opcode op = i % 5 == 4 ? Opcode::kSkuGet : i % 5 == 3 ? Opcode::kPing : Opcode::kReserve;
+    ops.push_back(op);
+    if (op == Opcode::kSkuGet) c.queue(op, proto::SkuReq{"PIPE-1"});
+    if (op == Opcode::kPing) c.queue(op, proto::PingReq{});
+    if (op == Opcode::kReserve) {
+      c.queue(op, reserve_req("piper-" + std::to_string(i), "pipe-" + std::to_string(i), 0,
+                              {{"PIPE-1", 1}}));
+    }
+  }
+  auto answers = c.flush();
+  ASSERT_EQ(answers.size(), kRequests);
+  uint64_t reserved = 0, last_hold = 0;
+  for (size_t i = 0; i < kRequests; ++i) {
+    const auto& a = answers[i];
+    ASSERT_TRUE(a.transport_ok()) << i << ": " << a.error;
+    if (ops[i] == Opcode::kReserve) {
+      const auto& r = std::get<proto::ReserveResp>(a.body);
+      if (reserved < kUnits) {
+        ASSERT_EQ(a.status, Status::kOk) << "request " << i;
+        EXPECT_GT(r.hold_id, last_hold) << "request " << i << " decided out of order";
+        last_hold = r.hold_id;
+        ++reserved;
+      } else {
+        EXPECT_EQ(a.status, Status::kSoldOut) << "request " << i;
+      }
+    } else if (ops[i] == Opcode::kSkuGet) {
+      ASSERT_EQ(a.status, Status::kOk);
+      EXPECT_EQ(std::get<proto::SkuView>(a.body).sold, reserved) << "request " << i;
+    } else {
+      ASSERT_EQ(a.status, Status::kOk);
+      EXPECT_TRUE(std::holds_alternative<proto::PingResp>(a.body));
+    }
+  }
+  EXPECT_EQ(reserved, kUnits);
+}
+
+// With --inflight-max 16 and 1,000 requests written at once (no client-side window), the server
+// stops reading instead of failing: every request is answered, in order, with its request id.
+TEST(ServerInflightTest, MoreThanInflightMaxOutstandingIsStillAnswered) {
+  StockdProcess server({"--inflight-max", "16"});
+  ASSERT_TRUE(server.start());
+  Client admin(server.options(Role::kAdmin));
+  connect_or_fail(admin);
+  make_sku(admin, "FLOW-1", 100'000);
+
+  RawConn raw(server.port());
+  ASSERT_TRUE(raw.ok());
+  ASSERT_TRUE(raw.hello(Role::kBuyer, ""));
+  constexpr size_t kRequests = 1000;
+  std::string bytes;
+  std::vector<std::pair<uint32_t, Opcode>> sent;
+  for (size_t i = 0; i < kRequests; ++i) {
+    const uint32_t id = static_cast<uint32_t>(7'000'000 + i * 7919 % 100'003);  // not sequential
+    Opcode op = i % 2 == 0 ? Opcode::kReserve : Opcode::kSkuGet;
+    if (op == Opcode::kReserve) {
+      proto::encode_request(
+          op, id,
+          reserve_req("flow-" + std::to_string(i), "flow-" + std::to_string(i), 0, {{"FLOW-1", 1}}),
+          bytes);
+    } else {
+      proto::encode_request(op, id, proto::SkuReq{"FLOW-1"}, bytes);
+    }
+    sent.emplace_back(id, op);
+  }
+  // Write everything from another thread while this one reads, as a careless client would.
+  std::atomic<bool> wrote{false};
+  std::thread writer([&] { wrote = raw.send(bytes); });
+  size_t answered = 0;
+  for (; answered < kRequests; ++answered) {
+    RawConn::Frame f;
+    auto got = raw.read(f, 20'000);
+    ASSERT_EQ(got, RawConn::Got::kFrame) << "after " << answered << " answers";
+    ASSERT_EQ(f.header.request_id, sent[answered].first) << "answer " << answered;
+    ASSERT_EQ(f.header.opcode, static_cast<uint16_t>(sent[answered].second));
+    ASSERT_EQ(f.status(), Status::kOk) << "answer " << answered << ": " << f.message;
+  }
+  writer.join();
+  EXPECT_TRUE(wrote.load());
+  EXPECT_EQ(answered, kRequests);
+  auto sku = admin.sku_get("FLOW-1");
+  EXPECT_EQ(sku.body.sold, kRequests / 2);
+
+  // The client library's own pipelining windows itself to inflight_max and also gets everything.
+  Client c(server.options());
+  connect_or_fail(c);
+  for (size_t i = 0; i < kRequests; ++i) c.queue(Opcode::kPing, proto::PingReq{});
+  auto answers = c.flush();
+  EXPECT_EQ(std::count_if(answers.begin(), answers.end(), [](const auto& a) { return a.ok(); }),
+            static_cast<long>(kRequests));
+}
+
+}  // namespace
+}  // namespace stockd::test
