@@ -267,7 +267,7 @@ Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveRe
   Impl& m = *impl_;
   out = proto::ReserveResp{};
   m.sweep(now, ch);
-  if (!validate(req).empty()) return Status::kBadRequest;
+  if (std::string why = validate(req); !why.empty()) return m.refuse("reserve: " + why);
   const uint64_t fingerprint = reserve_fingerprint(req);
   if (!req.key.empty()) {
     bool found = false;
@@ -295,7 +295,7 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
   Impl& m = *impl_;
   out = proto::ClaimResp{};
   m.sweep(now, ch);
-  if (!claim_ok(req)) return Status::kBadRequest;
+  if (!claim_ok(req)) return m.refuse("claim: sku must be 1..64 bytes, user 1..128, key at most 128");
   const uint64_t fingerprint = claim_fingerprint(req);
   proto::ReserveResp r;
   if (!req.key.empty()) {
@@ -311,7 +311,9 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
   Sku* s = m.find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   out.available = s->available;
-  if (!s->pool) return Status::kBadRequest;
+  if (!s->pool) {
+    return m.refuse("claim: '" + req.sku + "' sells counted units, not codes (use RESERVE)");
+  }
   uint64_t ignored = 0;
   const Status st = m.check_line(s, req.user, 1, now, ignored);
   if (st != Status::kOk) return st;
@@ -385,70 +387,5 @@ Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Change
   m.hold_view(h, out);
   return st;
 }
-
-// ---- Queries. ----
-
-Status Book::hold_get(uint64_t hold_id, proto::HoldView& out) const {
-  out = proto::HoldView{};
-  auto it = impl_->holds.find(hold_id);
-  if (it == impl_->holds.end()) return Status::kNotFound;
-  impl_->hold_view(it->second, out);
-  return Status::kOk;
-}
-
-Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
-  out = proto::SkuView{};
-  const Sku* s = impl_->find_sku(sku);
-  if (s == nullptr) return Status::kNotFound;
-  sku_view(*s, out);
-  return Status::kOk;
-}
-
-void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const {
-  out.skus.clear();
-  const uint32_t limit = std::min(req.limit, proto::kSkuListMax);
-  for (auto it = impl_->sku_order.upper_bound(req.after);
-       it != impl_->sku_order.end() && out.skus.size() < limit; ++it) {
-    sku_view(*impl_->find_sku(*it), out.skus.emplace_back());
-  }
-}
-
-void Book::stats(std::vector<proto::Stat>& out) const {
-  const Impl& m = *impl_;
-  uint64_t total = 0, available = 0, held = 0, sold = 0;
-  for (const auto& [id, s] : m.skus) {
-    total += s.total;
-    available += s.available;
-    held += s.held;
-    sold += s.sold;
-  }
-  const BookCounters& c = m.counters;
-  const std::pair<const char*, uint64_t> rows[] = {
-      {"skus", m.skus.size()},
-      {"live_holds", m.deadlines.size()},
-      {"finished_holds", m.holds.size() - m.deadlines.size()},
-      {"idem_keys", m.idem.size()},
-      {"codes", m.codes.size()},
-      {"reserves_ok", c.reserves_ok},
-      {"sold_out", c.sold_out},
-      {"limit_exceeded", c.limit_exceeded},
-      {"commits", c.commits},
-      {"releases", c.releases},
-      {"expiries", c.expiries},
-      {"claims_ok", c.claims_ok},
-      {"idem_hits", c.idem_hits},
-      {"units_total", total},
-      {"units_available", available},
-      {"units_held", held},
-      {"units_sold", sold},
-      {"outbox_next_seq", m.next_outbox_seq},
-      {"next_hold_id", m.next_hold_id},
-  };
-  for (const auto& [name, value] : rows) out.push_back({name, value});
-}
-
-const BookCounters& Book::counters() const { return impl_->counters; }
-size_t Book::sku_count() const { return impl_->skus.size(); }
-size_t Book::live_holds() const { return impl_->deadlines.size(); }
 
 }  // namespace stockd

@@ -36,18 +36,23 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   Impl& m = *impl_;
   out = proto::SkuView{};
   m.sweep(now, ch);  // so that held counts are current before a new total is checked
-  if (!book_detail::sku_id_ok(req.sku) || (req.mask & ~kSetMask) != 0) return Status::kBadRequest;
-  if (req.opens_at_ms < 0 || req.closes_at_ms < 0) return Status::kBadRequest;
+  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("sku_set: sku must be 1..64 bytes");
+  if ((req.mask & ~kSetMask) != 0) return m.refuse("sku_set: unknown mask bits");
+  if (req.opens_at_ms < 0 || req.closes_at_ms < 0) {
+    return m.refuse("sku_set: opens_at and closes_at must not be negative");
+  }
   if ((req.mask & proto::kSetTotal) && req.total > book_detail::kSkuUnitsMax) {
-    return Status::kBadRequest;
+    return m.refuse("sku_set: total is over 2^63-1");
   }
   Sku* s = m.find_sku(req.sku);
   const int64_t opens = (req.mask & proto::kSetOpensAt) ? req.opens_at_ms : s ? s->opens_at : 0;
   const int64_t closes = (req.mask & proto::kSetClosesAt) ? req.closes_at_ms : s ? s->closes_at : 0;
-  if (opens != 0 && closes != 0 && closes <= opens) return Status::kBadRequest;
+  if (opens != 0 && closes != 0 && closes <= opens) {
+    return m.refuse("sku_set: closes_at must be after opens_at");
+  }
   if (s != nullptr) {
     if (req.mask & proto::kSetTotal) {
-      if (s->pool) return Status::kBadRequest;  // its codes define its total
+      if (s->pool) return m.refuse("sku_set: '" + req.sku + "' is a code pool: its codes define its total");
       if (req.total < s->held + s->sold) {
         sku_view(*s, out);
         return Status::kBelowCommitted;
@@ -75,14 +80,14 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
 
 Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
-  if (!book_detail::sku_id_ok(req.sku)) return Status::kBadRequest;
+  if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: sku must be 1..64 bytes");
   Sku* s = impl_->find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out);
-  if (s->pool) return Status::kBadRequest;  // load codes instead
+  if (s->pool) return impl_->refuse("restock: '" + req.sku + "' is a code pool: load codes instead");
   if (req.delta >= 0) {
     const uint64_t add = static_cast<uint64_t>(req.delta);
-    if (add > book_detail::kSkuUnitsMax - s->total) return Status::kBadRequest;
+    if (add > book_detail::kSkuUnitsMax - s->total) return impl_->refuse("restock: total would pass 2^63-1");
     s->total += add;
     s->available += add;
   } else {
@@ -100,17 +105,21 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
 Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::CodesLoadResp{};
-  if (!book_detail::sku_id_ok(req.sku)) return Status::kBadRequest;
+  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: sku must be 1..64 bytes");
   Sku* s = m.find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out.sku);
-  if (!s->pool && s->total != 0) return Status::kBadRequest;  // counted units, not codes
+  if (!s->pool && s->total != 0) {
+    return m.refuse("codes_load: '" + req.sku +
+                    "' sells counted units; a code pool starts as a SKU with total 0");
+  }
   const size_t pool_size = s->codes.size() + req.codes.size();
   if (req.codes.empty() || pool_size > m.limits.codes_per_sku_max || pool_size > UINT32_MAX) {
-    return Status::kBadRequest;
+    return m.refuse("codes_load: no codes, or the pool would pass " +
+                    std::to_string(m.limits.codes_per_sku_max) + " codes");
   }
   if (!std::all_of(req.codes.begin(), req.codes.end(), book_detail::code_ok)) {
-    return Status::kBadRequest;
+    return m.refuse("codes_load: every code must be 1..128 bytes");
   }
   std::unordered_set<std::string_view> seen;
   seen.reserve(req.codes.size());
@@ -140,7 +149,7 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
 Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   impl_->sweep(now, ch);
-  if (!book_detail::sku_id_ok(sku)) return Status::kBadRequest;
+  if (!book_detail::sku_id_ok(sku)) return impl_->refuse("sale_close: sku must be 1..64 bytes");
   Sku* s = impl_->find_sku(sku);
   if (s == nullptr) return Status::kNotFound;
   if (!s->closed) {

@@ -50,12 +50,19 @@ bool token_equal(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
+}  // namespace
+
+// Encodes the book's answer; an error status (>= 64) carries the book's reason instead.
 template <class Resp>
-void answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) {
+void Dispatcher::answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) const {
+  if (proto::is_error_status(st)) {
+    const std::string& why = book_.last_refusal();
+    encode_error(static_cast<uint16_t>(op), id, st, why.empty() ? proto::status_name(st) : why,
+                 out);
+    return;
+  }
   proto::encode_response(op, id, st, proto::Response(std::forward<Resp>(resp)), out);
 }
-
-}  // namespace
 
 Dispatcher::Dispatcher(Book& book, const Config& config,
                        std::function<void(std::vector<proto::Stat>&)> extra_stats)

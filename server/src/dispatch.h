@@ -46,6 +46,9 @@ class Dispatcher {
   void set_outbox_handler(OutboxHandler h) { outbox_ = std::move(h); }
 
  private:
+  template <class Resp>
+  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp,
+              std::string& out) const;
   proto::Status hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
                       std::string& why) const;
   Book& book_;

@@ -26,7 +26,7 @@ void Server::Impl::outbox_read(const proto::OutboxReadReq& req, proto::OutboxRea
   resp.acked_seq = outbox_acked;
   resp.first_seq = outbox_first <= outbox_durable_head ? outbox_first : 0;
   uint64_t from = std::max(req.after_seq + 1, outbox_first);
-  if (from > outbox_durable_head) return;
+  if (from > outbox_durable_head || !store) return;  // no store: being reopened after a failure
   size_t budget = config.frame_bytes_max - kOutboxFrameSlackBytes;
   std::string why;
   storage::Status s = store->scan(
@@ -51,9 +51,12 @@ void Server::Impl::outbox_read(const proto::OutboxReadReq& req, proto::OutboxRea
 DispatchOutcome Server::Impl::outbox(const proto::FrameHeader& h, const proto::Request& req,
                                      std::string& out) {
   auto op = static_cast<proto::Opcode>(h.opcode);
-  if (!store) {
+  if (!store || store_failed) {
     Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kStorageUnavailable,
-                             "durability is off: there is no outbox", out);
+                             store_failed ? "the store failed; the outbox is unavailable until it "
+                                            "recovers"
+                                          : "durability is off: there is no outbox",
+                             out);
     return {};
   }
   if (op == proto::Opcode::kOutboxRead) {

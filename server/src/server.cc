@@ -46,11 +46,65 @@ bool Server::Impl::open_and_recover() {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log->info("recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
             r.skus, r.holds, r.idem, r.codes, r.outbox, lsn, secs);
+  make_wal();
+  return true;
+}
+
+void Server::Impl::make_wal() {
   wal = std::make_unique<storage::WalWriter>(
       *store, config.durability == Durability::kSync,
       config.durability == Durability::kInterval ? config.fsync_interval_ms : 0,
       [this] { uv_async_send(&wal_done); });
+}
+
+// Replaces the book by what the store holds (after a failed write). false: cannot; stopping.
+bool Server::Impl::reload_book() {
+  auto fresh = std::make_unique<Book>(book_limits());
+  Recovered r;
+  std::string err = recover(*store, *fresh, r);
+  if (!err.empty()) {
+    log->critical("cannot reload state from the store: {}; stopping", err);
+    begin_stop("store failure");
+    return false;
+  }
+  book = std::move(fresh);
+  dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
+  dispatcher->set_outbox_handler(
+      [this](const proto::FrameHeader& h, const proto::Request& req, std::string& out) {
+        return outbox(h, req, out);
+      });
+  lsn = r.meta.lsn;
+  outbox_durable_head = outbox_fill_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
   return true;
+}
+
+// While the store is failed (called every second): resume it, or close and reopen it as a
+// restart would; then prove it takes a synced write before accepting writes again.
+void Server::Impl::try_recover_store() {
+  storage::Status s = store->resume();
+  if (!s.ok()) {
+    // RocksDB keeps some errors (a failed WAL append) until the DB is reopened.
+    wal.reset();
+    store.reset();
+    std::string err;
+    store = storage::Store::open(config.data_dir, store_options, err);
+    if (!store) {
+      log->error("store still failing: {}", err);
+      return;
+    }
+    if (!reload_book()) return;
+    make_wal();
+    s = storage::Status::Ok();
+  }
+  storage::Batch probe = build_batch(*book, Changes{}, lsn + 1, outbox_acked, outbox_first);
+  s = store->write(probe, true);
+  if (!s.ok()) {
+    log->error("store still failing: {}", s.message());
+    return;
+  }
+  ++lsn;
+  store_failed = false;
+  log->warn("store recovered at lsn {}; accepting writes again", lsn);
 }
 
 bool Server::Impl::start_listening() {
@@ -250,22 +304,7 @@ void Server::Impl::fail_store(const std::string& why) {
   for (Conn* c : conns) c->fail_unreleased(durable_seq);
   changes.clear();
   extra_deletes.clear();
-  auto fresh = std::make_unique<Book>(book_limits());
-  Recovered r;
-  std::string err = recover(*store, *fresh, r);
-  if (!err.empty()) {
-    log->critical("cannot reload state after the store failure: {}; stopping", err);
-    begin_stop("store failure");
-    return;
-  }
-  book = std::move(fresh);
-  dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
-  dispatcher->set_outbox_handler(
-      [this](const proto::FrameHeader& h, const proto::Request& req, std::string& out) {
-        return outbox(h, req, out);
-      });
-  lsn = r.meta.lsn;
-  outbox_fill_head = outbox_inflight_head = outbox_durable_head;
+  if (!reload_book()) return;
   durable_seq = fill_seq++;
 }
 
@@ -294,20 +333,7 @@ void Server::Impl::on_tick() {
       close_conn(c);
     }
   }
-  if (store_failed && inflight_seq == 0) {
-    storage::Status s = store->resume();
-    if (s.ok()) {
-      // Prove the store takes writes again before saying so.
-      storage::Batch probe = build_batch(*book, Changes{}, lsn + 1, outbox_acked, outbox_first);
-      s = store->write(probe, true);
-      if (s.ok()) {
-        ++lsn;
-        store_failed = false;
-        log->warn("store recovered; accepting writes again");
-      }
-    }
-    if (!s.ok()) log->error("store still failing: {}", s.message());
-  }
+  if (store_failed && inflight_seq == 0 && !stopping) try_recover_store();
   if (!store_failed && !stopping) {
     book->expire(now, changes);  // also forgets keys and finished holds past retention
     trim_outbox(now);

@@ -115,6 +115,9 @@ struct Server::Impl {
   void seal_group();
   void on_wal_done();
   void fail_store(const std::string& why);
+  void make_wal();
+  bool reload_book();
+  void try_recover_store();
   void flush(Conn* c);
   void after_write(Conn* c);
   void flush_all();

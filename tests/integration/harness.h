@@ -19,6 +19,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,6 +29,19 @@
 #include "../support/process.h"
 #include "stockd/client.h"
 #include "stockd/protocol.h"
+
+// How gtest prints the views that tests compare (found by argument-dependent lookup).
+namespace stockd::proto {
+inline void PrintTo(const HoldView& h, std::ostream* os) {
+  *os << "hold " << h.hold_id << " " << hold_state_name(h.state) << " user=" << h.user
+      << " key=" << h.key << " created=" << h.created_at_ms << " expires=" << h.expires_at_ms
+      << " lines=" << h.lines.size() << " codes=" << h.codes.size();
+}
+inline void PrintTo(const SkuView& v, std::ostream* os) {
+  *os << v.sku << " total=" << v.total << " available=" << v.available << " held=" << v.held
+      << " sold=" << v.sold << " limit=" << v.per_user_limit << " flags=" << int{v.flags};
+}
+}  // namespace stockd::proto
 
 namespace stockd::test {
 
@@ -50,7 +65,8 @@ inline int64_t wall_now_ms() {
       .count();
 }
 
-// Calls `pred` every `step_ms` until it returns true or `timeout_ms` passed; returns its last value.
+// Calls `pred` every `step_ms` until it returns true or `timeout_ms` passed; returns its last
+// value.
 template <class Pred>
 bool eventually(int timeout_ms, Pred pred, int step_ms = 10) {
   auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -104,8 +120,8 @@ inline size_t make_code_pool(Client& admin, const std::string& sku,
     EXPECT_FALSE(req.codes.empty()) << "a code does not fit in a frame";
     if (req.codes.empty()) return 0;
     auto r = admin.codes_load(req);
-    EXPECT_TRUE(r.ok()) << "CODES_LOAD #" << requests << ": " << proto::status_name(r.status)
-                        << " " << r.error << " duplicate=" << r.body.duplicate;
+    EXPECT_TRUE(r.ok()) << "CODES_LOAD #" << requests << ": " << proto::status_name(r.status) << " "
+                        << r.error << " duplicate=" << r.body.duplicate;
     if (!r.ok()) return 0;
     ++requests;
   }
@@ -224,8 +240,8 @@ class RawConn {
         out.message.clear();
         if (proto::is_error_status(out.status())) {
           std::string why;
-          auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode),
-                                          out.status(), d.body, why);
+          auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(),
+                                          d.body, why);
           if (!r) return Got::kMalformed;
           out.message = std::get<proto::ErrorResp>(*r).message;
         }

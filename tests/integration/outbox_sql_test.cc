@@ -142,9 +142,10 @@ class PgCluster {
     if (uid_ != 0 && chown(dir_.c_str(), uid_, gid_) != 0) return "cannot chown " + dir_.string();
     port_ = free_port();
     std::string log = (dir_ / "initdb.log").string();
-    pid_t pid = spawn({(bin_ / "initdb").string(), "-D", (dir_ / "data").string(), "-A", "trust",
-                       "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"},
-                      log, uid_, gid_);
+    pid_t pid =
+        spawn({(bin_ / "initdb").string(), "-D", (dir_ / "data").string(), "-A", "trust", "-U",
+               "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"},
+              log, uid_, gid_);
     if (wait_for(pid, 60s) != 0) return "initdb failed: " + slurp(log);
     std::ofstream hba(dir_ / "data" / "pg_hba.conf", std::ios::trunc);
     hba << "local all all trust\n"
@@ -154,7 +155,8 @@ class PgCluster {
     if (std::string err = start_server(); !err.empty()) return err;
     std::string err = exec("postgres", std::string("CREATE ROLE ") + kPasswordUser +
                                            " LOGIN PASSWORD '" + kPassword + "'");
-    if (err.empty()) err = exec("postgres", std::string("CREATE DATABASE pwdb OWNER ") + kPasswordUser);
+    if (err.empty())
+      err = exec("postgres", std::string("CREATE DATABASE pwdb OWNER ") + kPasswordUser);
     return err;
   }
 
@@ -190,8 +192,8 @@ class PgCluster {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
   }
   std::string password_url(const std::string& password) const {
-    return std::string("postgresql://") + kPasswordUser + ":" + password + "@127.0.0.1:" +
-           std::to_string(port_) + "/pwdb";
+    return std::string("postgresql://") + kPasswordUser + ":" + password +
+           "@127.0.0.1:" + std::to_string(port_) + "/pwdb";
   }
   uint16_t port() const { return port_; }
 
@@ -212,8 +214,9 @@ class PgCluster {
     return err;
   }
 
-  // A new empty database; returns its URL.
-  std::string create_db(const std::string& name) const {
+  // A new empty database named `prefix`_N; returns its URL.
+  std::string create_db(const std::string& prefix) {
+    const std::string name = prefix + "_" + std::to_string(++databases_);
     std::string err = exec("postgres", "CREATE DATABASE " + name);
     EXPECT_EQ(err, "");
     return url(name);
@@ -226,29 +229,31 @@ class PgCluster {
   gid_t gid_ = 0;
   uint16_t port_ = 0;
   pid_t pid_ = -1;
+  int databases_ = 0;
 };
 
 // One cluster per test process, started on first use, stopped at exit.
-PgCluster* pg_cluster(std::string& skip) {
+std::unique_ptr<PgCluster>& pg_instance() {
   static std::unique_ptr<PgCluster> cluster;
+  return cluster;
+}
+
+PgCluster* pg_cluster(std::string& skip) {
   static std::string why;
   static bool tried = false;
   if (!tried) {
     tried = true;
-    cluster = std::make_unique<PgCluster>();
-    why = cluster->start();
-    if (!why.empty()) cluster.reset();
+    pg_instance() = std::make_unique<PgCluster>();
+    why = pg_instance()->start();
+    if (!why.empty()) pg_instance().reset();
   }
   skip = why;
-  return cluster.get();
+  return pg_instance().get();
 }
 
 class PgEnvironment : public ::testing::Environment {
  public:
-  void TearDown() override {
-    std::string skip;
-    if (PgCluster* c = pg_cluster(skip)) c->stop();
-  }
+  void TearDown() override { pg_instance().reset(); }  // stops postgres, removes its files
 };
 [[maybe_unused]] ::testing::Environment* const kPgEnv =
     ::testing::AddGlobalTestEnvironment(new PgEnvironment);
@@ -369,9 +374,14 @@ class SidecarProcess {
   void set_token(std::string token) { token_ = std::move(token); }
 
   void start() {
-    std::vector<std::string> args = {STOCKD_OUTBOX_BIN, "--server",
-                                     "127.0.0.1:" + std::to_string(port_), "--token",
-                                     token_, "--sql", sql_, "--log-level",
+    std::vector<std::string> args = {STOCKD_OUTBOX_BIN,
+                                     "--server",
+                                     "127.0.0.1:" + std::to_string(port_),
+                                     "--token",
+                                     token_,
+                                     "--sql",
+                                     sql_,
+                                     "--log-level",
                                      "info"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = spawn(args, log_.string());
@@ -480,11 +490,14 @@ void buyer(const StockdProcess& server, int thread, const std::atomic<bool>& sto
     const std::string user = "u" + std::to_string(rng() % 500);
     const std::string key = "t" + std::to_string(thread) + "-" + std::to_string(i);
     const int op = static_cast<int>(rng() % 10);
-    proto::ReserveReq req{user, key, 0, {{plain_sku(static_cast<int>(rng() % kPlainSkus)),
-                                          static_cast<uint32_t>(1 + rng() % 3)}}};
+    proto::ReserveReq req{
+        user,
+        key,
+        0,
+        {{plain_sku(static_cast<int>(rng() % kPlainSkus)), static_cast<uint32_t>(1 + rng() % 3)}}};
     if (op == 1) req.lines.push_back({kCodeSku, 1});
     if (op == 2) req.key.clear();  // orders without an idempotency key too
-    if (op <= 2) {  // buy now
+    if (op <= 2) {                 // buy now
       auto r = c.reserve(req);
       if (!r.transport_ok()) ++p.failures;
       if (r.ok()) p.add_order(r.body.hold_id, user, req.key, req.lines, r.body.codes);
@@ -493,7 +506,8 @@ void buyer(const StockdProcess& server, int thread, const std::atomic<bool>& sto
     if (op == 3 || op == 4) {  // claim a code
       auto r = c.claim({kCodeSku, user, key});
       if (!r.transport_ok()) ++p.failures;
-      if (r.ok()) p.add_order(r.body.order_id, user, key, {{kCodeSku, 1}}, {{kCodeSku, r.body.code}});
+      if (r.ok())
+        p.add_order(r.body.order_id, user, key, {{kCodeSku, 1}}, {{kCodeSku, r.body.code}});
       continue;
     }
     req.ttl_ms = op == 9 && with_expiry ? 300 : 60000;
@@ -523,8 +537,9 @@ class Load {
  public:
   Load(const StockdProcess& server, int threads, int ops_per_thread, bool with_expiry = false) {
     for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back(
-          [&, t] { buyer(server, t, stop_, ops_per_thread, with_expiry, promised); });
+      threads_.emplace_back([this, &server, t, ops_per_thread, with_expiry] {
+        buyer(server, t, stop_, ops_per_thread, with_expiry, promised);
+      });
     }
   }
   ~Load() { finish(); }
@@ -645,7 +660,7 @@ proto::OutboxRecord record(uint64_t seq, proto::OutboxKind kind = proto::OutboxK
 std::vector<proto::OutboxRecord> records(uint64_t from, uint64_t to) {
   std::vector<proto::OutboxRecord> v;
   for (uint64_t s = from; s <= to; ++s) {
-    v.push_back(record(s, s % 5 == 0   ? proto::OutboxKind::kReleased
+    v.push_back(record(s, s % 5 == 0    ? proto::OutboxKind::kReleased
                           : s % 11 == 0 ? proto::OutboxKind::kExpired
                                         : proto::OutboxKind::kOrder));
   }
@@ -660,8 +675,7 @@ class SinkTest : public ::testing::TestWithParam<std::string> {
       url_ = sqlite_url(dir_, "t.db");
     } else {
       REQUIRE_PG(pg);
-      static int n = 0;
-      url_ = pg->create_db("sink_" + std::to_string(getpid()) + "_" + std::to_string(++n));
+      url_ = pg->create_db("sink");
     }
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -856,9 +870,12 @@ void kill_nine_during_load(const std::string& sql) {
   }
   load.stop();
   load.finish();
+  const bool lite = sql.rfind("sqlite:", 0) == 0;
+  EXPECT_GT((lite ? dump_sqlite(sql.substr(7)) : dump_pg(sql)).cursor, 0u)
+      << "the killed sidecars never committed anything";
   SidecarRun r = sidecar.once();
   ASSERT_EQ(r.code, 0) << r.log;
-  DbDump d = sql.rfind("sqlite:", 0) == 0 ? dump_sqlite(sql.substr(7)) : dump_pg(sql);
+  DbDump d = lite ? dump_sqlite(sql.substr(7)) : dump_pg(sql);
   expect_exact(d, *server, load.promised);
   EXPECT_GT(d.orders.size(), 200u) << "the load was too small to mean much";
 }
@@ -892,16 +909,21 @@ TEST_F(OutboxSql, PostgresOutageDuringLoad) {
   Load load(*server, 4, 1000000);
   std::this_thread::sleep_for(700ms);
   pg->stop();
+  Client outbox(server->options(proto::Role::kOutbox));
   const int sold_before = load.promised.ok_answers.load();
-  std::this_thread::sleep_for(1500ms);
+  std::this_thread::sleep_for(200ms);
+  const auto during = outbox.outbox_status().body;
+  std::this_thread::sleep_for(1300ms);
   EXPECT_GT(load.promised.ok_answers.load(), sold_before + 100) << "stockd stopped selling";
+  // Nothing is acknowledged while SQL cannot commit.
+  EXPECT_EQ(outbox.outbox_status().body.acked_seq, during.acked_seq);
+  EXPECT_GT(outbox.outbox_status().body.head_seq, during.head_seq);
   EXPECT_TRUE(sidecar.running());
   EXPECT_NE(slurp(status).find("\"sql_up\":false"), std::string::npos) << slurp(status);
   ASSERT_EQ(pg->start_server(), "");
   std::this_thread::sleep_for(500ms);
   load.stop();
   load.finish();
-  Client outbox(server->options(proto::Role::kOutbox));
   const uint64_t head = outbox.outbox_status().body.head_seq;
   for (int i = 0; i < 600 && status_field(status, "cursor") < head; ++i) {
     std::this_thread::sleep_for(50ms);
@@ -939,17 +961,40 @@ TEST_F(OutboxSql, RefusesTrimmedRecordsUnlessAccepted) {
   load.finish();
   ASSERT_EQ(SidecarProcess(*trimming, sqlite_url(dir_, "first.db")).once().code, 0);
   Client outbox(trimming->options(proto::Role::kOutbox));
-  for (int i = 0; i < 200 && outbox.outbox_status().body.first_seq <= 1; ++i) {
-    std::this_thread::sleep_for(50ms);
-    Load poke(*trimming, 1, 1);  // a write turn lets stockd trim
+  const uint64_t head = outbox.outbox_status().body.head_seq;
+  ASSERT_GT(head, 0u);
+  for (int i = 0; i < 100 && outbox.outbox_status().body.first_seq != 0; ++i) {
+    std::this_thread::sleep_for(50ms);  // stockd trims once a second
   }
-  ASSERT_GT(outbox.outbox_status().body.first_seq, 1u) << "stockd did not trim";
-  const std::string second = sqlite_url(dir_, "second.db");
-  SidecarRun r = SidecarProcess(*trimming, second).once();
+  ASSERT_EQ(outbox.outbox_status().body.first_seq, 0u) << "stockd did not trim everything";
+
+  // Everything trimmed: refused; accepted, the cursor jumps to the head.
+  const std::string all_gone = sqlite_url(dir_, "all-gone.db");
+  SidecarRun r = SidecarProcess(*trimming, all_gone).once();
   EXPECT_EQ(r.code, 3) << r.log;
-  EXPECT_NE(r.log.find("no longer has outbox records"), std::string::npos) << r.log;
-  r = SidecarProcess(*trimming, second).once({"--accept-gap"});
+  EXPECT_NE(r.log.find("no longer has outbox records 1.." + std::to_string(head)),
+            std::string::npos)
+      << r.log;
+  r = SidecarProcess(*trimming, all_gone).once({"--accept-gap"});
   EXPECT_EQ(r.code, 0) << r.log;
+  EXPECT_EQ(dump_sqlite(all_gone.substr(7)).cursor, head);
+
+  // New orders after the trimmed ones: refused; accepted, exactly the new orders are copied.
+  Client buyer = trimming->buyer();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(buyer.reserve({"late", "late-" + std::to_string(i), 0, {{plain_sku(0), 1}}}).ok());
+  }
+  const std::string partly = sqlite_url(dir_, "partly.db");
+  r = SidecarProcess(*trimming, partly).once();
+  EXPECT_EQ(r.code, 3) << r.log;
+  r = SidecarProcess(*trimming, partly).once({"--accept-gap"});
+  EXPECT_EQ(r.code, 0) << r.log;
+  DbDump d = dump_sqlite(partly.substr(7));
+  EXPECT_EQ(d.cursor, head + 5);
+  EXPECT_EQ(d.orders.size(), 5u);
+  // The database that copied everything goes on normally.
+  ASSERT_EQ(SidecarProcess(*trimming, sqlite_url(dir_, "first.db")).once().code, 0);
+  EXPECT_EQ(dump_sqlite((dir_ / "first.db").string()).cursor, head + 5);
 }
 
 // (f) Configuration the sidecar cannot work with: exit 2 and one clear line.

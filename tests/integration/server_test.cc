@@ -173,8 +173,9 @@ TEST_F(ServerTest, FiftyThousandClaimsRaceForTenThousandCodes) {
   for (auto& t : threads) t.join();
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
 
-  std::printf("[ measured ] %zu claims on %zu connections in %.2fs: %zu OK, %zu SOLD_OUT, %zu other\n",
-              kClaims, kThreads, secs, got_codes.size(), sold_out.load(), other.load());
+  std::printf(
+      "[ measured ] %zu claims on %zu connections in %.2fs: %zu OK, %zu SOLD_OUT, %zu other\n",
+      kClaims, kThreads, secs, got_codes.size(), sold_out.load(), other.load());
   EXPECT_EQ(other.load(), 0u);
   EXPECT_EQ(got_codes.size(), kCodes);
   EXPECT_EQ(sold_out.load(), kClaims - kCodes);
@@ -351,8 +352,7 @@ TEST_F(ServerTest, HoldsExpireOnTime) {
       5);
   const auto waited =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sent).count();
-  std::printf("[ measured ] 300 ms hold came back after %lld ms\n",
-              static_cast<long long>(waited));
+  std::printf("[ measured ] 300 ms hold came back after %lld ms\n", static_cast<long long>(waited));
   ASSERT_TRUE(back) << "units not back after 2 s: held " << now_view.held;
   EXPECT_GE(waited, 295) << "expired before its deadline";
   EXPECT_LE(waited, 1000) << "expired late";

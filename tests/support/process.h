@@ -39,6 +39,7 @@ class StockdProcess {
   }
   ~StockdProcess() {
     kill9();
+    if (!ready_file_.empty()) std::filesystem::remove(ready_file_);
     if (owns_dir_) std::filesystem::remove_all(data_dir_);
   }
 

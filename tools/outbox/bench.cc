@@ -70,10 +70,11 @@ int main(int argc, char** argv) {
     cursor = records.back().seq;
     done += records.size();
   }
-  std::printf("%s: %llu records (%llu orders) in %.3f s: %.0f records/s, %.0f orders/s, "
-              "batch %u\n",
-              sink->describe().c_str(), static_cast<unsigned long long>(count),
-              static_cast<unsigned long long>(orders), busy, static_cast<double>(count) / busy,
-              static_cast<double>(orders) / busy, batch);
+  std::printf(
+      "%s: %llu records (%llu orders) in %.3f s: %.0f records/s, %.0f orders/s, "
+      "batch %u\n",
+      sink->describe().c_str(), static_cast<unsigned long long>(count),
+      static_cast<unsigned long long>(orders), busy, static_cast<double>(count) / busy,
+      static_cast<double>(orders) / busy, batch);
   return 0;
 }

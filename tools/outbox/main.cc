@@ -111,8 +111,9 @@ int run(Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"stockd-outbox: copies stockd's outbox (orders, releases, expiries) into SQLite "
-               "or PostgreSQL exactly once"};
+  CLI::App app{
+      "stockd-outbox: copies stockd's outbox (orders, releases, expiries) into SQLite "
+      "or PostgreSQL exactly once"};
   app.set_version_flag("--version", "stockd-outbox 0.1.0");
   Args a;
   add_options(app, a);

@@ -56,7 +56,7 @@ std::string one_line(const char* m) {
   std::string s = m != nullptr ? m : "";
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   for (char& c : s) {
-    if (c == '\n') c = ' ';
+    if (c == '\n' || c == '\t') c = ' ';
   }
   return s;
 }
@@ -83,11 +83,20 @@ class CopyRows {
     sep();
     for (char c : sql_text(s, scratch_)) {
       switch (c) {
-        case '\\': buf_ += "\\\\"; break;
-        case '\t': buf_ += "\\t"; break;
-        case '\n': buf_ += "\\n"; break;
-        case '\r': buf_ += "\\r"; break;
-        default: buf_ += c;
+        case '\\':
+          buf_ += "\\\\";
+          break;
+        case '\t':
+          buf_ += "\\t";
+          break;
+        case '\n':
+          buf_ += "\\n";
+          break;
+        case '\r':
+          buf_ += "\\r";
+          break;
+        default:
+          buf_ += c;
       }
     }
     return *this;
@@ -136,8 +145,7 @@ class PgSink final : public Sink {
   void stage(const proto::OutboxRecord& r);
   // One attempt at the batch staged in the CopyRows, as a transaction. On a unique violation
   // in the fast path (merge false) it rolls back and sets `conflict`.
-  SinkStatus transact(int64_t expected, int64_t last, int64_t now_ms, bool merge,
-                      bool& conflict);
+  SinkStatus transact(int64_t expected, int64_t last, int64_t now_ms, bool merge, bool& conflict);
 
   std::string conninfo_;
   PGconn* conn_ = nullptr;
@@ -204,8 +212,7 @@ SinkStatus PgSink::open() {
   conn_ = PQconnectdb(conninfo_.c_str());
   if (conn_ == nullptr) return SinkStatus::Unavailable("postgresql: out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = "postgresql: cannot connect (" + describe() + "): " +
-                      one_line(PQerrorMessage(conn_));
+    std::string msg = "postgresql: cannot connect: " + one_line(PQerrorMessage(conn_));
     bool config = is_config_failure(conn_);
     close();
     return config ? SinkStatus::Config(msg) : SinkStatus::Unavailable(msg);

@@ -66,7 +66,6 @@ struct Sidecar::Impl {
   uint64_t head = 0;    // stockd's durable head, as last seen
   bool stockd_up = false;
   bool sql_up = false;
-  bool ever_connected = false;
   bool warned_acked_ahead = false;
   bool warned_status_file = false;
   std::string last_error;
@@ -92,6 +91,7 @@ struct Sidecar::Impl {
   Next step();
   Next check_positions(const proto::OutboxReadResp& resp);
   Next commit(const std::vector<proto::OutboxRecord>& records);
+  Next skip_to_head();
   void ack();
   void write_status();
   void log_progress();
@@ -114,8 +114,8 @@ int Sidecar::run() { return impl_->run(); }
 
 int Sidecar::Impl::run() {
   if (Next n = start_sql()) return *n;
-  log->info("stockd-outbox: writing to {} from cursor {}; stockd at {}", sink->describe(),
-            cursor, endpoint(cfg.server));
+  log->info("stockd-outbox: writing to {} from cursor {}; stockd at {}", sink->describe(), cursor,
+            endpoint(cfg.server));
   while (!stop.load()) {
     if (!client.connected()) {
       if (Next n = connect_stockd()) return *n;
@@ -170,7 +170,7 @@ Next Sidecar::Impl::connect_stockd() {
   for (int attempt = 1; !stop.load(); ++attempt) {
     Reply<proto::OutboxStatusResp> r = client.outbox_status();
     if (r.ok()) {
-      stockd_up = ever_connected = true;
+      stockd_up = true;
       head = r.body.head_seq;
       log->info("connected to stockd at {}: outbox head {}, acked {}, first retained {}; cursor {}",
                 endpoint(cfg.server), r.body.head_seq, r.body.acked_seq, r.body.first_seq, cursor);
@@ -224,12 +224,12 @@ Next Sidecar::Impl::step() {
     if (cursor >= head) {
       write_status();
       if (!cfg.once) return std::nullopt;
-      log_progress();
       double secs = first_batch_at ? seconds_since(*first_batch_at) : 0.0;
-      log->info("caught up at cursor {}: copied {} records in {:.3f} s ({:.0f} records/s)",
-                cursor, copied, secs, secs > 0 ? static_cast<double>(copied) / secs : 0.0);
+      log->info("caught up at cursor {}: copied {} records in {:.3f} s ({:.0f} records/s)", cursor,
+                copied, secs, secs > 0 ? static_cast<double>(copied) / secs : 0.0);
       return kExitOk;
     }
+    if (cfg.accept_gap && resp.first_seq == 0) return skip_to_head();
     lost_stockd("head is " + std::to_string(head) + " but no record after " +
                 std::to_string(cursor) + " was sent");
     return std::nullopt;
@@ -271,13 +271,17 @@ Next Sidecar::Impl::check_positions(const proto::OutboxReadResp& resp) {
           cursor + 1, to, resp.first_seq, sink->describe());
       return kExitRefused;
     }
-    log->error("--accept-gap: skipping outbox records {}..{}, trimmed by stockd before this "
-               "database copied them; they will never be in SQL", cursor + 1, to);
+    log->error(
+        "--accept-gap: skipping outbox records {}..{}, trimmed by stockd before this "
+        "database copied them; they will never be in SQL",
+        cursor + 1, to);
   }
   if (resp.acked_seq > cursor && !warned_acked_ahead) {
     warned_acked_ahead = true;
-    log->warn("stockd says records up to {} were acknowledged but this database's cursor is {}: "
-              "another sidecar, or a database restored from a backup?", resp.acked_seq, cursor);
+    log->warn(
+        "stockd says records up to {} were acknowledged but this database's cursor is {}: "
+        "another sidecar, or a database restored from a backup?",
+        resp.acked_seq, cursor);
   }
   return std::nullopt;
 }
@@ -297,12 +301,13 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
     }
     if (s.code == SinkStatus::Code::kCursorMoved && sink->read_cursor(stored).ok()) {
       if (stored == last) {
-        log->info("records {}..{} were already committed (a commit whose answer was lost)",
-                  first, last);
+        log->info("records {}..{} were already committed (a commit whose answer was lost)", first,
+                  last);
       } else {
-        log->error("the cursor in {} moved from {} to {} under this sidecar (is another "
-                   "stockd-outbox writing to it?); continuing from {}",
-                   sink->describe(), cursor, stored, stored);
+        log->error(
+            "the cursor in {} moved from {} to {} under this sidecar (is another "
+            "stockd-outbox writing to it?); continuing from {}",
+            sink->describe(), cursor, stored, stored);
       }
       cursor = stored;
       return std::nullopt;
@@ -317,6 +322,23 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
   }
 }
 
+// --accept-gap when stockd retains nothing after the cursor: the operator accepted losing
+// records cursor+1..head, so the cursor moves to the head (and the long poll works again).
+Next Sidecar::Impl::skip_to_head() {
+  SinkStatus s = sink->reset_cursor(head, wall_ms());
+  if (!s.ok()) {
+    sql_up = false;
+    last_error = s.message;
+    int d = read_backoff.next();
+    log->warn("cannot move the cursor to {}: {}; retrying in {} ms", head, s.message, d);
+    return sleep_ms(d) ? std::nullopt : Next(kExitOk);
+  }
+  cursor = head;
+  ack();
+  write_status();
+  return std::nullopt;
+}
+
 void Sidecar::Impl::ack() {
   Reply<proto::OutboxStatusResp> r = client.outbox_ack(cursor);
   if (r.ok()) return;
@@ -327,7 +349,7 @@ void Sidecar::Impl::ack() {
 
 void Sidecar::Impl::log_progress() {
   double secs = std::chrono::duration<double>(Clock::now() - last_progress).count();
-  if (secs * 1000 < cfg.progress_log_ms && !(cfg.once && cursor >= head)) return;
+  if (secs * 1000 < cfg.progress_log_ms) return;
   log->info("cursor {}, head {}, lag {}; {} records in the last {:.1f} s ({:.0f}/s)", cursor, head,
             head - cursor, copied - copied_at_progress, secs,
             secs > 0 ? static_cast<double>(copied - copied_at_progress) / secs : 0.0);
@@ -338,9 +360,8 @@ void Sidecar::Impl::log_progress() {
 void Sidecar::Impl::write_status() {
   if (cfg.status_file.empty()) return;
   std::string scratch;
-  std::string json = "{\"cursor\":" + std::to_string(cursor) + ",\"head\":" +
-                     std::to_string(head) + ",\"lag\":" +
-                     std::to_string(head > cursor ? head - cursor : 0) +
+  std::string json = "{\"cursor\":" + std::to_string(cursor) + ",\"head\":" + std::to_string(head) +
+                     ",\"lag\":" + std::to_string(head > cursor ? head - cursor : 0) +
                      ",\"sql_up\":" + (sql_up ? "true" : "false") +
                      ",\"stockd_up\":" + (stockd_up ? "true" : "false") +
                      ",\"last_error\":" + json_quote(sql_text(last_error, scratch)) +

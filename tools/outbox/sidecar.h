@@ -19,22 +19,22 @@
 namespace stockd::outbox {
 
 // Exit codes of stockd-outbox.
-inline constexpr int kExitOk = 0;        // stopped by SIGTERM/SIGINT, or --once caught up
-inline constexpr int kExitFailure = 1;   // an unexpected internal error
-inline constexpr int kExitConfig = 2;    // bad configuration, or (--once) unreachable at start
-inline constexpr int kExitRefused = 3;   // stockd's outbox does not continue this database
+inline constexpr int kExitOk = 0;       // stopped by SIGTERM/SIGINT, or --once caught up
+inline constexpr int kExitFailure = 1;  // an unexpected internal error
+inline constexpr int kExitConfig = 2;   // bad configuration, or (--once) unreachable at start
+inline constexpr int kExitRefused = 3;  // stockd's outbox does not continue this database
 
 struct SidecarConfig {
-  ClientOptions server;            // host, port and outbox token; role is set to kOutbox
-  uint32_t batch = 5000;           // records per OUTBOX_READ and per SQL transaction
-  uint32_t wait_ms = 1000;         // long-poll of OUTBOX_READ when caught up
-  bool once = false;               // drain until caught up, then exit 0
-  bool accept_gap = false;         // continue past records trimmed before we copied them
-  std::string status_file;         // JSON status written after each batch; empty = none
-  int backoff_min_ms = 100;        // first retry delay (stockd down, SQL down)
-  int backoff_max_ms = 5000;       // retry delays double up to this
+  ClientOptions server;               // host, port and outbox token; role is set to kOutbox
+  uint32_t batch = 5000;              // records per OUTBOX_READ and per SQL transaction
+  uint32_t wait_ms = 1000;            // long-poll of OUTBOX_READ when caught up
+  bool once = false;                  // drain until caught up, then exit 0
+  bool accept_gap = false;            // continue past records trimmed before we copied them
+  std::string status_file;            // JSON status written after each batch; empty = none
+  int backoff_min_ms = 100;           // first retry delay (stockd down, SQL down)
+  int backoff_max_ms = 5000;          // retry delays double up to this
   int once_start_timeout_ms = 10000;  // --once: give up reaching SQL or stockd after this
-  int progress_log_ms = 10000;     // an info line about progress at most this often
+  int progress_log_ms = 10000;        // an info line about progress at most this often
 };
 
 class Sidecar {

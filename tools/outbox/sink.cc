@@ -1,7 +1,7 @@
 // make_sink: the --sql URL to a Sink.
-#include <libpq-fe.h>
-
 #include "sink.h"
+
+#include <libpq-fe.h>
 
 namespace stockd::outbox {
 

@@ -48,8 +48,9 @@ class Sink {
   virtual SinkStatus read_cursor(uint64_t& cursor) = 0;
   // In one transaction: moves the cursor from `expected_cursor` to records.back().seq
   // (kCursorMoved and nothing written if the stored cursor differs) and inserts the rows of
-  // `records`, which must be non-empty, valid (records.h) and contiguous from
-  // expected_cursor + 1. On any failure the transaction is rolled back.
+  // `records`, which must be non-empty, valid and contiguous (records.h: check_batch), from
+  // expected_cursor + 1 (or later only when the operator accepted a gap). On any failure the
+  // transaction is rolled back; kConfig is only returned for failures retrying cannot fix.
   virtual SinkStatus write_batch(uint64_t expected_cursor,
                                  std::span<const proto::OutboxRecord> records, int64_t now_ms) = 0;
   // Sets the cursor unconditionally (operators' replay tool and tests). Rows are kept.

@@ -55,8 +55,19 @@ class SqliteSink final : public Sink {
   std::string describe() const override { return "sqlite:" + path_; }
 
  private:
-  enum Stmt { kBegin, kCommit, kRollback, kCursorRead, kCursorMove, kCursorReset,
-              kOrder, kLine, kCode, kEvent, kStmtCount };
+  enum Stmt {
+    kBegin,
+    kCommit,
+    kRollback,
+    kCursorRead,
+    kCursorMove,
+    kCursorReset,
+    kOrder,
+    kLine,
+    kCode,
+    kEvent,
+    kStmtCount
+  };
 
   // Builds the status for a failed call with result `rc`, then drops the connection.
   SinkStatus fail(int rc, const std::string& what);
@@ -86,8 +97,8 @@ void SqliteSink::close() {
 }
 
 SinkStatus SqliteSink::fail(int rc, const std::string& what) {
-  std::string msg = "sqlite " + path_ + ": " + what + ": " +
-                    (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+  std::string msg =
+      "sqlite: " + what + ": " + (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
   if (db_ != nullptr && sqlite3_get_autocommit(db_) == 0) exec("ROLLBACK");
   close();
   return is_config_error(rc) ? SinkStatus::Config(msg) : SinkStatus::Unavailable(msg);
@@ -105,8 +116,8 @@ SinkStatus SqliteSink::open_db() {
   std::error_code ec;
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (ec) {
-    return SinkStatus::Config("sqlite " + path_ + ": cannot create directory " + parent.string() +
-                              ": " + ec.message());
+    return SinkStatus::Config("sqlite: cannot create directory " + parent.string() + ": " +
+                              ec.message());
   }
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path_.c_str(), &db_, flags, nullptr);
@@ -117,7 +128,8 @@ SinkStatus SqliteSink::open_db() {
   sqlite3_stmt* st = nullptr;
   rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode=WAL", -1, &st, nullptr);
   if (rc == SQLITE_OK) rc = sqlite3_step(st);
-  std::string mode = rc == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(st, 0)) : "";
+  std::string mode =
+      rc == SQLITE_ROW ? reinterpret_cast<const char*>(sqlite3_column_text(st, 0)) : "";
   sqlite3_finalize(st);
   if (rc != SQLITE_ROW) return fail(rc, "cannot set journal_mode=WAL");
   if (mode != "wal") return fail(SQLITE_CANTOPEN, "journal_mode is " + mode + ", not wal");
@@ -133,9 +145,9 @@ SinkStatus SqliteSink::open() {
   for (const char* ddl : kSchemaDdl) {
     if ((rc = exec(ddl)) != SQLITE_OK) return fail(rc, "cannot create the schema");
   }
-  const char* sql[kStmtCount] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK", kCursorReadSql,
-                                 kCursorMoveSql, kCursorResetSql, kInsertOrder, kInsertLine,
-                                 kInsertCode, kInsertEvent};
+  const char* sql[kStmtCount] = {"BEGIN IMMEDIATE", "COMMIT",        "ROLLBACK",   kCursorReadSql,
+                                 kCursorMoveSql,    kCursorResetSql, kInsertOrder, kInsertLine,
+                                 kInsertCode,       kInsertEvent};
   sqlite3_stmt* init = nullptr;
   rc = sqlite3_prepare_v2(db_, kCursorInitSql, -1, &init, nullptr);
   if (rc == SQLITE_OK) {

@@ -12,10 +12,12 @@ namespace stockd::bench {
 
 namespace {
 
-const std::map<std::string, Workload> kWorkloads = {
-    {"buy-now", Workload::kBuyNow},   {"reserve-commit", Workload::kReserveCommit},
-    {"reserve-release", Workload::kReserveRelease}, {"claim", Workload::kClaim},
-    {"query", Workload::kQuery},      {"mixed", Workload::kMixed}};
+const std::map<std::string, Workload> kWorkloads = {{"buy-now", Workload::kBuyNow},
+                                                    {"reserve-commit", Workload::kReserveCommit},
+                                                    {"reserve-release", Workload::kReserveRelease},
+                                                    {"claim", Workload::kClaim},
+                                                    {"query", Workload::kQuery},
+                                                    {"mixed", Workload::kMixed}};
 
 constexpr std::string_view kDefaultMix = "buy-now=70,reserve-commit=10,reserve-release=10,query=10";
 
@@ -44,12 +46,13 @@ std::string random_run_id() {
   return id;
 }
 
-const char* kFooter = R"(Closed loop (default): every connection keeps --pipeline requests in flight.
+const char* kFooter =
+    R"(Closed loop (default): every connection keeps --pipeline requests in flight.
 Open loop: --rate R or --stages 5s:300,10s:1000 (k6-style linear ramps from the previous
 target, 0 before the first); latency counts from the scheduled send time (coordinated
 omission), so a server that falls behind shows it in p99.
 Exit codes: 0 done and verdict ok; 1 verdict failed; 2 bad arguments or setup failed;
-3 could not connect.)";
+3 the load connections could not be opened.)";
 
 void add_load_options(CLI::App& app, Config& c, std::string& duration, std::string& stages) {
   app.add_option("--connections,-c", c.connections, "connections to open (1..10000)")
@@ -70,16 +73,18 @@ void add_load_options(CLI::App& app, Config& c, std::string& duration, std::stri
 }
 
 void add_workload_options(CLI::App& app, Config& c, std::string& workload, std::string& mix,
-                          std::string& sku, uint64_t& skus) {
+                          std::string& sku, uint64_t& skus, std::string& prefix) {
   app.add_option("--workload,-w", workload,
                  "buy-now, reserve-commit, reserve-release, claim, query or mixed")
       ->capture_default_str();
   app.add_option("--mix", mix, "mixed workload weights")->capture_default_str();
   app.add_option("--sku", sku, "one SKU id for every operation")->capture_default_str();
   app.add_option("--skus", skus, "use SKUs sku-0 .. sku-N-1 instead of --sku");
+  app.add_option("--sku-prefix", prefix, "SKU id prefix with --skus")->capture_default_str();
   app.add_option("--zipf", c.zipf, "skew of SKU choice (0 = uniform, 1 = classic Zipf)")
       ->capture_default_str();
-  app.add_option("--stock", c.stock, "units (claim: codes) per SKU to seed; default: never sells out");
+  app.add_option("--stock", c.stock,
+                 "units (claim: codes) per SKU to seed; default: never sells out");
   app.add_option("--per-user-limit", c.per_user_limit, "units one user may buy per SKU (0 = none)")
       ->capture_default_str();
   app.add_option("--users", c.users, "distinct buyer ids")->capture_default_str();
@@ -153,9 +158,8 @@ std::string parse_mix(std::string_view text, std::vector<MixEntry>& out) {
     size_t eq = part.find('=');
     auto it = kWorkloads.find(std::string(part.substr(0, eq)));
     MixEntry e;
-    if (eq == std::string_view::npos || it == kWorkloads.end() ||
-        it->second == Workload::kMixed || !parse_double(part.substr(eq + 1), e.weight) ||
-        e.weight < 0) {
+    if (eq == std::string_view::npos || it == kWorkloads.end() || it->second == Workload::kMixed ||
+        !parse_double(part.substr(eq + 1), e.weight) || e.weight < 0) {
       return "mix entry '" + std::string(part) + "' is not WORKLOAD=WEIGHT (like buy-now=70)";
     }
     e.workload = it->second;
@@ -235,19 +239,21 @@ int parse_args(int argc, char** argv, Config& c) {
   CLI::App app{"stockbench: flash-sale load simulator for stockd (and Redis, like for like)"};
   app.footer(kFooter);
   std::string server = "127.0.0.1:7070", target, role = "buyer", duration = "10s", stages;
-  std::string workload = "buy-now", mix(kDefaultMix), sku = "hot";
+  std::string workload = "buy-now", mix(kDefaultMix), sku = "hot", prefix = "sku-";
   uint64_t skus = 0;
   if (const char* env = std::getenv("STOCKD_ADMIN_TOKEN")) c.admin_token = env;
   app.add_option("--server,-s", server, "stockd HOST:PORT")->capture_default_str();
-  app.add_option("--target", target, "stockd://HOST:PORT or redis://HOST:PORT (overrides --server)");
+  app.add_option("--target", target,
+                 "stockd://HOST:PORT or redis://HOST:PORT (overrides --server)");
   app.add_option("--token,-t", c.token, "token of the load connections' HELLO");
   app.add_option("--role", role, "role of the load connections: buyer or admin")
       ->check(CLI::IsMember({"buyer", "admin"}))
       ->capture_default_str();
-  app.add_option("--admin-token", c.admin_token,
-                 "admin token for seeding (env STOCKD_ADMIN_TOKEN; default: --token with --role admin)");
+  app.add_option(
+      "--admin-token", c.admin_token,
+      "admin token for seeding (env STOCKD_ADMIN_TOKEN; default: --token with --role admin)");
   add_load_options(app, c, duration, stages);
-  add_workload_options(app, c, workload, mix, sku, skus);
+  add_workload_options(app, c, workload, mix, sku, skus, prefix);
   app.add_flag("--json", c.json, "print one JSON object instead of the table");
   app.add_flag("!--no-progress", c.progress, "no live progress line on stderr");
   app.add_option("--seed", c.rng_seed, "random seed (0 = random)")->capture_default_str();
@@ -267,7 +273,7 @@ int parse_args(int argc, char** argv, Config& c) {
   if (err.empty() && c.workload == Workload::kMixed) err = parse_mix(mix, c.mix);
   c.skus.clear();
   if (skus == 0) c.skus.push_back(sku);
-  for (uint64_t i = 0; i < skus && i <= kSkusMax; ++i) c.skus.push_back("sku-" + std::to_string(i));
+  for (uint64_t i = 0; i < skus && i <= kSkusMax; ++i) c.skus.push_back(prefix + std::to_string(i));
   if (c.run_id.empty()) c.run_id = random_run_id();
   if (err.empty()) err = validate(c);
   if (!err.empty()) {

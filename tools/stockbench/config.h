@@ -47,7 +47,7 @@ struct Config {
   std::string target_url;  // as given, for the report
   std::string host = "127.0.0.1";
   uint16_t port = 7070;
-  std::string token;        // HELLO token of the load connections
+  std::string token;  // HELLO token of the load connections
   proto::Role role = proto::Role::kBuyer;
   std::string admin_token;  // seeding and the verdict (stockd); "" = use `token` if role admin
 
@@ -56,8 +56,8 @@ struct Config {
   uint32_t pipeline = 1;  // closed loop: requests in flight per connection; open loop: at most
   uint32_t threads = 1;   // event-loop threads driving the connections
   double duration_s = 10;
-  uint64_t requests = 0;  // stop after this many operations (0 = run for duration_s)
-  double rate = 0;        // open loop at a constant rate (requests per second)
+  uint64_t requests = 0;      // stop after this many operations (0 = run for duration_s)
+  double rate = 0;            // open loop at a constant rate (requests per second)
   std::vector<Stage> stages;  // open loop with ramps; empty and rate 0 = closed loop
   double drain_s = 5;         // after the end, wait this long for answers still in flight
   double connect_timeout_s = 10;
@@ -72,9 +72,9 @@ struct Config {
   uint64_t users = 100'000;     // buyer ids u<run>-0 .. u<run>-(users-1)
   uint32_t qty = 1;             // units per buy-now / reserve
   uint32_t hold_ttl_ms = 600'000;
-  double retry_rate = 0;        // fraction of keyed requests resent with the same key
-  bool keys = true;             // send an idempotency key with RESERVE / CLAIM
-  bool seed = true;             // create / top up the SKUs before the run
+  double retry_rate = 0;  // fraction of keyed requests resent with the same key
+  bool keys = true;       // send an idempotency key with RESERVE / CLAIM
+  bool seed = true;       // create / top up the SKUs before the run
 
   // Output.
   bool json = false;

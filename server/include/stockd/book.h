@@ -120,6 +120,8 @@ class Book {
   std::string check_invariants() const;
 
   const BookCounters& counters() const;
+  // Why the last operation answered BAD_REQUEST (valid until the next operation).
+  const std::string& last_refusal() const;
   size_t sku_count() const;
   size_t live_holds() const;
 

@@ -1,0 +1,76 @@
+// The book's queries (no changes) and its small accessors.
+#include <algorithm>
+#include <utility>
+
+#include "book_impl.h"
+
+namespace stockd {
+
+using book_detail::Sku;
+using proto::Status;
+
+Status Book::hold_get(uint64_t hold_id, proto::HoldView& out) const {
+  out = proto::HoldView{};
+  auto it = impl_->holds.find(hold_id);
+  if (it == impl_->holds.end()) return Status::kNotFound;
+  impl_->hold_view(it->second, out);
+  return Status::kOk;
+}
+
+Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
+  out = proto::SkuView{};
+  const Sku* s = impl_->find_sku(sku);
+  if (s == nullptr) return Status::kNotFound;
+  sku_view(*s, out);
+  return Status::kOk;
+}
+
+void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const {
+  out.skus.clear();
+  const uint32_t limit = std::min(req.limit, proto::kSkuListMax);
+  for (auto it = impl_->sku_order.upper_bound(req.after);
+       it != impl_->sku_order.end() && out.skus.size() < limit; ++it) {
+    sku_view(*impl_->find_sku(*it), out.skus.emplace_back());
+  }
+}
+
+void Book::stats(std::vector<proto::Stat>& out) const {
+  const Impl& m = *impl_;
+  uint64_t total = 0, available = 0, held = 0, sold = 0;
+  for (const auto& [id, s] : m.skus) {
+    total += s.total;
+    available += s.available;
+    held += s.held;
+    sold += s.sold;
+  }
+  const BookCounters& c = m.counters;
+  const std::pair<const char*, uint64_t> rows[] = {
+      {"skus", m.skus.size()},
+      {"live_holds", m.deadlines.size()},
+      {"finished_holds", m.holds.size() - m.deadlines.size()},
+      {"idem_keys", m.idem.size()},
+      {"codes", m.codes.size()},
+      {"reserves_ok", c.reserves_ok},
+      {"sold_out", c.sold_out},
+      {"limit_exceeded", c.limit_exceeded},
+      {"commits", c.commits},
+      {"releases", c.releases},
+      {"expiries", c.expiries},
+      {"claims_ok", c.claims_ok},
+      {"idem_hits", c.idem_hits},
+      {"units_total", total},
+      {"units_available", available},
+      {"units_held", held},
+      {"units_sold", sold},
+      {"outbox_next_seq", m.next_outbox_seq},
+      {"next_hold_id", m.next_hold_id},
+  };
+  for (const auto& [name, value] : rows) out.push_back({name, value});
+}
+
+const BookCounters& Book::counters() const { return impl_->counters; }
+const std::string& Book::last_refusal() const { return impl_->refusal; }
+size_t Book::sku_count() const { return impl_->skus.size(); }
+size_t Book::live_holds() const { return impl_->deadlines.size(); }
+
+}  // namespace stockd

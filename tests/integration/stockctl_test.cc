@@ -1,0 +1,197 @@
+// stockctl end to end: the real binary against the real server, checking what a script relies
+// on -- exit codes (0 OK, 1 refused, 2 bad input with nothing sent, 3 no answer), a one-line
+// reason on stderr, and --json output that parses.
+#include <set>
+
+#include "harness.h"
+
+namespace stockd::test {
+namespace {
+
+namespace fs = std::filesystem;
+using proto::Role;
+using proto::Status;
+
+class StockctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_.start()) << "stockd did not come up";
+    dir_ = make_temp_dir("ctl");
+    admin_ = std::make_unique<Client>(server_.options(Role::kAdmin));
+    connect_or_fail(*admin_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // stockctl --server ... [--token admin] ARGS...
+  ToolResult ctl(std::vector<std::string> args, bool as_admin = false) {
+    std::vector<std::string> all = {"--server", "127.0.0.1:" + std::to_string(server_.port()),
+                                    "--timeout-ms", "5000"};
+    if (as_admin) {
+      all.push_back("--token");
+      all.push_back(StockdProcess::kAdminToken);
+    }
+    all.insert(all.end(), args.begin(), args.end());
+    return run_tool(STOCKCTL_BIN, all);
+  }
+  fs::path write_file(const std::string& name, const std::string& text) {
+    fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p;
+  }
+
+  StockdProcess server_;
+  fs::path dir_;
+  std::unique_ptr<Client> admin_;
+};
+
+std::string show(const ToolResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+// One line of text, ending in a newline.
+bool one_line(const std::string& s) {
+  return !s.empty() && s.back() == '\n' && s.find('\n') == s.size() - 1;
+}
+
+TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
+  // sku set
+  auto set = ctl({"--json", "sku", "set", "CTL-A", "--total", "10", "--per-user-limit", "4"}, true);
+  ASSERT_EQ(set.exit_code, 0) << show(set);
+  ASSERT_TRUE(one_line(set.out)) << set.out;
+  EXPECT_EQ(json_field(set.out, "status"), "OK");
+  EXPECT_EQ(json_u64(set.out, "total"), 10u);
+  EXPECT_EQ(json_u64(set.out, "per_user_limit"), 4u);
+  EXPECT_EQ(admin_->sku_get("CTL-A").body.total, 10u);
+
+  // A buyer may not create SKUs: refused by the server, exit 1.
+  auto not_admin = ctl({"sku", "set", "CTL-NOPE", "--total", "5"});
+  EXPECT_EQ(not_admin.exit_code, 1) << show(not_admin);
+  EXPECT_NE(not_admin.err.find("UNAUTHORIZED"), std::string::npos) << show(not_admin);
+  EXPECT_EQ(admin_->sku_get("CTL-NOPE").status, Status::kNotFound);
+
+  // seed: a bad line anywhere means exit 2, the line named, and nothing created.
+  fs::path bad = write_file("bad.csv",
+                            "sku,total,per_user_limit,opens_at,closes_at\n"
+                            "CTL-B,5,,,\n"
+                            "CTL-C,lots,,,\n"
+                            "CTL-D,3,1,,\n");
+  auto seed_bad = ctl({"seed", bad.string()}, true);
+  EXPECT_EQ(seed_bad.exit_code, 2) << show(seed_bad);
+  EXPECT_NE(seed_bad.err.find("bad.csv:3"), std::string::npos) << show(seed_bad);
+  for (const char* sku : {"CTL-B", "CTL-C", "CTL-D"}) {
+    EXPECT_EQ(admin_->sku_get(sku).status, Status::kNotFound) << sku << " created by a bad seed";
+  }
+  fs::path good = write_file("good.csv",
+                             "sku,total,per_user_limit,opens_at,closes_at\n"
+                             "CTL-B,5,,,\n"
+                             "CTL-D,3,1,,\n");
+  auto seed_good = ctl({"--json", "seed", good.string()}, true);
+  ASSERT_EQ(seed_good.exit_code, 0) << show(seed_good);
+  EXPECT_EQ(json_u64(seed_good.out, "applied"), 2u);
+  auto b = admin_->sku_get("CTL-B");
+  auto d = admin_->sku_get("CTL-D");
+  EXPECT_EQ(b.body.total, 5u);
+  EXPECT_EQ(d.body.total, 3u);
+  EXPECT_EQ(d.body.per_user_limit, 1u);
+
+  // reserve (hold) -> commit
+  auto hold =
+      ctl({"--json", "reserve", "CTL-A:2", "--user", "u1", "--key", "k-1", "--ttl-ms", "60000"});
+  ASSERT_EQ(hold.exit_code, 0) << show(hold);
+  ASSERT_TRUE(one_line(hold.out)) << hold.out;
+  const uint64_t hold_id = json_u64(hold.out, "hold_id");
+  ASSERT_GT(hold_id, 0u);
+  EXPECT_EQ(json_field(hold.out, "state"), "HELD");
+  EXPECT_GT(static_cast<int64_t>(json_u64(hold.out, "expires_at_ms")), wall_now_ms() + 50'000);
+  // The same key again (a script retrying) answers the same hold.
+  auto retry =
+      ctl({"--json", "reserve", "CTL-A:2", "--user", "u1", "--key", "k-1", "--ttl-ms", "60000"});
+  EXPECT_EQ(retry.exit_code, 0) << show(retry);
+  EXPECT_EQ(json_u64(retry.out, "hold_id"), hold_id);
+  auto commit = ctl({"--json", "commit", std::to_string(hold_id)});
+  ASSERT_EQ(commit.exit_code, 0) << show(commit);
+  EXPECT_EQ(json_field(commit.out, "state"), "COMMITTED");
+  EXPECT_EQ(json_u64(commit.out, "hold_id"), hold_id);
+  auto again = ctl({"--json", "commit", std::to_string(hold_id)});
+  EXPECT_EQ(again.exit_code, 1) << show(again);
+  EXPECT_EQ(json_field(again.out, "status"), "ALREADY_DONE");
+  EXPECT_EQ(json_field(again.out, "state"), "COMMITTED");
+
+  // reserve -> release -> hold get
+  auto hold2 = ctl({"--json", "reserve", "CTL-A", "CTL-B:2", "--user", "u2", "--ttl-ms", "60000"});
+  ASSERT_EQ(hold2.exit_code, 0) << show(hold2);
+  const uint64_t hold2_id = json_u64(hold2.out, "hold_id");
+  EXPECT_EQ(admin_->sku_get("CTL-B").body.held, 2u);
+  auto release = ctl({"--json", "release", std::to_string(hold2_id)});
+  ASSERT_EQ(release.exit_code, 0) << show(release);
+  EXPECT_EQ(json_field(release.out, "state"), "RELEASED");
+  EXPECT_EQ(admin_->sku_get("CTL-B").body.held, 0u);
+  EXPECT_EQ(admin_->sku_get("CTL-B").body.available, 5u);
+  auto get = ctl({"--json", "hold", "get", std::to_string(hold2_id)});
+  ASSERT_EQ(get.exit_code, 0) << show(get);
+  EXPECT_EQ(json_field(get.out, "state"), "RELEASED");
+  EXPECT_EQ(json_field(get.out, "user"), "u2");
+  auto missing = ctl({"hold", "get", "999999"});
+  EXPECT_EQ(missing.exit_code, 1) << show(missing);
+  EXPECT_TRUE(one_line(missing.err)) << show(missing);
+
+  // codes load -> claim
+  std::string codes_text;
+  std::set<std::string> codes;
+  for (int i = 0; i < 5; ++i) {
+    codes.insert("CTL-CODE-" + std::to_string(i));
+    codes_text += "CTL-CODE-" + std::to_string(i) + "\n";
+  }
+  ASSERT_EQ(ctl({"sku", "set", "CTL-G"}, true).exit_code, 0);
+  auto load = ctl({"--json", "codes", "load", "CTL-G", write_file("codes.txt", codes_text)}, true);
+  ASSERT_EQ(load.exit_code, 0) << show(load);
+  EXPECT_EQ(json_u64(load.out, "loaded"), 5u);
+  auto claim = ctl({"--json", "claim", "CTL-G", "--user", "u3", "--key", "ck-1"});
+  ASSERT_EQ(claim.exit_code, 0) << show(claim);
+  auto code = json_field(claim.out, "code");
+  ASSERT_TRUE(code.has_value()) << claim.out;
+  EXPECT_EQ(codes.count(*code), 1u) << *code << " was not loaded";
+  EXPECT_GT(json_u64(claim.out, "order_id"), 0u);
+  EXPECT_EQ(json_u64(claim.out, "available"), 4u);
+  auto claim_retry = ctl({"--json", "claim", "CTL-G", "--user", "u3", "--key", "ck-1"});
+  EXPECT_EQ(json_field(claim_retry.out, "code"), code);
+
+  // SOLD_OUT: exit 1, one line on stderr that says so; nothing on stdout without --json.
+  auto all = ctl({"reserve", "CTL-B:5", "--user", "u6"});
+  ASSERT_EQ(all.exit_code, 0) << show(all);
+  auto sold_out = ctl({"reserve", "CTL-B", "--user", "u4"});
+  EXPECT_EQ(sold_out.exit_code, 1) << show(sold_out);
+  EXPECT_TRUE(one_line(sold_out.err)) << show(sold_out);
+  EXPECT_NE(sold_out.err.find("SOLD_OUT"), std::string::npos) << show(sold_out);
+  EXPECT_EQ(sold_out.out, "");
+  auto sold_out_json = ctl({"--json", "reserve", "CTL-B", "--user", "u4"});
+  EXPECT_EQ(sold_out_json.exit_code, 1);
+  EXPECT_EQ(json_field(sold_out_json.out, "status"), "SOLD_OUT");
+  EXPECT_EQ(json_u64(sold_out_json.out, "available"), 0u);
+  EXPECT_EQ(admin_->sku_get("CTL-B").body.sold, 5u);
+  // Over the per-user limit: exit 1 too, and the reason says which.
+  auto limit = ctl({"reserve", "CTL-A:100", "--user", "u4"});
+  EXPECT_EQ(limit.exit_code, 1) << show(limit);
+  EXPECT_TRUE(one_line(limit.err)) << show(limit);
+  EXPECT_NE(limit.err.find("LIMIT_EXCEEDED"), std::string::npos) << show(limit);
+
+  // Bad arguments: exit 2, nothing sent.
+  auto bad_args = ctl({"reserve", "CTL-A:zero", "--user", "u5"});
+  EXPECT_EQ(bad_args.exit_code, 2) << show(bad_args);
+  auto a = admin_->sku_get("CTL-A");
+  EXPECT_EQ(a.body.sold, 2u);
+  EXPECT_EQ(a.body.held, 0u);
+  EXPECT_EQ(a.body.available, 8u);
+
+  // Server down: exit 3 with a reason.
+  ASSERT_TRUE(server_.alive());
+  server_.kill9();
+  auto down = ctl({"ping"});
+  EXPECT_EQ(down.exit_code, 3) << show(down);
+  EXPECT_TRUE(one_line(down.err)) << show(down);
+  auto down_json = ctl({"--json", "sku", "get", "CTL-A"});
+  EXPECT_EQ(down_json.exit_code, 3) << show(down_json);
+}
+
+}  // namespace
+}  // namespace stockd::test

@@ -1,0 +1,129 @@
+// Redis as a target: SCRIPT LOAD the decrement script, SET the stock keys, and check at the
+// end that initial stock == final stock + units the clients were told OK.
+#include <unistd.h>
+
+#include <charconv>
+
+#include "codecs.h"
+#include "net.h"
+#include "target.h"
+
+namespace stockd::bench {
+
+namespace {
+
+constexpr int kTimeoutMs = 10000;
+constexpr size_t kBatch = 1000;  // commands per pipelined round trip
+
+class RedisTarget final : public Target {
+ public:
+  explicit RedisTarget(const Config& c) : c_(c) {}
+  ~RedisTarget() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  std::unique_ptr<Codec> make_codec() const override { return make_redis_codec(c_, sha_); }
+
+  std::string prepare() override {
+    Endpoint ep;
+    std::string err = resolve(c_.host, c_.port, ep);
+    if (err.empty()) fd_ = open_tcp(ep, false, kTimeoutMs, err);
+    if (!err.empty()) return "cannot connect to " + c_.target_url + ": " + err;
+    std::vector<RespValue> out;
+    err = run({{"SCRIPT", "LOAD", kRedisDecrementScript}}, out);
+    if (err.empty() && out[0].type != '$') err = "SCRIPT LOAD failed: " + out[0].text;
+    if (!err.empty()) return err;
+    sha_ = out[0].text;
+    if (c_.seed) {
+      std::vector<std::vector<std::string>> sets;
+      for (const std::string& s : c_.skus) {
+        sets.push_back({"SET", redis_key(s), std::to_string(c_.stock_per_sku())});
+      }
+      if (err = run(sets, out); !err.empty()) return err;
+    }
+    return read_stock(before_);
+  }
+
+  Verdict verdict(const Tally& t) override {
+    Verdict v;
+    v.checks.push_back(answers_check(t));
+    std::vector<int64_t> after;
+    if (std::string err = read_stock(after); !err.empty()) {
+      v.checks.push_back({"read final state", false, err});
+      return v;
+    }
+    Check k{"final stock + OK units == initial stock", true, ""};
+    uint64_t units = 0;
+    for (size_t i = 0; i < after.size() && k.ok; ++i) {
+      const int64_t taken = before_[i] - after[i];
+      const auto told = static_cast<int64_t>(t.sold[i]);
+      units += t.sold[i];
+      if (after[i] < 0 || taken < told || taken > told + static_cast<int64_t>(t.lost_units[i])) {
+        k = {k.name, false,
+             c_.skus[i] + ": " + std::to_string(before_[i]) + " -> " + std::to_string(after[i]) +
+                 ", clients were told " + std::to_string(told) + " units"};
+      }
+    }
+    if (k.ok) k.detail = std::to_string(units) + " units taken, stock balances";
+    v.checks.push_back(k);
+    return v;
+  }
+
+ private:
+  // Sends the commands in batches and reads one reply each. "" or why not.
+  std::string run(const std::vector<std::vector<std::string>>& cmds, std::vector<RespValue>& out) {
+    out.clear();
+    for (size_t at = 0; at < cmds.size(); at += kBatch) {
+      std::string bytes;
+      const size_t end = std::min(cmds.size(), at + kBatch);
+      for (size_t i = at; i < end; ++i) resp_command(cmds[i], bytes);
+      if (std::string err = send_all(fd_, bytes); !err.empty()) return err;
+      std::string in;
+      size_t pos = 0;
+      while (out.size() < end) {
+        RespValue v;
+        size_t used = 0;
+        std::string why;
+        auto view = std::span(reinterpret_cast<const uint8_t*>(in.data()) + pos, in.size() - pos);
+        Take tk = resp_parse(view, v, used, why);
+        if (tk == Take::kInvalid) return "redis: " + why;
+        if (tk == Take::kReply) {
+          out.push_back(std::move(v)), pos += used;
+        } else if (std::string err = receive_some(fd_, in); !err.empty()) {
+          return "redis: " + err;
+        }
+      }
+    }
+    return "";
+  }
+
+  std::string read_stock(std::vector<int64_t>& stock) {
+    std::vector<std::vector<std::string>> gets;
+    for (const std::string& s : c_.skus) gets.push_back({"GET", redis_key(s)});
+    std::vector<RespValue> out;
+    if (std::string err = run(gets, out); !err.empty()) return err;
+    stock.assign(out.size(), 0);
+    for (size_t i = 0; i < out.size(); ++i) {
+      const std::string& t = out[i].text;
+      auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), stock[i]);
+      if (out[i].type != '$' || out[i].integer < 0 || ec != std::errc() ||
+          p != t.data() + t.size()) {
+        return "redis key " + redis_key(c_.skus[i]) + " holds no stock number (drop --no-seed?)";
+      }
+    }
+    return "";
+  }
+
+  const Config& c_;
+  int fd_ = -1;
+  std::string sha_;
+  std::vector<int64_t> before_;
+};
+
+}  // namespace
+
+std::unique_ptr<Target> make_redis_target(const Config& c) {
+  return std::make_unique<RedisTarget>(c);
+}
+
+}  // namespace stockd::bench
