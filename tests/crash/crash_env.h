@@ -2,6 +2,9 @@
 //   STOCKD_CRASH_SEED        seed of every random choice (printed by each test)
 //   STOCKD_CRASH_CYCLES      kill -9 cycles (kill9_test)
 //   STOCKD_POWERLOSS_CYCLES  power-loss cycles (powerloss_test)
+//   STOCKD_POWERLOSS_LONG_HOLDS=1  no hold falls due during a power-loss cycle (steers the
+//                            soak clear of the expiry-timer hang while that is unfixed)
+//   STOCKD_CRASH_VERBOSE=1   powerloss_test prints what each cycle dropped and the server log
 // Thread timing still differs between runs; the seed fixes the choices, not the interleaving.
 #pragma once
 

@@ -48,8 +48,7 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
     return s;
   }
   IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
-                            const rocksdb::IOOptions& o,
-                            const rocksdb::DataVerificationInfo& info,
+                            const rocksdb::IOOptions& o, const rocksdb::DataVerificationInfo& info,
                             rocksdb::IODebugContext* dbg) override {
     FaultFs::Power p(fs_);
     if (!p.on()) return FaultFs::off_error();
@@ -133,7 +132,9 @@ class FaultDir : public rocksdb::FSDirectoryWrapper {
 FaultFs::FaultFs(std::shared_ptr<rocksdb::FileSystem> base, std::chrono::microseconds sync_latency)
     : FileSystemWrapper(base), sync_latency_(sync_latency) {}
 
-IOStatus FaultFs::off_error() { return IOStatus::IOError("simulated power loss: the power is off"); }
+IOStatus FaultFs::off_error() {
+  return IOStatus::IOError("simulated power loss: the power is off");
+}
 
 void FaultFs::power_off() {
   std::unique_lock lock(power_mu_);

@@ -2,8 +2,9 @@
 //
 // Wraps a real FileSystem and remembers, for every file written through it, how many bytes
 // were appended and how many of those were made durable: by Sync or Fsync (everything so far),
-// RangeSync (up to the end of the range, when it continues the synced prefix) or Close (as the
-// brief of this test has it: RocksDB syncs every file it relies on before closing it).
+// RangeSync (up to the end of the range, when it continues the synced prefix) or a successful
+// Close (a simplification: a real close syncs nothing, but RocksDB syncs every file it relies on
+// before closing it, and a WAL's last bytes are synced by the write that needed them).
 //
 // power_off() is the instant of the crash: from then on every write, sync, create, rename and
 // delete fails, as on a machine without power. It waits for operations already under way, so
@@ -119,8 +120,8 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   mutable std::shared_mutex power_mu_;
   bool power_on_ = true;
   std::mutex mu_;
-  std::map<std::string, FileState> files_;               // normalized path -> state
-  std::map<std::string, std::set<std::string>> fresh_;   // dir -> files created since its fsync
+  std::map<std::string, FileState> files_;              // normalized path -> state
+  std::map<std::string, std::set<std::string>> fresh_;  // dir -> files created since its fsync
 };
 
 }  // namespace stockd::crash

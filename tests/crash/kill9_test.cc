@@ -26,7 +26,8 @@ std::string tail_of(const std::string& path, size_t bytes = 3000) {
 }
 
 // Starts stockd on `dir` and kills it `delay` later, whether or not it finished recovering.
-void kill_while_recovering(const std::string& dir, const std::string& log, std::chrono::microseconds delay) {
+void kill_while_recovering(const std::string& dir, const std::string& log,
+                           std::chrono::microseconds delay) {
   pid_t pid = fork();
   if (pid == 0) {
     FILE* f = std::freopen(log.c_str(), "a", stderr);
@@ -68,8 +69,9 @@ TEST(Kill9, CrashLoopUnderLoadKeepsEveryAcknowledgedAnswer) {
   const auto t0 = std::chrono::steady_clock::now();
   int recovery_kills = 0;
   for (int cycle = 0; cycle < cycles; ++cycle) {
-    const std::string where = "cycle " + std::to_string(cycle) + ", STOCKD_CRASH_SEED=" +
-                              std::to_string(seed) + ", data dir " + p.data_dir();
+    const std::string where = "cycle " + std::to_string(cycle) +
+                              ", STOCKD_CRASH_SEED=" + std::to_string(seed) + ", data dir " +
+                              p.data_dir();
     Load load({.port = static_cast<uint16_t>(p.port()), .cycle = cycle, .seed = rng()}, ledger);
     load.start();
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 281));
@@ -97,17 +99,19 @@ TEST(Kill9, CrashLoopUnderLoadKeepsEveryAcknowledgedAnswer) {
                            << describe(v);
   }
   EXPECT_EQ(p.stop(), 0);
+  if (!HasFailure()) {
+    std::filesystem::remove(log);
+    std::filesystem::remove(p.data_dir() + ".ready");
+  }
   const Counts& c = ledger.counts();
-  const double secs =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
       "kill9: %d cycles (+%d kills during recovery) in %.1fs: %llu ops, %llu acknowledged, "
       "%llu refused (%s), %llu unanswered (%llu found durable, %llu not), %llu hold reads, "
       "%llu key retries\n",
       cycles, recovery_kills, secs, static_cast<unsigned long long>(c.ops),
       static_cast<unsigned long long>(c.acked), static_cast<unsigned long long>(c.refused),
-      refusals_text(c).c_str(),
-      static_cast<unsigned long long>(c.unanswered),
+      refusals_text(c).c_str(), static_cast<unsigned long long>(c.unanswered),
       static_cast<unsigned long long>(c.inflight_durable),
       static_cast<unsigned long long>(c.inflight_lost),
       static_cast<unsigned long long>(c.holds_checked),

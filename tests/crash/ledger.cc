@@ -170,6 +170,10 @@ void Ledger::absorb_new(const Op& op, std::vector<Violation>& out) {
     k.pending = true;
     pending_keys_.push_back(key);
     ++counts_.unanswered;
+    if (op.transport && op.status != Status::kStorageUnavailable) {
+      add(out, Problem::kServer,
+          "key " + key + " answered " + proto::status_name(op.status) + ": " + op.error);
+    }
     return;
   }
   if (op.status != Status::kOk) {
@@ -181,8 +185,8 @@ void Ledger::absorb_new(const Op& op, std::vector<Violation>& out) {
   ++counts_.acked;
   Hold h = claim ? hold_of_claim(op) : hold_of_reserve(op);
   h.owner = op.thread;
-  std::string why = request_mismatch(op, h.state, h.lines, h.codes, h.expires_at_ms,
-                                     op.answered_ms, false, codes_);
+  std::string why = request_mismatch(op, h.state, h.lines, h.codes, h.expires_at_ms, op.answered_ms,
+                                     false, codes_);
   if (!why.empty()) add(out, Problem::kServer, "key " + key + " answered " + why);
   if (holds_.contains(h.id)) {
     add(out, Problem::kAppliedTwice,
@@ -255,6 +259,10 @@ void Ledger::absorb_finish(const Op& op, std::vector<Violation>& out) {
   if (!op.answered()) {
     (commit ? h.maybe_commit : h.maybe_release) = true;
     ++counts_.unanswered;
+    if (op.transport && op.status != Status::kStorageUnavailable) {
+      add(out, Problem::kServer,
+          what + " answered " + proto::status_name(op.status) + ": " + op.error);
+    }
     return;
   }
   ++counts_.acked;
@@ -361,8 +369,8 @@ std::string request_mismatch(const Op& op, HoldState state, const std::vector<pr
       return "state " + state_name(state) + " for a new hold";
     }
     if (expires_at_ms < op.sent_ms + ttl || expires_at_ms > seen_ms + ttl) {
-      return "expires_at_ms " + std::to_string(expires_at_ms) + " for ttl " +
-             std::to_string(ttl) + " sent at " + std::to_string(op.sent_ms);
+      return "expires_at_ms " + std::to_string(expires_at_ms) + " for ttl " + std::to_string(ttl) +
+             " sent at " + std::to_string(op.sent_ms);
     }
   }
   uint64_t units = 0;  // one code per unit of every pool line

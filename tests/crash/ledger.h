@@ -156,15 +156,15 @@ class Ledger {
   void retry_keys(Client& buyer, std::mt19937_64& rng, std::vector<Violation>& out);
 
   std::vector<SkuSpec> skus_;
-  std::map<std::string, uint64_t> total_;                // sku -> acknowledged total
-  std::map<std::string, std::set<std::string>> codes_;   // pool sku -> codes loaded
+  std::map<std::string, uint64_t> total_;               // sku -> acknowledged total
+  std::map<std::string, std::set<std::string>> codes_;  // pool sku -> codes loaded
   std::map<uint64_t, Hold> holds_;
   std::map<std::string, Key> keys_;
-  std::set<std::string> claimed_codes_;  // codes of every acknowledged claim, ever
+  std::set<std::string> claimed_codes_;    // codes of every acknowledged claim, ever
   std::vector<std::string> fresh_keys_;    // known since the last verify()
   std::vector<std::string> known_keys_;    // keys whose hold is known (acknowledged or found)
   std::vector<std::string> pending_keys_;  // unanswered, not yet settled
-  uint64_t scanned_to_ = 1;              // holds below this id were read back
+  uint64_t scanned_to_ = 1;                // holds below this id were read back
   int code_batches_ = 0;
   Counts counts_;
 };

@@ -87,8 +87,9 @@ bool Ledger::read_state(Client& admin, bool full, Snapshot& snap, std::vector<Vi
         } else if (r.transport && r.status == Status::kNotFound) {
           snap.missing.push_back(list[i + j]);
         } else {
-          add(out, Problem::kServer, "HOLD_GET " + std::to_string(list[i + j]) + ": " +
-                                         (r.transport ? proto::status_name(r.status) : r.error));
+          add(out, Problem::kServer,
+              "HOLD_GET " + std::to_string(list[i + j]) + ": " +
+                  (r.transport ? proto::status_name(r.status) : r.error));
           return false;
         }
       }
@@ -113,8 +114,8 @@ std::vector<Violation> Ledger::verify(Client& admin, Client& buyer, std::mt19937
     auto it = holds_.find(id);
     if (it != holds_.end()) {
       add(out, Problem::kLostAck,
-          hold_name(id) + " (key " + it->second.key + ", " + state_name(it->second.state) +
-              ", " + lines_text(it->second.lines) + ") is NOT_FOUND after the restart");
+          hold_name(id) + " (key " + it->second.key + ", " + state_name(it->second.state) + ", " +
+              lines_text(it->second.lines) + ") is NOT_FOUND after the restart");
     } else {
       add(out, Problem::kUnexplained,
           hold_name(id) + " is NOT_FOUND though next_hold_id is " +
@@ -183,9 +184,9 @@ void Ledger::check_new_hold(const proto::HoldView& v, int64_t seen_ms,
     return;
   }
   if (!k.pending) {
-    add(out, Problem::kUnexplained, what + ": its request was answered " +
-                                        proto::status_name(k.request.status) +
-                                        ", which stores nothing");
+    add(out, Problem::kUnexplained,
+        what + ": its request was answered " + proto::status_name(k.request.status) +
+            ", which stores nothing");
     return;
   }
   const Op& req = k.request;
@@ -196,8 +197,8 @@ void Ledger::check_new_hold(const proto::HoldView& v, int64_t seen_ms,
   if (!why.empty()) add(out, Problem::kUnexplained, what + " differs from its request: " + why);
   if (req.kind == Kind::kClaim && !v.codes.empty() &&
       !claimed_codes_.insert(v.codes.front().code).second) {
-    add(out, Problem::kDuplicateCode, what + " bought code " + v.codes.front().code +
-                                          ", which an earlier claim bought");
+    add(out, Problem::kDuplicateCode,
+        what + " bought code " + v.codes.front().code + ", which an earlier claim bought");
   }
   Hold h;
   h.id = v.hold_id;
@@ -240,9 +241,9 @@ void Ledger::check_accounting(const Snapshot& snap, std::vector<Violation>& out)
   }
   for (const SkuSpec& s : skus_) {
     const proto::SkuView& v = snap.skus.at(s.id);
-    const std::string name = "sku " + s.id + " (total " + std::to_string(v.total) +
-                             ", available " + std::to_string(v.available) + ", held " +
-                             std::to_string(v.held) + ", sold " + std::to_string(v.sold) + ")";
+    const std::string name = "sku " + s.id + " (total " + std::to_string(v.total) + ", available " +
+                             std::to_string(v.available) + ", held " + std::to_string(v.held) +
+                             ", sold " + std::to_string(v.sold) + ")";
     if (v.available + v.held + v.sold != v.total || v.total > (1ULL << 62)) {
       add(out, Problem::kOversold, name + ": available + held + sold != total");
     }
@@ -313,8 +314,8 @@ void Ledger::retry_keys(Client& buyer, std::mt19937_64& rng, std::vector<Violati
     }
     if (!op.answered()) {
       add(out, Problem::kServer,
-          "retry of key " + key + " after the restart: " +
-              (op.transport ? proto::status_name(op.status) : op.error));
+          "retry of key " + key +
+              " after the restart: " + (op.transport ? proto::status_name(op.status) : op.error));
       return;
     }
     absorb_replay(op, out);

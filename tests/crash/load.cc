@@ -86,11 +86,11 @@ Op Load::next_op(int t, std::mt19937_64& rng, uint64_t n) {
   Work& w = work_[static_cast<size_t>(t)];
   Op op;
   op.thread = t;
-  const std::string key = "c" + std::to_string(options_.cycle) + "t" + std::to_string(t) + "n" +
-                          std::to_string(n);
-  const std::string user = rng() % 4 != 0 ? "c" + std::to_string(options_.cycle) + "u" +
-                                                std::to_string(rng() % 200)
-                                          : "g" + std::to_string(rng() % 6);
+  const std::string key =
+      "c" + std::to_string(options_.cycle) + "t" + std::to_string(t) + "n" + std::to_string(n);
+  const std::string user =
+      rng() % 4 != 0 ? "c" + std::to_string(options_.cycle) + "u" + std::to_string(rng() % 200)
+                     : "g" + std::to_string(rng() % 6);
   Pick p = pick(rng);
   if ((p == kCommit || p == kRelease) && w.held.empty()) p = kHold;
   if (p == kReplay && w.replays.empty()) p = kBuyNow;
@@ -103,10 +103,7 @@ Op Load::next_op(int t, std::mt19937_64& rng, uint64_t n) {
       op.kind = Kind::kReserve;
       op.reserve.user = user;
       op.reserve.key = key;
-      op.reserve.ttl_ms = p == kBuyNow ? 0
-                          : rng() % 5 < 3
-                              ? static_cast<uint32_t>(between(rng, 30000, 40000))
-                              : static_cast<uint32_t>(between(rng, 30000, 90000));
+      op.reserve.ttl_ms = p == kBuyNow ? 0 : ttl(rng);
       size_t first = rng() % counted.size();
       size_t lines = rng() % 4 == 0 ? 2 : 1;
       for (size_t i = 0; i < lines && i < counted.size(); ++i) {
@@ -117,8 +114,7 @@ Op Load::next_op(int t, std::mt19937_64& rng, uint64_t n) {
     }
     case kPoolHold:
       op.kind = Kind::kReserve;
-      op.reserve = {user, key, static_cast<uint32_t>(between(rng, 30000, 40000)),
-                    {{pools[rng() % pools.size()]->id, 1}}};
+      op.reserve = {user, key, ttl(rng), {{pools[rng() % pools.size()]->id, 1}}};
       break;
     case kClaim:
       op.kind = Kind::kClaim;
@@ -141,6 +137,13 @@ Op Load::next_op(int t, std::mt19937_64& rng, uint64_t n) {
   }
   op.thread = t;
   return op;
+}
+
+// Short holds fall due within the phase or soon after the restart; long ones outlive
+// several phases and are committed or released by later ones.
+uint32_t Load::ttl(std::mt19937_64& rng) const {
+  const bool short_hold = options_.short_holds && rng() % 5 < 3;
+  return static_cast<uint32_t>(short_hold ? between(rng, 100, 400) : between(rng, 30000, 90000));
 }
 
 void Load::send(Client& c, Op& op) {

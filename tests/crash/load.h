@@ -20,7 +20,8 @@ struct LoadOptions {
   int threads = 4;
   int cycle = 0;  // names this phase's keys and users
   uint64_t seed = 1;
-  int timeout_ms = 5000;  // per call; a dead server fails at once (reset or refused)
+  int timeout_ms = 5000;    // per call; a dead server fails at once (reset or refused)
+  bool short_holds = true;  // most holds live 100..400 ms (else 30..90 s: none falls due)
 };
 
 class Load {
@@ -40,6 +41,7 @@ class Load {
  private:
   void run(int t);
   Op next_op(int t, std::mt19937_64& rng, uint64_t n);
+  uint32_t ttl(std::mt19937_64& rng) const;
   void send(Client& c, Op& op);
 
   LoadOptions options_;

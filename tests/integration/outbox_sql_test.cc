@@ -277,6 +277,19 @@ struct DbDump {
   bool operator==(const DbDump&) const = default;
 };
 
+// For failure messages: sizes, cursor and the first rows of each table.
+void PrintTo(const DbDump& d, std::ostream* os) {
+  *os << "{cursor " << d.cursor;
+  const std::pair<const char*, const std::vector<std::string>*> tables[] = {
+      {"orders", &d.orders}, {"lines", &d.lines}, {"codes", &d.codes}, {"events", &d.events}};
+  for (const auto& [name, rows] : tables) {
+    *os << ", " << rows->size() << " " << name << " [";
+    for (size_t i = 0; i < rows->size() && i < 3; ++i) *os << (i ? "; " : "") << (*rows)[i];
+    *os << (rows->size() > 3 ? "; ...]" : "]");
+  }
+  *os << "}";
+}
+
 const char* const kDumpQueries[] = {
     "SELECT order_id, seq, user_id, idem_key, created_at_ms, committed_at_ms FROM orders "
     "ORDER BY order_id",

@@ -1,0 +1,407 @@
+// Damaged store files on a stopped server.
+//
+// stockd's data dir holds RocksDB's write-ahead log (NNNNNN.log), one record per group commit.
+// The store opens it with kTolerateCorruptedTailRecords and paranoid checks: a torn last record
+// (a write that was never acknowledged) is dropped; anything else damaged must stop the start
+// (exit code 1, a message saying what is wrong), never a start on a shorter history.
+//
+// A small history is written once with the real server and left in the log (kill -9, so nothing
+// is flushed to a table file), its last record a restock whose answer the test does not count as
+// acknowledged. Every case works on a fresh copy of that data dir.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "ledger_util.h"
+#include "support/process.h"
+#include "wal_format.h"
+
+namespace stockd::crash {
+namespace {
+
+namespace fs = std::filesystem;
+using test::StockdProcess;
+
+constexpr const char* kTailSku = "tee";  // the unacknowledged last record restocks it
+constexpr int64_t kTailDelta = 7;
+
+// The history as the server showed it once every acknowledged answer was in.
+struct Expected {
+  std::vector<proto::SkuView> skus;  // before the tail restock
+  std::vector<proto::HoldView> holds;
+  std::vector<std::pair<proto::ReserveReq, uint64_t>> reserves;  // keyed, and their hold
+  std::pair<proto::ClaimReq, proto::ClaimResp> claim;
+  uint64_t next_hold_id = 0;
+};
+
+struct History {
+  fs::path base;      // scratch space; the copies go here
+  fs::path pristine;  // the data dir as kill -9 left it
+  std::string wal;    // file name of the log in it
+  std::string wal_bytes;
+  std::vector<WalRecord> records;
+  Expected expected;
+  std::string error;  // why the history could not be made
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string view_text(const proto::SkuView& v) {
+  return v.sku + "{total " + std::to_string(v.total) + ", available " +
+         std::to_string(v.available) + ", held " + std::to_string(v.held) + ", sold " +
+         std::to_string(v.sold) + "}";
+}
+
+// Writes the acknowledged history through `p` and records how the server showed it.
+std::string write_history(StockdProcess& p, Expected& e) {
+  Client admin = p.admin();
+  Client buyer = p.buyer();
+  const std::vector<proto::SkuSetReq> skus = {
+      {"tee", proto::kSetTotal, 50, 0, 0, 0},
+      {"lim", proto::kSetTotal | proto::kSetPerUserLimit, 20, 2, 0, 0},
+      {"code", proto::kSetPerUserLimit, 0, 0, 0, 0},
+  };
+  for (const auto& s : skus) {
+    if (auto r = admin.sku_set(s); !r.ok()) return "SKU_SET: " + reply_text(r);
+  }
+  if (auto r = admin.codes_load({"code", {"A1", "A2", "A3", "A4", "A5"}}); !r.ok()) {
+    return "CODES_LOAD: " + reply_text(r);
+  }
+  const std::vector<proto::ReserveReq> reserves = {
+      {"ann", "k1", 0, {{"tee", 2}}},         {"bob", "k2", 3'600'000, {{"tee", 1}}},
+      {"cat", "k3", 3'600'000, {{"lim", 1}}}, {"dan", "k4", 3'600'000, {{"tee", 1}, {"lim", 1}}},
+      {"fay", "k6", 0, {{"lim", 2}}},
+  };
+  for (const auto& req : reserves) {
+    auto r = buyer.reserve(req);
+    if (!r.ok()) return "RESERVE " + req.key + ": " + reply_text(r);
+    e.reserves.push_back({req, r.body.hold_id});
+  }
+  if (auto r = buyer.commit(e.reserves[2].second); !r.ok()) return "COMMIT: " + reply_text(r);
+  if (auto r = buyer.release(e.reserves[3].second); !r.ok()) return "RELEASE: " + reply_text(r);
+  e.claim.first = {"code", "eve", "k5"};
+  auto claimed = buyer.claim(e.claim.first);
+  if (!claimed.ok()) return "CLAIM: " + reply_text(claimed);
+  e.claim.second = claimed.body;
+  for (const auto& s : skus) e.skus.push_back(admin.sku_get(s.sku).body);
+  auto stats = admin.stats();
+  for (const auto& s : stats.body.stats) {
+    if (s.name == "next_hold_id") e.next_hold_id = s.value;
+  }
+  for (uint64_t id = 1; id < e.next_hold_id; ++id) e.holds.push_back(admin.hold_get(id).body);
+  // The tail: durable, but the test does not count its answer. Nothing else writes after it
+  // (no hold falls due within the hour, nothing reaches its retention).
+  (void)admin.restock(kTailSku, kTailDelta);
+  return "";
+}
+
+// Finds the log and checks that its last record is the tail restock.
+std::string read_wal(History& h) {
+  for (const auto& f : fs::directory_iterator(h.pristine)) {
+    if (f.path().extension() == ".log" && f.file_size() > 0) {
+      if (!h.wal.empty()) return "two logs with data: " + h.wal + ", " + f.path().string();
+      h.wal = f.path().filename().string();
+    }
+  }
+  if (h.wal.empty()) return "no log with data in " + h.pristine.string();
+  h.wal_bytes = slurp(h.pristine / h.wal);
+  std::string why;
+  h.records = wal_records(h.wal_bytes, why);
+  if (!why.empty()) return "cannot parse " + h.wal + ": " + why;
+  if (h.records.size() < 8)
+    return h.wal + " has only " + std::to_string(h.records.size()) + " records";
+  const std::string& last = h.records.back().payload;
+  if (last.find(std::string("s/") + kTailSku) == std::string::npos ||
+      last.find("m/meta") == std::string::npos || last.find("h/") != std::string::npos) {
+    return "the last record of " + h.wal + " is not the tail restock";
+  }
+  return "";
+}
+
+History* g_history = nullptr;  // once made, for the clean-up
+
+const History& history() {
+  static History h = [] {
+    History h;
+    h.base = test::make_temp_dir("corruption");
+    h.pristine = h.base / "pristine";
+    StockdProcess p({}, h.pristine.string());
+    p.set_log_file((h.base / "history.log").string());
+    if (!p.start()) {
+      h.error = "stockd did not start: " + slurp(h.base / "history.log");
+      return h;
+    }
+    h.error = write_history(p, h.expected);
+    p.kill9();  // keeps the history in the log
+    if (h.error.empty()) h.error = read_wal(h);
+    return h;
+  }();
+  g_history = &h;
+  return h;
+}
+
+// Removes the scratch space after a run without failures (else it is kept to look at).
+class CleanUp : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (g_history != nullptr && ::testing::UnitTest::GetInstance()->Passed()) {
+      fs::remove_all(g_history->base);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kCleanUp =
+    ::testing::AddGlobalTestEnvironment(new CleanUp);
+
+// "" if the server on `port` shows exactly the acknowledged history (and the tail restock
+// when `with_tail`), else every difference.
+std::string differences(const StockdProcess& p, bool with_tail) {
+  const Expected& e = history().expected;
+  Client admin = p.admin();
+  Client buyer = p.buyer();
+  std::string out;
+  for (proto::SkuView want : e.skus) {
+    if (with_tail && want.sku == kTailSku) {
+      want.total += kTailDelta;
+      want.available += kTailDelta;
+    }
+    auto got = admin.sku_get(want.sku);
+    if (!got.ok())
+      out += "sku " + want.sku + ": " + reply_text(got) + "; ";
+    else if (got.body != want)
+      out += "sku " + view_text(got.body) + ", want " + view_text(want) + "; ";
+  }
+  for (const proto::HoldView& want : e.holds) {
+    auto got = admin.hold_get(want.hold_id);
+    if (!got.ok())
+      out += hold_name(want.hold_id) + ": " + reply_text(got) + "; ";
+    else if (got.body != want) {
+      out += hold_name(want.hold_id) + " is " + state_name(got.body.state) + ", want " +
+             state_name(want.state) + " (or another field differs); ";
+    }
+  }
+  for (const auto& [req, hold] : e.reserves) {
+    auto got = buyer.reserve(req);
+    if (!got.ok() || got.body.hold_id != hold) {
+      out += "key " + req.key + " sent again: " + reply_text(got) + " " +
+             hold_name(got.body.hold_id) + ", want " + hold_name(hold) + "; ";
+    }
+  }
+  auto claimed = buyer.claim(e.claim.first);
+  if (!claimed.ok() || claimed.body.order_id != e.claim.second.order_id ||
+      claimed.body.code != e.claim.second.code) {
+    out += "claim key k5 sent again: " + reply_text(claimed) + "; ";
+  }
+  return out;
+}
+
+struct Outcome {
+  bool started = false;
+  int exit_code = -1;       // after SIGTERM if it started, else of the refusal
+  std::string differences;  // if it started
+  std::string log;          // its stderr
+};
+
+// Copies the pristine dir, lets `damage` loose on the copy, starts stockd on it.
+template <class Damage>
+Outcome run_case(const std::string& name, bool with_tail, Damage damage) {
+  const History& h = history();
+  const fs::path dir = h.base / name;
+  const std::string log = dir.string() + ".log";
+  fs::remove_all(dir);
+  fs::remove(log);
+  fs::copy(h.pristine, dir, fs::copy_options::recursive);
+  damage(dir);
+  Outcome o;
+  {
+    StockdProcess p({}, dir.string());
+    p.set_log_file(log);
+    o.started = p.start();
+    if (o.started) o.differences = differences(p, with_tail);
+    int status = o.started ? p.stop() : p.wait_exit();
+    o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  o.log = slurp(log);
+  fs::remove_all(dir);
+  fs::remove(log);
+  fs::remove(dir.string() + ".ready");
+  return o;
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+// A refusal must say that, and what is wrong, and where.
+void expect_clear_refusal(const Outcome& o, const std::string& what, const std::string& word) {
+  EXPECT_FALSE(o.started) << what << ": stockd started; differences: " << o.differences;
+  EXPECT_EQ(o.exit_code, 1) << what << "\n" << o.log;
+  EXPECT_NE(o.log.find("cannot open store in"), std::string::npos) << what << "\n" << o.log;
+  EXPECT_NE(o.log.find(word), std::string::npos) << what << ": no '" << word << "' in\n" << o.log;
+}
+
+class Corruption : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(history().error, ""); }
+};
+
+// (a) The unacknowledged last record cut at every byte: a torn tail, dropped without a word.
+TEST_F(Corruption, TornLastRecordAtEveryByteStartsWithEveryAcknowledgedAnswer) {
+  const History& h = history();
+  const WalRecord& last = h.records.back();
+  for (size_t cut = last.begin; cut <= last.end && !HasFailure(); ++cut) {
+    const bool whole = cut == last.end;  // the control: nothing cut, the restock is there
+    Outcome o =
+        run_case("torn", whole, [&](const fs::path& d) { fs::resize_file(d / h.wal, cut); });
+    const std::string what = h.wal + " cut at byte " + std::to_string(cut) + " (last record " +
+                             std::to_string(last.begin) + ".." + std::to_string(last.end) + ")";
+    EXPECT_TRUE(o.started) << what << ": refused\n" << o.log;
+    EXPECT_EQ(o.differences, "") << what;
+    EXPECT_EQ(o.exit_code, 0) << what << "\n" << o.log;
+  }
+  std::printf("corruption: %zu cuts of the last record, all started with every answer\n",
+              last.end - last.begin + 1);
+}
+
+// (b) One bit flipped inside an acknowledged record in the middle of the log: its checksum
+// (or type) no longer matches, and later acknowledged records follow it. Must refuse.
+TEST_F(Corruption, BitFlipInsideAnAcknowledgedRecordRefusesToStart) {
+  const History& h = history();
+  const size_t index = h.records.size() / 2;
+  const WalRecord& r = h.records[index];
+  std::vector<std::pair<size_t, int>> flips;  // (byte offset in the file, bit)
+  for (size_t i : {0, 1, 2, 3, 6}) {          // checksum and type
+    for (int bit : {0, 3, 7}) flips.push_back({r.begin + i, bit});
+  }
+  for (size_t at = r.begin + kWalHeaderBytes; at < r.end; at += 7) {
+    flips.push_back({at, static_cast<int>(at % 8)});
+  }
+  for (const auto& flip : flips) {
+    const size_t at = flip.first;
+    const int bit = flip.second;
+    Outcome o = run_case("flip", false, [&](const fs::path& d) {
+      std::string bytes = h.wal_bytes;
+      bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
+      write_bytes(d / h.wal, bytes);
+    });
+    expect_clear_refusal(o,
+                         "bit " + std::to_string(bit) + " of byte " + std::to_string(at) +
+                             " flipped (record " + std::to_string(index) + " of " +
+                             std::to_string(h.records.size()) + ")",
+                         "Corruption");
+    if (HasFailure()) break;
+  }
+  std::printf("corruption: %zu bit flips in acknowledged record %zu, all refused\n", flips.size(),
+              index);
+}
+
+// (b, the length field) A flipped bit in the length of an acknowledged record. If the length
+// now points past the end of the file, the record looks like a torn tail to
+// kTolerateCorruptedTailRecords, and everything from it on would be dropped silently.
+TEST_F(Corruption, BitFlipInTheLengthOfAnAcknowledgedRecordRefusesToStart) {
+  const History& h = history();
+  const size_t index = h.records.size() / 2;
+  const WalRecord& r = h.records[index];
+  std::vector<std::string> started;
+  for (size_t at : {r.begin + 4, r.begin + 5}) {
+    for (int bit = 0; bit < 8; ++bit) {
+      Outcome o = run_case("length", false, [&](const fs::path& d) {
+        std::string bytes = h.wal_bytes;
+        bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
+        write_bytes(d / h.wal, bytes);
+      });
+      if (o.started) {
+        started.push_back(
+            "bit " + std::to_string(bit) + " of byte " + std::to_string(at) + ": started, " +
+            (o.differences.empty() ? "with everything" : "on a shorter history: " + o.differences));
+      } else {
+        expect_clear_refusal(o,
+                             "length bit " + std::to_string(bit) + " of byte " + std::to_string(at),
+                             "Corruption");
+      }
+    }
+  }
+  std::string all;
+  for (const auto& s : started) all += "  " + s + "\n";
+  EXPECT_TRUE(started.empty()) << started.size()
+                               << " of 16 flips in the length of acknowledged record " << index
+                               << " of " << h.records.size() << " (bytes " << r.begin << ".."
+                               << r.end << " of " << h.wal << ", " << h.wal_bytes.size()
+                               << " bytes) did not stop the start:\n"
+                               << all;
+}
+
+// (c) Garbage after the last record. What a crash can leave there (zeros of a preallocated
+// block, half a header, a header whose record never made it) must be ignored; a whole fragment
+// with a wrong checksum may be refused as corruption, but a start must show everything.
+TEST_F(Corruption, GarbageAfterTheLastRecordStartsWithEverything) {
+  const History& h = history();
+  std::mt19937_64 rng(42);
+  std::string random(40000, '\0');
+  for (char& c : random) c = static_cast<char>(rng());
+  const std::string torn = std::string("\x12\x34\x56\x78\x2c\x01\x01", 7) + random.substr(0, 100);
+  const std::string whole_bad = std::string("\x12\x34\x56\x78\x0a\x00\x01", 7) + "0123456789";
+  struct Case {
+    const char* name;
+    std::string tail;
+    bool may_refuse;
+  };
+  const std::vector<Case> cases = {
+      {"4 KiB of zeros", std::string(4096, '\0'), false},
+      {"3 bytes of a header", "\x11\x22\x33", false},
+      {"a header for 300 bytes, 100 there", torn, false},
+      {"a whole fragment with a wrong checksum", whole_bad, true},
+      {"40000 random bytes", random, true},
+  };
+  for (const Case& c : cases) {
+    Outcome o = run_case("garbage", true,
+                         [&](const fs::path& d) { write_bytes(d / h.wal, h.wal_bytes + c.tail); });
+    if (o.started || !c.may_refuse) {
+      EXPECT_TRUE(o.started) << c.name << ": refused\n" << o.log;
+      EXPECT_EQ(o.differences, "") << c.name;
+      EXPECT_EQ(o.exit_code, 0) << c.name << "\n" << o.log;
+    } else {
+      expect_clear_refusal(o, c.name, "Corruption");
+    }
+    std::printf("corruption: %s appended: %s\n", c.name,
+                o.started ? "started with everything" : "refused (corruption)");
+  }
+}
+
+// Damaged or wrong data dirs refuse with a message naming the problem.
+TEST_F(Corruption, DamagedStoreFilesRefuseWithAClearMessage) {
+  expect_clear_refusal(run_case("current", false,
+                                [](const fs::path& d) {
+                                  write_bytes(d / "CURRENT", "garbage\x01\x02 not a name\n");
+                                }),
+                       "CURRENT holds garbage", "CURRENT");
+  expect_clear_refusal(
+      run_case("nonl", false, [](const fs::path& d) { write_bytes(d / "CURRENT", "MANIFEST-0"); }),
+      "CURRENT without its newline", "CURRENT");
+  expect_clear_refusal(run_case("manifest", false,
+                                [](const fs::path& d) {
+                                  for (const auto& f : fs::directory_iterator(d)) {
+                                    if (f.path().filename().string().rfind("MANIFEST-", 0) == 0) {
+                                      write_bytes(f.path(), std::string(40, '\x5a'));
+                                    }
+                                  }
+                                }),
+                       "MANIFEST holds garbage", "MANIFEST");
+  expect_clear_refusal(run_case("file", false,
+                                [](const fs::path& d) {
+                                  fs::remove_all(d);
+                                  write_bytes(d, "this is not a data dir\n");
+                                }),
+                       "the data dir is a regular file", "not a directory");
+}
+
+}  // namespace
+}  // namespace stockd::crash
