@@ -78,24 +78,21 @@ bool Server::Impl::reload_book() {
   return true;
 }
 
-// While the store is failed (called every second): resume it, or close and reopen it as a
-// restart would; then prove it takes a synced write before accepting writes again.
+// While the store is failed (called every second): close it and open it again, exactly as a
+// restart would (RocksDB's in-place Resume() does not clear a failed WAL append in 7.8), reload
+// the book from it, and prove it takes a synced write before accepting writes again.
 void Server::Impl::try_recover_store() {
-  storage::Status s = store->resume();
-  if (!s.ok()) {
-    // RocksDB keeps some errors (a failed WAL append) until the DB is reopened.
-    wal.reset();
-    store.reset();
-    std::string err;
-    store = storage::Store::open(config.data_dir, store_options, err);
-    if (!store) {
-      log->error("store still failing: {}", err);
-      return;
-    }
-    if (!reload_book()) return;
-    make_wal();
-    s = storage::Status::Ok();
+  wal.reset();  // a writer that saw a failure stays failed; start a fresh one
+  store.reset();
+  std::string err;
+  store = storage::Store::open(config.data_dir, store_options, err);
+  if (!store) {
+    log->error("store still failing: {}", err);
+    return;
   }
+  if (!reload_book()) return;
+  make_wal();
+  storage::Status s = storage::Status::Ok();
   storage::Batch probe = build_batch(*book, Changes{}, lsn + 1, outbox_acked, outbox_first);
   s = store->write(probe, true);
   if (!s.ok()) {
@@ -253,13 +250,14 @@ void Server::Impl::seal_group() {
     durable_seq = fill_seq++;
     return;
   }
-  if (!wal) {  // durability off
+  if (config.durability == Durability::kOff) {
     changes.clear();
     outbox_durable_head = outbox_fill_head;
     durable_seq = fill_seq++;
     answer_polls(false);
     return;
   }
+  if (!wal) return;  // the store is being reopened after a failure: keep filling
   if (!changes.outbox.empty()) outbox_fill_head = changes.outbox.back().seq;
   storage::Batch b = build_batch(*book, changes, ++lsn, outbox_acked, outbox_first);
   for (auto& k : extra_deletes) b.del(std::move(k));
@@ -310,7 +308,8 @@ void Server::Impl::fail_store(const std::string& why) {
 
 void Server::Impl::arm_expiry() {
   int64_t next = book->next_deadline();
-  if (next == INT64_MAX || stopping) {
+  // While the store is failed nothing may expire (it would be a write): on_tick re-arms after.
+  if (next == INT64_MAX || stopping || store_failed) {
     uv_timer_stop(&expiry_timer);
     return;
   }

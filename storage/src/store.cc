@@ -7,6 +7,8 @@
 
 #include <chrono>
 
+#include "stockd/wal_check.h"
+
 namespace stockd::storage {
 namespace {
 
@@ -39,8 +41,6 @@ class RocksStore final : public Store {
   }
 
   Status sync_wal() override { return to_status(db_->SyncWAL(), "sync WAL"); }
-
-  Status resume() override { return to_status(db_->Resume(), "resume"); }
 
   Status scan(std::string_view prefix,
               const std::function<bool(std::string_view, std::string_view)>& fn,
@@ -87,6 +87,13 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   t.checksum = rocksdb::kXXH3;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
 
+  // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
+  // past the end of the last log for a torn tail and drops it with all that follows. Tell the
+  // two apart first, for the read-only inspection too, so that both say the same.
+  if (std::string damage = check_wal_tail(dir); !damage.empty()) {
+    error = "cannot open store in " + dir + ": " + damage;
+    return nullptr;
+  }
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(o, dir, &db)
                                         : rocksdb::DB::Open(o, dir, &db);
@@ -147,13 +154,15 @@ void WalWriter::run() {
     } else {
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     }
-    if (periodic && unsynced && (Clock::now() >= next_sync || (stop_ && queue_.empty()))) {
+    if (periodic && unsynced && failed_.empty() &&
+        (Clock::now() >= next_sync || (stop_ && queue_.empty()))) {
       lock.unlock();
       Status s = store_.sync_wal();
       lock.lock();
       unsynced = false;
       next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
       if (!s.ok()) {  // reported to the loop as a store failure
+        failed_ = s.message();
         done_.push_back({0, 0, 0, std::move(s)});
         lock.unlock();
         notify_();
@@ -170,9 +179,11 @@ void WalWriter::run() {
     queue_.pop_front();
     lock.unlock();
     auto start = Clock::now();
-    Status s = store_.write(b, sync_);
+    Status s = failed_.empty() ? store_.write(b, sync_)
+                               : Status::Error("not written: the store failed earlier: " + failed_);
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
     lock.lock();
+    if (!s.ok() && failed_.empty()) failed_ = s.message();
     unsynced = unsynced || !sync_;
     done_.push_back({b.lsn, b.ops.size(), us.count(), std::move(s)});
     lock.unlock();

@@ -69,11 +69,10 @@ class Store {
   virtual ~Store() = default;
 
   // Writes `batch` atomically; with sync, returns only after it is on stable storage.
+  // After a failed write, close and reopen the store before writing again.
   virtual Status write(const Batch& batch, bool sync) = 0;
   // Makes every earlier write durable (for the interval mode).
   virtual Status sync_wal() = 0;
-  // Tries to leave an error state after a failed write (e.g. the disk had no space).
-  virtual Status resume() = 0;
   // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
   // order, until it returns false. Values are verified by RocksDB's block checksums.
   virtual Status scan(std::string_view prefix,
@@ -84,7 +83,8 @@ class Store {
 
 // The WAL thread: writes submitted batches one at a time, in order, and calls `notify` (from
 // its own thread) after each; the owner then collects results with take_done(). submit() and
-// take_done() are for the owning (loop) thread.
+// take_done() are for the owning (loop) thread. After one failed write or sync the writer is
+// spent: later batches fail at once without touching the store; make a new one to go on.
 class WalWriter {
  public:
   struct Done {
@@ -113,6 +113,7 @@ class WalWriter {
   std::vector<Done> done_;
   size_t in_flight_ = 0;
   bool stop_ = false;
+  std::string failed_;  // the first failure; after it nothing more is written or synced
   std::thread thread_;
 };
 
