@@ -5,7 +5,11 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 
 #include "stockd/wal_check.h"
 
@@ -18,6 +22,40 @@ Status to_status(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
   return Status::Error(std::string(what) + ": " + s.ToString());
 }
+
+// RocksDB's own messages go to our log (logger "rocksdb"), not to a LOG file in the data dir:
+// one place to read, and no second writer on the disk that may be full (RocksDB 7.8 asserts
+// when its info log is written to again after a failed append).
+class RocksLogger final : public rocksdb::Logger {
+ public:
+  RocksLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
+    log_ = spdlog::get("rocksdb");
+    if (!log_) log_ = spdlog::default_logger()->clone("rocksdb");
+  }
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    char buf[1024];
+    std::vsnprintf(buf, sizeof buf, format, ap);
+    switch (level) {
+      case rocksdb::InfoLogLevel::DEBUG_LEVEL:
+      case rocksdb::InfoLogLevel::INFO_LEVEL:
+        log_->debug("{}", buf);  // chatty: compactions, options dumps
+        break;
+      case rocksdb::InfoLogLevel::WARN_LEVEL:
+        log_->warn("{}", buf);
+        break;
+      default:
+        log_->error("{}", buf);
+        break;
+    }
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> log_;
+};
 
 class RocksStore final : public Store {
  public:
@@ -82,6 +120,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   o.paranoid_checks = true;
   o.max_open_files = 256;
   o.IncreaseParallelism(2);
+  o.info_log = std::make_shared<RocksLogger>();
   if (options.env != nullptr) o.env = options.env;
   rocksdb::BlockBasedTableOptions t;
   t.checksum = rocksdb::kXXH3;
