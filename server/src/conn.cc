@@ -47,6 +47,11 @@ void Server::Impl::on_accept() {
   }
   ++accepted_total;
   c->reading = true;
+  start_reading(c);
+}
+
+// Every read lands in the loop's one read buffer; on_read keeps what a frame still needs.
+void Server::Impl::start_reading(Conn* c) {
   uv_read_start(
       c->stream(),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -55,8 +60,7 @@ void Server::Impl::on_accept() {
         buf->len = sizeof self->read_buf;
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-        auto* c = static_cast<Conn*>(s->data);
-        static_cast<Impl*>(s->loop->data)->on_read(c, n, buf);
+        static_cast<Impl*>(s->loop->data)->on_read(static_cast<Conn*>(s->data), n, buf);
       });
 }
 
@@ -106,16 +110,7 @@ void Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used)
   if (want_read != c->reading && !c->closing) {
     c->reading = want_read;
     if (want_read) {
-      uv_read_start(
-          c->stream(),
-          [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-            auto* self = static_cast<Impl*>(h->loop->data);
-            buf->base = self->read_buf;
-            buf->len = sizeof self->read_buf;
-          },
-          [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-            static_cast<Impl*>(s->loop->data)->on_read(static_cast<Conn*>(s->data), n, buf);
-          });
+      start_reading(c);
     } else {
       uv_read_stop(c->stream());
     }

@@ -105,6 +105,7 @@ struct Server::Impl {
   void finish_stop_if_drained();
 
   void on_accept();
+  void start_reading(Conn* c);
   void on_read(Conn* c, ssize_t nread, const uv_buf_t* buf);
   void process(Conn* c, std::span<const uint8_t> data, size_t& used);
   void answer_frame(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body);

@@ -36,6 +36,12 @@ struct Args {
   bool has_total = false, has_per_user_limit = false, has_opens_at = false, has_closes_at = false;
   std::string total, per_user_limit, opens_at, closes_at;
   std::string data_dir;  // inspect, verify (offline)
+  // top: refresh period; blocks to print (0 = until Ctrl-C); table rows (0 = fit the terminal);
+  // stockd's --metrics-listen HOST:PORT for the latency histogram ("" = no p99).
+  uint32_t interval_ms = 1000;
+  uint32_t iterations = 0;
+  uint32_t rows = 0;
+  std::string metrics;
 };
 
 // Now, in ms since the Unix epoch (for relative times like now+30s).
@@ -59,6 +65,8 @@ int cmd_hold_get(const Args& a);
 int cmd_claim(const Args& a);
 int cmd_stats(const Args& a);
 int cmd_outbox_status(const Args& a);
+// A live view of a running server until Ctrl-C or --iterations (top.cc).
+int cmd_top(const Args& a);
 // Offline: read a stopped server's data dir (offline.cc).
 int cmd_inspect(const Args& a);
 int cmd_verify(const Args& a);

@@ -114,7 +114,11 @@ Json to_json(const proto::CodesLoadResp& r) {
 }
 
 Json to_json(const proto::OutboxStatusResp& r) {
-  return Json{{"head_seq", r.head_seq}, {"acked_seq", r.acked_seq}, {"first_seq", r.first_seq}};
+  const uint64_t lag = r.head_seq > r.acked_seq ? r.head_seq - r.acked_seq : 0;
+  return Json{{"head_seq", r.head_seq},
+              {"acked_seq", r.acked_seq},
+              {"first_seq", r.first_seq},
+              {"lag", lag}};
 }
 
 Json envelope_json(proto::Status status, const std::string& error, const Json& body) {
@@ -185,9 +189,9 @@ std::string stats_text(const proto::StatsResp& r) {
 }
 
 std::string outbox_text(const proto::OutboxStatusResp& r) {
-  const uint64_t pending = r.head_seq > r.acked_seq ? r.head_seq - r.acked_seq : 0;
+  const uint64_t lag = r.head_seq > r.acked_seq ? r.head_seq - r.acked_seq : 0;
   return "head_seq=" + std::to_string(r.head_seq) + " acked_seq=" + std::to_string(r.acked_seq) +
-         " first_seq=" + std::to_string(r.first_seq) + " pending=" + std::to_string(pending);
+         " first_seq=" + std::to_string(r.first_seq) + " lag=" + std::to_string(lag);
 }
 
 }  // namespace stockd::ctl

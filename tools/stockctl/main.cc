@@ -127,8 +127,24 @@ void add_buyer_commands(CLI::App& app, Args& a, Action& action) {
   claim->add_option("--key", a.key, "Idempotency key");
 }
 
-void add_status_commands(CLI::App& app, Action& action) {
+void add_status_commands(CLI::App& app, Args& a, Action& action) {
   command(app, "stats", "Show server counters", action, stockd::ctl::cmd_stats);
+  CLI::App* top = command(app, "top", "Live view: rates, latency, holds, sold-out and top SKUs",
+                          action, stockd::ctl::cmd_top);
+  top->add_option("--interval-ms", a.interval_ms, "Refresh every this many ms")
+      ->check(CLI::Range(100u, 3'600'000u))
+      ->capture_default_str();
+  top->add_option("--iterations", a.iterations, "Stop after this many refreshes; 0 = until Ctrl-C")
+      ->capture_default_str();
+  top->add_option("--rows", a.rows, "Rows per SKU table; 0 = fit the terminal (10 otherwise)")
+      ->capture_default_str();
+  top->add_option("--metrics", a.metrics,
+                  "stockd's --metrics-listen HOST:PORT: p99 latency from GET /metrics");
+  top->footer(
+      "Rates and means are deltas between refreshes (requests/s without top's own requests). "
+      "On a terminal the screen is redrawn; otherwise one block per refresh, or with --json one "
+      "object per line. Sold out = total > 0 and available == 0. Reads at most 100000 SKUs per "
+      "refresh.");
   CLI::App* outbox = app.add_subcommand("outbox", "The order outbox");
   outbox->require_subcommand(1);
   command(*outbox, "status", "Show the outbox head, acknowledged and first retained sequence",
@@ -198,7 +214,7 @@ int main(int argc, char** argv) {
   add_sku_commands(app, a, action);
   add_admin_commands(app, a, action);
   add_buyer_commands(app, a, action);
-  add_status_commands(app, action);
+  add_status_commands(app, a, action);
   add_offline_commands(app, a, action);
 
   try {

@@ -47,7 +47,7 @@ constexpr size_t kSkuColumnBytesMax = 32;              // longer SKU ids are cut
 constexpr const char* kLatencyBucket = "stockd_request_duration_seconds_bucket{";
 
 volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_stop_signal(int) { g_stop = 1; }
+void on_stop_signal(int) { g_stop = 1; }
 
 // ---- The latency histogram from /metrics ----
 
@@ -362,8 +362,12 @@ std::string num(const std::optional<double>& v, int decimals = 1, const char* un
 std::string printable(const std::string& sku) {
   std::string out;
   for (unsigned char c : sku) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+      continue;
+    }
     char buf[8];
-    std::snprintf(buf, sizeof buf, c >= 0x20 && c < 0x7f ? "%c" : "\\x%02x", c);
+    std::snprintf(buf, sizeof buf, "\\x%02x", c);
     out += buf;
   }
   return out.size() > kSkuColumnBytesMax ? out.substr(0, kSkuColumnBytesMax - 3) + "..." : out;
@@ -484,8 +488,9 @@ int cmd_top(const Args& a) {
   for (uint32_t shown = 0; !g_stop && (a.iterations == 0 || shown < a.iterations); ++shown) {
     sleep_until(next);
     if (g_stop) break;
-    next = std::max(next + interval, Clock::now());
     Sample cur = sampler.take(table_rows(a, tty));
+    next += interval;
+    if (next < Clock::now()) next = Clock::now() + interval;  // slow refresh: skip, do not race
     show(a, tty, prev, cur, metrics.has_value());
     last_ok = cur.error.empty();
     if (last_ok) prev = std::move(cur);  // a failed refresh keeps the last good baseline
