@@ -1,0 +1,292 @@
+// The operator's view of the real stockd: GET /metrics (checked by promtool when installed, and
+// against the answers the test got), /healthz, 404 and 405, and `stockctl top`.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <map>
+
+#include "harness.h"
+
+namespace stockd::test {
+namespace {
+
+using proto::Role;
+using proto::Status;
+
+// A loopback port nothing listens on right now (bound to port 0, read back, closed).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+struct HttpAnswer {
+  int code = 0;  // 0: no HTTP answer
+  std::string body;
+};
+
+// Sends `request` as is to 127.0.0.1:port and reads the answer until the server closes.
+HttpAnswer http(int port, const std::string& request) {
+  HttpAnswer out;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  std::string resp;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size())) {
+    char buf[65536];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) resp.append(buf, size_t(n));
+  }
+  ::close(fd);
+  size_t head_end = resp.find("\r\n\r\n");
+  if (resp.rfind("HTTP/1.1 ", 0) != 0 || head_end == std::string::npos) return out;
+  out.code = std::atoi(resp.c_str() + 9);
+  out.body = resp.substr(head_end + 4);
+  return out;
+}
+
+HttpAnswer get(int port, const std::string& path) {
+  return http(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+}
+
+// One sample of a Prometheus text body: `name` with exactly `labels`; nullopt if absent.
+std::optional<double> sample(const std::string& body, const std::string& name,
+                             const std::map<std::string, std::string>& labels = {}) {
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#' || line.rfind(name, 0) != 0) continue;
+    size_t p = name.size();
+    std::map<std::string, std::string> got;
+    if (p < line.size() && line[p] == '{') {
+      size_t end = line.find('}', p);
+      if (end == std::string::npos) continue;
+      std::string ls = line.substr(p + 1, end - p - 1);
+      for (size_t i = 0; i < ls.size();) {  // name="value",... (test values have no quotes)
+        size_t eq = ls.find("=\"", i), q = ls.find('"', eq + 2);
+        if (eq == std::string::npos || q == std::string::npos) break;
+        got[ls.substr(i, eq - i)] = ls.substr(eq + 2, q - eq - 2);
+        i = q + 2;
+      }
+      p = end + 1;
+    }
+    if (p >= line.size() || line[p] != ' ' || got != labels) continue;
+    return std::strtod(line.c_str() + p + 1, nullptr);
+  }
+  return std::nullopt;
+}
+
+// promtool on PATH, or "".
+std::string find_promtool() {
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path != nullptr ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    std::string p = (dir.empty() ? std::string(".") : dir) + "/promtool";
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "";
+}
+
+// `promtool check metrics` on `body`: its exit status (as from pclose) and output.
+std::pair<int, std::string> promtool_check(const std::string& promtool, const std::string& body) {
+  auto file = std::filesystem::temp_directory_path() /
+              ("stockd-metrics-" + std::to_string(::getpid()) + ".txt");
+  std::ofstream(file) << body;
+  std::string cmd = "'" + promtool + "' check metrics < '" + file.string() + "' 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return {-1, "popen failed"};
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  int status = ::pclose(p);
+  std::filesystem::remove(file);
+  return {status, out};
+}
+
+class MetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The port may be taken between free_port() and stockd's bind: try a few.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      metrics_port_ = free_port();
+      server_ = std::make_unique<StockdProcess>(std::vector<std::string>{
+          "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port_)});
+      if (server_->start()) return;
+    }
+    FAIL() << "stockd with --metrics-listen did not come up";
+  }
+
+  ToolResult top(std::vector<std::string> args) {
+    std::vector<std::string> all = {"--server", "127.0.0.1:" + std::to_string(server_->port()),
+                                    "--timeout-ms", "5000", "top"};
+    all.insert(all.end(), args.begin(), args.end());
+    return run_tool(STOCKCTL_BIN, all);
+  }
+
+  int metrics_port_ = 0;
+  std::unique_ptr<StockdProcess> server_;
+};
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::string show(const ToolResult& r) {
+  return "exit " + std::to_string(r.exit_code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
+}
+
+proto::ReserveReq reserve(const std::string& user, const std::string& sku, uint32_t qty,
+                          uint32_t ttl_ms = 0) {
+  proto::ReserveReq r;
+  r.user = user;
+  r.ttl_ms = ttl_ms;
+  r.lines = {{sku, qty}};
+  return r;
+}
+
+TEST_F(MetricsTest, MetricsMatchWhatWasAnsweredAndPassPromtool) {
+  Client admin = server_->admin();
+  make_sku(admin, "M-DROP", 3, /*per_user_limit=*/1);
+  make_sku(admin, "M-HOLD", 5);
+  Client buyer = server_->buyer();
+  connect_or_fail(buyer);
+  std::map<Status, int> answers;  // RESERVE answers by status, as this test saw them
+  auto count = [&](const proto::ReserveReq& req) {
+    auto r = buyer.reserve(req);
+    ASSERT_TRUE(r.transport_ok()) << r.error;
+    ++answers[r.status];
+  };
+  for (int i = 0; i < 7; ++i) count(reserve("u" + std::to_string(i), "M-DROP", 1));  // 3 OK
+  count(reserve("u0", "M-DROP", 1));                          // sold out before the limit
+  count(reserve("h1", "M-HOLD", 2, 60000));                   // a live hold
+  count(reserve("h1", "M-HOLD", 2, 60000));                   // 1 more allowed: OK (no limit)
+  count(reserve("x", "M-NOPE", 1));                           // NOT_FOUND
+  count(reserve("x", "M-HOLD", 0));                           // qty 0: BAD_REQUEST
+  ASSERT_EQ(answers[Status::kOk], 5);
+  ASSERT_EQ(answers[Status::kSoldOut], 5);
+  ASSERT_EQ(answers[Status::kNotFound], 1);
+  ASSERT_EQ(answers[Status::kBadRequest], 1);
+
+  HttpAnswer m = get(metrics_port_, "/metrics");
+  ASSERT_EQ(m.code, 200) << m.body;
+  for (auto [status, n] : answers) {
+    auto v = sample(m.body, "stockd_requests_total",
+                    {{"op", "RESERVE"}, {"status", proto::status_name(status)}});
+    ASSERT_TRUE(v.has_value()) << proto::status_name(status) << " missing in\n" << m.body;
+    EXPECT_EQ(*v, n) << proto::status_name(status);
+  }
+  EXPECT_EQ(sample(m.body, "stockd_live_holds"), 2);
+  EXPECT_EQ(sample(m.body, "stockd_skus"), 2);
+  EXPECT_EQ(sample(m.body, "stockd_store_failed"), 0);
+  EXPECT_EQ(sample(m.body, "stockd_sku_units", {{"sku", "M-DROP"}, {"state", "sold"}}), 3);
+  EXPECT_EQ(sample(m.body, "stockd_sku_units", {{"sku", "M-DROP"}, {"state", "available"}}), 0);
+  EXPECT_EQ(sample(m.body, "stockd_sku_units", {{"sku", "M-HOLD"}, {"state", "held"}}), 4);
+  EXPECT_EQ(sample(m.body, "stockd_outbox_lag"), 3);  // 3 orders, no sidecar
+  // Every answered request was timed; the test's own are at least the 12 reserves.
+  auto timed = sample(m.body, "stockd_request_duration_seconds_count");
+  ASSERT_TRUE(timed.has_value());
+  EXPECT_GE(*timed, 12);
+  EXPECT_EQ(sample(m.body, "stockd_request_duration_seconds_bucket", {{"le", "+Inf"}}), timed);
+
+  std::string promtool = find_promtool();
+  if (promtool.empty()) GTEST_SKIP() << "promtool not on PATH: format not checked";
+  auto [status, out] = promtool_check(promtool, m.body);
+  EXPECT_EQ(status, 0) << "promtool check metrics:\n" << out << "\non:\n" << m.body;
+}
+
+TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
+  HttpAnswer h = get(metrics_port_, "/healthz");
+  EXPECT_EQ(h.code, 200);
+  EXPECT_EQ(h.body, "ok\n");
+  EXPECT_EQ(get(metrics_port_, "/nope").code, 404);
+  EXPECT_EQ(get(metrics_port_, "/metrics?x=1").code, 200);  // a query string is ignored
+  HttpAnswer post = http(metrics_port_,
+                         "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(post.code, 405);
+}
+
+TEST_F(MetricsTest, TopPrintsOneJsonObjectPerRefresh) {
+  Client admin = server_->admin();
+  make_sku(admin, "T-GONE", 1);
+  make_sku(admin, "T-BUSY", 1000000);
+  Client buyer = server_->buyer();
+  ASSERT_TRUE(buyer.reserve(reserve("a", "T-GONE", 1)).ok());
+  // Traffic while top runs, so that its rates have something to show.
+  std::atomic<bool> done{false};
+  std::thread load([&] {
+    Client c = server_->buyer();
+    for (int i = 0; !done; ++i) {
+      (void)c.reserve(reserve("b" + std::to_string(i), "T-BUSY", 1));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  ToolResult r = top({"--iterations", "2", "--interval-ms", "200", "--json", "--metrics",
+                      "127.0.0.1:" + std::to_string(metrics_port_)});
+  done = true;
+  load.join();
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  for (const auto& l : lines) {
+    EXPECT_EQ(json_field(l, "store"), "ok") << l;
+    EXPECT_EQ(json_u64(l, "skus"), 2u) << l;
+    EXPECT_EQ(json_u64(l, "sold_out_skus"), 1u) << l;
+    EXPECT_NE(l.find(R"("sold_out":[{"sku":"T-GONE")"), std::string::npos) << l;
+    EXPECT_NE(l.find(R"("top_sold":[{"sku":"T-BUSY")"), std::string::npos) << l;
+    EXPECT_EQ(json_u64(l, "live_holds"), 0u) << l;
+    EXPECT_GE(json_u64(l, "connections"), 2u) << l;  // top's own and the load's
+    uint64_t interval = json_u64(l, "interval_ms");
+    EXPECT_GE(interval, 150u) << l;
+    EXPECT_LE(interval, 5000u) << l;
+    double rps = std::atof(json_field(l, "requests_per_s").value_or("-1").c_str());
+    double ok = std::atof(json_field(l, "reserves_ok_per_s").value_or("-1").c_str());
+    EXPECT_GT(ok, 0) << l;
+    EXPECT_GE(rps, ok) << l;
+    EXPECT_NE(json_field(l, "group_size_mean"), "null") << l;
+    auto p99 = json_field(l, "p99_ms");
+    ASSERT_TRUE(p99.has_value()) << l;
+    EXPECT_NE(*p99, "null") << l;
+    EXPECT_GT(std::atof(p99->c_str()), 0) << l;
+    EXPECT_FALSE(json_field(l, "metrics_error").has_value()) << l;
+  }
+}
+
+TEST_F(MetricsTest, TopTextIsOneBlockPerRefreshWithoutATerminal) {
+  ToolResult r = top({"--iterations", "2", "--interval-ms", "100"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  size_t blocks = 0;
+  for (const auto& l : lines_of(r.out)) blocks += l.rfind("stockd 127.0.0.1:", 0) == 0;
+  EXPECT_EQ(blocks, 2u) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "ANSI codes without a terminal";
+  EXPECT_NE(r.out.find("p99 latency - (needs --metrics)"), std::string::npos) << r.out;
+}
+
+TEST_F(MetricsTest, TopWithoutAServerExitsThree) {
+  ToolResult r = run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(free_port()),
+                                         "top", "--iterations", "1"});
+  EXPECT_EQ(r.exit_code, 3) << show(r);
+  ToolResult bad = top({"--metrics", "no-port"});
+  EXPECT_EQ(bad.exit_code, 2) << show(bad);
+}
+
+}  // namespace
+}  // namespace stockd::test
