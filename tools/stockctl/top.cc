@@ -169,8 +169,8 @@ struct Sample {
   uint64_t own_requests = 0;  // requests top sent, up to and including this STATS
   std::map<std::string, uint64_t> stats;
   size_t skus = 0;
-  bool skus_truncated = false;   // more than kSkuScanMax SKUs
-  size_t sold_out_skus = 0;      // total > 0 and available == 0
+  bool skus_truncated = false;           // more than kSkuScanMax SKUs
+  size_t sold_out_skus = 0;              // total > 0 and available == 0
   std::vector<proto::SkuView> sold_out;  // the first `rows` of them, most sold first
   std::vector<proto::SkuView> top_sold;  // the `rows` SKUs with most units sold
   bool has_metrics = false;
@@ -300,8 +300,8 @@ View make_view(const Sample& prev, const Sample& cur) {
     if (us) v.group_write_ms = *us / *groups / 1000.0;
   }
   if (cur.has_metrics) {
-    v.p99 = quantile(0.99, prev.has_metrics ? bucket_delta(cur.latency, prev.latency)
-                                            : cur.latency);
+    v.p99 =
+        quantile(0.99, prev.has_metrics ? bucket_delta(cur.latency, prev.latency) : cur.latency);
   }
   return v;
 }
@@ -379,11 +379,10 @@ void sku_rows(std::ostringstream& out, const std::vector<proto::SkuView>& skus) 
                 "HELD", "TOTAL");
   out << buf;
   for (const auto& s : skus) {
-    std::snprintf(buf, sizeof buf, "  %-32s %12llu %12llu %12llu %12llu\n",
-                  printable(s.sku).c_str(), static_cast<unsigned long long>(s.sold),
-                  static_cast<unsigned long long>(s.available),
-                  static_cast<unsigned long long>(s.held),
-                  static_cast<unsigned long long>(s.total));
+    std::snprintf(
+        buf, sizeof buf, "  %-32s %12llu %12llu %12llu %12llu\n", printable(s.sku).c_str(),
+        static_cast<unsigned long long>(s.sold), static_cast<unsigned long long>(s.available),
+        static_cast<unsigned long long>(s.held), static_cast<unsigned long long>(s.total));
     out << buf;
   }
 }
@@ -399,18 +398,19 @@ std::string view_text(const Args& a, const Sample& s, const View& v, bool metric
                 a.client.port, format_time(s.wall_ms).c_str(),
                 s.stat("store_failed") != 0 ? "FAILED: writes refused" : "ok", v.seconds);
   out << buf;
-  std::snprintf(buf, sizeof buf,
-                "requests/s %10s   OK reserves/s %10s   sold-out/s %10s\n"
-                "commits/s  %10s   expiries/s    %10s   p99 latency %s\n"
-                "group size %10s   write+fsync   %10s\n"
-                "live holds %10llu   connections   %10llu   outbox lag %llu (head %llu, acked %llu)\n",
-                num(v.requests).c_str(), num(v.reserves_ok).c_str(), num(v.sold_out).c_str(),
-                num(v.commits).c_str(), num(v.expiries).c_str(), p99.c_str(),
-                num(v.group_size).c_str(), num(v.group_write_ms, 2, " ms").c_str(),
-                static_cast<unsigned long long>(s.stat("live_holds")),
-                static_cast<unsigned long long>(s.stat("connections")),
-                static_cast<unsigned long long>(head - std::min(head, acked)),
-                static_cast<unsigned long long>(head), static_cast<unsigned long long>(acked));
+  std::snprintf(
+      buf, sizeof buf,
+      "requests/s %10s   OK reserves/s %10s   sold-out/s %10s\n"
+      "commits/s  %10s   expiries/s    %10s   p99 latency %s\n"
+      "group size %10s   write+fsync   %10s\n"
+      "live holds %10llu   connections   %10llu   outbox lag %llu (head %llu, acked %llu)\n",
+      num(v.requests).c_str(), num(v.reserves_ok).c_str(), num(v.sold_out).c_str(),
+      num(v.commits).c_str(), num(v.expiries).c_str(), p99.c_str(), num(v.group_size).c_str(),
+      num(v.group_write_ms, 2, " ms").c_str(),
+      static_cast<unsigned long long>(s.stat("live_holds")),
+      static_cast<unsigned long long>(s.stat("connections")),
+      static_cast<unsigned long long>(head - std::min(head, acked)),
+      static_cast<unsigned long long>(head), static_cast<unsigned long long>(acked));
   out << buf;
   if (!s.metrics_error.empty()) out << s.metrics_error << '\n';
   out << "\nsold out: " << s.sold_out_skus << " of " << s.skus << (s.skus_truncated ? "+" : "")
@@ -442,8 +442,8 @@ void show(const Args& a, bool tty, const Sample& prev, const Sample& cur, bool m
   }
   std::string text = cur.error.empty()
                          ? view_text(a, cur, make_view(prev, cur), metrics)
-                         : "stockd " + a.client.host + ":" + std::to_string(a.client.port) +
-                               "  " + format_time(cur.wall_ms) + "  " + cur.error + "\n";
+                         : "stockd " + a.client.host + ":" + std::to_string(a.client.port) + "  " +
+                               format_time(cur.wall_ms) + "  " + cur.error + "\n";
   std::cout << (tty ? "\x1b[H\x1b[2J" : "") << text << (tty ? "" : "\n") << std::flush;
 }
 
@@ -469,7 +469,7 @@ int cmd_top(const Args& a) {
       return kExitUsage;
     }
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C stops at once, even mid-request
   sigaction(SIGINT, &sa, nullptr);
