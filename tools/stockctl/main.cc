@@ -143,8 +143,7 @@ void add_status_commands(CLI::App& app, Args& a, Action& action) {
   top->footer(
       "Rates and means are deltas between refreshes (requests/s without top's own requests). "
       "On a terminal the screen is redrawn; otherwise one block per refresh, or with --json one "
-      "object per line. Sold out = total > 0 and available == 0. Reads at most 100000 SKUs per "
-      "refresh.");
+      "object per line. Sold out = total > 0 and available == 0.");
   CLI::App* outbox = app.add_subcommand("outbox", "The order outbox");
   outbox->require_subcommand(1);
   command(*outbox, "status", "Show the outbox head, acknowledged and first retained sequence",

@@ -97,7 +97,9 @@ std::string http_get(const ClientOptions& at, const std::string& path, std::stri
   }
   ::close(fd);
   if (!sent) return "send failed";
-  if (resp.size() > kMetricsResponseBytesMax) return "answer over 16 MiB";
+  if (resp.size() > kMetricsResponseBytesMax) {
+    return "answer over " + std::to_string(kMetricsResponseBytesMax) + " bytes";
+  }
   size_t head_end = resp.find("\r\n\r\n");
   if (resp.rfind("HTTP/1.", 0) != 0 || head_end == std::string::npos) {
     return resp.empty() ? error : "not an HTTP answer";
