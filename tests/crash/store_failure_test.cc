@@ -83,9 +83,9 @@ TEST(StoreFailure, StaysResponsiveWhenAHoldFallsDueWhileTheStoreIsFailed) {
   expect_survives({.due_hold = true, .failed_for = 500ms});
 }
 
-// The store stays failed past two ticks. The first tick's try_recover_store() finds resume()
-// failing, closes the store and fails to reopen it (nothing can be written), leaving `store`
-// null; the next tick calls store->resume() on it.
+// The store stays failed past two ticks: each tick closes the store and tries to reopen it,
+// which fails while nothing can be written, leaving no store open between ticks. (Once a null
+// store was dereferenced on the next tick: SIGSEGV.)
 TEST(StoreFailure, SurvivesAStoreThatStaysFailed) { expect_survives({.failed_for = 2500ms}); }
 
 // Interval mode. After a failed write the WAL thread still fsyncs every fsync_interval_ms (and
