@@ -116,7 +116,11 @@ struct Restoring {  // rows handed to restore(), applied by finish_restore()
   std::optional<rec::MetaRow> meta;
 };
 
-inline bool sku_id_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kSkuBytesMax; }
+// SKU ids never contain a NUL byte: stored keys separate the SKU from a user or code index with
+// one (records.h), so "a\0b"+"c" and "a"+"b\0c" must not both be possible.
+inline bool sku_id_ok(std::string_view s) {
+  return !s.empty() && s.size() <= proto::kSkuBytesMax && s.find('\0') == std::string_view::npos;
+}
 inline bool user_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kUserBytesMax; }
 inline bool code_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kCodeBytesMax; }
 // True once `ret` ms have passed since `t` (now - t >= ret), without overflow.

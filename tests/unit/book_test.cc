@@ -248,6 +248,10 @@ TEST_F(BookTest, SkuSetRefusals) {
   EXPECT_EQ(set({"", proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
   EXPECT_EQ(set({std::string(65, 's'), proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
   EXPECT_EQ(set({"tee", 0x10, 1, 0, 0, 0}), Status::kBadRequest);
+  // NUL separates a SKU from a user or code index in stored keys: never part of an id.
+  EXPECT_EQ(set({std::string("a\0b", 3), proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
+  EXPECT_NE(book.last_refusal().find("NUL"), std::string::npos) << book.last_refusal();
+  EXPECT_EQ(reserve("ann", "", 0, {{std::string("t\0e", 3), 1}}), Status::kBadRequest);
   EXPECT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, kT0, kT0}),
             Status::kBadRequest);
   EXPECT_EQ(set({"tee", proto::kSetOpensAt, 0, 0, -1, 0}), Status::kBadRequest);
