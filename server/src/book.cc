@@ -85,7 +85,8 @@ std::string validate(const proto::ReserveReq& req) {
   }
   for (size_t i = 0; i < req.lines.size(); ++i) {
     const proto::Line& l = req.lines[i];
-    if (!book_detail::sku_id_ok(l.sku)) return "line " + std::to_string(i) + ": sku must be 1..64 bytes without NUL";
+    if (!book_detail::sku_id_ok(l.sku))
+      return "line " + std::to_string(i) + ": sku must be 1..64 bytes without NUL";
     if (l.qty == 0) return "line " + std::to_string(i) + ": qty must be >= 1";
     for (size_t j = 0; j < i; ++j) {
       if (req.lines[j].sku == l.sku) return "line " + std::to_string(i) + ": sku repeated";
@@ -295,7 +296,8 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
   Impl& m = *impl_;
   out = proto::ClaimResp{};
   m.sweep(now, ch);
-  if (!claim_ok(req)) return m.refuse("claim: sku must be 1..64 bytes without NUL, user 1..128, key at most 128");
+  if (!claim_ok(req))
+    return m.refuse("claim: sku must be 1..64 bytes without NUL, user 1..128, key at most 128");
   const uint64_t fingerprint = claim_fingerprint(req);
   proto::ReserveResp r;
   if (!req.key.empty()) {

@@ -36,7 +36,8 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   Impl& m = *impl_;
   out = proto::SkuView{};
   m.sweep(now, ch);  // so that held counts are current before a new total is checked
-  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("sku_set: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku))
+    return m.refuse("sku_set: sku must be 1..64 bytes without NUL");
   if ((req.mask & ~kSetMask) != 0) return m.refuse("sku_set: unknown mask bits");
   if (req.opens_at_ms < 0 || req.closes_at_ms < 0) {
     return m.refuse("sku_set: opens_at and closes_at must not be negative");
@@ -52,7 +53,8 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   }
   if (s != nullptr) {
     if (req.mask & proto::kSetTotal) {
-      if (s->pool) return m.refuse("sku_set: '" + req.sku + "' is a code pool: its codes define its total");
+      if (s->pool)
+        return m.refuse("sku_set: '" + req.sku + "' is a code pool: its codes define its total");
       if (req.total < s->held + s->sold) {
         sku_view(*s, out);
         return Status::kBelowCommitted;
@@ -80,14 +82,17 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
 
 Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
-  if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku))
+    return impl_->refuse("restock: sku must be 1..64 bytes without NUL");
   Sku* s = impl_->find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out);
-  if (s->pool) return impl_->refuse("restock: '" + req.sku + "' is a code pool: load codes instead");
+  if (s->pool)
+    return impl_->refuse("restock: '" + req.sku + "' is a code pool: load codes instead");
   if (req.delta >= 0) {
     const uint64_t add = static_cast<uint64_t>(req.delta);
-    if (add > book_detail::kSkuUnitsMax - s->total) return impl_->refuse("restock: total would pass 2^63-1");
+    if (add > book_detail::kSkuUnitsMax - s->total)
+      return impl_->refuse("restock: total would pass 2^63-1");
     s->total += add;
     s->available += add;
   } else {
@@ -105,7 +110,8 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
 Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::CodesLoadResp{};
-  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku))
+    return m.refuse("codes_load: sku must be 1..64 bytes without NUL");
   Sku* s = m.find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out.sku);
@@ -149,7 +155,8 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
 Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   impl_->sweep(now, ch);
-  if (!book_detail::sku_id_ok(sku)) return impl_->refuse("sale_close: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(sku))
+    return impl_->refuse("sale_close: sku must be 1..64 bytes without NUL");
   Sku* s = impl_->find_sku(sku);
   if (s == nullptr) return Status::kNotFound;
   if (!s->closed) {

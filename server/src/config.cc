@@ -28,7 +28,8 @@ std::string validate(const Config& c) {
     return "--frame-bytes-max must be in 4096..67108864";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
-  if (c.admin_token.size() > proto::kTokenBytesMax || c.outbox_token.size() > proto::kTokenBytesMax ||
+  if (c.admin_token.size() > proto::kTokenBytesMax ||
+      c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)
     return "tokens must be at most 256 bytes";
   if (!c.admin_token.empty() && c.admin_token == c.client_token)

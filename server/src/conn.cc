@@ -8,7 +8,8 @@
 namespace stockd {
 
 void Conn::fail_unreleased(uint64_t durable) {
-  auto first = std::find_if(marks.begin(), marks.end(), [&](const Mark& m) { return m.tag > durable; });
+  auto first =
+      std::find_if(marks.begin(), marks.end(), [&](const Mark& m) { return m.tag > durable; });
   if (first == marks.end()) return;
   out.resize(first->begin - out_base);
   for (auto it = first; it != marks.end(); ++it) {
@@ -36,10 +37,10 @@ void Server::Impl::on_accept() {
   if (conns.size() > config.connections_max) {
     ++rejected_total;
     uint64_t begin = c->out_base + c->out.size();
-    Dispatcher::encode_error(0, 0, proto::Status::kBusy,
-                             "too many connections (" + std::to_string(config.connections_max) +
-                                 "); try again later",
-                             c->out);
+    Dispatcher::encode_error(
+        0, 0, proto::Status::kBusy,
+        "too many connections (" + std::to_string(config.connections_max) + "); try again later",
+        c->out);
     c->mark_answer(durable_seq, begin, 0, 0);
     c->close_after_flush = true;
     mark_flush(c);
@@ -105,8 +106,8 @@ void Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used)
     used += d.consumed;
     answer_frame(c, d.header, d.body);
   }
-  bool want_read = !c->close_after_flush && !c->deferred && c->unanswered < config.inflight_max &&
-                   !stopping;
+  bool want_read =
+      !c->close_after_flush && !c->deferred && c->unanswered < config.inflight_max && !stopping;
   if (want_read != c->reading && !c->closing) {
     c->reading = want_read;
     if (want_read) {

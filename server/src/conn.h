@@ -21,7 +21,7 @@ struct Conn {
     uint64_t begin, end;  // absolute offsets of the answer in the stream of `out`
     uint16_t opcode;
     uint32_t request_id;
-    uint64_t start_ns;    // when the request was read (uv_hrtime)
+    uint64_t start_ns;  // when the request was read (uv_hrtime)
   };
 
   uv_tcp_t tcp{};  // tcp.data points back here
@@ -30,14 +30,14 @@ struct Conn {
   std::string out;        // encoded answers not yet handed to a write
   uint64_t out_base = 0;  // absolute offset of out[0]
   std::deque<Mark> marks;
-  std::string writing;    // bytes of the write in flight
+  std::string writing;  // bytes of the write in flight
   uv_write_t wreq{};
   bool write_active = false;
   bool reading = false;
   bool closing = false;
   bool close_after_flush = false;
   bool in_flush_list = false;
-  bool deferred = false;  // a long-poll answer is pending; later frames wait for it
+  bool deferred = false;    // a long-poll answer is pending; later frames wait for it
   uint32_t unanswered = 0;  // answers made but not yet written
   int64_t last_active_ms = 0;
 

@@ -23,14 +23,22 @@ struct OpRule {
 
 // One row per opcode.
 constexpr OpRule kRules[] = {
-    {Opcode::kPing, kAnyone, false},          {Opcode::kReserve, kBuyer | kAdmin, true},
-    {Opcode::kCommit, kBuyer | kAdmin, true}, {Opcode::kRelease, kBuyer | kAdmin, true},
-    {Opcode::kClaim, kBuyer | kAdmin, true},  {Opcode::kHoldGet, kAnyone, false},
-    {Opcode::kSkuGet, kAnyone, false},        {Opcode::kSkuList, kAnyone, false},
-    {Opcode::kStats, kAnyone, false},         {Opcode::kSkuSet, kAdmin, true},
-    {Opcode::kRestock, kAdmin, true},         {Opcode::kCodesLoad, kAdmin, true},
-    {Opcode::kSaleClose, kAdmin, true},       {Opcode::kOutboxRead, kAdmin | kOutbox, false},
-    {Opcode::kOutboxAck, kAdmin | kOutbox, true}, {Opcode::kOutboxStatus, kAdmin | kOutbox, false},
+    {Opcode::kPing, kAnyone, false},
+    {Opcode::kReserve, kBuyer | kAdmin, true},
+    {Opcode::kCommit, kBuyer | kAdmin, true},
+    {Opcode::kRelease, kBuyer | kAdmin, true},
+    {Opcode::kClaim, kBuyer | kAdmin, true},
+    {Opcode::kHoldGet, kAnyone, false},
+    {Opcode::kSkuGet, kAnyone, false},
+    {Opcode::kSkuList, kAnyone, false},
+    {Opcode::kStats, kAnyone, false},
+    {Opcode::kSkuSet, kAdmin, true},
+    {Opcode::kRestock, kAdmin, true},
+    {Opcode::kCodesLoad, kAdmin, true},
+    {Opcode::kSaleClose, kAdmin, true},
+    {Opcode::kOutboxRead, kAdmin | kOutbox, false},
+    {Opcode::kOutboxAck, kAdmin | kOutbox, true},
+    {Opcode::kOutboxStatus, kAdmin | kOutbox, false},
 };
 
 const OpRule* rule_for(uint16_t raw) {
@@ -113,8 +121,8 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
 }
 
 DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,
-                                   std::span<const uint8_t> body, int64_t now,
-                                   bool writes_allowed, Changes& ch, std::string& out) {
+                                   std::span<const uint8_t> body, int64_t now, bool writes_allowed,
+                                   Changes& ch, std::string& out) {
   const uint32_t id = h.request_id;
   const auto op = static_cast<Opcode>(h.opcode);
   const OpRule* rule = rule_for(h.opcode);

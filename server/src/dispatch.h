@@ -20,8 +20,8 @@ struct Session {  // per connection
 };
 
 struct DispatchOutcome {
-  bool close = false;    // close the connection after sending the answer
-  bool deferred = false; // no answer yet (the loop answers later: outbox long-poll)
+  bool close = false;     // close the connection after sending the answer
+  bool deferred = false;  // no answer yet (the loop answers later: outbox long-poll)
 };
 
 class Dispatcher {
@@ -47,8 +47,7 @@ class Dispatcher {
 
  private:
   template <class Resp>
-  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp,
-              std::string& out) const;
+  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp, std::string& out) const;
   proto::Status hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
                       std::string& why) const;
   Book& book_;

@@ -26,17 +26,16 @@ void put_or_delete(storage::Batch& b, std::string key, const std::optional<Row>&
 
 }  // namespace
 
-storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn,
-                           uint64_t outbox_acked, uint64_t outbox_first) {
+storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn, uint64_t outbox_acked,
+                           uint64_t outbox_first) {
   storage::Batch b;
   b.lsn = lsn;
   each_once(ch.skus, [&](const std::string& sku) {
     put_or_delete(b, rec::sku_key(sku), book.sku_row(sku));
   });
   each_once(ch.holds, [&](uint64_t id) { put_or_delete(b, rec::hold_key(id), book.hold_row(id)); });
-  each_once(ch.idem, [&](const std::string& k) {
-    put_or_delete(b, rec::idem_key(k), book.idem_row(k));
-  });
+  each_once(ch.idem,
+            [&](const std::string& k) { put_or_delete(b, rec::idem_key(k), book.idem_row(k)); });
   each_once(ch.users, [&](const std::pair<std::string, std::string>& u) {
     put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second));
   });
@@ -93,7 +92,8 @@ std::string recover(storage::Store& store, Book& book, Recovered& out) {
   if (err = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain); !err.empty()) return err;
   if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, plain); !err.empty())
     return err;
-  if (err = load_table<rec::IdemRow>(store, rec::kTagIdem, out.idem, plain); !err.empty()) return err;
+  if (err = load_table<rec::IdemRow>(store, rec::kTagIdem, out.idem, plain); !err.empty())
+    return err;
   if (err = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain); !err.empty())
     return err;
   if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())

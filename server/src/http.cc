@@ -108,11 +108,9 @@ void Server::Impl::on_metrics_accept() {
           return respond(h, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
         }
         if (h->request.find("\r\n\r\n") == std::string::npos) return;
-        static_cast<Impl*>(s->loop->data)->http_answer(h->request, [h](int c, const char* r,
-                                                                       const char* t,
-                                                                       const std::string& b) {
-          respond(h, c, r, t, b);
-        });
+        static_cast<Impl*>(s->loop->data)
+            ->http_answer(h->request, [h](int c, const char* r, const char* t,
+                                          const std::string& b) { respond(h, c, r, t, b); });
       });
 }
 
@@ -132,7 +130,8 @@ void Server::Impl::http_answer(
     return reply(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render_metrics());
   }
   if (path == "/healthz") {
-    if (store_failed) return reply(503, "Service Unavailable", "text/plain", "store failed: " + store_error + "\n");
+    if (store_failed)
+      return reply(503, "Service Unavailable", "text/plain", "store failed: " + store_error + "\n");
     if (stopping) return reply(503, "Service Unavailable", "text/plain", "stopping\n");
     return reply(200, "OK", "text/plain", "ok\n");
   }
@@ -194,7 +193,8 @@ std::string Server::Impl::render_metrics() const {
        double(lsn));
   // SKU-level gauges for a bounded set only (the first metrics_sku_max ids in byte order).
   proto::SkuListResp skus;
-  book->sku_list({"", std::max<uint32_t>(1, std::min(config.metrics_sku_max, proto::kSkuListMax))}, skus);
+  book->sku_list({"", std::max<uint32_t>(1, std::min(config.metrics_sku_max, proto::kSkuListMax))},
+                 skus);
   if (config.metrics_sku_max > 0 && !skus.skus.empty()) {
     out += "# HELP stockd_sku_units Units of a SKU by state (first --metrics-sku-max SKUs).\n";
     out += "# TYPE stockd_sku_units gauge\n";

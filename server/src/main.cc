@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "TCP address for clients, HOST:PORT (port 0 = any free)")
       ->envname("STOCKD_LISTEN")
       ->capture_default_str();
-  app.add_option("--metrics-listen", metrics, "HTTP address for /metrics and /healthz (off if empty)")
+  app.add_option("--metrics-listen", metrics,
+                 "HTTP address for /metrics and /healthz (off if empty)")
       ->envname("STOCKD_METRICS_LISTEN");
   app.add_option("--metrics-sku-max", c.metrics_sku_max, "SKU-level gauges for at most N SKUs")
       ->envname("STOCKD_METRICS_SKU_MAX")

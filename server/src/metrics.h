@@ -36,8 +36,8 @@ struct Metrics {
   Histogram<14> request_seconds{{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                  0.025, 0.05, 0.1, 0.25, 0.5, 1.0}};
   // Write (+fsync) time of one group on the WAL thread.
-  Histogram<12> fsync_seconds{{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
-                               0.1, 0.25, 1.0}};
+  Histogram<12> fsync_seconds{
+      {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0}};
   // Store operations per group.
   Histogram<12> batch_ops{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}};
   uint64_t store_errors = 0;
@@ -50,8 +50,7 @@ struct Metrics {
 
 // Appends a histogram in text format: NAME_bucket{le=..}, NAME_sum, NAME_count.
 template <size_t N>
-void render_histogram(std::string& out, const char* name, const char* help,
-                      const Histogram<N>& h) {
+void render_histogram(std::string& out, const char* name, const char* help, const Histogram<N>& h) {
   out += "# HELP ";
   out += name;
   out += " ";

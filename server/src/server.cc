@@ -7,8 +7,8 @@
 #include <chrono>
 #include <cstdio>
 
-#include "stockd/persist.h"
 #include "server_impl.h"
+#include "stockd/persist.h"
 
 namespace stockd {
 
@@ -44,8 +44,9 @@ bool Server::Impl::open_and_recover() {
   outbox_first = r.meta.outbox_first;
   outbox_durable_head = outbox_fill_head = book->meta().next_outbox_seq - 1;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log->info("recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
-            r.skus, r.holds, r.idem, r.codes, r.outbox, lsn, secs);
+  log->info(
+      "recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
+      r.skus, r.holds, r.idem, r.codes, r.outbox, lsn, secs);
   make_wal();
   return true;
 }
@@ -69,10 +70,8 @@ bool Server::Impl::reload_book() {
   }
   book = std::move(fresh);
   dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
-  dispatcher->set_outbox_handler(
-      [this](const proto::FrameHeader& h, const proto::Request& req, std::string& out) {
-        return outbox(h, req, out);
-      });
+  dispatcher->set_outbox_handler([this](const proto::FrameHeader& h, const proto::Request& req,
+                                        std::string& out) { return outbox(h, req, out); });
   lsn = r.meta.lsn;
   outbox_durable_head = outbox_fill_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
   return true;
@@ -161,17 +160,17 @@ int Server::Impl::run() {
   uv_check_init(&loop, &turn_end);
   turn_end.data = this;
   uv_check_start(&turn_end, [](uv_check_t* h) { static_cast<Impl*>(h->data)->end_of_turn(); });
-  uv_async_init(&loop, &wal_done, [](uv_async_t* h) { static_cast<Impl*>(h->data)->on_wal_done(); });
+  uv_async_init(&loop, &wal_done,
+                [](uv_async_t* h) { static_cast<Impl*>(h->data)->on_wal_done(); });
   wal_done.data = this;
   uv_timer_init(&loop, &expiry_timer);
   expiry_timer.data = this;
   uv_timer_init(&loop, &tick_timer);
   tick_timer.data = this;
-  uv_timer_start(&tick_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->on_tick(); }, 1000,
-                 1000);
-  uv_async_init(&loop, &stop_async, [](uv_async_t* h) {
-    static_cast<Impl*>(h->data)->begin_stop("stop requested");
-  });
+  uv_timer_start(
+      &tick_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->on_tick(); }, 1000, 1000);
+  uv_async_init(&loop, &stop_async,
+                [](uv_async_t* h) { static_cast<Impl*>(h->data)->begin_stop("stop requested"); });
   stop_async.data = this;
   loop_ready = true;
   uv_signal_init(&loop, &sigterm);

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "conn.h"
-#include "metrics.h"
 #include "dispatch.h"
+#include "metrics.h"
 #include "stockd/book.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
@@ -27,8 +27,8 @@ struct Server::Impl {
       : config(std::move(c)),
         store_options(so),
         book(std::make_unique<Book>(book_limits())),
-        dispatcher(std::make_unique<Dispatcher>(*book, config,
-                                                [this](auto& s) { extra_stats(s); })) {}
+        dispatcher(
+            std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); })) {}
 
   BookLimits book_limits() const {
     BookLimits l;
@@ -60,11 +60,11 @@ struct Server::Impl {
   bool metrics_open = false;
 
   // ---- Group commit state. ----
-  Changes changes;             // the filling group
-  uint64_t fill_seq = 1;       // id of the filling group; answers are tagged with it
-  uint64_t durable_seq = 0;    // every group <= this is durable (or was empty)
-  uint64_t inflight_seq = 0;   // group being written by the WAL thread, 0 if none
-  uint64_t lsn = 0;            // our log sequence number: +1 per written batch
+  Changes changes;            // the filling group
+  uint64_t fill_seq = 1;      // id of the filling group; answers are tagged with it
+  uint64_t durable_seq = 0;   // every group <= this is durable (or was empty)
+  uint64_t inflight_seq = 0;  // group being written by the WAL thread, 0 if none
+  uint64_t lsn = 0;           // our log sequence number: +1 per written batch
   bool store_failed = false;
   std::string store_error;
   std::vector<std::string> extra_deletes;  // outbox trims, carried by the next batch
@@ -84,10 +84,10 @@ struct Server::Impl {
   std::vector<Poll> polls;
 
   // ---- Connections. ----
-  std::vector<Conn*> conns;         // every open connection
-  std::vector<Conn*> flush_list;    // connections with answers not yet written
-  Conn* dispatching = nullptr;      // the connection whose request is being handled
-  char read_buf[64 * 1024];         // every read lands here first (one loop thread)
+  std::vector<Conn*> conns;       // every open connection
+  std::vector<Conn*> flush_list;  // connections with answers not yet written
+  Conn* dispatching = nullptr;    // the connection whose request is being handled
+  char read_buf[64 * 1024];       // every read lands here first (one loop thread)
   uint64_t accepted_total = 0;
   uint64_t rejected_total = 0;
 
@@ -126,8 +126,7 @@ struct Server::Impl {
   void arm_expiry();
   void on_tick();
 
-  DispatchOutcome outbox(const proto::FrameHeader& h, const proto::Request& req,
-                         std::string& out);
+  DispatchOutcome outbox(const proto::FrameHeader& h, const proto::Request& req, std::string& out);
   void outbox_read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp);
   void answer_polls(bool expired_only);
   void trim_outbox(int64_t now);
@@ -135,9 +134,9 @@ struct Server::Impl {
 
   bool start_metrics();
   void on_metrics_accept();
-  void http_answer(const std::string& request,
-                   const std::function<void(int, const char*, const char*, const std::string&)>&
-                       reply);
+  void http_answer(
+      const std::string& request,
+      const std::function<void(int, const char*, const char*, const std::string&)>& reply);
   std::string render_metrics() const;
 };
 

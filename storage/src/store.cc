@@ -5,7 +5,6 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
-
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -71,7 +70,8 @@ class RocksStore final : public Store {
   Status write(const Batch& batch, bool sync) override {
     rocksdb::WriteBatch wb;
     for (const auto& op : batch.ops) {
-      rocksdb::Status s = op.del ? wb.Delete(slice(op.key)) : wb.Put(slice(op.key), slice(op.value));
+      rocksdb::Status s =
+          op.del ? wb.Delete(slice(op.key)) : wb.Put(slice(op.key), slice(op.value));
       if (!s.ok()) return to_status(s, "building batch");
     }
     rocksdb::WriteOptions wo;

@@ -1,10 +1,9 @@
 // stockctl inspect / verify: read a stopped server's data dir without starting a server.
 // Opens the RocksDB store read-only and rebuilds the book through the same recovery code the
 // server runs, so "verify OK" means "stockd would start on this data".
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "stockd/book.h"
@@ -45,10 +44,14 @@ int open_offline(const Args& a, Opened& o) {
 }
 
 nlohmann::json sku_json(const proto::SkuView& v) {
-  return {{"sku", v.sku},           {"total", v.total},
-          {"available", v.available}, {"held", v.held},
-          {"sold", v.sold},         {"per_user_limit", v.per_user_limit},
-          {"opens_at_ms", v.opens_at_ms}, {"closes_at_ms", v.closes_at_ms},
+  return {{"sku", v.sku},
+          {"total", v.total},
+          {"available", v.available},
+          {"held", v.held},
+          {"sold", v.sold},
+          {"per_user_limit", v.per_user_limit},
+          {"opens_at_ms", v.opens_at_ms},
+          {"closes_at_ms", v.closes_at_ms},
           {"closed", (v.flags & proto::kSkuFlagClosed) != 0},
           {"code_pool", (v.flags & proto::kSkuFlagCodePool) != 0}};
 }

@@ -29,13 +29,13 @@ namespace stockd {
 
 // What operations changed, in order. Entries may repeat; the group commit coalesces them.
 struct Changes {
-  std::vector<std::string> skus;             // SKU rows to rewrite
-  std::vector<uint64_t> holds;               // hold rows to put (if present) or delete
-  std::vector<std::string> idem;             // idempotency rows to put (if present) or delete
+  std::vector<std::string> skus;  // SKU rows to rewrite
+  std::vector<uint64_t> holds;    // hold rows to put (if present) or delete
+  std::vector<std::string> idem;  // idempotency rows to put (if present) or delete
   std::vector<std::pair<std::string, std::string>> users;  // (sku, user) count rows
   std::vector<std::pair<std::string, uint32_t>> codes;     // (sku, index) code rows
-  std::vector<proto::OutboxRecord> outbox;   // new outbox records, seq ascending
-  bool meta = false;                         // next ids changed
+  std::vector<proto::OutboxRecord> outbox;                 // new outbox records, seq ascending
+  bool meta = false;                                       // next ids changed
   bool empty() const {
     return skus.empty() && holds.empty() && idem.empty() && users.empty() && codes.empty() &&
            outbox.empty() && !meta;
@@ -44,8 +44,8 @@ struct Changes {
 };
 
 struct BookLimits {
-  size_t expire_per_call_max = 1024;         // holds one expire() may release
-  int64_t idem_retention_ms = 24 * 3600 * 1000LL;     // keys kept at least this long
+  size_t expire_per_call_max = 1024;                        // holds one expire() may release
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;           // keys kept at least this long
   int64_t finished_hold_retention_ms = 24 * 3600 * 1000LL;  // committed/released holds kept
   size_t codes_per_sku_max = 10'000'000;
 };
@@ -74,8 +74,7 @@ class Book {
   proto::Status commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
   proto::Status release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
   // Buy-now of one code from a code-pool SKU (a reserve of qty 1 with ttl 0).
-  proto::Status claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out,
-                      Changes& ch);
+  proto::Status claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch);
 
   // ---- Queries (no changes). ----
   proto::Status hold_get(uint64_t hold_id, proto::HoldView& out) const;
@@ -84,11 +83,9 @@ class Book {
   void stats(std::vector<proto::Stat>& out) const;  // appends name/value pairs
 
   // ---- Admin operations. ----
-  proto::Status sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out,
-                        Changes& ch);
+  proto::Status sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch);
   proto::Status restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch);
-  proto::Status codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out,
-                           Changes& ch);
+  proto::Status codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch);
   proto::Status sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
 
   // ---- Time. ----

@@ -16,25 +16,25 @@ const char* durability_name(Durability d);
 
 struct Config {
   std::string listen_host = "127.0.0.1";
-  uint16_t listen_port = 7070;           // 0 = any free port (printed at start)
+  uint16_t listen_port = 7070;  // 0 = any free port (printed at start)
   std::string metrics_host = "127.0.0.1";
   uint16_t metrics_port = 0;
-  bool metrics_enabled = false;          // serve /metrics and /healthz on metrics_host:port
-  uint32_t metrics_sku_max = 100;        // SKU-level gauges for at most this many SKUs
+  bool metrics_enabled = false;    // serve /metrics and /healthz on metrics_host:port
+  uint32_t metrics_sku_max = 100;  // SKU-level gauges for at most this many SKUs
   std::string data_dir = "./data";
   Durability durability = Durability::kSync;
-  int fsync_interval_ms = 100;           // interval mode: most a crash can lose
-  std::string admin_token;               // required for admin operations; empty = admin off
-  std::string outbox_token;              // for the sidecar; empty = only admin may read
-  std::string client_token;              // buyers' token; empty = buyers need none
-  uint32_t connections_max = 10000;      // further connections get BUSY and are closed
-  uint32_t inflight_max = 1024;          // unanswered requests per connection before we stop reading
-  uint32_t frame_bytes_max = 1 << 20;    // largest frame accepted, header included
-  uint32_t idle_timeout_ms = 300000;     // a connection silent this long is closed
-  int64_t idem_retention_ms = 24 * 3600 * 1000LL;  // idempotency keys kept at least this long
+  int fsync_interval_ms = 100;         // interval mode: most a crash can lose
+  std::string admin_token;             // required for admin operations; empty = admin off
+  std::string outbox_token;            // for the sidecar; empty = only admin may read
+  std::string client_token;            // buyers' token; empty = buyers need none
+  uint32_t connections_max = 10000;    // further connections get BUSY and are closed
+  uint32_t inflight_max = 1024;        // unanswered requests per connection before we stop reading
+  uint32_t frame_bytes_max = 1 << 20;  // largest frame accepted, header included
+  uint32_t idle_timeout_ms = 300000;   // a connection silent this long is closed
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;        // idempotency keys kept at least this long
   int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
   std::string log_level = "info";
-  std::string ready_file;                // if set, "host port\n" is written here once listening
+  std::string ready_file;  // if set, "host port\n" is written here once listening
 };
 
 // "" if the config is usable, else the first problem, phrased for the operator.

@@ -72,7 +72,7 @@ struct CodeRow {  // one unique code of a code-pool SKU
 };
 
 struct MetaRow {
-  uint64_t lsn = 0;              // our log sequence number: +1 per written batch
+  uint64_t lsn = 0;  // our log sequence number: +1 per written batch
   uint64_t next_hold_id = 1;
   uint64_t next_outbox_seq = 1;  // outbox record sequence numbers start at 1
   uint64_t outbox_acked = 0;     // highest seq the sidecar acknowledged

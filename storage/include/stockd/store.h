@@ -54,7 +54,7 @@ struct Batch {
 
 struct StoreOptions {
   bool create_if_missing = true;
-  bool read_only = false;  // offline inspection of a stopped server's data
+  bool read_only = false;       // offline inspection of a stopped server's data
   rocksdb::Env* env = nullptr;  // tests only: a fault-injecting file system; not owned
 };
 
