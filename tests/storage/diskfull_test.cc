@@ -51,7 +51,8 @@ class SmallDisk {
 
 TEST(DiskFull, TypedErrorsNoFalseOkThenResumes) {
   SmallDisk disk(16);
-  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << strerror(errno);
+  if (!disk.mounted())
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << strerror(errno);
   StockdProcess server({}, (disk.dir() / "data").string());
   ASSERT_TRUE(server.start());
   {
@@ -71,8 +72,10 @@ TEST(DiskFull, TypedErrorsNoFalseOkThenResumes) {
     buyers.emplace_back([&, t] {
       Client c = server.buyer();
       for (int i = 0; !stop && i < 20000; ++i) {
-        proto::ReserveReq r{"u" + std::to_string(t), "k" + std::to_string(t) + "-" + std::to_string(i),
-                            0, {{"disk", 1}}};
+        proto::ReserveReq r{"u" + std::to_string(t),
+                            "k" + std::to_string(t) + "-" + std::to_string(i),
+                            0,
+                            {{"disk", 1}}};
         auto rep = c.reserve(r);
         if (rep.ok()) {
           std::lock_guard lock(mu);

@@ -20,7 +20,8 @@
 namespace stockd::test {
 
 inline std::filesystem::path make_temp_dir(const std::string& tag) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / ("stockd-" + tag + "-XXXXXX")).string();
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / ("stockd-" + tag + "-XXXXXX")).string();
   char* p = mkdtemp(tmpl.data());
   if (p == nullptr) std::abort();
   return p;
@@ -47,11 +48,12 @@ class StockdProcess {
   bool start(int timeout_ms = 20000) {
     ready_file_ = data_dir_ + ".ready";
     std::filesystem::remove(ready_file_);
-    std::vector<std::string> args = {STOCKD_BIN,       "--listen",      "127.0.0.1:" + std::to_string(port_),
-                                     "--data-dir",     data_dir_,       "--admin-token",
-                                     kAdminToken,      "--outbox-token", kOutboxToken,
-                                     "--ready-file",   ready_file_,     "--log-level",
-                                     log_level_};
+    std::vector<std::string> args = {
+        STOCKD_BIN,     "--listen",       "127.0.0.1:" + std::to_string(port_),
+        "--data-dir",   data_dir_,        "--admin-token",
+        kAdminToken,    "--outbox-token", kOutboxToken,
+        "--ready-file", ready_file_,      "--log-level",
+        log_level_};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     if (pid_ == 0) {

@@ -44,9 +44,9 @@ inline constexpr size_t kClientNameBytesMax = 128;  // HELLO client_name
 inline constexpr size_t kStatNameBytesMax = 128;    // STATS name
 inline constexpr size_t kReserveLinesMax = 64;
 inline constexpr uint32_t kHoldTtlMsMax = 24u * 3600u * 1000u;  // one day
-inline constexpr uint32_t kSkuListMax = 1000;                    // per SKU_LIST page
-inline constexpr uint32_t kOutboxReadMax = 10000;                // records per OUTBOX_READ
-inline constexpr uint32_t kOutboxWaitMsMax = 30000;              // long-poll bound
+inline constexpr uint32_t kSkuListMax = 1000;                   // per SKU_LIST page
+inline constexpr uint32_t kOutboxReadMax = 10000;               // records per OUTBOX_READ
+inline constexpr uint32_t kOutboxWaitMsMax = 30000;             // long-poll bound
 
 enum class Opcode : uint16_t {
   kHello = 0x01,
@@ -97,7 +97,13 @@ const char* status_name(Status s);  // "OK", "SOLD_OUT", ...
 inline bool is_error_status(Status s) { return static_cast<uint16_t>(s) >= 64; }
 
 enum class Role : uint8_t { kBuyer = 1, kAdmin = 2, kOutbox = 3 };
-enum class HoldState : uint8_t { kNone = 0, kHeld = 1, kCommitted = 2, kReleased = 3, kExpired = 4 };
+enum class HoldState : uint8_t {
+  kNone = 0,
+  kHeld = 1,
+  kCommitted = 2,
+  kReleased = 3,
+  kExpired = 4
+};
 const char* hold_state_name(HoldState s);
 
 struct FrameHeader {
@@ -156,7 +162,7 @@ struct ReserveResp {
   HoldState state = HoldState::kNone;
   int64_t expires_at_ms = 0;
   uint16_t failed_line = 0xFFFF;  // index of the refused line, 0xFFFF if none
-  uint64_t available = 0;  // SOLD_OUT: units left; LIMIT_EXCEEDED: allowance left for the user
+  uint64_t available = 0;      // SOLD_OUT: units left; LIMIT_EXCEEDED: allowance left for the user
   std::vector<SkuCode> codes;  // codes held or sold by this reservation
   bool operator==(const ReserveResp&) const = default;
 };
@@ -306,23 +312,23 @@ struct ErrorResp {  // body of every response whose status >= 64
   bool operator==(const ErrorResp&) const = default;
 };
 
-using Request = std::variant<HelloReq, PingReq, ReserveReq, HoldReq, ClaimReq, SkuReq, SkuListReq,
-                             StatsReq, SkuSetReq, RestockReq, CodesLoadReq, OutboxReadReq,
-                             OutboxAckReq, OutboxStatusReq>;
-using Response = std::variant<HelloResp, PingResp, ReserveResp, HoldView, ClaimResp, SkuView,
-                              SkuListResp, StatsResp, CodesLoadResp, OutboxReadResp,
-                              OutboxStatusResp, ErrorResp>;
+using Request =
+    std::variant<HelloReq, PingReq, ReserveReq, HoldReq, ClaimReq, SkuReq, SkuListReq, StatsReq,
+                 SkuSetReq, RestockReq, CodesLoadReq, OutboxReadReq, OutboxAckReq, OutboxStatusReq>;
+using Response =
+    std::variant<HelloResp, PingResp, ReserveResp, HoldView, ClaimResp, SkuView, SkuListResp,
+                 StatsResp, CodesLoadResp, OutboxReadResp, OutboxStatusResp, ErrorResp>;
 
 // ---- Framing ----
 
 enum class DecodeKind { kFrame, kNeedMore, kInvalid };
 struct FrameDecode {
   DecodeKind kind = DecodeKind::kNeedMore;
-  FrameHeader header;                // kFrame, and kInvalid when the header itself was read
-  std::span<const uint8_t> body;     // kFrame: view into the input
-  size_t consumed = 0;               // kFrame: header + body bytes
-  Status error = Status::kOk;        // kInvalid: kBadRequest, kFrameTooLarge, kUnsupportedVersion
-  std::string reason;                // kInvalid: why, for the error frame and the log
+  FrameHeader header;             // kFrame, and kInvalid when the header itself was read
+  std::span<const uint8_t> body;  // kFrame: view into the input
+  size_t consumed = 0;            // kFrame: header + body bytes
+  Status error = Status::kOk;     // kInvalid: kBadRequest, kFrameTooLarge, kUnsupportedVersion
+  std::string reason;             // kInvalid: why, for the error frame and the log
 };
 // Looks at the start of `in`. Never reads past in.size(); never allocates unless invalid.
 FrameDecode decode_frame(std::span<const uint8_t> in, const Limits& limits);
