@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "format.h"
 #include "stockd/book.h"
 #include "stockd/persist.h"
 #include "stockd/store.h"
@@ -43,19 +44,6 @@ int open_offline(const Args& a, Opened& o) {
   return kExitOk;
 }
 
-nlohmann::json sku_json(const proto::SkuView& v) {
-  return {{"sku", v.sku},
-          {"total", v.total},
-          {"available", v.available},
-          {"held", v.held},
-          {"sold", v.sold},
-          {"per_user_limit", v.per_user_limit},
-          {"opens_at_ms", v.opens_at_ms},
-          {"closes_at_ms", v.closes_at_ms},
-          {"closed", (v.flags & proto::kSkuFlagClosed) != 0},
-          {"code_pool", (v.flags & proto::kSkuFlagCodePool) != 0}};
-}
-
 }  // namespace
 
 int cmd_inspect(const Args& a) {
@@ -70,32 +58,32 @@ int cmd_inspect(const Args& a) {
   o.book.stats(stats);
   proto::SkuListResp skus;
   std::string after;
-  nlohmann::json js = nlohmann::json::array();
+  Json js = Json::array();
   size_t shown = 0, limit = a.limit == 0 ? SIZE_MAX : a.limit;
   do {  // page through every SKU, as many as asked for
     skus.skus.clear();
     o.book.sku_list({after, proto::kSkuListMax}, skus);
     for (const auto& s : skus.skus) {
-      if (shown++ < limit) js.push_back(sku_json(s));
+      if (shown++ < limit) js.push_back(to_json(s));
     }
     if (!skus.skus.empty()) after = skus.skus.back().sku;
   } while (skus.skus.size() == proto::kSkuListMax && shown < limit);
-  nlohmann::json out = {{"status", "OK"},
-                        {"data_dir", a.data_dir},
-                        {"lsn", m.lsn},
-                        {"next_hold_id", m.next_hold_id},
-                        {"outbox_next_seq", m.next_outbox_seq},
-                        {"outbox_acked", m.outbox_acked},
-                        {"outbox_first", m.outbox_first},
-                        {"rows",
-                         {{"skus", o.rec.skus},
-                          {"holds", o.rec.holds},
-                          {"idempotency_keys", o.rec.idem},
-                          {"user_counts", o.rec.users},
-                          {"codes", o.rec.codes},
-                          {"outbox", o.rec.outbox}}},
-                        {"live_holds", o.book.live_holds()},
-                        {"skus", js}};
+  Json out = {{"status", "OK"},
+              {"data_dir", a.data_dir},
+              {"lsn", m.lsn},
+              {"next_hold_id", m.next_hold_id},
+              {"outbox_next_seq", m.next_outbox_seq},
+              {"outbox_acked", m.outbox_acked},
+              {"outbox_first", m.outbox_first},
+              {"rows",
+               {{"skus", o.rec.skus},
+                {"holds", o.rec.holds},
+                {"idempotency_keys", o.rec.idem},
+                {"user_counts", o.rec.users},
+                {"codes", o.rec.codes},
+                {"outbox", o.rec.outbox}}},
+              {"live_holds", o.book.live_holds()},
+              {"skus", js}};
   if (a.json) {
     std::cout << out.dump() << '\n';
     return kExitOk;
@@ -119,9 +107,9 @@ int cmd_verify(const Args& a) {
   if (int rc = open_offline(a, o); rc != kExitOk) return rc;
   std::string problem = o.error.empty() ? o.book.check_invariants() : o.error;
   if (a.json) {
-    std::cout << nlohmann::json{{"status", problem.empty() ? "OK" : "DAMAGED"},
-                                {"lsn", o.rec.meta.lsn},
-                                {"problem", problem}}
+    std::cout << Json{{"status", problem.empty() ? "OK" : "DAMAGED"},
+                      {"lsn", o.rec.meta.lsn},
+                      {"problem", problem}}
                      .dump()
               << '\n';
   } else if (problem.empty()) {
