@@ -1,7 +1,9 @@
 // The operator's view of the real stockd: GET /metrics (checked by promtool when installed, and
 // against the answers the test got), /healthz, 404 and 405, and `stockctl top`.
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -297,6 +299,81 @@ TEST_F(MetricsTest, TopWithoutAServerExitsThree) {
   EXPECT_EQ(r.exit_code, 3) << show(r);
   ToolResult bad = top({"--metrics", "no-port"});
   EXPECT_EQ(bad.exit_code, 2) << show(bad);
+}
+
+}  // namespace
+}  // namespace stockd::test
+
+namespace stockd::test {
+namespace {
+
+// Starts stockd-outbox with --metrics-listen; returns its pid (or -1).
+pid_t start_sidecar(const std::vector<std::string>& args) {
+  std::vector<std::string> all = {STOCKD_OUTBOX_BIN};
+  all.insert(all.end(), args.begin(), args.end());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (FILE* f = std::freopen("/dev/null", "w", stderr)) (void)f;
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void stop_sidecar(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+// The sidecar says on /metrics what it copied, and when SQL is down, says that too (sql_up 0,
+// failures counted, /healthz 503) while it keeps retrying.
+TEST_F(MetricsTest, SidecarExportsItsProgressAndSqlOutages) {
+  traffic();  // 3 buy-now orders in the outbox (and one live hold, not an order)
+  Client admin = server_->admin();
+  auto st = admin.outbox_status();
+  ASSERT_TRUE(st.ok()) << st.error;
+  const double head = static_cast<double>(st.body.head_seq);
+  ASSERT_EQ(head, 3.0);
+  auto dir = make_temp_dir("sidecar-metrics");
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  int good_port = free_port();
+  pid_t good = start_sidecar({"--server", server, "--token", StockdProcess::kOutboxToken, "--sql",
+                              "sqlite:" + (dir / "o.db").string(), "--metrics-listen",
+                              "127.0.0.1:" + std::to_string(good_port)});
+  int down_port = free_port();
+  pid_t down = start_sidecar({"--server", server, "--token", StockdProcess::kOutboxToken, "--sql",
+                              "postgresql://nobody@127.0.0.1:1/none", "--metrics-listen",
+                              "127.0.0.1:" + std::to_string(down_port)});
+  HttpAnswer m;
+  EXPECT_TRUE(eventually(10000, [&] {
+    m = get(good_port, "/metrics");
+    return sample(m.body, "stockd_outbox_sidecar_cursor_seq") == head;
+  })) << m.body;
+  EXPECT_EQ(sample(m.body, "stockd_outbox_sidecar_lag"), 0.0);
+  EXPECT_EQ(sample(m.body, "stockd_outbox_sidecar_sql_up"), 1.0);
+  EXPECT_EQ(sample(m.body, "stockd_outbox_sidecar_copied_records_total"), head);
+  EXPECT_EQ(get(good_port, "/healthz").code, 200);
+  std::string promtool = find_promtool();
+  if (!promtool.empty()) {
+    auto [status, out] = promtool_check(promtool, m.body);
+    EXPECT_EQ(status, 0) << out;
+  }
+
+  HttpAnswer d;
+  EXPECT_TRUE(eventually(10000, [&] {
+    d = get(down_port, "/metrics");
+    auto f = sample(d.body, "stockd_outbox_sidecar_sql_failures_total");
+    return f && *f >= 2.0;
+  })) << d.body;
+  EXPECT_EQ(sample(d.body, "stockd_outbox_sidecar_sql_up"), 0.0);
+  EXPECT_EQ(get(down_port, "/healthz").code, 503);
+  stop_sidecar(good);
+  stop_sidecar(down);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

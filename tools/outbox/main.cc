@@ -40,6 +40,7 @@ struct Args {
   std::string sql = "sqlite:./data/orders.db";
   std::string log_level = "info";
   std::optional<uint64_t> reset_cursor;
+  std::string metrics_listen;  // HOST:PORT for /metrics and /healthz; empty = none
   stockd::outbox::SidecarConfig cfg;
 };
 
@@ -68,6 +69,10 @@ void add_options(CLI::App& app, Args& a) {
                  "write {cursor, head, lag, sql_up, stockd_up, last_error} as JSON here after "
                  "each batch (atomically)")
       ->envname("STOCKD_OUTBOX_STATUS_FILE");
+  app.add_option("--metrics-listen", a.metrics_listen,
+                 "serve /metrics (Prometheus text: cursor, lag, sql_up, failures) and /healthz "
+                 "on HOST:PORT")
+      ->envname("STOCKD_OUTBOX_METRICS_LISTEN");
   app.add_option("--reset-cursor", a.reset_cursor,
                  "set the database's cursor to SEQ and exit (0 = replay everything stockd "
                  "still retains)")
@@ -104,6 +109,17 @@ int run(Args& a) {
     return kExitOk;
   }
   install_signals();
+  stockd::outbox::MetricsServer metrics;
+  if (!a.metrics_listen.empty()) {
+    stockd::ClientOptions ep;
+    std::string e = stockd::parse_endpoint(a.metrics_listen, ep);
+    if (e.empty()) e = metrics.start(ep.host, ep.port);
+    if (!e.empty()) {
+      log->critical("--metrics-listen: {}", e);
+      return kExitConfig;
+    }
+    a.cfg.metrics = &metrics;
+  }
   Sidecar sidecar(a.cfg, std::move(sink), log, g_stop);
   return sidecar.run();
 }

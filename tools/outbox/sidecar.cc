@@ -71,6 +71,8 @@ struct Sidecar::Impl {
   std::string last_error;
   Backoff read_backoff;
   uint64_t copied = 0;
+  uint64_t sql_failures = 0;
+  uint64_t stockd_failures = 0;
   std::optional<Clock::time_point> first_batch_at;
   Clock::time_point last_progress = Clock::now();
   uint64_t copied_at_progress = 0;
@@ -150,6 +152,7 @@ Next Sidecar::Impl::start_sql() {
       return kExitConfig;
     }
     last_error = s.message;
+    ++sql_failures;
     write_status();
     if (cfg.once && Clock::now() >= deadline) {
       log->critical("gave up waiting for SQL after {} ms (--once): {}", cfg.once_start_timeout_ms,
@@ -184,6 +187,7 @@ Next Sidecar::Impl::connect_stockd() {
       return kExitConfig;
     }
     last_error = "stockd: " + why_not(r);
+    ++stockd_failures;
     write_status();
     if (cfg.once && Clock::now() >= deadline) {
       log->critical("gave up waiting for stockd at {} after {} ms (--once): {}",
@@ -202,6 +206,7 @@ void Sidecar::Impl::lost_stockd(const std::string& why) {
   client.close();
   stockd_up = false;
   last_error = "stockd: " + why;
+  ++stockd_failures;
   write_status();
   int d = read_backoff.next();
   log->warn("stockd at {}: {}; reconnecting in {} ms", endpoint(cfg.server), why, d);
@@ -313,6 +318,7 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
       return std::nullopt;
     }
     sql_up = false;
+    ++sql_failures;
     last_error = s.message;
     write_status();
     int d = backoff.next();
@@ -328,6 +334,7 @@ Next Sidecar::Impl::skip_to_head() {
   SinkStatus s = sink->reset_cursor(head, wall_ms());
   if (!s.ok()) {
     sql_up = false;
+    ++sql_failures;
     last_error = s.message;
     int d = read_backoff.next();
     log->warn("cannot move the cursor to {}: {}; retrying in {} ms", head, s.message, d);
@@ -358,6 +365,9 @@ void Sidecar::Impl::log_progress() {
 }
 
 void Sidecar::Impl::write_status() {
+  if (cfg.metrics != nullptr) {
+    cfg.metrics->publish({cursor, head, sql_up, stockd_up, copied, sql_failures, stockd_failures});
+  }
   if (cfg.status_file.empty()) return;
   std::string scratch;
   std::string json = "{\"cursor\":" + std::to_string(cursor) + ",\"head\":" + std::to_string(head) +

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "metrics.h"
 #include "sink.h"
 #include "stockd/client.h"
 
@@ -31,6 +32,7 @@ struct SidecarConfig {
   bool once = false;                  // drain until caught up, then exit 0
   bool accept_gap = false;            // continue past records trimmed before we copied them
   std::string status_file;            // JSON status written after each batch; empty = none
+  MetricsServer* metrics = nullptr;   // published to after each batch and failure; not owned
   int backoff_min_ms = 100;           // first retry delay (stockd down, SQL down)
   int backoff_max_ms = 5000;          // retry delays double up to this
   int once_start_timeout_ms = 10000;  // --once: give up reaching SQL or stockd after this
