@@ -330,64 +330,42 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
 
 // ---- Commit and release. ----
 
-Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
-  Impl& m = *impl_;
+Status Book::Impl::settle(uint64_t hold_id, int64_t now, bool commit, proto::HoldView& out,
+                          Changes& ch) {
   out = proto::HoldView{};
-  m.sweep(now, ch);
-  auto it = m.holds.find(hold_id);
-  if (it == m.holds.end()) return Status::kNotFound;
+  sweep(now, ch);
+  auto it = holds.find(hold_id);
+  if (it == holds.end()) return Status::kNotFound;
   Hold& h = it->second;
   Status st = Status::kOk;
-  switch (h.state) {
-    case HoldState::kHeld:
-      if (now >= h.expires_at) {
-        m.end_hold(h, HoldState::kExpired, h.expires_at, ch);
-        ++m.counters.expiries;
-        st = Status::kHoldExpired;
-      } else {
-        m.commit_hold(h, now, ch);
-        ++m.counters.commits;
-      }
-      break;
-    case HoldState::kCommitted:
-      st = Status::kAlreadyDone;
-      break;
-    default:  // released or expired: the units are gone back
-      st = Status::kHoldExpired;
-      break;
+  if (h.state == HoldState::kHeld && now >= h.expires_at) {
+    end_hold(h, HoldState::kExpired, h.expires_at, ch);
+    ++counters.expiries;
+    st = Status::kHoldExpired;
+  } else if (h.state == HoldState::kHeld && commit) {
+    commit_hold(h, now, ch);
+    ++counters.commits;
+  } else if (h.state == HoldState::kHeld) {
+    end_hold(h, HoldState::kReleased, now, ch);
+    ++counters.releases;
+  } else if (h.state == HoldState::kExpired) {
+    st = Status::kHoldExpired;
+  } else if (h.state == HoldState::kReleased) {
+    // Committing a released hold: its units went back on sale. Releasing it again: done.
+    st = commit ? Status::kHoldExpired : Status::kAlreadyDone;
+  } else {  // committed: done for commit; a sold order is never returned by release
+    st = Status::kAlreadyDone;
   }
-  m.hold_view(h, out);
+  hold_view(h, out);
   return st;
 }
 
+Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
+  return impl_->settle(hold_id, now, true, out, ch);
+}
+
 Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
-  Impl& m = *impl_;
-  out = proto::HoldView{};
-  m.sweep(now, ch);
-  auto it = m.holds.find(hold_id);
-  if (it == m.holds.end()) return Status::kNotFound;
-  Hold& h = it->second;
-  Status st = Status::kOk;
-  switch (h.state) {
-    case HoldState::kHeld:
-      if (now >= h.expires_at) {
-        m.end_hold(h, HoldState::kExpired, h.expires_at, ch);
-        ++m.counters.expiries;
-        st = Status::kHoldExpired;
-      } else {
-        m.end_hold(h, HoldState::kReleased, now, ch);
-        ++m.counters.releases;
-      }
-      break;
-    case HoldState::kExpired:
-      st = Status::kHoldExpired;
-      break;
-    default:  // released already, or sold (never returned by release)
-      st = Status::kAlreadyDone;
-      break;
-  }
-  m.hold_view(h, out);
-  return st;
+  return impl_->settle(hold_id, now, false, out, ch);
 }
 
 }  // namespace stockd

@@ -180,6 +180,8 @@ struct Book::Impl {
   void place(size_t pos, const book_detail::Deadline& d);
   void end_hold(Hold& h, HoldState to, int64_t at, Changes& ch);  // release or expire
   void commit_hold(Hold& h, int64_t now, Changes& ch);
+  // COMMIT (commit = true) or RELEASE of a hold: both expire a hold past its deadline first.
+  Status settle(uint64_t hold_id, int64_t now, bool commit, proto::HoldView& out, Changes& ch);
   void finish(Hold& h, HoldState to, int64_t at);
   void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
   void forget_finished(int64_t now, Changes& ch);

@@ -26,6 +26,7 @@ std::string validate(const Config& c) {
     return "--inflight-max must be in 1..1000000";
   if (c.frame_bytes_max < 4096 || c.frame_bytes_max > (64u << 20))
     return "--frame-bytes-max must be in 4096..67108864";
+  if (c.metrics_sku_max > proto::kSkuListMax) return "--metrics-sku-max must be at most 1000";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
   if (c.admin_token.size() > proto::kTokenBytesMax ||

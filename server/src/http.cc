@@ -193,9 +193,8 @@ std::string Server::Impl::render_metrics() const {
        double(lsn));
   // SKU-level gauges for a bounded set only (the first metrics_sku_max ids in byte order).
   proto::SkuListResp skus;
-  book->sku_list({"", std::max<uint32_t>(1, std::min(config.metrics_sku_max, proto::kSkuListMax))},
-                 skus);
-  if (config.metrics_sku_max > 0 && !skus.skus.empty()) {
+  if (config.metrics_sku_max > 0) book->sku_list({"", config.metrics_sku_max}, skus);
+  if (!skus.skus.empty()) {
     out += "# HELP stockd_sku_units Units of a SKU by state (first --metrics-sku-max SKUs).\n";
     out += "# TYPE stockd_sku_units gauge\n";
     std::string label;

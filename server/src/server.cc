@@ -34,15 +34,11 @@ bool Server::Impl::open_and_recover() {
     return false;
   }
   Recovered r;
-  err = recover(*store, *book, r);
+  err = load_book(r);
   if (!err.empty()) {
     log->critical("refusing to start: data in {} is damaged: {}", config.data_dir, err);
     return false;
   }
-  lsn = r.meta.lsn;
-  outbox_acked = r.meta.outbox_acked;
-  outbox_first = r.meta.outbox_first;
-  outbox_durable_head = outbox_fill_head = book->meta().next_outbox_seq - 1;
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log->info(
       "recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
@@ -58,22 +54,36 @@ void Server::Impl::make_wal() {
       [this] { uv_async_send(&wal_done); });
 }
 
-// Replaces the book by what the store holds (after a failed write). false: cannot; stopping.
-bool Server::Impl::reload_book() {
+void Server::Impl::make_dispatcher() {
+  dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
+  dispatcher->set_outbox_handler([this](const proto::FrameHeader& h, const proto::Request& req,
+                                        std::string& out) { return outbox(h, req, out); });
+}
+
+// Rebuilds the book, and everything the loop keeps beside it, from what the store holds: at
+// start, and after a failed write. On error the current book stays and the error is returned.
+std::string Server::Impl::load_book(Recovered& r) {
   auto fresh = std::make_unique<Book>(book_limits());
-  Recovered r;
   std::string err = recover(*store, *fresh, r);
+  if (!err.empty()) return err;
+  book = std::move(fresh);
+  make_dispatcher();
+  lsn = r.meta.lsn;
+  outbox_acked = r.meta.outbox_acked;
+  outbox_first = r.meta.outbox_first;
+  outbox_durable_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
+  return "";
+}
+
+// After a failed write: back to what is durable. false: cannot; stopping.
+bool Server::Impl::reload_book() {
+  Recovered r;
+  std::string err = load_book(r);
   if (!err.empty()) {
     log->critical("cannot reload state from the store: {}; stopping", err);
     begin_stop("store failure");
     return false;
   }
-  book = std::move(fresh);
-  dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
-  dispatcher->set_outbox_handler([this](const proto::FrameHeader& h, const proto::Request& req,
-                                        std::string& out) { return outbox(h, req, out); });
-  lsn = r.meta.lsn;
-  outbox_durable_head = outbox_fill_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
   return true;
 }
 
@@ -249,21 +259,18 @@ void Server::Impl::seal_group() {
     durable_seq = fill_seq++;
     return;
   }
-  if (config.durability == Durability::kOff) {
+  if (config.durability == Durability::kOff) {  // no store, hence no outbox to advance
     changes.clear();
-    outbox_durable_head = outbox_fill_head;
     durable_seq = fill_seq++;
-    answer_polls(false);
     return;
   }
   if (!wal) return;  // the store is being reopened after a failure: keep filling
-  if (!changes.outbox.empty()) outbox_fill_head = changes.outbox.back().seq;
   storage::Batch b = build_batch(*book, changes, ++lsn, outbox_acked, outbox_first);
   for (auto& k : extra_deletes) b.del(std::move(k));
   extra_deletes.clear();
   changes.clear();
   inflight_seq = fill_seq++;
-  outbox_inflight_head = outbox_fill_head;
+  outbox_inflight_head = book->meta().next_outbox_seq - 1;
   wal->submit(std::move(b));
 }
 
@@ -275,9 +282,6 @@ void Server::Impl::on_wal_done() {
       continue;
     }
     if (d.lsn == 0) continue;
-    ++groups_written;
-    group_ops_total += d.ops;
-    group_write_us_total += d.write_us;
     metrics.fsync_seconds.observe(static_cast<double>(d.write_us) / 1e6);
     metrics.batch_ops.observe(static_cast<double>(d.ops));
     durable_seq = inflight_seq;
@@ -345,9 +349,10 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"connections_accepted_total", accepted_total});
   s.push_back({"connections_rejected_total", rejected_total});
   s.push_back({"requests_total", requests_total});
-  s.push_back({"groups_written", groups_written});
-  s.push_back({"group_ops_total", group_ops_total});
-  s.push_back({"group_write_us_total", static_cast<uint64_t>(group_write_us_total)});
+  // Group commit totals, from the same histograms /metrics serves.
+  s.push_back({"groups_written", metrics.batch_ops.count});
+  s.push_back({"group_ops_total", static_cast<uint64_t>(metrics.batch_ops.sum)});
+  s.push_back({"group_write_us_total", static_cast<uint64_t>(metrics.fsync_seconds.sum * 1e6)});
   s.push_back({"lsn", lsn});
   s.push_back({"store_failed", store_failed ? 1u : 0u});
   s.push_back({"outbox_head", outbox_durable_head});
@@ -365,12 +370,6 @@ void Server::request_stop() {
   if (impl_->loop_ready) uv_async_send(&impl_->stop_async);
 }
 Server::~Server() = default;
-int Server::run() {
-  impl_->dispatcher->set_outbox_handler(
-      [this](const proto::FrameHeader& h, const proto::Request& req, std::string& out) {
-        return impl_->outbox(h, req, out);
-      });
-  return impl_->run();
-}
+int Server::run() { return impl_->run(); }
 
 }  // namespace stockd

@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "metrics.h"
 #include "stockd/book.h"
+#include "stockd/persist.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
 
@@ -24,11 +25,9 @@ int64_t wall_ms();  // the book's clock: ms since the Unix epoch
 
 struct Server::Impl {
   Impl(Config c, storage::StoreOptions so)
-      : config(std::move(c)),
-        store_options(so),
-        book(std::make_unique<Book>(book_limits())),
-        dispatcher(
-            std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); })) {}
+      : config(std::move(c)), store_options(so), book(std::make_unique<Book>(book_limits())) {
+    make_dispatcher();
+  }
 
   BookLimits book_limits() const {
     BookLimits l;
@@ -70,9 +69,8 @@ struct Server::Impl {
   std::vector<std::string> extra_deletes;  // outbox trims, carried by the next batch
 
   // ---- Outbox. ----
-  uint64_t outbox_durable_head = 0;  // highest outbox seq known durable
-  uint64_t outbox_fill_head = 0;     // highest seq in the filling or in-flight group
-  uint64_t outbox_inflight_head = 0;
+  uint64_t outbox_durable_head = 0;   // highest outbox seq known durable
+  uint64_t outbox_inflight_head = 0;  // highest seq in the group being written
   uint64_t outbox_acked = 0;
   uint64_t outbox_first = 1;
   struct Poll {
@@ -92,9 +90,6 @@ struct Server::Impl {
   uint64_t rejected_total = 0;
 
   // ---- Stats. ----
-  uint64_t groups_written = 0;
-  uint64_t group_ops_total = 0;
-  int64_t group_write_us_total = 0;
   uint64_t requests_total = 0;
   bool stopping = false;
 
@@ -117,6 +112,8 @@ struct Server::Impl {
   void on_wal_done();
   void fail_store(const std::string& why);
   void make_wal();
+  void make_dispatcher();
+  std::string load_book(Recovered& r);
   bool reload_book();
   void try_recover_store();
   void flush(Conn* c);
