@@ -133,6 +133,7 @@ uint64_t units_of(const Sku& s, std::string_view user) {
   return it == s.users.end() ? 0 : it->second;
 }
 void add_units(Sku& s, std::string_view user, uint64_t qty) {
+  if (s.limit == 0) return;  // counted only while a limit is set (book_impl.h)
   auto it = s.users.find(user);
   if (it == s.users.end()) {
     s.users.emplace(std::string(user), qty);
@@ -141,6 +142,7 @@ void add_units(Sku& s, std::string_view user, uint64_t qty) {
   }
 }
 void sub_units(Sku& s, std::string_view user, uint64_t qty) {
+  if (s.limit == 0) return;
   auto it = s.users.find(user);
   if (it == s.users.end()) return;  // check_invariants() proves this does not happen
   it->second -= std::min(it->second, qty);
@@ -235,11 +237,13 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     if (s.pool) take_codes(s, w.qty, h, ch);
     s.available -= w.qty;
     (ttl_ms > 0 ? s.held : s.sold) += w.qty;
-    add_units(s, user, w.qty);
     h.lines.push_back({&s, w.qty});
     left = std::min(left, s.available);
     ch.skus.emplace_back(s.id);
-    ch.users.emplace_back(std::string(s.id), std::string(user));
+    if (s.limit != 0) {
+      add_units(s, user, w.qty);
+      ch.users.emplace_back(std::string(s.id), std::string(user));
+    }
   }
   if (ttl_ms > 0) {
     h.state = HoldState::kHeld;

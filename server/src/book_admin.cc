@@ -7,6 +7,10 @@
 // - Lowering a per-user limit below what some user already holds or bought is BELOW_COMMITTED
 //   (the limit is a promise check_invariants() keeps). That check walks the SKU's users, once,
 //   on an admin call.
+// - Per-user units are counted only while a SKU has a limit, so that a sale without one stores
+//   no row per buyer. Setting a limit on a SKU that had none counts the units of the holds still
+//   in the book (live ones, and bought ones within their retention), one walk over the holds;
+//   removing the limit forgets the counts.
 // - A closed sale stays closed: sale_close is final, a new window does not reopen it.
 // - codes_load with no codes is BAD_REQUEST.
 #include <algorithm>
@@ -24,13 +28,25 @@ namespace {
 constexpr uint8_t kSetMask =
     proto::kSetTotal | proto::kSetPerUserLimit | proto::kSetOpensAt | proto::kSetClosesAt;
 
-bool users_within(const Sku& s, uint32_t limit) {
+bool users_within(const book_detail::StrMap<uint64_t>& users, uint32_t limit) {
   if (limit == 0) return true;
-  return std::all_of(s.users.begin(), s.users.end(),
+  return std::all_of(users.begin(), users.end(),
                      [limit](const auto& u) { return u.second <= limit; });
 }
 
 }  // namespace
+
+// Units each user holds or bought of `s`, among the holds in the book.
+book_detail::StrMap<uint64_t> Book::Impl::count_users(const Sku& s) const {
+  book_detail::StrMap<uint64_t> users;
+  for (const auto& [id, h] : holds) {
+    if (h.state != proto::HoldState::kHeld && h.state != proto::HoldState::kCommitted) continue;
+    for (const book_detail::HoldLine& l : h.lines) {
+      if (l.sku == &s) users[h.user] += l.qty;
+    }
+  }
+  return users;
+}
 
 Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
   Impl& m = *impl_;
@@ -46,6 +62,8 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
     return m.refuse("sku_set: total is over 2^63-1");
   }
   Sku* s = m.find_sku(req.sku);
+  std::optional<book_detail::StrMap<uint64_t>> recount;  // a limit on a SKU that had none
+  const bool set_limit = (req.mask & proto::kSetPerUserLimit) != 0;
   const int64_t opens = (req.mask & proto::kSetOpensAt) ? req.opens_at_ms : s ? s->opens_at : 0;
   const int64_t closes = (req.mask & proto::kSetClosesAt) ? req.closes_at_ms : s ? s->closes_at : 0;
   if (opens != 0 && closes != 0 && closes <= opens) {
@@ -60,8 +78,12 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
         return Status::kBelowCommitted;
       }
     }
-    if ((req.mask & proto::kSetPerUserLimit) && req.per_user_limit != 0 &&
-        (s->limit == 0 || req.per_user_limit < s->limit) && !users_within(*s, req.per_user_limit)) {
+    if (set_limit && req.per_user_limit != 0 && s->limit == 0) {
+      recount = m.count_users(*s);
+    }
+    const auto& users = recount ? *recount : s->users;
+    if (set_limit && (recount || req.per_user_limit < s->limit) &&
+        !users_within(users, req.per_user_limit)) {
       sku_view(*s, out);
       return Status::kBelowCommitted;
     }
@@ -72,7 +94,17 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
     s->total = req.total;
     s->available = req.total - s->held - s->sold;
   }
-  if (req.mask & proto::kSetPerUserLimit) s->limit = req.per_user_limit;
+  if (set_limit) {
+    if (req.per_user_limit == 0 || recount) {
+      for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
+      s->users.clear();  // no limit: the rows go (recount: replaced just below)
+    }
+    if (recount) {
+      s->users = std::move(*recount);
+      for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
+    }
+    s->limit = req.per_user_limit;
+  }
   s->opens_at = opens;
   s->closes_at = closes;
   ch.skus.emplace_back(s->id);

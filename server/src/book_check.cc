@@ -38,6 +38,7 @@ std::string Book::Impl::check_skus() const {
     if (!std::is_heap(s.free.begin(), s.free.end(), std::greater<>())) {
       return sku_at(s) + "free list is not a heap";
     }
+    if (s.limit == 0 && !s.users.empty()) return sku_at(s) + "user counts without a limit";
     for (const auto& [user, units] : s.users) {
       if (units == 0) return sku_at(s) + "user " + user + " has a row of 0 units";
       if (s.limit != 0 && units > s.limit) return sku_at(s) + "user " + user + " over the limit";
@@ -46,8 +47,8 @@ std::string Book::Impl::check_skus() const {
   return "";
 }
 
-// Holds: the heap holds exactly the HELD ones; held == sum of live holds; user counts cover
-// live holds; a hold lists one code per unit of a pool line.
+// Holds: the heap holds exactly the HELD ones; held == sum of live holds; user counts of a SKU
+// with a limit cover live holds; a hold lists one code per unit of a pool line.
 std::string Book::Impl::check_holds() const {
   std::unordered_map<const Sku*, uint64_t> held;
   std::map<std::pair<const Sku*, std::string_view>, uint64_t> live_units;
@@ -65,7 +66,7 @@ std::string Book::Impl::check_holds() const {
     for (const book_detail::HoldLine& l : h.lines) {
       if (l.qty == 0) return hold_at(h) + "line of qty 0";
       if (live) held[l.sku] += l.qty;
-      if (live) live_units[{l.sku, h.user}] += l.qty;
+      if (live && l.sku->limit != 0) live_units[{l.sku, h.user}] += l.qty;
       if (!l.sku->pool) continue;
       pool_units += l.qty;
       const auto n = std::count_if(h.codes.begin(), h.codes.end(),

@@ -60,7 +60,7 @@ struct Sku {
   bool pool = false;
   std::vector<CodeSlot> codes;  // by index, dense from 0
   std::vector<uint32_t> free;   // min-heap (std::greater) of free indexes: lowest goes first
-  StrMap<uint64_t> users;       // units held or bought per user; absent means 0
+  StrMap<uint64_t> users;       // units held or bought per user, kept only while limit != 0
 };
 
 struct HoldLine {
@@ -198,6 +198,9 @@ struct Book::Impl {
   void remember(std::string_view key, uint64_t fingerprint, int64_t now,
                 const proto::ReserveResp& resp, Changes& ch);
   void hold_view(const Hold& h, proto::HoldView& out) const;
+
+  // book_admin.cc.
+  book_detail::StrMap<uint64_t> count_users(const Sku& s) const;
 
   // book_rows.cc: recovery.
   std::string restore_skus(const book_detail::Restoring& r);

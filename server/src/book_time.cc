@@ -107,9 +107,11 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     Sku& s = *l.sku;
     s.held -= l.qty;
     s.available += l.qty;
-    sub_units(s, h.user, l.qty);
     ch.skus.emplace_back(s.id);
-    ch.users.emplace_back(std::string(s.id), h.user);
+    if (s.limit != 0) {
+      sub_units(s, h.user, l.qty);
+      ch.users.emplace_back(std::string(s.id), h.user);
+    }
   }
   for (const book_detail::HoldCode& c : h.codes) {
     Sku& s = *c.sku;

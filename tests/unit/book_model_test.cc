@@ -150,10 +150,23 @@ struct Model {
     auto it = units.find({sku, user});
     return it == units.end() ? 0 : it->second;
   }
+  // Counted only while the SKU has a limit; a limit set later counts the holds still here.
   void add_units(const std::string& sku, const std::string& user, int64_t d) {
+    if (skus.at(sku).limit == 0) return;
     uint64_t& u = units[{sku, user}];
     u += static_cast<uint64_t>(d);
     if (u == 0) units.erase({sku, user});
+  }
+
+  std::map<std::pair<std::string, std::string>, uint64_t> counted(const std::string& sku) const {
+    std::map<std::pair<std::string, std::string>, uint64_t> out;
+    for (const auto& [id, h] : holds) {
+      if (h.state != HoldState::kHeld && h.state != HoldState::kCommitted) continue;
+      for (const Line& l : h.lines) {
+        if (l.sku == sku) out[{sku, h.user}] += l.qty;
+      }
+    }
+    return out;
   }
 
   void emit(OutboxKind kind, const MHold& h, int64_t at) {
@@ -368,7 +381,7 @@ struct Model {
         return Status::kBelowCommitted;
       }
       if ((r.mask & proto::kSetPerUserLimit) && r.per_user_limit != 0) {
-        for (const auto& [k, u] : units) {
+        for (const auto& [k, u] : s.limit != 0 ? units : counted(r.sku)) {
           if (k.first == r.sku && u > r.per_user_limit) {
             out = view(s);
             return Status::kBelowCommitted;
@@ -382,7 +395,13 @@ struct Model {
       s.total = r.total;
       s.avail = r.total - s.held - s.sold;
     }
-    if (r.mask & proto::kSetPerUserLimit) s.limit = r.per_user_limit;
+    if (r.mask & proto::kSetPerUserLimit) {
+      if (r.per_user_limit == 0 || s.limit == 0) {
+        std::erase_if(units, [&r](const auto& kv) { return kv.first.first == r.sku; });
+      }
+      if (r.per_user_limit != 0 && s.limit == 0) units.merge(counted(r.sku));
+      s.limit = r.per_user_limit;
+    }
     s.opens = opens;
     s.closes = closes;
     out = view(s);

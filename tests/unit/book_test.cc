@@ -237,6 +237,45 @@ TEST_F(BookTest, SkuSetCreatesThenUpdatesOnlyMaskedFields) {
   EXPECT_EQ(ch.skus, std::vector<std::string>{"tee"});
 }
 
+// Per-user units are counted only while a SKU has a limit: a sale without one stores nothing
+// per buyer. A limit set later counts the holds still in the book; removing it forgets them.
+TEST_F(BookTest, PerUserCountsExistOnlyUnderALimit) {
+  create("tee", 10);
+  const uint64_t held = hold("ann", {{"tee", 2}});
+  EXPECT_TRUE(ch.users.empty());
+  ASSERT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);
+  ASSERT_EQ(reserve("bob", "", 0, {{"tee", 1}}), Status::kOk);
+  const uint64_t gone = hold("cy", {{"tee", 4}});
+  ASSERT_EQ(release(gone), Status::kOk);
+  EXPECT_TRUE(ch.users.empty());
+  EXPECT_FALSE(book.user_row("tee", "ann"));
+  // ann holds 2 and bought 1: a limit of 2 would be broken.
+  EXPECT_EQ(set({"tee", proto::kSetPerUserLimit, 0, 2, 0, 0}), Status::kBelowCommitted);
+  EXPECT_FALSE(book.user_row("tee", "ann"));
+  ASSERT_EQ(set({"tee", proto::kSetPerUserLimit, 0, 3, 0, 0}), Status::kOk);
+  using UserKey = std::pair<std::string, std::string>;
+  std::vector<UserKey> named = ch.users;
+  std::sort(named.begin(), named.end());
+  EXPECT_EQ(named, (std::vector<UserKey>{{"tee", "ann"}, {"tee", "bob"}}));
+  EXPECT_EQ(units("tee", "ann"), 3u);
+  EXPECT_EQ(units("tee", "bob"), 1u);
+  EXPECT_EQ(units("tee", "cy"), 0u);  // released: nothing counts
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kLimitExceeded);
+  ASSERT_EQ(release(held), Status::kOk);
+  EXPECT_EQ(units("tee", "ann"), 1u);
+  // No limit again: the counts and their rows go.
+  ASSERT_EQ(set({"tee", proto::kSetPerUserLimit, 0, 0, 0, 0}), Status::kOk);
+  named = ch.users;
+  std::sort(named.begin(), named.end());
+  EXPECT_EQ(named, (std::vector<UserKey>{{"tee", "ann"}, {"tee", "bob"}}));
+  EXPECT_FALSE(book.user_row("tee", "ann"));
+  EXPECT_FALSE(book.user_row("tee", "bob"));
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 5}}), Status::kOk);
+  Book copy;
+  ASSERT_EQ(rows.restore_into(copy), "");
+  expect_same_book(book, copy, rows);
+}
+
 TEST_F(BookTest, SkuSetWithoutTotalCreatesAnEmptySku) {
   ASSERT_EQ(set({"coupon", 0, 0, 0, 0, 0}), Status::kOk);
   EXPECT_EQ(counts("coupon"), (U{0, 0, 0, 0}));
@@ -350,7 +389,7 @@ TEST_F(BookTest, SkuListPagesInByteOrder) {
 // ---- Reserve. ----
 
 TEST_F(BookTest, ReserveHoldsThenCommitSells) {
-  create("tee", 10);
+  create("tee", 10, 5);
   proto::ReserveResp r;
   ASSERT_EQ(reserve("ann", "k1", 30'000, {{"tee", 3}}, &r), Status::kOk);
   EXPECT_EQ(r.state, HoldState::kHeld);
@@ -827,7 +866,7 @@ class BookRetentionTest : public BookTest {
 };
 
 TEST_F(BookRetentionTest, ForgetsKeysAndFinishedHolds) {
-  create("tee", 10);
+  create("tee", 10, 5);
   proto::ReserveResp r1, r2;
   ASSERT_EQ(reserve("ann", "k1", 0, {{"tee", 1}}, &r1), Status::kOk);
   ASSERT_EQ(reserve("ann", "k2", 5000, {{"tee", 1}}, &r2), Status::kOk);
@@ -886,8 +925,8 @@ TEST_F(BookRetentionTest, ForgottenOrderKeepsItsCodesSold) {
 // ---- Changes, outbox, stats. ----
 
 TEST_F(BookTest, ChangesNameEverythingTouched) {
-  create("tee", 10);
-  create_pool("cp", {"c0", "c1"});
+  create("tee", 10, 5);
+  create_pool("cp", {"c0", "c1"}, 1);
   proto::ReserveResp r;
   ASSERT_EQ(reserve("ann", "k", 60'000, {{"tee", 2}, {"cp", 1}}, &r), Status::kOk);
   EXPECT_EQ(ch.skus, (std::vector<std::string>{"tee", "cp"}));
