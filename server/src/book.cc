@@ -19,7 +19,6 @@
 namespace stockd {
 
 using book_detail::Hold;
-using book_detail::Idem;
 using book_detail::Sku;
 using book_detail::Want;
 using proto::HoldState;
@@ -167,14 +166,28 @@ void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
 
 // ---- Reserve and claim. ----
 
+// The answer the reservation that created `h` got: its state then (held, or committed when
+// bought at once), the units left then, and the codes it took (kept after release or expiry).
+void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
+  out.hold_id = h.id;
+  out.state = h.expires_at != 0 ? HoldState::kHeld : HoldState::kCommitted;
+  out.expires_at_ms = h.expires_at;
+  out.failed_line = book_detail::kNoLine;
+  out.available = h.first_available;
+  out.codes.clear();
+  for (const book_detail::HoldCode& c : h.codes) {
+    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  }
+}
+
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
 Status Book::Impl::replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
                           bool& found) {
   auto it = idem.find(key);
   found = it != idem.end();
   if (!found) return Status::kOk;
-  if (it->second.fingerprint != fingerprint) return Status::kKeyConflict;
-  out = it->second.resp;
+  if (it->second->fingerprint != fingerprint) return Status::kKeyConflict;
+  first_answer(*it->second, out);
   ++counters.idem_hits;
   return Status::kOk;
 }
@@ -213,14 +226,6 @@ void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
   }
 }
 
-void Book::Impl::remember(std::string_view key, uint64_t fingerprint, int64_t now,
-                          const proto::ReserveResp& resp, Changes& ch) {
-  auto [it, inserted] = idem.try_emplace(std::string(key));
-  it->second = Idem{fingerprint, now, resp};
-  if (inserted) idem_fifo.emplace_back(now, it->first);
-  ch.idem.emplace_back(key);
-}
-
 void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
                                proto::ReserveResp& out, Changes& ch) {
@@ -229,6 +234,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   h.id = id;
   h.user.assign(user);
   h.key.assign(key);
+  h.fingerprint = key.empty() ? 0 : fingerprint;
   h.created_at = now;
   h.lines.reserve(wants.size());
   uint64_t left = UINT64_MAX;
@@ -264,7 +270,10 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   for (const book_detail::HoldCode& c : h.codes) {
     out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
   }
-  if (!key.empty()) remember(key, fingerprint, now, out, ch);
+  if (!key.empty()) {
+    h.first_available = left;
+    idem.emplace(h.key, &h);  // views the hold's own copy of the key
+  }
 }
 
 Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,

@@ -151,7 +151,16 @@ std::string Book::Impl::check_indexes() const {
                       [](const auto& a, const auto& b) { return a.first < b.first; })) {
     return "finished-hold queue order";
   }
-  if (idem_fifo.size() != idem.size()) return "idempotency queue size";
+  size_t keyed = 0;
+  for (const auto& [id, h] : holds) {
+    if (h.key.empty()) continue;
+    ++keyed;
+    auto it = idem.find(h.key);
+    if (it == idem.end() || it->second != &h || it->first.data() != h.key.data()) {
+      return hold_at(h) + "its idempotency key is not indexed";
+    }
+  }
+  if (keyed != idem.size()) return "the idempotency index has keys of no hold";
   if (sku_order.size() != skus.size()) return "SKU order index size";
   if (next_outbox_seq == 0) return "next_outbox_seq is 0";
   return "";

@@ -76,7 +76,9 @@ struct Hold {
   uint64_t id = 0;
   HoldState state = HoldState::kNone;
   std::string user;
-  std::string key;
+  std::string key;               // idempotency key ("" = none): indexed by Impl::idem
+  uint64_t fingerprint = 0;      // with a key: the request's, to tell a retry from a conflict
+  uint64_t first_available = 0;  // with a key: `available` of the first answer
   int64_t created_at = 0;
   int64_t expires_at = 0;   // deadline while held; 0 for buy-now
   int64_t finished_at = 0;  // 0 while held
@@ -96,12 +98,6 @@ struct Deadline {  // one entry of the indexed min-heap of live holds, ordered b
   Hold* hold = nullptr;
 };
 
-struct Idem {
-  uint64_t fingerprint = 0;
-  int64_t created_at = 0;
-  proto::ReserveResp resp;
-};
-
 struct Want {  // one checked line of a reservation
   Sku* sku = nullptr;
   uint32_t qty = 0;
@@ -110,7 +106,6 @@ struct Want {  // one checked line of a reservation
 struct Restoring {  // rows handed to restore(), applied by finish_restore()
   std::vector<rec::SkuRow> skus;
   std::vector<rec::HoldRow> holds;
-  std::vector<rec::IdemRow> idem;
   std::vector<rec::UserRow> users;
   std::vector<rec::CodeRow> codes;
   std::optional<rec::MetaRow> meta;
@@ -155,10 +150,10 @@ struct Book::Impl {
   std::unordered_map<uint64_t, Hold> holds;         // live and retained finished holds
   std::vector<book_detail::Deadline> deadlines;     // indexed min-heap of HELD holds
   book_detail::StrMap<book_detail::CodeLoc> codes;  // every code of every pool
-  book_detail::StrMap<book_detail::Idem> idem;
-  // Retention queues in time order. An idem entry's view points at the key of `idem`; each entry
-  // is erased from its map only when popped here, so the view never dangles.
-  std::deque<std::pair<int64_t, std::string_view>> idem_fifo;
+  // Idempotency keys: each views the key of the hold it created, and goes with that hold (the
+  // first answer is rebuilt from the hold, see first_answer()).
+  std::unordered_map<std::string_view, Hold*, book_detail::StrHash, std::equal_to<>> idem;
+  // Retention queue in time order.
   std::deque<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id)
   uint64_t next_hold_id = 1;
   uint64_t next_outbox_seq = 1;
@@ -185,7 +180,6 @@ struct Book::Impl {
   void finish(Hold& h, HoldState to, int64_t at);
   void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
   void forget_finished(int64_t now, Changes& ch);
-  void forget_idem(int64_t now, Changes& ch);
 
   // book.cc: buyer operations.
   Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out, bool& found);
@@ -195,8 +189,7 @@ struct Book::Impl {
                      std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
                      proto::ReserveResp& out, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
-  void remember(std::string_view key, uint64_t fingerprint, int64_t now,
-                const proto::ReserveResp& resp, Changes& ch);
+  void first_answer(const Hold& h, proto::ReserveResp& out) const;
   void hold_view(const Hold& h, proto::HoldView& out) const;
 
   // book_admin.cc.
@@ -208,7 +201,6 @@ struct Book::Impl {
   std::string restore_holds(const book_detail::Restoring& r);
   std::string restore_hold(const rec::HoldRow& row);
   std::string restore_users(const book_detail::Restoring& r);
-  std::string restore_idem(const book_detail::Restoring& r);
 
   // book_check.cc: invariants, O(book).
   std::string check_skus() const;

@@ -36,6 +36,8 @@ std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
                       h.state,
                       h.user,
                       h.key,
+                      h.fingerprint,
+                      h.first_available,
                       h.created_at,
                       h.expires_at,
                       h.finished_at,
@@ -43,10 +45,12 @@ std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
                       std::move(v.codes)};
 }
 
-std::optional<rec::IdemRow> Book::idem_row(std::string_view key) const {
+std::optional<proto::ReserveResp> Book::idem_answer(std::string_view key) const {
   auto it = impl_->idem.find(key);
   if (it == impl_->idem.end()) return std::nullopt;
-  return rec::IdemRow{it->first, it->second.fingerprint, it->second.created_at, it->second.resp};
+  proto::ReserveResp out;
+  impl_->first_answer(*it->second, out);
+  return out;
 }
 
 std::optional<rec::UserRow> Book::user_row(std::string_view sku, std::string_view user) const {
@@ -79,7 +83,6 @@ Restoring& pending(std::unique_ptr<Restoring>& r) {
 
 void Book::restore(const rec::SkuRow& r) { pending(impl_->restoring).skus.push_back(r); }
 void Book::restore(const rec::HoldRow& r) { pending(impl_->restoring).holds.push_back(r); }
-void Book::restore(const rec::IdemRow& r) { pending(impl_->restoring).idem.push_back(r); }
 void Book::restore(const rec::UserRow& r) { pending(impl_->restoring).users.push_back(r); }
 void Book::restore(const rec::CodeRow& r) { pending(impl_->restoring).codes.push_back(r); }
 void Book::restore(const rec::MetaRow& r) { pending(impl_->restoring).meta = r; }
@@ -136,6 +139,8 @@ std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
   h.state = row.state;
   h.user = row.user;
   h.key = row.key;
+  h.fingerprint = row.fingerprint;
+  h.first_available = row.first_available;
   h.created_at = row.created_at_ms;
   h.expires_at = row.expires_at_ms;
   h.finished_at = row.finished_at_ms;
@@ -154,6 +159,9 @@ std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.state == HoldState::kHeld) heap_push(h);
+  if (!h.key.empty() && !idem.emplace(h.key, &h).second) {
+    return at + "idempotency key " + h.key + " is also another hold's";
+  }
   return "";
 }
 
@@ -182,20 +190,6 @@ std::string Book::Impl::restore_users(const Restoring& r) {
   return "";
 }
 
-std::string Book::Impl::restore_idem(const Restoring& r) {
-  std::vector<std::pair<int64_t, std::string_view>> order;
-  for (const rec::IdemRow& row : r.idem) {
-    if (row.key.empty() || row.key.size() > proto::kKeyBytesMax) return "idem row with a bad key";
-    auto [it, inserted] =
-        idem.emplace(row.key, book_detail::Idem{row.fingerprint, row.created_at_ms, row.resp});
-    if (!inserted) return "idem key " + row.key + ": two rows";
-    order.emplace_back(row.created_at_ms, it->first);
-  }
-  std::sort(order.begin(), order.end());
-  idem_fifo.assign(order.begin(), order.end());
-  return "";
-}
-
 std::string Book::finish_restore() {
   Impl& m = *impl_;
   std::unique_ptr<Restoring> r = std::move(m.restoring);
@@ -214,7 +208,6 @@ std::string Book::finish_restore() {
   if (why.empty()) why = m.restore_codes(*r);
   if (why.empty()) why = m.restore_holds(*r);
   if (why.empty()) why = m.restore_users(*r);
-  if (why.empty()) why = m.restore_idem(*r);
   if (!why.empty()) return why;
   return check_invariants();
 }

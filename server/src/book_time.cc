@@ -1,5 +1,5 @@
 // Time in the book: the deadline heap of live holds, expiry, finishing a hold (and its outbox
-// record), and forgetting idempotency keys and finished holds after their retention.
+// record), and forgetting finished holds (with their idempotency keys) after their retention.
 //
 // Every sweep is bounded by limits.expire_per_call_max per queue and touches only due entries:
 // the heap is ordered by (deadline, hold id), the retention queues by time.
@@ -146,18 +146,10 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
     const auto [at, id] = finished_fifo.front();
     if (!book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) break;
     finished_fifo.pop_front();
-    holds.erase(id);  // codes it bought keep it as owner: they stay sold
+    auto it = holds.find(id);
+    if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it
+    holds.erase(it);  // codes it bought keep it as owner: they stay sold
     ch.holds.push_back(id);
-  }
-}
-
-void Book::Impl::forget_idem(int64_t now, Changes& ch) {
-  for (size_t n = 0; n < limits.expire_per_call_max && !idem_fifo.empty(); ++n) {
-    const auto [at, key] = idem_fifo.front();
-    if (!book_detail::retention_over(at, limits.idem_retention_ms, now)) break;
-    ch.idem.emplace_back(key);
-    idem.erase(idem.find(key));  // `key` views this entry's key: erase last
-    idem_fifo.pop_front();
   }
 }
 
@@ -171,7 +163,6 @@ size_t Book::Impl::sweep(int64_t now, Changes& ch) {
     ++expired;
   }
   forget_finished(now, ch);
-  forget_idem(now, ch);
   return expired;
 }
 

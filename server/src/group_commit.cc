@@ -34,8 +34,6 @@ storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn, ui
     put_or_delete(b, rec::sku_key(sku), book.sku_row(sku));
   });
   each_once(ch.holds, [&](uint64_t id) { put_or_delete(b, rec::hold_key(id), book.hold_row(id)); });
-  each_once(ch.idem,
-            [&](const std::string& k) { put_or_delete(b, rec::idem_key(k), book.idem_row(k)); });
   each_once(ch.users, [&](const std::pair<std::string, std::string>& u) {
     put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second));
   });
@@ -90,9 +88,12 @@ std::string recover(storage::Store& store, Book& book, Recovered& out) {
   };
   std::string err;
   if (err = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain); !err.empty()) return err;
-  if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, plain); !err.empty())
-    return err;
-  if (err = load_table<rec::IdemRow>(store, rec::kTagIdem, out.idem, plain); !err.empty())
+  auto hold = [&](auto, const rec::HoldRow& row, std::string&) {
+    out.idem += row.key.empty() ? 0 : 1;
+    book.restore(row);
+    return true;
+  };
+  if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold); !err.empty())
     return err;
   if (err = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain); !err.empty())
     return err;

@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "close connections silent this long")
       ->envname("STOCKD_IDLE_TIMEOUT_MS")
       ->capture_default_str();
-  app.add_option("--idem-retention-ms", c.idem_retention_ms, "keep idempotency keys this long")
+  app.add_option("--idem-retention-ms", c.idem_retention_ms,
+                 "keep finished holds and their idempotency keys this long")
       ->envname("STOCKD_IDEM_RETENTION_MS")
       ->capture_default_str();
   app.add_option("--outbox-retention-ms", c.outbox_retention_ms,

@@ -31,7 +31,7 @@ struct Server::Impl {
 
   BookLimits book_limits() const {
     BookLimits l;
-    l.idem_retention_ms = config.idem_retention_ms;
+    l.finished_hold_retention_ms = config.idem_retention_ms;
     return l;
   }
 

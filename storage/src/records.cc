@@ -273,8 +273,6 @@ std::string hold_key(uint64_t id) {
   return k;
 }
 
-std::string idem_key(std::string_view key) { return key_prefix(kTagIdem, key.size()).append(key); }
-
 std::string user_key(std::string_view sku, std::string_view user) {
   std::string k = key_prefix(kTagUser, sku.size() + 1 + user.size()).append(sku);
   k.push_back('\0');
@@ -346,6 +344,8 @@ std::string encode(const HoldRow& r) {
   o.hold_state(r.state);
   o.str("user", r.user, proto::kUserBytesMax);
   o.str("key", r.key, proto::kKeyBytesMax);
+  o.u64(r.fingerprint);
+  o.u64(r.first_available);
   o.i64(r.created_at_ms);
   o.i64(r.expires_at_ms);
   o.i64(r.finished_at_ms);
@@ -363,44 +363,13 @@ bool decode(std::string_view in, HoldRow& out, std::string& why) {
   r.state = static_cast<HoldState>(i.enum8("state", 0, kHoldStateMax));
   r.user = i.str("user", proto::kUserBytesMax);
   r.key = i.str("key", proto::kKeyBytesMax);
+  r.fingerprint = i.u64("fingerprint");
+  r.first_available = i.u64("first_available");
   r.created_at_ms = i.i64("created_at_ms");
   r.expires_at_ms = i.i64("expires_at_ms");
   r.finished_at_ms = i.i64("finished_at_ms");
   r.lines = i.lines();
   r.codes = i.codes();
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
-}
-
-std::string encode(const IdemRow& r) {
-  Out o(kTagIdem);
-  o.str("key", r.key, proto::kKeyBytesMax);
-  o.u64(r.fingerprint);
-  o.i64(r.created_at_ms);
-  o.u64(r.resp.hold_id);
-  o.hold_state(r.resp.state);
-  o.i64(r.resp.expires_at_ms);
-  o.u16(r.resp.failed_line);
-  o.u64(r.resp.available);
-  o.codes(r.resp.codes);
-  return o.seal();
-}
-
-bool decode(std::string_view in, IdemRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagIdem, fields, why)) return false;
-  In i(fields, why);
-  IdemRow r;
-  r.key = i.str("key", proto::kKeyBytesMax);
-  r.fingerprint = i.u64("fingerprint");
-  r.created_at_ms = i.i64("created_at_ms");
-  r.resp.hold_id = i.u64("resp.hold_id");
-  r.resp.state = static_cast<HoldState>(i.enum8("resp.state", 0, kHoldStateMax));
-  r.resp.expires_at_ms = i.i64("resp.expires_at_ms");
-  r.resp.failed_line = i.u16("resp.failed_line");
-  r.resp.available = i.u64("resp.available");
-  r.resp.codes = i.codes();
   if (!i.finish()) return false;
   out = std::move(r);
   return true;

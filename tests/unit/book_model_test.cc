@@ -59,7 +59,6 @@ using proto::Status;
 constexpr int kShards = 4;
 constexpr int kRoundTripEvery = 20;
 constexpr int64_t kT0 = 1'700'000'000'000;
-constexpr int64_t kIdemRetentionMs = 4000;
 constexpr int64_t kHoldRetentionMs = 6000;
 // Times move in ticks so that deadlines, windows and retention ends are often hit exactly.
 constexpr int64_t kTickMs = 50;
@@ -197,8 +196,8 @@ struct Model {
     std::erase_if(holds, [now](const auto& kv) {
       return kv.second.state != HoldState::kHeld && now - kv.second.finished >= kHoldRetentionMs;
     });
-    std::erase_if(idem,
-                  [now](const auto& kv) { return now - kv.second.created >= kIdemRetentionMs; });
+    // A key is remembered as long as the hold it created.
+    std::erase_if(idem, [this](const auto& kv) { return !holds.contains(kv.second.resp.hold_id); });
   }
 
   static bool valid(const proto::ReserveReq& r) {
@@ -469,7 +468,6 @@ struct Model {
 struct RowMirror {
   std::map<std::string, rec::SkuRow> skus;
   std::map<uint64_t, rec::HoldRow> holds;
-  std::map<std::string, rec::IdemRow> idem;
   std::map<std::pair<std::string, std::string>, rec::UserRow> users;
   std::map<std::pair<std::string, uint32_t>, rec::CodeRow> codes;
   rec::MetaRow meta;
@@ -485,7 +483,6 @@ struct RowMirror {
   void apply(const Book& b, const Changes& ch) {
     for (const auto& s : ch.skus) put(skus, s, b.sku_row(s));
     for (uint64_t h : ch.holds) put(holds, h, b.hold_row(h));
-    for (const auto& k : ch.idem) put(idem, k, b.idem_row(k));
     for (const auto& u : ch.users) put(users, u, b.user_row(u.first, u.second));
     for (const auto& c : ch.codes) put(codes, c, b.code_row(c.first, c.second));
     if (ch.meta) meta = b.meta();
@@ -494,7 +491,6 @@ struct RowMirror {
     for (auto it = holds.rbegin(); it != holds.rend(); ++it) b.restore(it->second);
     for (const auto& [k, r] : users) b.restore(r);
     for (auto it = codes.rbegin(); it != codes.rend(); ++it) b.restore(it->second);
-    for (const auto& [k, r] : idem) b.restore(r);
     b.restore(meta);
     for (const auto& [k, r] : skus) b.restore(r);
     return b.finish_restore();
@@ -531,7 +527,6 @@ class SeedRun {
  private:
   static std::unique_ptr<Book> make_book() {
     BookLimits limits;
-    limits.idem_retention_ms = kIdemRetentionMs;
     limits.finished_hold_retention_ms = kHoldRetentionMs;
     return std::make_unique<Book>(limits);
   }
@@ -800,6 +795,12 @@ class SeedRun {
   }
 
   void check_step() {
+    for (uint64_t id : ch_.holds) {
+      auto it = rows_.holds.find(id);
+      if (!book_->hold_row(id) && it != rows_.holds.end() && !it->second.key.empty()) {
+        saw("forget", "key");
+      }
+    }
     rows_.apply(*book_, ch_);
     EXPECT_EQ(ch_.outbox, model_.outbox);
     codes_returned();
@@ -810,9 +811,6 @@ class SeedRun {
     }
     for (uint64_t id : ch_.holds) {
       if (!book_->hold_row(id)) saw("forget", "hold");
-    }
-    for (const std::string& k : ch_.idem) {
-      if (!book_->idem_row(k)) saw("forget", "key");
     }
     model_.outbox.clear();
     EXPECT_EQ(book_->check_invariants(), "");
@@ -856,12 +854,11 @@ class SeedRun {
       EXPECT_TRUE(row && row->finished_at_ms == it->second.finished) << "hold " << id;
     }
     for (const std::string& k : kKeys) {
-      auto row = b.idem_row(k);
+      auto answer = b.idem_answer(k);
       auto it = model_.idem.find(k);
-      ASSERT_EQ(row.has_value(), it != model_.idem.end()) << "key " << k;
-      if (row) {
-        EXPECT_EQ(row->resp, it->second.resp) << "key " << k;
-        EXPECT_EQ(row->created_at_ms, it->second.created) << "key " << k;
+      ASSERT_EQ(answer.has_value(), it != model_.idem.end()) << "key " << k;
+      if (answer) {
+        EXPECT_EQ(*answer, it->second.resp) << "key " << k;
       }
     }
     std::set<std::string> given;

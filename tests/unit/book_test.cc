@@ -29,7 +29,6 @@ constexpr int64_t kT0 = 1'700'000'000'000;  // a plausible "now" in ms
 struct RowMirror {
   std::map<std::string, rec::SkuRow> skus;
   std::map<uint64_t, rec::HoldRow> holds;
-  std::map<std::string, rec::IdemRow> idem;
   std::map<std::pair<std::string, std::string>, rec::UserRow> users;
   std::map<std::pair<std::string, uint32_t>, rec::CodeRow> codes;
   rec::MetaRow meta;
@@ -46,7 +45,6 @@ struct RowMirror {
   void apply(const Book& b, const Changes& ch) {
     for (const auto& s : ch.skus) put(skus, s, b.sku_row(s));
     for (uint64_t h : ch.holds) put(holds, h, b.hold_row(h));
-    for (const auto& k : ch.idem) put(idem, k, b.idem_row(k));
     for (const auto& u : ch.users) put(users, u, b.user_row(u.first, u.second));
     for (const auto& c : ch.codes) put(codes, c, b.code_row(c.first, c.second));
     if (ch.meta) meta = b.meta();
@@ -61,7 +59,6 @@ struct RowMirror {
     for (auto it = holds.rbegin(); it != holds.rend(); ++it) b.restore(it->second);
     for (const auto& [k, r] : users) b.restore(r);
     b.restore(meta);
-    for (const auto& [k, r] : idem) b.restore(r);
     for (auto it = skus.rbegin(); it != skus.rend(); ++it) b.restore(it->second);
     return b.finish_restore();
   }
@@ -92,7 +89,10 @@ void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
     EXPECT_EQ(va, vb) << "hold " << id;
     EXPECT_EQ(a.hold_row(id), b.hold_row(id)) << "hold " << id;
   }
-  for (const auto& [k, r] : m.idem) EXPECT_EQ(a.idem_row(k), b.idem_row(k));
+  for (const auto& [id, r] : m.holds) {
+    if (r.key.empty()) continue;
+    EXPECT_EQ(a.idem_answer(r.key), b.idem_answer(r.key)) << r.key;
+  }
   for (const auto& [k, r] : m.users)
     EXPECT_EQ(a.user_row(k.first, k.second), b.user_row(k.first, k.second));
   for (const auto& v : la.skus) {
@@ -542,14 +542,17 @@ TEST_F(BookTest, RefusalIsNotRememberedUnderTheKey) {
   proto::ReserveResp r;
   EXPECT_EQ(reserve("ann", "key", 0, {{"tee", 1}}, &r), Status::kSoldOut);
   EXPECT_EQ(r.available, 0u);
-  EXPECT_FALSE(book.idem_row("key"));
+  EXPECT_FALSE(book.idem_answer("key"));
   ASSERT_EQ(restock("tee", 1), Status::kOk);
   ASSERT_EQ(reserve("ann", "key", 0, {{"tee", 1}}, &r), Status::kOk);
   EXPECT_EQ(r.state, HoldState::kCommitted);
-  auto row = book.idem_row("key");
+  EXPECT_EQ(book.idem_answer("key"), r);
+  // The key, its request's fingerprint and the first answer's `available` are in the hold row.
+  auto row = book.hold_row(r.hold_id);
   ASSERT_TRUE(row);
-  EXPECT_EQ(row->resp, r);
-  EXPECT_EQ(row->created_at_ms, now);
+  EXPECT_EQ(row->key, "key");
+  EXPECT_NE(row->fingerprint, 0u);
+  EXPECT_EQ(row->first_available, r.available);
 }
 
 TEST_F(BookTest, PerUserLimitCountsHeldAndSold) {
@@ -861,33 +864,27 @@ TEST_F(BookTest, ReleasedAndExpiredCodesAreReused) {
 
 class BookRetentionTest : public BookTest {
  protected:
-  BookRetentionTest()
-      : BookTest(BookLimits{.idem_retention_ms = 1000, .finished_hold_retention_ms = 2000}) {}
+  BookRetentionTest() : BookTest(BookLimits{.finished_hold_retention_ms = 2000}) {}
 };
 
-TEST_F(BookRetentionTest, ForgetsKeysAndFinishedHolds) {
+TEST_F(BookRetentionTest, ForgetsFinishedHoldsWithTheirKeys) {
   create("tee", 10, 5);
   proto::ReserveResp r1, r2;
   ASSERT_EQ(reserve("ann", "k1", 0, {{"tee", 1}}, &r1), Status::kOk);
   ASSERT_EQ(reserve("ann", "k2", 5000, {{"tee", 1}}, &r2), Status::kOk);
-  now = kT0 + 999;
+  now = kT0 + 1999;
   expire();
-  EXPECT_TRUE(book.idem_row("k1"));
-  now = kT0 + 1000;
-  expire();
-  EXPECT_FALSE(book.idem_row("k1"));
-  EXPECT_FALSE(book.idem_row("k2"));
-  EXPECT_EQ(ch.idem, (std::vector<std::string>{"k1", "k2"}));
-  EXPECT_EQ(stat("idem_keys"), 0u);
-  EXPECT_TRUE(book.hold_row(r1.hold_id));  // sold kT0, kept until kT0 + 2000
+  EXPECT_EQ(book.idem_answer("k1"), r1);
   now = kT0 + 2000;
-  expire();
+  expire();  // r1 was sold at kT0: kept until kT0 + 2000, its key with it
   EXPECT_EQ(ch.holds, std::vector<uint64_t>{r1.hold_id});
   EXPECT_FALSE(book.hold_row(r1.hold_id));
+  EXPECT_FALSE(book.idem_answer("k1"));
+  EXPECT_EQ(book.idem_answer("k2"), r2);  // its hold is live: never forgotten
+  EXPECT_EQ(stat("idem_keys"), 1u);
   proto::HoldView v;
   EXPECT_EQ(book.hold_get(r1.hold_id, v), Status::kNotFound);
   EXPECT_EQ(commit(r1.hold_id), Status::kNotFound);
-  EXPECT_TRUE(book.hold_row(r2.hold_id));  // still live: never forgotten
   // The sold units stay sold and count against the user.
   EXPECT_EQ(counts("tee"), (U{10, 8, 1, 1}));
   EXPECT_EQ(units("tee", "ann"), 2u);
@@ -898,13 +895,16 @@ TEST_F(BookRetentionTest, ForgetsKeysAndFinishedHolds) {
   now = kT0 + 5000;
   expire();  // r2 expires at its deadline, and is kept 2 s after that
   EXPECT_EQ(state(r2.hold_id), HoldState::kExpired);
+  EXPECT_EQ(book.idem_answer("k2"), r2);  // still the first answer: HELD, with its deadline
   now = kT0 + 6999;
   expire();
   EXPECT_TRUE(book.hold_row(r2.hold_id));
   now = kT0 + 7000;
   expire();
   EXPECT_FALSE(book.hold_row(r2.hold_id));
+  EXPECT_FALSE(book.idem_answer("k2"));
   EXPECT_EQ(stat("finished_holds"), 0u);
+  EXPECT_EQ(stat("idem_keys"), 0u);
 }
 
 TEST_F(BookRetentionTest, ForgottenOrderKeepsItsCodesSold) {
@@ -931,7 +931,7 @@ TEST_F(BookTest, ChangesNameEverythingTouched) {
   ASSERT_EQ(reserve("ann", "k", 60'000, {{"tee", 2}, {"cp", 1}}, &r), Status::kOk);
   EXPECT_EQ(ch.skus, (std::vector<std::string>{"tee", "cp"}));
   EXPECT_EQ(ch.holds, std::vector<uint64_t>{r.hold_id});
-  EXPECT_EQ(ch.idem, std::vector<std::string>{"k"});
+  EXPECT_EQ(book.hold_row(r.hold_id)->key, "k");  // the key is part of the hold row
   using UserKey = std::pair<std::string, std::string>;
   EXPECT_EQ(ch.users, (std::vector<UserKey>{{"tee", "ann"}, {"cp", "ann"}}));
   using CodeKey = std::pair<std::string, uint32_t>;
@@ -1035,7 +1035,8 @@ TEST_F(BookTest, RestoreRoundTripOfABusyBook) {
   ASSERT_GT(book.live_holds(), 0u);
 
   EXPECT_GE(rows.holds.size(), 6u);
-  EXPECT_FALSE(rows.idem.empty());
+  EXPECT_TRUE(std::any_of(rows.holds.begin(), rows.holds.end(),
+                          [](const auto& kv) { return !kv.second.key.empty(); }));
   EXPECT_FALSE(rows.users.empty());
   EXPECT_EQ(rows.codes.size(), 6u);
   Book copy;
@@ -1077,8 +1078,19 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
   {
     Book b;
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
-    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
+    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
     EXPECT_NE(b.finish_restore(), "");  // unknown SKU
+  }
+  {
+    Book b;  // one idempotency key in two holds
+    b.restore(rec::MetaRow{0, 5, 1, 0, 1});
+    b.restore(rec::SkuRow{"tee", 2, 0, 2, 0, 0, 0, 0, false, false});
+    for (uint64_t id : {1, 2}) {
+      b.restore(
+          rec::HoldRow{id, HoldState::kHeld, "ann", "k", 7, 0, kT0, kT0 + 1, 0, {{"tee", 1}}, {}});
+    }
+    EXPECT_NE(b.finish_restore().find("idempotency key k is also another hold's"),
+              std::string::npos);
   }
   {
     Book b;
@@ -1086,8 +1098,8 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::SkuRow{"cp", 2, 0, 1, 1, 0, 0, 0, false, true});
     b.restore(rec::CodeRow{"cp", 0, "c0", 3});
     b.restore(rec::CodeRow{"cp", 1, "c1", 3});
-    b.restore(
-        rec::HoldRow{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, 0, {{"cp", 1}}, {{"cp", "c0"}}});
+    b.restore(rec::HoldRow{
+        3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"cp", 1}}, {{"cp", "c0"}}});
     // c1 is owned by hold 3, which exists but does not list it.
     EXPECT_NE(b.finish_restore(), "");
   }

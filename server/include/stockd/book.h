@@ -10,6 +10,8 @@
 //   per-user units (held + sold) never exceed the SKU's per-user limit when one is set;
 //   every code of a pool is in exactly one place: free, or owned by exactly one hold;
 //   a reused idempotency key returns the first answer; a different request under it conflicts.
+// An idempotency key is part of the hold it created and is remembered as long as that hold:
+// while it is live and for `finished_hold_retention_ms` after it finished.
 #pragma once
 
 #include <cstdint>
@@ -31,22 +33,21 @@ namespace stockd {
 struct Changes {
   std::vector<std::string> skus;  // SKU rows to rewrite
   std::vector<uint64_t> holds;    // hold rows to put (if present) or delete
-  std::vector<std::string> idem;  // idempotency rows to put (if present) or delete
   std::vector<std::pair<std::string, std::string>> users;  // (sku, user) count rows
   std::vector<std::pair<std::string, uint32_t>> codes;     // (sku, index) code rows
   std::vector<proto::OutboxRecord> outbox;                 // new outbox records, seq ascending
   bool meta = false;                                       // next ids changed
   bool empty() const {
-    return skus.empty() && holds.empty() && idem.empty() && users.empty() && codes.empty() &&
-           outbox.empty() && !meta;
+    return skus.empty() && holds.empty() && users.empty() && codes.empty() && outbox.empty() &&
+           !meta;
   }
   void clear() { *this = Changes(); }
 };
 
 struct BookLimits {
-  size_t expire_per_call_max = 1024;                        // holds one expire() may release
-  int64_t idem_retention_ms = 24 * 3600 * 1000LL;           // keys kept at least this long
-  int64_t finished_hold_retention_ms = 24 * 3600 * 1000LL;  // committed/released holds kept
+  size_t expire_per_call_max = 1024;  // holds one expire() may release
+  // Finished holds, and the idempotency keys they carry, are kept this long after they finish.
+  int64_t finished_hold_retention_ms = 24 * 3600 * 1000LL;
   size_t codes_per_sku_max = 10'000'000;
 };
 
@@ -89,8 +90,8 @@ class Book {
   proto::Status sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
 
   // ---- Time. ----
-  // Expires up to limits.expire_per_call_max holds whose deadline <= now, and forgets
-  // idempotency keys and finished holds past their retention. Returns holds expired.
+  // Expires up to limits.expire_per_call_max holds whose deadline <= now, and forgets finished
+  // holds (with their idempotency keys) past their retention. Returns holds expired.
   size_t expire(int64_t now, Changes& ch);
   // Earliest deadline of a live hold, or INT64_MAX if none.
   int64_t next_deadline() const;
@@ -98,7 +99,8 @@ class Book {
   // ---- Rows, for the store (read on the loop thread while building a batch). ----
   std::optional<rec::SkuRow> sku_row(std::string_view sku) const;
   std::optional<rec::HoldRow> hold_row(uint64_t id) const;
-  std::optional<rec::IdemRow> idem_row(std::string_view key) const;
+  // The first answer given under an idempotency key, if the key is remembered.
+  std::optional<proto::ReserveResp> idem_answer(std::string_view key) const;
   std::optional<rec::UserRow> user_row(std::string_view sku, std::string_view user) const;
   std::optional<rec::CodeRow> code_row(std::string_view sku, uint32_t index) const;
   rec::MetaRow meta() const;  // lsn is the store's business and left 0
@@ -106,7 +108,6 @@ class Book {
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);
   void restore(const rec::HoldRow& r);
-  void restore(const rec::IdemRow& r);
   void restore(const rec::UserRow& r);
   void restore(const rec::CodeRow& r);
   void restore(const rec::MetaRow& r);

@@ -17,7 +17,8 @@ storage::Batch build_batch(const Book& book, const Changes& changes, uint64_t ls
 
 struct Recovered {
   rec::MetaRow meta;
-  size_t skus = 0, holds = 0, idem = 0, users = 0, codes = 0, outbox = 0;
+  size_t skus = 0, holds = 0, users = 0, codes = 0, outbox = 0;
+  size_t idem = 0;  // holds with an idempotency key
 };
 
 // Loads every row of `store` into an empty `book`, checks each record, the outbox sequence for

@@ -19,7 +19,7 @@
 
 namespace stockd::rec {
 
-inline constexpr uint8_t kRecordVersion = 1;
+inline constexpr uint8_t kRecordVersion = 2;  // 2: idempotency keys live in hold rows
 
 struct SkuRow {
   std::string sku;
@@ -39,21 +39,15 @@ struct HoldRow {
   uint64_t id = 0;
   proto::HoldState state = proto::HoldState::kNone;
   std::string user;
-  std::string key;
+  std::string key;               // idempotency key; "" = none
+  uint64_t fingerprint = 0;      // with a key: hash of the request, a different one conflicts
+  uint64_t first_available = 0;  // with a key: `available` of the first answer
   int64_t created_at_ms = 0;
   int64_t expires_at_ms = 0;   // deadline while held; 0 for buy-now
   int64_t finished_at_ms = 0;  // committed, released or expired at; 0 while held
   std::vector<proto::Line> lines;
   std::vector<proto::SkuCode> codes;
   bool operator==(const HoldRow&) const = default;
-};
-
-struct IdemRow {  // the first answer given for an idempotency key
-  std::string key;
-  uint64_t fingerprint = 0;  // hash of the request; a different request under the key conflicts
-  int64_t created_at_ms = 0;
-  proto::ReserveResp resp;
-  bool operator==(const IdemRow&) const = default;
 };
 
 struct UserRow {  // units a user holds or bought of one SKU (for the per-user limit)
@@ -83,7 +77,6 @@ struct MetaRow {
 // Table tags (first key byte).
 inline constexpr char kTagSku = 's';
 inline constexpr char kTagHold = 'h';
-inline constexpr char kTagIdem = 'i';
 inline constexpr char kTagUser = 'u';
 inline constexpr char kTagCode = 'c';
 inline constexpr char kTagOutbox = 'o';
@@ -91,7 +84,6 @@ inline constexpr char kTagMeta = 'm';
 
 std::string sku_key(std::string_view sku);
 std::string hold_key(uint64_t id);
-std::string idem_key(std::string_view key);
 std::string user_key(std::string_view sku, std::string_view user);
 std::string code_key(std::string_view sku, uint32_t index);
 std::string outbox_key(uint64_t seq);
@@ -101,7 +93,6 @@ std::optional<uint64_t> outbox_key_seq(std::string_view key);
 
 std::string encode(const SkuRow& r);
 std::string encode(const HoldRow& r);
-std::string encode(const IdemRow& r);
 std::string encode(const UserRow& r);
 std::string encode(const CodeRow& r);
 std::string encode(const MetaRow& r);
@@ -110,7 +101,6 @@ std::string encode(const proto::OutboxRecord& r);
 // Decoders return false, with `why` set, on a bad version, checksum, length or field.
 bool decode(std::string_view in, SkuRow& out, std::string& why);
 bool decode(std::string_view in, HoldRow& out, std::string& why);
-bool decode(std::string_view in, IdemRow& out, std::string& why);
 bool decode(std::string_view in, UserRow& out, std::string& why);
 bool decode(std::string_view in, CodeRow& out, std::string& why);
 bool decode(std::string_view in, MetaRow& out, std::string& why);
