@@ -142,7 +142,10 @@ struct Book::Impl {
   using HoldState = proto::HoldState;
   using Status = proto::Status;
 
-  explicit Impl(BookLimits l) : limits(l) {}
+  explicit Impl(BookLimits l) : limits(l) {
+    holds.reserve(l.holds_expected);
+    idem.reserve(l.holds_expected);
+  }
 
   BookLimits limits;
   book_detail::StrMap<Sku> skus;

@@ -29,6 +29,7 @@ std::string validate(const Config& c) {
   if (c.metrics_sku_max > proto::kSkuListMax) return "--metrics-sku-max must be at most 1000";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
+  if (c.holds_expected > 1'000'000'000) return "--holds-expected must be at most 1000000000";
   if (c.admin_token.size() > proto::kTokenBytesMax ||
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)

@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
                  "keep finished holds and their idempotency keys this long")
       ->envname("STOCKD_IDEM_RETENTION_MS")
       ->capture_default_str();
+  app.add_option("--holds-expected", c.holds_expected,
+                 "holds (live and retained) to reserve index space for at start, so that the "
+                 "indexes do not rehash mid-sale; about 16 bytes each")
+      ->envname("STOCKD_HOLDS_EXPECTED")
+      ->capture_default_str();
   app.add_option("--outbox-retention-ms", c.outbox_retention_ms,
                  "keep acknowledged outbox records this long")
       ->envname("STOCKD_OUTBOX_RETENTION_MS")

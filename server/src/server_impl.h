@@ -32,6 +32,7 @@ struct Server::Impl {
   BookLimits book_limits() const {
     BookLimits l;
     l.finished_hold_retention_ms = config.idem_retention_ms;
+    l.holds_expected = config.holds_expected;
     return l;
   }
 
