@@ -183,11 +183,11 @@ void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
 Status Book::Impl::replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
                           bool& found) {
-  auto it = idem.find(key);
-  found = it != idem.end();
+  const Hold* h = idem.find(key);
+  found = h != nullptr;
   if (!found) return Status::kOk;
-  if (it->second->fingerprint != fingerprint) return Status::kKeyConflict;
-  first_answer(*it->second, out);
+  if (h->fingerprint != fingerprint) return Status::kKeyConflict;
+  first_answer(*h, out);
   ++counters.idem_hits;
   return Status::kOk;
 }
@@ -272,7 +272,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   }
   if (!key.empty()) {
     h.first_available = left;
-    idem.emplace(h.key, &h);  // views the hold's own copy of the key
+    idem.insert(&h);  // not there: replay() looked
   }
 }
 

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "key_index.h"
 #include "stockd/book.h"
 
 namespace stockd::book_detail {
@@ -155,7 +156,7 @@ struct Book::Impl {
   book_detail::StrMap<book_detail::CodeLoc> codes;  // every code of every pool
   // Idempotency keys: each views the key of the hold it created, and goes with that hold (the
   // first answer is rebuilt from the hold, see first_answer()).
-  std::unordered_map<std::string_view, Hold*, book_detail::StrHash, std::equal_to<>> idem;
+  book_detail::KeyIndex<Hold> idem;
   // Retention queue in time order.
   std::deque<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id)
   uint64_t next_hold_id = 1;

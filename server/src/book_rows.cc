@@ -46,10 +46,10 @@ std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
 }
 
 std::optional<proto::ReserveResp> Book::idem_answer(std::string_view key) const {
-  auto it = impl_->idem.find(key);
-  if (it == impl_->idem.end()) return std::nullopt;
+  const book_detail::Hold* h = impl_->idem.find(key);
+  if (h == nullptr) return std::nullopt;
   proto::ReserveResp out;
-  impl_->first_answer(*it->second, out);
+  impl_->first_answer(*h, out);
   return out;
 }
 
@@ -159,7 +159,7 @@ std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.state == HoldState::kHeld) heap_push(h);
-  if (!h.key.empty() && !idem.emplace(h.key, &h).second) {
+  if (!h.key.empty() && !idem.insert(&h)) {
     return at + "idempotency key " + h.key + " is also another hold's";
   }
   return "";

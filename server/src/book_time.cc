@@ -147,7 +147,7 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
     if (!book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) break;
     finished_fifo.pop_front();
     auto it = holds.find(id);
-    if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it
+    if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first
     holds.erase(it);  // codes it bought keep it as owner: they stay sold
     ch.holds.push_back(id);
   }

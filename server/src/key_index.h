@@ -1,0 +1,106 @@
+// Private to the stockd_book library: the index of idempotency keys, key -> the object that
+// owns the key (a Hold, whose `key` member is the string).
+//
+// Every keyed request looks its key up, and almost always misses (a new key), in an index of
+// millions. A node-based std::unordered_map pays two or three cache misses for that (bucket,
+// the node before, the nodes); here a lookup reads one 16-byte slot (the stored hash tells a
+// miss without touching the owner) and, on a hash match, the owner's key. Open addressing
+// with linear probing and backward-shift deletion (no tombstones), at most 3/4 full; the
+// capacity doubles when needed (one sequential pass over the slots).
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+namespace stockd::book_detail {
+
+template <class T>  // T has a `key` member convertible to std::string_view
+class KeyIndex {
+ public:
+  // Room for n keys without growing.
+  void reserve(size_t n) {
+    if (n * 4 > slots_.size() * 3) rebuild(std::bit_ceil(n * 4 / 3 + 1));
+  }
+
+  T* find(std::string_view key) const {
+    if (slots_.empty()) return nullptr;
+    const uint64_t h = hash(key);
+    for (size_t i = h & mask(); slots_[i].owner != nullptr; i = (i + 1) & mask()) {
+      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) {
+        return slots_[i].owner;
+      }
+    }
+    return nullptr;
+  }
+
+  // Indexes `owner` under owner->key; false (and nothing changes) if the key is there already.
+  bool insert(T* owner) {
+    reserve(size_ + 1);
+    const std::string_view key(owner->key);
+    const uint64_t h = hash(key);
+    size_t i = h & mask();
+    for (; slots_[i].owner != nullptr; i = (i + 1) & mask()) {
+      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) return false;
+    }
+    slots_[i] = {h, owner};
+    ++size_;
+    return true;
+  }
+
+  // Removes `key`; false if it was not there.
+  bool erase(std::string_view key) {
+    if (slots_.empty()) return false;
+    const uint64_t h = hash(key);
+    size_t i = h & mask();
+    for (;; i = (i + 1) & mask()) {
+      if (slots_[i].owner == nullptr) return false;
+      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) break;
+    }
+    // Backward shift: move later entries of the run into the hole when their home slot allows,
+    // so that every key stays reachable from its home without tombstones.
+    for (size_t j = (i + 1) & mask(); slots_[j].owner != nullptr; j = (j + 1) & mask()) {
+      const size_t home = slots_[j].hash & mask();
+      const bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
+      if (movable) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = Slot{};
+    --size_;
+    return true;
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  size_t capacity() const { return slots_.size(); }
+
+ private:
+  struct Slot {
+    uint64_t hash = 0;
+    T* owner = nullptr;  // nullptr: empty
+  };
+
+  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+  size_t mask() const { return slots_.size() - 1; }
+
+  void rebuild(size_t capacity) {
+    std::vector<Slot> old(capacity);
+    old.swap(slots_);
+    for (const Slot& s : old) {
+      if (s.owner == nullptr) continue;
+      size_t i = s.hash & mask();
+      while (slots_[i].owner != nullptr) i = (i + 1) & mask();
+      slots_[i] = s;
+    }
+  }
+
+  std::vector<Slot> slots_;  // size 0 or a power of two
+  size_t size_ = 0;
+};
+
+}  // namespace stockd::book_detail
