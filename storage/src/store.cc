@@ -67,16 +67,11 @@ class RocksStore final : public Store {
     }
   }
 
-  Status write(const Batch& batch, bool sync) override {
-    rocksdb::WriteBatch wb;
-    for (const auto& op : batch.ops) {
-      rocksdb::Status s =
-          op.del ? wb.Delete(slice(op.key)) : wb.Put(slice(op.key), slice(op.value));
-      if (!s.ok()) return to_status(s, "building batch");
-    }
+  Status write(Batch& batch, bool sync) override {
+    if (!batch.error().empty()) return Status::Error("building batch: " + batch.error());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    return to_status(db_->Write(wo, &wb), "write lsn " + std::to_string(batch.lsn));
+    return to_status(db_->Write(wo, &batch.rep()), "write lsn " + std::to_string(batch.lsn));
   }
 
   Status sync_wal() override { return to_status(db_->SyncWAL(), "sync WAL"); }
@@ -110,6 +105,23 @@ class RocksStore final : public Store {
 };
 
 }  // namespace
+
+Batch::Batch() : rep_(std::make_unique<rocksdb::WriteBatch>()) {}
+Batch::~Batch() = default;
+Batch::Batch(Batch&&) noexcept = default;
+Batch& Batch::operator=(Batch&&) noexcept = default;
+
+void Batch::put(std::string_view key, std::string_view value) {
+  rocksdb::Status s = rep_->Put(slice(key), slice(value));
+  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  ++ops_;
+}
+
+void Batch::del(std::string_view key) {
+  rocksdb::Status s = rep_->Delete(slice(key));
+  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  ++ops_;
+}
 
 std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& options,
                                    std::string& error) {
@@ -234,7 +246,7 @@ void WalWriter::run() {
     lock.lock();
     if (!s.ok() && failed_.empty()) failed_ = s.message();
     unsynced = unsynced || !sync_;
-    done_.push_back({b.lsn, b.ops.size(), us.count(), std::move(s)});
+    done_.push_back({b.lsn, b.size(), us.count(), std::move(s)});
     lock.unlock();
     notify_();
     lock.lock();

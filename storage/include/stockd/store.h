@@ -18,7 +18,8 @@
 
 namespace rocksdb {
 class Env;
-}
+class WriteBatch;
+}  // namespace rocksdb
 
 namespace stockd::storage {
 
@@ -36,20 +37,30 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// Puts and deletes applied atomically, in order.
-struct Batch {
-  struct Op {
-    bool del = false;
-    std::string key;
-    std::string value;
-  };
-  std::vector<Op> ops;
+// Puts and deletes applied atomically, in order. Built straight into a RocksDB WriteBatch (one
+// buffer; put/del copy the bytes in), which the WAL thread writes as it is: no allocation per
+// row on the loop thread and no second copy on the WAL thread.
+class Batch {
+ public:
+  Batch();
+  ~Batch();
+  Batch(Batch&&) noexcept;
+  Batch& operator=(Batch&&) noexcept;
+
   uint64_t lsn = 0;  // our sequence number of this batch (also inside its meta row)
-  void put(std::string key, std::string value) {
-    ops.push_back({false, std::move(key), std::move(value)});
-  }
-  void del(std::string key) { ops.push_back({true, std::move(key), {}}); }
-  bool empty() const { return ops.empty(); }
+  void put(std::string_view key, std::string_view value);
+  void del(std::string_view key);
+  size_t size() const { return ops_; }  // puts and deletes
+  bool empty() const { return ops_ == 0; }
+
+  // For the store: the batch, and what went wrong building it ("" if nothing).
+  rocksdb::WriteBatch& rep() { return *rep_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::unique_ptr<rocksdb::WriteBatch> rep_;
+  size_t ops_ = 0;
+  std::string error_;
 };
 
 struct StoreOptions {
@@ -70,7 +81,7 @@ class Store {
 
   // Writes `batch` atomically; with sync, returns only after it is on stable storage.
   // After a failed write, close and reopen the store before writing again.
-  virtual Status write(const Batch& batch, bool sync) = 0;
+  virtual Status write(Batch& batch, bool sync) = 0;
   // Makes every earlier write durable (for the interval mode).
   virtual Status sync_wal() = 0;
   // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
