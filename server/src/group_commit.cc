@@ -26,9 +26,8 @@ void put_or_delete(storage::Batch& b, std::string key, const std::optional<Row>&
 
 }  // namespace
 
-storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn, uint64_t outbox_acked,
-                           uint64_t outbox_first) {
-  storage::Batch b;
+void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_t lsn,
+                 uint64_t outbox_acked, uint64_t outbox_first) {
   b.lsn = lsn;
   each_once(ch.skus, [&](const std::string& sku) {
     put_or_delete(b, rec::sku_key(sku), book.sku_row(sku));
@@ -46,7 +45,6 @@ storage::Batch build_batch(const Book& book, const Changes& ch, uint64_t lsn, ui
   meta.outbox_acked = outbox_acked;
   meta.outbox_first = outbox_first;
   b.put(rec::meta_key(), rec::encode(meta));
-  return b;
 }
 
 namespace {

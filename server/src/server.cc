@@ -102,7 +102,8 @@ void Server::Impl::try_recover_store() {
   if (!reload_book()) return;
   make_wal();
   storage::Status s = storage::Status::Ok();
-  storage::Batch probe = build_batch(*book, Changes{}, lsn + 1, outbox_acked, outbox_first);
+  storage::Batch probe = store->batch();
+  build_batch(probe, *book, Changes{}, lsn + 1, outbox_acked, outbox_first);
   s = store->write(probe, true);
   if (!s.ok()) {
     log->error("store still failing: {}", s.message());
@@ -265,7 +266,8 @@ void Server::Impl::seal_group() {
     return;
   }
   if (!wal) return;  // the store is being reopened after a failure: keep filling
-  storage::Batch b = build_batch(*book, changes, ++lsn, outbox_acked, outbox_first);
+  storage::Batch b = store->batch();
+  build_batch(b, *book, changes, ++lsn, outbox_acked, outbox_first);
   for (auto& k : extra_deletes) b.del(std::move(k));
   extra_deletes.clear();
   changes.clear();

@@ -7,6 +7,7 @@
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -57,15 +58,30 @@ class RocksLogger final : public rocksdb::Logger {
   std::shared_ptr<spdlog::logger> log_;
 };
 
+// Tables live in column families by how they are written: hold rows and outbox records arrive
+// in key order (ids and sequence numbers only grow), so in families of their own they flush to
+// files that never overlap, which compaction moves instead of rewriting; the rows rewritten in
+// place (SKUs, per-user counts, codes, meta) stay in the default family. A key's table tag (its
+// first byte, records.h) picks its family, so callers never name one.
+constexpr const char* kFamilyNames[] = {"default", "holds", "outbox"};
+
+size_t family_of(std::string_view key) {
+  const char tag = key.empty() ? '\0' : key[0];
+  return tag == 'h' ? 1 : tag == 'o' ? 2 : 0;
+}
+
 class RocksStore final : public Store {
  public:
-  explicit RocksStore(rocksdb::DB* db) : db_(db) {}
-  ~RocksStore() override {
-    if (db_ != nullptr) {
-      (void)db_->Close();
-      delete db_;
-    }
+  RocksStore(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& handles) : db_(db) {
+    std::copy(handles.begin(), handles.end(), families_.begin());
   }
+  ~RocksStore() override {
+    for (rocksdb::ColumnFamilyHandle* h : families_) (void)db_->DestroyColumnFamilyHandle(h);
+    (void)db_->Close();
+    delete db_;
+  }
+
+  Batch batch() override { return Batch(families_); }
 
   Status write(Batch& batch, bool sync) override {
     if (!batch.error().empty()) return Status::Error("building batch: " + batch.error());
@@ -81,7 +97,7 @@ class RocksStore final : public Store {
               std::string_view from) override {
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, families_[family_of(prefix)]));
     for (it->Seek(slice(from > prefix ? from : prefix)); it->Valid(); it->Next()) {
       rocksdb::Slice k = it->key();
       if (!k.starts_with(slice(prefix))) break;
@@ -94,7 +110,7 @@ class RocksStore final : public Store {
   Status get(std::string_view key, std::string& value, bool& found) override {
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
-    rocksdb::Status s = db_->Get(ro, slice(key), &value);
+    rocksdb::Status s = db_->Get(ro, families_[family_of(key)], slice(key), &value);
     found = s.ok();
     if (s.IsNotFound()) return Status::Ok();
     return to_status(s, "get");
@@ -102,30 +118,32 @@ class RocksStore final : public Store {
 
  private:
   rocksdb::DB* db_;
+  Batch::Families families_{};
 };
 
 }  // namespace
 
-Batch::Batch() : rep_(std::make_unique<rocksdb::WriteBatch>()) {}
+Batch::Batch(const Families& families)
+    : rep_(std::make_unique<rocksdb::WriteBatch>()), families_(families) {}
 Batch::~Batch() = default;
 Batch::Batch(Batch&&) noexcept = default;
 Batch& Batch::operator=(Batch&&) noexcept = default;
 
 void Batch::put(std::string_view key, std::string_view value) {
-  rocksdb::Status s = rep_->Put(slice(key), slice(value));
+  rocksdb::Status s = rep_->Put(families_[family_of(key)], slice(key), slice(value));
   if (!s.ok() && error_.empty()) error_ = s.ToString();
   ++ops_;
 }
 
 void Batch::del(std::string_view key) {
-  rocksdb::Status s = rep_->Delete(slice(key));
+  rocksdb::Status s = rep_->Delete(families_[family_of(key)], slice(key));
   if (!s.ok() && error_.empty()) error_ = s.ToString();
   ++ops_;
 }
 
 std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& options,
                                    std::string& error) {
-  rocksdb::Options o;
+  rocksdb::DBOptions o;
   o.create_if_missing = options.create_if_missing;
   // Safety over defaults: a torn last record (the write that was never acknowledged) is
   // dropped; corruption anywhere else stops the open instead of silently shortening history.
@@ -133,20 +151,29 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   o.paranoid_checks = true;
   o.max_open_files = 256;
   o.IncreaseParallelism(2);
+  // The default family sees two rows per group and rarely fills its memtable; past this much
+  // WAL, RocksDB flushes it so that old WAL files can go.
+  o.max_total_wal_size = 512 << 20;
+  o.info_log = std::make_shared<RocksLogger>();
+  if (options.env != nullptr) o.env = options.env;
+
   // Throughput on few cores: every request writes a few small rows that are mostly read only at
   // recovery, so spend as little CPU as possible after the WAL. Measured with stockbench (see
   // docs/performance.md): no compression, larger memtables (fewer flushes and compactions), and
   // insert hints for keys that grow in order within a table (hold ids, outbox sequence numbers).
-  o.compression = rocksdb::kNoCompression;
-  o.write_buffer_size = 128 << 20;
-  o.max_write_buffer_number = 4;
-  o.level0_file_num_compaction_trigger = 8;
-  o.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(2));
-  o.info_log = std::make_shared<RocksLogger>();
-  if (options.env != nullptr) o.env = options.env;
+  rocksdb::ColumnFamilyOptions cf;
+  cf.compression = rocksdb::kNoCompression;
+  cf.write_buffer_size = 128 << 20;
+  cf.max_write_buffer_number = 4;
+  cf.level0_file_num_compaction_trigger = 8;
+  cf.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(2));
   rocksdb::BlockBasedTableOptions t;
   t.checksum = rocksdb::kXXH3;
-  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  rocksdb::ColumnFamilyOptions state = cf;
+  state.write_buffer_size = 32 << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : kFamilyNames) families.emplace_back(name, families.empty() ? state : cf);
 
   // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
   // past the end of the last log for a torn tail and drops it with all that follows. Tell the
@@ -155,14 +182,27 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     error = "cannot open store in " + dir + ": " + damage;
     return nullptr;
   }
+  // Families are created with a new store only: an existing one without them (an older
+  // layout) is refused as it is, not changed.
+  std::vector<std::string> have;
+  const bool exists = rocksdb::DB::ListColumnFamilies(o, dir, &have).ok();
+  o.create_missing_column_families = options.create_if_missing && !exists;
   rocksdb::DB* db = nullptr;
-  rocksdb::Status s = options.read_only ? rocksdb::DB::OpenForReadOnly(o, dir, &db)
-                                        : rocksdb::DB::Open(o, dir, &db);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s = options.read_only
+                          ? rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db)
+                          : rocksdb::DB::Open(o, dir, families, &handles, &db);
   if (!s.ok()) {
     error = "cannot open store in " + dir + ": " + s.ToString();
+    if (s.IsInvalidArgument() && exists) {
+      std::string list;
+      for (const std::string& f : have) list += (list.empty() ? "" : ", ") + f;
+      error += " (its column families are [" + list +
+               "], not default, holds and outbox: not a store of this stockd version)";
+    }
     return nullptr;
   }
-  return std::make_unique<RocksStore>(db);
+  return std::make_unique<RocksStore>(db, handles);
 }
 
 WalWriter::WalWriter(Store& store, bool sync, int interval_ms, std::function<void()> notify)

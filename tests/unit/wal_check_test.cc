@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -92,7 +93,7 @@ std::string write_batches(const fs::path& dir, uint64_t first, uint64_t last, ui
   auto store = Store::open(dir.string(), StoreOptions{}, err);
   if (!store) return err;
   for (uint64_t lsn = first; lsn <= last; ++lsn) {
-    Batch b;
+    Batch b = store->batch();
     b.lsn = lsn;
     b.put("k/" + std::to_string(lsn),
           lsn == big_lsn ? std::string(70000, 'b') : "v" + std::to_string(lsn));
@@ -332,6 +333,61 @@ TEST(WalCheckRecyclable, TheFilesPreviousLifeIsATailButOwnRecordsAfterDamageAreN
                         " (checksum mismatch) followed by 1 intact record (the first at byte " +
                         std::to_string(now.size()) + ")"));
   fs::remove_all(base);
+}
+
+}  // namespace
+}  // namespace stockd::storage
+
+namespace stockd::storage {
+namespace {
+
+// A RocksDB store without stockd's column families (e.g. written before they existed) is
+// refused with a message that says so, and left exactly as it was.
+TEST(StoreLayout, AStoreWithoutOurFamiliesIsRefusedAndLeftAlone) {
+  const fs::path dir = make_temp_dir() / "old";
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir.string(), &db).ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/meta", "old").ok());
+    delete db;
+  }
+  std::string err;
+  EXPECT_FALSE(Store::open(dir.string(), StoreOptions{}, err));
+  EXPECT_THAT(err, ::testing::HasSubstr("its column families are [default]"));
+  EXPECT_THAT(err, ::testing::HasSubstr("not a store of this stockd version"));
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &families).ok());
+  EXPECT_EQ(families, std::vector<std::string>{"default"});
+  fs::remove_all(dir.parent_path());
+}
+
+// Rows land in the family of their table and read back through the same routing.
+TEST(StoreLayout, EachTableReadsBackWhereItWasWritten) {
+  const fs::path dir = make_temp_dir() / "new";
+  std::string err;
+  auto store = Store::open(dir.string(), StoreOptions{}, err);
+  ASSERT_TRUE(store) << err;
+  Batch b = store->batch();
+  for (const char* key : {"h/1", "o/1", "s/tee", "m/meta"}) b.put(key, std::string("v") + key);
+  ASSERT_TRUE(store->write(b, true).ok());
+  for (const char* key : {"h/1", "o/1", "s/tee", "m/meta"}) {
+    std::string v;
+    bool found = false;
+    ASSERT_TRUE(store->get(key, v, found).ok());
+    EXPECT_TRUE(found) << key;
+    EXPECT_EQ(v, std::string("v") + key);
+    size_t n = 0;
+    ASSERT_TRUE(store->scan(std::string(key, 2), [&](auto, auto) { return ++n, true; }).ok());
+    EXPECT_EQ(n, 1u) << key;  // each prefix sees its own row only
+  }
+  store.reset();
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &families).ok());
+  std::sort(families.begin(), families.end());
+  EXPECT_EQ(families, (std::vector<std::string>{"default", "holds", "outbox"}));
+  fs::remove_all(dir.parent_path());
 }
 
 }  // namespace

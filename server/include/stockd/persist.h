@@ -12,8 +12,8 @@ namespace stockd {
 
 // Coalesces `changes` (each row written once, in its current state; deleted if gone) into a
 // batch with our sequence number `lsn` and the meta row.
-storage::Batch build_batch(const Book& book, const Changes& changes, uint64_t lsn,
-                           uint64_t outbox_acked, uint64_t outbox_first);
+void build_batch(storage::Batch& b, const Book& book, const Changes& changes, uint64_t lsn,
+                 uint64_t outbox_acked, uint64_t outbox_first);
 
 struct Recovered {
   rec::MetaRow meta;

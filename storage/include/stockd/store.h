@@ -5,6 +5,7 @@
 // WalWriter), recovery scans before that thread starts.
 #pragma once
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -17,6 +18,7 @@
 #include <vector>
 
 namespace rocksdb {
+class ColumnFamilyHandle;
 class Env;
 class WriteBatch;
 }  // namespace rocksdb
@@ -39,10 +41,12 @@ class [[nodiscard]] Status {
 
 // Puts and deletes applied atomically, in order. Built straight into a RocksDB WriteBatch (one
 // buffer; put/del copy the bytes in), which the WAL thread writes as it is: no allocation per
-// row on the loop thread and no second copy on the WAL thread.
+// row on the loop thread and no second copy on the WAL thread. Get one from Store::batch(): it
+// files each key under the store's column family for its table (store.cc).
 class Batch {
  public:
-  Batch();
+  using Families = std::array<rocksdb::ColumnFamilyHandle*, 3>;
+  explicit Batch(const Families& families);
   ~Batch();
   Batch(Batch&&) noexcept;
   Batch& operator=(Batch&&) noexcept;
@@ -59,6 +63,7 @@ class Batch {
 
  private:
   std::unique_ptr<rocksdb::WriteBatch> rep_;
+  Families families_;
   size_t ops_ = 0;
   std::string error_;
 };
@@ -81,6 +86,8 @@ class Store {
 
   // Writes `batch` atomically; with sync, returns only after it is on stable storage.
   // After a failed write, close and reopen the store before writing again.
+  // An empty batch for this store (valid while the store is open).
+  virtual Batch batch() = 0;
   virtual Status write(Batch& batch, bool sync) = 0;
   // Makes every earlier write durable (for the interval mode).
   virtual Status sync_wal() = 0;
