@@ -9,14 +9,46 @@
 // capacity doubles when needed (one sequential pass over the slots).
 #pragma once
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <new>
 #include <string_view>
 #include <vector>
 
 namespace stockd::book_detail {
+
+// Allocates big arrays on 2 MiB boundaries and asks for transparent huge pages: a lookup is a
+// random read in tens of MiB, and with 4 KiB pages most of them also miss the TLB (a page walk,
+// nested under virtualization). A hint only: without THP the pages are ordinary.
+template <class T>
+struct HugePageAllocator {
+  using value_type = T;
+  HugePageAllocator() = default;
+  template <class U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  static constexpr size_t kHuge = size_t{2} << 20;
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes < kHuge) return static_cast<T*>(::operator new(bytes));
+    void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
+    if (p == nullptr) throw std::bad_alloc();
+    (void)::madvise(p, bytes, MADV_HUGEPAGE);
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) {
+    if (n * sizeof(T) < kHuge) {
+      ::operator delete(p);
+    } else {
+      std::free(p);
+    }
+  }
+  bool operator==(const HugePageAllocator&) const { return true; }
+};
 
 template <class T>  // T has a `key` member convertible to std::string_view
 class KeyIndex {
@@ -89,7 +121,7 @@ class KeyIndex {
   size_t mask() const { return slots_.size() - 1; }
 
   void rebuild(size_t capacity) {
-    std::vector<Slot> old(capacity);
+    Slots old(capacity);
     old.swap(slots_);
     for (const Slot& s : old) {
       if (s.owner == nullptr) continue;
@@ -99,7 +131,8 @@ class KeyIndex {
     }
   }
 
-  std::vector<Slot> slots_;  // size 0 or a power of two
+  using Slots = std::vector<Slot, HugePageAllocator<Slot>>;
+  Slots slots_;  // size 0 or a power of two
   size_t size_ = 0;
 };
 
