@@ -15,6 +15,7 @@ namespace {
 const std::map<std::string, Workload> kWorkloads = {{"buy-now", Workload::kBuyNow},
                                                     {"reserve-commit", Workload::kReserveCommit},
                                                     {"reserve-release", Workload::kReserveRelease},
+                                                    {"reserve", Workload::kReserveHold},
                                                     {"claim", Workload::kClaim},
                                                     {"query", Workload::kQuery},
                                                     {"mixed", Workload::kMixed}};
@@ -75,7 +76,8 @@ void add_load_options(CLI::App& app, Config& c, std::string& duration, std::stri
 void add_workload_options(CLI::App& app, Config& c, std::string& workload, std::string& mix,
                           std::string& sku, uint64_t& skus, std::string& prefix) {
   app.add_option("--workload,-w", workload,
-                 "buy-now, reserve-commit, reserve-release, claim, query or mixed")
+                 "buy-now, reserve, reserve-commit, reserve-release, claim, query or mixed "
+                 "(reserve leaves its holds live until --hold-ttl-ms)")
       ->capture_default_str();
   app.add_option("--mix", mix, "mixed workload weights")->capture_default_str();
   app.add_option("--sku", sku, "one SKU id for every operation")->capture_default_str();

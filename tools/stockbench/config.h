@@ -14,8 +14,17 @@
 namespace stockd::bench {
 
 // What one top-level operation is. A reserve-commit / reserve-release operation is two
-// requests: RESERVE (with a hold TTL), then COMMIT or RELEASE of the hold it returned.
-enum class Workload : uint8_t { kBuyNow, kReserveCommit, kReserveRelease, kClaim, kQuery, kMixed };
+// requests: RESERVE (with a hold TTL), then COMMIT or RELEASE of the hold it returned; a
+// reserve operation leaves its hold live until its TTL (to fill a server with live holds).
+enum class Workload : uint8_t {
+  kBuyNow,
+  kReserveCommit,
+  kReserveRelease,
+  kClaim,
+  kQuery,
+  kMixed,
+  kReserveHold
+};
 const char* workload_name(Workload w);
 
 enum class TargetKind : uint8_t { kStockd, kRedis };

@@ -22,7 +22,7 @@ enum class OpKind : uint8_t {
 
 struct Op {
   OpKind kind = OpKind::kHello;
-  OpKind then = OpKind::kHello;  // kReserve: kCommit or kRelease
+  OpKind then = OpKind::kHello;  // kReserve: kCommit or kRelease (kHello: nothing, hold stays)
   bool retry = false;            // a resend of the previous keyed op with the same key
   uint32_t sku = 0;              // index into Config::skus
   uint32_t user = 0;             // buyer index

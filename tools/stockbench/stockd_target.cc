@@ -231,7 +231,9 @@ Verdict StockdTarget::verdict(const Tally& t) {
   if (c_.seed) {
     v.checks.push_back(sold_check(c_, before_, after, t));
     v.checks.push_back(within_check(c_, before_, t));
-    if ((c_.uses(Workload::kReserveCommit) || c_.uses(Workload::kReserveRelease)) && t.lost == 0) {
+    if ((c_.uses(Workload::kReserveCommit) || c_.uses(Workload::kReserveRelease) ||
+         c_.uses(Workload::kReserveHold)) &&
+        t.lost == 0) {
       v.checks.push_back(held_check(c_, before_, after, t));
     }
   }

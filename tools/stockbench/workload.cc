@@ -97,6 +97,9 @@ Op Generator::next(ConnKeys& k) {
     case Workload::kReserveRelease:
       op.kind = OpKind::kReserve, op.then = OpKind::kRelease;
       break;
+    case Workload::kReserveHold:
+      op.kind = OpKind::kReserve, op.then = OpKind::kHello;  // nothing follows
+      break;
     case Workload::kClaim:
       op.kind = OpKind::kClaim, op.qty = 1;
       break;
@@ -156,6 +159,7 @@ std::optional<Op> account(const Config& c, const Op& op, const Reply& r, ConnKey
     case OpKind::kReserve: {
       if (!fresh) break;
       t.held[op.sku] += op.qty;
+      if (op.then == OpKind::kHello) break;  // the hold stays live
       Op next = op;
       next.kind = op.then, next.key = 0, next.retry = false, next.hold_id = r.id;
       return next;
