@@ -19,30 +19,59 @@ using proto::HoldState;
 
 // ---- Rows. ----
 
-std::optional<rec::SkuRow> Book::sku_row(std::string_view sku) const {
+bool Book::sku_row(std::string_view sku, rec::SkuRow& out) const {
   const Sku* s = impl_->find_sku(sku);
-  if (s == nullptr) return std::nullopt;
-  return rec::SkuRow{std::string(s->id), s->total,    s->available, s->held,   s->sold,
-                     s->limit,           s->opens_at, s->closes_at, s->closed, s->pool};
+  if (s == nullptr) return false;
+  out.sku.assign(s->id);
+  out.total = s->total;
+  out.available = s->available;
+  out.held = s->held;
+  out.sold = s->sold;
+  out.per_user_limit = s->limit;
+  out.opens_at_ms = s->opens_at;
+  out.closes_at_ms = s->closes_at;
+  out.closed = s->closed;
+  out.code_pool = s->pool;
+  return true;
+}
+
+std::optional<rec::SkuRow> Book::sku_row(std::string_view sku) const {
+  rec::SkuRow row;
+  if (!sku_row(sku, row)) return std::nullopt;
+  return row;
+}
+
+bool Book::hold_row(uint64_t id, rec::HoldRow& out) const {
+  auto it = impl_->holds.find(id);
+  if (it == impl_->holds.end()) return false;
+  const Hold& h = it->second;
+  out.id = h.id;
+  out.state = h.state;
+  out.user.assign(h.user);
+  out.key.assign(h.key);
+  out.fingerprint = h.fingerprint;
+  out.first_available = h.first_available;
+  out.created_at_ms = h.created_at;
+  out.expires_at_ms = h.expires_at;
+  out.finished_at_ms = h.finished_at;
+  out.lines.resize(h.lines.size());
+  for (size_t i = 0; i < h.lines.size(); ++i) {
+    out.lines[i].sku.assign(h.lines[i].sku->id);
+    out.lines[i].qty = h.lines[i].qty;
+  }
+  out.codes.resize(h.codes.size());
+  for (size_t i = 0; i < h.codes.size(); ++i) {
+    const book_detail::HoldCode& c = h.codes[i];
+    out.codes[i].sku.assign(c.sku->id);
+    out.codes[i].code.assign(*c.sku->codes[c.index].code);
+  }
+  return true;
 }
 
 std::optional<rec::HoldRow> Book::hold_row(uint64_t id) const {
-  auto it = impl_->holds.find(id);
-  if (it == impl_->holds.end()) return std::nullopt;
-  const Hold& h = it->second;
-  proto::HoldView v;
-  impl_->hold_view(h, v);
-  return rec::HoldRow{h.id,
-                      h.state,
-                      h.user,
-                      h.key,
-                      h.fingerprint,
-                      h.first_available,
-                      h.created_at,
-                      h.expires_at,
-                      h.finished_at,
-                      std::move(v.lines),
-                      std::move(v.codes)};
+  rec::HoldRow row;
+  if (!hold_row(id, row)) return std::nullopt;
+  return row;
 }
 
 std::optional<proto::ReserveResp> Book::idem_answer(std::string_view key) const {

@@ -1,4 +1,4 @@
-#include <set>
+#include <algorithm>
 #include <unordered_set>
 
 #include "stockd/persist.h"
@@ -6,21 +6,39 @@
 namespace stockd {
 namespace {
 
+// Calls fn once per distinct item (in sorted order), without allocating once `order` is big
+// enough: a group names the same SKU once per request that touched it.
 template <class T, class Fn>
-void each_once(const std::vector<T>& items, Fn&& fn) {
+void each_once(const std::vector<T>& items, std::vector<const T*>& order, Fn&& fn) {
   if (items.size() == 1) return fn(items[0]);
-  std::set<T> seen;
-  for (const auto& it : items) {
-    if (seen.insert(it).second) fn(it);
+  order.clear();
+  for (const T& it : items) order.push_back(&it);
+  std::sort(order.begin(), order.end(), [](const T* a, const T* b) { return *a < *b; });
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i == 0 || *order[i - 1] < *order[i]) fn(*order[i]);
   }
 }
 
+// What build_batch reuses from one group to the next (the loop thread's only): rows and the
+// encoded value are filled in place, so a steady stream of groups allocates nothing here.
+struct Scratch {
+  std::string value;
+  rec::SkuRow sku;
+  rec::HoldRow hold;
+  std::vector<const std::string*> skus;
+  std::vector<const uint64_t*> holds;
+  std::vector<const std::pair<std::string, std::string>*> users;
+  std::vector<const std::pair<std::string, uint32_t>*> codes;
+};
+
 template <class Row>
-void put_or_delete(storage::Batch& b, std::string key, const std::optional<Row>& row) {
+void put_or_delete(storage::Batch& b, const std::string& key, const std::optional<Row>& row,
+                   std::string& value) {
   if (row) {
-    b.put(std::move(key), rec::encode(*row));
+    rec::encode(*row, value);
+    b.put(key, value);
   } else {
-    b.del(std::move(key));
+    b.del(key);
   }
 }
 
@@ -28,23 +46,40 @@ void put_or_delete(storage::Batch& b, std::string key, const std::optional<Row>&
 
 void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_t lsn,
                  uint64_t outbox_acked, uint64_t outbox_first) {
+  thread_local Scratch x;
   b.lsn = lsn;
-  each_once(ch.skus, [&](const std::string& sku) {
-    put_or_delete(b, rec::sku_key(sku), book.sku_row(sku));
+  each_once(ch.skus, x.skus, [&](const std::string& sku) {
+    if (book.sku_row(sku, x.sku)) {
+      rec::encode(x.sku, x.value);
+      b.put(rec::sku_key(sku), x.value);
+    } else {
+      b.del(rec::sku_key(sku));
+    }
   });
-  each_once(ch.holds, [&](uint64_t id) { put_or_delete(b, rec::hold_key(id), book.hold_row(id)); });
-  each_once(ch.users, [&](const std::pair<std::string, std::string>& u) {
-    put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second));
+  each_once(ch.holds, x.holds, [&](uint64_t id) {
+    if (book.hold_row(id, x.hold)) {
+      rec::encode(x.hold, x.value);
+      b.put(rec::hold_key(id), x.value);
+    } else {
+      b.del(rec::hold_key(id));
+    }
   });
-  each_once(ch.codes, [&](const std::pair<std::string, uint32_t>& c) {
-    put_or_delete(b, rec::code_key(c.first, c.second), book.code_row(c.first, c.second));
+  each_once(ch.users, x.users, [&](const std::pair<std::string, std::string>& u) {
+    put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second), x.value);
   });
-  for (const auto& r : ch.outbox) b.put(rec::outbox_key(r.seq), rec::encode(r));
+  each_once(ch.codes, x.codes, [&](const std::pair<std::string, uint32_t>& c) {
+    put_or_delete(b, rec::code_key(c.first, c.second), book.code_row(c.first, c.second), x.value);
+  });
+  for (const auto& r : ch.outbox) {
+    rec::encode(r, x.value);
+    b.put(rec::outbox_key(r.seq), x.value);
+  }
   rec::MetaRow meta = book.meta();
   meta.lsn = lsn;
   meta.outbox_acked = outbox_acked;
   meta.outbox_first = outbox_first;
-  b.put(rec::meta_key(), rec::encode(meta));
+  rec::encode(meta, x.value);
+  b.put(rec::meta_key(), x.value);
 }
 
 namespace {

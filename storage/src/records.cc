@@ -55,7 +55,9 @@ std::string tag_name(uint8_t t) {
 
 class Out {
  public:
-  explicit Out(char tag) : tag_(tag), w_(buf_) {
+  // Writes into `buf` (cleared first; its capacity is reused).
+  Out(char tag, std::string& buf) : tag_(tag), buf_(buf), w_(buf_) {
+    buf_.clear();
     w_.u8(kRecordVersion);
     w_.u8(static_cast<uint8_t>(tag));
   }
@@ -95,16 +97,12 @@ class Out {
       str("code.code", c.code, proto::kCodeBytesMax);
     }
   }
-  // Appends the checksum and hands out the finished value.
-  std::string seal() {
-    const uint32_t sum = wire::fnv1a32(buf_);
-    w_.u32(sum);
-    return std::move(buf_);
-  }
+  // Appends the checksum: the value is finished.
+  void seal() { w_.u32(wire::fnv1a32(buf_)); }
 
  private:
   char tag_;
-  std::string buf_;
+  std::string& buf_;
   wire::Writer w_;
 };
 
@@ -303,8 +301,8 @@ std::optional<uint64_t> outbox_key_seq(std::string_view key) {
 
 // ---- Values ----
 
-std::string encode(const SkuRow& r) {
-  Out o(kTagSku);
+void encode(const SkuRow& r, std::string& out) {
+  Out o(kTagSku, out);
   o.str("sku", r.sku, proto::kSkuBytesMax);
   o.u64(r.total);
   o.u64(r.available);
@@ -315,7 +313,7 @@ std::string encode(const SkuRow& r) {
   o.i64(r.closes_at_ms);
   o.flag(r.closed);
   o.flag(r.code_pool);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, SkuRow& out, std::string& why) {
@@ -338,8 +336,8 @@ bool decode(std::string_view in, SkuRow& out, std::string& why) {
   return true;
 }
 
-std::string encode(const HoldRow& r) {
-  Out o(kTagHold);
+void encode(const HoldRow& r, std::string& out) {
+  Out o(kTagHold, out);
   o.u64(r.id);
   o.hold_state(r.state);
   o.str("user", r.user, proto::kUserBytesMax);
@@ -351,7 +349,7 @@ std::string encode(const HoldRow& r) {
   o.i64(r.finished_at_ms);
   o.lines(r.lines);
   o.codes(r.codes);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, HoldRow& out, std::string& why) {
@@ -375,12 +373,12 @@ bool decode(std::string_view in, HoldRow& out, std::string& why) {
   return true;
 }
 
-std::string encode(const UserRow& r) {
-  Out o(kTagUser);
+void encode(const UserRow& r, std::string& out) {
+  Out o(kTagUser, out);
   o.str("sku", r.sku, proto::kSkuBytesMax);
   o.str("user", r.user, proto::kUserBytesMax);
   o.u64(r.units);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, UserRow& out, std::string& why) {
@@ -396,13 +394,13 @@ bool decode(std::string_view in, UserRow& out, std::string& why) {
   return true;
 }
 
-std::string encode(const CodeRow& r) {
-  Out o(kTagCode);
+void encode(const CodeRow& r, std::string& out) {
+  Out o(kTagCode, out);
   o.str("sku", r.sku, proto::kSkuBytesMax);
   o.u32(r.index);
   o.str("code", r.code, proto::kCodeBytesMax);
   o.u64(r.owner);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, CodeRow& out, std::string& why) {
@@ -419,14 +417,14 @@ bool decode(std::string_view in, CodeRow& out, std::string& why) {
   return true;
 }
 
-std::string encode(const MetaRow& r) {
-  Out o(kTagMeta);
+void encode(const MetaRow& r, std::string& out) {
+  Out o(kTagMeta, out);
   o.u64(r.lsn);
   o.u64(r.next_hold_id);
   o.u64(r.next_outbox_seq);
   o.u64(r.outbox_acked);
   o.u64(r.outbox_first);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, MetaRow& out, std::string& why) {
@@ -444,8 +442,8 @@ bool decode(std::string_view in, MetaRow& out, std::string& why) {
   return true;
 }
 
-std::string encode(const proto::OutboxRecord& r) {
-  Out o(kTagOutbox);
+void encode(const proto::OutboxRecord& r, std::string& out) {
+  Out o(kTagOutbox, out);
   o.u64(r.seq);
   const auto kind = static_cast<uint8_t>(r.kind);
   if (kind < kOutboxKindMin || kind > kOutboxKindMax) refuse(kTagOutbox, "kind", "is invalid");
@@ -457,7 +455,7 @@ std::string encode(const proto::OutboxRecord& r) {
   o.i64(r.at_ms);
   o.lines(r.lines);
   o.codes(r.codes);
-  return o.seal();
+  o.seal();
 }
 
 bool decode(std::string_view in, proto::OutboxRecord& out, std::string& why) {

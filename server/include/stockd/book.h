@@ -41,7 +41,14 @@ struct Changes {
     return skus.empty() && holds.empty() && users.empty() && codes.empty() && outbox.empty() &&
            !meta;
   }
-  void clear() { *this = Changes(); }
+  void clear() {  // keeps the vectors' capacity for the next group
+    skus.clear();
+    holds.clear();
+    users.clear();
+    codes.clear();
+    outbox.clear();
+    meta = false;
+  }
 };
 
 struct BookLimits {
@@ -102,6 +109,10 @@ class Book {
   // ---- Rows, for the store (read on the loop thread while building a batch). ----
   std::optional<rec::SkuRow> sku_row(std::string_view sku) const;
   std::optional<rec::HoldRow> hold_row(uint64_t id) const;
+  // The same into a row the caller keeps (its strings and vectors are reused: no allocation once
+  // they are big enough); false, `out` unspecified, if there is no such row.
+  bool sku_row(std::string_view sku, rec::SkuRow& out) const;
+  bool hold_row(uint64_t id, rec::HoldRow& out) const;
   // The first answer given under an idempotency key, if the key is remembered.
   std::optional<proto::ReserveResp> idem_answer(std::string_view key) const;
   std::optional<rec::UserRow> user_row(std::string_view sku, std::string_view user) const;

@@ -91,12 +91,20 @@ std::string meta_key();
 // The sequence number of an outbox key, or nullopt if `key` is not one.
 std::optional<uint64_t> outbox_key_seq(std::string_view key);
 
-std::string encode(const SkuRow& r);
-std::string encode(const HoldRow& r);
-std::string encode(const UserRow& r);
-std::string encode(const CodeRow& r);
-std::string encode(const MetaRow& r);
-std::string encode(const proto::OutboxRecord& r);
+// encode(row, out) writes the value into `out` (cleared first, capacity reused: no allocation
+// once it is big enough); encode(row) returns a new string.
+void encode(const SkuRow& r, std::string& out);
+void encode(const HoldRow& r, std::string& out);
+void encode(const UserRow& r, std::string& out);
+void encode(const CodeRow& r, std::string& out);
+void encode(const MetaRow& r, std::string& out);
+void encode(const proto::OutboxRecord& r, std::string& out);
+template <class Row>
+std::string encode(const Row& r) {
+  std::string out;
+  encode(r, out);
+  return out;
+}
 
 // Decoders return false, with `why` set, on a bad version, checksum, length or field.
 bool decode(std::string_view in, SkuRow& out, std::string& why);
