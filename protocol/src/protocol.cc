@@ -119,17 +119,18 @@ class In {
   uint64_t u64(const char* f) { return has(f, 8) ? r_.u64() : 0; }
   int64_t i64(const char* f) { return has(f, 8) ? r_.i64() : 0; }
 
-  std::string str(const char* f, size_t max, bool non_empty) {
-    if (!has(f, 2)) return {};
+  // Reads a string field into `out` (its capacity is reused); "" when it fails.
+  void str(const char* f, size_t max, bool non_empty, std::string& out) {
+    out.clear();
+    if (!has(f, 2)) return;
     Reader probe = r_;
     size_t n = probe.u16();
-    if (n > max) return fail(f, format("is %zu bytes, max %zu", n, max)), std::string();
+    if (n > max) return fail(f, format("is %zu bytes, max %zu", n, max));
     if (n > probe.remaining()) {
-      return fail(f, format("truncated: length %zu, %zu bytes left", n, probe.remaining())),
-             std::string();
+      return fail(f, format("truncated: length %zu, %zu bytes left", n, probe.remaining()));
     }
-    if (n == 0 && non_empty) return fail(f, "is empty"), std::string();
-    return r_.str(max);
+    if (n == 0 && non_empty) return fail(f, "is empty");
+    out.assign(r_.view(max));
   }
 
   // A list count of 2 or 4 bytes, in lo..hi, whose items (>= item_min bytes each) can fit.
@@ -218,27 +219,27 @@ void In::fail(const char* f, const std::string& what) {
 template <class T>
 void read_list(In& in, const char* count_name, const char* item_name, size_t width, uint64_t lo,
                uint64_t hi, size_t item_min, std::vector<T>& out) {
-  size_t n = in.count(count_name, width, lo, hi, item_min);
-  out.clear();
+  // Items are read into the list's existing elements: decoding into a reused message
+  // allocates nothing once its lists and strings are big enough.
+  const size_t n = in.count(count_name, width, lo, hi, item_min);
+  out.resize(in.ok() ? n : 0);
   for (size_t i = 0; i < n && in.ok(); ++i) {
     In::Item label(in, item_name, i);
-    T item{};
-    read(in, item);
-    out.push_back(std::move(item));
+    read(in, out[i]);
   }
 }
 
 void read(In& in, Line& m) {
-  m.sku = in.str("sku", kSkuBytesMax, in.strict());
+  in.str("sku", kSkuBytesMax, in.strict(), m.sku);
   m.qty = in.u32("qty");
   if (in.strict()) in.range("qty", m.qty, 1, kU32Max);
 }
 void read(In& in, SkuCode& m) {
-  m.sku = in.str("sku", kSkuBytesMax, in.strict());
-  m.code = in.str("code", kCodeBytesMax, in.strict());
+  in.str("sku", kSkuBytesMax, in.strict(), m.sku);
+  in.str("code", kCodeBytesMax, in.strict(), m.code);
 }
 // The only list of bare strings: CODES_LOAD's codes.
-void read(In& in, std::string& code) { code = in.str("", kCodeBytesMax, in.strict()); }
+void read(In& in, std::string& code) { in.str("", kCodeBytesMax, in.strict(), code); }
 void read_lines(In& in, std::vector<Line>& out, uint64_t lo, uint64_t hi) {
   read_list(in, "line count", "line", 2, lo, hi, kLineBytesMin, out);
 }
@@ -256,13 +257,13 @@ void read(In& in, HelloReq& m) {
   uint8_t role = in.u8("role");
   in.range("role", role, static_cast<uint8_t>(Role::kBuyer), static_cast<uint8_t>(Role::kOutbox));
   m.role = static_cast<Role>(role);
-  m.token = in.str("token", kTokenBytesMax, false);
-  m.client_name = in.str("client_name", kClientNameBytesMax, false);
+  in.str("token", kTokenBytesMax, false, m.token);
+  in.str("client_name", kClientNameBytesMax, false, m.client_name);
 }
 void read(In&, PingReq&) {}
 void read(In& in, ReserveReq& m) {
-  m.user = in.str("user", kUserBytesMax, true);
-  m.key = in.str("key", kKeyBytesMax, false);
+  in.str("user", kUserBytesMax, true, m.user);
+  in.str("key", kKeyBytesMax, false, m.key);
   m.ttl_ms = in.u32("ttl_ms");
   in.range("ttl_ms", m.ttl_ms, 0, kHoldTtlMsMax);
   read_lines(in, m.lines, 1, kReserveLinesMax);
@@ -272,19 +273,19 @@ void read(In& in, HoldReq& m) {
   in.range("hold_id", m.hold_id, 1, kU64Max);
 }
 void read(In& in, ClaimReq& m) {
-  m.sku = in.str("sku", kSkuBytesMax, true);
-  m.user = in.str("user", kUserBytesMax, true);
-  m.key = in.str("key", kKeyBytesMax, false);
+  in.str("sku", kSkuBytesMax, true, m.sku);
+  in.str("user", kUserBytesMax, true, m.user);
+  in.str("key", kKeyBytesMax, false, m.key);
 }
-void read(In& in, SkuReq& m) { m.sku = in.str("sku", kSkuBytesMax, true); }
+void read(In& in, SkuReq& m) { in.str("sku", kSkuBytesMax, true, m.sku); }
 void read(In& in, SkuListReq& m) {
-  m.after = in.str("after", kSkuBytesMax, false);
+  in.str("after", kSkuBytesMax, false, m.after);
   m.limit = in.u32("limit");
   in.range("limit", m.limit, 1, kSkuListMax);
 }
 void read(In&, StatsReq&) {}
 void read(In& in, SkuSetReq& m) {
-  m.sku = in.str("sku", kSkuBytesMax, true);
+  in.str("sku", kSkuBytesMax, true, m.sku);
   m.mask = in.u8("mask");
   if (in.ok() && (m.mask & ~kSetMaskKnown) != 0) {
     in.fail("mask", format("0x%02X has unknown bits (known: 0x%02X)", m.mask, kSetMaskKnown));
@@ -295,11 +296,11 @@ void read(In& in, SkuSetReq& m) {
   m.closes_at_ms = in.i64("closes_at_ms");
 }
 void read(In& in, RestockReq& m) {
-  m.sku = in.str("sku", kSkuBytesMax, true);
+  in.str("sku", kSkuBytesMax, true, m.sku);
   m.delta = in.i64("delta");
 }
 void read(In& in, CodesLoadReq& m) {
-  m.sku = in.str("sku", kSkuBytesMax, true);
+  in.str("sku", kSkuBytesMax, true, m.sku);
   read_list(in, "code count", "code", 4, 1, kU32Max, kCodeBytesMin, m.codes);
 }
 void read(In& in, OutboxReadReq& m) {
@@ -329,8 +330,8 @@ void read(In& in, ReserveResp& m) {
 void read(In& in, HoldView& m) {
   m.hold_id = in.u64("hold_id");
   m.state = read_hold_state(in);
-  m.user = in.str("user", kUserBytesMax, false);
-  m.key = in.str("key", kKeyBytesMax, false);
+  in.str("user", kUserBytesMax, false, m.user);
+  in.str("key", kKeyBytesMax, false, m.key);
   m.created_at_ms = in.i64("created_at_ms");
   m.expires_at_ms = in.i64("expires_at_ms");
   read_lines(in, m.lines, 0, kU16Max);
@@ -338,11 +339,11 @@ void read(In& in, HoldView& m) {
 }
 void read(In& in, ClaimResp& m) {
   m.order_id = in.u64("order_id");
-  m.code = in.str("code", kCodeBytesMax, false);
+  in.str("code", kCodeBytesMax, false, m.code);
   m.available = in.u64("available");
 }
 void read(In& in, SkuView& m) {
-  m.sku = in.str("sku", kSkuBytesMax, false);
+  in.str("sku", kSkuBytesMax, false, m.sku);
   m.total = in.u64("total");
   m.available = in.u64("available");
   m.held = in.u64("held");
@@ -356,7 +357,7 @@ void read(In& in, SkuListResp& m) {
   read_list(in, "sku count", "sku", 4, 0, kU32Max, kSkuViewBytesMin, m.skus);
 }
 void read(In& in, Stat& m) {
-  m.name = in.str("name", kStatNameBytesMax, false);
+  in.str("name", kStatNameBytesMax, false, m.name);
   m.value = in.u64("value");
 }
 void read(In& in, StatsResp& m) {
@@ -364,7 +365,7 @@ void read(In& in, StatsResp& m) {
 }
 void read(In& in, CodesLoadResp& m) {
   read(in, m.sku);
-  m.duplicate = in.str("duplicate", kCodeBytesMax, false);
+  in.str("duplicate", kCodeBytesMax, false, m.duplicate);
 }
 void read(In& in, OutboxRecord& m) {
   m.seq = in.u64("seq");
@@ -373,8 +374,8 @@ void read(In& in, OutboxRecord& m) {
            static_cast<uint8_t>(OutboxKind::kExpired));
   m.kind = static_cast<OutboxKind>(kind);
   m.order_id = in.u64("order_id");
-  m.user = in.str("user", kUserBytesMax, false);
-  m.key = in.str("key", kKeyBytesMax, false);
+  in.str("user", kUserBytesMax, false, m.user);
+  in.str("key", kKeyBytesMax, false, m.key);
   m.created_at_ms = in.i64("created_at_ms");
   m.at_ms = in.i64("at_ms");
   read_lines(in, m.lines, 0, kU16Max);
@@ -391,7 +392,7 @@ void read(In& in, OutboxStatusResp& m) {
   m.acked_seq = in.u64("acked_seq");
   m.first_seq = in.u64("first_seq");
 }
-void read(In& in, ErrorResp& m) { m.message = in.str("message", kU16Max, false); }
+void read(In& in, ErrorResp& m) { in.str("message", kU16Max, false, m.message); }
 
 template <class V, class T>
 std::optional<V> decode_as(In& in) {
@@ -407,6 +408,21 @@ constexpr auto make_decoders(std::index_sequence<I...>) {
 // One decoder per variant alternative, indexed like the variant.
 template <class V>
 constexpr auto kDecoders = make_decoders<V>(std::make_index_sequence<std::variant_size_v<V>>());
+
+// The same into an existing variant, reusing the alternative's strings and lists if it holds it.
+template <class V, class T>
+bool decode_into_as(In& in, V& into) {
+  if (!std::holds_alternative<T>(into)) into.template emplace<T>();
+  read(in, std::get<T>(into));
+  return in.finish();
+}
+template <class V, size_t... I>
+constexpr auto make_into_decoders(std::index_sequence<I...>) {
+  return std::array{&decode_into_as<V, std::variant_alternative_t<I, V>>...};
+}
+template <class V>
+constexpr auto kIntoDecoders =
+    make_into_decoders<V>(std::make_index_sequence<std::variant_size_v<V>>());
 
 // ---- Writers, one per struct, mirroring the readers. ----
 
@@ -711,6 +727,16 @@ std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
   }
   In in(body, row->context, false, reason);
   return kDecoders<Request>[row->req](in);
+}
+
+bool decode_request(Opcode op, std::span<const uint8_t> body, Request& into, std::string& reason) {
+  const OpRow* row = find_op(static_cast<uint16_t>(op));
+  if (row == nullptr) {
+    reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
+    return false;
+  }
+  In in(body, row->context, false, reason);
+  return kIntoDecoders<Request>[row->req](in, into);
 }
 
 std::optional<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body,

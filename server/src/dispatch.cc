@@ -136,12 +136,13 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     encode_error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
     return {};
   }
-  std::string why;
-  std::optional<proto::Request> req = proto::decode_request(op, body, why);
-  if (!req) {
+  std::string& why = why_;
+  why.clear();
+  if (!proto::decode_request(op, body, req_, why)) {
     encode_error(h.opcode, id, Status::kBadRequest, why, out);
     return {};
   }
+  const proto::Request* req = &req_;
   if (op == Opcode::kHello) {
     proto::HelloResp resp;
     Status st = hello(session, std::get<proto::HelloReq>(*req), resp, why);

@@ -711,3 +711,40 @@ TEST(CodecBody, EmptyMessagesHaveEmptyBodies) {
 
 }  // namespace
 }  // namespace stockd::proto
+
+namespace stockd::proto {
+namespace {
+
+// The server decodes every request into one reused Request: whatever it held before (longer
+// strings, more lines, another message type, a failed decode) must not show through.
+TEST(DecodeInto, AReusedRequestEqualsAFreshDecode) {
+  const std::vector<std::pair<Opcode, Request>> seq = {
+      {Opcode::kReserve,
+       ReserveReq{
+           std::string(100, 'u'), std::string(128, 'k'), 60000, {{"a", 1}, {"bb", 2}, {"c", 3}}}},
+      {Opcode::kReserve, ReserveReq{"ann", "", 0, {{"tee", 1}}}},
+      {Opcode::kClaim, ClaimReq{"cp", "bob", "key-1"}},
+      {Opcode::kReserve, ReserveReq{"cy", "k2", 5, {{"x", 9}, {"y", 8}}}},
+      {Opcode::kCodesLoad, CodesLoadReq{"cp", {"c1", "c22", "c333"}}},
+      {Opcode::kCodesLoad, CodesLoadReq{"cp", {"z"}}},
+  };
+  Request reused;
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& [op, req] : seq) {
+      std::string frame;
+      encode_request(op, 1, req, frame);
+      FrameDecode d = decode_frame(bytes_of(frame), Limits{});
+      ASSERT_EQ(d.kind, DecodeKind::kFrame) << d.reason;
+      std::string reason;
+      ASSERT_TRUE(decode_request(op, d.body, reused, reason)) << reason;
+      EXPECT_EQ(reused, req);
+      EXPECT_EQ(reused, *decode_request(op, d.body, reason));
+      // A body cut short fails, and the next decode is still exact.
+      EXPECT_FALSE(decode_request(op, d.body.first(d.body.size() - 1), reused, reason));
+      EXPECT_FALSE(reason.empty());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace stockd::proto

@@ -342,6 +342,10 @@ void encode_header(const FrameHeader& h, std::string& out);
 // Trailing bytes, strings over their limit and counts past the body are failures.
 std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
                                       std::string& reason);
+// The same into `into`, reusing its strings and lists when it already holds the message type of
+// `op` (a server decoding request after request allocates nothing once they are big enough).
+// False, with `reason` set and `into` unspecified, when the body does not decode.
+bool decode_request(Opcode op, std::span<const uint8_t> body, Request& into, std::string& reason);
 // Decodes a response body for `op` with `status` (ErrorResp when status >= 64).
 std::optional<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body,
                                         std::string& reason);

@@ -48,10 +48,12 @@ class Reader {
   uint64_t u64() { return le(8); }
   int64_t i64() { return static_cast<int64_t>(le(8)); }
   // Reads a u16-prefixed string; fails if longer than `max` bytes or past the end.
-  std::string str(size_t max) {
+  std::string str(size_t max) { return std::string(view(max)); }
+  // The same, as a view into the input (valid while the input is).
+  std::string_view view(size_t max) {
     uint16_t n = u16();
-    if (!ok_ || n > max || n > remaining()) return fail(), std::string();
-    std::string s(reinterpret_cast<const char*>(in_.data() + pos_), n);
+    if (!ok_ || n > max || n > remaining()) return fail(), std::string_view();
+    std::string_view s(reinterpret_cast<const char*>(in_.data() + pos_), n);
     pos_ += n;
     return s;
   }
