@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdarg>
 #include <cstdio>
 
@@ -178,6 +179,12 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
   // past the end of the last log for a torn tail and drops it with all that follows. Tell the
   // two apart first, for the read-only inspection too, so that both say the same.
+  // Create a new store's directory ourselves: RocksDB would log an ERROR line ("Error when
+  // reading ... dir NotFound") on every first start before creating it.
+  if (options.create_if_missing && !options.read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);  // a failure is reported by the open below
+  }
   if (std::string damage = check_wal_tail(dir); !damage.empty()) {
     error = "cannot open store in " + dir + ": " + damage;
     return nullptr;
