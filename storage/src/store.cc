@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <cstdarg>
 #include <cstdio>
+#include <filesystem>
 
 #include "stockd/wal_check.h"
 
