@@ -56,8 +56,9 @@ struct BookLimits {
   // Finished holds, and the idempotency keys they carry, are kept this long after they finish.
   int64_t finished_hold_retention_ms = 24 * 3600 * 1000LL;
   size_t codes_per_sku_max = 10'000'000;
-  // Hash buckets reserved up front for this many holds and keys: a growing map rehashes every
-  // entry at once (a pause of tens of ms at a million), which a sale should not pay mid-spike.
+  // Index space reserved up front for this many holds and keys (~40 bytes each): a growing map
+  // rehashes every entry at once (a pause of tens of ms at a million), which a sale should not
+  // pay mid-spike.
   size_t holds_expected = 0;
 };
 
