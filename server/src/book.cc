@@ -115,14 +115,7 @@ Sku& Book::Impl::add_sku(std::string_view id) {
 }
 
 void sku_view(const Sku& s, proto::SkuView& out) {
-  out.sku.assign(s.id);
-  out.total = s.total;
-  out.available = s.available;
-  out.held = s.held;
-  out.sold = s.sold;
-  out.per_user_limit = s.limit;
-  out.opens_at_ms = s.opens_at;
-  out.closes_at_ms = s.closes_at;
+  sku_fields(s, out);
   out.flags = static_cast<uint8_t>((s.closed ? proto::kSkuFlagClosed : 0) |
                                    (s.pool ? proto::kSkuFlagCodePool : 0));
 }

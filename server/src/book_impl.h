@@ -213,6 +213,18 @@ struct Book::Impl {
   std::string check_indexes() const;
 };
 
+// The fields a SkuView (an answer) and a SkuRow (the stored row) share.
+template <class Out>
+void sku_fields(const book_detail::Sku& s, Out& out) {
+  out.sku.assign(s.id);
+  out.total = s.total;
+  out.available = s.available;
+  out.held = s.held;
+  out.sold = s.sold;
+  out.per_user_limit = s.limit;
+  out.opens_at_ms = s.opens_at;
+  out.closes_at_ms = s.closes_at;
+}
 void sku_view(const book_detail::Sku& s, proto::SkuView& out);
 void add_units(book_detail::Sku& s, std::string_view user, uint64_t qty);
 void sub_units(book_detail::Sku& s, std::string_view user, uint64_t qty);

@@ -22,14 +22,7 @@ using proto::HoldState;
 bool Book::sku_row(std::string_view sku, rec::SkuRow& out) const {
   const Sku* s = impl_->find_sku(sku);
   if (s == nullptr) return false;
-  out.sku.assign(s->id);
-  out.total = s->total;
-  out.available = s->available;
-  out.held = s->held;
-  out.sold = s->sold;
-  out.per_user_limit = s->limit;
-  out.opens_at_ms = s->opens_at;
-  out.closes_at_ms = s->closes_at;
+  sku_fields(*s, out);
   out.closed = s->closed;
   out.code_pool = s->pool;
   return true;
