@@ -99,17 +99,12 @@ Book::~Book() = default;
 
 // ---- Shared helpers. ----
 
-Sku* Book::Impl::find_sku(std::string_view id) {
-  auto it = skus.find(id);
-  return it == skus.end() ? nullptr : &it->second;
-}
-const Sku* Book::Impl::find_sku(std::string_view id) const {
-  auto it = skus.find(id);
-  return it == skus.end() ? nullptr : &it->second;
-}
+Sku* Book::Impl::find_sku(std::string_view id) { return sku_index.find(id); }
+const Sku* Book::Impl::find_sku(std::string_view id) const { return sku_index.find(id); }
 Sku& Book::Impl::add_sku(std::string_view id) {
   auto [it, inserted] = skus.try_emplace(std::string(id));
   it->second.id = it->first;
+  if (inserted) sku_index.insert(&it->second);
   if (inserted) sku_order.insert(it->second.id);
   return it->second;
 }

@@ -161,6 +161,10 @@ std::string Book::Impl::check_indexes() const {
   }
   if (keyed != idem.size()) return "the idempotency index has keys of no hold";
   if (sku_order.size() != skus.size()) return "SKU order index size";
+  if (sku_index.size() != skus.size()) return "SKU lookup index size";
+  for (const auto& [id, s] : skus) {
+    if (sku_index.find(id) != &s) return sku_at(s) + "not in the lookup index";
+  }
   if (next_outbox_seq == 0) return "next_outbox_seq is 0";
   return "";
 }

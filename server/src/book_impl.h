@@ -88,6 +88,9 @@ struct Hold {
   size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
 };
 
+inline std::string_view index_key(const Sku& s) { return s.id; }
+inline std::string_view index_key(const Hold& h) { return h.key; }
+
 struct CodeLoc {
   Sku* sku = nullptr;
   uint32_t index = 0;
@@ -149,7 +152,8 @@ struct Book::Impl {
   }
 
   BookLimits limits;
-  book_detail::StrMap<Sku> skus;
+  book_detail::StrMap<Sku> skus;                    // owns the SKUs (nodes never move)
+  book_detail::KeyIndex<Sku> sku_index;             // the lookup: one slot read per SKU
   std::set<std::string_view> sku_order;             // views of the keys of `skus`, for sku_list
   std::unordered_map<uint64_t, Hold> holds;         // live and retained finished holds
   std::vector<book_detail::Deadline> deadlines;     // indexed min-heap of HELD holds

@@ -1,12 +1,13 @@
-// Private to the stockd_book library: the index of idempotency keys, key -> the object that
-// owns the key (a Hold, whose `key` member is the string).
+// Private to the stockd_book library: a string-keyed index, key -> the object that owns the key
+// (idempotency keys -> their Hold, SKU ids -> their Sku).
 //
 // Every keyed request looks its key up, and almost always misses (a new key), in an index of
-// millions. A node-based std::unordered_map pays two or three cache misses for that (bucket,
-// the node before, the nodes); here a lookup reads one 16-byte slot (the stored hash tells a
-// miss without touching the owner) and, on a hash match, the owner's key. Open addressing
-// with linear probing and backward-shift deletion (no tombstones), at most 3/4 full; the
-// capacity doubles when needed (one sequential pass over the slots).
+// millions; every request looks up its SKUs, of which there may be a million. A node-based
+// std::unordered_map pays two or three cache misses for that (bucket, the node before, the nodes);
+// here a lookup reads one 16-byte slot (the stored hash tells a miss without touching the owner)
+// and, on a hash match, the owner's key. Open addressing with linear probing and backward-shift
+// deletion (no tombstones), at most 3/4 full; the capacity doubles when needed (one sequential pass
+// over the slots).
 #pragma once
 
 #include <sys/mman.h>
@@ -50,7 +51,9 @@ struct HugePageAllocator {
   bool operator==(const HugePageAllocator&) const { return true; }
 };
 
-template <class T>  // T has a `key` member convertible to std::string_view
+// T's key is index_key(const T&) -> std::string_view, found by argument-dependent lookup; it
+// must not change while T is indexed.
+template <class T>
 class KeyIndex {
  public:
   // Room for n keys without growing.
@@ -62,21 +65,21 @@ class KeyIndex {
     if (slots_.empty()) return nullptr;
     const uint64_t h = hash(key);
     for (size_t i = h & mask(); slots_[i].owner != nullptr; i = (i + 1) & mask()) {
-      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) {
+      if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) {
         return slots_[i].owner;
       }
     }
     return nullptr;
   }
 
-  // Indexes `owner` under owner->key; false (and nothing changes) if the key is there already.
+  // Indexes `owner` under index_key(*owner); false (and nothing changes) if the key is there.
   bool insert(T* owner) {
     reserve(size_ + 1);
-    const std::string_view key(owner->key);
+    const std::string_view key = index_key(*owner);
     const uint64_t h = hash(key);
     size_t i = h & mask();
     for (; slots_[i].owner != nullptr; i = (i + 1) & mask()) {
-      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) return false;
+      if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) return false;
     }
     slots_[i] = {h, owner};
     ++size_;
@@ -90,7 +93,7 @@ class KeyIndex {
     size_t i = h & mask();
     for (;; i = (i + 1) & mask()) {
       if (slots_[i].owner == nullptr) return false;
-      if (slots_[i].hash == h && std::string_view(slots_[i].owner->key) == key) break;
+      if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) break;
     }
     // Backward shift: move later entries of the run into the hole when their home slot allows,
     // so that every key stays reachable from its home without tombstones.

@@ -1,6 +1,7 @@
 #include "stockd/store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
@@ -151,6 +152,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   o.paranoid_checks = true;
   o.max_open_files = 256;
+  o.allow_concurrent_memtable_write = false;  // required by the vector memtable; one writer
   o.IncreaseParallelism(2);
   // The default family sees two rows per group and rarely fills its memtable; past this much
   // WAL, RocksDB flushes it so that old WAL files can go.
@@ -173,6 +175,10 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   rocksdb::ColumnFamilyOptions state = cf;
   state.write_buffer_size = 32 << 20;
+  // The default family's rows are rewritten in place on random keys (a SKU per request when a
+  // sale spans many SKUs) and read only at start: an unsorted vector memtable takes an insert
+  // without the skiplist's key comparisons (sorted once, at flush or when scanned).
+  state.memtable_factory.reset(new rocksdb::VectorRepFactory);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const char* name : kFamilyNames) families.emplace_back(name, families.empty() ? state : cf);
 

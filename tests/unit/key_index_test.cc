@@ -15,6 +15,7 @@ namespace {
 struct Owner {
   std::string key;
 };
+std::string_view index_key(const Owner& o) { return o.key; }
 
 TEST(KeyIndexTest, MatchesAMapUnderRandomOperations) {
   for (uint32_t seed = 1; seed <= 50; ++seed) {
