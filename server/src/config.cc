@@ -19,6 +19,7 @@ const char* durability_name(Durability d) {
 std::string validate(const Config& c) {
   if (c.listen_host.empty()) return "--listen: host is empty";
   if (c.durability != Durability::kOff && c.data_dir.empty()) return "--data-dir is required";
+  if (c.wal_spin_us > 10000) return "--wal-spin-us must be at most 10000";
   if (c.fsync_interval_ms < 1 || c.fsync_interval_ms > 10000)
     return "--fsync-interval-ms must be in 1..10000";
   if (c.connections_max < 1) return "--connections-max must be at least 1";

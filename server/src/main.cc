@@ -56,6 +56,11 @@ int main(int argc, char** argv) {
   app.add_option("--fsync-interval-ms", c.fsync_interval_ms, "interval mode: ms between fsyncs")
       ->envname("STOCKD_FSYNC_INTERVAL_MS")
       ->capture_default_str();
+  app.add_option("--wal-spin-us", c.wal_spin_us,
+                 "after each group write the WAL thread yields up to this long for the next "
+                 "group before sleeping (0 = sleep at once)")
+      ->envname("STOCKD_WAL_SPIN_US")
+      ->capture_default_str();
   app.add_option("--admin-token", c.admin_token, "token for admin operations (empty = admin off)")
       ->envname("STOCKD_ADMIN_TOKEN");
   app.add_option("--outbox-token", c.outbox_token, "token of the outbox sidecar")

@@ -51,7 +51,7 @@ void Server::Impl::make_wal() {
   wal = std::make_unique<storage::WalWriter>(
       *store, config.durability == Durability::kSync,
       config.durability == Durability::kInterval ? config.fsync_interval_ms : 0,
-      [this] { uv_async_send(&wal_done); });
+      [this] { uv_async_send(&wal_done); }, static_cast<int>(config.wal_spin_us));
 }
 
 void Server::Impl::make_dispatcher() {

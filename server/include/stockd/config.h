@@ -24,6 +24,7 @@ struct Config {
   std::string data_dir = "./data";
   Durability durability = Durability::kSync;
   int fsync_interval_ms = 100;         // interval mode: most a crash can lose
+  uint32_t wal_spin_us = 0;            // WAL thread: yield-wait for the next group before sleeping
   std::string admin_token;             // required for admin operations; empty = admin off
   std::string outbox_token;            // for the sidecar; empty = only admin may read
   std::string client_token;            // buyers' token; empty = buyers need none
