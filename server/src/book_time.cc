@@ -83,19 +83,24 @@ void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
 }
 
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
-  proto::OutboxRecord& r = ch.outbox.emplace_back();
+  proto::OutboxRecord& r = ch.add_outbox();  // every field is set below
   r.seq = next_outbox_seq++;
   r.kind = kind;
   r.order_id = h.id;
-  r.user = h.user;
-  r.key = h.key;
+  r.user.assign(h.user);
+  r.key.assign(h.key);
   r.created_at_ms = h.created_at;
   r.at_ms = at;
-  r.lines.reserve(h.lines.size());
-  for (const book_detail::HoldLine& l : h.lines) r.lines.push_back({std::string(l.sku->id), l.qty});
-  r.codes.reserve(h.codes.size());
-  for (const book_detail::HoldCode& c : h.codes) {
-    r.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  r.lines.resize(h.lines.size());
+  for (size_t i = 0; i < h.lines.size(); ++i) {
+    r.lines[i].sku.assign(h.lines[i].sku->id);
+    r.lines[i].qty = h.lines[i].qty;
+  }
+  r.codes.resize(h.codes.size());
+  for (size_t i = 0; i < h.codes.size(); ++i) {
+    const book_detail::HoldCode& c = h.codes[i];
+    r.codes[i].sku.assign(c.sku->id);
+    r.codes[i].code.assign(*c.sku->codes[c.index].code);
   }
   ch.meta = true;
 }

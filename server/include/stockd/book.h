@@ -41,14 +41,26 @@ struct Changes {
     return skus.empty() && holds.empty() && users.empty() && codes.empty() && outbox.empty() &&
            !meta;
   }
-  void clear() {  // keeps the vectors' capacity for the next group
+  void clear() {  // keeps the vectors' capacity, and the records' buffers, for the next group
     skus.clear();
     holds.clear();
     users.clear();
     codes.clear();
+    for (proto::OutboxRecord& r : outbox) spare_outbox_.push_back(std::move(r));
     outbox.clear();
     meta = false;
   }
+  // A new record at the end of `outbox`: a recycled one (fields unspecified, their strings and
+  // lists keep their capacity) when clear() left any, so a steady stream allocates nothing.
+  proto::OutboxRecord& add_outbox() {
+    if (spare_outbox_.empty()) return outbox.emplace_back();
+    outbox.push_back(std::move(spare_outbox_.back()));
+    spare_outbox_.pop_back();
+    return outbox.back();
+  }
+
+ private:
+  std::vector<proto::OutboxRecord> spare_outbox_;
 };
 
 struct BookLimits {
