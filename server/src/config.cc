@@ -28,6 +28,8 @@ std::string validate(const Config& c) {
   if (c.frame_bytes_max < 4096 || c.frame_bytes_max > (64u << 20))
     return "--frame-bytes-max must be in 4096..67108864";
   if (c.metrics_sku_max > proto::kSkuListMax) return "--metrics-sku-max must be at most 1000";
+  if (c.read_buffer_budget < 2ull * c.frame_bytes_max)
+    return "--read-buffer-budget must be at least twice --frame-bytes-max";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
   if (c.holds_expected > 1'000'000'000) return "--holds-expected must be at most 1000000000";

@@ -82,6 +82,48 @@ void Server::Impl::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
     process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
     c->rbuf.erase(0, used);
   }
+  account_rbuf(c);
+}
+
+// Frames what `c` kept of incomplete input, after it stopped reading or waited on a poll.
+void Server::Impl::process_kept(Conn* c) {
+  size_t used = 0;
+  process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
+  c->rbuf.erase(0, used);
+  account_rbuf(c);
+}
+
+// Incomplete frames held by all connections stay under --read-buffer-budget: a connection whose
+// kept bytes would pass it gets one BUSY error frame and is closed, so peers trickling large
+// frames on many connections cannot grow the server's memory without bound.
+void Server::Impl::account_rbuf(Conn* c) {
+  if (c->rbuf.empty() && c->rbuf.capacity() > sizeof read_buf) std::string().swap(c->rbuf);
+  const size_t held = c->rbuf.empty() ? 0 : c->rbuf.capacity();
+  rbuf_bytes = rbuf_bytes - c->rbuf_counted + held;
+  c->rbuf_counted = held;
+  if (rbuf_bytes <= config.read_buffer_budget || held == 0 || c->closing || c->close_after_flush) {
+    return;
+  }
+  uint64_t begin = c->out_base + c->out.size();
+  Dispatcher::encode_error(0, 0, proto::Status::kBusy,
+                           "the server's buffers for incomplete frames are full "
+                           "(--read-buffer-budget); retry later",
+                           c->out);
+  c->mark_answer(fill_seq, begin, 0, 0);
+  c->close_after_flush = true;
+  ++metrics.read_budget_closes;
+  log->warn(
+      "closing a connection holding {} bytes of an incomplete frame: {} bytes held in all, "
+      "over --read-buffer-budget",
+      held, rbuf_bytes);
+  std::string().swap(c->rbuf);
+  rbuf_bytes -= held;
+  c->rbuf_counted = 0;
+  if (c->reading) {
+    c->reading = false;
+    uv_read_stop(c->stream());
+  }
+  mark_flush(c);
 }
 
 // Frames and answers every complete request in `data`, stopping early when the connection has
@@ -226,9 +268,7 @@ void Server::Impl::after_write(Conn* c) {
   }
   if (c->reading || c->closing || c->deferred || c->close_after_flush || stopping) return;
   if (c->unanswered >= config.inflight_max) return;
-  size_t used = 0;
-  process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
-  c->rbuf.erase(0, used);
+  process_kept(c);
 }
 
 void Server::Impl::close_conn(Conn* c) {
@@ -242,6 +282,7 @@ void Server::Impl::close_conn(Conn* c) {
 }
 
 void Server::Impl::conn_closed(Conn* c) {
+  rbuf_bytes -= c->rbuf_counted;
   std::erase(conns, c);
   if (c->in_flush_list) std::erase(flush_list, c);
   delete c;

@@ -26,9 +26,10 @@ struct Conn {
 
   uv_tcp_t tcp{};  // tcp.data points back here
   Session session;
-  std::string rbuf;       // the start of a frame not yet complete, kept for the next read
-  std::string out;        // encoded answers not yet handed to a write
-  uint64_t out_base = 0;  // absolute offset of out[0]
+  std::string rbuf;         // the start of a frame not yet complete, kept for the next read
+  size_t rbuf_counted = 0;  // rbuf's capacity as counted in Server::Impl::rbuf_bytes
+  std::string out;          // encoded answers not yet handed to a write
+  uint64_t out_base = 0;    // absolute offset of out[0]
   std::deque<Mark> marks;
   std::string writing;  // bytes of the write in flight
   uv_write_t wreq{};

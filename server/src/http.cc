@@ -189,6 +189,11 @@ std::string Server::Impl::render_metrics() const {
        store_failed ? 1 : 0);
   line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",
        double(metrics.bad_frames));
+  line(out, "stockd_read_buffer_bytes", "gauge",
+       "Bytes of incomplete frames held for all connections.", double(rbuf_bytes));
+  line(out, "stockd_read_budget_closes_total", "counter",
+       "Connections closed because incomplete frames passed --read-buffer-budget.",
+       double(metrics.read_budget_closes));
   line(out, "stockd_log_sequence_number", "gauge", "Our log sequence number (batches written).",
        double(lsn));
   // SKU-level gauges for a bounded set only (the first metrics_sku_max ids in byte order).

@@ -76,6 +76,11 @@ int main(int argc, char** argv) {
   app.add_option("--frame-bytes-max", c.frame_bytes_max, "largest frame accepted, in bytes")
       ->envname("STOCKD_FRAME_BYTES_MAX")
       ->capture_default_str();
+  app.add_option("--read-buffer-budget", c.read_buffer_budget,
+                 "bytes of incomplete frames held for all connections together; a connection "
+                 "that would pass it gets BUSY and is closed")
+      ->envname("STOCKD_READ_BUFFER_BUDGET")
+      ->capture_default_str();
   app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "close connections silent this long")
       ->envname("STOCKD_IDLE_TIMEOUT_MS")
       ->capture_default_str();

@@ -42,6 +42,7 @@ struct Metrics {
   Histogram<12> batch_ops{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}};
   uint64_t store_errors = 0;
   uint64_t bad_frames = 0;
+  uint64_t read_budget_closes = 0;  // connections closed over --read-buffer-budget
 
   void count_answer(uint16_t opcode, uint16_t status) {
     if (opcode < kOpSlots && status < kStatusSlots) ++answers[opcode][status];

@@ -116,9 +116,7 @@ void Server::Impl::answer_polls(bool expired_only) {
                            proto::Response(std::move(resp)), c->out);
     c->mark_answer(durable_seq, begin, p.header.opcode, p.header.request_id);
     c->deferred = false;
-    size_t used = 0;
-    process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
-    c->rbuf.erase(0, used);
+    process_kept(c);
   }
 }
 

@@ -87,6 +87,7 @@ struct Server::Impl {
   std::vector<Conn*> flush_list;  // connections with answers not yet written
   Conn* dispatching = nullptr;    // the connection whose request is being handled
   char read_buf[64 * 1024];       // every read lands here first (one loop thread)
+  size_t rbuf_bytes = 0;          // incomplete frames kept by all connections (Conn::rbuf)
   uint64_t accepted_total = 0;
   uint64_t rejected_total = 0;
 
@@ -104,6 +105,8 @@ struct Server::Impl {
   void start_reading(Conn* c);
   void on_read(Conn* c, ssize_t nread, const uv_buf_t* buf);
   void process(Conn* c, std::span<const uint8_t> data, size_t& used);
+  void process_kept(Conn* c);
+  void account_rbuf(Conn* c);
   void answer_frame(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body);
   void close_conn(Conn* c);
   void conn_closed(Conn* c);

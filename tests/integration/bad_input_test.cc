@@ -1,8 +1,11 @@
 // Bad input on raw sockets: whatever a peer sends, it gets a clear error (and a close when the
 // stream can no longer be framed or the peer is not authenticated), the book does not change,
 // and every other connection keeps being served.
+#include <chrono>
+#include <memory>
 #include <optional>
 #include <ostream>
+#include <thread>
 
 #include "harness.h"
 
@@ -365,6 +368,54 @@ TEST_F(BadInputTest, RequestsTheBookRefusesAsBadRequestDoNotCrashTheServer) {
   } else {  // a restart resets the counters in STATS: compare the SKUs only
     EXPECT_EQ(snapshot(*admin_).skus, before_.skus);
   }
+}
+
+// Incomplete frames are held within --read-buffer-budget for all connections together: the
+// connection whose kept bytes pass it gets one BUSY error frame and a close; the others go on.
+TEST(ReadBudget, TricklingLargeFramesCannotGrowMemoryPastTheBudget) {
+  StockdProcess server({"--frame-bytes-max", "65536", "--read-buffer-budget", "131072"});
+  ASSERT_TRUE(server.start()) << "stockd did not come up";
+  const auto kPing = static_cast<uint16_t>(Opcode::kPing);
+  // PING frames declaring a 60,000-byte body; each connection sends half of one and waits.
+  const std::string frame = raw_frame(kPing, 7, std::string(60000, 'x'));
+  const std::string half = frame.substr(0, 30000);
+  std::vector<std::unique_ptr<RawConn>> conns;
+  for (int i = 0; i < 6; ++i) {
+    conns.push_back(std::make_unique<RawConn>(server.port()));
+    ASSERT_TRUE(conns.back()->ok());
+    ASSERT_TRUE(conns.back()->hello(Role::kBuyer, ""));
+    ASSERT_TRUE(conns.back()->send(half));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Two halves fit (at most 2 x 60,000 bytes of buffer); six cannot (at least 180,000).
+  int refused = 0;
+  for (size_t i = 2; i < conns.size(); ++i) {
+    RawConn::Frame f;
+    if (conns[i]->read(f, 300) != RawConn::Got::kFrame) continue;
+    EXPECT_EQ(f.status(), Status::kBusy) << describe(f);
+    EXPECT_NE(f.message.find("--read-buffer-budget"), std::string::npos) << f.message;
+    EXPECT_TRUE(conns[i]->closed_within(kAnswerMs));
+    ++refused;
+  }
+  EXPECT_GE(refused, 1);
+  // The first connections were not touched: they finish their frame (a PING with a body is a
+  // BAD_REQUEST that keeps the connection) and are served.
+  for (size_t i = 0; i < 2; ++i) {
+    ASSERT_TRUE(conns[i]->send(frame.substr(half.size())));
+    RawConn::Frame f;
+    ASSERT_EQ(conns[i]->read(f, kAnswerMs), RawConn::Got::kFrame);
+    EXPECT_EQ(f.status(), Status::kBadRequest) << describe(f);
+    ASSERT_TRUE(conns[i]->send(raw_frame(kPing, 8, "")));
+    ASSERT_EQ(conns[i]->read(f, kAnswerMs), RawConn::Got::kFrame);
+    EXPECT_EQ(f.status(), Status::kOk) << describe(f);
+  }
+  // Freed budget is usable again: a new connection sends a whole maximal frame.
+  RawConn late(server.port());
+  ASSERT_TRUE(late.send(frame));
+  RawConn::Frame f;
+  ASSERT_EQ(late.read(f, kAnswerMs), RawConn::Got::kFrame);
+  EXPECT_EQ(f.status(), Status::kBadRequest) << describe(f);
+  EXPECT_TRUE(server.alive());
 }
 
 }  // namespace

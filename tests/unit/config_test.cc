@@ -27,6 +27,7 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
       {"--idem-retention-ms", [](Config& c) { c.idem_retention_ms = 10; }},
       {"--holds-expected", [](Config& c) { c.holds_expected = 2'000'000'000; }},
       {"--metrics-sku-max", [](Config& c) { c.metrics_sku_max = 5000; }},
+      {"--read-buffer-budget", [](Config& c) { c.read_buffer_budget = c.frame_bytes_max; }},
   };
   for (const Case& k : cases) {
     Config c;

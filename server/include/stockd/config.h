@@ -31,9 +31,10 @@ struct Config {
   uint32_t connections_max = 10000;    // further connections get BUSY and are closed
   uint32_t inflight_max = 1024;        // unanswered requests per connection before we stop reading
   uint32_t frame_bytes_max = 1 << 20;  // largest frame accepted, header included
-  uint32_t idle_timeout_ms = 300000;   // a connection silent this long is closed
-  int64_t idem_retention_ms = 24 * 3600 * 1000LL;        // finished holds and their keys kept
-  uint64_t holds_expected = 1'000'000;                   // hash buckets reserved at start
+  uint64_t read_buffer_budget = 256ull << 20;      // incomplete frames held for all connections
+  uint32_t idle_timeout_ms = 300000;               // a connection silent this long is closed
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;  // finished holds and their keys kept
+  uint64_t holds_expected = 1'000'000;             // hash buckets reserved at start
   int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
   std::string log_level = "info";
   std::string ready_file;  // if set, "host port\n" is written here once listening
