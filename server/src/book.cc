@@ -143,12 +143,24 @@ void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
   out.key = h.key;
   out.created_at_ms = h.created_at;
   out.expires_at_ms = h.expires_at;
-  out.lines.clear();
-  for (const book_detail::HoldLine& l : h.lines)
-    out.lines.push_back({std::string(l.sku->id), l.qty});
-  out.codes.clear();
-  for (const book_detail::HoldCode& c : h.codes) {
-    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
+  hold_lines(h, out.lines);
+  hold_codes(h, out.codes);
+}
+
+void hold_lines(const Hold& h, std::vector<proto::Line>& out) {
+  out.resize(h.lines.size());
+  for (size_t i = 0; i < h.lines.size(); ++i) {
+    out[i].sku.assign(h.lines[i].sku->id);
+    out[i].qty = h.lines[i].qty;
+  }
+}
+
+void hold_codes(const Hold& h, std::vector<proto::SkuCode>& out) {
+  out.resize(h.codes.size());
+  for (size_t i = 0; i < h.codes.size(); ++i) {
+    const book_detail::HoldCode& c = h.codes[i];
+    out[i].sku.assign(c.sku->id);
+    out[i].code.assign(*c.sku->codes[c.index].code);
   }
 }
 
@@ -162,10 +174,7 @@ void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
   out.expires_at_ms = h.expires_at;
   out.failed_line = book_detail::kNoLine;
   out.available = h.first_available;
-  out.codes.clear();
-  for (const book_detail::HoldCode& c : h.codes) {
-    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
-  }
+  hold_codes(h, out.codes);
 }
 
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
@@ -254,10 +263,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   out.expires_at_ms = h.expires_at;
   out.failed_line = book_detail::kNoLine;
   out.available = left;
-  out.codes.clear();
-  for (const book_detail::HoldCode& c : h.codes) {
-    out.codes.push_back({std::string(c.sku->id), *c.sku->codes[c.index].code});
-  }
+  hold_codes(h, out.codes);
   if (!key.empty()) {
     h.first_available = left;
     idem.insert(&h);  // not there: replay() looked

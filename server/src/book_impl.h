@@ -230,6 +230,9 @@ void sku_fields(const book_detail::Sku& s, Out& out) {
   out.closes_at_ms = s.closes_at;
 }
 void sku_view(const book_detail::Sku& s, proto::SkuView& out);
+// A hold's lines / codes as protocol values, into `out` (its strings' capacity reused).
+void hold_lines(const book_detail::Hold& h, std::vector<proto::Line>& out);
+void hold_codes(const book_detail::Hold& h, std::vector<proto::SkuCode>& out);
 void add_units(book_detail::Sku& s, std::string_view user, uint64_t qty);
 void sub_units(book_detail::Sku& s, std::string_view user, uint64_t qty);
 uint64_t units_of(const book_detail::Sku& s, std::string_view user);

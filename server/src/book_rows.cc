@@ -47,17 +47,8 @@ bool Book::hold_row(uint64_t id, rec::HoldRow& out) const {
   out.created_at_ms = h.created_at;
   out.expires_at_ms = h.expires_at;
   out.finished_at_ms = h.finished_at;
-  out.lines.resize(h.lines.size());
-  for (size_t i = 0; i < h.lines.size(); ++i) {
-    out.lines[i].sku.assign(h.lines[i].sku->id);
-    out.lines[i].qty = h.lines[i].qty;
-  }
-  out.codes.resize(h.codes.size());
-  for (size_t i = 0; i < h.codes.size(); ++i) {
-    const book_detail::HoldCode& c = h.codes[i];
-    out.codes[i].sku.assign(c.sku->id);
-    out.codes[i].code.assign(*c.sku->codes[c.index].code);
-  }
+  hold_lines(h, out.lines);
+  hold_codes(h, out.codes);
   return true;
 }
 

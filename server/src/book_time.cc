@@ -91,17 +91,8 @@ void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes
   r.key.assign(h.key);
   r.created_at_ms = h.created_at;
   r.at_ms = at;
-  r.lines.resize(h.lines.size());
-  for (size_t i = 0; i < h.lines.size(); ++i) {
-    r.lines[i].sku.assign(h.lines[i].sku->id);
-    r.lines[i].qty = h.lines[i].qty;
-  }
-  r.codes.resize(h.codes.size());
-  for (size_t i = 0; i < h.codes.size(); ++i) {
-    const book_detail::HoldCode& c = h.codes[i];
-    r.codes[i].sku.assign(c.sku->id);
-    r.codes[i].code.assign(*c.sku->codes[c.index].code);
-  }
+  hold_lines(h, r.lines);
+  hold_codes(h, r.codes);
   ch.meta = true;
 }
 
