@@ -119,7 +119,7 @@ uint64_t units_of(const Sku& s, std::string_view user) {
   auto it = s.users.find(user);
   return it == s.users.end() ? 0 : it->second;
 }
-void add_units(Sku& s, std::string_view user, uint64_t qty) {
+void add_units(Sku& s, std::string_view user, uint64_t qty, Changes& ch) {
   if (s.limit == 0) return;  // counted only while a limit is set (book_impl.h)
   auto it = s.users.find(user);
   if (it == s.users.end()) {
@@ -127,13 +127,15 @@ void add_units(Sku& s, std::string_view user, uint64_t qty) {
   } else {
     it->second += qty;
   }
+  ch.users.emplace_back(std::string(s.id), std::string(user));
 }
-void sub_units(Sku& s, std::string_view user, uint64_t qty) {
+void sub_units(Sku& s, std::string_view user, uint64_t qty, Changes& ch) {
   if (s.limit == 0) return;
   auto it = s.users.find(user);
   if (it == s.users.end()) return;  // check_invariants() proves this does not happen
   it->second -= std::min(it->second, qty);
   if (it->second == 0) s.users.erase(it);
+  ch.users.emplace_back(std::string(s.id), std::string(user));
 }
 
 void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
@@ -243,10 +245,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     h.lines.push_back({&s, w.qty});
     left = std::min(left, s.available);
     ch.skus.emplace_back(s.id);
-    if (s.limit != 0) {
-      add_units(s, user, w.qty);
-      ch.users.emplace_back(std::string(s.id), std::string(user));
-    }
+    add_units(s, user, w.qty, ch);
   }
   if (ttl_ms > 0) {
     h.state = HoldState::kHeld;

@@ -95,14 +95,12 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
     s->available = req.total - s->held - s->sold;
   }
   if (set_limit) {
-    if (req.per_user_limit == 0 || recount) {
-      for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
-      s->users.clear();  // no limit: the rows go (recount: replaced just below)
-    }
-    if (recount) {
-      s->users = std::move(*recount);
+    // A new limit brings the counts; no limit takes them (and their rows) away.
+    if (recount) s->users = std::move(*recount);
+    if (recount || req.per_user_limit == 0) {
       for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
     }
+    if (req.per_user_limit == 0) s->users.clear();
     s->limit = req.per_user_limit;
   }
   s->opens_at = opens;

@@ -104,10 +104,7 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     s.held -= l.qty;
     s.available += l.qty;
     ch.skus.emplace_back(s.id);
-    if (s.limit != 0) {
-      sub_units(s, h.user, l.qty);
-      ch.users.emplace_back(std::string(s.id), h.user);
-    }
+    sub_units(s, h.user, l.qty, ch);
   }
   for (const book_detail::HoldCode& c : h.codes) {
     Sku& s = *c.sku;

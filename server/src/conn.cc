@@ -93,6 +93,15 @@ void Server::Impl::process_kept(Conn* c) {
   account_rbuf(c);
 }
 
+// One error frame (after the answers before it), then the connection closes.
+void Server::Impl::answer_then_close(Conn* c, uint32_t request_id, proto::Status st,
+                                     const std::string& why) {
+  uint64_t begin = c->out_base + c->out.size();
+  Dispatcher::encode_error(0, request_id, st, why, c->out);
+  c->mark_answer(fill_seq, begin, 0, request_id);
+  c->close_after_flush = true;
+}
+
 // Incomplete frames held by all connections stay under --read-buffer-budget: a connection whose
 // kept bytes would pass it gets one BUSY error frame and is closed, so peers trickling large
 // frames on many connections cannot grow the server's memory without bound.
@@ -104,13 +113,9 @@ void Server::Impl::account_rbuf(Conn* c) {
   if (rbuf_bytes <= config.read_buffer_budget || held == 0 || c->closing || c->close_after_flush) {
     return;
   }
-  uint64_t begin = c->out_base + c->out.size();
-  Dispatcher::encode_error(0, 0, proto::Status::kBusy,
-                           "the server's buffers for incomplete frames are full "
-                           "(--read-buffer-budget); retry later",
-                           c->out);
-  c->mark_answer(fill_seq, begin, 0, 0);
-  c->close_after_flush = true;
+  answer_then_close(c, 0, proto::Status::kBusy,
+                    "the server's buffers for incomplete frames are full (--read-buffer-budget); "
+                    "retry later");
   ++metrics.read_budget_closes;
   log->warn(
       "closing a connection holding {} bytes of an incomplete frame: {} bytes held in all, "
@@ -136,10 +141,7 @@ void Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used)
     if (d.kind == proto::DecodeKind::kNeedMore) break;
     if (d.kind == proto::DecodeKind::kInvalid) {
       // The stream cannot be framed any more: say why once, then close.
-      uint64_t begin = c->out_base + c->out.size();
-      Dispatcher::encode_error(0, d.header.request_id, d.error, d.reason, c->out);
-      c->mark_answer(fill_seq, begin, 0, d.header.request_id);
-      c->close_after_flush = true;
+      answer_then_close(c, d.header.request_id, d.error, d.reason);
       ++metrics.bad_frames;
       used = data.size();
       log->debug("closing a connection: {}", d.reason);

@@ -136,16 +136,14 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     encode_error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
     return {};
   }
-  std::string& why = why_;
-  why.clear();
+  std::string why;  // allocates only when there is something to say
   if (!proto::decode_request(op, body, req_, why)) {
     encode_error(h.opcode, id, Status::kBadRequest, why, out);
     return {};
   }
-  const proto::Request* req = &req_;
   if (op == Opcode::kHello) {
     proto::HelloResp resp;
-    Status st = hello(session, std::get<proto::HelloReq>(*req), resp, why);
+    Status st = hello(session, std::get<proto::HelloReq>(req_), resp, why);
     if (st != Status::kOk) {
       encode_error(h.opcode, id, st, why, out);
       return {.close = true};
@@ -173,7 +171,7 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
       return {};
     case Opcode::kReserve: {
       proto::ReserveResp r;
-      Status st = book_.reserve(std::get<proto::ReserveReq>(*req), now, r, ch);
+      Status st = book_.reserve(std::get<proto::ReserveReq>(req_), now, r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }
@@ -181,7 +179,7 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     case Opcode::kRelease:
     case Opcode::kHoldGet: {
       proto::HoldView v;
-      uint64_t hold = std::get<proto::HoldReq>(*req).hold_id;
+      uint64_t hold = std::get<proto::HoldReq>(req_).hold_id;
       Status st = op == Opcode::kCommit    ? book_.commit(hold, now, v, ch)
                   : op == Opcode::kRelease ? book_.release(hold, now, v, ch)
                                            : book_.hold_get(hold, v);
@@ -190,21 +188,21 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     }
     case Opcode::kClaim: {
       proto::ClaimResp r;
-      Status st = book_.claim(std::get<proto::ClaimReq>(*req), now, r, ch);
+      Status st = book_.claim(std::get<proto::ClaimReq>(req_), now, r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }
     case Opcode::kSkuGet:
     case Opcode::kSaleClose: {
       proto::SkuView v;
-      const std::string& sku = std::get<proto::SkuReq>(*req).sku;
+      const std::string& sku = std::get<proto::SkuReq>(req_).sku;
       Status st = op == Opcode::kSkuGet ? book_.sku_get(sku, v) : book_.sale_close(sku, now, v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kSkuList: {
       proto::SkuListResp r;
-      book_.sku_list(std::get<proto::SkuListReq>(*req), r);
+      book_.sku_list(std::get<proto::SkuListReq>(req_), r);
       answer(op, id, Status::kOk, std::move(r), out);
       return {};
     }
@@ -217,26 +215,26 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     }
     case Opcode::kSkuSet: {
       proto::SkuView v;
-      Status st = book_.sku_set(std::get<proto::SkuSetReq>(*req), now, v, ch);
+      Status st = book_.sku_set(std::get<proto::SkuSetReq>(req_), now, v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kRestock: {
       proto::SkuView v;
-      Status st = book_.restock(std::get<proto::RestockReq>(*req), v, ch);
+      Status st = book_.restock(std::get<proto::RestockReq>(req_), v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kCodesLoad: {
       proto::CodesLoadResp r;
-      Status st = book_.codes_load(std::get<proto::CodesLoadReq>(*req), r, ch);
+      Status st = book_.codes_load(std::get<proto::CodesLoadReq>(req_), r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }
     case Opcode::kOutboxRead:
     case Opcode::kOutboxAck:
     case Opcode::kOutboxStatus:
-      if (outbox_) return outbox_(h, *req, out);
+      if (outbox_) return outbox_(h, req_, out);
       encode_error(h.opcode, id, Status::kInternal, "outbox is not available", out);
       return {};
     case Opcode::kHello:

@@ -55,7 +55,6 @@ class Dispatcher {
   std::function<void(std::vector<proto::Stat>&)> extra_stats_;
   OutboxHandler outbox_;
   proto::Request req_;  // each request is decoded into this one, reusing its buffers
-  std::string why_;
 };
 
 }  // namespace stockd

@@ -31,10 +31,10 @@ struct Scratch {
   std::vector<const std::pair<std::string, uint32_t>*> codes;
 };
 
+// Puts `row` (encoded into `value`) under `key`, or deletes `key` when there is no row.
 template <class Row>
-void put_or_delete(storage::Batch& b, const std::string& key, const std::optional<Row>& row,
-                   std::string& value) {
-  if (row) {
+void write_row(storage::Batch& b, const std::string& key, const Row* row, std::string& value) {
+  if (row != nullptr) {
     rec::encode(*row, value);
     b.put(key, value);
   } else {
@@ -49,37 +49,25 @@ void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_
   thread_local Scratch x;
   b.lsn = lsn;
   each_once(ch.skus, x.skus, [&](const std::string& sku) {
-    if (book.sku_row(sku, x.sku)) {
-      rec::encode(x.sku, x.value);
-      b.put(rec::sku_key(sku), x.value);
-    } else {
-      b.del(rec::sku_key(sku));
-    }
+    write_row(b, rec::sku_key(sku), book.sku_row(sku, x.sku) ? &x.sku : nullptr, x.value);
   });
   each_once(ch.holds, x.holds, [&](uint64_t id) {
-    if (book.hold_row(id, x.hold)) {
-      rec::encode(x.hold, x.value);
-      b.put(rec::hold_key(id), x.value);
-    } else {
-      b.del(rec::hold_key(id));
-    }
+    write_row(b, rec::hold_key(id), book.hold_row(id, x.hold) ? &x.hold : nullptr, x.value);
   });
   each_once(ch.users, x.users, [&](const std::pair<std::string, std::string>& u) {
-    put_or_delete(b, rec::user_key(u.first, u.second), book.user_row(u.first, u.second), x.value);
+    const auto row = book.user_row(u.first, u.second);
+    write_row(b, rec::user_key(u.first, u.second), row ? &*row : nullptr, x.value);
   });
   each_once(ch.codes, x.codes, [&](const std::pair<std::string, uint32_t>& c) {
-    put_or_delete(b, rec::code_key(c.first, c.second), book.code_row(c.first, c.second), x.value);
+    const auto row = book.code_row(c.first, c.second);
+    write_row(b, rec::code_key(c.first, c.second), row ? &*row : nullptr, x.value);
   });
-  for (const auto& r : ch.outbox) {
-    rec::encode(r, x.value);
-    b.put(rec::outbox_key(r.seq), x.value);
-  }
+  for (const auto& r : ch.outbox) write_row(b, rec::outbox_key(r.seq), &r, x.value);
   rec::MetaRow meta = book.meta();
   meta.lsn = lsn;
   meta.outbox_acked = outbox_acked;
   meta.outbox_first = outbox_first;
-  rec::encode(meta, x.value);
-  b.put(rec::meta_key(), x.value);
+  write_row(b, rec::meta_key(), &meta, x.value);
 }
 
 namespace {

@@ -107,6 +107,7 @@ struct Server::Impl {
   void process(Conn* c, std::span<const uint8_t> data, size_t& used);
   void process_kept(Conn* c);
   void account_rbuf(Conn* c);
+  void answer_then_close(Conn* c, uint32_t request_id, proto::Status st, const std::string& why);
   void answer_frame(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body);
   void close_conn(Conn* c);
   void conn_closed(Conn* c);

@@ -154,8 +154,8 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   o.max_open_files = 256;
   o.allow_concurrent_memtable_write = false;  // required by the vector memtable; one writer
   o.IncreaseParallelism(2);
-  // The default family sees two rows per group and rarely fills its memtable; past this much
-  // WAL, RocksDB flushes it so that old WAL files can go.
+  // The default family may see only a few rows per group (a hot SKU, meta) and rarely fill its
+  // memtable; past this much WAL, RocksDB flushes it so that old WAL files can go.
   o.max_total_wal_size = 512 << 20;
   o.info_log = std::make_shared<RocksLogger>();
   if (options.env != nullptr) o.env = options.env;
@@ -182,15 +182,15 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const char* name : kFamilyNames) families.emplace_back(name, families.empty() ? state : cf);
 
-  // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
-  // past the end of the last log for a torn tail and drops it with all that follows. Tell the
-  // two apart first, for the read-only inspection too, so that both say the same.
   // Create a new store's directory ourselves: RocksDB would log an ERROR line ("Error when
   // reading ... dir NotFound") on every first start before creating it.
   if (options.create_if_missing && !options.read_only) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);  // a failure is reported by the open below
   }
+  // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
+  // past the end of the last log for a torn tail and drops it with all that follows. Tell the
+  // two apart first, for the read-only inspection too, so that both say the same.
   if (std::string damage = check_wal_tail(dir); !damage.empty()) {
     error = "cannot open store in " + dir + ": " + damage;
     return nullptr;
@@ -273,13 +273,11 @@ void WalWriter::run() {
     } else {
       // Wait a little by yielding before sleeping: the next group usually comes within a
       // group write's time, and a futex wake-up on a busy machine costs more than that.
-      if (spin_us_ > 0 && queue_.empty() && !stop_) {
-        const auto until = Clock::now() + std::chrono::microseconds(spin_us_);
-        while (queue_.empty() && !stop_ && Clock::now() < until) {
-          lock.unlock();
-          std::this_thread::yield();
-          lock.lock();
-        }
+      const auto until = Clock::now() + std::chrono::microseconds(spin_us_);
+      while (queue_.empty() && !stop_ && Clock::now() < until) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
       }
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
     }

@@ -78,6 +78,11 @@ bool eventually(int timeout_ms, Pred pred, int step_ms = 10) {
 }
 
 // A client that said HELLO, or a fatal test failure (use in functions returning void).
+inline proto::ReserveReq reserve_req(std::string user, std::string key, uint32_t ttl_ms,
+                                     std::vector<proto::Line> lines) {
+  return proto::ReserveReq{std::move(user), std::move(key), ttl_ms, std::move(lines)};
+}
+
 inline void connect_or_fail(Client& c) {
   std::string err = c.connect();
   ASSERT_EQ(err, "") << "connect to 127.0.0.1:" << c.options().port;

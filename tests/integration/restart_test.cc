@@ -15,11 +15,6 @@ using proto::Opcode;
 using proto::Role;
 using proto::Status;
 
-proto::ReserveReq buy(std::string user, std::string key, uint32_t ttl_ms,
-                      std::vector<proto::Line> lines) {
-  return proto::ReserveReq{std::move(user), std::move(key), ttl_ms, std::move(lines)};
-}
-
 // SIGTERM while 8 connections pipeline buy-now reserves: stockd exits 0; after a restart every
 // order answered OK is there, and resending every key applies each purchase exactly once.
 TEST(RestartTest, SigtermWhilePipeliningExitsCleanlyAndKeepsEveryAnsweredOk) {
@@ -35,7 +30,8 @@ TEST(RestartTest, SigtermWhilePipeliningExitsCleanlyAndKeepsEveryAnsweredOk) {
     for (int i = 0; i < 20; ++i) {
       const std::string n = std::to_string(i);
       ASSERT_TRUE(
-          b.reserve(buy("q-" + n, "q-" + n, i % 3 == 0 ? 600'000 : 0, {{"G-QUIET", 2}})).ok());
+          b.reserve(reserve_req("q-" + n, "q-" + n, i % 3 == 0 ? 600'000 : 0, {{"G-QUIET", 2}}))
+              .ok());
     }
   }
   const proto::SkuView quiet = admin.sku_get("G-QUIET").body;
@@ -62,7 +58,7 @@ TEST(RestartTest, SigtermWhilePipeliningExitsCleanlyAndKeepsEveryAnsweredOk) {
         const size_t first = sent[t].size();
         for (size_t i = 0; i < kBatch; ++i) {
           std::string key = "g-" + std::to_string(t) + "-" + std::to_string(first + i);
-          c.queue(Opcode::kReserve, buy(key, key, 0, {{"G-HOT", 1}}));
+          c.queue(Opcode::kReserve, reserve_req(key, key, 0, {{"G-HOT", 1}}));
           sent[t].push_back({key});
         }
         auto answers = c.flush();
@@ -121,7 +117,7 @@ TEST(RestartTest, SigtermWhilePipeliningExitsCleanlyAndKeepsEveryAnsweredOk) {
   // Resend everything: answered keys answer the same order; the rest are applied now, once.
   for (const auto& per_thread : sent) {
     for (const Sent& s : per_thread)
-      after.queue(Opcode::kReserve, buy(s.key, s.key, 0, {{"G-HOT", 1}}));
+      after.queue(Opcode::kReserve, reserve_req(s.key, s.key, 0, {{"G-HOT", 1}}));
     auto answers = after.flush();
     ASSERT_EQ(answers.size(), per_thread.size());
     for (size_t i = 0; i < answers.size(); ++i) {
@@ -148,11 +144,12 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
 
   Client b(server.options());
   connect_or_fail(b);
-  auto held = b.reserve(buy("ru1", "rk-held", 600'000, {{"R-COUNT", 2}}));
-  auto committed = b.reserve(buy("ru1", "rk-commit", 600'000, {{"R-COUNT", 3}}));
-  auto released = b.reserve(buy("ru2", "rk-rel", 600'000, {{"R-COUNT", 1}}));
-  auto with_codes = b.reserve(buy("ru5", "rk-codes", 600'000, {{"R-CODES", 2}, {"R-COUNT", 1}}));
-  auto bought = b.reserve(buy("ru4", "rk-buy", 0, {{"R-COUNT", 1}}));
+  auto held = b.reserve(reserve_req("ru1", "rk-held", 600'000, {{"R-COUNT", 2}}));
+  auto committed = b.reserve(reserve_req("ru1", "rk-commit", 600'000, {{"R-COUNT", 3}}));
+  auto released = b.reserve(reserve_req("ru2", "rk-rel", 600'000, {{"R-COUNT", 1}}));
+  auto with_codes =
+      b.reserve(reserve_req("ru5", "rk-codes", 600'000, {{"R-CODES", 2}, {"R-COUNT", 1}}));
+  auto bought = b.reserve(reserve_req("ru4", "rk-buy", 0, {{"R-COUNT", 1}}));
   for (auto* r : {&held, &committed, &released, &with_codes, &bought}) {
     ASSERT_TRUE(r->ok()) << proto::status_name(r->status) << " " << r->error;
   }
@@ -170,7 +167,7 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
     claims_before.push_back(std::get<proto::ClaimResp>(a.body));
   }
   // A hold that will run out while the server is down.
-  auto short_hold = b.reserve(buy("ru3", "rk-short", 700, {{"R-COUNT", 4}}));
+  auto short_hold = b.reserve(reserve_req("ru3", "rk-short", 700, {{"R-COUNT", 4}}));
   ASSERT_TRUE(short_hold.ok());
 
   std::map<uint64_t, proto::HoldView> holds_before;
@@ -209,14 +206,16 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
   EXPECT_EQ(admin2.sku_get("R-CODES").body, codes_before);
 
   // Idempotency keys: the same request answers the same, another request conflicts.
-  auto held_again = c.reserve(buy("ru1", "rk-held", 600'000, {{"R-COUNT", 2}}));
+  auto held_again = c.reserve(reserve_req("ru1", "rk-held", 600'000, {{"R-COUNT", 2}}));
   ASSERT_TRUE(held_again.ok());
   EXPECT_EQ(held_again.body.hold_id, held.body.hold_id);
   EXPECT_EQ(held_again.body.expires_at_ms, held.body.expires_at_ms);
-  EXPECT_EQ(c.reserve(buy("ru4", "rk-buy", 0, {{"R-COUNT", 1}})).body.hold_id, bought.body.hold_id);
-  auto codes_again = c.reserve(buy("ru5", "rk-codes", 600'000, {{"R-CODES", 2}, {"R-COUNT", 1}}));
+  EXPECT_EQ(c.reserve(reserve_req("ru4", "rk-buy", 0, {{"R-COUNT", 1}})).body.hold_id,
+            bought.body.hold_id);
+  auto codes_again =
+      c.reserve(reserve_req("ru5", "rk-codes", 600'000, {{"R-CODES", 2}, {"R-COUNT", 1}}));
   EXPECT_EQ(codes_again.body.codes, with_codes.body.codes);
-  EXPECT_EQ(c.reserve(buy("ru1", "rk-held", 600'000, {{"R-COUNT", 1}})).status,
+  EXPECT_EQ(c.reserve(reserve_req("ru1", "rk-held", 600'000, {{"R-COUNT", 1}})).status,
             Status::kKeyConflict);
   for (size_t i = 0; i < kClaimsBefore; ++i) {
     const std::string n = std::to_string(i);
@@ -232,7 +231,7 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
   EXPECT_EQ(admin2.sku_get("R-COUNT").body, count_want) << "a replay applied something";
 
   // Per-user counts: ru1 holds 2 and bought 3 of its limit 5.
-  auto over = c.reserve(buy("ru1", "rk-more", 0, {{"R-COUNT", 1}}));
+  auto over = c.reserve(reserve_req("ru1", "rk-more", 0, {{"R-COUNT", 1}}));
   EXPECT_EQ(over.status, Status::kLimitExceeded);
 
   // Codes: the rest of the pool goes to new claims, none of them a code handed out before.

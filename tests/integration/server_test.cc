@@ -19,16 +19,6 @@ using proto::Opcode;
 using proto::Role;
 using proto::Status;
 
-proto::ReserveReq reserve_req(std::string user, std::string key, uint32_t ttl_ms,
-                              std::vector<proto::Line> lines) {
-  proto::ReserveReq r;
-  r.user = std::move(user);
-  r.key = std::move(key);
-  r.ttl_ms = ttl_ms;
-  r.lines = std::move(lines);
-  return r;
-}
-
 // Unique codes, long enough that 10,000 of them need more than one 1 MiB CODES_LOAD.
 std::vector<std::string> make_codes(const std::string& prefix, size_t n) {
   std::vector<std::string> codes;
