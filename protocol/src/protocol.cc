@@ -317,6 +317,7 @@ void read(In& in, HelloResp& m) {
   m.version = in.u16("version");
   m.frame_bytes_max = in.u32("frame_bytes_max");
   m.inflight_max = in.u32("inflight_max");
+  m.idle_timeout_ms = in.u32("idle_timeout_ms");
 }
 void read(In&, PingResp&) {}
 void read(In& in, ReserveResp& m) {
@@ -510,6 +511,7 @@ void write(Out& w, const HelloResp& m) {
   w.u16(m.version);
   w.u32(m.frame_bytes_max);
   w.u32(m.inflight_max);
+  w.u32(m.idle_timeout_ms);
 }
 void write(Out&, const PingResp&) {}
 void write(Out& w, const ReserveResp& m) {

@@ -213,6 +213,20 @@ Status Book::Impl::check_line(const Sku* s, std::string_view user, uint32_t qty,
   return Status::kOk;
 }
 
+// "" if `user` may take one more live hold, else why not (the answer is BUSY).
+std::string Book::Impl::live_cap(std::string_view user) const {
+  if (deadlines.size() >= limits.live_holds_max) {
+    return "reserve: the server holds its maximum of " + std::to_string(limits.live_holds_max) +
+           " live holds (--live-holds-max); retry later or buy now (ttl 0)";
+  }
+  auto it = live_per_user.find(user);
+  if (it != live_per_user.end() && it->second >= limits.user_live_holds_max) {
+    return "reserve: this user has " + std::to_string(it->second) +
+           " live holds, the maximum (--user-holds-max); commit or release one first";
+  }
+  return "";
+}
+
 void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
   // free.size() == available >= qty, checked by check_line and kept by check_invariants().
   for (uint32_t i = 0; i < qty; ++i) {
@@ -242,6 +256,8 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     if (s.pool) take_codes(s, w.qty, h, ch);
     s.available -= w.qty;
     (ttl_ms > 0 ? s.held : s.sold) += w.qty;
+    units.available -= w.qty;
+    (ttl_ms > 0 ? units.held : units.sold) += w.qty;
     h.lines.push_back({&s, w.qty});
     left = std::min(left, s.available);
     ch.skus.emplace_back(s.id);
@@ -282,7 +298,11 @@ Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveRe
     if (found) return st;
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
+  if (req.ttl_ms > 0) {
+    if (std::string why = m.live_cap(req.user); !why.empty()) return m.refuse(why, Status::kBusy);
+  }
   Want wants[proto::kReserveLinesMax];
+  uint64_t codes = 0;
   for (size_t i = 0; i < req.lines.size(); ++i) {
     Sku* s = m.find_sku(req.lines[i].sku);
     const Status st = m.check_line(s, req.user, req.lines[i].qty, now, out.available);
@@ -290,7 +310,12 @@ Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveRe
       out.failed_line = static_cast<uint16_t>(i);
       return st;
     }
+    if (s->pool) codes += req.lines[i].qty;
     wants[i] = {s, req.lines[i].qty};
+  }
+  if (codes > proto::kHoldCodesMax) {  // the answer and the outbox record must fit a frame
+    return m.refuse("reserve: a hold takes at most " + std::to_string(proto::kHoldCodesMax) +
+                    " unique codes; this one asks for " + std::to_string(codes));
   }
   m.apply_reserve(req.user, req.key, req.ttl_ms, std::span<const Want>(wants, req.lines.size()),
                   fingerprint, now, out, ch);
@@ -322,8 +347,8 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
   if (!s->pool) {
     return m.refuse("claim: '" + req.sku + "' sells counted units, not codes (use RESERVE)");
   }
-  uint64_t ignored = 0;
-  const Status st = m.check_line(s, req.user, 1, now, ignored);
+  // LIMIT_EXCEEDED: `available` is the user's allowance left, as in RESERVE.
+  const Status st = m.check_line(s, req.user, 1, now, out.available);
   if (st != Status::kOk) return st;
   const Want want{s, 1};
   m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch);
@@ -356,10 +381,9 @@ Status Book::Impl::settle(uint64_t hold_id, int64_t now, bool commit, proto::Hol
     ++counters.releases;
   } else if (h.state == HoldState::kExpired) {
     st = Status::kHoldExpired;
-  } else if (h.state == HoldState::kReleased) {
-    // Committing a released hold: its units went back on sale. Releasing it again: done.
-    st = commit ? Status::kHoldExpired : Status::kAlreadyDone;
-  } else {  // committed: done for commit; a sold order is never returned by release
+  } else {
+    // Released (by its buyer: COMMIT or RELEASE again is done, as docs/protocol.md says) or
+    // committed (done for commit; a sold order is never returned by release).
     st = Status::kAlreadyDone;
   }
   hold_view(h, out);

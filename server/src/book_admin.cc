@@ -91,6 +91,8 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
     s = &m.add_sku(req.sku);
   }
   if (req.mask & proto::kSetTotal) {
+    m.units.total += req.total - s->total;  // unsigned: wraps back when the total shrinks
+    m.units.available += (req.total - s->held - s->sold) - s->available;
     s->total = req.total;
     s->available = req.total - s->held - s->sold;
   }
@@ -125,12 +127,16 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
       return impl_->refuse("restock: total would pass 2^63-1");
     s->total += add;
     s->available += add;
+    impl_->units.total += add;
+    impl_->units.available += add;
   } else {
     // -(delta + 1) + 1 is |delta| without overflowing on INT64_MIN.
     const uint64_t sub = static_cast<uint64_t>(-(req.delta + 1)) + 1;
     if (sub > s->available) return Status::kBelowCommitted;  // total would go under held + sold
     s->total -= sub;
     s->available -= sub;
+    impl_->units.total -= sub;
+    impl_->units.available -= sub;
   }
   if (req.delta != 0) ch.skus.emplace_back(s->id);
   sku_view(*s, out);
@@ -175,6 +181,8 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
     std::push_heap(s->free.begin(), s->free.end(), std::greater<>());  // O(1): largest index
     ++s->total;
     ++s->available;
+    ++m.units.total;
+    ++m.units.available;
     ch.codes.emplace_back(std::string(s->id), index);
   }
   ch.skus.emplace_back(s->id);

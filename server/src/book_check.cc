@@ -22,6 +22,14 @@ bool owns_codes(const Hold& h) {
 
 // Counts: available + held + sold == total, code pools sized by their codes, user limits.
 std::string Book::Impl::check_skus() const {
+  Units sum;
+  for (const auto& [id, s] : skus) {
+    sum.total += s.total;
+    sum.available += s.available;
+    sum.held += s.held;
+    sum.sold += s.sold;
+  }
+  if (sum != units) return "the unit sums kept for STATS differ from the SKUs'";
   for (const auto& [id, s] : skus) {
     if (s.id != id) return "SKU " + id + ": id view is stale";
     if (s.available > s.total || s.held > s.total - s.available ||
@@ -52,7 +60,9 @@ std::string Book::Impl::check_skus() const {
 std::string Book::Impl::check_holds() const {
   std::unordered_map<const Sku*, uint64_t> held;
   std::map<std::pair<const Sku*, std::string_view>, uint64_t> live_units;
+  std::map<std::string_view, uint32_t> live_holds;  // per user
   for (const auto& [id, h] : holds) {
+    if (h.state == HoldState::kHeld) ++live_holds[h.user];
     if (h.id != id || id == 0 || id >= next_hold_id) return hold_at(h) + "bad id";
     if (h.state < HoldState::kHeld || h.state > HoldState::kExpired) return hold_at(h) + "state";
     if (h.lines.empty()) return hold_at(h) + "no lines";
@@ -84,6 +94,13 @@ std::string Book::Impl::check_holds() const {
   for (const auto& [key, units] : live_units) {
     if (units_of(*key.first, key.second) < units) {
       return sku_at(*key.first) + "user " + std::string(key.second) + " counts less than held";
+    }
+  }
+  if (live_holds.size() != live_per_user.size()) return "live holds per user: users differ";
+  for (const auto& [user, n] : live_holds) {
+    auto it = live_per_user.find(user);
+    if (it == live_per_user.end() || it->second != n) {
+      return "live holds of user " + std::string(user) + ": counted wrong";
     }
   }
   return "";

@@ -136,9 +136,9 @@ namespace stockd {
 struct Book::Impl {
   // The reason of the last BAD_REQUEST, for the error answer (Book::last_refusal()).
   std::string refusal;
-  proto::Status refuse(std::string why) {
+  proto::Status refuse(std::string why, proto::Status st = proto::Status::kBadRequest) {
     refusal = std::move(why);
-    return proto::Status::kBadRequest;
+    return st;
   }
 
   using Sku = book_detail::Sku;
@@ -152,11 +152,17 @@ struct Book::Impl {
   }
 
   BookLimits limits;
-  book_detail::StrMap<Sku> skus;                    // owns the SKUs (nodes never move)
-  book_detail::KeyIndex<Sku> sku_index;             // the lookup: one slot read per SKU
-  std::set<std::string_view> sku_order;             // views of the keys of `skus`, for sku_list
-  std::unordered_map<uint64_t, Hold> holds;         // live and retained finished holds
-  std::vector<book_detail::Deadline> deadlines;     // indexed min-heap of HELD holds
+  book_detail::StrMap<Sku> skus;                 // owns the SKUs (nodes never move)
+  book_detail::KeyIndex<Sku> sku_index;          // the lookup: one slot read per SKU
+  std::set<std::string_view> sku_order;          // views of the keys of `skus`, for sku_list
+  std::unordered_map<uint64_t, Hold> holds;      // live and retained finished holds
+  std::vector<book_detail::Deadline> deadlines;  // indexed min-heap of HELD holds
+  book_detail::StrMap<uint32_t> live_per_user;   // HELD holds per user (users with any)
+  // Sums over every SKU, kept as units move so that STATS costs O(1), not a walk of the book.
+  struct Units {
+    uint64_t total = 0, available = 0, held = 0, sold = 0;
+    bool operator==(const Units&) const = default;
+  } units;
   book_detail::StrMap<book_detail::CodeLoc> codes;  // every code of every pool
   // Idempotency keys: each views the key of the hold it created, and goes with that hold (the
   // first answer is rebuilt from the hold, see first_answer()).
@@ -193,6 +199,7 @@ struct Book::Impl {
   Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out, bool& found);
   Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
                     uint64_t& available);
+  std::string live_cap(std::string_view user) const;
   void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                      std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
                      proto::ReserveResp& out, Changes& ch);

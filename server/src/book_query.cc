@@ -25,24 +25,22 @@ Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
   return Status::kOk;
 }
 
-void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const {
+void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out, size_t bytes_max) const {
   out.skus.clear();
   const uint32_t limit = std::min(req.limit, proto::kSkuListMax);
+  size_t bytes = 0;
   for (auto it = impl_->sku_order.upper_bound(req.after);
        it != impl_->sku_order.end() && out.skus.size() < limit; ++it) {
-    sku_view(*impl_->find_sku(*it), out.skus.emplace_back());
+    proto::SkuView v;
+    sku_view(*impl_->find_sku(*it), v);
+    bytes += proto::encoded_bytes(v);
+    if (bytes > bytes_max && !out.skus.empty()) break;
+    out.skus.push_back(std::move(v));
   }
 }
 
 void Book::stats(std::vector<proto::Stat>& out) const {
-  const Impl& m = *impl_;
-  uint64_t total = 0, available = 0, held = 0, sold = 0;
-  for (const auto& [id, s] : m.skus) {
-    total += s.total;
-    available += s.available;
-    held += s.held;
-    sold += s.sold;
-  }
+  const Impl& m = *impl_;  // O(1): the unit sums are kept as units move (Impl::units)
   const BookCounters& c = m.counters;
   const std::pair<const char*, uint64_t> rows[] = {
       {"skus", m.skus.size()},
@@ -58,10 +56,10 @@ void Book::stats(std::vector<proto::Stat>& out) const {
       {"expiries", c.expiries},
       {"claims_ok", c.claims_ok},
       {"idem_hits", c.idem_hits},
-      {"units_total", total},
-      {"units_available", available},
-      {"units_held", held},
-      {"units_sold", sold},
+      {"units_total", m.units.total},
+      {"units_available", m.units.available},
+      {"units_held", m.units.held},
+      {"units_sold", m.units.sold},
       {"outbox_next_seq", m.next_outbox_seq},
       {"next_hold_id", m.next_hold_id},
   };

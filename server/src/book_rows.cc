@@ -222,6 +222,12 @@ std::string Book::finish_restore() {
   if (why.empty()) why = m.restore_holds(*r);
   if (why.empty()) why = m.restore_users(*r);
   if (!why.empty()) return why;
+  for (const auto& [id, s] : m.skus) {
+    m.units.total += s.total;
+    m.units.available += s.available;
+    m.units.held += s.held;
+    m.units.sold += s.sold;
+  }
   return check_invariants();
 }
 

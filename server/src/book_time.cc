@@ -52,12 +52,17 @@ void Book::Impl::sift_down(size_t pos) {
   place(pos, d);
 }
 
+// The live set: a hold enters the deadline heap when it becomes HELD and leaves it when it
+// finishes; the per-user count of live holds (Book::reserve's cap) follows the same two doors.
 void Book::Impl::heap_push(Hold& h) {
   deadlines.push_back({h.expires_at, h.id, &h});
   sift_up(deadlines.size() - 1);
+  ++live_per_user[h.user];
 }
 
 void Book::Impl::heap_erase(Hold& h) {
+  auto live = live_per_user.find(h.user);
+  if (--live->second == 0) live_per_user.erase(live);
   const size_t pos = h.heap_pos;
   h.heap_pos = book_detail::kNoPos;
   const Deadline last = deadlines.back();
@@ -103,6 +108,8 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     Sku& s = *l.sku;
     s.held -= l.qty;
     s.available += l.qty;
+    units.held -= l.qty;
+    units.available += l.qty;
     ch.skus.emplace_back(s.id);
     sub_units(s, h.user, l.qty, ch);
   }
@@ -125,6 +132,8 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
   for (const book_detail::HoldLine& l : h.lines) {
     l.sku->held -= l.qty;
     l.sku->sold += l.qty;
+    units.held -= l.qty;
+    units.sold += l.qty;
     ch.skus.emplace_back(l.sku->id);
   }
   finish(h, HoldState::kCommitted, now);
@@ -134,10 +143,15 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
 
 // ---- Sweeps. ----
 
+// Finished holds go when their retention ends, or, oldest first, while more than
+// limits.finished_holds_max are kept (a repeat of a forgotten key is then a new request).
 void Book::Impl::forget_finished(int64_t now, Changes& ch) {
   for (size_t n = 0; n < limits.expire_per_call_max && !finished_fifo.empty(); ++n) {
     const auto [at, id] = finished_fifo.front();
-    if (!book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) break;
+    if (finished_fifo.size() <= limits.finished_holds_max &&
+        !book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) {
+      break;
+    }
     finished_fifo.pop_front();
     auto it = holds.find(id);
     if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first

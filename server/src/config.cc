@@ -25,12 +25,26 @@ std::string validate(const Config& c) {
   if (c.connections_max < 1) return "--connections-max must be at least 1";
   if (c.inflight_max < 1 || c.inflight_max > 1'000'000)
     return "--inflight-max must be in 1..1000000";
-  if (c.frame_bytes_max < 4096 || c.frame_bytes_max > (64u << 20))
-    return "--frame-bytes-max must be in 4096..67108864";
+  if (c.frame_bytes_max < proto::kFrameBytesMin || c.frame_bytes_max > (64u << 20))
+    return "--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) +
+           "..67108864 (every answer must fit a frame)";
   if (c.metrics_sku_max > proto::kSkuListMax) return "--metrics-sku-max must be at most 1000";
   if (c.read_buffer_budget < 2ull * c.frame_bytes_max)
     return "--read-buffer-budget must be at least twice --frame-bytes-max";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
+  if (c.hello_timeout_ms < 100) return "--hello-timeout-ms must be at least 100";
+  if (c.frame_timeout_ms < 100) return "--frame-timeout-ms must be at least 100";
+  if (c.hello_pending_max < 1) return "--hello-pending-max must be at least 1";
+  if (c.output_bytes_max < c.frame_bytes_max)
+    return "--output-bytes-max must be at least --frame-bytes-max";
+  if (c.output_budget < c.output_bytes_max)
+    return "--output-budget must be at least --output-bytes-max";
+  if (c.write_timeout_ms < 100) return "--write-timeout-ms must be at least 100";
+  if (c.shutdown_timeout_ms > 600000) return "--shutdown-timeout-ms must be at most 600000";
+  if (c.http_connections_max < 1) return "--http-connections-max must be at least 1";
+  if (c.http_timeout_ms < 100) return "--http-timeout-ms must be at least 100";
+  if (c.user_holds_max < 1) return "--user-holds-max must be at least 1";
+  if (c.live_holds_max < 1) return "--live-holds-max must be at least 1";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
   if (c.holds_expected > 1'000'000'000) return "--holds-expected must be at most 1000000000";
   if (c.admin_token.size() > proto::kTokenBytesMax ||

@@ -1,4 +1,5 @@
-// Connection I/O on the loop thread: accept, read and frame, answer, write in order.
+// Connection I/O on the loop thread: accept, read and frame, answer, write in order, and the
+// bounds a peer meets (slots, deadlines, buffers, a fair share of each turn).
 #include "conn.h"
 
 #include <algorithm>
@@ -6,6 +7,18 @@
 #include "server_impl.h"
 
 namespace stockd {
+namespace {
+
+// One connection's share of a loop turn: frames framed and answer bytes made before the others
+// get theirs. A pipeline of the most expensive request waits for the next turn past this.
+constexpr size_t kTurnFramesMax = 64;
+constexpr size_t kTurnOutBytesMax = 256 * 1024;
+// After its last answer, a closing connection is half-closed and drained this long at most
+// before the socket is closed (so that unread input does not turn into an RST that destroys
+// the answers the peer has not read yet).
+constexpr int64_t kLingerMsMax = 2000;
+
+}  // namespace
 
 void Conn::fail_unreleased(uint64_t durable) {
   auto first =
@@ -23,6 +36,9 @@ void Conn::fail_unreleased(uint64_t durable) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Accept, slots and the lifecycle.
+
 void Server::Impl::on_accept() {
   auto* c = new Conn();
   uv_tcp_init(&loop, &c->tcp);
@@ -32,27 +48,151 @@ void Server::Impl::on_accept() {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  c->last_active_ms = wall_ms();
+  c->accepted_ms = c->last_active_ms = wall_ms();
   conns.push_back(c);
-  if (conns.size() > config.connections_max) {
+  ++hello_pending;
+  // Descriptors are bounded: authenticated slots plus slots for peers still to say HELLO.
+  if (conns.size() > size_t{config.connections_max} + config.hello_pending_max) {
     ++rejected_total;
-    uint64_t begin = c->out_base + c->out.size();
-    Dispatcher::encode_error(
-        0, 0, proto::Status::kBusy,
-        "too many connections (" + std::to_string(config.connections_max) + "); try again later",
-        c->out);
-    c->mark_answer(durable_seq, begin, 0, 0);
-    c->close_after_flush = true;
+    answer_then_close(
+        c, 0, proto::Status::kBusy,
+        "too many connections (" + std::to_string(config.connections_max) + "); try again later");
     mark_flush(c);
     return;
   }
+  // Peers that never finish HELLO cannot hold the door: the oldest of them makes room. A real
+  // client says HELLO within a round trip, so it is never the oldest for long.
+  if (hello_pending > config.hello_pending_max) evict_oldest_pending();
   ++accepted_total;
-  c->reading = true;
   start_reading(c);
 }
 
+void Server::Impl::evict_oldest_pending() {
+  for (Conn* c : conns) {
+    if (c->open() && !c->session.hello_done) {
+      ++metrics.hello_evictions;
+      answer_then_close(c, 0, proto::Status::kBusy,
+                        "too many connections waiting for HELLO (--hello-pending-max); the "
+                        "oldest is closed");
+      mark_flush(c);
+      return;
+    }
+  }
+}
+
+// Every state change goes through here, so that the slot counts follow the lifecycle.
+void Server::Impl::set_state(Conn* c, Conn::State to) {
+  if (c->state == to) return;
+  if (c->state == Conn::State::kOpen && !c->session.hello_done) --hello_pending;
+  c->state = to;
+}
+
+// One error frame (after the answers before it); then the connection lingers and closes.
+void Server::Impl::answer_then_close(Conn* c, uint32_t request_id, proto::Status st,
+                                     const std::string& why) {
+  uint64_t begin = c->out_base + c->out.size();
+  Dispatcher::encode_error(0, request_id, st, why, c->out);
+  c->mark_answer(fill_seq, begin, 0, request_id);
+  finish_conn(c);
+}
+
+// No more requests are read; the answers made are sent, then the connection lingers and closes.
+void Server::Impl::finish_conn(Conn* c) {
+  if (!c->open()) return;
+  set_state(c, Conn::State::kFinishing);
+  stop_reading(c);
+  if (!c->rbuf.empty()) {
+    std::string().swap(c->rbuf);
+    account_rbuf(c);
+  }
+}
+
+// Once a finishing (or, while stopping, any) connection has written every answer: FIN, then
+// read and drop until the peer closes or kLingerMsMax passes (sweep_conns closes it then).
+void Server::Impl::linger_if_done(Conn* c) {
+  if (c->closing() || c->state == Conn::State::kLingering) return;
+  if (c->state == Conn::State::kOpen && !stopping) return;
+  if (!c->marks.empty() || c->write_active || c->deferred) return;
+  set_state(c, Conn::State::kLingering);
+  c->frame_started_ms = wall_ms();  // the linger deadline counts from here
+  c->sreq.data = c;
+  if (uv_shutdown(&c->sreq, c->stream(), [](uv_shutdown_t* r, int status) {
+        auto* c = static_cast<Conn*>(r->data);
+        if (status < 0 && !c->closing()) static_cast<Impl*>(r->handle->loop->data)->close_conn(c);
+      }) != 0) {
+    close_conn(c);
+    return;
+  }
+  start_reading(c);
+}
+
+void Server::Impl::close_conn(Conn* c) {
+  if (c->closing()) return;
+  set_state(c, Conn::State::kClosing);
+  std::erase_if(polls, [c](const Poll& p) { return p.conn == c; });
+  uv_close(c->handle(), [](uv_handle_t* h) {
+    auto* c = static_cast<Conn*>(h->data);
+    static_cast<Impl*>(h->loop->data)->conn_closed(c);
+  });
+}
+
+void Server::Impl::conn_closed(Conn* c) {
+  rbuf_bytes -= c->rbuf_counted;
+  out_bytes -= c->out_counted;
+  if (c->session.hello_done) --authed;
+  std::erase(conns, c);
+  if (c->in_flush_list) std::erase(flush_list, c);
+  if (c->in_backlog) std::erase(backlog, c);
+  delete c;
+  finish_stop_if_drained();
+}
+
+// Deadlines, once per tick: HELLO, a frame once begun, a write that does not move, lingering,
+// and silence with nothing outstanding.
+void Server::Impl::sweep_conns(int64_t now) {
+  const auto over = [now](int64_t since, uint32_t ms) {
+    return since != 0 && now - since >= static_cast<int64_t>(ms);
+  };
+  for (Conn* c : std::vector<Conn*>(conns)) {
+    if (c->closing()) continue;
+    if (c->state == Conn::State::kLingering) {
+      if (over(c->frame_started_ms, kLingerMsMax)) close_conn(c);
+      continue;
+    }
+    if (c->write_active) {
+      const size_t queued = uv_stream_get_write_queue_size(c->stream());
+      if (queued < c->write_queue_seen) {
+        c->write_queue_seen = queued;
+        c->write_progress_ms = now;
+      } else if (over(c->write_progress_ms, config.write_timeout_ms)) {
+        ++metrics.write_timeouts;
+        log->debug("closing a connection whose answers did not move for {} ms",
+                   now - c->write_progress_ms);
+        close_conn(c);
+        continue;
+      }
+    }
+    if (!c->session.hello_done && over(c->accepted_ms, config.hello_timeout_ms)) {
+      ++metrics.hello_timeouts;
+      close_conn(c);
+    } else if (c->reading && over(c->frame_started_ms, config.frame_timeout_ms)) {
+      ++metrics.frame_timeouts;
+      close_conn(c);
+    } else if (!c->write_active && c->marks.empty() && !c->deferred && !c->in_backlog &&
+               over(c->last_active_ms, config.idle_timeout_ms)) {
+      ++metrics.idle_timeouts;
+      close_conn(c);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and framing.
+
 // Every read lands in the loop's one read buffer; on_read keeps what a frame still needs.
 void Server::Impl::start_reading(Conn* c) {
+  if (c->reading || c->closing()) return;
+  c->reading = true;
   uv_read_start(
       c->stream(),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -65,123 +205,228 @@ void Server::Impl::start_reading(Conn* c) {
       });
 }
 
+void Server::Impl::stop_reading(Conn* c) {
+  if (!c->reading || c->closing()) return;
+  c->reading = false;
+  uv_read_stop(c->stream());
+}
+
 void Server::Impl::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
+  if (nread == UV_EOF && c->open() && (!c->marks.empty() || c->write_active)) {
+    finish_conn(c);  // the peer half-closed: it still gets the answers to what it sent
+    linger_if_done(c);
+    return;
+  }
   if (nread < 0) {
     close_conn(c);  // EOF or reset: answers still in flight are dropped with the socket
     return;
   }
-  if (nread == 0) return;
-  c->last_active_ms = wall_ms();
+  if (nread == 0 || !c->open() || stopping) return;  // finishing or lingering: input dropped
+  const int64_t now = wall_ms();
+  c->last_active_ms = now;
   auto n = static_cast<size_t>(nread);
   size_t used = 0;
-  if (c->rbuf.empty()) {  // common case: parse straight from the shared read buffer
-    process(c, {reinterpret_cast<const uint8_t*>(buf->base), n}, used);
-    if (used < n) c->rbuf.assign(buf->base + used, n - used);
+  const bool had_partial = !c->rbuf.empty();
+  Stop stop;
+  if (!had_partial) {  // common case: parse straight from the shared read buffer
+    stop = process(c, {reinterpret_cast<const uint8_t*>(buf->base), n}, used);
+    if (used < n && c->open()) c->rbuf.assign(buf->base + used, n - used);
   } else {
     c->rbuf.append(buf->base, n);
-    process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
+    stop = process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
     c->rbuf.erase(0, used);
   }
+  // The frame deadline runs from the first byte of the frame now incomplete.
+  if (c->rbuf.empty()) {
+    c->frame_started_ms = 0;
+  } else if (used > 0 || !had_partial) {
+    c->frame_started_ms = now;
+  }
+  after_process(c, stop);
   account_rbuf(c);
 }
 
-// Frames what `c` kept of incomplete input, after it stopped reading or waited on a poll.
+// Frames what `c` kept of its input, in a later turn (backlog) or after answers left.
 void Server::Impl::process_kept(Conn* c) {
   size_t used = 0;
-  process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
+  Stop stop = process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
   c->rbuf.erase(0, used);
+  if (used > 0) c->frame_started_ms = c->rbuf.empty() ? 0 : wall_ms();
+  after_process(c, stop);
   account_rbuf(c);
 }
 
-// One error frame (after the answers before it), then the connection closes.
-void Server::Impl::answer_then_close(Conn* c, uint32_t request_id, proto::Status st,
-                                     const std::string& why) {
-  uint64_t begin = c->out_base + c->out.size();
-  Dispatcher::encode_error(0, request_id, st, why, c->out);
-  c->mark_answer(fill_seq, begin, 0, request_id);
-  c->close_after_flush = true;
+// Reads again only when everything kept was framed: a connection holds at most one read of
+// input beyond the frame it waits for.
+void Server::Impl::after_process(Conn* c, Stop stop) {
+  if (!c->open()) return;
+  if (stop == Stop::kQuota) add_backlog(c);
+  if (stop == Stop::kNeedMore && !stopping) {
+    start_reading(c);
+  } else {
+    stop_reading(c);
+  }
 }
 
-// Incomplete frames held by all connections stay under --read-buffer-budget: a connection whose
-// kept bytes would pass it gets one BUSY error frame and is closed, so peers trickling large
-// frames on many connections cannot grow the server's memory without bound.
+void Server::Impl::add_backlog(Conn* c) {
+  if (c->in_backlog) return;
+  c->in_backlog = true;
+  backlog.push_back(c);
+  uv_idle_start(&backlog_idle, [](uv_idle_t* h) { static_cast<Impl*>(h->data)->run_backlog(); });
+}
+
+// Before the next poll (an active idle handle makes it not block): each connection with kept
+// input gets another share of the turn. The check phase then seals the group and flushes.
+void Server::Impl::run_backlog() {
+  std::vector<Conn*> work;
+  work.swap(backlog);
+  for (Conn* c : work) {
+    c->in_backlog = false;
+    if (c->open() && !stopping) process_kept(c);
+  }
+  // The idle handle stays active until end_of_turn has sealed and flushed what was just
+  // answered: stopping it here would let the next poll block with those answers unsent.
+}
+
+// Incomplete frames held by all connections stay under --read-buffer-budget. Past it the hogs
+// go, not the newcomer: unauthenticated first, then the largest, then the oldest partial frame.
 void Server::Impl::account_rbuf(Conn* c) {
   if (c->rbuf.empty() && c->rbuf.capacity() > sizeof read_buf) std::string().swap(c->rbuf);
   const size_t held = c->rbuf.empty() ? 0 : c->rbuf.capacity();
   rbuf_bytes = rbuf_bytes - c->rbuf_counted + held;
   c->rbuf_counted = held;
-  if (rbuf_bytes <= config.read_buffer_budget || held == 0 || c->closing || c->close_after_flush) {
-    return;
+  while (rbuf_bytes > config.read_buffer_budget) {
+    Conn* hog = nullptr;
+    for (Conn* o : conns) {
+      if (o->rbuf_counted == 0 || !o->open()) continue;
+      if (hog == nullptr || hog_before(*o, *hog)) hog = o;
+    }
+    if (hog == nullptr) return;
+    const size_t bytes = hog->rbuf_counted;
+    ++metrics.read_budget_closes;
+    log->warn(
+        "closing a connection holding {} bytes of an incomplete frame: {} bytes held in all, "
+        "over --read-buffer-budget",
+        bytes, rbuf_bytes);
+    answer_then_close(hog, 0, proto::Status::kBusy,
+                      "the server's buffers for incomplete frames are full "
+                      "(--read-buffer-budget); retry later");
+    mark_flush(hog);
   }
-  answer_then_close(c, 0, proto::Status::kBusy,
-                    "the server's buffers for incomplete frames are full (--read-buffer-budget); "
-                    "retry later");
-  ++metrics.read_budget_closes;
-  log->warn(
-      "closing a connection holding {} bytes of an incomplete frame: {} bytes held in all, "
-      "over --read-buffer-budget",
-      held, rbuf_bytes);
-  std::string().swap(c->rbuf);
-  rbuf_bytes -= held;
-  c->rbuf_counted = 0;
-  if (c->reading) {
-    c->reading = false;
-    uv_read_stop(c->stream());
-  }
-  mark_flush(c);
 }
 
-// Frames and answers every complete request in `data`, stopping early when the connection has
-// too many unanswered requests, waits on a long poll, or must close. `used` = bytes consumed.
-void Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
-  proto::Limits limits{config.frame_bytes_max};
-  while (!c->closing && !c->close_after_flush && !c->deferred &&
-         c->unanswered < config.inflight_max) {
+bool Server::Impl::hog_before(const Conn& a, const Conn& b) {
+  if (a.session.hello_done != b.session.hello_done) return !a.session.hello_done;
+  if (a.rbuf_counted != b.rbuf_counted) return a.rbuf_counted > b.rbuf_counted;
+  return a.frame_started_ms < b.frame_started_ms;
+}
+
+// Unwritten answers: per connection under --output-bytes-max, in all under --output-budget
+// (a connection with nothing pending may always make some, so nobody starves).
+bool Server::Impl::output_full(const Conn* c) const {
+  const size_t mine = c->pending_out();
+  return mine >= config.output_bytes_max || (mine > 0 && out_bytes >= config.output_budget);
+}
+
+void Server::Impl::account_out(Conn* c) {
+  const size_t now = c->pending_out();
+  out_bytes = out_bytes - c->out_counted + now;
+  c->out_counted = now;
+}
+
+// Frames and answers complete requests in `data` until input runs out (kNeedMore), the
+// connection may take no more for now (kBlocked: in-flight or output limit, a long poll, an
+// error, stopping), or it used its share of the turn (kQuota). `used` = bytes consumed.
+Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
+  Stop stop = Stop::kNeedMore;
+  const size_t out_start = c->out.size();
+  for (size_t frames = 0;; ++frames) {
+    if (!c->open() || stopping || c->deferred || c->unanswered >= config.inflight_max) {
+      stop = Stop::kBlocked;
+      break;
+    }
+    if (output_full(c)) {
+      ++metrics.output_stalls;
+      stop = Stop::kBlocked;
+      break;
+    }
+    if (frames >= kTurnFramesMax || c->out.size() - out_start >= kTurnOutBytesMax) {
+      stop = Stop::kQuota;
+      break;
+    }
+    // Before HELLO only a HELLO-sized frame is taken: an unknown peer cannot hold a big buffer.
+    const bool hello = c->session.hello_done;
+    proto::Limits limits{
+        hello ? config.frame_bytes_max
+              : static_cast<uint32_t>(proto::kHeaderBytes + proto::kHelloBodyBytesMax)};
     proto::FrameDecode d = proto::decode_frame(data.subspan(used), limits);
     if (d.kind == proto::DecodeKind::kNeedMore) break;
     if (d.kind == proto::DecodeKind::kInvalid) {
       // The stream cannot be framed any more: say why once, then close.
+      if (!hello && d.error == proto::Status::kFrameTooLarge) {
+        d.reason = "before HELLO a frame body may be at most " +
+                   std::to_string(proto::kHelloBodyBytesMax) + " bytes";
+      }
       answer_then_close(c, d.header.request_id, d.error, d.reason);
       ++metrics.bad_frames;
       used = data.size();
       log->debug("closing a connection: {}", d.reason);
+      stop = Stop::kBlocked;
       break;
     }
     used += d.consumed;
     answer_frame(c, d.header, d.body);
   }
-  bool want_read =
-      !c->close_after_flush && !c->deferred && c->unanswered < config.inflight_max && !stopping;
-  if (want_read != c->reading && !c->closing) {
-    c->reading = want_read;
-    if (want_read) {
-      start_reading(c);
-    } else {
-      uv_read_stop(c->stream());
-    }
-  }
+  account_out(c);
   mark_flush(c);
+  return stop;
 }
 
 void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
                                 std::span<const uint8_t> body) {
   ++requests_total;
-  uint64_t begin = c->out_base + c->out.size();
+  const bool was_authed = c->session.hello_done;
+  if (!was_authed && h.opcode == static_cast<uint16_t>(proto::Opcode::kHello) &&
+      authed >= config.connections_max) {
+    ++rejected_total;
+    answer_then_close(
+        c, h.request_id, proto::Status::kBusy,
+        "too many connections (" + std::to_string(config.connections_max) + "); try again later");
+    return;
+  }
+  const size_t begin_at = c->out.size();
+  const uint64_t begin = c->out_base + begin_at;
   dispatching = c;
   DispatchOutcome o =
       dispatcher->handle(c->session, h, body, wall_ms(), !store_failed, changes, c->out);
   dispatching = nullptr;
+  if (!was_authed && c->session.hello_done) {
+    --hello_pending;
+    ++authed;
+  }
   if (o.deferred) {
     c->deferred = true;
     return;
   }
+  if (c->out.size() - begin_at > config.frame_bytes_max) {
+    // Bounded by construction (protocol.h: kHoldBytesMax, paged lists); never send a frame the
+    // peer must refuse.
+    log->error("an answer to {} of {} bytes passed --frame-bytes-max; answered INTERNAL",
+               proto::opcode_name(static_cast<proto::Opcode>(h.opcode)), c->out.size() - begin_at);
+    c->out.resize(begin_at);
+    Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kInternal,
+                             "the answer would not fit a frame", c->out);
+  }
   c->mark_answer(fill_seq, begin, h.opcode, h.request_id);
-  if (c->out.size() >= begin - c->out_base + proto::kHeaderBytes) {
-    const auto* p = reinterpret_cast<const uint8_t*>(c->out.data()) + (begin - c->out_base) + 10;
+  if (c->out.size() >= begin_at + proto::kHeaderBytes) {
+    const auto* p = reinterpret_cast<const uint8_t*>(c->out.data()) + begin_at + 10;
     metrics.count_answer(h.opcode, static_cast<uint16_t>(p[0] | (p[1] << 8)));
   }
-  if (o.close) c->close_after_flush = true;
+  if (o.close) finish_conn(c);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
 
 void Server::Impl::mark_flush(Conn* c) {
   if (!c->in_flush_list && !c->marks.empty()) {
@@ -195,7 +440,7 @@ void Server::Impl::flush_all() {
   for (size_t i = 0; i < flush_list.size(); ++i) {
     Conn* c = flush_list[i];
     flush(c);
-    if (!c->marks.empty() && !c->closing) {
+    if (!c->marks.empty() && !c->closing()) {
       flush_list[keep++] = c;
     } else {
       c->in_flush_list = false;
@@ -206,7 +451,7 @@ void Server::Impl::flush_all() {
 
 // Writes the answers whose groups are durable, in order: one write per call.
 void Server::Impl::flush(Conn* c) {
-  if (c->closing || c->write_active) return;
+  if (c->closing() || c->write_active) return;
   uint64_t end = c->out_base;
   size_t n = 0;
   const uint64_t now_ns = uv_hrtime();
@@ -217,7 +462,7 @@ void Server::Impl::flush(Conn* c) {
     metrics.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);
   }
   if (n == 0) {
-    if (c->close_after_flush && c->marks.empty()) close_conn(c);
+    linger_if_done(c);
     return;
   }
   size_t bytes = end - c->out_base;
@@ -236,23 +481,28 @@ void Server::Impl::flush(Conn* c) {
   int w = uv_try_write(c->stream(), &b, 1);
   if (w == static_cast<int>(c->writing.size())) {
     c->writing.clear();
+    account_out(c);
     after_write(c);
     return;
   }
   if (w < 0 && w != UV_EAGAIN) {
-    close_conn(c);
+    close_conn(c);  // the peer is gone (EPIPE, ECONNRESET): SIGPIPE is ignored (run())
     return;
   }
   size_t done = w > 0 ? static_cast<size_t>(w) : 0;
   b = uv_buf_init(c->writing.data() + done, static_cast<unsigned>(c->writing.size() - done));
   c->write_active = true;
+  c->write_progress_ms = wall_ms();
+  c->write_queue_seen = c->writing.size() - done;
   c->wreq.data = c;
   uv_write(&c->wreq, c->stream(), &b, 1, [](uv_write_t* req, int status) {
     auto* c = static_cast<Conn*>(req->data);
+    auto* self = static_cast<Impl*>(req->handle->loop->data);
     c->write_active = false;
     c->writing.clear();
-    auto* self = static_cast<Impl*>(req->handle->loop->data);
-    if (status < 0 || c->closing) {
+    self->account_out(c);
+    if (c->closing()) return;
+    if (status < 0) {
       self->close_conn(c);
       return;
     }
@@ -260,35 +510,17 @@ void Server::Impl::flush(Conn* c) {
     self->flush(c);
     self->mark_flush(c);
   });
+  account_out(c);
 }
 
-// After answers left: resume a connection that stopped reading at its in-flight limit.
+// After answers left: a connection that stopped reading (in-flight or output limit) frames its
+// kept input in the next turn; a finishing one lingers once everything is out.
 void Server::Impl::after_write(Conn* c) {
-  if (c->close_after_flush && c->marks.empty()) {
-    close_conn(c);
+  if (!c->open() || stopping) {
+    linger_if_done(c);
     return;
   }
-  if (c->reading || c->closing || c->deferred || c->close_after_flush || stopping) return;
-  if (c->unanswered >= config.inflight_max) return;
-  process_kept(c);
-}
-
-void Server::Impl::close_conn(Conn* c) {
-  if (c->closing) return;
-  c->closing = true;
-  std::erase_if(polls, [c](const Poll& p) { return p.conn == c; });
-  uv_close(c->handle(), [](uv_handle_t* h) {
-    auto* c = static_cast<Conn*>(h->data);
-    static_cast<Impl*>(h->loop->data)->conn_closed(c);
-  });
-}
-
-void Server::Impl::conn_closed(Conn* c) {
-  rbuf_bytes -= c->rbuf_counted;
-  std::erase(conns, c);
-  if (c->in_flush_list) std::erase(flush_list, c);
-  delete c;
-  finish_stop_if_drained();
+  if (!c->reading && !c->deferred) add_backlog(c);
 }
 
 }  // namespace stockd

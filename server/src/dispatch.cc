@@ -117,6 +117,7 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
   resp.version = proto::kProtocolVersion;
   resp.frame_bytes_max = config_.frame_bytes_max;
   resp.inflight_max = config_.inflight_max;
+  resp.idle_timeout_ms = config_.idle_timeout_ms;
   return Status::kOk;
 }
 
@@ -126,6 +127,11 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
   const uint32_t id = h.request_id;
   const auto op = static_cast<Opcode>(h.opcode);
   const OpRule* rule = rule_for(h.opcode);
+  // Before HELLO nothing but a HELLO is looked at: any other frame closes the connection.
+  if (!session.hello_done && h.opcode != static_cast<uint16_t>(Opcode::kHello)) {
+    encode_error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
+    return {.close = true};
+  }
   if (h.opcode != static_cast<uint16_t>(Opcode::kHello) && rule == nullptr) {
     char msg[48];
     std::snprintf(msg, sizeof msg, "unknown opcode 0x%04x", h.opcode);
@@ -134,12 +140,12 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
   }
   if (h.is_response()) {
     encode_error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
-    return {};
+    return {.close = !session.hello_done};
   }
   std::string why;  // allocates only when there is something to say
   if (!proto::decode_request(op, body, req_, why)) {
     encode_error(h.opcode, id, Status::kBadRequest, why, out);
-    return {};
+    return {.close = !session.hello_done};  // a HELLO that does not decode: nothing to talk
   }
   if (op == Opcode::kHello) {
     proto::HelloResp resp;
@@ -150,10 +156,6 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     }
     answer(op, id, st, resp, out);
     return {};
-  }
-  if (!session.hello_done) {
-    encode_error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
-    return {.close = true};
   }
   if ((rule->roles & role_bit(session.role)) == 0) {
     encode_error(h.opcode, id, Status::kUnauthorized,
@@ -202,7 +204,9 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     }
     case Opcode::kSkuList: {
       proto::SkuListResp r;
-      book_.sku_list(std::get<proto::SkuListReq>(req_), r);
+      // Paged by bytes too: header and list count, then SkuViews up to the frame limit.
+      book_.sku_list(std::get<proto::SkuListReq>(req_), r,
+                     config_.frame_bytes_max - proto::kHeaderBytes - 2);
       answer(op, id, Status::kOk, std::move(r), out);
       return {};
     }

@@ -5,22 +5,30 @@
 #include "server_impl.h"
 
 namespace stockd {
-namespace {
 
-constexpr size_t kHttpRequestBytesMax = 8192;
-
+// One metrics connection. At most --http-connections-max are open; each must be read and
+// answered within --http-timeout-ms (sweep_http), so half-sent requests cannot pile up.
 struct HttpConn {
   uv_tcp_t tcp{};
   std::string request;
   std::string response;
   uv_write_t wreq{};
   bool answered = false;
+  int64_t accepted_ms = 0;
+  std::vector<HttpConn*>* open = nullptr;  // the loop's list of open metrics connections
 };
+
+namespace {
+
+constexpr size_t kHttpRequestBytesMax = 8192;
 
 void close_http(HttpConn* h) {
   if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&h->tcp))) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(&h->tcp),
-           [](uv_handle_t* t) { delete static_cast<HttpConn*>(t->data); });
+  uv_close(reinterpret_cast<uv_handle_t*>(&h->tcp), [](uv_handle_t* t) {
+    auto* h = static_cast<HttpConn*>(t->data);
+    std::erase(*h->open, h);
+    delete h;
+  });
 }
 
 void respond(HttpConn* h, int code, const char* reason, const char* type, const std::string& body) {
@@ -87,9 +95,18 @@ void Server::Impl::on_metrics_accept() {
   auto* h = new HttpConn();
   uv_tcp_init(&loop, &h->tcp);
   h->tcp.data = h;
+  h->accepted_ms = wall_ms();
+  h->open = &http_conns;
+  http_conns.push_back(h);
   if (uv_accept(reinterpret_cast<uv_stream_t*>(&metrics_listener),
                 reinterpret_cast<uv_stream_t*>(&h->tcp)) != 0) {
     close_http(h);
+    return;
+  }
+  if (http_conns.size() > config.http_connections_max) {
+    ++metrics.http_rejected;
+    respond(h, 503, "Service Unavailable", "text/plain",
+            "too many metrics connections (--http-connections-max)\n");
     return;
   }
   uv_read_start(
@@ -112,6 +129,16 @@ void Server::Impl::on_metrics_accept() {
             ->http_answer(h->request, [h](int c, const char* r, const char* t,
                                           const std::string& b) { respond(h, c, r, t, b); });
       });
+}
+
+void Server::Impl::sweep_http(int64_t now) {
+  for (HttpConn* h : std::vector<HttpConn*>(http_conns)) {
+    if (now - h->accepted_ms >= static_cast<int64_t>(config.http_timeout_ms)) close_http(h);
+  }
+}
+
+void Server::Impl::close_http_all() {
+  for (HttpConn* h : std::vector<HttpConn*>(http_conns)) close_http(h);
 }
 
 void Server::Impl::http_answer(
@@ -189,6 +216,29 @@ std::string Server::Impl::render_metrics() const {
        store_failed ? 1 : 0);
   line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",
        double(metrics.bad_frames));
+  line(out, "stockd_output_bytes", "gauge",
+       "Answers made and not yet written, all connections (--output-budget).", double(out_bytes));
+  const std::pair<const char*, uint64_t> closes[] = {
+      {"hello_timeout", metrics.hello_timeouts},      {"frame_timeout", metrics.frame_timeouts},
+      {"write_timeout", metrics.write_timeouts},      {"idle_timeout", metrics.idle_timeouts},
+      {"hello_pending_max", metrics.hello_evictions},
+  };
+  out += "# HELP stockd_connection_closes_total Connections closed by a deadline or a cap.\n";
+  out += "# TYPE stockd_connection_closes_total counter\n";
+  for (const auto& [reason, n] : closes) {
+    std::snprintf(buf, sizeof buf, "stockd_connection_closes_total{reason=\"%s\"} %llu\n", reason,
+                  static_cast<unsigned long long>(n));
+    out += buf;
+  }
+  line(out, "stockd_output_stalls_total", "counter",
+       "Times a connection was not read because its answers passed --output-bytes-max or "
+       "--output-budget.",
+       double(metrics.output_stalls));
+  line(out, "stockd_accept_errors_total", "counter",
+       "Failed accepts on the client port (EMFILE: out of file descriptors).",
+       double(metrics.accept_errors));
+  line(out, "stockd_http_rejected_total", "counter",
+       "Metrics connections refused over --http-connections-max.", double(metrics.http_rejected));
   line(out, "stockd_read_buffer_bytes", "gauge",
        "Bytes of incomplete frames held for all connections.", double(rbuf_bytes));
   line(out, "stockd_read_budget_closes_total", "counter",

@@ -84,6 +84,57 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", c.idle_timeout_ms, "close connections silent this long")
       ->envname("STOCKD_IDLE_TIMEOUT_MS")
       ->capture_default_str();
+  app.add_option("--hello-timeout-ms", c.hello_timeout_ms,
+                 "close a connection that has not completed HELLO this long after accept")
+      ->envname("STOCKD_HELLO_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--frame-timeout-ms", c.frame_timeout_ms,
+                 "close a connection whose frame is not complete this long after its first byte")
+      ->envname("STOCKD_FRAME_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--hello-pending-max", c.hello_pending_max,
+                 "connections that have not completed HELLO; past it the oldest is closed")
+      ->envname("STOCKD_HELLO_PENDING_MAX")
+      ->capture_default_str();
+  app.add_option("--output-bytes-max", c.output_bytes_max,
+                 "unwritten answers per connection, in bytes, before its requests are no "
+                 "longer read")
+      ->envname("STOCKD_OUTPUT_BYTES_MAX")
+      ->capture_default_str();
+  app.add_option("--output-budget", c.output_budget,
+                 "unwritten answers of all connections together, in bytes, before connections "
+                 "that have some are no longer read")
+      ->envname("STOCKD_OUTPUT_BUDGET")
+      ->capture_default_str();
+  app.add_option("--write-timeout-ms", c.write_timeout_ms,
+                 "close a connection whose unwritten answers make no progress this long")
+      ->envname("STOCKD_WRITE_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--shutdown-timeout-ms", c.shutdown_timeout_ms,
+                 "on SIGTERM, most time given to peers to take their answers")
+      ->envname("STOCKD_SHUTDOWN_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--http-connections-max", c.http_connections_max,
+                 "metrics port: connections at once (more are closed at accept)")
+      ->envname("STOCKD_HTTP_CONNECTIONS_MAX")
+      ->capture_default_str();
+  app.add_option("--http-timeout-ms", c.http_timeout_ms,
+                 "metrics port: a request must be read and answered this fast")
+      ->envname("STOCKD_HTTP_TIMEOUT_MS")
+      ->capture_default_str();
+  app.add_option("--user-holds-max", c.user_holds_max,
+                 "live holds per user id; one more RESERVE gets BUSY")
+      ->envname("STOCKD_USER_HOLDS_MAX")
+      ->capture_default_str();
+  app.add_option("--live-holds-max", c.live_holds_max,
+                 "live holds in all; one more RESERVE gets BUSY")
+      ->envname("STOCKD_LIVE_HOLDS_MAX")
+      ->capture_default_str();
+  app.add_option("--finished-holds-max", c.finished_holds_max,
+                 "finished holds (and their idempotency keys) kept; past it the oldest are "
+                 "forgotten first, before --idem-retention-ms ends")
+      ->envname("STOCKD_FINISHED_HOLDS_MAX")
+      ->capture_default_str();
   app.add_option("--idem-retention-ms", c.idem_retention_ms,
                  "keep finished holds and their idempotency keys this long")
       ->envname("STOCKD_IDEM_RETENTION_MS")

@@ -43,6 +43,15 @@ struct Metrics {
   uint64_t store_errors = 0;
   uint64_t bad_frames = 0;
   uint64_t read_budget_closes = 0;  // connections closed over --read-buffer-budget
+  // Connections closed by a deadline or a cap (docs/protocol.md, "Limits").
+  uint64_t hello_timeouts = 0;   // no HELLO within --hello-timeout-ms
+  uint64_t frame_timeouts = 0;   // a frame not completed within --frame-timeout-ms
+  uint64_t write_timeouts = 0;   // answers made no progress for --write-timeout-ms
+  uint64_t idle_timeouts = 0;    // nothing outstanding for --idle-timeout-ms
+  uint64_t hello_evictions = 0;  // oldest unauthenticated, over --hello-pending-max
+  uint64_t output_stalls = 0;    // reading paused: answers over --output-bytes-max / budget
+  uint64_t accept_errors = 0;    // accept() failed (EMFILE: out of descriptors, ...)
+  uint64_t http_rejected = 0;    // metrics connections over --http-connections-max
 
   void count_answer(uint16_t opcode, uint16_t status) {
     if (opcode < kOpSlots && status < kStatusSlots) ++answers[opcode][status];

@@ -116,7 +116,10 @@ void Server::Impl::answer_polls(bool expired_only) {
                            proto::Response(std::move(resp)), c->out);
     c->mark_answer(durable_seq, begin, p.header.opcode, p.header.request_id);
     c->deferred = false;
-    process_kept(c);
+    c->last_active_ms = now;  // the idle clock restarts once the poll is answered
+    account_out(c);
+    mark_flush(c);
+    if (c->open() && !stopping) add_backlog(c);  // frames that waited behind the poll
   }
 }
 

@@ -2,10 +2,15 @@
 // freed only in their close callbacks; the WAL thread reaches us only through uv_async_send.
 #include "stockd/server.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cassert>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 
 #include "server_impl.h"
 #include "stockd/persist.h"
@@ -126,7 +131,13 @@ bool Server::Impl::start_listening() {
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 4096, [](uv_stream_t* s, int st) {
       auto* self = static_cast<Impl*>(s->data);
-      if (st == 0) self->on_accept();
+      if (st == 0) return self->on_accept();
+      // Out of descriptors (EMFILE) or another accept failure: counted, logged at most once per
+      // tick; libuv keeps a spare descriptor to refuse the peer rather than spin.
+      if (self->metrics.accept_errors++ == self->accept_errors_logged) {
+        self->log->error("accept failed: {} (connections {}, see --connections-max)",
+                         uv_strerror(st), self->conns.size());
+      }
     });
   }
   if (rc != 0) {
@@ -162,7 +173,36 @@ bool Server::Impl::start_listening() {
   return true;
 }
 
+// Descriptors for every connection the flags allow, the metrics port and the store: the soft
+// limit is raised to fit, or the start is refused with what to change.
+bool Server::Impl::fit_descriptor_limit() {
+  const rlim_t need = rlim_t{config.connections_max} + config.hello_pending_max +
+                      config.http_connections_max + kStoreDescriptors;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return true;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= need) return true;
+  if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+    log->critical(
+        "--connections-max {} + --hello-pending-max {} + --http-connections-max {} need {} file "
+        "descriptors; the hard limit is {} (raise it, e.g. LimitNOFILE= or ulimit -Hn, or lower "
+        "the flags)",
+        config.connections_max, config.hello_pending_max, config.http_connections_max, need,
+        static_cast<unsigned long long>(rl.rlim_max));
+    return false;
+  }
+  rl.rlim_cur = need;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log->critical("cannot raise the descriptor limit to {}: {}", need, std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
 int Server::Impl::run() {
+  // A peer that closes while an answer is being written must not end the process: writes then
+  // fail with EPIPE instead of raising SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+  if (!fit_descriptor_limit()) return 2;
   if (!open_and_recover()) return 1;
   uv_loop_init(&loop);
   loop.data = this;
@@ -178,6 +218,10 @@ int Server::Impl::run() {
   expiry_timer.data = this;
   uv_timer_init(&loop, &tick_timer);
   tick_timer.data = this;
+  uv_timer_init(&loop, &shutdown_timer);
+  shutdown_timer.data = this;
+  uv_idle_init(&loop, &backlog_idle);
+  backlog_idle.data = this;
   uv_timer_start(
       &tick_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->on_tick(); }, 1000, 1000);
   uv_async_init(&loop, &stop_async,
@@ -186,12 +230,21 @@ int Server::Impl::run() {
   loop_ready = true;
   uv_signal_init(&loop, &sigterm);
   uv_signal_init(&loop, &sigint);
-  sigterm.data = sigint.data = this;
+  uv_signal_init(&loop, &sighup);
+  sigterm.data = sigint.data = sighup.data = this;
   auto on_signal = [](uv_signal_t* s, int signum) {
     static_cast<Impl*>(s->data)->begin_stop(signum == SIGTERM ? "SIGTERM" : "SIGINT");
   };
   uv_signal_start(&sigterm, on_signal, SIGTERM);
   uv_signal_start(&sigint, on_signal, SIGINT);
+  // SIGHUP (a closed terminal, a reflex "reload"): stockd logs to stderr and reads its flags
+  // once, so there is nothing to reopen or reload; it is logged and ignored, never fatal.
+  uv_signal_start(
+      &sighup,
+      [](uv_signal_t* s, int) {
+        static_cast<Impl*>(s->data)->log->info("SIGHUP ignored (nothing to reopen or reload)");
+      },
+      SIGHUP);
 
   int code = 0;
   if (!start_listening() || !start_metrics()) {
@@ -212,26 +265,54 @@ int Server::Impl::run() {
   return code;
 }
 
+// A graceful stop: no new connections and no new requests; every answer already decided is
+// sent (after its group is durable); then each connection is half-closed and drained until the
+// peer closes (so unread input never becomes an RST that destroys answers in flight). Peers
+// that do not take their answers or close get --shutdown-timeout-ms.
 void Server::Impl::begin_stop(const char* why) {
   if (stopping) return;
   stopping = true;
   log->info("stopping ({}): finishing {} connections", why, conns.size());
   if (listening) uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
   listening = false;
-  for (Conn* c : conns) uv_read_stop(c->stream());
+  answer_polls(true);  // every long poll is answered now (stopping)
+  for (Conn* c : std::vector<Conn*>(conns)) {
+    if (c->closing()) continue;
+    std::string().swap(c->rbuf);  // requests read but not framed are not applied
+    account_rbuf(c);
+    c->frame_started_ms = 0;
+    linger_if_done(c);  // those with answers to send linger after their last write
+  }
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&shutdown_timer)) == 0 && loop_ready) {
+    uv_timer_start(
+        &shutdown_timer,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Impl*>(t->data);
+          self->log->warn("shutdown deadline: closing {} connections that did not finish",
+                          self->conns.size());
+          self->force_stop = true;
+          for (Conn* c : std::vector<Conn*>(self->conns)) self->close_conn(c);
+          self->finish_stop_if_drained();
+        },
+        config.shutdown_timeout_ms, 0);
+  }
   finish_stop_if_drained();
 }
 
 void Server::Impl::finish_stop_if_drained() {
   if (!stopping) return;
-  bool pending = inflight_seq != 0 || !changes.empty() || !flush_list.empty();
-  for (Conn* c : conns) pending = pending || c->write_active;
-  if (pending && !store_failed) return;
+  const bool writing = inflight_seq != 0 || !changes.empty();
+  if (writing && !store_failed) return;
+  if (!conns.empty() && !force_stop && !store_failed) return;
   auto close = [](auto* h) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   };
   for (Conn* c : std::vector<Conn*>(conns)) close_conn(c);
+  close_http_all();
+  close(&shutdown_timer);
+  close(&backlog_idle);
+  close(&sighup);
   close(&turn_end);
   close(&wal_done);
   close(&expiry_timer);
@@ -248,6 +329,7 @@ void Server::Impl::finish_stop_if_drained() {
 void Server::Impl::end_of_turn() {
   if (inflight_seq == 0) seal_group();
   flush_all();
+  if (backlog.empty() && !stopping) uv_idle_stop(&backlog_idle);
   arm_expiry();
   finish_stop_if_drained();
 }
@@ -331,12 +413,9 @@ void Server::Impl::arm_expiry() {
 
 void Server::Impl::on_tick() {
   int64_t now = wall_ms();
-  for (Conn* c : std::vector<Conn*>(conns)) {
-    if (now - c->last_active_ms > static_cast<int64_t>(config.idle_timeout_ms) &&
-        !c->write_active && c->unanswered == 0) {
-      close_conn(c);
-    }
-  }
+  sweep_conns(now);
+  sweep_http(now);
+  accept_errors_logged = metrics.accept_errors;
   if (store_failed && inflight_seq == 0 && !stopping) try_recover_store();
   if (!store_failed && !stopping) {
     book->expire(now, changes);  // also forgets keys and finished holds past retention
@@ -359,7 +438,8 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"store_failed", store_failed ? 1u : 0u});
   s.push_back({"outbox_head", outbox_durable_head});
   s.push_back({"outbox_acked", outbox_acked});
-  s.push_back({"outbox_first", outbox_first});
+  // 0 when no record is retained, as OUTBOX_READ and OUTBOX_STATUS say.
+  s.push_back({"outbox_first", outbox_first <= outbox_durable_head ? outbox_first : 0});
 }
 
 // ---------------------------------------------------------------------------------------------

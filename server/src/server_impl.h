@@ -3,6 +3,7 @@
 #pragma once
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <atomic>
@@ -21,6 +22,7 @@
 
 namespace stockd {
 
+struct HttpConn;    // http.cc
 int64_t wall_ms();  // the book's clock: ms since the Unix epoch
 
 struct Server::Impl {
@@ -33,6 +35,9 @@ struct Server::Impl {
     BookLimits l;
     l.finished_hold_retention_ms = config.idem_retention_ms;
     l.holds_expected = config.holds_expected;
+    l.user_live_holds_max = config.user_holds_max;
+    l.live_holds_max = config.live_holds_max;
+    l.finished_holds_max = config.finished_holds_max;
     return l;
   }
 
@@ -52,8 +57,10 @@ struct Server::Impl {
   uv_check_t turn_end{};
   uv_async_t wal_done{};
   uv_timer_t expiry_timer{};
-  uv_timer_t tick_timer{};  // 1 s: idle sweep, store resume, outbox trim
-  uv_signal_t sigterm{}, sigint{};
+  uv_timer_t tick_timer{};      // 1 s: idle sweep, store resume, outbox trim
+  uv_timer_t shutdown_timer{};  // --shutdown-timeout-ms after a stop begins: close the rest
+  uv_idle_t backlog_idle{};     // active while connections have kept frames (no blocking poll)
+  uv_signal_t sigterm{}, sigint{}, sighup{};
   bool listening = false;
   Metrics metrics;
   uv_tcp_t metrics_listener{};
@@ -85,32 +92,56 @@ struct Server::Impl {
   // ---- Connections. ----
   std::vector<Conn*> conns;       // every open connection
   std::vector<Conn*> flush_list;  // connections with answers not yet written
-  Conn* dispatching = nullptr;    // the connection whose request is being handled
-  char read_buf[64 * 1024];       // every read lands here first (one loop thread)
-  size_t rbuf_bytes = 0;          // incomplete frames kept by all connections (Conn::rbuf)
+  std::vector<Conn*> backlog;     // connections with complete frames kept for a later turn
+  size_t hello_pending = 0;       // open connections that have not completed HELLO
+  size_t authed = 0;              // connections that completed HELLO, until closed
+  size_t out_bytes = 0;           // unwritten answers of all connections (Conn::out_counted)
+  size_t http_open = 0;           // metrics connections open
+  std::vector<HttpConn*> http_conns;
+  Conn* dispatching = nullptr;  // the connection whose request is being handled
+  char read_buf[64 * 1024];     // every read lands here first (one loop thread)
+  size_t rbuf_bytes = 0;        // incomplete frames kept by all connections (Conn::rbuf)
   uint64_t accepted_total = 0;
   uint64_t rejected_total = 0;
 
   // ---- Stats. ----
   uint64_t requests_total = 0;
   bool stopping = false;
+  bool force_stop = false;            // the shutdown deadline passed
+  uint64_t accept_errors_logged = 0;  // accept errors up to here were logged (once per tick)
+  static constexpr rlim_t kStoreDescriptors = 256 + 64;  // RocksDB max_open_files, WAL, misc
 
   int run();
+  bool fit_descriptor_limit();
   bool open_and_recover();
   bool start_listening();
   void begin_stop(const char* why);
   void finish_stop_if_drained();
 
+  // conn.cc: connections.
+  enum class Stop { kNeedMore, kBlocked, kQuota };  // why process() stopped framing
   void on_accept();
+  void evict_oldest_pending();
+  void set_state(Conn* c, Conn::State to);
   void start_reading(Conn* c);
+  void stop_reading(Conn* c);
   void on_read(Conn* c, ssize_t nread, const uv_buf_t* buf);
-  void process(Conn* c, std::span<const uint8_t> data, size_t& used);
+  Stop process(Conn* c, std::span<const uint8_t> data, size_t& used);
   void process_kept(Conn* c);
+  void after_process(Conn* c, Stop stop);
+  void add_backlog(Conn* c);
+  void run_backlog();
   void account_rbuf(Conn* c);
+  static bool hog_before(const Conn& a, const Conn& b);
+  bool output_full(const Conn* c) const;
+  void account_out(Conn* c);
   void answer_then_close(Conn* c, uint32_t request_id, proto::Status st, const std::string& why);
   void answer_frame(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body);
+  void finish_conn(Conn* c);
+  void linger_if_done(Conn* c);
   void close_conn(Conn* c);
   void conn_closed(Conn* c);
+  void sweep_conns(int64_t now);
 
   void end_of_turn();
   void seal_group();
@@ -136,6 +167,8 @@ struct Server::Impl {
 
   bool start_metrics();
   void on_metrics_accept();
+  void sweep_http(int64_t now);
+  void close_http_all();
   void http_answer(
       const std::string& request,
       const std::function<void(int, const char*, const char*, const std::string&)>& reply);

@@ -313,8 +313,7 @@ struct Model {
     if (it == skus.end()) return Status::kNotFound;
     out.available = it->second.avail;
     if (!it->second.pool) return Status::kBadRequest;
-    uint64_t ignored = 0;
-    Status st = check(req.sku, req.user, 1, now, ignored);
+    Status st = check(req.sku, req.user, 1, now, out.available);
     if (st != Status::kOk) return st;
     proto::ReserveResp r = apply(req.user, req.key, 0, lines, now);
     if (!req.key.empty()) idem[req.key] = {2, req.user, 0, lines, now, r};
@@ -349,7 +348,7 @@ struct Model {
     } else if (h.state == HoldState::kCommitted) {
       st = Status::kAlreadyDone;
     } else if (h.state == HoldState::kReleased) {
-      st = commit ? Status::kHoldExpired : Status::kAlreadyDone;
+      st = Status::kAlreadyDone;
     } else {
       st = Status::kHoldExpired;
     }

@@ -666,7 +666,7 @@ TEST_F(BookTest, FinishedHoldPaths) {
   EXPECT_EQ(v.state, HoldState::kCommitted);
   EXPECT_EQ(release(r, &v), Status::kAlreadyDone);
   EXPECT_EQ(v.state, HoldState::kReleased);
-  EXPECT_EQ(commit(r, &v), Status::kHoldExpired);
+  EXPECT_EQ(commit(r, &v), Status::kAlreadyDone);  // released by its buyer: done, as the spec says
   EXPECT_EQ(v.state, HoldState::kReleased);
   EXPECT_EQ(commit(e, &v), Status::kHoldExpired);
   EXPECT_EQ(release(e, &v), Status::kHoldExpired);
@@ -706,7 +706,9 @@ TEST_F(BookTest, DeadlineIndexSurvivesRandomRemovals) {
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     return (x >> 33) % n;
   };
-  for (int i = 0; i < 300; ++i) ids.push_back(hold("u", {{"tee", 1}}, 1000 + uint32_t(rnd(5000))));
+  for (int i = 0; i < 300; ++i) {
+    ids.push_back(hold("u" + std::to_string(i % 10), {{"tee", 1}}, 1000 + uint32_t(rnd(5000))));
+  }
   std::set<uint64_t> left(ids.begin(), ids.end());
   uint64_t sold = 0;
   for (int i = 0; i < 150; ++i) {
@@ -817,7 +819,7 @@ TEST_F(BookTest, ClaimRefusals) {
   EXPECT_EQ(claim("cp", "ann", std::string(129, 'k')), Status::kBadRequest);
   ASSERT_EQ(claim("cp", "ann", ""), Status::kOk);
   EXPECT_EQ(claim("cp", "ann", "", &c), Status::kLimitExceeded);
-  EXPECT_EQ(c.available, 1u);  // units left
+  EXPECT_EQ(c.available, 0u);  // the allowance left, as in RESERVE
   proto::SkuView v;
   ASSERT_EQ(book.sale_close("cp", now, v, fresh()), Status::kOk);
   EXPECT_EQ(claim("cp", "bob", "", &c), Status::kSaleClosed);
@@ -1113,6 +1115,82 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     Book b;
     EXPECT_EQ(b.finish_restore(), "");  // an empty store is an empty book
   }
+}
+
+// ---- What buyers can make the book keep (issue: no client can grow the server). ----
+
+class BookCapsTest : public BookTest {
+ protected:
+  BookCapsTest()
+      : BookTest(
+            BookLimits{.user_live_holds_max = 3, .live_holds_max = 5, .finished_holds_max = 4}) {}
+};
+
+TEST_F(BookCapsTest, LiveHoldsPerUserAndInAllAnswerBusyAndChangeNothing) {
+  create("tee", 100);
+  const uint64_t first = hold("ann", {{"tee", 1}});
+  hold("ann", {{"tee", 1}});
+  hold("ann", {{"tee", 1}});
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 1}}), Status::kBusy);
+  EXPECT_NE(book.last_refusal().find("--user-holds-max"), std::string::npos) << book.last_refusal();
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(counts("tee"), (U{100, 97, 3, 0}));
+  EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);  // buy-now keeps nothing live
+  ASSERT_EQ(release(first), Status::kOk);
+  hold("ann", {{"tee", 1}});  // room again after a release
+  hold("bob", {{"tee", 1}});
+  hold("cy", {{"tee", 1}});
+  EXPECT_EQ(reserve("dee", "", 60'000, {{"tee", 1}}), Status::kBusy);  // 5 live in all
+  EXPECT_NE(book.last_refusal().find("--live-holds-max"), std::string::npos);
+  now += 60'000;
+  expire();  // expiry frees the slots too
+  EXPECT_EQ(reserve("dee", "", 60'000, {{"tee", 1}}), Status::kOk);
+}
+
+TEST_F(BookCapsTest, FinishedHoldsPastTheCapAreForgottenOldestFirst) {
+  create("tee", 100);
+  std::vector<proto::ReserveResp> r(8);
+  for (size_t i = 0; i < r.size(); ++i) {
+    ASSERT_EQ(reserve("u" + std::to_string(i), "k" + std::to_string(i), 0, {{"tee", 1}}, &r[i]),
+              Status::kOk);
+  }
+  EXPECT_LE(stat("finished_holds"), 5u);             // the cap, plus the one the last call made
+  EXPECT_FALSE(book.idem_answer("k0").has_value());  // the oldest went first
+  EXPECT_EQ(book.idem_answer("k7"), r[7]);
+  EXPECT_EQ(counts("tee"), (U{100, 92, 0, 8}));  // forgetting never returns a sold unit
+}
+
+TEST_F(BookTest, AHoldTakesAtMostHoldCodesMaxCodes) {
+  std::vector<std::string> codes;
+  for (size_t i = 0; i <= proto::kHoldCodesMax + 1; ++i) codes.push_back("c" + std::to_string(i));
+  create_pool("cp", codes);
+  create("tee", 1000);
+  const uint32_t over = static_cast<uint32_t>(proto::kHoldCodesMax) + 1;
+  EXPECT_EQ(reserve("ann", "", 60'000, {{"cp", over}}), Status::kBadRequest);
+  EXPECT_NE(book.last_refusal().find(std::to_string(proto::kHoldCodesMax)), std::string::npos);
+  EXPECT_EQ(reserve("ann", "", 0, {{"cp", 200}, {"tee", 900}}), Status::kOk);  // counted: free
+  EXPECT_EQ(reserve("bob", "", 0, {{"cp", 59}}), Status::kSoldOut);            // 58 left
+  proto::ReserveResp r;
+  EXPECT_EQ(reserve("bob", "", 0, {{"cp", 58}}, &r), Status::kOk);
+  EXPECT_EQ(r.codes.size(), 58u);
+}
+
+TEST_F(BookTest, StatsUnitSumsFollowEveryMoveWithoutAWalk) {
+  create("a", 10);
+  create_pool("cp", {"x", "y"});
+  const uint64_t h = hold("ann", {{"a", 3}, {"cp", 1}});
+  ASSERT_EQ(restock("a", 5), Status::kOk);
+  ASSERT_EQ(commit(h), Status::kOk);
+  hold("bob", {{"a", 2}}, 1000);
+  now += 1000;
+  expire();
+  ASSERT_EQ(restock("a", -4), Status::kOk);
+  ASSERT_EQ(set({"a", proto::kSetTotal, 20, 0, 0, 0}), Status::kOk);
+  EXPECT_EQ(stat("units_total"), 22u);
+  EXPECT_EQ(stat("units_sold"), 4u);
+  EXPECT_EQ(stat("units_held"), 0u);
+  EXPECT_EQ(stat("units_available"), 18u);
+  EXPECT_EQ(book.check_invariants(), "");  // compares the kept sums with a walk
 }
 
 }  // namespace

@@ -90,13 +90,13 @@ std::map<std::string, Vector> expected_vectors() {
   OutboxRecord rec{42, OutboxKind::kOrder, 1001, "u42", "k-9f1", kT0, kT0 + 60000, kLines, kCodes};
   return {
       {"hello_request", req(Opcode::kHello, 1, HelloReq{1, Role::kBuyer, "s3cret", "web-1"})},
-      {"hello_response", resp(Opcode::kHello, 1, HelloResp{1, 1048576, 256})},
+      {"hello_response", resp(Opcode::kHello, 1, HelloResp{1, 1048576, 256, 300000})},
       {"ping_request", req(Opcode::kPing, 2, PingReq{})},
       {"ping_response", resp(Opcode::kPing, 2, PingResp{})},
       {"reserve_request", req(Opcode::kReserve, 3, ReserveReq{"u42", "k-9f1", 600000, kLines})},
       {"reserve_response_ok",
        resp(Opcode::kReserve, 3,
-            ReserveResp{1001, HoldState::kHeld, kT0 + 600000, 0xFFFF, 0, kCodes})},
+            ReserveResp{1001, HoldState::kHeld, kT0 + 600000, 0xFFFF, 497, kCodes})},
       {"reserve_response_sold_out",
        resp(0x10, 4, Status::kSoldOut, ReserveResp{0, HoldState::kNone, 0, 0, 1, {}})},
       {"commit_request", req(Opcode::kCommit, 5, HoldReq{1001})},
@@ -292,7 +292,7 @@ std::vector<std::tuple<uint16_t, Status, Response>> sample_responses() {
   SkuView sku{"S", 10, 5, 3, 2, 4, kT0, kT0 + 1, kSkuFlagClosed | kSkuFlagCodePool};
   auto op = [](Opcode o) { return static_cast<uint16_t>(o); };
   return {
-      {op(Opcode::kHello), Status::kOk, HelloResp{1, 1 << 20, 128}},
+      {op(Opcode::kHello), Status::kOk, HelloResp{1, 1 << 20, 128, 5000}},
       {op(Opcode::kPing), Status::kOk, PingResp{}},
       {op(Opcode::kReserve), Status::kOk,
        ReserveResp{7, HoldState::kCommitted, 0, 0xFFFF, 0, {{"a", "1"}, {"b", "2"}}}},

@@ -28,6 +28,18 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
       {"--holds-expected", [](Config& c) { c.holds_expected = 2'000'000'000; }},
       {"--metrics-sku-max", [](Config& c) { c.metrics_sku_max = 5000; }},
       {"--read-buffer-budget", [](Config& c) { c.read_buffer_budget = c.frame_bytes_max; }},
+      {"--frame-bytes-max", [](Config& c) { c.frame_bytes_max = 4096; }},
+      {"--hello-timeout-ms", [](Config& c) { c.hello_timeout_ms = 0; }},
+      {"--frame-timeout-ms", [](Config& c) { c.frame_timeout_ms = 0; }},
+      {"--hello-pending-max", [](Config& c) { c.hello_pending_max = 0; }},
+      {"--output-bytes-max", [](Config& c) { c.output_bytes_max = 1000; }},
+      {"--output-budget", [](Config& c) { c.output_budget = c.output_bytes_max - 1; }},
+      {"--write-timeout-ms", [](Config& c) { c.write_timeout_ms = 1; }},
+      {"--shutdown-timeout-ms", [](Config& c) { c.shutdown_timeout_ms = 700000; }},
+      {"--http-connections-max", [](Config& c) { c.http_connections_max = 0; }},
+      {"--http-timeout-ms", [](Config& c) { c.http_timeout_ms = 0; }},
+      {"--user-holds-max", [](Config& c) { c.user_holds_max = 0; }},
+      {"--live-holds-max", [](Config& c) { c.live_holds_max = 0; }},
   };
   for (const Case& k : cases) {
     Config c;

@@ -43,6 +43,14 @@ inline constexpr size_t kTokenBytesMax = 256;
 inline constexpr size_t kClientNameBytesMax = 128;  // HELLO client_name
 inline constexpr size_t kStatNameBytesMax = 128;    // STATS name
 inline constexpr size_t kReserveLinesMax = 64;
+// Unique codes one hold may take (the code-pool lines of one RESERVE add up to at most this).
+// With the string limits above it bounds every hold answer and outbox record by construction:
+// kHoldBytesMax below, which must fit the smallest frame a server may be configured with.
+inline constexpr size_t kHoldCodesMax = 256;
+// Smallest --frame-bytes-max a server accepts: every answer and outbox record fits in it.
+inline constexpr uint32_t kFrameBytesMin = 64 * 1024;
+// Before HELLO, a frame's body is at most this (a HELLO body is at most 391 bytes).
+inline constexpr uint32_t kHelloBodyBytesMax = 512;
 inline constexpr uint32_t kHoldTtlMsMax = 24u * 3600u * 1000u;  // one day
 inline constexpr uint32_t kSkuListMax = 1000;                   // per SKU_LIST page
 inline constexpr uint32_t kOutboxReadMax = 10000;               // records per OUTBOX_READ
@@ -140,7 +148,8 @@ struct HelloReq {
 struct HelloResp {
   uint16_t version = kProtocolVersion;
   uint32_t frame_bytes_max = 0;
-  uint32_t inflight_max = 0;  // requests a connection may have unanswered
+  uint32_t inflight_max = 0;     // requests a connection may have unanswered
+  uint32_t idle_timeout_ms = 0;  // a connection with nothing outstanding this long is closed
   bool operator==(const HelloResp&) const = default;
 };
 struct PingReq {
@@ -214,6 +223,9 @@ struct SkuView {
   uint8_t flags = 0;
   bool operator==(const SkuView&) const = default;
 };
+
+// Encoded size of one SkuView in a list: str sku, 4 x u64, u32, 2 x i64, u8.
+inline size_t encoded_bytes(const SkuView& v) { return 2 + v.sku.size() + 32 + 4 + 16 + 1; }
 
 struct SkuListReq {
   std::string after;  // list SKUs with id > after, in byte order
@@ -318,6 +330,15 @@ using Request =
 using Response =
     std::variant<HelloResp, PingResp, ReserveResp, HoldView, ClaimResp, SkuView, SkuListResp,
                  StatsResp, CodesLoadResp, OutboxReadResp, OutboxStatusResp, ErrorResp>;
+
+// The largest encoded hold answer (HoldView) or outbox record, header included: user and key
+// at their limits, kReserveLinesMax lines of the longest SKU id, kHoldCodesMax codes of the
+// longest SKU id and code. ReserveResp and ClaimResp are smaller.
+inline constexpr size_t kHoldBytesMax = kHeaderBytes + 8 + 1 + 8 + (2 + kUserBytesMax) +
+                                        (2 + kKeyBytesMax) + 8 + 8 + 2 +
+                                        kReserveLinesMax * (2 + kSkuBytesMax + 4) + 2 +
+                                        kHoldCodesMax * (2 + kSkuBytesMax + 2 + kCodeBytesMax);
+static_assert(kHoldBytesMax <= kFrameBytesMin, "a hold answer must fit the smallest frame");
 
 // ---- Framing ----
 

@@ -72,6 +72,11 @@ struct BookLimits {
   // rehashes every entry at once (a pause of tens of ms at a million), which a sale should not
   // pay mid-spike.
   size_t holds_expected = 0;
+  // What buyers can make the book keep. A RESERVE past a live cap is refused with BUSY; past
+  // finished_holds_max the oldest finished holds (and their keys) are forgotten first.
+  size_t user_live_holds_max = 100;
+  size_t live_holds_max = 10'000'000;
+  size_t finished_holds_max = 1'000'000;
 };
 
 struct BookCounters {  // monotonic since start (not persisted)
@@ -103,7 +108,10 @@ class Book {
   // ---- Queries (no changes). ----
   proto::Status hold_get(uint64_t hold_id, proto::HoldView& out) const;
   proto::Status sku_get(std::string_view sku, proto::SkuView& out) const;
-  void sku_list(const proto::SkuListReq& req, proto::SkuListResp& out) const;
+  // SKUs after req.after, at most req.limit (capped at kSkuListMax) and at most `bytes_max`
+  // encoded bytes of SkuViews (at least one if any): a page always fits the caller's frame.
+  void sku_list(const proto::SkuListReq& req, proto::SkuListResp& out,
+                size_t bytes_max = SIZE_MAX) const;
   void stats(std::vector<proto::Stat>& out) const;  // appends name/value pairs
 
   // ---- Admin operations. ----
@@ -145,7 +153,7 @@ class Book {
   std::string check_invariants() const;
 
   const BookCounters& counters() const;
-  // Why the last operation answered BAD_REQUEST (valid until the next operation).
+  // Why the last operation answered BAD_REQUEST or BUSY (valid until the next operation).
   const std::string& last_refusal() const;
   size_t sku_count() const;
   size_t live_holds() const;

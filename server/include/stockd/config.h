@@ -31,10 +31,24 @@ struct Config {
   uint32_t connections_max = 10000;    // further connections get BUSY and are closed
   uint32_t inflight_max = 1024;        // unanswered requests per connection before we stop reading
   uint32_t frame_bytes_max = 1 << 20;  // largest frame accepted, header included
-  uint64_t read_buffer_budget = 256ull << 20;      // incomplete frames held for all connections
-  uint32_t idle_timeout_ms = 300000;               // a connection silent this long is closed
-  int64_t idem_retention_ms = 24 * 3600 * 1000LL;  // finished holds and their keys kept
-  uint64_t holds_expected = 1'000'000;             // hash buckets reserved at start
+  uint64_t read_buffer_budget = 256ull << 20;  // incomplete frames held for all connections
+  uint32_t idle_timeout_ms = 300000;  // a connection with nothing outstanding this long is closed
+  // ---- What one peer may hold of the server (docs/protocol.md, section "Limits"). ----
+  uint32_t hello_timeout_ms = 5000;   // HELLO must be answered this long after accept
+  uint32_t frame_timeout_ms = 10000;  // a frame must be complete this long after its first byte
+  uint32_t hello_pending_max = 1024;  // connections without HELLO; past it the oldest is closed
+  uint64_t output_bytes_max = 4ull << 20;  // unwritten answers per connection before we stop
+                                           // reading it
+  uint64_t output_budget = 256ull << 20;   // unwritten answers of all connections together
+  uint32_t write_timeout_ms = 30000;       // pending answers that make no progress this long: close
+  uint32_t shutdown_timeout_ms = 10000;    // SIGTERM: most we wait for peers to take their answers
+  uint32_t http_connections_max = 64;      // metrics port connections at once
+  uint32_t http_timeout_ms = 5000;         // a metrics request must be read and answered this fast
+  uint32_t user_holds_max = 100;           // live holds per user id (RESERVE past it: BUSY)
+  uint64_t live_holds_max = 10'000'000;    // live holds in all (RESERVE past it: BUSY)
+  uint64_t finished_holds_max = 1'000'000;  // finished holds (and keys) kept; oldest go first
+  int64_t idem_retention_ms = 24 * 3600 * 1000LL;        // finished holds and their keys kept
+  uint64_t holds_expected = 1'000'000;                   // hash buckets reserved at start
   int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
   std::string log_level = "info";
   std::string ready_file;  // if set, "host port\n" is written here once listening
