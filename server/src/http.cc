@@ -79,7 +79,9 @@ bool Server::Impl::start_metrics() {
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&metrics_listener), 128,
                    [](uv_stream_t* s, int st) {
-                     if (st == 0) static_cast<Impl*>(s->data)->on_metrics_accept();
+                     auto* self = static_cast<Impl*>(s->data);
+                     if (st == 0) return self->on_metrics_accept();
+                     ++self->metrics.accept_errors;  // logged once per tick with the client port's
                    });
   }
   if (rc != 0) {

@@ -26,6 +26,7 @@ void install_signals() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);  // a closed terminal must not stop the copy to SQL (docs/outbox.md)
 }
 
 int64_t wall_ms() {
