@@ -103,6 +103,16 @@ std::string recover(storage::Store& store, Book& book, Recovered& out) {
     if (!rec::decode(value, out.meta, why)) return "meta record is corrupt: " + why;
     book.restore(out.meta);
   }
+  // Every group up to the acknowledged mark was answered: a store that ends before it lost
+  // part of its log, which must never pass for a smaller store.
+  if (out.meta.lsn < store.acked_lsn()) {
+    return "the store ends at lsn " + std::to_string(out.meta.lsn) + " but lsn " +
+           std::to_string(store.acked_lsn()) +
+           " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - out.meta.lsn) +
+           " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
+           "short or replaced by an older copy; restore the data dir from a backup (never "
+           "delete files under wal/)";
+  }
   auto plain = [&book](auto, const auto& row, std::string&) {
     book.restore(row);
     return true;

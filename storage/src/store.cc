@@ -1,5 +1,6 @@
 #include "stockd/store.h"
 
+#include <fcntl.h>
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
@@ -7,6 +8,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "stockd/ack_mark.h"
 #include "stockd/wal_check.h"
 
 namespace stockd::storage {
@@ -77,6 +80,10 @@ class RocksStore final : public Store {
   RocksStore(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& handles) : db_(db) {
     std::copy(handles.begin(), handles.end(), families_.begin());
   }
+  void set_mark(std::unique_ptr<AckMark> mark, uint64_t acked) {
+    mark_ = std::move(mark);
+    acked_at_open_ = acked;
+  }
   ~RocksStore() override {
     for (rocksdb::ColumnFamilyHandle* h : families_) (void)db_->DestroyColumnFamilyHandle(h);
     (void)db_->Close();
@@ -89,10 +96,18 @@ class RocksStore final : public Store {
     if (!batch.error().empty()) return Status::Error("building batch: " + batch.error());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    return to_status(db_->Write(wo, &batch.rep()), "write lsn " + std::to_string(batch.lsn));
+    Status s = to_status(db_->Write(wo, &batch.rep()), "write lsn " + std::to_string(batch.lsn));
+    if (!s.ok()) return s;
+    written_lsn_ = std::max(written_lsn_, batch.lsn);
+    return sync ? advance_mark(batch.lsn) : s;
   }
 
-  Status sync_wal() override { return to_status(db_->SyncWAL(), "sync WAL"); }
+  Status sync_wal() override {
+    Status s = to_status(db_->SyncWAL(), "sync WAL");
+    return s.ok() ? advance_mark(written_lsn_) : s;
+  }
+
+  uint64_t acked_lsn() const override { return acked_at_open_; }
 
   Status scan(std::string_view prefix,
               const std::function<bool(std::string_view, std::string_view)>& fn,
@@ -119,9 +134,81 @@ class RocksStore final : public Store {
   }
 
  private:
+  Status advance_mark(uint64_t lsn) {
+    if (!mark_) return Status::Ok();  // read-only
+    std::string why = mark_->advance(lsn);
+    return why.empty() ? Status::Ok() : Status::Error(why);
+  }
+
   rocksdb::DB* db_;
   Batch::Families families_{};
+  std::unique_ptr<AckMark> mark_;  // null when read-only
+  uint64_t acked_at_open_ = 0;
+  uint64_t written_lsn_ = 0;  // the last lsn written (synced or not)
 };
+
+// The write-ahead log lives in <dir>/wal/, named so that nobody takes it for disposable logs.
+// A store of an earlier version kept its NNNNNN.log files in <dir> itself: they are moved in
+// (each rename is atomic; the directories are fsynced) before RocksDB opens the store.
+std::string wal_dir_of(const std::string& dir) { return dir + "/wal"; }
+
+std::string move_logs_into_wal_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path wal = wal_dir_of(dir);
+  if (fs::exists(wal, ec) || !fs::exists(fs::path(dir) / "CURRENT", ec)) return "";
+  std::vector<fs::path> logs;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path());
+  }
+  const fs::path tmp = fs::path(dir) / "wal.moving";
+  fs::create_directories(tmp, ec);
+  for (const fs::path& p : logs) {
+    fs::rename(p, tmp / p.filename(), ec);
+    if (ec) return "cannot move " + p.string() + " into " + wal.string() + ": " + ec.message();
+  }
+  fs::rename(tmp, wal, ec);  // the new layout appears whole, or not at all
+  if (ec) return "cannot create " + wal.string() + ": " + ec.message();
+  for (const fs::path& d : {fs::path(dir), wal}) {
+    const int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)::fsync(fd);
+      ::close(fd);
+    }
+  }
+  spdlog::warn("moved the write-ahead log of {} into {} (layout of this version)", dir,
+               wal.string());
+  return "";
+}
+
+// The mark for a store in `dir`: created with a new store; required by a store made since marks
+// exist (it has a wal/ dir); created for an older one (which could not be checked this once).
+std::unique_ptr<AckMark> open_mark(const std::string& dir, bool store_exists, bool had_wal_dir,
+                                   bool read_only, uint64_t& acked, std::string& error) {
+  bool found = false;
+  error = AckMark::read(dir, acked, found);
+  if (!error.empty()) return nullptr;
+  if (!found && store_exists && had_wal_dir) {
+    error = std::string(kAckMarkFile) +
+            " (the acknowledged mark) is missing: it says how much of the log was answered, "
+            "and without it a lost log cannot be told from a small store; restore the data dir "
+            "from a backup";
+    return nullptr;
+  }
+  if (found && !store_exists && acked > 0) {
+    error = "the store's files are missing but its " + std::string(kAckMarkFile) +
+            " mark says lsn " + std::to_string(acked) +
+            " was acknowledged: the data was deleted; restore it from a backup (or remove "
+            "the whole data dir to start empty)";
+    return nullptr;
+  }
+  if (read_only) return nullptr;
+  auto mark = AckMark::open(dir, true, error);
+  if (mark && !found && store_exists) {
+    spdlog::warn("{}: created the acknowledged mark for a store of an earlier version", dir);
+  }
+  return mark;
+}
 
 }  // namespace
 
@@ -191,7 +278,21 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
   // past the end of the last log for a torn tail and drops it with all that follows. Tell the
   // two apart first, for the read-only inspection too, so that both say the same.
-  if (std::string damage = check_wal_tail(dir); !damage.empty()) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
+    error = "cannot open store in " + dir + ": it is not a directory";
+    return nullptr;
+  }
+  const bool had_wal_dir = std::filesystem::exists(wal_dir_of(dir), ec);
+  if (!options.read_only) {
+    if (std::string why = move_logs_into_wal_dir(dir); !why.empty()) {
+      error = "cannot open store in " + dir + ": " + why;
+      return nullptr;
+    }
+  }
+  // Read-only inspection of an older layout reads its logs where they are.
+  o.wal_dir = options.read_only && !had_wal_dir ? dir : wal_dir_of(dir);
+  if (std::string damage = check_wal_tail(o.wal_dir); !damage.empty()) {
     error = "cannot open store in " + dir + ": " + damage;
     return nullptr;
   }
@@ -199,6 +300,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   // layout) is refused as it is, not changed.
   std::vector<std::string> have;
   const bool exists = rocksdb::DB::ListColumnFamilies(o, dir, &have).ok();
+  const bool existed = std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec);
   o.create_missing_column_families = options.create_if_missing && !exists;
   rocksdb::DB* db = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -215,7 +317,17 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     }
     return nullptr;
   }
-  return std::make_unique<RocksStore>(db, handles);
+  auto store = std::make_unique<RocksStore>(db, handles);
+  // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.
+  uint64_t acked = 0;
+  std::unique_ptr<AckMark> mark =
+      open_mark(dir, existed, had_wal_dir, options.read_only, acked, error);
+  if (!error.empty()) {
+    error = "cannot open store in " + dir + ": " + error;
+    return nullptr;
+  }
+  store->set_mark(std::move(mark), acked);
+  return store;
 }
 
 WalWriter::WalWriter(Store& store, bool sync, int interval_ms, std::function<void()> notify,

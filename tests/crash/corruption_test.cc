@@ -1,9 +1,11 @@
 // Damaged store files on a stopped server.
 //
-// stockd's data dir holds RocksDB's write-ahead log (NNNNNN.log), one record per group commit.
-// The store opens it with kTolerateCorruptedTailRecords and paranoid checks: a torn last record
-// (a write that was never acknowledged) is dropped; anything else damaged must stop the start
-// (exit code 1, a message saying what is wrong), never a start on a shorter history.
+// stockd's data dir holds RocksDB's write-ahead log (wal/NNNNNN.log), one record per group
+// commit, and the acknowledged mark (ACKED: the last lsn whose answers were released). The store
+// opens the log with kTolerateCorruptedTailRecords and paranoid checks: a torn last record (a
+// write that was never acknowledged) is dropped; anything else damaged, and a log that ends
+// before the mark (deleted, emptied, cut short, an older copy), must stop the start (exit code 1,
+// a message saying what is wrong), never a start on a shorter history.
 //
 // A small history is written once with the real server and left in the log (kill -9, so nothing
 // is flushed to a table file), its last record a restock whose answer the test does not count as
@@ -16,6 +18,7 @@
 #include <sstream>
 
 #include "ledger_util.h"
+#include "stockd/ack_mark.h"
 #include "support/process.h"
 #include "wal_format.h"
 
@@ -38,9 +41,10 @@ struct Expected {
 };
 
 struct History {
-  fs::path base;      // scratch space; the copies go here
-  fs::path pristine;  // the data dir as kill -9 left it
-  std::string wal;    // file name of the log in it
+  fs::path base;       // scratch space; the copies go here
+  fs::path pristine;   // the data dir as kill -9 left it
+  std::string wal;     // path of the log in it (wal/NNNNNN.log)
+  uint64_t acked = 0;  // the ACKED mark kill -9 left: the lsn of the tail restock
   std::string wal_bytes;
   std::vector<WalRecord> records;
   Expected expected;
@@ -105,11 +109,16 @@ std::string write_history(StockdProcess& p, Expected& e) {
 
 // Finds the log and checks that its last record is the tail restock.
 std::string read_wal(History& h) {
-  for (const auto& f : fs::directory_iterator(h.pristine)) {
+  for (const auto& f : fs::directory_iterator(h.pristine / "wal")) {
     if (f.path().extension() == ".log" && f.file_size() > 0) {
       if (!h.wal.empty()) return "two logs with data: " + h.wal + ", " + f.path().string();
-      h.wal = f.path().filename().string();
+      h.wal = "wal/" + f.path().filename().string();
     }
+  }
+  if (std::string why =
+          storage::decode_ack_mark(slurp(h.pristine / storage::kAckMarkFile), h.acked);
+      !why.empty()) {
+    return "ACKED " + why;
   }
   if (h.wal.empty()) return "no log with data in " + h.pristine.string();
   h.wal_bytes = slurp(h.pristine / h.wal);
@@ -253,14 +262,21 @@ class Corruption : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(history().error, ""); }
 };
 
+// A crash while the tail was being written: its answer never left, so the mark is the lsn before.
+void unacknowledge_tail(const fs::path& d) {
+  write_bytes(d / storage::kAckMarkFile, storage::encode_ack_mark(history().acked - 1));
+}
+
 // (a) The unacknowledged last record cut at every byte: a torn tail, dropped without a word.
 TEST_F(Corruption, TornLastRecordAtEveryByteStartsWithEveryAcknowledgedAnswer) {
   const History& h = history();
   const WalRecord& last = h.records.back();
   for (size_t cut = last.begin; cut <= last.end && !HasFailure(); ++cut) {
     const bool whole = cut == last.end;  // the control: nothing cut, the restock is there
-    Outcome o =
-        run_case("torn", whole, [&](const fs::path& d) { fs::resize_file(d / h.wal, cut); });
+    Outcome o = run_case("torn", whole, [&](const fs::path& d) {
+      fs::resize_file(d / h.wal, cut);
+      unacknowledge_tail(d);
+    });
     const std::string what = h.wal + " cut at byte " + std::to_string(cut) + " (last record " +
                              std::to_string(last.begin) + ".." + std::to_string(last.end) + ")";
     EXPECT_TRUE(o.started) << what << ": refused\n" << o.log;
@@ -374,6 +390,73 @@ TEST_F(Corruption, GarbageAfterTheLastRecordStartsWithEverything) {
     std::printf("corruption: %s appended: %s\n", c.name,
                 o.started ? "started with everything" : "refused (corruption)");
   }
+}
+
+// A log that lost acknowledged records -- deleted ("clean up the logs"), emptied, cut short
+// anywhere (an older copy of it is the same bytes as a prefix), or the mark itself deleted --
+// refuses to start and says that acknowledged groups are missing; nothing is dropped silently.
+TEST_F(Corruption, ALostOrShortenedLogRefusesToStart) {
+  const History& h = history();
+  auto expect_loss = [](const Outcome& o, const std::string& what, const std::string& word) {
+    EXPECT_FALSE(o.started) << what << ": started; differences: " << o.differences;
+    EXPECT_EQ(o.exit_code, 1) << what << "\n" << o.log;
+    EXPECT_NE(o.log.find(word), std::string::npos) << what << ": no '" << word << "' in\n" << o.log;
+  };
+  const std::string missing = "acknowledged groups are missing";
+  expect_loss(run_case("deleted", false, [](const fs::path& d) { fs::remove_all(d / "wal"); }),
+              "wal/ deleted", missing);
+  expect_loss(run_case("logs", false,
+                       [](const fs::path& d) {
+                         for (const auto& f : fs::directory_iterator(d / "wal")) {
+                           fs::remove(f.path());
+                         }
+                       }),
+              "every wal/*.log deleted", missing);
+  expect_loss(run_case("empty", false, [&](const fs::path& d) { fs::resize_file(d / h.wal, 0); }),
+              "the log emptied", missing);
+  // Cut at record boundaries (an older copy of the log) and inside records, from the first
+  // acknowledged record to the tail itself (acknowledged: its mark is in ACKED).
+  const std::vector<size_t> cuts = {h.records[1].begin, h.records[h.records.size() / 2].begin + 9,
+                                    h.records[h.records.size() / 2].end, h.records.back().begin,
+                                    h.records.back().end - 1};
+  for (size_t cut : cuts) {
+    expect_loss(run_case("cut", false, [&](const fs::path& d) { fs::resize_file(d / h.wal, cut); }),
+                h.wal + " cut at byte " + std::to_string(cut), missing);
+  }
+  expect_loss(
+      run_case("mark", false, [](const fs::path& d) { fs::remove(d / storage::kAckMarkFile); }),
+      "ACKED deleted", "ACKED");
+  // The control: the same copy untouched starts with everything.
+  Outcome o = run_case("whole", true, [](const fs::path&) {});
+  EXPECT_TRUE(o.started) << o.log;
+  EXPECT_EQ(o.differences, "");
+}
+
+// The log deleted while the server runs (RocksDB keeps writing to the unlinked file): the
+// answers keep coming, and the restart after a clean stop refuses instead of starting empty.
+TEST(LostLog, DeletedWhileRunningIsRefusedAtTheNextStart) {
+  const fs::path base = test::make_temp_dir("lostlog");
+  const fs::path dir = base / "data";
+  {
+    StockdProcess p({}, dir.string());
+    p.set_log_file((base / "first.log").string());
+    ASSERT_TRUE(p.start());
+    Client admin = p.admin();
+    proto::SkuSetReq set;
+    set.sku = "tee";
+    set.mask = proto::kSetTotal;
+    set.total = 10;
+    ASSERT_TRUE(admin.sku_set(set).ok());
+    for (const auto& f : fs::directory_iterator(dir / "wal")) fs::remove(f.path());
+    ASSERT_TRUE(admin.restock("tee", 5).ok());
+    EXPECT_EQ(p.stop(), 0);
+  }
+  StockdProcess again({}, dir.string());
+  again.set_log_file((base / "second.log").string());
+  EXPECT_FALSE(again.start(5000)) << "started on a store that lost its acknowledged log";
+  const std::string log = slurp(base / "second.log");
+  EXPECT_NE(log.find("acknowledged groups are missing"), std::string::npos) << log;
+  fs::remove_all(base);
 }
 
 // Damaged or wrong data dirs refuse with a message naming the problem.

@@ -84,13 +84,18 @@ class Store {
                                      std::string& error);
   virtual ~Store() = default;
 
-  // Writes `batch` atomically; with sync, returns only after it is on stable storage.
+  // Writes `batch` atomically; with sync, returns only after it is on stable storage and the
+  // acknowledged mark (ack_mark.h) names its lsn.
   // After a failed write, close and reopen the store before writing again.
   // An empty batch for this store (valid while the store is open).
   virtual Batch batch() = 0;
   virtual Status write(Batch& batch, bool sync) = 0;
-  // Makes every earlier write durable (for the interval mode).
+  // Makes every earlier write durable (for the interval mode), then advances the mark to it.
   virtual Status sync_wal() = 0;
+  // The acknowledged mark as found at open: every lsn up to it was answered, so a store whose
+  // last lsn is below it lost part of its log (recover() refuses it). 0 for a new store, or
+  // an older one that had no mark yet (logged when open() creates it).
+  virtual uint64_t acked_lsn() const = 0;
   // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
   // order, until it returns false. Values are verified by RocksDB's block checksums.
   virtual Status scan(std::string_view prefix,

@@ -1,0 +1,110 @@
+#include "stockd/ack_mark.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "stockd/wire.h"
+
+namespace stockd::storage {
+namespace {
+
+constexpr char kMagic[8] = {'S', 'T', 'K', 'A', 'C', 'K', '0', '1'};
+
+std::string path_of(const std::string& dir) { return dir + "/" + kAckMarkFile; }
+std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+void put64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
+}
+uint64_t get64(const std::string& in, size_t at) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(in[at + i]);
+  return v;
+}
+
+bool write_all(int fd, const std::string& bytes) {
+  return ::pwrite(fd, bytes.data(), bytes.size(), 0) == static_cast<ssize_t>(bytes.size());
+}
+
+}  // namespace
+
+std::string encode_ack_mark(uint64_t lsn) {
+  std::string out(kMagic, sizeof kMagic);
+  put64(out, lsn);
+  put64(out, wire::fnv1a64(out));
+  return out;
+}
+
+std::string decode_ack_mark(const std::string& bytes, uint64_t& lsn) {
+  if (bytes.size() != kAckMarkBytes) {
+    return "is " + std::to_string(bytes.size()) + " bytes, not " + std::to_string(kAckMarkBytes);
+  }
+  if (bytes.compare(0, sizeof kMagic, kMagic, sizeof kMagic) != 0) return "has no STKACK01 magic";
+  if (get64(bytes, 16) != wire::fnv1a64(std::string_view(bytes).substr(0, 16))) {
+    return "fails its checksum";
+  }
+  lsn = get64(bytes, 8);
+  return "";
+}
+
+std::string AckMark::read(const std::string& dir, uint64_t& lsn, bool& found) {
+  found = false;
+  const int fd = ::open(path_of(dir).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? "" : errno_text("cannot read " + path_of(dir));
+  std::string bytes(kAckMarkBytes + 1, '\0');
+  const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), 0);
+  ::close(fd);
+  if (n < 0) return errno_text("cannot read " + path_of(dir));
+  bytes.resize(static_cast<size_t>(n));
+  if (std::string why = decode_ack_mark(bytes, lsn); !why.empty()) {
+    return path_of(dir) + " " + why + " (the acknowledged mark is damaged)";
+  }
+  found = true;
+  return "";
+}
+
+std::unique_ptr<AckMark> AckMark::open(const std::string& dir, bool create, std::string& error) {
+  uint64_t lsn = 0;
+  bool found = false;
+  error = read(dir, lsn, found);
+  if (!error.empty()) return nullptr;
+  if (!found && !create) {
+    error = path_of(dir) + " is missing";
+    return nullptr;
+  }
+  const int fd = ::open(path_of(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    error = errno_text("cannot open " + path_of(dir));
+    return nullptr;
+  }
+  if (!found) {  // a new mark reaches the disk, with its name, before anything relies on it
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const bool ok =
+        write_all(fd, encode_ack_mark(0)) && ::fsync(fd) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
+    if (dfd >= 0) ::close(dfd);
+    if (!ok) {
+      error = errno_text("cannot create " + path_of(dir));
+      ::close(fd);
+      return nullptr;
+    }
+  }
+  return std::unique_ptr<AckMark>(new AckMark(fd, lsn));
+}
+
+AckMark::~AckMark() {
+  (void)::fsync(fd_);
+  ::close(fd_);
+}
+
+std::string AckMark::advance(uint64_t lsn) {
+  if (lsn <= lsn_) return "";
+  if (!write_all(fd_, encode_ack_mark(lsn))) return errno_text("cannot write the ACKED mark");
+  lsn_ = lsn;
+  return "";
+}
+
+}  // namespace stockd::storage
