@@ -1,5 +1,14 @@
 #include "stockd/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
 #include "stockd/protocol.h"
 
 namespace stockd {
@@ -53,7 +62,56 @@ std::string validate(const Config& c) {
     return "tokens must be at most 256 bytes";
   if (!c.admin_token.empty() && c.admin_token == c.client_token)
     return "--admin-token must differ from --client-token";
+  if (!c.admin_token.empty() && c.admin_token == c.outbox_token)
+    return "--outbox-token must differ from --admin-token (the sidecar must not hold the admin "
+           "token)";
   return "";
+}
+
+namespace {
+
+std::string octal_mode(mode_t m) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
+  return buf;
+}
+
+}  // namespace
+
+void tighten_data_dir(const std::string& dir, std::string& note) {
+  namespace fs = std::filesystem;
+  note.clear();
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;  // the store creates it
+  std::string failed;
+  size_t changed = 0;
+  auto tighten = [&](const std::string& p, mode_t mode) {
+    if ((mode & 077) == 0) return;
+    if (::chmod(p.c_str(), mode & 07700) == 0) {
+      ++changed;
+    } else if (failed.empty()) {
+      failed = p + ": " + std::strerror(errno);
+    }
+  };
+  const bool dir_open = (st.st_mode & 077) != 0;
+  tighten(dir, st.st_mode);
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, fs::directory_options::none, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    struct stat e {};
+    if (::lstat(it->path().c_str(), &e) != 0) continue;
+    if (S_ISREG(e.st_mode) || S_ISDIR(e.st_mode)) tighten(it->path().string(), e.st_mode);
+  }
+  if (changed > 0) {
+    note = "data dir " + dir + (dir_open ? " was mode " + octal_mode(st.st_mode) : "") + ": " +
+           std::to_string(changed) +
+           " files and directories other local users could read (the sales log, unsold unique "
+           "codes) made owner-only";
+  }
+  if (!failed.empty()) {
+    note += std::string(note.empty() ? "" : "; ") + "cannot make " + failed +
+            " owner-only: fix its permissions (chmod -R go-rwx " + dir + ")";
+  }
 }
 
 }  // namespace stockd

@@ -101,7 +101,10 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
       }
       break;
     case Role::kOutbox:
-      expected = config_.outbox_token.empty() ? &config_.admin_token : &config_.outbox_token;
+      // The admin token opens the outbox role only when the operator asked for it.
+      expected = config_.outbox_token.empty() && config_.outbox_accepts_admin_token
+                     ? &config_.admin_token
+                     : &config_.outbox_token;
       if (expected->empty()) {
         why = "outbox role is disabled (server started without --outbox-token)";
         return Status::kUnauthorized;

@@ -1,12 +1,19 @@
 // stockd: parse and validate the configuration, set up logging, run the server.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <cstdio>
 #include <map>
+#include <span>
+#include <string_view>
+#include <vector>
 
 #include "stockd/config.h"
+#include "stockd/protocol.h"
+#include "stockd/secret_file.h"
 #include "stockd/server.h"
 
 namespace {
@@ -26,9 +33,46 @@ std::string split_endpoint(const std::string& text, std::string& host, uint16_t&
   return "";
 }
 
+// A token given as --NAME T / STOCKD_NAME, or as a file --NAME-file F / STOCKD_NAME_FILE.
+struct TokenSource {
+  const char* flag;       // "--admin-token"
+  CLI::Option* value;     // --admin-token
+  CLI::Option* file;      // --admin-token-file
+  std::string file_path;  // its value
+  std::string* token;     // where the token goes
+};
+
+// Reads the token files into the config. "" or why not; `warnings` collects what to log once
+// the logger is up.
+std::string read_tokens(std::span<TokenSource> sources, int argc, char** argv,
+                        std::vector<std::string>& warnings) {
+  for (TokenSource& s : sources) {
+    const std::string flag = s.flag;
+    if (s.value->count() > 0 && s.file->count() > 0) {
+      return flag + " and " + flag + "-file (or their environment variables " +
+             s.value->get_envname() + ", " + s.file->get_envname() + ") are both given: use one";
+    }
+    if (stockd::on_command_line(argc, argv, flag)) {
+      warnings.push_back(flag + " on the command line is visible to every local user (ps, " +
+                         "/proc/PID/cmdline): use " + flag + "-file or " + s.file->get_envname() +
+                         " instead");
+    }
+    if (s.file->count() == 0) continue;
+    std::string warning;
+    std::string err =
+        stockd::read_secret_file(s.file_path, *s.token, warning, stockd::proto::kTokenBytesMax);
+    if (!err.empty()) return flag + "-file: " + err;
+    if (!warning.empty()) warnings.push_back(flag + "-file: " + warning);
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything stockd creates (the store's files, the ready file) is for its own user only: the
+  // write-ahead log holds every sale and each unsold unique code.
+  ::umask(077);
   stockd::Config c;
   CLI::App app{"stockd: flash-sale stock server (binary protocol, durable group commit)"};
   app.set_version_flag("--version", "stockd 0.1.0");
@@ -61,12 +105,34 @@ int main(int argc, char** argv) {
                  "group before sleeping (0 = sleep at once)")
       ->envname("STOCKD_WAL_SPIN_US")
       ->capture_default_str();
-  app.add_option("--admin-token", c.admin_token, "token for admin operations (empty = admin off)")
-      ->envname("STOCKD_ADMIN_TOKEN");
-  app.add_option("--outbox-token", c.outbox_token, "token of the outbox sidecar")
-      ->envname("STOCKD_OUTBOX_TOKEN");
-  app.add_option("--client-token", c.client_token, "token buyers must present (empty = none)")
-      ->envname("STOCKD_CLIENT_TOKEN");
+  std::array<TokenSource, 3> tokens = {{{"--admin-token", nullptr, nullptr, "", &c.admin_token},
+                                        {"--outbox-token", nullptr, nullptr, "", &c.outbox_token},
+                                        {"--client-token", nullptr, nullptr, "", &c.client_token}}};
+  tokens[0].value = app.add_option("--admin-token", c.admin_token,
+                                   "token for admin operations (empty = admin off); prefer "
+                                   "--admin-token-file: a flag is visible in ps")
+                        ->envname("STOCKD_ADMIN_TOKEN");
+  tokens[0].file = app.add_option("--admin-token-file", tokens[0].file_path,
+                                  "read the admin token from this file (once, at start; a "
+                                  "trailing newline is ignored)")
+                       ->envname("STOCKD_ADMIN_TOKEN_FILE");
+  tokens[1].value =
+      app.add_option("--outbox-token", c.outbox_token,
+                     "token of the outbox sidecar (empty = outbox role off); prefer the file")
+          ->envname("STOCKD_OUTBOX_TOKEN");
+  tokens[1].file = app.add_option("--outbox-token-file", tokens[1].file_path,
+                                  "read the outbox token from a file")
+                       ->envname("STOCKD_OUTBOX_TOKEN_FILE");
+  tokens[2].value = app.add_option("--client-token", c.client_token,
+                                   "token buyers must present (empty = none); prefer the file")
+                        ->envname("STOCKD_CLIENT_TOKEN");
+  tokens[2].file = app.add_option("--client-token-file", tokens[2].file_path,
+                                  "read the buyers' token from a file")
+                       ->envname("STOCKD_CLIENT_TOKEN_FILE");
+  app.add_flag("--outbox-accepts-admin-token", c.outbox_accepts_admin_token,
+               "without --outbox-token, let the outbox role log in with the admin token (off: "
+               "the sidecar needs its own token and never holds the admin one)")
+      ->envname("STOCKD_OUTBOX_ACCEPTS_ADMIN_TOKEN");
   app.add_option("--connections-max", c.connections_max, "open connections at most")
       ->envname("STOCKD_CONNECTIONS_MAX")
       ->capture_default_str();
@@ -156,7 +222,9 @@ int main(int argc, char** argv) {
       ->envname("STOCKD_READY_FILE");
   CLI11_PARSE(app, argc, argv);
 
-  std::string err = split_endpoint(listen, c.listen_host, c.listen_port);
+  std::vector<std::string> warnings;
+  std::string err = read_tokens(tokens, argc, argv, warnings);
+  if (err.empty()) err = split_endpoint(listen, c.listen_host, c.listen_port);
   if (err.empty() && !metrics.empty()) {
     err = split_endpoint(metrics, c.metrics_host, c.metrics_port);
     c.metrics_enabled = true;
@@ -176,6 +244,12 @@ int main(int argc, char** argv) {
   logger->set_level(spdlog::level::from_str(c.log_level));
   spdlog::set_default_logger(logger);
   spdlog::flush_on(spdlog::level::warn);
+  for (const std::string& w : warnings) spdlog::warn("{}", w);
+  if (c.durability != stockd::Durability::kOff) {
+    std::string note;
+    stockd::tighten_data_dir(c.data_dir, note);
+    if (!note.empty()) spdlog::warn("{}", note);
+  }
 
   stockd::Server server(std::move(c));
   return server.run();

@@ -274,6 +274,9 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   if (options.create_if_missing && !options.read_only) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);  // a failure is reported by the open below
+    if (!std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec)) {
+      std::filesystem::create_directories(wal_dir_of(dir), ec);  // a new store's log dir
+    }
   }
   // kTolerateCorruptedTailRecords takes an acknowledged record whose length was damaged to run
   // past the end of the last log for a torn tail and drops it with all that follows. Tell the

@@ -49,11 +49,9 @@ class StockdProcess {
     ready_file_ = data_dir_ + ".ready";
     std::filesystem::remove(ready_file_);
     std::vector<std::string> args = {
-        STOCKD_BIN,     "--listen",       "127.0.0.1:" + std::to_string(port_),
-        "--data-dir",   data_dir_,        "--admin-token",
-        kAdminToken,    "--outbox-token", kOutboxToken,
-        "--ready-file", ready_file_,      "--log-level",
-        log_level_};
+        STOCKD_BIN,   "--listen",    "127.0.0.1:" + std::to_string(port_),
+        "--data-dir", data_dir_,     "--ready-file",
+        ready_file_,  "--log-level", log_level_};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = fork();
     if (pid_ == 0) {
@@ -64,6 +62,9 @@ class StockdProcess {
         FILE* f = std::freopen(log_file_.c_str(), "a", stderr);
         (void)f;
       }
+      // Tokens from the environment, as deployments pass them (a flag is visible in ps).
+      setenv("STOCKD_ADMIN_TOKEN", kAdminToken, 1);
+      setenv("STOCKD_OUTBOX_TOKEN", kOutboxToken, 1);
       execv(argv[0], argv.data());
       _exit(127);
     }

@@ -3,10 +3,17 @@
 #include "stockd/config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "stockd/secret_file.h"
 
 namespace stockd {
 namespace {
@@ -51,6 +58,108 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   edge.wal_spin_us = 10000;
   edge.holds_expected = 0;
   EXPECT_EQ(validate(edge), "");
+}
+
+TEST(ConfigTest, TheOutboxTokenIsNeverTheAdminToken) {
+  Config c;
+  c.admin_token = "same";
+  c.outbox_token = "same";
+  EXPECT_NE(validate(c).find("--outbox-token must differ"), std::string::npos) << validate(c);
+  c.outbox_token = "other";
+  EXPECT_EQ(validate(c), "");
+  EXPECT_FALSE(Config{}.outbox_accepts_admin_token) << "the admin token is refused by default";
+}
+
+namespace fs = std::filesystem;
+
+class SecretFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (fs::temp_directory_path() / "stockd-secret-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& text, int mode = 0600) {
+    fs::path p = dir_ / name;
+    std::ofstream(p, std::ios::binary) << text;
+    fs::permissions(p, static_cast<fs::perms>(mode), fs::perm_options::replace);
+    return p.string();
+  }
+  static int mode_of(const fs::path& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
+  }
+  fs::path dir_;
+};
+
+TEST_F(SecretFileTest, ReadsOneLineWithoutItsLineBreak) {
+  std::string secret, warning;
+  EXPECT_EQ(read_secret_file(write("a", "tok-1\n"), secret, warning), "");
+  EXPECT_EQ(secret, "tok-1");
+  EXPECT_EQ(warning, "");
+  EXPECT_EQ(read_secret_file(write("b", "tok 2\r\n\n"), secret, warning), "");
+  EXPECT_EQ(secret, "tok 2") << "inner spaces are kept; trailing line breaks are not";
+  EXPECT_EQ(read_secret_file(write("c", std::string(256, 'x')), secret, warning), "");
+  EXPECT_EQ(secret.size(), 256u);
+}
+
+TEST_F(SecretFileTest, RefusesWhatCannotBeAToken) {
+  struct Case {
+    std::string path;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {(dir_ / "missing").string(), "cannot read"},
+      {write("empty", ""), "is empty"},
+      {write("newline", "\n"), "is empty"},
+      {write("two", "a\nb"), "more than one line"},
+      {write("long", std::string(257, 'x')), "more than 256 bytes"},
+      {dir_.string(), "cannot read"},  // a directory
+  };
+  for (const Case& k : cases) {
+    std::string secret = "unchanged", warning;
+    const std::string err = read_secret_file(k.path, secret, warning);
+    EXPECT_NE(err.find(k.says), std::string::npos) << k.path << ": '" << err << "'";
+    EXPECT_NE(err.find(k.path), std::string::npos) << "the file is named: " << err;
+    EXPECT_EQ(secret, "unchanged");
+  }
+}
+
+TEST_F(SecretFileTest, WarnsWhenOthersCanReadIt) {
+  std::string secret, warning;
+  EXPECT_EQ(read_secret_file(write("open", "tok\n", 0644), secret, warning), "");
+  EXPECT_EQ(secret, "tok");
+  EXPECT_NE(warning.find("mode 0644"), std::string::npos) << warning;
+  EXPECT_EQ(read_secret_file(write("group", "tok\n", 0640), secret, warning), "");
+  EXPECT_NE(warning.find("mode 0640"), std::string::npos) << warning;
+  EXPECT_EQ(read_secret_file(write("owner", "tok\n", 0400), secret, warning), "");
+  EXPECT_EQ(warning, "");
+}
+
+TEST_F(SecretFileTest, DataDirIsTightenedToOwnerOnly) {
+  const fs::path data = dir_ / "data";
+  std::string note;
+  tighten_data_dir(data.string(), note);  // missing: left to the store
+  EXPECT_EQ(note, "");
+  EXPECT_FALSE(fs::exists(data));
+
+  fs::create_directories(data / "archive");
+  fs::permissions(data, static_cast<fs::perms>(0755), fs::perm_options::replace);
+  fs::permissions(data / "archive", static_cast<fs::perms>(0750), fs::perm_options::replace);
+  write("data/000007.log", "wal", 0644);
+  write("data/archive/000001.log", "old wal", 0640);
+  write("data/CURRENT", "MANIFEST", 0600);
+  tighten_data_dir(data.string(), note);
+  EXPECT_NE(note.find("was mode 0755"), std::string::npos) << note;
+  EXPECT_EQ(mode_of(data), 0700);
+  EXPECT_EQ(mode_of(data / "archive"), 0700);
+  EXPECT_EQ(mode_of(data / "000007.log"), 0600);
+  EXPECT_EQ(mode_of(data / "archive" / "000001.log"), 0600);
+  EXPECT_EQ(mode_of(data / "CURRENT"), 0600);
+
+  tighten_data_dir(data.string(), note);  // already private: nothing to say
+  EXPECT_EQ(note, "");
 }
 
 }  // namespace

@@ -5,8 +5,12 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <random>
+
+#include "stockd/protocol.h"
+#include "stockd/secret_file.h"
 
 namespace stockd::bench {
 
@@ -37,6 +41,15 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
     if (at == std::string_view::npos) return parts;
     text.remove_prefix(at + 1);
   }
+}
+
+// A token from a file (stockd/secret_file.h). "" or why not.
+std::string read_token_file(const std::string& flag, const std::string& path, std::string& token) {
+  std::string warning;
+  std::string e = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
+  if (!warning.empty())
+    std::fprintf(stderr, "stockbench: warning: %s: %s\n", flag.c_str(), warning.c_str());
+  return e.empty() ? "" : flag + ": " + e;
 }
 
 std::string random_run_id() {
@@ -247,13 +260,18 @@ int parse_args(int argc, char** argv, Config& c) {
   app.add_option("--server,-s", server, "stockd HOST:PORT")->capture_default_str();
   app.add_option("--target", target,
                  "stockd://HOST:PORT or redis://HOST:PORT (overrides --server)");
+  std::string token_file, admin_token_file;
+  if (const char* env = std::getenv("STOCKD_ADMIN_TOKEN_FILE")) admin_token_file = env;
   app.add_option("--token,-t", c.token, "token of the load connections' HELLO");
+  app.add_option("--token-file", token_file, "read --token from this file");
   app.add_option("--role", role, "role of the load connections: buyer or admin")
       ->check(CLI::IsMember({"buyer", "admin"}))
       ->capture_default_str();
   app.add_option(
       "--admin-token", c.admin_token,
       "admin token for seeding (env STOCKD_ADMIN_TOKEN; default: --token with --role admin)");
+  app.add_option("--admin-token-file", admin_token_file,
+                 "read --admin-token from this file (env STOCKD_ADMIN_TOKEN_FILE)");
   add_load_options(app, c, duration, stages);
   add_workload_options(app, c, workload, mix, sku, skus, prefix);
   app.add_flag("--json", c.json, "print one JSON object instead of the table");
@@ -265,6 +283,16 @@ int parse_args(int argc, char** argv, Config& c) {
     return app.exit(e);
   }
   std::string err = parse_target(target.empty() ? server : target, c);
+  if (err.empty() && !token_file.empty()) {
+    err = !c.token.empty() ? "--token and --token-file are both given: use one"
+                           : read_token_file("--token-file", token_file, c.token);
+  }
+  if (err.empty() && !admin_token_file.empty()) {
+    err = !c.admin_token.empty()
+              ? "--admin-token (or STOCKD_ADMIN_TOKEN) and --admin-token-file "
+                "(or STOCKD_ADMIN_TOKEN_FILE) are both given: use one"
+              : read_token_file("--admin-token-file", admin_token_file, c.admin_token);
+  }
   c.role = role == "admin" ? proto::Role::kAdmin : proto::Role::kBuyer;
   if (c.admin_token.empty() && c.role == proto::Role::kAdmin) c.admin_token = c.token;
   if (err.empty() && !parse_duration(duration, c.duration_s)) err = "bad --duration " + duration;

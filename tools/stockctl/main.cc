@@ -1,14 +1,23 @@
 // stockctl: the stockd command line. This file only defines the command line (CLI11); each
 // command lives in commands.cc / load.cc and returns the exit code.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <iostream>
 #include <string>
+#include <string_view>
 
 #include "commands.h"
 #include "stockd/protocol.h"
+#include "stockd/secret_file.h"
 
 namespace {
 
@@ -167,6 +176,15 @@ void add_offline_commands(CLI::App& app, Args& a, Action& action) {
       ->required();
 }
 
+// The token from a file (stockd/secret_file.h); a file open to other users is used, with a
+// warning. "" or why not.
+std::string read_token_file(const std::string& path, std::string& token) {
+  std::string warning;
+  std::string e = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
+  if (!warning.empty()) std::cerr << "stockctl: warning: --token-file: " << warning << "\n";
+  return e.empty() ? "" : "--token-file: " + e;
+}
+
 // Turns the global options into client options. "" or why not.
 std::string finish_globals(const std::string& server, const std::string& token,
                            const std::string& role, int timeout_ms, Args& a) {
@@ -199,8 +217,16 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "Server address HOST:PORT")
       ->envname("STOCKD_SERVER")
       ->capture_default_str();
-  app.add_option("--token", token, "Admin token; given = connect as admin, else as a buyer")
-      ->envname("STOCKD_TOKEN");
+  CLI::Option* token_opt =
+      app.add_option("--token", token,
+                     "Admin token; given = connect as admin, else as a buyer (prefer "
+                     "--token-file: a flag is visible in ps)")
+          ->envname("STOCKD_TOKEN");
+  std::string token_file;
+  CLI::Option* token_file_opt =
+      app.add_option("--token-file", token_file,
+                     "Read the token from this file (a trailing newline is ignored); as --token")
+          ->envname("STOCKD_TOKEN_FILE");
   std::string role;
   app.add_option("--role", role, "Connect as this role (default: admin with --token, else buyer)")
       ->check(CLI::IsMember({"buyer", "admin", "outbox"}));
@@ -220,6 +246,21 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? stockd::ctl::kExitOk : stockd::ctl::kExitUsage;
+  }
+  if (token_opt->count() > 0 && token_file_opt->count() > 0) {
+    std::cerr << "--token and --token-file (or STOCKD_TOKEN, STOCKD_TOKEN_FILE) are both given: "
+                 "use one\n";
+    return stockd::ctl::kExitUsage;
+  }
+  if (stockd::on_command_line(argc, argv, "--token")) {
+    std::cerr << "stockctl: warning: --token on the command line is visible to every local user "
+                 "(ps); use --token-file or STOCKD_TOKEN_FILE\n";
+  }
+  if (token_file_opt->count() > 0) {
+    if (std::string e = read_token_file(token_file, token); !e.empty()) {
+      std::cerr << e << '\n';
+      return stockd::ctl::kExitUsage;
+    }
   }
   if (std::string e = finish_globals(server, token, role, timeout_ms, a); !e.empty()) {
     std::cerr << e << '\n';

@@ -23,12 +23,14 @@ struct Config {
   uint32_t metrics_sku_max = 100;  // SKU-level gauges for at most this many SKUs
   std::string data_dir = "./data";
   Durability durability = Durability::kSync;
-  int fsync_interval_ms = 100;         // interval mode: most a crash can lose
-  uint32_t wal_spin_us = 0;            // WAL thread: yield-wait for the next group before sleeping
-  std::string admin_token;             // required for admin operations; empty = admin off
-  std::string outbox_token;            // for the sidecar; empty = only admin may read
-  std::string client_token;            // buyers' token; empty = buyers need none
-  uint32_t connections_max = 10000;    // further connections get BUSY and are closed
+  int fsync_interval_ms = 100;  // interval mode: most a crash can lose
+  uint32_t wal_spin_us = 0;     // WAL thread: yield-wait for the next group before sleeping
+  std::string admin_token;      // required for admin operations; empty = admin off
+  std::string outbox_token;     // for the sidecar; empty = outbox role off (admin may read)
+  std::string client_token;     // buyers' token; empty = buyers need none
+  bool outbox_accepts_admin_token = false;  // outbox role without --outbox-token takes the admin
+                                            // token (old behaviour; off: the role is disabled)
+  uint32_t connections_max = 10000;         // further connections get BUSY and are closed
   uint32_t inflight_max = 1024;        // unanswered requests per connection before we stop reading
   uint32_t frame_bytes_max = 1 << 20;  // largest frame accepted, header included
   uint64_t read_buffer_budget = 256ull << 20;  // incomplete frames held for all connections
@@ -56,5 +58,14 @@ struct Config {
 
 // "" if the config is usable, else the first problem, phrased for the operator.
 std::string validate(const Config& c);
+
+// Secrets from files: read_secret_file() in stockd/secret_file.h (util/).
+
+// The data dir must be private: it holds every sale and each unsold unique code. Called after
+// umask(077) so that whatever stockd creates there is 0700/0600. An existing dir (and anything
+// under it) with group or other permission bits is tightened to owner-only; `note` then says what
+// was changed, or what could not be, for a warning. A dir that does not exist yet is left to the
+// store to create. Never fails: a dir that cannot be tightened still works.
+void tighten_data_dir(const std::string& dir, std::string& note);
 
 }  // namespace stockd

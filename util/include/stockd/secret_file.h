@@ -1,0 +1,24 @@
+// Secrets from files: how stockd, stockd-outbox, stockctl and stockbench read a token (or the
+// SQL URL) given as --*-file, so that no secret has to be typed on a command line (every local
+// user sees those in ps). Any thread; no state.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace stockd {
+
+// Reads a one-line secret from `path`: the whole file, trailing line breaks ("\n", "\r\n")
+// removed. Returns "" and sets `secret`, or why not (missing, unreadable, empty, more than one
+// line, over `max_bytes`). `warning` is set (else cleared) when the file is open to other users
+// (group or other permission bits): it is still used, since container runtimes mount secrets
+// 0444/0644 and rely on the directory, but the operator is told.
+std::string read_secret_file(const std::string& path, std::string& secret, std::string& warning,
+                             size_t max_bytes = 256);
+
+// True if `flag` was typed on the command line ("--flag V" or "--flag=V"), where every local
+// user sees its value in ps (a value from the environment or a file is not).
+bool on_command_line(int argc, char** argv, std::string_view flag);
+
+}  // namespace stockd
