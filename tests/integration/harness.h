@@ -190,6 +190,27 @@ class RawConn {
   };
   enum class Got { kFrame, kClosed, kTimeout, kMalformed };
 
+  // Takes one response frame (at most `frame_bytes_max`) off the front of `buf` into `out`:
+  // kFrame, kMalformed, or kTimeout when `buf` does not hold a whole frame yet.
+  static Got take_frame(std::string& buf, uint32_t frame_bytes_max, Frame& out) {
+    std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(buf.data()), buf.size());
+    proto::FrameDecode d = proto::decode_frame(in, proto::Limits{frame_bytes_max});
+    if (d.kind == proto::DecodeKind::kInvalid) return Got::kMalformed;
+    if (d.kind != proto::DecodeKind::kFrame) return Got::kTimeout;
+    out.header = d.header;
+    out.body.assign(reinterpret_cast<const char*>(d.body.data()), d.body.size());
+    out.message.clear();
+    if (proto::is_error_status(out.status())) {
+      std::string why;
+      auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(),
+                                      d.body, why);
+      if (!r) return Got::kMalformed;
+      out.message = std::get<proto::ErrorResp>(*r).message;
+    }
+    buf.erase(0, d.consumed);
+    return Got::kFrame;
+  }
+
   explicit RawConn(int port) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
@@ -236,22 +257,8 @@ class RawConn {
   Got read(Frame& out, int timeout_ms) {
     auto until = Clock::now() + std::chrono::milliseconds(timeout_ms);
     for (;;) {
-      std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(buf_.data()), buf_.size());
-      proto::FrameDecode d = proto::decode_frame(in, proto::Limits{});
-      if (d.kind == proto::DecodeKind::kInvalid) return Got::kMalformed;
-      if (d.kind == proto::DecodeKind::kFrame) {
-        out.header = d.header;
-        out.body.assign(reinterpret_cast<const char*>(d.body.data()), d.body.size());
-        out.message.clear();
-        if (proto::is_error_status(out.status())) {
-          std::string why;
-          auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(),
-                                          d.body, why);
-          if (!r) return Got::kMalformed;
-          out.message = std::get<proto::ErrorResp>(*r).message;
-        }
-        buf_.erase(0, d.consumed);
-        return Got::kFrame;
+      if (Got g = take_frame(buf_, proto::Limits{}.frame_bytes_max, out); g != Got::kTimeout) {
+        return g;
       }
       Got g = fill(until);
       if (g != Got::kFrame) return g;

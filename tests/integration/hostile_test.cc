@@ -203,23 +203,7 @@ class Peer {
   Got read(Frame& out, int timeout_ms) {
     auto until = Clock::now() + milliseconds(timeout_ms);
     for (;;) {
-      std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(buf_.data()), buf_.size());
-      proto::FrameDecode d = proto::decode_frame(in, proto::Limits{64u << 20});
-      if (d.kind == proto::DecodeKind::kInvalid) return Got::kMalformed;
-      if (d.kind == proto::DecodeKind::kFrame) {
-        out.header = d.header;
-        out.body.assign(reinterpret_cast<const char*>(d.body.data()), d.body.size());
-        out.message.clear();
-        if (proto::is_error_status(out.status())) {
-          std::string why;
-          auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(),
-                                          d.body, why);
-          if (!r) return Got::kMalformed;
-          out.message = std::get<proto::ErrorResp>(*r).message;
-        }
-        buf_.erase(0, d.consumed);
-        return Got::kFrame;
-      }
+      if (Got g = RawConn::take_frame(buf_, 64u << 20, out); g != Got::kTimeout) return g;
       if (!wait(POLLIN, until)) return Got::kTimeout;
       char chunk[65536];
       ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);

@@ -1,17 +1,26 @@
 // stockd-outbox: copies stockd's committed orders, releases and expiries into SQL exactly once.
 // Parses the configuration, sets up logging and signals, runs the Sidecar. See docs/outbox.md.
+#include <fcntl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <string_view>
+#include <vector>
 
 #include "sidecar.h"
 #include "sink.h"
+#include "stockd/secret_file.h"
 
 namespace {
 
@@ -38,7 +47,13 @@ int64_t wall_ms() {
 struct Args {
   std::string server = "127.0.0.1:7070";
   std::string token;
+  std::string token_file;  // --token-file: the token, read once at start
   std::string sql = "sqlite:./data/orders.db";
+  std::string sql_file;  // --sql-file: the URL, read once at start
+  CLI::Option* token_opt = nullptr;
+  CLI::Option* token_file_opt = nullptr;
+  CLI::Option* sql_opt = nullptr;
+  CLI::Option* sql_file_opt = nullptr;
   std::string log_level = "info";
   std::optional<uint64_t> reset_cursor;
   std::string metrics_listen;  // HOST:PORT for /metrics and /healthz; empty = none
@@ -49,13 +64,23 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--server", a.server, "stockd address, HOST:PORT")
       ->envname("STOCKD_OUTBOX_SERVER")
       ->capture_default_str();
-  app.add_option("--token", a.token, "stockd's outbox token (its --outbox-token)")
-      ->envname("STOCKD_OUTBOX_TOKEN");
-  app.add_option("--sql", a.sql,
-                 "where to write: sqlite:PATH, or postgresql://USER:PASSWORD@HOST:PORT/DB "
-                 "(any libpq URL)")
-      ->envname("STOCKD_OUTBOX_SQL")
-      ->capture_default_str();
+  a.token_opt = app.add_option("--token", a.token,
+                               "stockd's outbox token (its --outbox-token); prefer --token-file: "
+                               "a flag is visible in ps")
+                    ->envname("STOCKD_OUTBOX_TOKEN");
+  a.token_file_opt = app.add_option("--token-file", a.token_file,
+                                    "read the token from this file (once, at start; a trailing "
+                                    "newline is ignored)")
+                         ->envname("STOCKD_OUTBOX_TOKEN_FILE");
+  a.sql_opt = app.add_option("--sql", a.sql,
+                             "where to write: sqlite:PATH, or postgresql://USER@HOST:PORT/DB (any "
+                             "libpq URL; give the password by PGPASSWORD, PGPASSFILE or "
+                             "~/.pgpass, not in the URL)")
+                  ->envname("STOCKD_OUTBOX_SQL")
+                  ->capture_default_str();
+  a.sql_file_opt =
+      app.add_option("--sql-file", a.sql_file, "read the --sql URL from this file (once, at start)")
+          ->envname("STOCKD_OUTBOX_SQL_FILE");
   app.add_option("--batch", a.cfg.batch, "records per read and per SQL transaction")
       ->envname("STOCKD_OUTBOX_BATCH")
       ->check(CLI::Range(1u, stockd::proto::kOutboxReadMax))
@@ -84,7 +109,82 @@ void add_options(CLI::App& app, Args& a) {
       ->capture_default_str();
 }
 
-int run(Args& a) {
+// True if a libpq URL or keyword string carries a password.
+bool has_password(const std::string& conninfo) {
+  if (conninfo.rfind("sqlite:", 0) == 0) return false;
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (err != nullptr) PQfreemem(err);
+  if (opts == nullptr) return false;
+  bool found = false;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (std::strcmp(o->keyword, "password") == 0 && o->val != nullptr && *o->val != '\0')
+      found = true;
+  }
+  PQconninfoFree(opts);
+  return found;
+}
+
+// An orders database (and its -wal, -shm) left readable by others by an older sidecar: made
+// owner-only, as new ones are (umask 077). Returns what was changed or failed, for a warning.
+std::string tighten_sqlite_files(const std::string& url) {
+  if (url.rfind("sqlite:", 0) != 0) return "";
+  std::string path = url.substr(7);
+  if (path.rfind("//", 0) == 0) path = path.substr(2);
+  std::string note;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string p = path + suffix;
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) == 0) continue;
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    note += note.empty() ? "" : "; ";
+    if (::chmod(p.c_str(), st.st_mode & 0700) == 0) {
+      note += p + " was readable by other users (mode " + mode + "): made owner-only";
+    } else {
+      note += p + " is readable by other users (mode " + mode +
+              ") and cannot be changed: " + std::strerror(errno) + " (chmod 600 it)";
+    }
+  }
+  return note;
+}
+
+// --token-file / --sql-file into the arguments; warnings for secrets typed on the command line.
+// "" or why not.
+std::string read_secrets(Args& a, int argc, char** argv, std::vector<std::string>& warnings) {
+  if (a.token_opt->count() > 0 && a.token_file_opt->count() > 0)
+    return "--token and --token-file (or STOCKD_OUTBOX_TOKEN, STOCKD_OUTBOX_TOKEN_FILE) are both "
+           "given: use one";
+  if (a.sql_opt->count() > 0 && a.sql_file_opt->count() > 0)
+    return "--sql and --sql-file (or STOCKD_OUTBOX_SQL, STOCKD_OUTBOX_SQL_FILE) are both given: "
+           "use one";
+  if (stockd::on_command_line(argc, argv, "--token")) {
+    warnings.push_back(
+        "--token on the command line is visible to every local user (ps, /proc/PID/cmdline): "
+        "use --token-file or STOCKD_OUTBOX_TOKEN_FILE instead");
+  }
+  if (stockd::on_command_line(argc, argv, "--sql") && has_password(a.sql)) {
+    warnings.push_back(
+        "--sql on the command line carries a password, visible to every local user (ps): leave "
+        "it out of the URL and set PGPASSWORD, PGPASSFILE or ~/.pgpass (libpq reads them), or "
+        "give the URL with --sql-file or STOCKD_OUTBOX_SQL");
+  }
+  std::string warning;
+  if (a.token_file_opt->count() > 0) {
+    std::string err =
+        stockd::read_secret_file(a.token_file, a.token, warning, stockd::proto::kTokenBytesMax);
+    if (!err.empty()) return "--token-file: " + err;
+    if (!warning.empty()) warnings.push_back("--token-file: " + warning);
+  }
+  if (a.sql_file_opt->count() > 0) {
+    std::string err = stockd::read_secret_file(a.sql_file, a.sql, warning, 64 * 1024);
+    if (!err.empty()) return "--sql-file: " + err;
+    if (!warning.empty()) warnings.push_back("--sql-file: " + warning);
+  }
+  return "";
+}
+
+int run(Args& a, const std::vector<std::string>& warnings) {
   using namespace stockd::outbox;
   if (std::string err = stockd::parse_endpoint(a.server, a.cfg.server); !err.empty()) {
     std::fprintf(stderr, "stockd-outbox: --server: %s\n", err.c_str());
@@ -100,11 +200,14 @@ int run(Args& a) {
   auto log = spdlog::stderr_color_mt("outbox");
   log->set_level(spdlog::level::from_str(a.log_level));
   spdlog::flush_on(spdlog::level::info);
+  for (const std::string& w : warnings) log->warn("{}", w);
+  if (std::string note = tighten_sqlite_files(a.sql); !note.empty()) log->warn("{}", note);
   if (a.reset_cursor) {
     SinkStatus s = sink->reset_cursor(*a.reset_cursor, wall_ms());
     if (!s.ok()) {
       log->critical("cannot reset the cursor of {}: {}", sink->describe(), s.message);
-      return s.code == SinkStatus::Code::kConfig ? kExitConfig : kExitFailure;
+      if (s.code == SinkStatus::Code::kConfig) return kExitConfig;
+      return s.code == SinkStatus::Code::kRejected ? kExitRejected : kExitFailure;
     }
     log->info("cursor of {} set to {}", sink->describe(), *a.reset_cursor);
     return kExitOk;
@@ -128,6 +231,9 @@ int run(Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The orders database (and its -wal, -shm), the status file: for this user only. They hold
+  // every buyer id and each sold unique code.
+  ::umask(077);
   CLI::App app{
       "stockd-outbox: copies stockd's outbox (orders, releases, expiries) into SQLite "
       "or PostgreSQL exactly once"};
@@ -142,8 +248,13 @@ int main(int argc, char** argv) {
     app.exit(e);
     return stockd::outbox::kExitConfig;
   }
+  std::vector<std::string> warnings;
+  if (std::string err = read_secrets(a, argc, argv, warnings); !err.empty()) {
+    std::fprintf(stderr, "stockd-outbox: %s\n", err.c_str());
+    return stockd::outbox::kExitConfig;
+  }
   try {
-    return run(a);
+    return run(a, warnings);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "stockd-outbox: internal error: %s\n", e.what());
     return stockd::outbox::kExitFailure;

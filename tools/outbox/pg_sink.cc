@@ -1,5 +1,7 @@
 // PostgreSQL sink (libpq). One transaction per batch: move the cursor (compare-and-set), COPY
-// the rows, COMMIT. COPY keeps a 5000-record batch to a handful of round trips.
+// the rows, check them (schema.h: kBatchCheckSql), COMMIT. COPY keeps a 5000-record batch to a
+// handful of round trips. COPY and INSERT name their columns (schema.h), so columns an operator
+// adds to the tables keep their defaults.
 //
 // Rows normally never exist yet (the cursor guarantees it), so the fast path COPYs straight
 // into the tables. When a row does exist (a replay into a database that has it: unique
@@ -8,8 +10,11 @@
 // path is about half as fast, so it stays in use for a while once a conflict was seen.
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <iterator>
+#include <set>
 
 #include "records.h"
 #include "schema.h"
@@ -19,17 +24,57 @@ namespace stockd::outbox {
 
 namespace {
 
+// Staging tables of the merge path: the sidecar's columns only (a table's own added columns,
+// defaults and constraints stay with the table), in the order of schema.h's column lists.
 const char* const kStageDdl =
-    "CREATE TEMP TABLE IF NOT EXISTS stage_orders (LIKE orders) ON COMMIT DELETE ROWS;"
-    "CREATE TEMP TABLE IF NOT EXISTS stage_lines (LIKE order_lines) ON COMMIT DELETE ROWS;"
-    "CREATE TEMP TABLE IF NOT EXISTS stage_codes (LIKE order_codes) ON COMMIT DELETE ROWS;"
-    "CREATE TEMP TABLE IF NOT EXISTS stage_events (LIKE hold_events) ON COMMIT DELETE ROWS";
+    "CREATE TEMP TABLE IF NOT EXISTS stage_orders (order_id BIGINT, seq BIGINT, user_id TEXT,"
+    " user_id_bytes BYTEA, idem_key TEXT, idem_key_bytes BYTEA, created_at_ms BIGINT,"
+    " committed_at_ms BIGINT) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS stage_lines (order_id BIGINT, sku TEXT, sku_bytes BYTEA,"
+    " qty BIGINT) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS stage_codes (code TEXT, code_bytes BYTEA, sku TEXT,"
+    " sku_bytes BYTEA, order_id BIGINT) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS stage_events (seq BIGINT, kind TEXT, hold_id BIGINT,"
+    " user_id TEXT, user_id_bytes BYTEA, at_ms BIGINT, lines TEXT) ON COMMIT DELETE ROWS";
 
-const char* const kMerge =
-    "INSERT INTO orders SELECT * FROM stage_orders ON CONFLICT DO NOTHING;"
-    "INSERT INTO order_lines SELECT * FROM stage_lines ON CONFLICT DO NOTHING;"
-    "INSERT INTO order_codes SELECT * FROM stage_codes ON CONFLICT DO NOTHING;"
-    "INSERT INTO hold_events SELECT * FROM stage_events ON CONFLICT DO NOTHING";
+// The staging table of each table the rows go to, in the order CopyRows are kept.
+struct Target {
+  const TableColumns& table;
+  const char* stage;
+};
+const Target kTargets[] = {{kOrdersColumns, "stage_orders"},
+                           {kLinesColumns, "stage_lines"},
+                           {kCodesColumns, "stage_codes"},
+                           {kEventsColumns, "stage_events"}};
+
+// The merge path's part of the batch check: per table, how many staged rows the table does not
+// hold with the same key and values (0 when every row was inserted or was already there). Each
+// row is looked up through the table's primary key (a correlated subquery per row: never a
+// scan of the whole table).
+const char* const kMissingAfterMerge =
+    "SELECT"
+    " (SELECT count(*) FROM stage_orders s WHERE (SELECT count(*) FROM orders t"
+    "   WHERE t.order_id = s.order_id AND t.seq = s.seq AND t.user_id_bytes = s.user_id_bytes"
+    "   AND t.idem_key_bytes IS NOT DISTINCT FROM s.idem_key_bytes"
+    "   AND t.created_at_ms = s.created_at_ms AND t.committed_at_ms = s.committed_at_ms) = 0),"
+    " (SELECT count(*) FROM stage_lines s WHERE (SELECT count(*) FROM order_lines t"
+    "   WHERE t.order_id = s.order_id AND t.sku_bytes = s.sku_bytes AND t.qty = s.qty) = 0),"
+    " (SELECT count(*) FROM stage_codes s WHERE (SELECT count(*) FROM order_codes t"
+    "   WHERE t.sku_bytes = s.sku_bytes AND t.code_bytes = s.code_bytes"
+    "   AND t.order_id = s.order_id) = 0),"
+    " (SELECT count(*) FROM stage_events s WHERE (SELECT count(*) FROM hold_events t"
+    "   WHERE t.seq = s.seq AND t.kind = s.kind AND t.hold_id = s.hold_id"
+    "   AND t.user_id_bytes = s.user_id_bytes AND t.at_ms = s.at_ms AND t.lines = s.lines) = 0)";
+
+std::string merge_sql() {
+  std::string sql;
+  for (const Target& t : kTargets) {
+    sql += std::string(sql.empty() ? "" : ";") + "INSERT INTO " + t.table.table + " (" +
+           t.table.columns + ") SELECT " + t.table.columns + " FROM " + t.stage +
+           " ON CONFLICT DO NOTHING";
+  }
+  return sql;
+}
 
 constexpr int kMergeBatchesAfterConflict = 16;
 const char* const kUniqueViolation = "23505";
@@ -45,11 +90,21 @@ bool is_config_failure(PGconn* c) {
   return false;
 }
 
-// SQLSTATEs that retrying will not fix: authorization (28), unknown database (3D), privilege
-// and schema problems (42: e.g. no CREATE on schema public, a table of another shape).
+// SQLSTATEs of configuration problems: authorization (28), unknown database (3D), no privilege
+// (42501: e.g. no CREATE on schema public, no INSERT on a table).
 bool is_config_state(const char* state) {
   return std::strncmp(state, "28", 2) == 0 || std::strncmp(state, "3D", 2) == 0 ||
-         std::strncmp(state, "42", 2) == 0;
+         std::strcmp(state, "42501") == 0;
+}
+
+// SQLSTATEs of a database that refuses the rows for good: the tables' shape (42: undefined
+// column or table, datatype mismatch), a value (22: data exception) or a constraint (23: not
+// null, check, foreign key; unique violations are merged) it does not accept. Connection loss
+// (08), serialization failures and deadlocks (40), insufficient resources such as a full disk
+// (53), shutdowns (57) and the like are retried.
+bool is_rejected_state(const char* state) {
+  return std::strncmp(state, "42", 2) == 0 || std::strncmp(state, "22", 2) == 0 ||
+         std::strncmp(state, "23", 2) == 0;
 }
 
 std::string one_line(const char* m) {
@@ -79,9 +134,22 @@ class CopyRows {
     buf_ += "\\N";
     return *this;
   }
+  // A string field as its two columns: the text (NULL unless is_sql_text) and the bytes.
+  CopyRows& str(std::string_view s) {
+    if (is_sql_text(s)) {
+      text(s);
+    } else {
+      null();
+    }
+    sep();
+    buf_ += "\\\\x";  // bytea hex input; COPY text format doubles the backslash
+    buf_ += hex(s);
+    return *this;
+  }
+  // `s` must be valid UTF-8 without NUL (is_sql_text).
   CopyRows& text(std::string_view s) {
     sep();
-    for (char c : sql_text(s, scratch_)) {
+    for (char c : s) {
       switch (c) {
         case '\\':
           buf_ += "\\\\";
@@ -112,7 +180,6 @@ class CopyRows {
     first_ = false;
   }
   std::string buf_;
-  std::string scratch_;
   bool first_ = true;
 };
 
@@ -135,23 +202,29 @@ class PgSink final : public Sink {
   std::string describe() const override;
 
  private:
-  // Status of a failed step; rolls back what it can and drops the connection.
-  SinkStatus fail(const std::string& what);
+  // Status of a failed step; rolls back what it can and drops the connection. A SQLSTATE of
+  // is_rejected_state gives kRejected unless `retry` (then kUnavailable).
+  SinkStatus fail(const std::string& what, bool retry = false);
   // Runs `sql` (one or more statements); true if the last one succeeded. The result is kept in
   // last_ for the caller, which must not hold an older one.
   bool run(const char* sql);
   bool run_params(const char* sql, std::initializer_list<int64_t> params);
-  bool copy(const char* table, const CopyRows& rows);
+  bool copy(const TableColumns& table, const char* into, const CopyRows& rows);
+  // Rejected naming the first column the sidecar writes that a table lacks, else Ok.
+  SinkStatus check_columns();
   void stage(const proto::OutboxRecord& r);
   // One attempt at the batch staged in the CopyRows, as a transaction. On a unique violation
   // in the fast path (merge false) it rolls back and sets `conflict`.
-  SinkStatus transact(int64_t expected, int64_t last, int64_t now_ms, bool merge, bool& conflict);
+  SinkStatus transact(int64_t expected, int64_t first, int64_t last, int64_t now_ms, bool merge,
+                      bool& conflict);
 
   std::string conninfo_;
   PGconn* conn_ = nullptr;
   PGresult* last_ = nullptr;
-  CopyRows orders_, lines_, codes_, events_;
-  int merge_left_ = 0;  // batches still to write through the merge path
+  CopyRows rows_[4];           // orders, order_lines, order_codes, hold_events (kTargets' order)
+  int64_t row_count_[4] = {};  // rows in each
+  BatchTotals want_;           // what the staged batch should leave in the tables
+  int merge_left_ = 0;         // batches still to write through the merge path
 };
 
 void ignore_notice(void*, const char*) {}
@@ -195,15 +268,19 @@ bool PgSink::run_params(const char* sql, std::initializer_list<int64_t> params) 
   return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
-SinkStatus PgSink::fail(const std::string& what) {
+SinkStatus PgSink::fail(const std::string& what, bool retry) {
   // The failed statement's message if it has one, else the connection's (COPY, lost link).
   const char* m = last_ != nullptr ? PQresultErrorMessage(last_) : "";
   std::string why = one_line(m[0] != '\0' ? m : PQerrorMessage(conn_));
   const char* state = last_ != nullptr ? PQresultErrorField(last_, PG_DIAG_SQLSTATE) : nullptr;
+  std::string code = state != nullptr ? state : "";
   close();  // an open transaction is rolled back by the server when the session ends
   std::string msg = "postgresql: " + what + ": " + why;
-  return state != nullptr && is_config_state(state) ? SinkStatus::Config(msg)
-                                                    : SinkStatus::Unavailable(msg);
+  if (!code.empty() && is_config_state(code.c_str())) return SinkStatus::Config(msg);
+  if (!retry && !code.empty() && is_rejected_state(code.c_str())) {
+    return SinkStatus::Rejected(msg + " (SQLSTATE " + code + ")");
+  }
+  return SinkStatus::Unavailable(msg);
 }
 
 SinkStatus PgSink::open() {
@@ -220,11 +297,15 @@ SinkStatus PgSink::open() {
   PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
   if (PQsetClientEncoding(conn_, "UTF8") != 0) return fail("cannot set client_encoding UTF8");
   if (!run("SET client_min_messages = warning")) return fail("cannot configure the session");
-  // Two sidecars creating the schema at once may collide; the loser retries and finds it.
+  // Two sidecars creating the schema at once may collide (a unique violation in the catalog,
+  // "relation already exists"): the loser retries and finds it. A schema it cannot use is
+  // check_columns()'s to say.
   std::string ddl = "BEGIN;";
-  for (const char* s : kSchemaDdl) ddl += std::string(s) + ";";
-  if (!run(ddl.c_str()) || !run_params(kCursorInitSql, {0}) || !run("COMMIT")) {
-    return fail("cannot create the schema");
+  for (const char* s : kSchemaDdl) ddl += schema_ddl(s, "BYTEA") + ";";
+  if (!run(ddl.c_str())) return fail("cannot create the schema", true);
+  if (SinkStatus s = check_columns(); !s.ok()) return s;
+  if (!run_params(kCursorInitSql, {0}) || !run("COMMIT")) {
+    return fail("cannot create the schema", true);
   }
   if (!run(kStageDdl)) return fail("cannot create the staging tables");
   PQclear(last_);
@@ -240,23 +321,46 @@ SinkStatus PgSink::read_cursor(uint64_t& cursor) {
   return SinkStatus::Ok();
 }
 
+SinkStatus PgSink::check_columns() {
+  for (const TableColumns& t : kTables) {
+    // The table the unqualified name resolves to, as in the COPY and INSERT statements.
+    const char* sql =
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0"
+        " AND NOT attisdropped";
+    PQclear(last_);
+    last_ = PQexecParams(conn_, sql, 1, nullptr, &t.table, nullptr, nullptr, 0);
+    if (PQresultStatus(last_) != PGRES_TUPLES_OK) return fail("cannot list the tables' columns");
+    std::set<std::string, std::less<>> have;
+    for (int i = 0; i < PQntuples(last_); ++i) have.emplace(PQgetvalue(last_, i, 0));
+    if (std::string m = missing_columns(t, have); !m.empty()) {
+      close();
+      return SinkStatus::Rejected("postgresql: " + m);
+    }
+  }
+  return SinkStatus::Ok();
+}
+
 void PgSink::stage(const proto::OutboxRecord& r) {
   const auto id = static_cast<int64_t>(r.order_id);
   if (r.kind != proto::OutboxKind::kOrder) {
-    events_.num(static_cast<int64_t>(r.seq)).text(event_kind_name(r.kind)).num(id).text(r.user);
-    events_.num(r.at_ms).text(lines_json(r.lines)).end_row();
+    CopyRows& events = rows_[3];
+    events.num(static_cast<int64_t>(r.seq)).text(event_kind_name(r.kind)).num(id).str(r.user);
+    events.num(r.at_ms).text(lines_json(r.lines)).end_row();
     return;
   }
-  orders_.num(id).num(static_cast<int64_t>(r.seq)).text(r.user);
-  (r.key.empty() ? orders_.null() : orders_.text(r.key)).num(r.created_at_ms).num(r.at_ms);
-  orders_.end_row();
-  for (const proto::Line& l : r.lines) lines_.num(id).text(l.sku).num(l.qty).end_row();
-  for (const proto::SkuCode& c : r.codes) codes_.text(c.code).text(c.sku).num(id).end_row();
+  CopyRows& orders = rows_[0];
+  orders.num(id).num(static_cast<int64_t>(r.seq)).str(r.user);
+  (r.key.empty() ? orders.null().null() : orders.str(r.key)).num(r.created_at_ms);
+  orders.num(r.at_ms).end_row();
+  for (const proto::Line& l : r.lines) rows_[1].num(id).str(l.sku).num(l.qty).end_row();
+  for (const proto::SkuCode& c : r.codes) {
+    rows_[2].str(c.code).str(c.sku).num(id).end_row();
+  }
 }
 
-bool PgSink::copy(const char* table, const CopyRows& rows) {
+bool PgSink::copy(const TableColumns& table, const char* into, const CopyRows& rows) {
   if (rows.empty()) return true;
-  std::string sql = std::string("COPY ") + table + " FROM STDIN";
+  std::string sql = std::string("COPY ") + into + " (" + table.columns + ") FROM STDIN";
   PQclear(last_);
   last_ = PQexec(conn_, sql.c_str());
   if (PQresultStatus(last_) != PGRES_COPY_IN) return false;
@@ -274,23 +378,28 @@ SinkStatus PgSink::write_batch(uint64_t expected_cursor,
                                std::span<const proto::OutboxRecord> records, int64_t now_ms) {
   if (records.empty()) return SinkStatus::Ok();
   if (SinkStatus s = open(); !s.ok()) return s;
-  for (CopyRows* t : {&orders_, &lines_, &codes_, &events_}) t->clear();
+  for (CopyRows& t : rows_) t.clear();
   for (const proto::OutboxRecord& r : records) stage(r);
+  want_ = batch_totals(records);
+  const int64_t counts[] = {want_.orders, want_.lines, want_.codes, want_.events};
+  std::copy(std::begin(counts), std::end(counts), row_count_);
+  const auto expected = static_cast<int64_t>(expected_cursor);
+  const auto first = static_cast<int64_t>(records.front().seq);
   const auto last = static_cast<int64_t>(records.back().seq);
   bool conflict = false;
   if (merge_left_ == 0) {
-    SinkStatus s = transact(static_cast<int64_t>(expected_cursor), last, now_ms, false, conflict);
+    SinkStatus s = transact(expected, first, last, now_ms, false, conflict);
     if (!conflict) return s;
     merge_left_ = kMergeBatchesAfterConflict;
   } else {
     --merge_left_;
   }
-  return transact(static_cast<int64_t>(expected_cursor), last, now_ms, true, conflict);
+  return transact(expected, first, last, now_ms, true, conflict);
 }
 
-SinkStatus PgSink::transact(int64_t expected, int64_t last, int64_t now_ms, bool merge,
-                            bool& conflict) {
-  const std::string range = std::to_string(expected + 1) + ".." + std::to_string(last);
+SinkStatus PgSink::transact(int64_t expected, int64_t first, int64_t last, int64_t now_ms,
+                            bool merge, bool& conflict) {
+  const std::string range = std::to_string(first) + ".." + std::to_string(last);
   if (!run("BEGIN")) return fail("cannot begin");
   // The cursor row first: its row lock also orders concurrent writers of one database.
   if (!run_params(kCursorMoveSql, {last, now_ms, expected})) return fail("cannot move the cursor");
@@ -301,10 +410,19 @@ SinkStatus PgSink::transact(int64_t expected, int64_t last, int64_t now_ms, bool
     return SinkStatus::CursorMoved("the stored cursor is " + std::to_string(stored) +
                                    ", expected " + std::to_string(expected));
   }
-  if (!copy(merge ? "stage_orders" : "orders", orders_) ||
-      !copy(merge ? "stage_lines" : "order_lines", lines_) ||
-      !copy(merge ? "stage_codes" : "order_codes", codes_) ||
-      !copy(merge ? "stage_events" : "hold_events", events_)) {
+  // The batch check, part 1: every row was inserted (COPY's count) or, on the merge path, is
+  // in the table with the same values.
+  const std::string failed = "postgresql: batch check of records " + range + " failed: ";
+  for (size_t i = 0; i < std::size(kTargets); ++i) {
+    const Target& t = kTargets[i];
+    if (copy(t.table, merge ? t.stage : t.table.table, rows_[i])) {
+      const int64_t n = rows_[i].empty() ? 0 : std::strtoll(PQcmdTuples(last_), nullptr, 10);
+      if (merge || n == row_count_[i]) continue;
+      run("ROLLBACK");
+      return SinkStatus::Rejected(failed + "COPY stored " + std::to_string(n) + " of the " +
+                                  std::to_string(row_count_[i]) + " rows for " + t.table.table +
+                                  " (a trigger or rule on the table?)");
+    }
     const char* state = PQresultErrorField(last_, PG_DIAG_SQLSTATE);
     if (!merge && state != nullptr && std::strcmp(state, kUniqueViolation) == 0 &&
         run("ROLLBACK")) {
@@ -313,7 +431,34 @@ SinkStatus PgSink::transact(int64_t expected, int64_t last, int64_t now_ms, bool
     }
     return fail(std::string("cannot copy records ") + range + (merge ? " (merge)" : ""));
   }
-  if (merge && !run(kMerge)) return fail("cannot insert records " + range);
+  if (merge) {
+    if (!run(merge_sql().c_str())) return fail("cannot insert records " + range);
+    if (!run(kMissingAfterMerge) || PQntuples(last_) != 1) {
+      return fail("cannot check records " + range);
+    }
+    for (size_t i = 0; i < std::size(kTargets); ++i) {
+      const int64_t missing = std::strtoll(PQgetvalue(last_, 0, static_cast<int>(i)), nullptr, 10);
+      if (missing == 0) continue;
+      const std::string table = kTargets[i].table.table;
+      run("ROLLBACK");
+      return SinkStatus::Rejected(failed + std::to_string(missing) + " of its " +
+                                  std::to_string(row_count_[i]) + " rows for " + table +
+                                  " were not stored (other rows have their keys?)");
+    }
+  }
+  // Part 2, the read-back: the tables hold the batch's orders and hold events by seq.
+  if (!run_params(kBatchCheckSql, {first, last}) || PQntuples(last_) != 1 ||
+      PQnfields(last_) != BatchTotals::kColumns) {
+    return fail("cannot check records " + range);
+  }
+  BatchTotals found;
+  for (int i = 0; i < BatchTotals::kColumns; ++i) {
+    found[i] = std::strtoll(PQgetvalue(last_, 0, i), nullptr, 10);
+  }
+  if (std::string why = compare_totals(want_, found); !why.empty()) {
+    run("ROLLBACK");
+    return SinkStatus::Rejected(failed + why);
+  }
   if (!run("COMMIT") || std::strcmp(PQcmdStatus(last_), "COMMIT") != 0) {
     return fail("cannot commit records " + range);
   }

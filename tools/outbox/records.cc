@@ -114,16 +114,19 @@ const char* event_kind_name(proto::OutboxKind kind) {
   return "unknown";
 }
 
-std::string_view sql_text(std::string_view s, std::string& scratch) {
-  size_t i = 0;
-  while (i < s.size()) {
+bool is_sql_text(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
     size_t n = utf8_len(s, i);
-    if (n == 0) break;
+    if (n == 0) return false;
     i += n;
   }
-  if (i == s.size()) return s;
-  scratch.assign(s.substr(0, i));
-  while (i < s.size()) {
+  return true;
+}
+
+std::string_view sql_text(std::string_view s, std::string& scratch) {
+  if (is_sql_text(s)) return s;
+  scratch.clear();
+  for (size_t i = 0; i < s.size();) {
     size_t n = utf8_len(s, i);
     if (n > 0) {
       scratch.append(s.substr(i, n));
@@ -138,16 +141,79 @@ std::string_view sql_text(std::string_view s, std::string& scratch) {
   return scratch;
 }
 
+std::string hex(std::string_view s) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
 std::string lines_json(const std::vector<proto::Line>& lines) {
   std::string out = "[";
-  std::string scratch;
   for (size_t i = 0; i < lines.size(); ++i) {
     if (i > 0) out += ',';
-    out += "{\"sku\":";
-    out += json_quote(sql_text(lines[i].sku, scratch));
+    if (is_sql_text(lines[i].sku)) {
+      out += "{\"sku\":" + json_quote(lines[i].sku);
+    } else {
+      out += "{\"sku\":null,\"sku_hex\":\"" + hex(lines[i].sku) + "\"";
+    }
     out += ",\"qty\":" + std::to_string(lines[i].qty) + "}";
   }
   out += ']';
+  return out;
+}
+
+namespace {
+
+// The read-back's columns, and what a difference in each means.
+const struct {
+  int64_t BatchTotals::*field;
+  const char* differs;  // {} found, {} expected
+} kTotalColumns[BatchTotals::kColumns] = {
+    {&BatchTotals::orders, "orders holds {} rows for these seqs, expected {}"},
+    {&BatchTotals::orders_checksum,
+     "orders holds other order ids or times for these seqs (checksum {}, expected {})"},
+    {&BatchTotals::events, "hold_events holds {} rows for these seqs, expected {}"},
+    {&BatchTotals::events_checksum,
+     "hold_events holds other hold ids or times for these seqs (checksum {}, expected {})"},
+};
+
+}  // namespace
+
+int64_t& BatchTotals::operator[](int i) { return this->*kTotalColumns[i].field; }
+
+BatchTotals batch_totals(std::span<const proto::OutboxRecord> records) {
+  constexpr int64_t m = BatchTotals::kModulus;
+  BatchTotals t;
+  for (const proto::OutboxRecord& r : records) {
+    const int64_t sum = static_cast<int64_t>(r.order_id) % m + r.at_ms % m;
+    if (r.kind != proto::OutboxKind::kOrder) {
+      ++t.events;
+      t.events_checksum += sum;
+      continue;
+    }
+    ++t.orders;
+    t.orders_checksum += sum;
+    t.lines += static_cast<int64_t>(r.lines.size());
+    t.codes += static_cast<int64_t>(r.codes.size());
+  }
+  return t;
+}
+
+std::string compare_totals(const BatchTotals& want, const BatchTotals& found) {
+  std::string out;
+  for (const auto& c : kTotalColumns) {
+    if (want.*c.field == found.*c.field) continue;
+    std::string m = c.differs;
+    m.replace(m.find("{}"), 2, std::to_string(found.*c.field));
+    m.replace(m.find("{}"), 2, std::to_string(want.*c.field));
+    out += (out.empty() ? "" : "; ") + m;
+  }
   return out;
 }
 

@@ -151,6 +151,10 @@ Next Sidecar::Impl::start_sql() {
       log->critical("cannot use {}: {}", sink->describe(), s.message);
       return kExitConfig;
     }
+    if (s.code == SinkStatus::Code::kRejected) {
+      log->critical("cannot write to {}: {}", sink->describe(), s.message);
+      return kExitRejected;
+    }
     last_error = s.message;
     ++sql_failures;
     write_status();
@@ -321,6 +325,14 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
     ++sql_failures;
     last_error = s.message;
     write_status();
+    if (s.code == SinkStatus::Code::kRejected || s.code == SinkStatus::Code::kConfig) {
+      // Retrying the same rows would fail the same way: stop, and let an operator fix SQL.
+      log->critical(
+          "SQL refuses records {}..{} for good, stopping at cursor {} (nothing of them was "
+          "written; fix the database, then restart): {}",
+          first, last, cursor, s.message);
+      return s.code == SinkStatus::Code::kRejected ? kExitRejected : kExitConfig;
+    }
     int d = backoff.next();
     log->warn("SQL write of records {}..{} failed (attempt {}, lag {}): {}; retrying in {} ms",
               first, last, attempt, head - cursor, s.message, d);
@@ -332,6 +344,10 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
 // records cursor+1..head, so the cursor moves to the head (and the long poll works again).
 Next Sidecar::Impl::skip_to_head() {
   SinkStatus s = sink->reset_cursor(head, wall_ms());
+  if (s.code == SinkStatus::Code::kRejected || s.code == SinkStatus::Code::kConfig) {
+    log->critical("cannot move the cursor of {} to {}: {}", sink->describe(), head, s.message);
+    return s.code == SinkStatus::Code::kRejected ? kExitRejected : kExitConfig;
+  }
   if (!s.ok()) {
     sql_up = false;
     ++sql_failures;

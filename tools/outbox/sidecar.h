@@ -20,10 +20,12 @@
 namespace stockd::outbox {
 
 // Exit codes of stockd-outbox.
-inline constexpr int kExitOk = 0;       // stopped by SIGTERM/SIGINT, or --once caught up
-inline constexpr int kExitFailure = 1;  // an unexpected internal error
-inline constexpr int kExitConfig = 2;   // bad configuration, or (--once) unreachable at start
-inline constexpr int kExitRefused = 3;  // stockd's outbox does not continue this database
+inline constexpr int kExitOk = 0;        // stopped by SIGTERM/SIGINT, or --once caught up
+inline constexpr int kExitFailure = 1;   // an unexpected internal error
+inline constexpr int kExitConfig = 2;    // bad configuration, or (--once) unreachable at start
+inline constexpr int kExitRefused = 3;   // stockd's outbox does not continue this database
+inline constexpr int kExitRejected = 4;  // the SQL database refuses the rows for good (a missing
+                                         // column, a type or constraint), or a batch check failed
 
 struct SidecarConfig {
   ClientOptions server;               // host, port and outbox token; role is set to kOutbox

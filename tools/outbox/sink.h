@@ -8,7 +8,10 @@
 // Exactly-once rests on write_batch(): the rows of a batch and the new cursor commit together
 // or not at all, and the cursor only moves from `expected_cursor` (a compare-and-set), so two
 // sidecars on one database cannot both apply a batch. Inserts also ignore rows whose primary
-// key exists (ON CONFLICT DO NOTHING), a second guard when a cursor is reset for a replay.
+// key exists (ON CONFLICT DO NOTHING), a second guard when a cursor is reset for a replay, and
+// before COMMIT the batch check confirms that the tables hold every row of the batch (each was
+// inserted, or is there with the same values; a read-back by seq, schema.h: kBatchCheckSql),
+// so a row skipped for any reason fails the batch.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +29,9 @@ struct [[nodiscard]] SinkStatus {
     kConfig,       // cannot work as configured (bad URL, unwritable path, wrong credentials)
     kUnavailable,  // the database failed or is unreachable; retrying the same call may work
     kCursorMoved,  // the stored cursor is not the expected one (another writer?); nothing written
+    kRejected,     // the database refuses the rows for good: its tables lack a column the
+                   // sidecar writes, a type or constraint rejects a value, or the batch check
+                   // found rows missing after the inserts; retrying cannot help
   };
   Code code = Code::kOk;
   std::string message;
@@ -35,6 +41,7 @@ struct [[nodiscard]] SinkStatus {
   static SinkStatus Config(std::string m) { return {Code::kConfig, std::move(m)}; }
   static SinkStatus Unavailable(std::string m) { return {Code::kUnavailable, std::move(m)}; }
   static SinkStatus CursorMoved(std::string m) { return {Code::kCursorMoved, std::move(m)}; }
+  static SinkStatus Rejected(std::string m) { return {Code::kRejected, std::move(m)}; }
 };
 
 class Sink {
@@ -42,15 +49,17 @@ class Sink {
   virtual ~Sink() = default;
 
   // Connects if not connected, creates the schema if missing and the cursor row (seq 0) if
-  // absent. Idempotent; every other call calls it first.
+  // absent, and checks that the tables have every column the sidecar writes (kRejected naming
+  // the table and column if not). Idempotent; every other call calls it first.
   virtual SinkStatus open() = 0;
   // The stored cursor: every record with seq <= cursor is in the database.
   virtual SinkStatus read_cursor(uint64_t& cursor) = 0;
   // In one transaction: moves the cursor from `expected_cursor` to records.back().seq
   // (kCursorMoved and nothing written if the stored cursor differs) and inserts the rows of
   // `records`, which must be non-empty, valid and contiguous (records.h: check_batch), from
-  // expected_cursor + 1 (or later only when the operator accepted a gap). On any failure the
-  // transaction is rolled back; kConfig is only returned for failures retrying cannot fix.
+  // expected_cursor + 1 (or later only when the operator accepted a gap), then checks them
+  // (the batch check) before COMMIT. On any failure the transaction is rolled back; kConfig and
+  // kRejected are only returned for failures retrying cannot fix, kUnavailable for the others.
   virtual SinkStatus write_batch(uint64_t expected_cursor,
                                  std::span<const proto::OutboxRecord> records, int64_t now_ms) = 0;
   // Sets the cursor unconditionally (operators' replay tool and tests). Rows are kept.

@@ -2,7 +2,10 @@
 // timeout for other readers and writers, statements prepared once and reused.
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <set>
 #include <system_error>
 
 #include "records.h"
@@ -15,16 +18,30 @@ namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
 
-const char* const kInsertOrder =
-    "INSERT INTO orders (order_id, seq, user_id, idem_key, created_at_ms, committed_at_ms)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING";
-const char* const kInsertLine =
-    "INSERT INTO order_lines (order_id, sku, qty) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
-const char* const kInsertCode =
-    "INSERT INTO order_codes (code, sku, order_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
-const char* const kInsertEvent =
-    "INSERT INTO hold_events (seq, kind, hold_id, user_id, at_ms, lines)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING";
+std::string insert_sql(const TableColumns& t) {
+  std::string sql = std::string("INSERT INTO ") + t.table + " (" + t.columns + ") VALUES (";
+  const int n =
+      1 + static_cast<int>(std::count(t.columns, t.columns + std::strlen(t.columns), ','));
+  for (int i = 1; i <= n; ++i) sql += (i > 1 ? ", ?" : "?") + std::to_string(i);
+  return sql + ") ON CONFLICT DO NOTHING";
+}
+
+// The same-row lookups of the batch check: with the parameters of the table's INSERT
+// (insert_sql: ?1.. in the order of its columns), whether the table holds a row with that key
+// and those values. An INSERT that inserted nothing (its key exists) is fine only if it does.
+const char* const kSameOrder =
+    "SELECT count(*) FROM orders WHERE order_id = ?1 AND seq = ?2 AND user_id_bytes = ?4"
+    " AND idem_key_bytes IS ?6 AND created_at_ms = ?7 AND committed_at_ms = ?8";
+const char* const kSameLine =
+    "SELECT count(*) FROM order_lines WHERE order_id = ?1 AND sku_bytes = ?3 AND qty = ?4";
+const char* const kSameCode =
+    "SELECT count(*) FROM order_codes WHERE code_bytes = ?2 AND sku_bytes = ?4 AND order_id = ?5";
+const char* const kSameEvent =
+    "SELECT count(*) FROM hold_events WHERE seq = ?1 AND kind = ?2 AND hold_id = ?3"
+    " AND user_id_bytes = ?5 AND at_ms = ?6 AND lines = ?7";
+
+// insert_rows(): a row was not inserted and the table holds another row with its key.
+constexpr int kSkipped = -1;
 
 // Failures that retrying will not fix: the file cannot be opened or written, or is no database.
 bool is_config_error(int rc) {
@@ -35,6 +52,23 @@ bool is_config_error(int rc) {
     case SQLITE_NOTADB:
     case SQLITE_CORRUPT:
     case SQLITE_AUTH:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Failures of a statement that retrying will not fix: "no such table", "table orders has no
+// column named x" (SQLITE_ERROR), a NOT NULL or CHECK constraint (SQLITE_CONSTRAINT; primary
+// keys are ON CONFLICT DO NOTHING), a datatype mismatch, a value too big. Busy, locked, full
+// disk and I/O errors are retried.
+bool is_rejected_error(int rc) {
+  switch (rc & 0xFF) {
+    case SQLITE_ERROR:
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_TOOBIG:
+    case SQLITE_RANGE:
       return true;
     default:
       return false;
@@ -66,25 +100,43 @@ class SqliteSink final : public Sink {
     kLine,
     kCode,
     kEvent,
+    kSameOrderRow,
+    kSameLineRow,
+    kSameCodeRow,
+    kSameEventRow,
+    kCheck,
     kStmtCount
   };
 
   // Builds the status for a failed call with result `rc`, then drops the connection.
   SinkStatus fail(int rc, const std::string& what);
   SinkStatus open_db();
+  // Rejected naming the first column the sidecar writes that a table lacks, else Ok.
+  SinkStatus check_columns();
   int exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
   // Runs a prepared statement to completion (bound parameters kept until the next bind).
   int step(Stmt s);
+  // Inserts the rows of `r`: SQLITE_DONE, an error code, or kSkipped with skipped_ saying which
+  // row could not be stored.
   int insert_rows(const proto::OutboxRecord& r);
-  void bind_text(sqlite3_stmt* st, int i, std::string_view s) {
-    std::string_view t = sql_text(s, scratch_);
-    sqlite3_bind_text(st, i, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+  // Binds `bind` to the INSERT `ins` and runs it; if its key existed (nothing inserted), binds
+  // it to the lookup `same` too: SQLITE_DONE if the existing row is the same, else kSkipped.
+  template <class Bind>
+  int put(Stmt ins, Stmt same, const Bind& bind);
+  // A string field as its two columns: text at `i` (NULL unless is_sql_text), bytes at i + 1.
+  static void bind_string(sqlite3_stmt* st, int i, std::string_view s) {
+    if (is_sql_text(s)) {
+      sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+    } else {
+      sqlite3_bind_null(st, i);
+    }
+    sqlite3_bind_blob(st, i + 1, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
   }
 
   std::string path_;
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmts_[kStmtCount] = {};
-  std::string scratch_;
+  std::string skipped_;  // insert_rows(): the row that was kSkipped
 };
 
 void SqliteSink::close() {
@@ -101,7 +153,8 @@ SinkStatus SqliteSink::fail(int rc, const std::string& what) {
       "sqlite: " + what + ": " + (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
   if (db_ != nullptr && sqlite3_get_autocommit(db_) == 0) exec("ROLLBACK");
   close();
-  return is_config_error(rc) ? SinkStatus::Config(msg) : SinkStatus::Unavailable(msg);
+  if (is_config_error(rc)) return SinkStatus::Config(msg);
+  return is_rejected_error(rc) ? SinkStatus::Rejected(msg) : SinkStatus::Unavailable(msg);
 }
 
 int SqliteSink::step(Stmt s) {
@@ -137,17 +190,50 @@ SinkStatus SqliteSink::open_db() {
   return SinkStatus::Ok();
 }
 
+SinkStatus SqliteSink::check_columns() {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_, "SELECT name FROM pragma_table_info(?1)", -1, &st, nullptr);
+  if (rc != SQLITE_OK) return fail(rc, "cannot list the tables' columns");
+  std::string missing;
+  for (const TableColumns& t : kTables) {
+    std::set<std::string, std::less<>> have;
+    sqlite3_bind_text(st, 1, t.table, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      have.emplace(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) break;
+    if (std::string m = missing_columns(t, have); !m.empty()) {
+      missing = m;
+      break;
+    }
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return fail(rc, "cannot list the tables' columns");
+  if (missing.empty()) return SinkStatus::Ok();
+  exec("ROLLBACK");
+  close();
+  return SinkStatus::Rejected("sqlite: " + missing);
+}
+
 SinkStatus SqliteSink::open() {
   if (db_ != nullptr) return SinkStatus::Ok();
   if (SinkStatus s = open_db(); !s.ok()) return s;
   int rc = exec("BEGIN IMMEDIATE");
   if (rc != SQLITE_OK) return fail(rc, "cannot begin the schema transaction");
   for (const char* ddl : kSchemaDdl) {
-    if ((rc = exec(ddl)) != SQLITE_OK) return fail(rc, "cannot create the schema");
+    if ((rc = exec(schema_ddl(ddl, "BLOB").c_str())) != SQLITE_OK) {
+      return fail(rc, "cannot create the schema");
+    }
   }
-  const char* sql[kStmtCount] = {"BEGIN IMMEDIATE", "COMMIT",        "ROLLBACK",   kCursorReadSql,
-                                 kCursorMoveSql,    kCursorResetSql, kInsertOrder, kInsertLine,
-                                 kInsertCode,       kInsertEvent};
+  if (SinkStatus s = check_columns(); !s.ok()) return s;
+  const std::string inserts[] = {insert_sql(kOrdersColumns), insert_sql(kLinesColumns),
+                                 insert_sql(kCodesColumns), insert_sql(kEventsColumns)};
+  const char* sql[kStmtCount] = {"BEGIN IMMEDIATE",  "COMMIT",           "ROLLBACK",
+                                 kCursorReadSql,     kCursorMoveSql,     kCursorResetSql,
+                                 inserts[0].c_str(), inserts[1].c_str(), inserts[2].c_str(),
+                                 inserts[3].c_str(), kSameOrder,         kSameLine,
+                                 kSameCode,          kSameEvent,         kBatchCheckSql};
   sqlite3_stmt* init = nullptr;
   rc = sqlite3_prepare_v2(db_, kCursorInitSql, -1, &init, nullptr);
   if (rc == SQLITE_OK) {
@@ -175,45 +261,88 @@ SinkStatus SqliteSink::read_cursor(uint64_t& cursor) {
   return SinkStatus::Ok();
 }
 
+template <class Bind>
+int SqliteSink::put(Stmt ins, Stmt same, const Bind& bind) {
+  bind(stmts_[ins]);
+  int rc = step(ins);
+  if (rc != SQLITE_DONE || sqlite3_changes(db_) == 1) return rc;
+  sqlite3_stmt* st = stmts_[same];
+  bind(st);
+  rc = sqlite3_step(st);
+  const bool there = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0;
+  sqlite3_reset(st);
+  if (rc != SQLITE_ROW) return rc;
+  return there ? SQLITE_DONE : kSkipped;
+}
+
 int SqliteSink::insert_rows(const proto::OutboxRecord& r) {
   const auto id = static_cast<int64_t>(r.order_id);
+  const auto at = [&] { return "record " + std::to_string(r.seq) + ": "; };  // for skipped_
+  std::string a, b;                                                          // scratch for sql_text
   int rc = SQLITE_DONE;
   if (r.kind != proto::OutboxKind::kOrder) {
-    sqlite3_stmt* st = stmts_[kEvent];
-    sqlite3_bind_int64(st, 1, static_cast<int64_t>(r.seq));
-    sqlite3_bind_text(st, 2, event_kind_name(r.kind), -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, id);
-    bind_text(st, 4, r.user);
-    sqlite3_bind_int64(st, 5, r.at_ms);
-    std::string json = lines_json(r.lines);
-    sqlite3_bind_text(st, 6, json.data(), static_cast<int>(json.size()), SQLITE_TRANSIENT);
-    return step(kEvent);
+    const std::string json = lines_json(r.lines);
+    rc = put(kEvent, kSameEventRow, [&](sqlite3_stmt* st) {
+      // seq, kind, hold_id, user_id, user_id_bytes, at_ms, lines
+      sqlite3_bind_int64(st, 1, static_cast<int64_t>(r.seq));
+      sqlite3_bind_text(st, 2, event_kind_name(r.kind), -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, id);
+      bind_string(st, 4, r.user);
+      sqlite3_bind_int64(st, 6, r.at_ms);
+      sqlite3_bind_text(st, 7, json.data(), static_cast<int>(json.size()), SQLITE_STATIC);
+    });
+    if (rc == kSkipped)
+      skipped_ = at() + "its hold_events row was not stored (another row has seq " +
+                 std::to_string(r.seq) + "?)";
+    return rc;
   }
-  sqlite3_stmt* st = stmts_[kOrder];
-  sqlite3_bind_int64(st, 1, id);
-  sqlite3_bind_int64(st, 2, static_cast<int64_t>(r.seq));
-  bind_text(st, 3, r.user);
-  if (r.key.empty()) {
-    sqlite3_bind_null(st, 4);
-  } else {
-    bind_text(st, 4, r.key);
-  }
-  sqlite3_bind_int64(st, 5, r.created_at_ms);
-  sqlite3_bind_int64(st, 6, r.at_ms);
-  if ((rc = step(kOrder)) != SQLITE_DONE) return rc;
-  for (const proto::Line& l : r.lines) {
-    st = stmts_[kLine];
+  rc = put(kOrder, kSameOrderRow, [&](sqlite3_stmt* st) {
+    // order_id, seq, user_id, user_id_bytes, idem_key, idem_key_bytes, created_at_ms,
+    // committed_at_ms
     sqlite3_bind_int64(st, 1, id);
-    bind_text(st, 2, l.sku);
-    sqlite3_bind_int64(st, 3, l.qty);
-    if ((rc = step(kLine)) != SQLITE_DONE) return rc;
+    sqlite3_bind_int64(st, 2, static_cast<int64_t>(r.seq));
+    bind_string(st, 3, r.user);
+    if (r.key.empty()) {
+      sqlite3_bind_null(st, 5);
+      sqlite3_bind_null(st, 6);
+    } else {
+      bind_string(st, 5, r.key);
+    }
+    sqlite3_bind_int64(st, 7, r.created_at_ms);
+    sqlite3_bind_int64(st, 8, r.at_ms);
+  });
+  if (rc == kSkipped) {
+    skipped_ = at() + "its orders row was not stored (another row has order_id " +
+               std::to_string(id) + " or seq " + std::to_string(r.seq) + "?)";
+  }
+  if (rc != SQLITE_DONE) return rc;
+  for (const proto::Line& l : r.lines) {
+    rc = put(kLine, kSameLineRow, [&](sqlite3_stmt* st) {
+      // order_id, sku, sku_bytes, qty
+      sqlite3_bind_int64(st, 1, id);
+      bind_string(st, 2, l.sku);
+      sqlite3_bind_int64(st, 4, l.qty);
+    });
+    if (rc == kSkipped) {
+      skipped_ = at() + "its order_lines row for sku '" + std::string(sql_text(l.sku, a)) +
+                 "' was not stored (another row has order_id " + std::to_string(id) +
+                 " and that sku?)";
+    }
+    if (rc != SQLITE_DONE) return rc;
   }
   for (const proto::SkuCode& c : r.codes) {
-    st = stmts_[kCode];
-    bind_text(st, 1, c.code);
-    bind_text(st, 2, c.sku);
-    sqlite3_bind_int64(st, 3, id);
-    if ((rc = step(kCode)) != SQLITE_DONE) return rc;
+    rc = put(kCode, kSameCodeRow, [&](sqlite3_stmt* st) {
+      // code, code_bytes, sku, sku_bytes, order_id
+      bind_string(st, 1, c.code);
+      bind_string(st, 3, c.sku);
+      sqlite3_bind_int64(st, 5, id);
+    });
+    if (rc == kSkipped) {
+      skipped_ = at() + "its order_codes row for sku '" + std::string(sql_text(c.sku, a)) +
+                 "' and code '" + std::string(sql_text(c.code, b)) +
+                 "' was not stored (another order has that code?)";
+    }
+    if (rc != SQLITE_DONE) return rc;
   }
   return SQLITE_DONE;
 }
@@ -236,10 +365,30 @@ SinkStatus SqliteSink::write_batch(uint64_t expected_cursor,
     return SinkStatus::CursorMoved("the stored cursor is " + std::to_string(stored) +
                                    ", expected " + std::to_string(expected_cursor));
   }
+  // The batch check: every row was inserted or is there already (insert_rows), and the read-back
+  // by seq finds the batch's orders and hold events.
+  const std::string range =
+      std::to_string(records.front().seq) + ".." + std::to_string(records.back().seq);
   for (const proto::OutboxRecord& r : records) {
-    if ((rc = insert_rows(r)) != SQLITE_DONE) {
-      return fail(rc, "cannot insert record " + std::to_string(r.seq));
+    if ((rc = insert_rows(r)) == kSkipped) {
+      step(kRollback);
+      return SinkStatus::Rejected("sqlite: batch check of records " + range +
+                                  " failed: " + skipped_);
     }
+    if (rc != SQLITE_DONE) return fail(rc, "cannot insert record " + std::to_string(r.seq));
+  }
+  sqlite3_stmt* check = stmts_[kCheck];
+  sqlite3_bind_int64(check, 1, static_cast<int64_t>(records.front().seq));
+  sqlite3_bind_int64(check, 2, static_cast<int64_t>(records.back().seq));
+  BatchTotals found;
+  if ((rc = sqlite3_step(check)) == SQLITE_ROW) {
+    for (int i = 0; i < BatchTotals::kColumns; ++i) found[i] = sqlite3_column_int64(check, i);
+  }
+  sqlite3_reset(check);
+  if (rc != SQLITE_ROW) return fail(rc, "cannot check records " + range);
+  if (std::string why = compare_totals(batch_totals(records), found); !why.empty()) {
+    step(kRollback);
+    return SinkStatus::Rejected("sqlite: batch check of records " + range + " failed: " + why);
   }
   if ((rc = step(kCommit)) != SQLITE_DONE) return fail(rc, "cannot commit");
   return SinkStatus::Ok();
