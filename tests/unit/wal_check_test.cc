@@ -109,14 +109,15 @@ class WalCheck : public ::testing::Test {
     base_ = make_temp_dir();
     data_ = base_ / "data";
     ASSERT_EQ(write_batches(data_, 1, 8, 3), "");
-    for (const auto& f : fs::directory_iterator(data_)) {
+    wal_ = data_ / "wal";  // the store keeps its log there (docs/storage.md)
+    for (const auto& f : fs::directory_iterator(wal_)) {
       if (f.path().extension() == ".log" && f.file_size() > 0) {
         ASSERT_EQ(log_, "") << "two logs with data";
         log_ = f.path().filename().string();
       }
     }
     ASSERT_NE(log_, "");
-    bytes_ = slurp(data_ / log_);
+    bytes_ = slurp(wal_ / log_);
     frags_ = fragments(bytes_);
     // 8 batches: 7 FULL fragments and the big one as FIRST, MIDDLE, LAST.
     ASSERT_EQ(frags_.size(), 10u);
@@ -134,7 +135,7 @@ class WalCheck : public ::testing::Test {
     EXPECT_EQ(f.begin / kBlock, (bytes_.size() - 1) / kBlock);
     return f;
   }
-  void replace_log(const std::string& bytes) { spit(data_ / log_, bytes); }
+  void replace_log(const std::string& bytes) { spit(wal_ / log_, bytes); }
   std::string flipped(size_t at, int bit) const {
     std::string b = bytes_;
     b[at] = static_cast<char>(b[at] ^ (1 << bit));
@@ -151,6 +152,7 @@ class WalCheck : public ::testing::Test {
 
   fs::path base_;
   fs::path data_;
+  fs::path wal_;
   std::string log_;
   std::string bytes_;
   std::vector<Frag> frags_;
@@ -165,7 +167,7 @@ TEST(Crc32c, MatchesTheStandardCheckValues) {
 }
 
 TEST_F(WalCheck, AnUntouchedLogPasses) {
-  EXPECT_EQ(check_wal_tail(data_.string()), "");
+  EXPECT_EQ(check_wal_tail(wal_.string()), "");
   EXPECT_EQ(open_error(), "");
 }
 
@@ -175,12 +177,12 @@ TEST_F(WalCheck, ALastRecordCutAnywherePasses) {
   for (size_t cut : {last.begin, last.begin + 1, last.begin + 4, last.begin + 6, last.begin + 7,
                      last.begin + 8, last.begin + len / 2, last.end - 1}) {
     replace_log(bytes_.substr(0, cut));
-    EXPECT_EQ(check_wal_tail(data_.string()), "") << "cut at " << cut;
+    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "cut at " << cut;
   }
   // The big record torn after its FIRST or MIDDLE fragment, or inside one.
   for (size_t cut : {frags_[3].begin, frags_[3].begin + 100, frags_[4].begin + 3}) {
     replace_log(bytes_.substr(0, cut));
-    EXPECT_EQ(check_wal_tail(data_.string()), "") << "cut at " << cut;
+    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "cut at " << cut;
   }
 }
 
@@ -188,7 +190,7 @@ TEST_F(WalCheck, ALastRecordCutAnywherePasses) {
 TEST_F(WalCheck, ATornTailOnceOpenedStaysQuiet) {
   replace_log(bytes_.substr(0, frags_.back().begin + 9));
   ASSERT_EQ(write_batches(data_, 8, 12, 0), "");
-  EXPECT_EQ(check_wal_tail(data_.string()), "");
+  EXPECT_EQ(check_wal_tail(wal_.string()), "");
   std::string err;
   auto store = Store::open(data_.string(), StoreOptions{}, err);
   ASSERT_NE(store, nullptr) << err;
@@ -213,7 +215,7 @@ TEST_F(WalCheck, ZerosOrGarbageAfterTheLastRecordPass) {
   };
   for (size_t i = 0; i < tails.size(); ++i) {
     replace_log(bytes_ + tails[i]);
-    EXPECT_EQ(check_wal_tail(data_.string()), "") << "tail " << i;
+    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "tail " << i;
   }
 }
 
@@ -223,7 +225,7 @@ TEST_F(WalCheck, ALengthRunningPastTheEndOfTheFileRefuses) {
     for (int bit = 0; bit < 8; ++bit) {
       const std::string b = flipped(at, bit);
       replace_log(b);
-      const std::string why = check_wal_tail(data_.string());
+      const std::string why = check_wal_tail(wal_.string());
       const std::string what = "bit " + std::to_string(bit) + " of byte " + std::to_string(at);
       EXPECT_THAT(why, AllOf(StartsWith("Corruption: " + log_ + ": corrupt record at byte " +
                                         std::to_string(m.begin) + " ("),
@@ -251,14 +253,14 @@ TEST_F(WalCheck, AFlippedChecksumOrPayloadRefuses) {
   const Frag& m = middle();
   for (size_t at : {m.begin, m.begin + 3, m.begin + kHeader, m.end - 1}) {
     replace_log(flipped(at, 2));
-    EXPECT_THAT(check_wal_tail(data_.string()),
+    EXPECT_THAT(check_wal_tail(wal_.string()),
                 HasSubstr(log_ + ": corrupt record at byte " + std::to_string(m.begin) +
                           " (checksum mismatch) followed by 3 intact records"))
         << "byte " << at;
     EXPECT_THAT(open_error(), StartsWith("cannot open store in ")) << "byte " << at;
   }
   replace_log(flipped(m.begin + 6, 4));  // FULL becomes 17
-  EXPECT_THAT(check_wal_tail(data_.string()), HasSubstr("(unknown type 17) followed by 3"));
+  EXPECT_THAT(check_wal_tail(wal_.string()), HasSubstr("(unknown type 17) followed by 3"));
 }
 
 TEST_F(WalCheck, DamageInAnEarlierBlockRefuses) {
@@ -268,7 +270,7 @@ TEST_F(WalCheck, DamageInAnEarlierBlockRefuses) {
   int bit = 0;  // one that makes the length longer
   while ((length >> (8 + bit) & 1) != 0) ++bit;
   replace_log(flipped(first.begin + 5, bit));
-  EXPECT_THAT(check_wal_tail(data_.string()),
+  EXPECT_THAT(check_wal_tail(wal_.string()),
               HasSubstr("corrupt record at byte " + std::to_string(first.begin) + " (length " +
                         std::to_string(length + (256u << bit)) +
                         " runs past the end of its 32 KiB block) followed by 7 intact records"));
@@ -281,7 +283,7 @@ TEST_F(WalCheck, ZeroedRecordsFollowedByIntactOnesRefuse) {
   std::fill(b.begin() + static_cast<ptrdiff_t>(m.begin), b.begin() + static_cast<ptrdiff_t>(m.end),
             '\0');
   replace_log(b);
-  EXPECT_THAT(check_wal_tail(data_.string()),
+  EXPECT_THAT(check_wal_tail(wal_.string()),
               HasSubstr("corrupt record at byte " + std::to_string(m.begin) +
                         " (a zeroed header) followed by 3 intact records"));
 }
@@ -289,18 +291,18 @@ TEST_F(WalCheck, ZeroedRecordsFollowedByIntactOnesRefuse) {
 TEST_F(WalCheck, ATornTailFollowedByALaterLogRefuses) {
   replace_log(bytes_.substr(0, frags_.back().begin + 20));
   const std::string later = "999999.log";
-  spit(data_ / later, bytes_);
+  spit(wal_ / later, bytes_);
   EXPECT_THAT(
-      check_wal_tail(data_.string()),
+      check_wal_tail(wal_.string()),
       HasSubstr(log_ + ": corrupt record at byte " + std::to_string(frags_.back().begin) +
                 " (length " + std::to_string(frags_.back().end - frags_.back().begin - kHeader) +
                 " runs past the end of the file) followed by 10 intact records (the first "
                 "at byte 0 of " +
                 later + ")"));
-  spit(data_ / later, std::string(5000, '\0'));  // a new log, preallocated, never written
-  EXPECT_EQ(check_wal_tail(data_.string()), "");
-  spit(data_ / later, "");
-  EXPECT_EQ(check_wal_tail(data_.string()), "");
+  spit(wal_ / later, std::string(5000, '\0'));  // a new log, preallocated, never written
+  EXPECT_EQ(check_wal_tail(wal_.string()), "");
+  spit(wal_ / later, "");
+  EXPECT_EQ(check_wal_tail(wal_.string()), "");
 }
 
 TEST(WalCheckDirs, NoStoreYetOrNotADirectoryIsForRocksDbToSay) {
