@@ -314,20 +314,6 @@ uint64_t rss_bytes(pid_t pid) {
   return 0;
 }
 
-// A loopback port nothing listens on right now (bound to port 0, read back, closed).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a = loopback(0);
-  socklen_t len = sizeof a;
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 // GET `path` from 127.0.0.1:port; the HTTP status, or 0 if no answer came within `timeout_ms`.
 int http_status(int port, const std::string& path, int timeout_ms) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
