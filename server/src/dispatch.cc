@@ -207,9 +207,9 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     }
     case Opcode::kSkuList: {
       proto::SkuListResp r;
-      // Paged by bytes too: header and list count, then SkuViews up to the frame limit.
+      // Paged by bytes too: header and list32 count, then SkuViews up to the frame limit.
       book_.sku_list(std::get<proto::SkuListReq>(req_), r,
-                     config_.frame_bytes_max - proto::kHeaderBytes - 2);
+                     config_.frame_bytes_max - proto::kHeaderBytes - 4);
       answer(op, id, Status::kOk, std::move(r), out);
       return {};
     }
