@@ -114,7 +114,7 @@ void Server::Impl::linger_if_done(Conn* c) {
   if (c->state == Conn::State::kOpen && !stopping) return;
   if (!c->marks.empty() || c->write_active || c->deferred) return;
   set_state(c, Conn::State::kLingering);
-  c->frame_started_ms = wall_ms();  // the linger deadline counts from here
+  c->linger_started_ms = wall_ms();
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, c->stream(), [](uv_shutdown_t* r, int status) {
         auto* c = static_cast<Conn*>(r->data);
@@ -156,7 +156,7 @@ void Server::Impl::sweep_conns(int64_t now) {
   for (Conn* c : std::vector<Conn*>(conns)) {
     if (c->closing()) continue;
     if (c->state == Conn::State::kLingering) {
-      if (over(c->frame_started_ms, kLingerMsMax)) close_conn(c);
+      if (over(c->linger_started_ms, kLingerMsMax)) close_conn(c);
       continue;
     }
     if (c->write_active) {
