@@ -1,0 +1,192 @@
+// Field types from which every message of docs/protocol.md is described once (messages.ts):
+// each type both encodes and decodes, so the two directions cannot disagree, and each checks
+// its own limits both ways with an error that names the field.
+import { Reader, Writer } from './wire';
+
+export interface Type<T> {
+  enc(w: Writer, v: T, path: string): void;
+  dec(r: Reader, path: string): T;
+}
+export type Infer<X> = X extends Type<infer T> ? T : never;
+
+const U32_MAX = 0xffff_ffff;
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+
+interface Range {
+  min?: number;
+  max?: number;
+}
+
+/** Why `v` is not an integer in [lo, hi], or null. */
+function rangeProblem(v: number, lo: number, hi: number): string | null {
+  if (typeof v !== 'number' || !Number.isInteger(v)) return `must be an integer, got ${String(v)}`;
+  if (v < lo) return `is ${v}, must be at least ${lo}`;
+  if (v > hi) return `is ${v}, max ${hi}`;
+  return null;
+}
+
+function uint(bytes: 1 | 2 | 4, range: Range = {}): Type<number> {
+  const lo = range.min ?? 0;
+  const hi = range.max ?? 2 ** (8 * bytes) - 1;
+  const read = bytes === 1 ? 'u8' : bytes === 2 ? 'u16' : 'u32';
+  return {
+    enc(w, v, path) {
+      const problem = rangeProblem(v, lo, hi);
+      if (problem !== null) w.fail(path, problem);
+      w[read](v);
+    },
+    dec(r, path) {
+      const v = r[read](path);
+      const problem = rangeProblem(v, lo, hi);
+      if (problem !== null) r.fail(path, problem);
+      return v;
+    },
+  };
+}
+export const u8 = (range?: Range) => uint(1, range);
+export const u16 = (range?: Range) => uint(2, range);
+export const u32 = (range?: Range) => uint(4, range);
+
+/** u64 as bigint: ids, sequence numbers and unit counts can pass 2^53. */
+export function u64(min = 0n): Type<bigint> {
+  return {
+    enc(w, v, path) {
+      if (typeof v !== 'bigint') w.fail(path, `must be a bigint, got ${typeof v}`);
+      if (v < min) w.fail(path, `is ${v}, must be at least ${min}`);
+      if (v > U64_MAX) w.fail(path, `is ${v}, over the u64 range`);
+      w.u64(v);
+    },
+    dec(r, path) {
+      const v = r.u64(path);
+      if (v < min) r.fail(path, `is ${v}, must be at least ${min}`);
+      return v;
+    },
+  };
+}
+
+/** i64 as bigint (RESTOCK's delta). */
+export function i64(): Type<bigint> {
+  return {
+    enc(w, v, path) {
+      if (typeof v !== 'bigint') w.fail(path, `must be a bigint, got ${typeof v}`);
+      if (v < I64_MIN || v > I64_MAX) w.fail(path, `is ${v}, outside the i64 range`);
+      w.i64(v);
+    },
+    dec: (r, path) => r.i64(path),
+  };
+}
+
+/**
+ * i64 milliseconds as a JS number. Times up to year 287396 fit in 2^53; a time that does not
+ * is refused both ways rather than rounded (a rounded deadline would be a wrong answer).
+ */
+export function timeMs(): Type<number> {
+  return {
+    enc(w, v, path) {
+      if (!Number.isSafeInteger(v)) w.fail(path, `must be a safe integer, got ${String(v)}`);
+      w.i64(BigInt(v));
+    },
+    dec(r, path) {
+      const v = r.i64(path);
+      if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+        r.fail(path, `is ${v}, beyond a safe JS integer`);
+      }
+      return Number(v);
+    },
+  };
+}
+
+/** `str`: u16 length then UTF-8 bytes; `max` in bytes (section 3). */
+export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string> {
+  return {
+    enc(w, v, path) {
+      if (typeof v !== 'string') w.fail(path, `must be a string, got ${typeof v}`);
+      const b = Buffer.from(v, 'utf8');
+      if (opts.nonEmpty && b.length === 0) w.fail(path, 'is empty');
+      if (b.length > max) w.fail(path, `is ${b.length} bytes, max ${max}`);
+      w.u16(b.length);
+      w.bytes(b);
+    },
+    dec(r, path) {
+      const n = r.u16(path);
+      if (opts.nonEmpty && n === 0) r.fail(path, 'is empty');
+      if (n > max) r.fail(path, `is ${n} bytes, max ${max}`);
+      return r.bytes(n, path).toString('utf8');
+    },
+  };
+}
+
+/** A u8 enum read as names; a value outside `names` is invalid both ways. */
+export function enumU8<N extends string>(what: string, names: Record<number, N>): Type<N> {
+  const codes = new Map<string, number>(Object.entries(names).map(([k, n]) => [n, Number(k)]));
+  return {
+    enc(w, v, path) {
+      const code = codes.get(v);
+      if (code === undefined) return w.fail(path, `is ${String(v)}, not a ${what}`);
+      w.u8(code);
+    },
+    dec(r, path) {
+      const code = r.u8(path);
+      const name = names[code];
+      if (name === undefined) return r.fail(path, `is ${code}, not a ${what}`);
+      return name;
+    },
+  };
+}
+
+/** `list16<T>` / `list32<T>`; items are named `label N` in errors, counted from 0. */
+function list<T>(countBytes: 2 | 4, item: Type<T>, label: string, range: Range): Type<T[]> {
+  const lo = range.min ?? 0;
+  const hi = range.max ?? (countBytes === 2 ? 0xffff : U32_MAX);
+  return {
+    enc(w, v, path) {
+      if (!Array.isArray(v)) w.fail(path, 'must be an array');
+      if (v.length < lo) w.fail(path, `has ${v.length} items, must have at least ${lo}`);
+      if (v.length > hi) w.fail(path, `has ${v.length} items, max ${hi}`);
+      if (countBytes === 2) w.u16(v.length);
+      else w.u32(v.length);
+      v.forEach((x, i) => item.enc(w, x, `${label} ${i}`));
+    },
+    dec(r, path) {
+      const n = countBytes === 2 ? r.u16(path) : r.u32(path);
+      if (n < lo) r.fail(path, `has ${n} items, must have at least ${lo}`);
+      if (n > hi) r.fail(path, `has ${n} items, max ${hi}`);
+      // Every item takes at least one byte, so a lying count fails at the body's end, after at
+      // most body_len iterations: no allocation is sized from the count.
+      const out: T[] = [];
+      for (let i = 0; i < n; i++) out.push(item.dec(r, `${label} ${i}`));
+      return out;
+    },
+  };
+}
+export const list16 = <T>(item: Type<T>, label: string, range: Range = {}) =>
+  list(2, item, label, range);
+export const list32 = <T>(item: Type<T>, label: string, range: Range = {}) =>
+  list(4, item, label, range);
+
+type Fields = Record<string, Type<any>>;
+export type Struct<F extends Fields> = { [K in keyof F]: Infer<F[K]> };
+
+const snake = (k: string) => k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+
+/**
+ * Fields in wire order (object key order); the JS name is the spec's name in camelCase and
+ * errors use the spec's snake_case name ("ttl_ms"), prefixed by the parent's path if any.
+ */
+export function struct<F extends Fields>(fields: F): Type<Struct<F>> {
+  const entries = Object.entries(fields).map(([k, t]) => [k, snake(k), t] as const);
+  const join = (path: string, name: string) => (path ? `${path} ${name}` : name);
+  return {
+    enc(w, v, path) {
+      if (typeof v !== 'object' || v === null) w.fail(path || 'body', 'must be an object');
+      for (const [k, name, t] of entries) t.enc(w, (v as any)[k], join(path, name));
+    },
+    dec(r, path) {
+      const out: any = {};
+      for (const [k, name, t] of entries) out[k] = t.dec(r, join(path, name));
+      return out;
+    },
+  };
+}

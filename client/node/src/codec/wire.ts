@@ -1,0 +1,120 @@
+// Little-endian primitives of docs/protocol.md section 3: a growable Writer and a bounded
+// Reader. Both throw CodecError with a message that names the message and the field, worded
+// like the server's reasons ("reserve: ttl_ms is 90000000, max 86400000").
+
+/** A body that does not encode or decode; `message` names the message and the field. */
+export class CodecError extends Error {
+  override name = 'CodecError';
+}
+
+export class Writer {
+  private buf: Buffer;
+  private len = 0;
+
+  /** `msg` prefixes every error ("reserve: ..."). */
+  constructor(
+    readonly msg: string,
+    initial = 256,
+  ) {
+    this.buf = Buffer.allocUnsafe(initial);
+  }
+
+  fail(path: string, problem: string): never {
+    throw new CodecError(`${this.msg}: ${path} ${problem}`);
+  }
+
+  get length(): number {
+    return this.len;
+  }
+
+  private room(n: number): number {
+    if (this.len + n > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    const at = this.len;
+    this.len += n;
+    return at;
+  }
+
+  u8(v: number): void {
+    this.buf.writeUInt8(v, this.room(1));
+  }
+  u16(v: number): void {
+    this.buf.writeUInt16LE(v, this.room(2));
+  }
+  u32(v: number): void {
+    this.buf.writeUInt32LE(v, this.room(4));
+  }
+  u64(v: bigint): void {
+    this.buf.writeBigUInt64LE(v, this.room(8));
+  }
+  i64(v: bigint): void {
+    this.buf.writeBigInt64LE(v, this.room(8));
+  }
+  bytes(b: Uint8Array): void {
+    this.buf.set(b, this.room(b.length));
+  }
+  /** Overwrites a u32 already written (the header's body_len, once the body is known). */
+  patchU32(at: number, v: number): void {
+    this.buf.writeUInt32LE(v, at);
+  }
+  /** A copy of what was written, exactly `length` bytes. */
+  finish(): Buffer {
+    return Buffer.from(this.buf.subarray(0, this.len));
+  }
+}
+
+export class Reader {
+  private at: number;
+
+  /** Reads `buf[start, end)`; `msg` prefixes every error ("reserve: ..."). */
+  constructor(
+    private readonly buf: Buffer,
+    readonly msg: string,
+    start = 0,
+    private readonly end = buf.length,
+  ) {
+    this.at = start;
+  }
+
+  get left(): number {
+    return this.end - this.at;
+  }
+
+  fail(path: string, problem: string): never {
+    throw new CodecError(`${this.msg}: ${path} ${problem}`);
+  }
+
+  private take(n: number, path: string): number {
+    if (this.left < n) this.fail(path, `is cut short (needs ${n} bytes, ${this.left} left)`);
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+
+  u8(path: string): number {
+    return this.buf.readUInt8(this.take(1, path));
+  }
+  u16(path: string): number {
+    return this.buf.readUInt16LE(this.take(2, path));
+  }
+  u32(path: string): number {
+    return this.buf.readUInt32LE(this.take(4, path));
+  }
+  u64(path: string): bigint {
+    return this.buf.readBigUInt64LE(this.take(8, path));
+  }
+  i64(path: string): bigint {
+    return this.buf.readBigInt64LE(this.take(8, path));
+  }
+  bytes(n: number, path: string): Buffer {
+    const at = this.take(n, path);
+    return this.buf.subarray(at, at + n);
+  }
+  /** "Nothing after the last field" (section 3). */
+  expectEnd(): void {
+    if (this.left !== 0) throw new CodecError(`${this.msg}: trailing ${this.left} bytes after body`);
+  }
+}
