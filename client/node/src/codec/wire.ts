@@ -38,23 +38,30 @@ export class Writer {
     return at;
   }
 
+  // `room()` first: it may replace `buf`, so the write must read `buf` after it.
   u8(v: number): void {
-    this.buf.writeUInt8(v, this.room(1));
+    const at = this.room(1);
+    this.buf.writeUInt8(v, at);
   }
   u16(v: number): void {
-    this.buf.writeUInt16LE(v, this.room(2));
+    const at = this.room(2);
+    this.buf.writeUInt16LE(v, at);
   }
   u32(v: number): void {
-    this.buf.writeUInt32LE(v, this.room(4));
+    const at = this.room(4);
+    this.buf.writeUInt32LE(v, at);
   }
   u64(v: bigint): void {
-    this.buf.writeBigUInt64LE(v, this.room(8));
+    const at = this.room(8);
+    this.buf.writeBigUInt64LE(v, at);
   }
   i64(v: bigint): void {
-    this.buf.writeBigInt64LE(v, this.room(8));
+    const at = this.room(8);
+    this.buf.writeBigInt64LE(v, at);
   }
   bytes(b: Uint8Array): void {
-    this.buf.set(b, this.room(b.length));
+    const at = this.room(b.length);
+    this.buf.set(b, at);
   }
   /** Overwrites a u32 already written (the header's body_len, once the body is known). */
   patchU32(at: number, v: number): void {

@@ -1,0 +1,111 @@
+// One request from the caller's point of view: its encoded frame, its deadline and abort
+// signal, whether it may be resent after a lost connection, and the promise the caller holds.
+// A call settles exactly once; whatever happens to it afterwards (a late answer) is dropped.
+import type { OpName } from './codec/ops';
+import { StockdAbortError, StockdError, StockdTimeoutError } from './errors';
+
+export interface CallOptions {
+  /** Deadline of this call in ms, from the moment it is made, retries included. */
+  timeoutMs?: number;
+  /** Aborts the call (rejects with StockdAbortError); a request already sent still runs. */
+  signal?: AbortSignal;
+}
+
+/** The server's answer: status < 64 with the decoded response body. */
+export interface Answer {
+  status: number;
+  body: unknown;
+}
+
+/** What a call tells its owners. */
+export interface CallHooks {
+  /** Deadline or abort while queued or in flight; returns the error that delayed it, if any. */
+  expired(call: Call): Error | undefined;
+  settled(call: Call): void;
+}
+
+/** The connection a call was written to, told when the caller stops waiting for it. */
+export interface Carrier {
+  abandoned(call: Call): void;
+}
+
+export interface CallSpec {
+  op: OpName;
+  frame: Buffer;
+  /** May be resent after a lost connection with the same bytes (section 9). */
+  retrySafe: boolean;
+  /** Changes state, so an unanswered send leaves the outcome unknown. */
+  changesState: boolean;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export class Call {
+  readonly op: OpName;
+  readonly frame: Buffer;
+  readonly retrySafe: boolean;
+  readonly changesState: boolean;
+  readonly timeoutMs: number;
+  readonly promise: Promise<Answer>;
+  settled = false;
+  /** Written to some socket at least once (so it may have been applied). */
+  sent = false;
+  /** The connection it is in flight on, if any. */
+  carrier: Carrier | undefined;
+  private resolveFn!: (a: Answer) => void;
+  private rejectFn!: (e: Error) => void;
+  private readonly timer: NodeJS.Timeout;
+  private readonly signal: AbortSignal | undefined;
+  private readonly onAbort = () => this.expire('abort');
+
+  constructor(
+    spec: CallSpec,
+    private readonly hooks: CallHooks,
+  ) {
+    this.op = spec.op;
+    this.frame = spec.frame;
+    this.retrySafe = spec.retrySafe;
+    this.changesState = spec.changesState;
+    this.timeoutMs = spec.timeoutMs;
+    this.promise = new Promise<Answer>((resolve, reject) => {
+      this.resolveFn = resolve;
+      this.rejectFn = reject;
+    });
+    this.timer = setTimeout(() => this.expire('timeout'), spec.timeoutMs);
+    this.signal = spec.signal;
+    this.signal?.addEventListener('abort', this.onAbort, { once: true });
+    if (this.signal?.aborted) this.expire('abort');
+  }
+
+  resolve(a: Answer): void {
+    if (this.finish()) this.resolveFn(a);
+  }
+
+  fail(e: Error): void {
+    if (this.finish()) this.rejectFn(e);
+  }
+
+  private finish(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this.onAbort);
+    this.hooks.settled(this);
+    return true;
+  }
+
+  private expire(why: 'timeout' | 'abort'): void {
+    if (this.settled) return;
+    const cause = this.hooks.expired(this);
+    const outcomeUnknown = this.sent && this.changesState;
+    const tail = outcomeUnknown ? '; it was sent, so its outcome is unknown' : '';
+    const because = cause ? ` (last error: ${cause.message})` : '';
+    const err: StockdError =
+      why === 'timeout'
+        ? new StockdTimeoutError(`${this.op} got no answer within ${this.timeoutMs} ms${tail}${because}`, { cause, outcomeUnknown })
+        : new StockdAbortError(`${this.op} aborted${tail}`, { cause: this.signal?.reason, outcomeUnknown });
+    const carrier = this.carrier;
+    this.fail(err);
+    carrier?.abandoned(this);
+  }
+}

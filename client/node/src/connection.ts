@@ -1,0 +1,292 @@
+// One connection to stockd: dial (TCP or TLS), HELLO, then many requests in flight, answered
+// in order and matched by request id (section 5). Writes made in one tick go out as one socket
+// write. A frame from the server that breaks the protocol fails the call it answers with a
+// StockdProtocolError and kills the connection; the pool decides what happens to the rest.
+//
+// Lifecycle: connecting -> hello -> ready -> (draining) -> dead. `dead` is reached once, by
+// `die()`, which reports the unanswered calls to the pool exactly once.
+import * as net from 'net';
+import * as tls from 'tls';
+import type { Call, Carrier } from './call';
+import * as codec from './codec';
+import {
+  serverError,
+  StockdConnectionError,
+  StockdError,
+  StockdProtocolError,
+  StockdTimeoutError,
+} from './errors';
+
+export interface TlsOptions {
+  /** CA certificate(s) (PEM) the server's certificate must chain to. */
+  ca: string | Buffer | Array<string | Buffer>;
+  /** Client certificate and key (PEM), for a server started with --tls-client-ca. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  /** Name to verify the certificate against; defaults to `host`. */
+  servername?: string;
+}
+
+export interface ConnectionOptions {
+  host: string;
+  port: number;
+  role: codec.Role;
+  token: string;
+  clientName: string;
+  connectTimeoutMs: number;
+  keepAlive: boolean;
+  tls?: TlsOptions;
+}
+
+export interface ConnectionEvents {
+  ready(conn: Connection): void;
+  /** A request slot freed up (an answer arrived). */
+  capacity(conn: Connection): void;
+  /** Once. `unanswered` are the live calls it carried; `written` tells if they reached the socket. */
+  dead(conn: Connection, err: StockdError, unanswered: Array<{ call: Call; written: boolean }>): void;
+}
+
+interface Entry {
+  id: number;
+  opcode: number;
+  /** null for the connection's own requests (keep-alive PING). */
+  call: Call | null;
+  written: boolean;
+  answered: boolean;
+}
+
+type State = 'connecting' | 'hello' | 'ready' | 'draining' | 'dead';
+
+const HELLO_ID = 1;
+
+export class Connection implements Carrier {
+  state: State = 'connecting';
+  hello: codec.HelloResp | undefined;
+  private socket!: net.Socket;
+  private readonly reader = new codec.FrameReader();
+  private readonly inflight: Entry[] = [];
+  private unflushed: Entry[] = [];
+  private out: Buffer[] = [];
+  private nextId = HELLO_ID + 1;
+  private lastSendMs = Date.now();
+  private connectTimer: NodeJS.Timeout | undefined;
+  private keepAliveTimer: NodeJS.Timeout | undefined;
+  private readonly byCall = new Map<Call, Entry>();
+
+  constructor(
+    private readonly opts: ConnectionOptions,
+    private readonly events: ConnectionEvents,
+  ) {}
+
+  get address(): string {
+    return `${this.opts.host}:${this.opts.port}`;
+  }
+
+  /** Requests it can take now without passing the server's inflight_max. */
+  get free(): number {
+    return this.state === 'ready' && this.hello ? this.hello.inflightMax - this.inflight.length : 0;
+  }
+
+  get pending(): number {
+    return this.inflight.length;
+  }
+
+  open(): void {
+    const { host, port } = this.opts;
+    const t = this.opts.tls;
+    this.socket = t
+      ? tls.connect({
+          host,
+          port,
+          ca: t.ca,
+          cert: t.cert,
+          key: t.key,
+          servername: t.servername ?? (net.isIP(host) ? undefined : host),
+          minVersion: 'TLSv1.2',
+        })
+      : net.connect({ host, port });
+    this.socket.setNoDelay(true);
+    this.connectTimer = setTimeout(() => {
+      this.die(new StockdConnectionError(`connect to ${this.address} took over ${this.opts.connectTimeoutMs} ms`));
+    }, this.opts.connectTimeoutMs);
+    this.socket.once(t ? 'secureConnect' : 'connect', () => this.sayHello());
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.socket.on('error', (e) => {
+      this.die(new StockdConnectionError(`connection to ${this.address} failed: ${e.message}`, { cause: e }));
+    });
+    // The server half-closes when it stops (section 9) or after an error frame: no answer
+    // can follow, so the connection is over.
+    this.socket.on('end', () => this.die(new StockdConnectionError(`${this.address} closed the connection`)));
+    this.socket.on('close', () => this.die(new StockdConnectionError(`connection to ${this.address} closed`)));
+  }
+
+  private sayHello(): void {
+    this.state = 'hello';
+    const { role, token, clientName } = this.opts;
+    const body = { version: codec.PROTOCOL_VERSION, role, token, clientName };
+    this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, written: true, answered: false });
+    this.socket.write(codec.encodeRequest('HELLO', HELLO_ID, body));
+  }
+
+  /** Precondition: `free > 0`, frame within `hello.frameBytesMax`. */
+  send(call: Call): void {
+    this.enqueue(call, call.frame);
+  }
+
+  private enqueue(call: Call | null, frame: Buffer): void {
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffff_ffff ? HELLO_ID + 1 : this.nextId + 1;
+    frame.writeUInt32LE(id, 12);
+    const e: Entry = { id, opcode: frame.readUInt16LE(8), call, written: false, answered: false };
+    this.inflight.push(e);
+    this.unflushed.push(e);
+    this.out.push(Buffer.from(frame)); // a copy: the call's frame is re-stamped on a retry
+    if (call) {
+      call.carrier = this;
+      this.byCall.set(call, e);
+    }
+    if (this.out.length === 1) process.nextTick(() => this.flush());
+  }
+
+  /** Every frame queued in this tick goes out in one write (automatic pipelining). */
+  private flush(): void {
+    if (this.state === 'dead' || this.out.length === 0) return;
+    const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out);
+    this.out = [];
+    for (const e of this.unflushed) {
+      e.written = true;
+      if (e.call) e.call.sent = true;
+    }
+    this.unflushed = [];
+    this.lastSendMs = Date.now();
+    this.socket.write(data);
+  }
+
+  /**
+   * The caller stopped waiting (deadline or abort). The request keeps its place: its answer
+   * will come in order and is dropped. If it does not come within one more timeout the server
+   * is presumed stuck, and the connection is closed so that the calls behind it can move on.
+   */
+  abandoned(call: Call): void {
+    const e = this.byCall.get(call);
+    if (!e || this.state === 'dead') return;
+    const graceMs = Math.max(1000, call.timeoutMs);
+    setTimeout(() => {
+      if (!e.answered) {
+        const msg = `${call.op} unanswered ${graceMs} ms past its deadline; connection to ${this.address} presumed stuck`;
+        this.die(new StockdTimeoutError(msg));
+      }
+    }, graceMs).unref();
+  }
+
+  /** Graceful close: no new requests; half-close once every answer is in. */
+  drain(): void {
+    if (this.state === 'dead') return;
+    if (this.state !== 'ready') return this.die(new StockdConnectionError('client closed'));
+    this.state = 'draining';
+    if (this.inflight.length === 0) this.socket.end();
+  }
+
+  /** Closes now; unanswered calls are reported to the pool. */
+  die(err: StockdError): void {
+    if (this.state === 'dead') return;
+    this.state = 'dead';
+    clearTimeout(this.connectTimer);
+    clearInterval(this.keepAliveTimer);
+    this.socket.destroy();
+    const unanswered = this.inflight
+      .filter((e) => e.call && !e.call.settled)
+      .map((e) => ({ call: e.call as Call, written: e.written }));
+    for (const e of this.inflight) if (e.call) e.call.carrier = undefined;
+    this.inflight.length = 0;
+    this.byCall.clear();
+    this.out = [];
+    this.events.dead(this, err, unanswered);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.reader.push(chunk);
+    while (this.state !== 'dead') {
+      const limit = this.hello?.frameBytesMax ?? codec.FRAME_BYTES_MAX_DEFAULT;
+      const r = this.reader.next(limit);
+      if (r.kind === 'more') return;
+      if (r.kind === 'invalid') return this.protocolError(`server sent an unframeable response: ${r.reason}`);
+      this.onFrame(r.frame);
+    }
+  }
+
+  private protocolError(msg: string): void {
+    const err = new StockdProtocolError(`${this.address}: ${msg}`);
+    const head = this.inflight.shift();
+    head?.call?.fail(err);
+    this.die(err);
+  }
+
+  private onFrame(frame: codec.Frame): void {
+    const h = frame.header;
+    let answer: codec.DecodedResponse;
+    try {
+      answer = codec.decodeResponse(frame);
+    } catch (e) {
+      return this.protocolError(`bad response: ${(e as Error).message}`);
+    }
+    if (h.opcode === 0 && 'error' in answer) return this.connectionErrorFrame(h, answer.error);
+    const head = this.inflight[0];
+    if (!head) return this.protocolError(`answer (opcode ${h.opcode}, id ${h.requestId}) with no request outstanding`);
+    if (h.requestId !== head.id || h.opcode !== head.opcode) {
+      const got = `opcode ${h.opcode} id ${h.requestId}`;
+      return this.protocolError(`answer out of order: got ${got}, expected opcode ${head.opcode} id ${head.id}`);
+    }
+    this.inflight.shift();
+    head.answered = true;
+    if (head.call) {
+      head.call.carrier = undefined;
+      this.byCall.delete(head.call);
+    }
+    if (this.state === 'hello') return this.onHello(answer);
+    if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
+    else head.call?.resolve({ status: answer.status, body: answer.body });
+    if (this.state === 'draining' && this.inflight.length === 0) this.socket.end();
+    this.events.capacity(this);
+  }
+
+  /** Opcode 0: the server cannot go on with this connection (section 6) and closes it. */
+  private connectionErrorFrame(h: codec.FrameHeader, message: string): void {
+    const err = serverError(h.status, message);
+    const head = this.inflight[0];
+    // A FRAME_TOO_LARGE names the request it could not frame: that one gets the error.
+    if (head && h.requestId === head.id && h.status === codec.STATUS.FRAME_TOO_LARGE) {
+      this.inflight.shift();
+      head.call?.fail(err);
+    }
+    this.die(this.state === 'hello' ? err : new StockdConnectionError(`${this.address} closed the connection: ${err.message}`, { cause: err }));
+  }
+
+  private onHello(answer: codec.DecodedResponse): void {
+    if ('error' in answer) return this.die(serverError(answer.status, answer.error));
+    const hello = answer.body as codec.HelloResp;
+    if (answer.status !== codec.STATUS.OK) return this.protocolError(`HELLO answered ${codec.statusName(answer.status)}`);
+    if (hello.frameBytesMax < codec.FRAME_BYTES_MAX_MIN) {
+      return this.protocolError(`hello: frame_bytes_max ${hello.frameBytesMax} is below ${codec.FRAME_BYTES_MAX_MIN}`);
+    }
+    if (hello.inflightMax < 1) return this.protocolError('hello: inflight_max is 0');
+    clearTimeout(this.connectTimer);
+    this.hello = hello;
+    this.state = 'ready';
+    this.startKeepAlive(hello.idleTimeoutMs);
+    this.events.ready(this);
+  }
+
+  /** A PING when quiet for a third of the server's idle timeout (section 4, step 5). */
+  private startKeepAlive(idleMs: number): void {
+    if (!this.opts.keepAlive || idleMs === 0) return;
+    const every = Math.max(100, Math.floor(idleMs / 3));
+    this.keepAliveTimer = setInterval(() => {
+      const quiet = Date.now() - this.lastSendMs >= every;
+      if (this.state === 'ready' && quiet && this.inflight.length === 0) {
+        this.enqueue(null, codec.encodeRequest('PING', 0, {}));
+      }
+    }, every);
+    this.keepAliveTimer.unref();
+  }
+}

@@ -1,0 +1,136 @@
+// Errors: transport failures and statuses >= 64. Business outcomes (status < 64) are never
+// errors; they are the values of each operation's result union (results.ts).
+import { statusName, STATUS } from './codec/ops';
+
+export class StockdError extends Error {
+  override name = 'StockdError';
+  /** Stable name of the kind: 'CONNECTION', 'TIMEOUT', 'BAD_REQUEST', ... */
+  readonly code: string;
+  /**
+   * True when the request may or may not have been applied: it was written, it changes state,
+   * and no answer came. Find out before trying again (HOLD_GET, SKU_GET, or a keyed repeat).
+   */
+  outcomeUnknown = false;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** The connection failed or was lost; the request was not answered. */
+export class StockdConnectionError extends StockdError {
+  override name = 'StockdConnectionError';
+  constructor(message: string, options?: { cause?: unknown; outcomeUnknown?: boolean }) {
+    super('CONNECTION', message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
+  }
+}
+
+/** The call's deadline (`timeoutMs`) passed before its answer. */
+export class StockdTimeoutError extends StockdError {
+  override name = 'StockdTimeoutError';
+  constructor(message: string, options?: { cause?: unknown; outcomeUnknown?: boolean }) {
+    super('TIMEOUT', message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
+  }
+}
+
+/** The call's AbortSignal fired before its answer. */
+export class StockdAbortError extends StockdError {
+  override name = 'AbortError';
+  constructor(message: string, options?: { cause?: unknown; outcomeUnknown?: boolean }) {
+    super('ABORTED', message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
+  }
+}
+
+/** The server sent bytes that break docs/protocol.md; the connection was closed. */
+export class StockdProtocolError extends StockdError {
+  override name = 'StockdProtocolError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('PROTOCOL', message, options);
+  }
+}
+
+/** A status >= 64 from the server, with its ErrorResp message (for humans, not parsing). */
+export class StockdServerError extends StockdError {
+  override name = 'StockdServerError';
+  /**
+   * @param status the wire status
+   * @param serverMessage ErrorResp.message; for errors found before sending (`local`), ours
+   * @param local true when the client refused the request itself and sent nothing
+   */
+  constructor(
+    readonly status: number,
+    readonly serverMessage: string,
+    readonly local = false,
+  ) {
+    super(statusName(status), `${statusName(status)}: ${serverMessage}`);
+  }
+}
+
+/** 64: the request does not decode or breaks a rule of section 7.2. Never retried. */
+export class StockdBadRequestError extends StockdServerError {
+  override name = 'StockdBadRequestError';
+}
+/** 65: refused HELLO (wrong token, disabled role) or an operation outside the role. */
+export class StockdUnauthorizedError extends StockdServerError {
+  override name = 'StockdUnauthorizedError';
+}
+/** 66: the server is over a limit (live holds, connections, failed HELLOs); retry later. */
+export class StockdBusyError extends StockdServerError {
+  override name = 'StockdBusyError';
+}
+/** 67: the store failed and nothing was applied; or the server has no outbox. */
+export class StockdStorageError extends StockdServerError {
+  override name = 'StockdStorageError';
+}
+/** 68: the server does not know the opcode. */
+export class StockdUnknownOpcodeError extends StockdServerError {
+  override name = 'StockdUnknownOpcodeError';
+}
+/** 69: the server does not speak protocol version 1. */
+export class StockdUnsupportedVersionError extends StockdServerError {
+  override name = 'StockdUnsupportedVersionError';
+}
+/** 70: a frame over `frame_bytes_max`; `local` when the client refused to send it. */
+export class StockdFrameTooLargeError extends StockdServerError {
+  override name = 'StockdFrameTooLargeError';
+}
+/** 71: a server bug; the request may or may not have been applied. */
+export class StockdInternalError extends StockdServerError {
+  override name = 'StockdInternalError';
+  override outcomeUnknown = true;
+}
+
+/**
+ * A status below 64 that the spec does not give to this operation (an unknown one, or e.g.
+ * SOLD_OUT for STATS). Section 8 says to treat it as a refusal: nothing to retry blindly.
+ */
+export class StockdRefusedError extends StockdError {
+  override name = 'StockdRefusedError';
+  constructor(
+    readonly status: number,
+    op: string,
+  ) {
+    super('REFUSED', `${op} refused with ${statusName(status)}, an answer the protocol does not list for it`);
+  }
+}
+
+const BY_STATUS: Record<number, typeof StockdServerError> = {
+  [STATUS.BAD_REQUEST]: StockdBadRequestError,
+  [STATUS.UNAUTHORIZED]: StockdUnauthorizedError,
+  [STATUS.BUSY]: StockdBusyError,
+  [STATUS.STORAGE_UNAVAILABLE]: StockdStorageError,
+  [STATUS.UNKNOWN_OPCODE]: StockdUnknownOpcodeError,
+  [STATUS.UNSUPPORTED_VERSION]: StockdUnsupportedVersionError,
+  [STATUS.FRAME_TOO_LARGE]: StockdFrameTooLargeError,
+  [STATUS.INTERNAL]: StockdInternalError,
+};
+
+/** The error for a status >= 64 (an unknown one is a plain StockdServerError). */
+export function serverError(status: number, message: string, local = false): StockdServerError {
+  const Kind = BY_STATUS[status] ?? StockdServerError;
+  return new Kind(status, message, local);
+}

@@ -1,0 +1,222 @@
+// A few connections and one queue of calls waiting for a request slot. The pool dials, says
+// HELLO, spreads calls over the connections with room (each at most the server's
+// inflight_max), redials with capped exponential backoff and jitter, and decides what a lost
+// connection means for each call it carried:
+//   - never written, or safe to resend (keyed RESERVE/CLAIM, COMMIT, RELEASE, reads): back to
+//     the front of the queue, for the next connection, within the call's own deadline;
+//   - written and not safe (admin writes): StockdConnectionError, outcome unknown.
+import type { EventEmitter } from 'events';
+import { Call, CallHooks } from './call';
+import * as codec from './codec';
+import { Connection, ConnectionOptions } from './connection';
+import {
+  serverError,
+  StockdConnectionError,
+  StockdError,
+  StockdTimeoutError,
+  StockdUnauthorizedError,
+  StockdUnsupportedVersionError,
+} from './errors';
+
+export interface ReconnectOptions {
+  /** First redial delay; doubles per failed attempt. */
+  minDelayMs?: number;
+  /** Cap of the redial delay. */
+  maxDelayMs?: number;
+}
+
+export interface PoolOptions extends ConnectionOptions {
+  connections: number;
+  reconnect: Required<ReconnectOptions>;
+}
+
+interface Slot {
+  conn: Connection | undefined;
+  attempt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export class Pool implements CallHooks {
+  private readonly slots: Slot[];
+  private readonly queue: Call[] = [];
+  private readonly live = new Set<Call>();
+  private started = false;
+  private closing = false;
+  private closed = false;
+  private lastError: StockdError | undefined;
+  /** A refused HELLO (wrong token, role off, version): calls fail at once until one succeeds. */
+  private fatal: StockdError | undefined;
+  private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private drained: (() => void) | undefined;
+
+  constructor(
+    private readonly opts: PoolOptions,
+    private readonly emitter: EventEmitter,
+  ) {
+    this.slots = Array.from({ length: opts.connections }, () => ({ conn: undefined, attempt: 0, timer: undefined }));
+  }
+
+  /** The limits the server gave the most recent HELLO. */
+  hello: codec.HelloResp | undefined;
+
+  get isClosing(): boolean {
+    return this.closing || this.closed;
+  }
+
+  start(): void {
+    if (this.started || this.isClosing) return;
+    this.started = true;
+    this.slots.forEach((s) => this.dial(s));
+  }
+
+  /** Resolves once a connection is ready; rejects on a refused HELLO or after `timeoutMs`. */
+  whenReady(timeoutMs: number): Promise<void> {
+    this.start();
+    if (this.slots.some((s) => s.conn?.state === 'ready')) return Promise.resolve();
+    if (this.isClosing) return Promise.reject(new StockdConnectionError('client is closed'));
+    return new Promise((resolve, reject) => {
+      const w = {
+        resolve: () => (clearTimeout(t), resolve()),
+        reject: (e: Error) => (clearTimeout(t), reject(e)),
+      };
+      const t = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((x) => x !== w);
+        const why = this.lastError ? `: ${this.lastError.message}` : '';
+        reject(new StockdTimeoutError(`no connection to ${this.opts.host}:${this.opts.port} within ${timeoutMs} ms${why}`, { cause: this.lastError }));
+      }, timeoutMs);
+      this.readyWaiters.push(w);
+    });
+  }
+
+  submit(call: Call): void {
+    if (call.settled) return;
+    if (this.isClosing) return call.fail(new StockdConnectionError('client is closed'));
+    if (this.fatal && !this.anyReady()) return call.fail(this.fatal);
+    this.live.add(call);
+    this.queue.push(call);
+    this.start();
+    this.pump();
+  }
+
+  // CallHooks
+  expired(call: Call): Error | undefined {
+    const i = this.queue.indexOf(call);
+    if (i >= 0) this.queue.splice(i, 1);
+    return this.lastError;
+  }
+  settled(call: Call): void {
+    this.live.delete(call);
+    if (this.closing && this.live.size === 0) this.drained?.();
+  }
+
+  private anyReady(): boolean {
+    return this.slots.some((s) => s.conn?.state === 'ready');
+  }
+
+  /** Moves queued calls to the connection with the most room, while any has room. */
+  private pump(): void {
+    while (this.queue.length > 0) {
+      let best: Connection | undefined;
+      for (const s of this.slots) if (s.conn && s.conn.free > (best?.free ?? 0)) best = s.conn;
+      if (!best) return;
+      const call = this.queue.shift() as Call;
+      if (call.settled) continue;
+      const max = best.hello!.frameBytesMax;
+      if (call.frame.length > max) {
+        const msg = `${call.op} frame of ${call.frame.length} bytes exceeds the server's frame_bytes_max ${max}; not sent`;
+        call.fail(serverError(codec.STATUS.FRAME_TOO_LARGE, msg, true));
+        continue;
+      }
+      best.send(call);
+    }
+  }
+
+  private dial(slot: Slot): void {
+    slot.timer = undefined;
+    const conn = new Connection(this.opts, {
+      ready: (c) => this.onReady(slot, c),
+      capacity: () => this.pump(),
+      dead: (c, err, unanswered) => this.onDead(slot, c, err, unanswered),
+    });
+    slot.conn = conn;
+    conn.open();
+  }
+
+  private onReady(slot: Slot, conn: Connection): void {
+    slot.attempt = 0;
+    this.fatal = undefined;
+    this.hello = conn.hello;
+    this.emitter.emit('connect', { address: conn.address, hello: conn.hello });
+    for (const w of this.readyWaiters.splice(0)) w.resolve();
+    this.pump();
+  }
+
+  private onDead(slot: Slot, conn: Connection, err: StockdError, unanswered: Array<{ call: Call; written: boolean }>): void {
+    slot.conn = undefined;
+    const wasReady = conn.hello !== undefined;
+    const quiet = this.closing && this.queue.length === 0 && unanswered.length === 0;
+    if (!quiet) {
+      this.lastError = err;
+      if (this.emitter.listenerCount('error') > 0) this.emitter.emit('error', err);
+    }
+    // Back to the front in their order: they were sent before anything still queued.
+    const requeue: Call[] = [];
+    for (const { call, written } of unanswered) {
+      if (!this.closed && (!written || call.retrySafe)) requeue.push(call);
+      else {
+        const unknown = written && call.changesState;
+        const what = unknown ? '; the outcome is unknown' : '';
+        const msg = `connection lost before the answer to ${call.op}${what} (${err.message})`;
+        call.fail(new StockdConnectionError(msg, { cause: err, outcomeUnknown: unknown }));
+      }
+    }
+    this.queue.unshift(...requeue);
+    if (!wasReady && (err instanceof StockdUnauthorizedError || err instanceof StockdUnsupportedVersionError)) {
+      this.refused(err);
+    }
+    if (this.closed || (this.closing && this.live.size === 0)) return;
+    const { minDelayMs, maxDelayMs } = this.opts.reconnect;
+    const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(slot.attempt, 30));
+    const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    slot.attempt++;
+    this.emitter.emit('reconnecting', { address: conn.address, attempt: slot.attempt, delayMs, error: err });
+    slot.timer = setTimeout(() => this.dial(slot), delayMs);
+    this.pump();
+  }
+
+  /** A refused HELLO will be refused again: fail what waits instead of letting it time out. */
+  private refused(err: StockdError): void {
+    this.fatal = err;
+    if (this.anyReady()) return;
+    for (const call of this.queue.splice(0)) call.fail(err);
+    for (const w of this.readyWaiters.splice(0)) w.reject(err);
+  }
+
+  /** Stops taking calls, lets the accepted ones finish (each within its deadline), then closes. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closing = true;
+    for (const w of this.readyWaiters.splice(0)) w.reject(new StockdConnectionError('client closed'));
+    if (this.live.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    this.shutdown(undefined);
+  }
+
+  /** Closes now: every unsettled call fails with StockdConnectionError. */
+  destroy(reason: string): void {
+    if (this.closed) return;
+    this.closing = true;
+    const err = new StockdConnectionError(reason);
+    for (const call of this.queue.splice(0)) call.fail(err);
+    this.shutdown(err);
+  }
+
+  private shutdown(err: StockdConnectionError | undefined): void {
+    this.closed = true;
+    for (const s of this.slots) {
+      clearTimeout(s.timer);
+      if (err) s.conn?.die(err);
+      else s.conn?.drain();
+    }
+    this.emitter.emit('close');
+  }
+}
