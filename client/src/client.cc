@@ -459,14 +459,14 @@ Reply<proto::PingResp> Client::ping() {
 Reply<proto::ReserveResp> Client::reserve(const proto::ReserveReq& req) {
   return call<proto::ReserveResp>(Opcode::kReserve, req, !req.key.empty());
 }
-Reply<proto::HoldView> Client::commit(uint64_t hold_id) {
-  return call<proto::HoldView>(Opcode::kCommit, proto::HoldReq{hold_id}, true);
+Reply<proto::HoldView> Client::commit(uint64_t hold_id, std::string_view user) {
+  return call<proto::HoldView>(Opcode::kCommit, proto::HoldReq{hold_id, std::string(user)}, true);
 }
-Reply<proto::HoldView> Client::release(uint64_t hold_id) {
-  return call<proto::HoldView>(Opcode::kRelease, proto::HoldReq{hold_id}, true);
+Reply<proto::HoldView> Client::release(uint64_t hold_id, std::string_view user) {
+  return call<proto::HoldView>(Opcode::kRelease, proto::HoldReq{hold_id, std::string(user)}, true);
 }
-Reply<proto::HoldView> Client::hold_get(uint64_t hold_id) {
-  return call<proto::HoldView>(Opcode::kHoldGet, proto::HoldReq{hold_id}, true);
+Reply<proto::HoldView> Client::hold_get(uint64_t hold_id, std::string_view user) {
+  return call<proto::HoldView>(Opcode::kHoldGet, proto::HoldReq{hold_id, std::string(user)}, true);
 }
 Reply<proto::ClaimResp> Client::claim(const proto::ClaimReq& req) {
   return call<proto::ClaimResp>(Opcode::kClaim, req, !req.key.empty());

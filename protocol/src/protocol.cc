@@ -271,6 +271,7 @@ void read(In& in, ReserveReq& m) {
 void read(In& in, HoldReq& m) {
   m.hold_id = in.u64("hold_id");
   in.range("hold_id", m.hold_id, 1, kU64Max);
+  in.str("user", kUserBytesMax, false, m.user);
 }
 void read(In& in, ClaimReq& m) {
   in.str("sku", kSkuBytesMax, true, m.sku);
@@ -471,7 +472,10 @@ void write(Out& w, const ReserveReq& m) {
   w.u32(m.ttl_ms);
   put_list(w, 2, m.lines);
 }
-void write(Out& w, const HoldReq& m) { w.u64(m.hold_id); }
+void write(Out& w, const HoldReq& m) {
+  w.u64(m.hold_id);
+  put_str(w, m.user);
+}
 void write(Out& w, const ClaimReq& m) {
   put_str(w, m.sku);
   put_str(w, m.user);

@@ -361,12 +361,13 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
 
 // ---- Commit and release. ----
 
-Status Book::Impl::settle(uint64_t hold_id, int64_t now, bool commit, proto::HoldView& out,
-                          Changes& ch) {
+Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
+                          proto::HoldView& out, Changes& ch) {
   out = proto::HoldView{};
   sweep(now, ch);
   auto it = holds.find(hold_id);
-  if (it == holds.end()) return Status::kNotFound;
+  // Another user's hold looks exactly like an unknown one: nothing to see, nothing to probe.
+  if (it == holds.end() || !owned_by(it->second, user)) return Status::kNotFound;
   Hold& h = it->second;
   Status st = Status::kOk;
   if (h.state == HoldState::kHeld && now >= h.expires_at) {
@@ -390,12 +391,14 @@ Status Book::Impl::settle(uint64_t hold_id, int64_t now, bool commit, proto::Hol
   return st;
 }
 
-Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
-  return impl_->settle(hold_id, now, true, out, ch);
+Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                    std::string_view user) {
+  return impl_->settle(hold_id, user, now, true, out, ch);
 }
 
-Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch) {
-  return impl_->settle(hold_id, now, false, out, ch);
+Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                     std::string_view user) {
+  return impl_->settle(hold_id, user, now, false, out, ch);
 }
 
 }  // namespace stockd

@@ -88,6 +88,11 @@ struct Hold {
   size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
 };
 
+// Whether a caller acting for `user` may see and settle `h`: empty = any user (admin, outbox).
+inline bool owned_by(const Hold& h, std::string_view user) {
+  return user.empty() || h.user == user;
+}
+
 inline std::string_view index_key(const Sku& s) { return s.id; }
 inline std::string_view index_key(const Hold& h) { return h.key; }
 
@@ -190,7 +195,8 @@ struct Book::Impl {
   void end_hold(Hold& h, HoldState to, int64_t at, Changes& ch);  // release or expire
   void commit_hold(Hold& h, int64_t now, Changes& ch);
   // COMMIT (commit = true) or RELEASE of a hold: both expire a hold past its deadline first.
-  Status settle(uint64_t hold_id, int64_t now, bool commit, proto::HoldView& out, Changes& ch);
+  Status settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
+                proto::HoldView& out, Changes& ch);
   void finish(Hold& h, HoldState to, int64_t at);
   void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
   void forget_finished(int64_t now, Changes& ch);

@@ -9,10 +9,10 @@ namespace stockd {
 using book_detail::Sku;
 using proto::Status;
 
-Status Book::hold_get(uint64_t hold_id, proto::HoldView& out) const {
+Status Book::hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user) const {
   out = proto::HoldView{};
   auto it = impl_->holds.find(hold_id);
-  if (it == impl_->holds.end()) return Status::kNotFound;
+  if (it == impl_->holds.end() || !owned_by(it->second, user)) return Status::kNotFound;
   impl_->hold_view(it->second, out);
   return Status::kOk;
 }

@@ -1,6 +1,9 @@
 #include "stockd/config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +27,55 @@ const char* durability_name(Durability d) {
   }
   return "?";
 }
+
+bool is_loopback(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr a4{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) return a6.s6_addr[12] == 127;
+    return IN6_IS_ADDR_LOOPBACK(&a6);
+  }
+  return false;  // a name other than localhost may resolve anywhere
+}
+
+std::string resolve_endpoint(const std::string& host, uint16_t port, sockaddr_storage& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); rc != 0) {
+    return "cannot resolve '" + host + "': " + ::gai_strerror(rc);
+  }
+  const addrinfo* pick = list;
+  for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  }
+  out = {};
+  std::memcpy(&out, pick->ai_addr, pick->ai_addrlen);
+  ::freeaddrinfo(list);
+  return "";
+}
+
+namespace {
+
+// Beyond loopback every role must need a token: admin and outbox are off without theirs, so
+// it comes down to the buyers'.
+std::string check_exposure(const Config& c) {
+  if (is_loopback(c.listen_host) || !c.client_token.empty() || c.insecure_no_auth) return "";
+  return "--listen " + c.listen_host +
+         " is not a loopback address and buyers need no token: anyone who reaches the port "
+         "could buy. Give the buyers' token (--client-token-file or STOCKD_CLIENT_TOKEN_FILE), "
+         "listen on 127.0.0.1, or pass --insecure-no-auth for an experiment";
+}
+
+}  // namespace
 
 std::string validate(const Config& c) {
   if (c.listen_host.empty()) return "--listen: host is empty";
@@ -60,6 +112,12 @@ std::string validate(const Config& c) {
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)
     return "tokens must be at most 256 bytes";
+  if (c.hello_fail_burst < 1) return "--hello-fail-burst must be at least 1";
+  if (c.hello_fail_refill_ms < 1) return "--hello-fail-refill-ms must be at least 1";
+  if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";
+  if (!c.tls_client_ca.empty() && c.tls_cert.empty())
+    return "--tls-client-ca needs --tls-cert and --tls-key";
+  if (std::string e = check_exposure(c); !e.empty()) return e;
   if (!c.admin_token.empty() && c.admin_token == c.client_token)
     return "--admin-token must differ from --client-token";
   if (!c.admin_token.empty() && c.admin_token == c.outbox_token)

@@ -48,6 +48,11 @@ void Server::Impl::on_accept() {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  sockaddr_storage peer{};
+  int peer_len = sizeof peer;
+  if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
+    c->session.peer = peer_addr(peer);
+  }
   c->accepted_ms = c->last_active_ms = wall_ms();
   conns.push_back(c);
   ++hello_pending;
@@ -403,6 +408,13 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
   if (!was_authed && c->session.hello_done) {
     --hello_pending;
     ++authed;
+  }
+  if (o.hello_failures_to_log > 0) {
+    log->warn(
+        "HELLO refused from {}: {} failed in the last {} s (wrong token, disabled role, or "
+        "refused unchecked after --hello-fail-burst failures)",
+        c->session.peer.text.empty() ? "an unknown address" : c->session.peer.text,
+        o.hello_failures_to_log, HelloGuard::kLogEveryMs / 1000);
   }
   if (o.deferred) {
     c->deferred = true;

@@ -73,8 +73,9 @@ void Dispatcher::answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::str
 }
 
 Dispatcher::Dispatcher(Book& book, const Config& config,
-                       std::function<void(std::vector<proto::Stat>&)> extra_stats)
-    : book_(book), config_(config), extra_stats_(std::move(extra_stats)) {}
+                       std::function<void(std::vector<proto::Stat>&)> extra_stats,
+                       HelloGuard* guard)
+    : book_(book), config_(config), extra_stats_(std::move(extra_stats)), guard_(guard) {}
 
 void Dispatcher::encode_error(uint16_t opcode, uint32_t request_id, Status status,
                               const std::string& message, std::string& out) {
@@ -151,11 +152,23 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     return {.close = !session.hello_done};  // a HELLO that does not decode: nothing to talk
   }
   if (op == Opcode::kHello) {
+    // An address out of allowance is not even checked: a guesser learns nothing.
+    if (int64_t retry_ms = 0; guard_ != nullptr && guard_->locked(session.peer, now, retry_ms)) {
+      encode_error(h.opcode, id, Status::kBusy,
+                   "too many failed HELLOs from this address; retry in " +
+                       std::to_string((retry_ms + 999) / 1000) + " s",
+                   out);
+      return {.close = true, .hello_failures_to_log = guard_->failed(session.peer, now, false)};
+    }
     proto::HelloResp resp;
     Status st = hello(session, std::get<proto::HelloReq>(req_), resp, why);
     if (st != Status::kOk) {
       encode_error(h.opcode, id, st, why, out);
-      return {.close = true};
+      DispatchOutcome o{.close = true};
+      if (st == Status::kUnauthorized && guard_ != nullptr) {
+        o.hello_failures_to_log = guard_->failed(session.peer, now);
+      }
+      return o;
     }
     answer(op, id, st, resp, out);
     return {};
@@ -183,11 +196,19 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     case Opcode::kCommit:
     case Opcode::kRelease:
     case Opcode::kHoldGet: {
+      const auto& hr = std::get<proto::HoldReq>(req_);
+      if (hr.user.empty() && session.role == proto::Role::kBuyer) {
+        const char* what = op == Opcode::kCommit    ? "commit"
+                           : op == Opcode::kRelease ? "release"
+                                                    : "hold_get";
+        encode_error(h.opcode, id, Status::kBadRequest,
+                     std::string(what) + ": a buyer must name the hold's user", out);
+        return {};
+      }
       proto::HoldView v;
-      uint64_t hold = std::get<proto::HoldReq>(req_).hold_id;
-      Status st = op == Opcode::kCommit    ? book_.commit(hold, now, v, ch)
-                  : op == Opcode::kRelease ? book_.release(hold, now, v, ch)
-                                           : book_.hold_get(hold, v);
+      Status st = op == Opcode::kCommit    ? book_.commit(hr.hold_id, now, v, ch, hr.user)
+                  : op == Opcode::kRelease ? book_.release(hr.hold_id, now, v, ch, hr.user)
+                                           : book_.hold_get(hr.hold_id, v, hr.user);
       answer(op, id, st, std::move(v), out);
       return {};
     }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "hello_guard.h"
 #include "stockd/book.h"
 #include "stockd/config.h"
 #include "stockd/protocol.h"
@@ -17,18 +18,22 @@ namespace stockd {
 struct Session {  // per connection
   bool hello_done = false;
   proto::Role role = proto::Role::kBuyer;
+  PeerAddr peer;  // where it connected from (failed HELLOs are counted per address)
 };
 
 struct DispatchOutcome {
-  bool close = false;     // close the connection after sending the answer
-  bool deferred = false;  // no answer yet (the loop answers later: outbox long-poll)
+  bool close = false;                  // close the connection after sending the answer
+  bool deferred = false;               // no answer yet (the loop answers later: outbox long-poll)
+  uint64_t hello_failures_to_log = 0;  // failed HELLOs of this peer's address to log now
 };
 
 class Dispatcher {
  public:
-  // `extra_stats` appends server-level stats (connections, groups) to STATS answers.
+  // `extra_stats` appends server-level stats (connections, groups) to STATS answers; `guard`
+  // (optional) limits failed HELLOs per address.
   Dispatcher(Book& book, const Config& config,
-             std::function<void(std::vector<proto::Stat>&)> extra_stats);
+             std::function<void(std::vector<proto::Stat>&)> extra_stats,
+             HelloGuard* guard = nullptr);
 
   // Handles one framed request. Appends exactly one answer frame to `out` unless deferred.
   // `writes_allowed` false (the store failed) refuses state changes with STORAGE_UNAVAILABLE.
@@ -54,6 +59,7 @@ class Dispatcher {
   const Config& config_;
   std::function<void(std::vector<proto::Stat>&)> extra_stats_;
   OutboxHandler outbox_;
+  HelloGuard* guard_;
   proto::Request req_;  // each request is decoded into this one, reusing its buffers
 };
 

@@ -70,12 +70,17 @@ void line(std::string& out, const char* name, const char* type, const char* help
 
 bool Server::Impl::start_metrics() {
   if (!config.metrics_enabled) return true;
-  sockaddr_in addr{};
-  int rc = uv_ip4_addr(config.metrics_host.c_str(), config.metrics_port, &addr);
+  sockaddr_storage addr{};
+  if (std::string e = resolve_endpoint(config.metrics_host, config.metrics_port, addr);
+      !e.empty()) {
+    log->critical("cannot listen for metrics on {}:{}: {}", config.metrics_host,
+                  config.metrics_port, e);
+    return false;
+  }
   uv_tcp_init(&loop, &metrics_listener);
   metrics_listener.data = this;
   metrics_open = true;
-  if (rc == 0) rc = uv_tcp_bind(&metrics_listener, reinterpret_cast<sockaddr*>(&addr), 0);
+  int rc = uv_tcp_bind(&metrics_listener, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&metrics_listener), 128,
                    [](uv_stream_t* s, int st) {
@@ -89,7 +94,9 @@ bool Server::Impl::start_metrics() {
                   config.metrics_port, uv_strerror(rc));
     return false;
   }
-  log->info("metrics on http://{}:{}/metrics", config.metrics_host, config.metrics_port);
+  const bool v6 = config.metrics_host.find(':') != std::string::npos;
+  log->info("metrics on http://{}{}{}:{}/metrics", v6 ? "[" : "", config.metrics_host,
+            v6 ? "]" : "", config.metrics_port);
   return true;
 }
 

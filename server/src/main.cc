@@ -133,6 +133,27 @@ int main(int argc, char** argv) {
                "without --outbox-token, let the outbox role log in with the admin token (off: "
                "the sidecar needs its own token and never holds the admin one)")
       ->envname("STOCKD_OUTBOX_ACCEPTS_ADMIN_TOKEN");
+  app.add_flag("--insecure-no-auth", c.insecure_no_auth,
+               "allow --listen on a non-loopback address while buyers need no token (for "
+               "experiments only; logged as a warning)")
+      ->envname("STOCKD_INSECURE_NO_AUTH");
+  app.add_option("--hello-fail-burst", c.hello_fail_burst,
+                 "failed HELLOs one address (IPv4, IPv6 /64) may make before its HELLOs are "
+                 "refused unchecked (BUSY)")
+      ->envname("STOCKD_HELLO_FAIL_BURST")
+      ->capture_default_str();
+  app.add_option("--hello-fail-refill-ms", c.hello_fail_refill_ms,
+                 "an address earns one more failed HELLO per this many ms")
+      ->envname("STOCKD_HELLO_FAIL_REFILL_MS")
+      ->capture_default_str();
+  app.add_option("--tls-cert", c.tls_cert,
+                 "PEM certificate chain: serve TLS on the client port (with --tls-key)")
+      ->envname("STOCKD_TLS_CERT");
+  app.add_option("--tls-key", c.tls_key, "PEM private key of --tls-cert")
+      ->envname("STOCKD_TLS_KEY");
+  app.add_option("--tls-client-ca", c.tls_client_ca,
+                 "PEM CA: require client certificates signed by it (TLS only)")
+      ->envname("STOCKD_TLS_CLIENT_CA");
   app.add_option("--connections-max", c.connections_max, "open connections at most")
       ->envname("STOCKD_CONNECTIONS_MAX")
       ->capture_default_str();

@@ -60,7 +60,8 @@ void Server::Impl::make_wal() {
 }
 
 void Server::Impl::make_dispatcher() {
-  dispatcher = std::make_unique<Dispatcher>(*book, config, [this](auto& s) { extra_stats(s); });
+  dispatcher = std::make_unique<Dispatcher>(
+      *book, config, [this](auto& s) { extra_stats(s); }, &hello_guard);
   dispatcher->set_outbox_handler([this](const proto::FrameHeader& h, const proto::Request& req,
                                         std::string& out) { return outbox(h, req, out); });
 }
@@ -121,13 +122,11 @@ void Server::Impl::try_recover_store() {
 
 bool Server::Impl::start_listening() {
   sockaddr_storage addr{};
-  int rc = uv_ip4_addr(config.listen_host.c_str(), config.listen_port,
-                       reinterpret_cast<sockaddr_in*>(&addr));
-  if (rc != 0) {
-    rc = uv_ip6_addr(config.listen_host.c_str(), config.listen_port,
-                     reinterpret_cast<sockaddr_in6*>(&addr));
+  if (std::string e = resolve_endpoint(config.listen_host, config.listen_port, addr); !e.empty()) {
+    log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port, e);
+    return false;
   }
-  if (rc == 0) rc = uv_tcp_bind(&listener, reinterpret_cast<sockaddr*>(&addr), 0);
+  int rc = uv_tcp_bind(&listener, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 4096, [](uv_stream_t* s, int st) {
       auto* self = static_cast<Impl*>(s->data);
@@ -144,6 +143,12 @@ bool Server::Impl::start_listening() {
     log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port,
                   uv_strerror(rc));
     return false;
+  }
+  if (!is_loopback(config.listen_host) && config.client_token.empty()) {
+    log->warn(
+        "--insecure-no-auth: listening on {} and buyers need no token; anyone who reaches "
+        "the port can buy",
+        config.listen_host);
   }
   sockaddr_storage bound{};
   int len = sizeof bound;

@@ -42,6 +42,7 @@ struct Server::Impl {
   }
 
   Config config;
+  HelloGuard hello_guard{config.hello_fail_burst, config.hello_fail_refill_ms};
   storage::StoreOptions store_options;
   uv_async_t stop_async{};
   std::atomic<bool> stop_requested{false};

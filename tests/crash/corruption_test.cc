@@ -89,8 +89,10 @@ std::string write_history(StockdProcess& p, Expected& e) {
     if (!r.ok()) return "RESERVE " + req.key + ": " + reply_text(r);
     e.reserves.push_back({req, r.body.hold_id});
   }
-  if (auto r = buyer.commit(e.reserves[2].second); !r.ok()) return "COMMIT: " + reply_text(r);
-  if (auto r = buyer.release(e.reserves[3].second); !r.ok()) return "RELEASE: " + reply_text(r);
+  if (auto r = buyer.commit(e.reserves[2].second, e.reserves[2].first.user); !r.ok())
+    return "COMMIT: " + reply_text(r);
+  if (auto r = buyer.release(e.reserves[3].second, e.reserves[3].first.user); !r.ok())
+    return "RELEASE: " + reply_text(r);
   e.claim.first = {"code", "eve", "k5"};
   auto claimed = buyer.claim(e.claim.first);
   if (!claimed.ok()) return "CLAIM: " + reply_text(claimed);

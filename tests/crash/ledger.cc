@@ -118,9 +118,9 @@ Work Ledger::work_for(int thread, std::mt19937_64& rng) const {
   for (const auto& [id, h] : holds_) {
     if (h.owner != thread) continue;
     if (h.state == HoldState::kHeld) {
-      w.held.push_back(id);
+      w.held.emplace_back(id, h.user);
     } else if (rng() % 64 == 0 && w.finished.size() < 4) {
-      w.finished.push_back(id);
+      w.finished.emplace_back(id, h.user);
     }
   }
   for (int i = 0; i < 6 && !known_keys_.empty(); ++i) {

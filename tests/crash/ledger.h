@@ -52,6 +52,7 @@ struct Op {
   proto::ClaimReq claim;      // kClaim; kReplay of a claim
   bool is_claim = false;      // kReplay: which of the two
   uint64_t hold_id = 0;       // kCommit, kRelease
+  std::string hold_user;      // kCommit, kRelease: whose hold (buyers must name it)
   bool transport = false;     // an answer came back
   proto::Status status = proto::Status::kInternal;
   proto::ReserveResp reserved;
@@ -89,9 +90,10 @@ std::string refusals_text(const Counts& c);
 
 // What a load thread may work on in the next phase.
 struct Work {
-  std::vector<uint64_t> held;      // HELD holds this thread owns
-  std::vector<uint64_t> finished;  // a few finished holds (poking them must change nothing)
-  std::vector<Op> replays;         // acknowledged reserve/claim requests to send again
+  using HoldOf = std::pair<uint64_t, std::string>;  // hold id, its user
+  std::vector<HoldOf> held;                         // HELD holds this thread owns
+  std::vector<HoldOf> finished;  // a few finished holds (poking them must change nothing)
+  std::vector<Op> replays;       // acknowledged reserve/claim requests to send again
 };
 
 class Ledger {

@@ -77,7 +77,7 @@ bool Ledger::read_state(Client& admin, bool full, Snapshot& snap, std::vector<Vi
     std::vector<uint64_t> list(ids.begin(), ids.end());
     for (size_t i = 0; i < list.size(); i += kPipelineDepth) {
       for (size_t j = i; j < std::min(list.size(), i + kPipelineDepth); ++j) {
-        admin.queue(proto::Opcode::kHoldGet, proto::HoldReq{list[j]});
+        admin.queue(proto::Opcode::kHoldGet, proto::HoldReq{list[j], ""});
       }
       auto replies = admin.flush();
       for (size_t j = 0; j < replies.size(); ++j) {

@@ -24,12 +24,12 @@ int64_t between(std::mt19937_64& rng, int64_t lo, int64_t hi) {
   return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
 }
 
-uint64_t take(std::vector<uint64_t>& v, std::mt19937_64& rng) {
+Work::HoldOf take(std::vector<Work::HoldOf>& v, std::mt19937_64& rng) {
   size_t i = rng() % v.size();
-  uint64_t id = v[i];
-  v[i] = v.back();
+  Work::HoldOf h = std::move(v[i]);
+  v[i] = std::move(v.back());
   v.pop_back();
-  return id;
+  return h;
 }
 
 }  // namespace
@@ -73,7 +73,7 @@ void Load::run(int t) {
     send(c, op);
     if (op.kind == Kind::kReserve && op.status == proto::Status::kOk && op.transport &&
         op.reserved.state == proto::HoldState::kHeld) {
-      work_[static_cast<size_t>(t)].held.push_back(op.reserved.hold_id);
+      work_[static_cast<size_t>(t)].held.emplace_back(op.reserved.hold_id, op.reserve.user);
     }
     log.push_back(std::move(op));
     if (!log.back().transport) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -123,14 +123,14 @@ Op Load::next_op(int t, std::mt19937_64& rng, uint64_t n) {
     case kCommit:
     case kRelease:
       op.kind = p == kCommit ? Kind::kCommit : Kind::kRelease;
-      op.hold_id = take(w.held, rng);
+      std::tie(op.hold_id, op.hold_user) = take(w.held, rng);
       break;
     case kReplay:
       op = w.replays[rng() % w.replays.size()];
       break;
     case kPoke:
       op.kind = rng() % 2 ? Kind::kCommit : Kind::kRelease;
-      op.hold_id = w.finished[rng() % w.finished.size()];
+      std::tie(op.hold_id, op.hold_user) = w.finished[rng() % w.finished.size()];
       break;
     case kPicks:
       break;
@@ -168,7 +168,8 @@ void Load::send(Client& c, Op& op) {
     }
     case Kind::kCommit:
     case Kind::kRelease: {
-      auto r = op.kind == Kind::kCommit ? c.commit(op.hold_id) : c.release(op.hold_id);
+      auto r = op.kind == Kind::kCommit ? c.commit(op.hold_id, op.hold_user)
+                                        : c.release(op.hold_id, op.hold_user);
       fill(r);
       op.view = r.body;
       break;

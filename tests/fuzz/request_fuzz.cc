@@ -834,7 +834,11 @@ void mutate(proto::Request& req, Rng& rng) {
         break;
     }
   } else if (auto* h = std::get_if<proto::HoldReq>(&req)) {
-    h->hold_id = rng() % 8 == 0 ? some_u32(rng) : 1 + pick(rng, 12);
+    if (rng() % 2 == 0) {
+      h->hold_id = rng() % 8 == 0 ? some_u32(rng) : 1 + pick(rng, 12);
+    } else {  // whose hold: nobody (any, or BAD_REQUEST for a buyer), an owner, a stranger
+      h->user = rng() % 3 == 0 ? std::string() : "u" + std::to_string(pick(rng, 4));
+    }
   } else if (auto* c = std::get_if<proto::ClaimReq>(&req)) {
     switch (rng() % 3) {
       case 0:
@@ -942,7 +946,8 @@ proto::Request fresh(Opcode op, Rng& rng) {
     case Opcode::kCommit:
     case Opcode::kRelease:
     case Opcode::kHoldGet:
-      return proto::HoldReq{1 + pick(rng, 8)};
+      return proto::HoldReq{1 + pick(rng, 8),
+                            rng() % 4 == 0 ? std::string() : "u" + std::to_string(pick(rng, 4))};
     case Opcode::kClaim:
       return proto::ClaimReq{some_sku(rng), "u" + std::to_string(pick(rng, 4)), ""};
     case Opcode::kSkuGet:
@@ -1144,8 +1149,8 @@ class Script {
     return req(Opcode::kReserve,
                proto::ReserveReq{std::move(user), std::move(key), ttl, std::move(lines)}, ctl);
   }
-  Script& hold(Opcode op, uint64_t id, uint16_t ctl = 0) {
-    return req(op, proto::HoldReq{id}, ctl);
+  Script& hold(Opcode op, uint64_t id, uint16_t ctl = 0, std::string user = "u1") {
+    return req(op, proto::HoldReq{id, std::move(user)}, ctl);
   }
   Script& claim(std::string sku, std::string user, std::string key = "", uint16_t ctl = 0) {
     return req(Opcode::kClaim, proto::ClaimReq{std::move(sku), std::move(user), std::move(key)},

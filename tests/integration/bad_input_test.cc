@@ -279,7 +279,7 @@ TEST_F(BadInputTest, BodiesThatDoNotDecodeGetBadRequestAndTheConnectionStays) {
       {"user over 128 bytes", kReserve,
        request_body(Opcode::kReserve, proto::ReserveReq{long_user, "dec-5", 0, {{"BAD-1", 1}}})},
       {"hold id 0", static_cast<uint16_t>(Opcode::kCommit),
-       request_body(Opcode::kCommit, proto::HoldReq{0})},
+       request_body(Opcode::kCommit, proto::HoldReq{0, ""})},
       {"empty claim sku", static_cast<uint16_t>(Opcode::kClaim),
        request_body(Opcode::kClaim, proto::ClaimReq{"", "decoder", "dec-6"})},
       {"list count past the body", kReserve,

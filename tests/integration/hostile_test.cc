@@ -471,10 +471,10 @@ TEST(FrameFit, AHoldOf256LongCodesFitsIn65536ByteFrames) {
   auto again = buyer.reserve(reserve_req(user, key, 600'000, {{sku, kHoldCodesMax}}));
   ASSERT_TRUE(again.ok()) << "replay: " << again.error;
   EXPECT_EQ(again.body.codes, r.body.codes);
-  auto view = buyer.hold_get(r.body.hold_id);
+  auto view = buyer.hold_get(r.body.hold_id, user);
   ASSERT_TRUE(view.ok()) << view.error;
   EXPECT_EQ(view.body.codes.size(), kHoldCodesMax);
-  auto commit = buyer.commit(r.body.hold_id);
+  auto commit = buyer.commit(r.body.hold_id, user);
   ASSERT_TRUE(commit.ok()) << commit.error;
   EXPECT_EQ(commit.body.state, HoldState::kCommitted);
   EXPECT_EQ(commit.body.codes, r.body.codes);
@@ -725,7 +725,7 @@ TEST(Slowloris, TricklingHellosAreClosedAndDoNotStarveBuyers) {
   // The authenticated buyer was not touched by the HELLO timeout.
   auto ping = buyer.ping();
   EXPECT_TRUE(ping.ok()) << ping.error;
-  auto view = buyer.hold_get(r.body.hold_id);
+  auto view = buyer.hold_get(r.body.hold_id, "real-buyer");
   EXPECT_TRUE(view.ok()) << view.error;
   expect_serving(server, "200 trickling HELLOs");
 }
@@ -946,11 +946,11 @@ TEST(RetainedState, FinishedHoldsAreCappedOldestFirst) {
               static_cast<unsigned long long>(live), static_cast<unsigned long long>(finished));
   EXPECT_TRUE(capped) << "finished_holds " << finished << " over --finished-holds-max 1000";
   // The oldest are the ones forgotten; the newest finished hold is kept.
-  EXPECT_EQ(buyer.hold_get(first_hold).status, Status::kNotFound);
+  EXPECT_EQ(admin.hold_get(first_hold).status, Status::kNotFound);
   auto last = buyer.reserve(reserve_req("fin-last", "fin-last", 0, {{"FIN-1", 1}}));
   ASSERT_TRUE(last.ok()) << last.error;
   ++bought;
-  auto view = buyer.hold_get(last.body.hold_id);
+  auto view = buyer.hold_get(last.body.hold_id, "fin-last");
   EXPECT_TRUE(view.ok()) << proto::status_name(view.status);
   // Forgetting holds does not touch units.
   auto sku = admin.sku_get("FIN-1");
@@ -981,7 +981,7 @@ TEST(RetainedState, LiveHoldsPerUserAndInAllAreCapped) {
   EXPECT_FALSE(sixth.error.empty()) << "BUSY without a reason";
   auto other = hold("other", "o-0");
   EXPECT_TRUE(other.ok()) << proto::status_name(other.status) << " " << other.error;
-  auto rel = buyer.release(greedy[0]);
+  auto rel = buyer.release(greedy[0], "greedy");
   ASSERT_TRUE(rel.ok()) << rel.error;
   auto after_release = hold("greedy", "g-6");
   EXPECT_TRUE(after_release.ok()) << proto::status_name(after_release.status) << " "
@@ -999,7 +999,7 @@ TEST(RetainedState, LiveHoldsPerUserAndInAllAreCapped) {
   auto over = hold("late", "late-0");
   EXPECT_EQ(over.status, Status::kBusy) << "13th live hold: " << over.error;
   EXPECT_FALSE(over.error.empty());
-  ASSERT_TRUE(buyer.release(greedy[1]).ok());
+  ASSERT_TRUE(buyer.release(greedy[1], "greedy").ok());
   EXPECT_TRUE(hold("late", "late-1").ok());
   expect_serving(server, "capped holds");
 }
@@ -1235,13 +1235,13 @@ TEST(ProtocolEdges, CommitOfAReleasedHoldIsAlreadyDone) {
   Client buyer = server.buyer();
   auto r = buyer.reserve(reserve_req("edge", "edge-1", 600'000, {{"EDGE-1", 2}}));
   ASSERT_TRUE(r.ok()) << r.error;
-  auto rel = buyer.release(r.body.hold_id);
+  auto rel = buyer.release(r.body.hold_id, "edge");
   ASSERT_TRUE(rel.ok()) << rel.error;
   EXPECT_EQ(rel.body.state, HoldState::kReleased);
-  auto commit = buyer.commit(r.body.hold_id);
+  auto commit = buyer.commit(r.body.hold_id, "edge");
   EXPECT_EQ(commit.status, Status::kAlreadyDone) << proto::status_name(commit.status);
   EXPECT_EQ(commit.body.state, HoldState::kReleased);
-  auto again = buyer.release(r.body.hold_id);
+  auto again = buyer.release(r.body.hold_id, "edge");
   EXPECT_EQ(again.status, Status::kAlreadyDone);
   auto sku = admin.sku_get("EDGE-1");
   ASSERT_TRUE(sku.ok());

@@ -153,8 +153,8 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
   for (auto* r : {&held, &committed, &released, &with_codes, &bought}) {
     ASSERT_TRUE(r->ok()) << proto::status_name(r->status) << " " << r->error;
   }
-  ASSERT_TRUE(b.commit(committed.body.hold_id).ok());
-  ASSERT_TRUE(b.release(released.body.hold_id).ok());
+  ASSERT_TRUE(b.commit(committed.body.hold_id, "ru1").ok());
+  ASSERT_TRUE(b.release(released.body.hold_id, "ru2").ok());
   // Claims, pipelined.
   const size_t kClaimsBefore = kCodes / 2;
   for (size_t i = 0; i < kClaimsBefore; ++i) {
@@ -172,7 +172,7 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
 
   std::map<uint64_t, proto::HoldView> holds_before;
   for (const auto* r : {&held, &committed, &released, &with_codes, &bought, &short_hold}) {
-    auto v = b.hold_get(r->body.hold_id);
+    auto v = admin.hold_get(r->body.hold_id);
     ASSERT_TRUE(v.ok());
     holds_before[r->body.hold_id] = v.body;
   }
@@ -192,7 +192,7 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
 
   // Holds: each exactly as before, except the one whose deadline passed.
   for (const auto& [id, before] : holds_before) {
-    auto v = c.hold_get(id);
+    auto v = c.hold_get(id, before.user);
     ASSERT_TRUE(v.ok()) << "hold " << id << " lost";
     proto::HoldView want = before;
     if (id == short_hold.body.hold_id) want.state = HoldState::kExpired;
@@ -264,7 +264,7 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
   EXPECT_TRUE(handed == std::set<std::string>(codes.begin(), codes.end()));
 
   // The restored hold still works.
-  auto commit = c.commit(held.body.hold_id);
+  auto commit = c.commit(held.body.hold_id, "ru1");
   EXPECT_TRUE(commit.ok());
   EXPECT_EQ(commit.body.state, HoldState::kCommitted);
 }

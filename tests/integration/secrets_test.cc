@@ -68,11 +68,11 @@ class BareStockd {
   }
   // Starts stockd on a free port with its data in dir/data; true once it listens, false if it
   // exited (exit_code(), log()).
-  bool start(std::vector<std::string> flags) {
+  bool start(std::vector<std::string> flags, const std::string& listen = "127.0.0.1:0") {
     const std::string ready = (dir_ / "ready").string();
     fs::remove(ready);
     std::vector<std::string> args = {
-        STOCKD_BIN,     "--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(),
+        STOCKD_BIN,     "--listen", listen, "--data-dir", (dir_ / "data").string(),
         "--ready-file", ready};
     args.insert(args.end(), flags.begin(), flags.end());
     const std::string log = (dir_ / "stockd.log").string();
@@ -243,6 +243,82 @@ TEST_F(SecretsTest, OutboxRoleDoesNotTakeTheAdminTokenUnlessAsked) {
   ASSERT_TRUE(s.start({"--admin-token", "only-admin", "--outbox-accepts-admin-token"})) << s.log();
   EXPECT_TRUE(s.ping(Role::kOutbox, "only-admin").ok()) << "the old behaviour, asked for";
   EXPECT_EQ(s.stop(), 0);
+}
+
+// Beyond loopback every role needs a token: without the buyers' token stockd does not start,
+// unless told --insecure-no-auth (then it warns).
+TEST_F(SecretsTest, StockdRefusesToListenBeyondLoopbackWithoutABuyerToken) {
+  {
+    BareStockd s(dir_);
+    EXPECT_FALSE(s.start({"--admin-token", "a-token"}, "0.0.0.0:0")) << "started open to all";
+    EXPECT_EQ(s.exit_code(), 2) << s.log();
+    EXPECT_TRUE(has(s.log(), "is not a loopback address and buyers need no token")) << s.log();
+    EXPECT_TRUE(has(s.log(), "--insecure-no-auth")) << s.log();
+  }
+  {
+    fs::remove(dir_ / "stockd.log");
+    BareStockd s(dir_);
+    EXPECT_FALSE(s.start({}, "[::]:0"));
+    EXPECT_EQ(s.exit_code(), 2) << s.log();
+  }
+  write_file(dir_ / "client", "buyers-token\n");
+  {
+    BareStockd s(dir_);
+    ASSERT_TRUE(s.start({"--client-token-file", (dir_ / "client").string()}, "0.0.0.0:0"))
+        << s.log();
+    EXPECT_TRUE(s.ping(Role::kBuyer, "buyers-token").ok());
+    EXPECT_EQ(s.ping(Role::kBuyer, "").status, Status::kUnauthorized);
+    EXPECT_EQ(s.stop(), 0);
+  }
+  {
+    fs::remove(dir_ / "stockd.log");
+    BareStockd s(dir_);
+    ASSERT_TRUE(s.start({"--insecure-no-auth"}, "0.0.0.0:0")) << s.log();
+    EXPECT_TRUE(s.ping(Role::kBuyer, "").ok());
+    EXPECT_EQ(s.stop(), 0);
+    EXPECT_TRUE(has(s.log(), "--insecure-no-auth: listening on 0.0.0.0")) << s.log();
+  }
+  {  // Loopback in any spelling needs no buyers' token.
+    BareStockd s(dir_);
+    ASSERT_TRUE(s.start({}, "localhost:0")) << s.log();
+    EXPECT_EQ(s.stop(), 0);
+  }
+}
+
+// A guesser gets --hello-fail-burst tries per address, then its HELLOs are refused unchecked
+// (BUSY, so it learns nothing, even with the right token) until the allowance refills; the
+// failures are logged, one line per address per 10 s.
+TEST_F(SecretsTest, FailedHellosAreLoggedAndLimitedPerAddress) {
+  BareStockd s(dir_);
+  ASSERT_TRUE(s.start({"--admin-token", "the-admin-token", "--hello-fail-burst", "5",
+                       "--hello-fail-refill-ms", "1000"}))
+      << s.log();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    auto r = s.ping(Role::kAdmin, "guess-" + std::to_string(i));
+    EXPECT_EQ(r.status, Status::kUnauthorized) << i << ": " << r.error;
+  }
+  auto locked = s.ping(Role::kAdmin, "the-admin-token");
+  const auto spent = std::chrono::steady_clock::now() - t0;
+  ASSERT_LT(spent, std::chrono::milliseconds(900)) << "too slow to test the lock";
+  EXPECT_EQ(locked.status, Status::kBusy) << "the right token after 5 failures: " << locked.error;
+  EXPECT_TRUE(has(locked.error, "too many failed HELLOs from this address")) << locked.error;
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(s.ping(Role::kAdmin, "more-guessing").status, Status::kBusy);
+  }
+  // One more try per refill (1 s): refused-unchecked attempts do not postpone it.
+  std::this_thread::sleep_until(t0 + std::chrono::milliseconds(1300));
+  auto after = s.ping(Role::kAdmin, "the-admin-token");
+  EXPECT_TRUE(after.ok()) << proto::status_name(after.status) << " " << after.error;
+  EXPECT_EQ(s.stop(), 0);
+  const std::string log = s.log();
+  size_t lines = 0;
+  for (size_t at = 0; (at = log.find("HELLO refused from 127.0.0.1", at)) != std::string::npos;
+       ++at) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << "26 failures in ~1 s: one log line\n" << log;
+  EXPECT_FALSE(has(log, "guess-")) << "a guessed token in the log";
 }
 
 TEST_F(SecretsTest, DataDirCreatedByStockdIsOwnerOnly) {

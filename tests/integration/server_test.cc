@@ -256,11 +256,11 @@ TEST_F(ServerTest, PerUserLimitHoldsUnderConcurrentRetries) {
   EXPECT_EQ(sku.body.sold, 0u);
   EXPECT_EQ(sku.body.available, 98u);
   for (uint64_t h : holds) {
-    auto v = late.hold_get(h);
+    auto v = late.hold_get(h, "limited-user");
     ASSERT_TRUE(v.ok());
     EXPECT_EQ(v.body.user, "limited-user");
     EXPECT_EQ(v.body.state, HoldState::kHeld);
-    EXPECT_TRUE(late.commit(h).ok());
+    EXPECT_TRUE(late.commit(h, "limited-user").ok());
   }
   auto more = late.reserve(reserve_req("limited-user", "lim-after", 0, {{"LIMIT-1", 1}}));
   EXPECT_EQ(more.status, Status::kLimitExceeded);
@@ -349,15 +349,15 @@ TEST_F(ServerTest, HoldsExpireOnTime) {
   EXPECT_EQ(now_view.available, 9u);
   EXPECT_EQ(now_view.sold, 0u);
 
-  auto view = c.hold_get(h.body.hold_id);
+  auto view = c.hold_get(h.body.hold_id, "hasty");
   ASSERT_TRUE(view.ok());
   EXPECT_EQ(view.body.state, HoldState::kExpired);
-  auto commit = c.commit(h.body.hold_id);
+  auto commit = c.commit(h.body.hold_id, "hasty");
   EXPECT_EQ(commit.status, Status::kHoldExpired);
   EXPECT_EQ(commit.body.state, HoldState::kExpired);
-  EXPECT_EQ(c.release(h.body.hold_id).status, Status::kHoldExpired);
+  EXPECT_EQ(c.release(h.body.hold_id, "hasty").status, Status::kHoldExpired);
   // The long hold is untouched and still commits.
-  auto k = c.commit(keep.body.hold_id);
+  auto k = c.commit(keep.body.hold_id, "patient");
   EXPECT_TRUE(k.ok());
   EXPECT_EQ(k.body.state, HoldState::kCommitted);
 }
@@ -459,6 +459,58 @@ TEST(ServerInflightTest, MoreThanInflightMaxOutstandingIsStillAnswered) {
   auto answers = c.flush();
   EXPECT_EQ(std::count_if(answers.begin(), answers.end(), [](const auto& a) { return a.ok(); }),
             static_cast<long>(kRequests));
+}
+
+// A buyer acts only on holds of the user it names: another user's hold is NOT_FOUND for
+// HOLD_GET, COMMIT and RELEASE (as if it did not exist) and stays untouched; a buyer that names
+// no user is refused; admin reaches any hold.
+TEST_F(ServerTest, BuyersSeeAndSettleOnlyTheirOwnHolds) {
+  make_sku(*admin_, "MINE-1", 10);
+  make_code_pool(*admin_, "MINE-CODES", {"MINE-SECRET-CODE-1", "MINE-SECRET-CODE-2"});
+  Client alice = new_buyer();
+  Client mallory = new_buyer();
+  auto held =
+      alice.reserve(reserve_req("alice", "alice-key", 600'000, {{"MINE-1", 2}, {"MINE-CODES", 1}}));
+  ASSERT_TRUE(held.ok()) << held.error;
+  auto bought = alice.reserve(reserve_req("alice", "alice-buy", 0, {{"MINE-1", 1}}));
+  ASSERT_TRUE(bought.ok()) << bought.error;
+
+  for (uint64_t id : {held.body.hold_id, bought.body.hold_id}) {
+    // Mallory names herself: nothing to see, nothing to settle, not even that the hold exists.
+    for (auto r : {mallory.hold_get(id, "mallory"), mallory.commit(id, "mallory"),
+                   mallory.release(id, "mallory")}) {
+      EXPECT_EQ(r.status, Status::kNotFound) << proto::status_name(r.status);
+      EXPECT_EQ(r.body, proto::HoldView{}) << "another user's hold leaked";
+    }
+    // A hold id that was never given out answers the same.
+    EXPECT_EQ(mallory.hold_get(id + 1000, "mallory").status, Status::kNotFound);
+    // Naming nobody is not a way around it.
+    for (auto r : {mallory.hold_get(id), mallory.commit(id), mallory.release(id)}) {
+      EXPECT_EQ(r.status, Status::kBadRequest);
+      EXPECT_NE(r.error.find("a buyer must name the hold's user"), std::string::npos) << r.error;
+    }
+  }
+  // Nothing moved: the hold is still HELD with its units and code.
+  auto sku = admin_->sku_get("MINE-1");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.held, 2u);
+  EXPECT_EQ(sku.body.sold, 1u);
+  auto view = alice.hold_get(held.body.hold_id, "alice");
+  ASSERT_TRUE(view.ok()) << view.error;
+  EXPECT_EQ(view.body.state, HoldState::kHeld);
+  ASSERT_EQ(view.body.codes.size(), 1u);
+
+  // Admin without a user sees any hold; admin naming someone else gets NOT_FOUND too.
+  auto as_admin = admin_->hold_get(held.body.hold_id);
+  ASSERT_TRUE(as_admin.ok()) << as_admin.error;
+  EXPECT_EQ(as_admin.body.user, "alice");
+  EXPECT_EQ(admin_->hold_get(held.body.hold_id, "mallory").status, Status::kNotFound);
+  // The owner settles it.
+  auto commit = alice.commit(held.body.hold_id, "alice");
+  ASSERT_TRUE(commit.ok()) << commit.error;
+  EXPECT_EQ(commit.body.state, HoldState::kCommitted);
+  EXPECT_EQ(mallory.release(held.body.hold_id, "mallory").status, Status::kNotFound);
+  EXPECT_EQ(admin_->sku_get("MINE-1").body.sold, 3u);
 }
 
 }  // namespace

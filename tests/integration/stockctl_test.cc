@@ -108,11 +108,11 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
       ctl({"--json", "reserve", "CTL-A:2", "--user", "u1", "--key", "k-1", "--ttl-ms", "60000"});
   EXPECT_EQ(retry.exit_code, 0) << show(retry);
   EXPECT_EQ(json_u64(retry.out, "hold_id"), hold_id);
-  auto commit = ctl({"--json", "commit", std::to_string(hold_id)});
+  auto commit = ctl({"--json", "commit", std::to_string(hold_id), "--user", "u1"});
   ASSERT_EQ(commit.exit_code, 0) << show(commit);
   EXPECT_EQ(json_field(commit.out, "state"), "COMMITTED");
   EXPECT_EQ(json_u64(commit.out, "hold_id"), hold_id);
-  auto again = ctl({"--json", "commit", std::to_string(hold_id)});
+  auto again = ctl({"--json", "commit", std::to_string(hold_id), "--user", "u1"});
   EXPECT_EQ(again.exit_code, 1) << show(again);
   EXPECT_EQ(json_field(again.out, "status"), "ALREADY_DONE");
   EXPECT_EQ(json_field(again.out, "state"), "COMMITTED");
@@ -122,12 +122,12 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   ASSERT_EQ(hold2.exit_code, 0) << show(hold2);
   const uint64_t hold2_id = json_u64(hold2.out, "hold_id");
   EXPECT_EQ(admin_->sku_get("CTL-B").body.held, 2u);
-  auto release = ctl({"--json", "release", std::to_string(hold2_id)});
+  auto release = ctl({"--json", "release", std::to_string(hold2_id), "--user", "u2"});
   ASSERT_EQ(release.exit_code, 0) << show(release);
   EXPECT_EQ(json_field(release.out, "state"), "RELEASED");
   EXPECT_EQ(admin_->sku_get("CTL-B").body.held, 0u);
   EXPECT_EQ(admin_->sku_get("CTL-B").body.available, 5u);
-  auto get = ctl({"--json", "hold", "get", std::to_string(hold2_id)});
+  auto get = ctl({"--json", "hold", "get", std::to_string(hold2_id), "--user", "u2"});
   ASSERT_EQ(get.exit_code, 0) << show(get);
   EXPECT_EQ(json_field(get.out, "state"), "RELEASED");
   EXPECT_EQ(json_field(get.out, "user"), "u2");

@@ -99,7 +99,7 @@ std::map<std::string, Vector> expected_vectors() {
             ReserveResp{1001, HoldState::kHeld, kT0 + 600000, 0xFFFF, 497, kCodes})},
       {"reserve_response_sold_out",
        resp(0x10, 4, Status::kSoldOut, ReserveResp{0, HoldState::kNone, 0, 0, 1, {}})},
-      {"commit_request", req(Opcode::kCommit, 5, HoldReq{1001})},
+      {"commit_request", req(Opcode::kCommit, 5, HoldReq{1001, "u42"})},
       {"commit_response", resp(Opcode::kCommit, 5,
                                HoldView{1001, HoldState::kCommitted, "u42", "k-9f1", kT0,
                                         kT0 + 600000, kLines, kCodes})},
@@ -268,9 +268,9 @@ std::vector<std::pair<Opcode, Request>> sample_requests() {
       {Opcode::kReserve,
        ReserveReq{repeat('u', kUserBytesMax), repeat('k', kKeyBytesMax), kHoldTtlMsMax, many}},
       {Opcode::kReserve, ReserveReq{"bob", "", 0, {{repeat('s', kSkuBytesMax), 0xFFFFFFFF}}}},
-      {Opcode::kCommit, HoldReq{0x0102030405060708}},
-      {Opcode::kRelease, HoldReq{1}},
-      {Opcode::kHoldGet, HoldReq{~uint64_t{0}}},
+      {Opcode::kCommit, HoldReq{0x0102030405060708, "u-\xff"}},
+      {Opcode::kRelease, HoldReq{1, ""}},
+      {Opcode::kHoldGet, HoldReq{~uint64_t{0}, std::string(128, 'u')}},
       {Opcode::kClaim, ClaimReq{"GIFT", "carol", "idem-1"}},
       {Opcode::kSkuGet, SkuReq{"A"}},
       {Opcode::kSaleClose, SkuReq{"\xff\x00z"}},
@@ -367,13 +367,13 @@ TEST(CodecRoundTrip, EveryResponseType) {
 
 TEST(CodecRoundTrip, EncodeAppendsToExistingOutput) {
   std::string out = "prefix";
-  encode_request(Opcode::kCommit, 1, HoldReq{5}, out);
+  encode_request(Opcode::kCommit, 1, HoldReq{5, ""}, out);
   encode_request(Opcode::kPing, 2, PingReq{}, out);
-  ASSERT_EQ(out.size(), 6 + 24 + 16u);
+  ASSERT_EQ(out.size(), 6 + 26 + 16u);
   FrameDecode d = decode_frame(bytes_of(out).subspan(6), Limits{});
   ASSERT_EQ(d.kind, DecodeKind::kFrame);
-  EXPECT_EQ(d.header.body_len, 8u);
-  EXPECT_EQ(d.consumed, 24u);
+  EXPECT_EQ(d.header.body_len, 10u);
+  EXPECT_EQ(d.consumed, 26u);
 }
 
 TEST(CodecRoundTrip, EncodeHeaderIsTheDocumentedLayout) {
@@ -407,7 +407,7 @@ TEST(CodecNames, NamesAndDefaults) {
   EXPECT_FALSE(opcode_known(0x15));
   EXPECT_TRUE(is_error_status(Status::kBadRequest));
   EXPECT_FALSE(is_error_status(Status::kBelowCommitted));
-  EXPECT_EQ(default_opcode(HoldReq{1}), Opcode::kCommit);
+  EXPECT_EQ(default_opcode(HoldReq{1, ""}), Opcode::kCommit);
   EXPECT_EQ(default_opcode(SkuReq{"a"}), Opcode::kSkuGet);
   EXPECT_EQ(default_opcode(OutboxAckReq{}), Opcode::kOutboxAck);
   for (const auto& [op, r] : sample_requests()) {
@@ -419,7 +419,7 @@ TEST(CodecNames, NamesAndDefaults) {
 
 TEST(CodecDeath, EncodeRefusesATypeThatDoesNotMatchTheOpcode) {
   std::string out;
-  EXPECT_DEATH(encode_request(Opcode::kReserve, 1, HoldReq{1}, out), "does not match");
+  EXPECT_DEATH(encode_request(Opcode::kReserve, 1, HoldReq{1, ""}, out), "does not match");
   EXPECT_DEATH(encode_response(Opcode::kPing, 1, Status::kOk, ErrorResp{"x"}, out),
                "does not match");
   EXPECT_DEATH(encode_response(Opcode::kPing, 1, Status::kBusy, PingResp{}, out), "ErrorResp");
@@ -581,9 +581,10 @@ TEST(CodecBody, CountsAndRanges) {
             "reserve: line 1 qty is 0, must be at least 1");
   EXPECT_EQ(refusal(Opcode::kReserve, ReserveReq{"u", "", kHoldTtlMsMax + 1, kLines}),
             "reserve: ttl_ms is 86400001, max 86400000");
-  EXPECT_EQ(refusal(Opcode::kCommit, HoldReq{0}), "commit: hold_id is 0, must be at least 1");
-  EXPECT_EQ(refusal(Opcode::kRelease, HoldReq{0}), "release: hold_id is 0, must be at least 1");
-  EXPECT_EQ(refusal(Opcode::kHoldGet, HoldReq{0}), "hold_get: hold_id is 0, must be at least 1");
+  EXPECT_EQ(refusal(Opcode::kCommit, HoldReq{0, ""}), "commit: hold_id is 0, must be at least 1");
+  EXPECT_EQ(refusal(Opcode::kRelease, HoldReq{0, ""}), "release: hold_id is 0, must be at least 1");
+  EXPECT_EQ(refusal(Opcode::kHoldGet, HoldReq{0, ""}),
+            "hold_get: hold_id is 0, must be at least 1");
   EXPECT_EQ(refusal(Opcode::kSkuList, SkuListReq{"", 0}), "sku_list: limit is 0, must be 1..1000");
   EXPECT_EQ(refusal(Opcode::kSkuList, SkuListReq{"", 1001}),
             "sku_list: limit is 1001, must be 1..1000");

@@ -53,7 +53,7 @@ class StockdCodec final : public Codec {
       }
       case OpKind::kCommit:
       case OpKind::kRelease:
-        proto::encode_request(code, id, proto::HoldReq{op.hold_id}, out);
+        proto::encode_request(code, id, proto::HoldReq{op.hold_id, user_text(c_, op.user)}, out);
         return;
       case OpKind::kClaim:
         proto::encode_request(code, id,

@@ -106,11 +106,14 @@ std::string reserve_reason(const proto::ReserveReq& req, const proto::ReserveRes
   }
 }
 
-int hold_command(const Args& a, Reply<proto::HoldView> (Client::*call)(uint64_t)) {
+int hold_command(const Args& a,
+                 Reply<proto::HoldView> (Client::*call)(uint64_t, std::string_view)) {
   uint64_t id = 0;
-  if (std::string e = parse_hold_id(a.hold, id); !e.empty()) return usage(e);
+  std::string e = parse_hold_id(a.hold, id);
+  if (e.empty()) e = check_text("--user", a.user, proto::kUserBytesMax, false);
+  if (!e.empty()) return usage(e);
   Client client(a.client);
-  auto r = (client.*call)(id);
+  auto r = (client.*call)(id, a.user);
   return finish(a, r, hold_text,
                 [&](const proto::HoldView& h) { return hold_reason(id, h, r.status); });
 }

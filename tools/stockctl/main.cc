@@ -116,18 +116,21 @@ void add_buyer_commands(CLI::App& app, Args& a, Action& action) {
       ->check(CLI::Range(0u, stockd::proto::kHoldTtlMsMax))
       ->capture_default_str();
 
-  command(app, "commit", "Commit a hold: it becomes an order", action, stockd::ctl::cmd_commit)
-      ->add_option("HOLD", a.hold, "Hold id")
-      ->required();
-  command(app, "release", "Release a hold: its units go back on sale", action,
-          stockd::ctl::cmd_release)
-      ->add_option("HOLD", a.hold, "Hold id")
-      ->required();
+  // Whose hold: a buyer must say; admin may leave it out to reach any hold.
+  const char* whose = "The hold's user (required with --role buyer; admin: any hold without it)";
+  CLI::App* commit =
+      command(app, "commit", "Commit a hold: it becomes an order", action, stockd::ctl::cmd_commit);
+  commit->add_option("HOLD", a.hold, "Hold id")->required();
+  commit->add_option("--user", a.user, whose);
+  CLI::App* release = command(app, "release", "Release a hold: its units go back on sale", action,
+                              stockd::ctl::cmd_release);
+  release->add_option("HOLD", a.hold, "Hold id")->required();
+  release->add_option("--user", a.user, whose);
   CLI::App* hold = app.add_subcommand("hold", "Holds and orders");
   hold->require_subcommand(1);
-  command(*hold, "get", "Show a hold or order", action, stockd::ctl::cmd_hold_get)
-      ->add_option("HOLD", a.hold, "Hold id")
-      ->required();
+  CLI::App* get = command(*hold, "get", "Show a hold or order", action, stockd::ctl::cmd_hold_get);
+  get->add_option("HOLD", a.hold, "Hold id")->required();
+  get->add_option("--user", a.user, whose);
 
   CLI::App* claim = command(app, "claim", "Claim one unit (and its unique code) of a SKU", action,
                             stockd::ctl::cmd_claim);

@@ -65,9 +65,10 @@ class Client {
   // ---- Typed calls (blocking). ----
   Reply<proto::PingResp> ping();
   Reply<proto::ReserveResp> reserve(const proto::ReserveReq& req);
-  Reply<proto::HoldView> commit(uint64_t hold_id);
-  Reply<proto::HoldView> release(uint64_t hold_id);
-  Reply<proto::HoldView> hold_get(uint64_t hold_id);
+  // `user`: whose hold (a buyer must name it; admin and outbox may leave it empty = any).
+  Reply<proto::HoldView> commit(uint64_t hold_id, std::string_view user = {});
+  Reply<proto::HoldView> release(uint64_t hold_id, std::string_view user = {});
+  Reply<proto::HoldView> hold_get(uint64_t hold_id, std::string_view user = {});
   Reply<proto::ClaimResp> claim(const proto::ClaimReq& req);
   Reply<proto::SkuView> sku_get(const std::string& sku);
   Reply<proto::SkuListResp> sku_list(const std::string& after, uint32_t limit);

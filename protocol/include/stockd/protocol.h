@@ -178,6 +178,7 @@ struct ReserveResp {
 
 struct HoldReq {  // COMMIT, RELEASE, HOLD_GET
   uint64_t hold_id = 0;
+  std::string user;  // whose hold; empty = any (admin and outbox only)
   bool operator==(const HoldReq&) const = default;
 };
 struct HoldView {  // COMMIT, RELEASE, HOLD_GET response

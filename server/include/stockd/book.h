@@ -100,13 +100,17 @@ class Book {
   // ---- Buyer operations. Each first expires holds due at `now` (bounded). ----
   proto::Status reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
                         Changes& ch);
-  proto::Status commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
-  proto::Status release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch);
+  // COMMIT, RELEASE and HOLD_GET act for `user`: a hold of another user is answered as an
+  // unknown one (NOT_FOUND) and left alone. An empty `user` reaches any hold (admin, outbox).
+  proto::Status commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                       std::string_view user = {});
+  proto::Status release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                        std::string_view user = {});
   // Buy-now of one code from a code-pool SKU (a reserve of qty 1 with ttl 0).
   proto::Status claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch);
 
   // ---- Queries (no changes). ----
-  proto::Status hold_get(uint64_t hold_id, proto::HoldView& out) const;
+  proto::Status hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user = {}) const;
   proto::Status sku_get(std::string_view sku, proto::SkuView& out) const;
   // SKUs after req.after, at most req.limit (capped at kSkuListMax) and at most `bytes_max`
   // encoded bytes of SkuViews (at least one if any): a page always fits the caller's frame.

@@ -2,6 +2,8 @@
 // variables, by CLI11 in main.cc) and validated before the loop starts.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 
@@ -30,9 +32,16 @@ struct Config {
   std::string client_token;     // buyers' token; empty = buyers need none
   bool outbox_accepts_admin_token = false;  // outbox role without --outbox-token takes the admin
                                             // token (old behaviour; off: the role is disabled)
-  uint32_t connections_max = 10000;         // further connections get BUSY and are closed
-  uint32_t inflight_max = 1024;        // unanswered requests per connection before we stop reading
-  uint32_t frame_bytes_max = 1 << 20;  // largest frame accepted, header included
+  bool insecure_no_auth = false;            // listen beyond loopback although buyers need no token
+  uint32_t hello_fail_burst = 20;           // failed HELLOs an address may make before it is locked
+  uint32_t hello_fail_refill_ms = 1000;     // one more allowed per this long
+  // TLS on the client port (docs/protocol.md, section 1): both files PEM; off when empty.
+  std::string tls_cert;              // certificate chain
+  std::string tls_key;               // its private key
+  std::string tls_client_ca;         // if set, clients must present a certificate signed by this CA
+  uint32_t connections_max = 10000;  // further connections get BUSY and are closed
+  uint32_t inflight_max = 1024;      // unanswered requests per connection before we stop reading
+  uint32_t frame_bytes_max = 1 << 20;          // largest frame accepted, header included
   uint64_t read_buffer_budget = 256ull << 20;  // incomplete frames held for all connections
   uint32_t idle_timeout_ms = 300000;  // a connection with nothing outstanding this long is closed
   // ---- What one peer may hold of the server (docs/protocol.md, section "Limits"). ----
@@ -55,6 +64,13 @@ struct Config {
   std::string log_level = "info";
   std::string ready_file;  // if set, "host port\n" is written here once listening
 };
+
+// Whether HOST (an IP literal or "localhost") is a loopback address.
+bool is_loopback(const std::string& host);
+
+// HOST (an IPv4 or IPv6 literal, or a name such as "localhost": its IPv4 address if it has one)
+// and PORT as a socket address to bind. "" on success, else why not.
+std::string resolve_endpoint(const std::string& host, uint16_t port, sockaddr_storage& out);
 
 // "" if the config is usable, else the first problem, phrased for the operator.
 std::string validate(const Config& c);
