@@ -5,7 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git
   libuv1-dev librocksdb-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libsqlite3-dev sqlite3 libpq-dev postgresql
+  libgtest-dev libgmock-dev libsqlite3-dev sqlite3 libpq-dev postgresql libssl-dev openssl
   redis-server prometheus clang
 )
 

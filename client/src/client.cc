@@ -168,6 +168,7 @@ Client::~Client() { close(); }
 Client::Client(Client&& o) noexcept
     : options_(std::move(o.options_)),
       fd_(std::exchange(o.fd_, -1)),
+      tls_(std::move(o.tls_)),
       next_id_(o.next_id_),
       frame_bytes_max_(o.frame_bytes_max_),
       rbuf_(std::move(o.rbuf_)),
@@ -182,6 +183,7 @@ Client& Client::operator=(Client&& o) noexcept {
     close();
     options_ = std::move(o.options_);
     fd_ = std::exchange(o.fd_, -1);
+    tls_ = std::move(o.tls_);
     next_id_ = o.next_id_;
     frame_bytes_max_ = o.frame_bytes_max_;
     rbuf_ = std::move(o.rbuf_);
@@ -197,6 +199,7 @@ Client& Client::operator=(Client&& o) noexcept {
 bool Client::connected() const { return fd_ >= 0; }
 
 void Client::close() {
+  tls_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   rbuf_.clear();
@@ -231,6 +234,14 @@ std::string Client::connect_once(Reply<Response>& refusal) {
   }
   ::freeaddrinfo(list);
   if (fd_ < 0) return "cannot connect to " + where + ": " + error;
+  if (options_.tls.enabled) {
+    tls_ =
+        TlsConnection::start(fd_, options_.tls, options_.host, options_.connect_timeout_ms, error);
+    if (!tls_) {
+      close();
+      return "cannot connect to " + where + ": " + error;
+    }
+  }
 
   proto::HelloReq hello{proto::kProtocolVersion, options_.role, options_.token,
                         options_.client_name};
@@ -289,10 +300,18 @@ bool Client::ensure_connected(Reply<Response>& failure) {
 
 // ---- Bytes on the wire ----
 
+ssize_t Client::io_send(const char* data, size_t n) {
+  return tls_ ? tls_->send(data, n) : ::send(fd_, data, n, MSG_NOSIGNAL);
+}
+
+ssize_t Client::io_recv(char* data, size_t n) {
+  return tls_ ? tls_->recv(data, n) : ::recv(fd_, data, n, 0);
+}
+
 bool Client::write_all(const std::string& bytes, Deadline deadline, std::string& error) {
   size_t off = 0;
   while (off < bytes.size()) {
-    ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    ssize_t n = io_send(bytes.data() + off, bytes.size() - off);
     if (n > 0) {
       off += static_cast<size_t>(n);
       continue;
@@ -321,7 +340,7 @@ bool Client::read_more(Deadline deadline, std::string& error) {
   }
   char chunk[kReadChunkBytes];
   for (;;) {
-    ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    ssize_t n = io_recv(chunk, sizeof chunk);
     if (n > 0) {
       rbuf_.append(chunk, static_cast<size_t>(n));
       return true;
@@ -332,7 +351,8 @@ bool Client::read_more(Deadline deadline, std::string& error) {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      error = std::string("recv: ") + std::strerror(errno);
+      error = tls_ && !tls_->last_error().empty() ? tls_->last_error()
+                                                  : std::string("recv: ") + std::strerror(errno);
       return false;
     }
     int w = wait_fd(fd_, POLLIN, deadline);
@@ -539,7 +559,7 @@ size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
     size_t window_end = inflight_max_ == 0 ? n : std::min<size_t>(n, answered + inflight_max_);
     size_t write_limit = ends[window_end - 1];
     if (written < write_limit) {
-      ssize_t w = ::send(fd_, bytes.data() + written, write_limit - written, MSG_NOSIGNAL);
+      ssize_t w = io_send(bytes.data() + written, write_limit - written);
       if (w > 0) {
         written += static_cast<size_t>(w);
         continue;
@@ -548,6 +568,10 @@ size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
         error = std::string("send: ") + std::strerror(errno);
         return answered;
       }
+    }
+    if (tls_ && tls_->pending()) {  // decrypted bytes wait inside OpenSSL, not in the socket
+      if (!read_more(deadline, error)) return answered;
+      continue;
     }
     short events = POLLIN | (written < write_limit ? POLLOUT : 0);
     pollfd p{fd_, events, 0};

@@ -48,6 +48,7 @@ void Server::Impl::on_accept() {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (tls_ctx) c->tls = std::make_unique<TlsSession>(*tls_ctx);
   sockaddr_storage peer{};
   int peer_len = sizeof peer;
   if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
@@ -120,6 +121,13 @@ void Server::Impl::linger_if_done(Conn* c) {
   if (!c->marks.empty() || c->write_active || c->deferred) return;
   set_state(c, Conn::State::kLingering);
   c->linger_started_ms = wall_ms();
+  if (c->tls) {  // close_notify, so the client sees a clean end (best effort: a few bytes)
+    c->tls->close_notify();
+    std::string alert;
+    c->tls->take_output(alert);
+    uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
+    if (!alert.empty()) (void)uv_try_write(c->stream(), &b, 1);
+  }
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, c->stream(), [](uv_shutdown_t* r, int status) {
         auto* c = static_cast<Conn*>(r->data);
@@ -217,27 +225,53 @@ void Server::Impl::stop_reading(Conn* c) {
 }
 
 void Server::Impl::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
-  if (nread == UV_EOF && c->open() && (!c->marks.empty() || c->write_active)) {
+  if (nread > 0 && c->tls && (c->open() || c->state == Conn::State::kLingering)) {
+    // Decrypt first; a handshake answers at once (flush sends what the session has to say).
+    std::string err;
+    tls_plain.clear();
+    const bool ok = c->tls->feed({buf->base, static_cast<size_t>(nread)}, tls_plain, err);
+    if (!ok && !err.empty()) {
+      ++metrics.tls_errors;
+      log->debug("closing a TLS connection: {}", err);
+      close_conn(c);
+      return;
+    }
+    if (c->tls->has_output()) flush(c);
+    if (!tls_plain.empty()) take_input(c, tls_plain.data(), tls_plain.size());
+    if (!ok) on_eof(c);  // close_notify: the peer sends no more
+    return;
+  }
+  if (nread == UV_EOF) return on_eof(c);
+  if (nread < 0) {
+    close_conn(c);  // a reset: answers still in flight are dropped with the socket
+    return;
+  }
+  take_input(c, buf->base, static_cast<size_t>(nread));
+}
+
+void Server::Impl::on_eof(Conn* c) {
+  if (c->closing()) return;
+  if (c->open() && (!c->marks.empty() || c->write_active)) {
     finish_conn(c);  // the peer half-closed: it still gets the answers to what it sent
     linger_if_done(c);
     return;
   }
-  if (nread < 0) {
-    close_conn(c);  // EOF or reset: answers still in flight are dropped with the socket
-    return;
-  }
-  if (nread == 0 || !c->open() || stopping) return;  // finishing or lingering: input dropped
+  close_conn(c);
+}
+
+// Plaintext from the peer: frames what is complete, keeps the rest in rbuf.
+void Server::Impl::take_input(Conn* c, const char* data, size_t n) {
+  if (n == 0 || !c->open() || stopping) return;  // finishing or lingering: input dropped
   const int64_t now = wall_ms();
   c->last_active_ms = now;
-  auto n = static_cast<size_t>(nread);
   size_t used = 0;
   const bool had_partial = !c->rbuf.empty();
   Stop stop;
-  if (!had_partial) {  // common case: parse straight from the shared read buffer
-    stop = process(c, {reinterpret_cast<const uint8_t*>(buf->base), n}, used);
-    if (used < n && c->open()) c->rbuf.assign(buf->base + used, n - used);
+  if (!had_partial) {  // common case: parse straight from the read buffer
+    stop = process(c, {reinterpret_cast<const uint8_t*>(data), n}, used);
+    if (used < n && c->open()) c->rbuf.assign(data + used, n - used);
   } else {
-    c->rbuf.append(buf->base, n);
+    c->rbuf.append(data, n);
     stop = process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
     c->rbuf.erase(0, used);
   }
@@ -473,12 +507,22 @@ void Server::Impl::flush(Conn* c) {
     ++n;
     metrics.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);
   }
-  if (n == 0) {
+  const bool tls_out = c->tls && c->tls->has_output();  // handshake records to send
+  if (n == 0 && !tls_out) {
     linger_if_done(c);
     return;
   }
   size_t bytes = end - c->out_base;
-  if (bytes == c->out.size()) {
+  if (c->tls) {
+    // Before the handshake there is no key: an answer then (a BUSY at accept) cannot be sent.
+    if (n > 0 && !c->tls->handshake_done()) {
+      close_conn(c);
+      return;
+    }
+    c->tls->encrypt({c->out.data(), bytes});
+    c->out.erase(0, bytes);
+    c->tls->take_output(c->writing);
+  } else if (bytes == c->out.size()) {
     c->writing.swap(c->out);
     c->out.clear();
   } else {

@@ -14,9 +14,11 @@
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <string>
 
 #include "dispatch.h"
+#include "tls.h"
 
 namespace stockd {
 
@@ -39,6 +41,7 @@ struct Conn {
 
   uv_tcp_t tcp{};  // tcp.data points back here
   State state = State::kOpen;
+  std::unique_ptr<TlsSession> tls;  // with --tls-cert: every byte in and out passes through it
   Session session;
   std::string rbuf;         // the start of a frame not yet complete, kept for the next read
   size_t rbuf_counted = 0;  // rbuf's capacity as counted in Server::Impl::rbuf_bytes

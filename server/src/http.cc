@@ -230,7 +230,7 @@ std::string Server::Impl::render_metrics() const {
   const std::pair<const char*, uint64_t> closes[] = {
       {"hello_timeout", metrics.hello_timeouts},      {"frame_timeout", metrics.frame_timeouts},
       {"write_timeout", metrics.write_timeouts},      {"idle_timeout", metrics.idle_timeouts},
-      {"hello_pending_max", metrics.hello_evictions},
+      {"hello_pending_max", metrics.hello_evictions}, {"tls_error", metrics.tls_errors},
   };
   out += "# HELP stockd_connection_closes_total Connections closed by a deadline or a cap.\n";
   out += "# TYPE stockd_connection_closes_total counter\n";

@@ -49,6 +49,7 @@ struct Metrics {
   uint64_t write_timeouts = 0;   // answers made no progress for --write-timeout-ms
   uint64_t idle_timeouts = 0;    // nothing outstanding for --idle-timeout-ms
   uint64_t hello_evictions = 0;  // oldest unauthenticated, over --hello-pending-max
+  uint64_t tls_errors = 0;       // failed TLS handshakes and bad records
   uint64_t output_stalls = 0;    // reading paused: answers over --output-bytes-max / budget
   uint64_t accept_errors = 0;    // accept() failed (EMFILE: out of descriptors, ...)
   uint64_t http_rejected = 0;    // metrics connections over --http-connections-max

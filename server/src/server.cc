@@ -121,6 +121,14 @@ void Server::Impl::try_recover_store() {
 }
 
 bool Server::Impl::start_listening() {
+  if (!config.tls_cert.empty()) {
+    std::string err;
+    tls_ctx = TlsContext::create(config, err);
+    if (!tls_ctx) {
+      log->critical("cannot serve TLS: {}", err);
+      return false;
+    }
+  }
   sockaddr_storage addr{};
   if (std::string e = resolve_endpoint(config.listen_host, config.listen_port, addr); !e.empty()) {
     log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port, e);
@@ -164,7 +172,6 @@ bool Server::Impl::start_listening() {
     uv_ip6_name(a, host, sizeof host);
     port = ntohs(a->sin6_port);
   }
-  listening = true;
   log->info("listening on {}:{} (durability {}, admin {})", host, port,
             durability_name(config.durability), config.admin_token.empty() ? "off" : "on");
   if (!config.ready_file.empty()) {
@@ -212,6 +219,7 @@ int Server::Impl::run() {
   uv_loop_init(&loop);
   loop.data = this;
   uv_tcp_init(&loop, &listener);
+  listening = true;  // the handle is open (closed by begin_stop, listening or not)
   listener.data = this;
   uv_check_init(&loop, &turn_end);
   turn_end.data = this;

@@ -99,9 +99,11 @@ struct Server::Impl {
   size_t out_bytes = 0;           // unwritten answers of all connections (Conn::out_counted)
   size_t http_open = 0;           // metrics connections open
   std::vector<HttpConn*> http_conns;
-  Conn* dispatching = nullptr;  // the connection whose request is being handled
-  char read_buf[64 * 1024];     // every read lands here first (one loop thread)
-  size_t rbuf_bytes = 0;        // incomplete frames kept by all connections (Conn::rbuf)
+  Conn* dispatching = nullptr;          // the connection whose request is being handled
+  char read_buf[64 * 1024];             // every read lands here first (one loop thread)
+  std::unique_ptr<TlsContext> tls_ctx;  // --tls-cert: the client port speaks TLS
+  std::string tls_plain;                // what one TLS read decrypted (reused)
+  size_t rbuf_bytes = 0;                // incomplete frames kept by all connections (Conn::rbuf)
   uint64_t accepted_total = 0;
   uint64_t rejected_total = 0;
 
@@ -116,6 +118,8 @@ struct Server::Impl {
   bool fit_descriptor_limit();
   bool open_and_recover();
   bool start_listening();
+  void take_input(Conn* c, const char* data, size_t n);
+  void on_eof(Conn* c);
   void begin_stop(const char* why);
   void finish_stop_if_drained();
 

@@ -21,6 +21,7 @@
 #include "sidecar.h"
 #include "sink.h"
 #include "stockd/secret_file.h"
+#include "stockd/tls_flags.h"
 
 namespace {
 
@@ -64,6 +65,7 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--server", a.server, "stockd address, HOST:PORT")
       ->envname("STOCKD_OUTBOX_SERVER")
       ->capture_default_str();
+  stockd::add_tls_flags(app, a.cfg.server.tls);
   a.token_opt = app.add_option("--token", a.token,
                                "stockd's outbox token (its --outbox-token); prefer --token-file: "
                                "a flag is visible in ps")
@@ -191,6 +193,7 @@ int run(Args& a, const std::vector<std::string>& warnings) {
     return kExitConfig;
   }
   a.cfg.server.token = a.token;
+  stockd::imply_tls(a.cfg.server.tls);
   std::string err;
   std::unique_ptr<Sink> sink = make_sink(a.sql, err);
   if (!sink) {

@@ -11,6 +11,7 @@
 
 #include "stockd/protocol.h"
 #include "stockd/secret_file.h"
+#include "stockd/tls_flags.h"
 
 namespace stockd::bench {
 
@@ -263,6 +264,7 @@ int parse_args(int argc, char** argv, Config& c) {
   std::string token_file, admin_token_file;
   if (const char* env = std::getenv("STOCKD_ADMIN_TOKEN_FILE")) admin_token_file = env;
   app.add_option("--token,-t", c.token, "token of the load connections' HELLO");
+  add_tls_flags(app, c.tls);
   app.add_option("--token-file", token_file, "read --token from this file");
   app.add_option("--role", role, "role of the load connections: buyer or admin")
       ->check(CLI::IsMember({"buyer", "admin"}))
@@ -292,6 +294,10 @@ int parse_args(int argc, char** argv, Config& c) {
               ? "--admin-token (or STOCKD_ADMIN_TOKEN) and --admin-token-file "
                 "(or STOCKD_ADMIN_TOKEN_FILE) are both given: use one"
               : read_token_file("--admin-token-file", admin_token_file, c.admin_token);
+  }
+  imply_tls(c.tls);
+  if (err.empty() && c.tls.enabled && c.target != TargetKind::kStockd) {
+    err = "--tls is for stockd targets (redis-server here speaks plain text)";
   }
   c.role = role == "admin" ? proto::Role::kAdmin : proto::Role::kBuyer;
   if (c.admin_token.empty() && c.role == proto::Role::kAdmin) c.admin_token = c.token;

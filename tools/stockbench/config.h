@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/tls_client.h"
 
 namespace stockd::bench {
 
@@ -59,6 +60,7 @@ struct Config {
   std::string token;  // HELLO token of the load connections
   proto::Role role = proto::Role::kBuyer;
   std::string admin_token;  // seeding and the verdict (stockd); "" = use `token` if role admin
+  TlsOptions tls;           // --tls: load and seeding connections speak TLS (stockd only)
 
   // Shape of the load.
   uint32_t connections = 50;

@@ -95,7 +95,7 @@ class StockdTarget final : public Target {
 
   std::string prepare() override {
     ClientOptions o;
-    o.host = c_.host, o.port = c_.port, o.client_name = "stockbench-admin";
+    o.host = c_.host, o.port = c_.port, o.client_name = "stockbench-admin", o.tls = c_.tls;
     o.role = c_.admin_token.empty() ? c_.role : proto::Role::kAdmin;
     o.token = c_.admin_token.empty() ? c_.token : c_.admin_token;
     client_ = std::make_unique<Client>(o);

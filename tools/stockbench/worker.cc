@@ -85,6 +85,14 @@ void Worker::finish_connect(Conn& k) {
     return;
   }
   k.connecting = false;
+  if (c_.tls.enabled) {  // a blocking handshake: connections open before the clock starts
+    std::string err;
+    k.tls = TlsConnection::start(k.fd, c_.tls, c_.host, c_.connect_timeout_s * 1000, err);
+    if (!k.tls) {
+      kill(k, "TLS to " + ep_.text + ": " + err);
+      return;
+    }
+  }
   Op hello;
   hello.kind = OpKind::kHello;
   send(k, hello, now_ns());
@@ -129,11 +137,19 @@ void Worker::on_event(uint32_t idx, uint32_t events) {
 }
 
 void Worker::read_conn(Conn& k) {
-  ssize_t n = ::recv(k.fd, scratch_.data(), scratch_.size(), 0);
-  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  // epoll sees the socket, not what OpenSSL already holds: with TLS, read until it is empty.
+  do {
+    if (!read_once(k)) return;
+  } while (k.tls && !k.dead);
+}
+
+bool Worker::read_once(Conn& k) {
+  ssize_t n = k.tls ? k.tls->recv(scratch_.data(), scratch_.size())
+                    : ::recv(k.fd, scratch_.data(), scratch_.size(), 0);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
   if (n <= 0) {
     kill(k, n == 0 ? "server closed the connection" : std::string("recv: ") + std::strerror(errno));
-    return;
+    return false;
   }
   const int64_t now = now_ns();
   const auto got = static_cast<size_t>(n);
@@ -142,12 +158,13 @@ void Worker::read_conn(Conn& k) {
     if (!k.dead && used < got) {
       k.partial.assign(reinterpret_cast<const char*>(scratch_.data()) + used, got - used);
     }
-    return;
+    return true;
   }
   k.partial.append(reinterpret_cast<const char*>(scratch_.data()), got);
   size_t used = parse(
       k, std::span(reinterpret_cast<const uint8_t*>(k.partial.data()), k.partial.size()), now);
   if (!k.dead) k.partial.erase(0, used);
+  return true;
 }
 
 size_t Worker::parse(Conn& k, std::span<const uint8_t> in, int64_t now) {
@@ -269,7 +286,8 @@ void Worker::flush_dirty() {
 
 void Worker::flush_conn(Conn& k) {
   while (k.woff < k.wbuf.size()) {
-    ssize_t n = ::send(k.fd, k.wbuf.data() + k.woff, k.wbuf.size() - k.woff, MSG_NOSIGNAL);
+    ssize_t n = k.tls ? k.tls->send(k.wbuf.data() + k.woff, k.wbuf.size() - k.woff)
+                      : ::send(k.fd, k.wbuf.data() + k.woff, k.wbuf.size() - k.woff, MSG_NOSIGNAL);
     if (n > 0) {
       k.woff += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -298,6 +316,7 @@ void Worker::watch_out(Conn& k, bool on) {
 void Worker::kill(Conn& k, const std::string& why) {
   if (k.dead) return;
   k.dead = true;
+  k.tls.reset();
   ::close(k.fd);
   k.fd = -1;
   for (const Pending& p : k.inflight) tally_.note_lost(p.op);

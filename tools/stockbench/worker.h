@@ -16,6 +16,7 @@
 #include "net.h"
 #include "ops.h"
 #include "schedule.h"
+#include "stockd/tls_client.h"
 #include "workload.h"
 
 namespace stockd::bench {
@@ -45,6 +46,7 @@ class Worker {
   struct Conn {
     uint32_t index = 0;
     int fd = -1;
+    std::unique_ptr<TlsConnection> tls;  // --tls
     bool connecting = false, ready = false, dead = false, want_out = false, dirty = false;
     std::string wbuf;     // encoded requests not yet written
     size_t woff = 0;      // bytes of wbuf already written
@@ -59,6 +61,7 @@ class Worker {
   void poll(int64_t timeout_ns);
   void on_event(uint32_t idx, uint32_t events);
   void read_conn(Conn& k);
+  bool read_once(Conn& k);  // one read; false when there is nothing more (or the conn died)
   size_t parse(Conn& k, std::span<const uint8_t> in, int64_t now);
   void answered(Conn& k, const Pending& p, const Reply& r, int64_t now);
   void hello_answered(Conn& k, const Reply& r);

@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "stockd/protocol.h"
 #include "stockd/secret_file.h"
+#include "stockd/tls_flags.h"
 
 namespace {
 
@@ -202,6 +203,7 @@ std::string finish_globals(const std::string& server, const std::string& token,
   a.client.client_name = "stockctl";
   a.client.timeout_ms = timeout_ms;
   a.client.connect_timeout_ms = std::min(timeout_ms, kConnectTimeoutMsMax);
+  stockd::imply_tls(a.client.tls);
   return "";
 }
 
@@ -233,6 +235,7 @@ int main(int argc, char** argv) {
   std::string role;
   app.add_option("--role", role, "Connect as this role (default: admin with --token, else buyer)")
       ->check(CLI::IsMember({"buyer", "admin", "outbox"}));
+  stockd::add_tls_flags(app, a.client.tls);
   app.add_flag("--json", a.json, "Print the answer as one JSON object");
   app.add_option("--timeout-ms", timeout_ms, "Give up on an answer after this long")
       ->check(CLI::Range(1, 3'600'000))

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/tls_client.h"
 
 namespace stockd {
 
@@ -29,6 +30,7 @@ struct ClientOptions {
   int timeout_ms = 10000;  // per call, from send to answer
   int reconnect_attempts = 3;
   int reconnect_backoff_ms = 50;  // doubled per attempt
+  TlsOptions tls;                 // tls.enabled: speak TLS (the server runs with --tls-cert)
 };
 
 // Parses "HOST:PORT" into options.host/port; returns "" or why not.
@@ -115,8 +117,13 @@ class Client {
   size_t pump(const std::string& bytes, const std::vector<size_t>& ends,
               std::vector<Reply<proto::Response>>& out, std::string& error);
 
+  // ::send / ::recv, through TLS when it is on.
+  ssize_t io_send(const char* data, size_t n);
+  ssize_t io_recv(char* data, size_t n);
+
   ClientOptions options_;
   int fd_ = -1;
+  std::unique_ptr<TlsConnection> tls_;  // set while connected with options_.tls.enabled
   uint32_t next_id_ = 1;
   uint32_t frame_bytes_max_ = 1 << 20;
   std::string rbuf_;

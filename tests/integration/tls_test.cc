@@ -1,0 +1,224 @@
+// TLS on the client port (docs/protocol.md, section 1): the C++ client, stockctl and the outbox
+// sidecar over TLS against the real stockd; plain clients, untrusted certificates, wrong names
+// and missing client certificates refused at the handshake while the server keeps serving.
+// Certificates come from the openssl command line, made fresh in a temp dir per test binary.
+#include "harness.h"
+
+namespace stockd::test {
+namespace {
+
+namespace fs = std::filesystem;
+using proto::Role;
+using proto::Status;
+
+// A throwaway CA, a server certificate for localhost / 127.0.0.1 signed by it, a client
+// certificate signed by it, and a second CA nobody trusts.
+class Certs {
+ public:
+  Certs() : dir_(make_temp_dir("tls")) {
+    const std::string d = dir_.string();
+    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string script =
+        "set -e; cd '" + d + "'\n" +  //
+        "openssl req -x509" + ec +
+        " -keyout ca.key -out ca.pem -days 2 -subj /CN=stockd-test-ca\n" + "openssl req -x509" +
+        ec + " -keyout other.key -out other.pem -days 2 -subj /CN=other-ca\n" + "openssl req" + ec +
+        " -keyout server.key -out server.csr -subj /CN=localhost\n" +
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > san.ext\n" +
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-extfile san.ext -out server.pem\n" +
+        "openssl req" + ec + " -keyout client.key -out client.csr -subj /CN=web-1\n" +
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "-out client.pem\n";
+    ok_ =
+        std::system(("sh -c \"$(cat <<'EOF'\n" + script + "EOF\n)\" >/dev/null 2>&1").c_str()) == 0;
+  }
+  ~Certs() { fs::remove_all(dir_); }
+  bool ok() const { return ok_; }
+  std::string path(const char* name) const { return (dir_ / name).string(); }
+
+ private:
+  fs::path dir_;
+  bool ok_ = false;
+};
+
+const Certs& certs() {
+  static const Certs c;
+  return c;
+}
+
+std::vector<std::string> tls_flags(bool client_ca = false) {
+  std::vector<std::string> f = {"--tls-cert", certs().path("server.pem"), "--tls-key",
+                                certs().path("server.key")};
+  if (client_ca) f.insert(f.end(), {"--tls-client-ca", certs().path("ca.pem")});
+  return f;
+}
+
+ClientOptions tls_options(const StockdProcess& s, Role role) {
+  ClientOptions o = s.options(role);
+  o.tls.enabled = true;
+  o.tls.ca_file = certs().path("ca.pem");
+  o.reconnect_attempts = 1;
+  o.timeout_ms = 10000;
+  return o;
+}
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(certs().ok()) << "openssl could not make certificates"; }
+};
+
+TEST_F(TlsTest, ClientsSpeakTlsEndToEnd) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start()) << "stockd with --tls-cert did not start";
+  Client admin(tls_options(server, Role::kAdmin));
+  ASSERT_EQ(admin.connect(), "");
+  make_sku(admin, "TLS-1", 100000);
+  Client buyer(tls_options(server, Role::kBuyer));
+  auto r = buyer.reserve(reserve_req("tls-user", "tls-k", 600'000, {{"TLS-1", 2}}));
+  ASSERT_TRUE(r.ok()) << proto::status_name(r.status) << " " << r.error;
+  auto c = buyer.commit(r.body.hold_id, "tls-user");
+  ASSERT_TRUE(c.ok()) << c.error;
+  EXPECT_EQ(c.body.state, proto::HoldState::kCommitted);
+
+  // A deep pipeline, so answers arrive as many TLS records in few reads (and some stay inside
+  // OpenSSL after a read): every one answered, in order.
+  constexpr int kRequests = 3000;
+  for (int i = 0; i < kRequests; ++i) {
+    buyer.queue(proto::Opcode::kReserve,
+                reserve_req("tls-u" + std::to_string(i % 50), "", 0, {{"TLS-1", 1}}));
+  }
+  auto answers = buyer.flush();
+  ASSERT_EQ(answers.size(), size_t{kRequests});
+  for (const auto& a : answers) ASSERT_TRUE(a.ok()) << a.error;
+  auto sku = admin.sku_get("TLS-1");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.sold, kRequests + 2u);
+
+  // A large answer: a SKU list page of many views spans several records.
+  for (int i = 0; i < 300; ++i) {
+    admin.queue(proto::Opcode::kSkuSet,
+                proto::SkuSetReq{"TLS-LIST-" + std::to_string(1000 + i), 0x01, 5, 0, 0, 0});
+  }
+  for (const auto& a : admin.flush()) ASSERT_TRUE(a.ok()) << a.error;
+  auto page = admin.sku_list("", 1000);
+  ASSERT_TRUE(page.ok()) << page.error;
+  EXPECT_EQ(page.body.skus.size(), 301u);
+
+  // stockctl over TLS (--tls-ca implies --tls).
+  auto ctl =
+      run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(server.port()), "--tls-ca",
+                              certs().path("ca.pem"), "--json", "sku", "get", "TLS-1"});
+  EXPECT_EQ(ctl.exit_code, 0) << ctl.out << ctl.err;
+  EXPECT_NE(ctl.out.find("\"sold\":3002"), std::string::npos) << ctl.out;
+  // Without --tls it cannot talk to this port, and says so.
+  auto plain = run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(server.port()),
+                                       "--timeout-ms", "3000", "sku", "get", "TLS-1"});
+  EXPECT_NE(plain.exit_code, 0) << plain.out;
+}
+
+TEST_F(TlsTest, TheOutboxSidecarReadsOverTls) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  Client admin(tls_options(server, Role::kAdmin));
+  make_sku(admin, "TLS-OUT", 10);
+  Client buyer(tls_options(server, Role::kBuyer));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(buyer.reserve(reserve_req("o" + std::to_string(i), "", 0, {{"TLS-OUT", 1}})).ok());
+  }
+  const fs::path dir = make_temp_dir("tls-outbox");
+  const std::string db = (dir / "orders.db").string();
+  auto side =
+      run_tool(STOCKD_OUTBOX_BIN, {"--server", "127.0.0.1:" + std::to_string(server.port()),
+                                   "--token", StockdProcess::kOutboxToken, "--tls", "--tls-ca",
+                                   certs().path("ca.pem"), "--sql", "sqlite:" + db, "--once"});
+  EXPECT_EQ(side.exit_code, 0) << side.out << side.err;
+  auto sql = run_tool("/usr/bin/sqlite3", {db, "SELECT COUNT(*) FROM orders;"});
+  EXPECT_EQ(sql.out, "3\n") << sql.err;
+  fs::remove_all(dir);
+}
+
+TEST_F(TlsTest, HandshakesThatFailAreRefusedAndTheServerKeepsServing) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  // A plain client: its HELLO is not a TLS ClientHello; the server closes.
+  {
+    ClientOptions o = server.options(Role::kAdmin);
+    o.reconnect_attempts = 1;
+    o.timeout_ms = 3000;
+    Client plain(o);
+    EXPECT_NE(plain.connect(), "");
+  }
+  // A CA that did not sign the server's certificate.
+  {
+    ClientOptions o = tls_options(server, Role::kAdmin);
+    o.tls.ca_file = certs().path("other.pem");
+    Client c(o);
+    const std::string err = c.connect();
+    EXPECT_NE(err.find("not trusted"), std::string::npos) << err;
+  }
+  // The right CA, the wrong name.
+  {
+    ClientOptions o = tls_options(server, Role::kAdmin);
+    o.tls.server_name = "stockd.example.com";
+    Client c(o);
+    const std::string err = c.connect();
+    EXPECT_NE(err.find("not trusted"), std::string::npos) << err;
+  }
+  // Garbage and a half handshake: closed, not crashed.
+  for (const std::string& junk : {std::string(600, 'x'), std::string("\x16\x03\x01\x02\x00", 5)}) {
+    RawConn raw(server.port());
+    ASSERT_TRUE(raw.ok());
+    raw.send(junk);
+  }
+  Client ok(tls_options(server, Role::kAdmin));
+  EXPECT_EQ(ok.connect(), "");
+  EXPECT_TRUE(ok.ping().ok());
+}
+
+TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {
+  StockdProcess server(tls_flags(true));
+  ASSERT_TRUE(server.start());
+  {
+    ClientOptions o = tls_options(server, Role::kAdmin);
+    o.timeout_ms = 3000;
+    Client c(o);
+    EXPECT_FALSE(c.ping().ok()) << "no client certificate, yet served";
+  }
+  {
+    ClientOptions o = tls_options(server, Role::kAdmin);
+    o.tls.cert_file = certs().path("client.pem");
+    o.tls.key_file = certs().path("client.key");
+    Client c(o);
+    EXPECT_EQ(c.connect(), "");
+    EXPECT_TRUE(c.ping().ok());
+  }
+}
+
+TEST_F(TlsTest, BadCertificateFilesStopTheStart) {
+  const fs::path dir = make_temp_dir("tls-bad");
+  std::ofstream(dir / "junk.pem") << "not a certificate\n";
+  struct Case {
+    std::vector<std::string> flags;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {{"--tls-cert", (dir / "junk.pem").string(), "--tls-key", certs().path("server.key")},
+       "--tls-cert"},
+      {{"--tls-cert", certs().path("server.pem"), "--tls-key", certs().path("client.key")},
+       "key values mismatch"},
+      {{"--tls-cert", certs().path("server.pem")}, "--tls-cert and --tls-key go together"},
+  };
+  for (const Case& k : cases) {
+    StockdProcess s(k.flags);
+    const std::string log = (dir / "stockd.log").string();
+    fs::remove(log);
+    s.set_log_file(log);
+    EXPECT_FALSE(s.start(5000)) << k.says;
+    EXPECT_NE(slurp(log).find(k.says), std::string::npos) << k.says << "\n" << slurp(log);
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace stockd::test
