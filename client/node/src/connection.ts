@@ -15,6 +15,7 @@ import {
   StockdError,
   StockdProtocolError,
   StockdTimeoutError,
+  StockdTlsError,
 } from './errors';
 
 export interface TlsOptions {
@@ -111,8 +112,10 @@ export class Connection implements Carrier {
     }, this.opts.connectTimeoutMs);
     this.socket.once(t ? 'secureConnect' : 'connect', () => this.sayHello());
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.on('error', (e) => {
-      this.die(new StockdConnectionError(`connection to ${this.address} failed: ${e.message}`, { cause: e }));
+    this.socket.on('error', (e: NodeJS.ErrnoException) => {
+      const msg = `connection to ${this.address} failed: ${e.message}`;
+      const certificate = t && /CERT|UNABLE_TO_|SELF_SIGNED/.test(e.code ?? '');
+      this.die(certificate ? new StockdTlsError(msg, { cause: e }) : new StockdConnectionError(msg, { cause: e }));
     });
     // The server half-closes when it stops (section 9) or after an error frame: no answer
     // can follow, so the connection is over.

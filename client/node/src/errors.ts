@@ -27,6 +27,16 @@ export class StockdConnectionError extends StockdError {
   }
 }
 
+/**
+ * TLS refused a certificate: the server's (not from the CA given, or not for the host name
+ * dialled) or ours (the server wants one from its --tls-client-ca). Redialling will not fix
+ * it, so calls fail at once with it until a connection succeeds.
+ */
+export class StockdTlsError extends StockdConnectionError {
+  override name = 'StockdTlsError';
+  override readonly code = 'TLS';
+}
+
 /** The call's deadline (`timeoutMs`) passed before its answer. */
 export class StockdTimeoutError extends StockdError {
   override name = 'StockdTimeoutError';

@@ -14,6 +14,7 @@ import {
   StockdConnectionError,
   StockdError,
   StockdTimeoutError,
+  StockdTlsError,
   StockdUnauthorizedError,
   StockdUnsupportedVersionError,
 } from './errors';
@@ -44,7 +45,7 @@ export class Pool implements CallHooks {
   private closing = false;
   private closed = false;
   private lastError: StockdError | undefined;
-  /** A refused HELLO (wrong token, role off, version): calls fail at once until one succeeds. */
+  /** A refused HELLO or certificate: calls fail at once with it until a connection succeeds. */
   private fatal: StockdError | undefined;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private drained: (() => void) | undefined;
@@ -171,7 +172,8 @@ export class Pool implements CallHooks {
       }
     }
     this.queue.unshift(...requeue);
-    if (!wasReady && (err instanceof StockdUnauthorizedError || err instanceof StockdUnsupportedVersionError)) {
+    const refusal = err instanceof StockdUnauthorizedError || err instanceof StockdUnsupportedVersionError;
+    if (!wasReady && (refusal || err instanceof StockdTlsError)) {
       this.refused(err);
     }
     if (this.closed || (this.closing && this.live.size === 0)) return;
@@ -181,10 +183,12 @@ export class Pool implements CallHooks {
     slot.attempt++;
     this.emitter.emit('reconnecting', { address: conn.address, attempt: slot.attempt, delayMs, error: err });
     slot.timer = setTimeout(() => this.dial(slot), delayMs);
+    // Redialling for nobody does not keep the process alive; a waiting call's deadline does.
+    if (this.live.size === 0) slot.timer.unref();
     this.pump();
   }
 
-  /** A refused HELLO will be refused again: fail what waits instead of letting it time out. */
+  /** A refusal will come again: fail what waits instead of letting it time out. */
   private refused(err: StockdError): void {
     this.fatal = err;
     if (this.anyReady()) return;

@@ -254,11 +254,14 @@ describe('errors', () => {
 
   it('a wrong token fails connect and calls with StockdUnauthorizedError, not a timeout', async () => {
     const bad = new StockdClient({ port: srv.port, role: 'admin', token: 'wrong', timeoutMs: 5000 });
-    const t0 = Date.now();
-    await assert.rejects(bad.connect(), s.StockdUnauthorizedError);
-    await assert.rejects(bad.ping(), s.StockdUnauthorizedError);
-    assert.ok(Date.now() - t0 < 2000);
-    bad.destroy();
+    try {
+      const t0 = Date.now();
+      await assert.rejects(bad.connect(), s.StockdUnauthorizedError);
+      await assert.rejects(bad.ping(), s.StockdUnauthorizedError);
+      assert.ok(Date.now() - t0 < 2000);
+    } finally {
+      bad.destroy();
+    }
   });
 
   it('BAD_REQUEST from the server carries its message', async () => {
@@ -298,8 +301,9 @@ describe('transport', () => {
     assert.equal((await buyer.skuGet(sku)).sku.sold, 300n);
   });
 
-  it('a pool of connections', async () => {
+  it('a pool of connections', async (t) => {
     const pool = client('buyer', { connections: 3 });
+    t.after(() => pool.destroy());
     let connects = 0;
     pool.on('connect', () => connects++);
     await pool.connect();
@@ -309,9 +313,10 @@ describe('transport', () => {
     await pool.close();
   });
 
-  it('close() lets calls in flight finish, then refuses new ones', async () => {
+  it('close() lets calls in flight finish, then refuses new ones', async (t) => {
     const sku = await makeSku(100);
     const c = client('buyer');
+    t.after(() => c.destroy());
     let closed = false;
     c.on('close', () => (closed = true));
     const calls = Array.from({ length: 50 }, (_, i) => c.reserve({ user: `z${i}`, ttlMs: 0, lines: [{ sku, qty: 1 }] }));

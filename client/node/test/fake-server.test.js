@@ -1,0 +1,370 @@
+// Broken and hostile servers: every failure is a typed error at or before the deadline, never
+// a crash or a hang, and the connection that carried a bad frame is closed.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('net');
+const s = require('../dist');
+const { codec, StockdClient } = s;
+const { HELLO, startFake } = require('./helpers/fake');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const SKU = { sku: 'A', total: 1n, available: 1n, held: 0n, sold: 0n, perUserLimit: 0, opensAtMs: 0, closesAtMs: 0, flags: 0 };
+const OK_RESERVE = { holdId: 77n, state: 'HELD', expiresAtMs: 5, failedLine: 0xffff, available: 3n, codes: [] };
+const reserveReq = (key) => ({ user: 'u', ttlMs: 60000, lines: [{ sku: 'A', qty: 1 }], ...(key === undefined ? {} : { key }) });
+
+async function withFake(script, body, opts) {
+  const fake = await startFake(script, opts);
+  const errors = [];
+  const c = new StockdClient({ port: fake.port, timeoutMs: 2000, reconnect: { minDelayMs: 10, maxDelayMs: 50 }, ...(opts && opts.client) });
+  c.on('error', (e) => errors.push(e));
+  try {
+    await body(c, fake, errors);
+  } finally {
+    c.destroy();
+    await fake.close();
+  }
+}
+
+async function firstClosed(fake) {
+  for (let i = 0; i < 100 && !fake.closed(0); i++) await sleep(10);
+  return fake.closed(0);
+}
+
+test('garbage instead of an answer: StockdProtocolError, connection closed', () =>
+  withFake(
+    (req) => req.op === 'PING' && req.replyRaw(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')),
+    async (c, fake, errors) => {
+      await assert.rejects(c.ping(), (e) => e instanceof s.StockdProtocolError && /bad magic/.test(e.message));
+      assert.ok(await firstClosed(fake));
+      assert.ok(errors.some((e) => e instanceof s.StockdProtocolError), "emitted on 'error'");
+    },
+  ));
+
+test('an answer with the wrong request id: StockdProtocolError', () =>
+  withFake(
+    (req) => req.op === 'PING' && req.sock.write(codec.encodeResponse('PING', req.id + 1, 0, {})),
+    async (c, fake) => {
+      await assert.rejects(c.ping(), (e) => e instanceof s.StockdProtocolError && /out of order/.test(e.message));
+      assert.ok(await firstClosed(fake));
+    },
+  ));
+
+test('an answer with another opcode: StockdProtocolError', () =>
+  withFake(
+    (req) => req.op === 'SKU_GET' && req.sock.write(codec.encodeResponse('PING', req.id, 0, {})),
+    async (c) => {
+      await assert.rejects(c.skuGet('A'), s.StockdProtocolError);
+    },
+  ));
+
+test('an answer whose body does not decode: StockdProtocolError naming the field', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'SKU_GET') return;
+      const f = codec.encodeResponse('SKU_GET', req.id, 0, SKU);
+      f.writeUInt16LE(200, 16); // sku length over its 64-byte limit
+      req.replyRaw(f);
+    },
+    async (c) => {
+      await assert.rejects(c.skuGet('A'), (e) => e instanceof s.StockdProtocolError && /sku_get response: sku is 200 bytes, max 64/.test(e.message));
+    },
+  ));
+
+test("a frame header over the HELLO's frame_bytes_max: StockdProtocolError without waiting for the body", () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'PING') return;
+      const h = Buffer.from(codec.encodeResponse('PING', req.id, 0, {}));
+      h.writeUInt32LE(HELLO.frameBytesMax, 4); // 16 + 65536 > 65536; the body never comes
+      req.replyRaw(h);
+    },
+    async (c) => {
+      const t0 = Date.now();
+      await assert.rejects(c.ping(), (e) => e instanceof s.StockdProtocolError && /exceeds frame_bytes_max 65536/.test(e.message));
+      assert.ok(Date.now() - t0 < 1000);
+    },
+  ));
+
+test('an unsolicited answer: StockdProtocolError on the error event, the next call still works', () =>
+  withFake(
+    (req) => {
+      if (req.conn === 0 && req.op === 'HELLO') {
+        req.reply(0, HELLO);
+        setTimeout(() => req.sock.write(codec.encodeResponse('PING', 999, 0, {})), 50);
+        return 'handled';
+      }
+      if (req.op === 'PING') req.reply(0, {});
+    },
+    async (c, fake, errors) => {
+      await c.connect();
+      await sleep(150);
+      assert.ok(errors.some((e) => e instanceof s.StockdProtocolError && /no request outstanding/.test(e.message)));
+      assert.ok(fake.closed(0));
+      await c.ping();
+    },
+  ));
+
+test('a server that closes mid-frame: a read is resent on a new connection', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'SKU_GET') return;
+      if (req.conn === 0) {
+        req.replyRaw(codec.encodeResponse('SKU_GET', req.id, 0, SKU).subarray(0, 20));
+        req.sock.end();
+      } else req.reply(0, SKU);
+    },
+    async (c, fake) => {
+      const r = await c.skuGet('A');
+      assert.equal(r.status, 'OK');
+      assert.equal(fake.connections, 2);
+    },
+  ));
+
+test('a server that closes mid-frame: an admin write fails with outcome unknown, never resent', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'RESTOCK') return;
+      req.replyRaw(codec.encodeResponse('RESTOCK', req.id, 0, SKU).subarray(0, 20));
+      req.sock.end();
+    },
+    async (c, fake) => {
+      await assert.rejects(c.restock({ sku: 'A', delta: 1 }), (e) => e instanceof s.StockdConnectionError && e.outcomeUnknown && /outcome is unknown/.test(e.message));
+      await sleep(100);
+      assert.equal(fake.received.filter((r) => r.op === 'RESTOCK').length, 1);
+    },
+    { client: { role: 'admin', token: 't' } },
+  ));
+
+test('a lost RESERVE is resent on a new connection with the same key', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'RESERVE') return;
+      if (req.conn === 0) req.sock.destroy();
+      else req.reply(0, OK_RESERVE);
+    },
+    async (c, fake) => {
+      const r = await c.reserve(reserveReq());
+      assert.equal(r.status, 'OK');
+      const sent = fake.received.filter((x) => x.op === 'RESERVE');
+      assert.equal(sent.length, 2);
+      assert.equal(sent[0].body.key, sent[1].body.key);
+      assert.equal(sent[0].body.key, r.key);
+      assert.notEqual(sent[0].conn, sent[1].conn);
+    },
+  ));
+
+test("a lost RESERVE without a key (key: '') is not resent: outcome unknown", () =>
+  withFake(
+    (req) => req.op === 'RESERVE' && req.sock.destroy(),
+    async (c, fake) => {
+      await assert.rejects(c.reserve(reserveReq('')), (e) => e instanceof s.StockdConnectionError && e.outcomeUnknown);
+      assert.equal(fake.received.filter((x) => x.op === 'RESERVE').length, 1);
+    },
+  ));
+
+test('COMMIT is resent after a lost answer; the repeat answers ALREADY_DONE', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'COMMIT') return;
+      if (req.conn === 0) return req.sock.destroy();
+      req.reply(7, { holdId: req.body.holdId, state: 'COMMITTED', user: 'u', key: 'k', createdAtMs: 1, expiresAtMs: 2, lines: [], codes: [] });
+    },
+    async (c) => {
+      const r = await c.commit({ holdId: 5n, user: 'u' });
+      assert.equal(r.status, 'ALREADY_DONE');
+      assert.equal(r.hold.state, 'COMMITTED');
+    },
+  ));
+
+test('a server that never answers: StockdTimeoutError at the deadline', () =>
+  withFake(
+    () => {},
+    async (c) => {
+      const t0 = Date.now();
+      await assert.rejects(c.ping({ timeoutMs: 300 }), s.StockdTimeoutError);
+      const took = Date.now() - t0;
+      assert.ok(took >= 290 && took < 1000, `took ${took} ms`);
+      await assert.rejects(c.reserve(reserveReq(), { timeoutMs: 200 }), (e) => e instanceof s.StockdTimeoutError && e.outcomeUnknown);
+    },
+  ));
+
+test('a server that never answers HELLO: StockdTimeoutError at the deadline', () =>
+  withFake(
+    (req) => (req.op === 'HELLO' ? 'handled' : undefined),
+    async (c) => {
+      const t0 = Date.now();
+      await assert.rejects(c.ping({ timeoutMs: 300 }), s.StockdTimeoutError);
+      assert.ok(Date.now() - t0 < 1000);
+    },
+  ));
+
+test('nothing listening: StockdTimeoutError naming the connection error', async () => {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  await new Promise((r) => srv.close(r));
+  const c = new StockdClient({ port, timeoutMs: 300, reconnect: { minDelayMs: 10, maxDelayMs: 50 } });
+  await assert.rejects(c.ping(), (e) => e instanceof s.StockdTimeoutError && /ECONNREFUSED/.test(e.message));
+  await assert.rejects(c.connect(200), s.StockdTimeoutError);
+  c.destroy();
+});
+
+test('an answer out of order fails the call it was expected for; the read behind it is resent', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'SKU_GET') return;
+      const delay = req.conn === 0 && req.body.sku === 'SLOW' ? 300 : 0;
+      setTimeout(() => req.reply(0, { ...SKU, sku: req.body.sku }), delay);
+    },
+    async (c, fake) => {
+      const slow = c.skuGet('SLOW', { timeoutMs: 2000 });
+      const fast = c.skuGet('FAST', { timeoutMs: 2000 });
+      // FAST's answer overtakes SLOW's, against section 5: never handed to SLOW.
+      await assert.rejects(slow, (e) => e instanceof s.StockdProtocolError && /out of order/.test(e.message));
+      assert.equal((await fast).sku.sku, 'FAST');
+      assert.ok(await firstClosed(fake));
+    },
+  ));
+
+test('answers in order after a timeout: the late one is dropped, the next one delivered', () =>
+  withFake(
+    (() => {
+      const queue = [];
+      return (req) => {
+        if (req.op !== 'SKU_GET') return;
+        queue.push(req);
+        if (queue.length === 2) setTimeout(() => queue.forEach((q) => q.reply(0, { ...SKU, sku: q.body.sku })), 300);
+      };
+    })(),
+    async (c) => {
+      const slow = c.skuGet('FIRST', { timeoutMs: 100 });
+      const next = c.skuGet('SECOND', { timeoutMs: 2000 });
+      await assert.rejects(slow, s.StockdTimeoutError);
+      const r = await next;
+      assert.equal(r.sku.sku, 'SECOND');
+      await assert.rejects(c.skuGet('THIRD', { timeoutMs: 100 }), s.StockdTimeoutError);
+    },
+  ));
+
+test('a connection stuck behind an unanswered request is closed, and the calls behind it move on', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'PING') return;
+      if (req.conn > 0) req.reply(0, {});
+    },
+    async (c, fake) => {
+      const stuck = c.ping({ timeoutMs: 100 });
+      await assert.rejects(stuck, s.StockdTimeoutError);
+      const t0 = Date.now();
+      await c.ping({ timeoutMs: 3000 });
+      assert.ok(Date.now() - t0 < 2500);
+      assert.equal(fake.connections, 2);
+    },
+  ));
+
+test('a refused HELLO fails calls at once with the typed error', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'HELLO') return;
+      req.reply(65, { message: 'bad token for role buyer' });
+      req.sock.end();
+      return 'handled';
+    },
+    async (c) => {
+      const t0 = Date.now();
+      await assert.rejects(c.ping(), (e) => e instanceof s.StockdUnauthorizedError && e.serverMessage === 'bad token for role buyer');
+      await assert.rejects(c.ping(), s.StockdUnauthorizedError);
+      assert.ok(Date.now() - t0 < 1000);
+    },
+  ));
+
+test('a connection error frame (opcode 0, BUSY) closes the connection; a read is resent', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'PING') return;
+      if (req.conn === 0) {
+        req.replyRaw(codec.encodeResponse(0, 0, 66, { message: 'read buffer budget' }));
+        req.sock.end();
+      } else req.reply(0, {});
+    },
+    async (c, fake, errors) => {
+      await c.ping();
+      assert.ok(errors.some((e) => e.cause instanceof s.StockdBusyError));
+    },
+  ));
+
+test("FRAME_TOO_LARGE naming a request fails that request", () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'SKU_GET') return;
+      req.replyRaw(codec.encodeResponse(0, req.id, 70, { message: 'frame of 99999 bytes exceeds frame_bytes_max 65536' }));
+      req.sock.end();
+    },
+    async (c) => {
+      await assert.rejects(c.skuGet('A'), (e) => e instanceof s.StockdFrameTooLargeError && !e.local);
+    },
+  ));
+
+test('inflight_max from HELLO is respected; beyond it calls queue in the client', () => {
+  let outstanding = 0;
+  let most = 0;
+  return withFake(
+    (req) => {
+      if (req.op !== 'PING') return;
+      most = Math.max(most, ++outstanding);
+      setTimeout(() => {
+        outstanding--;
+        req.reply(0, {});
+      }, 5);
+    },
+    async (c) => {
+      await Promise.all(Array.from({ length: 40 }, () => c.ping()));
+      assert.equal(most, 3);
+    },
+    { hello: { ...HELLO, inflightMax: 3 } },
+  );
+});
+
+test('frame_bytes_max from HELLO: a larger request is refused, not sent', () =>
+  withFake(
+    () => {},
+    async (c, fake) => {
+      await c.connect();
+      const codes = Array.from({ length: 700 }, (_, i) => `C-${i}-${'x'.repeat(100)}`);
+      await assert.rejects(c.codesLoad({ sku: 'A', codes }), (e) => e instanceof s.StockdFrameTooLargeError && e.local);
+      assert.equal(fake.received.filter((r) => r.op === 'CODES_LOAD').length, 0);
+    },
+  ));
+
+test('the requests of one tick go out in one socket write', () =>
+  withFake(
+    (req) => req.op === 'PING' && req.reply(0, {}),
+    async (c, fake) => {
+      await c.connect();
+      const write = net.Socket.prototype.write;
+      let writes = 0;
+      net.Socket.prototype.write = function (...args) {
+        if (this.remotePort === fake.port) writes++; // the fake's own replies do not count
+        return write.apply(this, args);
+      };
+      try {
+        await Promise.all(Array.from({ length: 50 }, () => c.ping()));
+      } finally {
+        net.Socket.prototype.write = write;
+      }
+      assert.equal(writes, 1);
+    },
+  ));
+
+test('an abort while in flight rejects at once; the late answer is dropped', () =>
+  withFake(
+    (req) => req.op === 'PING' && setTimeout(() => req.reply(0, {}), 200),
+    async (c) => {
+      const ac = new AbortController();
+      const p = c.ping({ signal: ac.signal });
+      setTimeout(() => ac.abort(), 50);
+      await assert.rejects(p, { name: 'AbortError' });
+      await c.ping();
+    },
+  ));
