@@ -8,6 +8,7 @@
 #   bench/compare.sh                  # ~10 s per run (about 2 minutes in all)
 #   BENCH_SECONDS=3 bench/compare.sh  # quicker, noisier
 #   BENCH_OUT=dir bench/compare.sh    # also keep every run's JSON and logs in dir
+#   BENCH_TLS=0 bench/compare.sh      # skip the TLS rows (stockd with --tls-cert vs plain)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,15 +71,19 @@ wait_for() {  # wait_for SECONDS WHAT CMD...: until CMD succeeds
   die "$what did not come up"
 }
 
-TOKEN=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+# The admin token goes by file, never on a command line (ps shows those to every local user).
+TOKEN_FILE=$WORK/admin-token
+(umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
 
-start_stockd() {  # start_stockd NAME DURABILITY -> sets STOCKD_PORT
-  local dir=$WORK/$1
+start_stockd() {  # start_stockd NAME DURABILITY [FLAGS...] -> sets STOCKD_PORT
+  local dir=$WORK/$1 durability=$2
+  shift 2
   mkdir -p "$dir"
-  "$BIN/stockd" --listen 127.0.0.1:0 --data-dir "$dir/data" --durability "$2" \
-    --admin-token "$TOKEN" --ready-file "$dir/ready" --log-level warn >"$dir/log" 2>&1 &
+  "$BIN/stockd" --listen 127.0.0.1:0 --data-dir "$dir/data" --durability "$durability" \
+    --admin-token-file "$TOKEN_FILE" --ready-file "$dir/ready" --log-level warn "$@" \
+    >"$dir/log" 2>&1 &
   PIDS+=($!)
-  wait_for 30 "stockd ($2)" test -s "$dir/ready"
+  wait_for 30 "stockd ($durability)" test -s "$dir/ready"
   STOCKD_PORT=$(awk '{print $2}' "$dir/ready")
 }
 
@@ -139,6 +144,19 @@ start_stockd stockd-sync sync
 SYNC_PORT=$STOCKD_PORT
 start_stockd stockd-off off
 OFF_PORT=$STOCKD_PORT
+TLS=${BENCH_TLS:-1}
+if [[ $TLS -eq 1 ]]; then  # a throwaway CA and a certificate for 127.0.0.1 (ECDSA P-256)
+  mkdir -p "$WORK/tls"
+  (cd "$WORK/tls" &&
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) &&
+    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca &&
+    openssl req "${ec[@]}" -keyout server.key -out server.csr -subj /CN=127.0.0.1 &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile san.ext -out server.pem) >"$WORK/tls/log" 2>&1 || die "openssl: $(tail -3 "$WORK/tls/log")"
+  start_stockd stockd-tls sync --tls-cert "$WORK/tls/server.pem" --tls-key "$WORK/tls/server.key"
+  TLS_PORT=$STOCKD_PORT
+fi
 start_redis
 HAVE_PG=1
 start_postgres || HAVE_PG=0
@@ -147,20 +165,32 @@ start_postgres || HAVE_PG=0
 declare -A S_RPS S_P99 R_RPS R_P99 VERDICTS
 for c in "${CASES[@]}"; do
   read -r conns pipe <<<"$c"
-  run_bench "stockd-c$conns-p$pipe" --server "127.0.0.1:$SYNC_PORT" --admin-token "$TOKEN" \
+  run_bench "stockd-c$conns-p$pipe" --server "127.0.0.1:$SYNC_PORT" --admin-token-file "$TOKEN_FILE" \
     --sku "hot-c$conns-p$pipe" --connections "$conns" --pipeline "$pipe"
   S_RPS[$c]=$RPS S_P99[$c]=$P99 VERDICTS[$c]="stockd $VERDICT"
   run_bench "redis-c$conns-p$pipe" --target "redis://127.0.0.1:$REDIS_PORT" \
     --sku "hot-c$conns-p$pipe" --connections "$conns" --pipeline "$pipe"
   R_RPS[$c]=$RPS R_P99[$c]=$P99 VERDICTS[$c]+=", redis $VERDICT"
 done
-run_bench "stockd-off-c1000-p1" --server "127.0.0.1:$OFF_PORT" --admin-token "$TOKEN" \
+run_bench "stockd-off-c1000-p1" --server "127.0.0.1:$OFF_PORT" --admin-token-file "$TOKEN_FILE" \
   --sku hot-off --connections 1000 --pipeline 1
 OFF_RPS=$RPS OFF_P99=$P99 OFF_VERDICT=$VERDICT
 # Redis keeps no idempotency keys; this shows what stockd's (durable) keys cost.
-run_bench "stockd-nokeys-c50-p16" --server "127.0.0.1:$SYNC_PORT" --admin-token "$TOKEN" \
+run_bench "stockd-nokeys-c50-p16" --server "127.0.0.1:$SYNC_PORT" --admin-token-file "$TOKEN_FILE" \
   --sku hot-nokeys --connections 50 --pipeline 16 --no-keys
 NOKEYS_RPS=$RPS NOKEYS_P99=$P99 NOKEYS_VERDICT=$VERDICT
+# TLS: the same workload against a stockd started with --tls-cert.
+declare -A T_RPS T_P99 T_VERDICT
+TLS_CASES=("50 1" "50 16")
+if [[ $TLS -eq 1 ]]; then
+  for c in "${TLS_CASES[@]}"; do
+    read -r conns pipe <<<"$c"
+    run_bench "stockd-tls-c$conns-p$pipe" --server "127.0.0.1:$TLS_PORT" \
+      --admin-token-file "$TOKEN_FILE" --tls-ca "$WORK/tls/ca.pem" \
+      --sku "hot-tls-c$conns-p$pipe" --connections "$conns" --pipeline "$pipe"
+    T_RPS[$c]=$RPS T_P99[$c]=$P99 T_VERDICT[$c]=$VERDICT
+  done
+fi
 
 # ---- PostgreSQL: pgbench, one conditional UPDATE per transaction ----
 if [[ $HAVE_PG -eq 1 ]]; then
@@ -224,3 +254,14 @@ printf '| with idempotency keys (default) | %s | %s | %s | %s |\n' "$(rps "${S_R
   "$(ms "${S_P99[$c]}")" "$(ratio "${S_RPS[$c]}" "${R_RPS[$c]}")" "${VERDICTS[$c]%%,*}"
 printf '| --no-keys | %s | %s | %s | stockd %s |\n' "$(rps "$NOKEYS_RPS")" "$(ms "$NOKEYS_P99")" \
   "$(ratio "$NOKEYS_RPS" "${R_RPS[$c]}")" "$NOKEYS_VERDICT"
+if [[ $TLS -eq 1 ]]; then
+  echo
+  echo "| stockd sync, TLS vs plain (same run) | plain req/s | plain p99 ms | TLS req/s | TLS p99 ms | TLS/plain | verdict |"
+  echo "|---|---:|---:|---:|---:|---:|---|"
+  for c in "${TLS_CASES[@]}"; do
+    read -r conns pipe <<<"$c"
+    printf '| %s conns, pipeline %s | %s | %s | %s | %s | %s | tls %s |\n' "$conns" "$pipe" \
+      "$(rps "${S_RPS[$c]}")" "$(ms "${S_P99[$c]}")" "$(rps "${T_RPS[$c]}")" \
+      "$(ms "${T_P99[$c]}")" "$(ratio "${T_RPS[$c]}" "${S_RPS[$c]}")" "${T_VERDICT[$c]}"
+  done
+fi
