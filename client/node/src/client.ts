@@ -4,7 +4,7 @@
 import { EventEmitter } from 'events';
 import { Answer, Call, CallOptions } from './call';
 import * as codec from './codec';
-import type { TlsOptions } from './connection';
+import type { TlsOptions } from './dial';
 import { serverError } from './errors';
 import { Pool, ReconnectOptions } from './pool';
 import * as res from './results';

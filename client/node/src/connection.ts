@@ -5,28 +5,11 @@
 //
 // Lifecycle: connecting -> hello -> ready -> (draining) -> dead. `dead` is reached once, by
 // `die()`, which reports the unanswered calls to the pool exactly once.
-import * as net from 'net';
-import * as tls from 'tls';
+import type * as net from 'net';
 import type { Call, Carrier } from './call';
 import * as codec from './codec';
-import {
-  serverError,
-  StockdConnectionError,
-  StockdError,
-  StockdProtocolError,
-  StockdTimeoutError,
-  StockdTlsError,
-} from './errors';
-
-export interface TlsOptions {
-  /** CA certificate(s) (PEM) the server's certificate must chain to. */
-  ca: string | Buffer | Array<string | Buffer>;
-  /** Client certificate and key (PEM), for a server started with --tls-client-ca. */
-  cert?: string | Buffer;
-  key?: string | Buffer;
-  /** Name to verify the certificate against; defaults to `host`. */
-  servername?: string;
-}
+import { dial, socketError, TlsOptions } from './dial';
+import { serverError, StockdConnectionError, StockdError, StockdProtocolError, StockdTimeoutError } from './errors';
 
 export interface ConnectionOptions {
   host: string;
@@ -88,35 +71,14 @@ export class Connection implements Carrier {
     return this.state === 'ready' && this.hello ? this.hello.inflightMax - this.inflight.length : 0;
   }
 
-  get pending(): number {
-    return this.inflight.length;
-  }
-
   open(): void {
-    const { host, port } = this.opts;
-    const t = this.opts.tls;
-    this.socket = t
-      ? tls.connect({
-          host,
-          port,
-          ca: t.ca,
-          cert: t.cert,
-          key: t.key,
-          servername: t.servername ?? (net.isIP(host) ? undefined : host),
-          minVersion: 'TLSv1.2',
-        })
-      : net.connect({ host, port });
-    this.socket.setNoDelay(true);
+    const { host, port, tls } = this.opts;
+    this.socket = dial(host, port, tls, () => this.sayHello());
     this.connectTimer = setTimeout(() => {
       this.die(new StockdConnectionError(`connect to ${this.address} took over ${this.opts.connectTimeoutMs} ms`));
     }, this.opts.connectTimeoutMs);
-    this.socket.once(t ? 'secureConnect' : 'connect', () => this.sayHello());
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.on('error', (e: NodeJS.ErrnoException) => {
-      const msg = `connection to ${this.address} failed: ${e.message}`;
-      const certificate = t && /CERT|UNABLE_TO_|SELF_SIGNED/.test(e.code ?? '');
-      this.die(certificate ? new StockdTlsError(msg, { cause: e }) : new StockdConnectionError(msg, { cause: e }));
-    });
+    this.socket.on('error', (e) => this.die(socketError(this.address, e, tls !== undefined)));
     // The server half-closes when it stops (section 9) or after an error frame: no answer
     // can follow, so the connection is over.
     this.socket.on('end', () => this.die(new StockdConnectionError(`${this.address} closed the connection`)));
@@ -151,18 +113,40 @@ export class Connection implements Carrier {
     if (this.out.length === 1) process.nextTick(() => this.flush());
   }
 
-  /** Every frame queued in this tick goes out in one write (automatic pipelining). */
+  /**
+   * Every frame queued in this tick goes out in one write (automatic pipelining). A call that
+   * settled before its frame left (aborted in the same tick) is not sent at all, so that its
+   * error's `outcomeUnknown` (false: never sent) stays true to the facts.
+   */
   private flush(): void {
     if (this.state === 'dead' || this.out.length === 0) return;
-    const data = this.out.length === 1 ? this.out[0] : Buffer.concat(this.out);
-    this.out = [];
-    for (const e of this.unflushed) {
+    const frames: Buffer[] = [];
+    this.unflushed.forEach((e, i) => {
+      if (e.call?.settled) return this.forget(e);
       e.written = true;
       if (e.call) e.call.sent = true;
-    }
+      frames.push(this.out[i]);
+    });
+    const dropped = this.unflushed.length - frames.length;
+    this.out = [];
     this.unflushed = [];
+    if (dropped > 0) {
+      this.endIfDrained();
+      this.events.capacity(this);
+    }
+    if (frames.length === 0) return;
     this.lastSendMs = Date.now();
-    this.socket.write(data);
+    this.socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+  }
+
+  /** Takes a never-written request off the books (no answer will come for it). */
+  private forget(e: Entry): void {
+    e.answered = true; // ends its stale check too
+    this.inflight.splice(this.inflight.lastIndexOf(e), 1);
+    if (e.call) {
+      e.call.carrier = undefined;
+      this.byCall.delete(e.call);
+    }
   }
 
   /**
@@ -187,7 +171,11 @@ export class Connection implements Carrier {
     if (this.state === 'dead') return;
     if (this.state !== 'ready') return this.die(new StockdConnectionError('client closed'));
     this.state = 'draining';
-    if (this.inflight.length === 0) this.socket.end();
+    this.endIfDrained();
+  }
+
+  private endIfDrained(): void {
+    if (this.state === 'draining' && this.inflight.length === 0) this.socket.end();
   }
 
   /** Closes now; unanswered calls are reported to the pool. */
@@ -249,7 +237,7 @@ export class Connection implements Carrier {
     if (this.state === 'hello') return this.onHello(answer);
     if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
     else head.call?.resolve({ status: answer.status, body: answer.body });
-    if (this.state === 'draining' && this.inflight.length === 0) this.socket.end();
+    this.endIfDrained();
     this.events.capacity(this);
   }
 

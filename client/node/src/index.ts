@@ -2,7 +2,7 @@
 export { StockdClient } from './client';
 export type { ReserveInput, SkuSetInput, StockdClientOptions, U64Input } from './client';
 export type { CallOptions } from './call';
-export type { TlsOptions } from './connection';
+export type { TlsOptions } from './dial';
 export type { ReconnectOptions } from './pool';
 export type {
   ClaimResult,

@@ -49,6 +49,7 @@ export class Pool implements CallHooks {
   private fatal: StockdError | undefined;
   private readyWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private drained: (() => void) | undefined;
+  private closingDone: Promise<void> | undefined;
 
   constructor(
     private readonly opts: PoolOptions,
@@ -197,12 +198,15 @@ export class Pool implements CallHooks {
   }
 
   /** Stops taking calls, lets the accepted ones finish (each within its deadline), then closes. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closing = true;
-    for (const w of this.readyWaiters.splice(0)) w.reject(new StockdConnectionError('client closed'));
-    if (this.live.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
-    this.shutdown(undefined);
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closingDone ??= (async () => {
+      this.closing = true;
+      for (const w of this.readyWaiters.splice(0)) w.reject(new StockdConnectionError('client closed'));
+      if (this.live.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      if (!this.closed) this.shutdown(undefined);
+    })();
+    return this.closingDone;
   }
 
   /** Closes now: every unsettled call fails with StockdConnectionError. */
@@ -211,7 +215,7 @@ export class Pool implements CallHooks {
     this.closing = true;
     const err = new StockdConnectionError(reason);
     for (const call of this.queue.splice(0)) call.fail(err);
-    this.shutdown(err);
+    this.shutdown(err); // fails the calls in flight too, which ends a close() waiting on them
   }
 
   private shutdown(err: StockdConnectionError | undefined): void {

@@ -368,3 +368,20 @@ test('an abort while in flight rejects at once; the late answer is dropped', () 
       await c.ping();
     },
   ));
+
+test('a call aborted before its frame left is never sent (outcome known: not applied)', () =>
+  withFake(
+    (req) => {
+      if (req.op === 'RESERVE') req.reply(0, OK_RESERVE);
+      if (req.op === 'PING') req.reply(0, {});
+    },
+    async (c, fake) => {
+      await c.connect();
+      const ac = new AbortController();
+      const p = c.reserve(reserveReq(), { signal: ac.signal });
+      ac.abort();
+      await assert.rejects(p, (e) => e.name === 'AbortError' && e.outcomeUnknown === false);
+      await c.ping();
+      assert.equal(fake.received.filter((r) => r.op === 'RESERVE').length, 0);
+    },
+  ));
