@@ -1,5 +1,6 @@
 // The operator's view of the real stockd: GET /metrics (checked by promtool when installed, and
 // against the answers the test got), /healthz, 404 and 405, and `stockctl top`.
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,18 +24,28 @@ struct HttpAnswer {
   std::string body;
 };
 
-// Sends `request` as is to 127.0.0.1:port and reads the answer until the server closes.
-HttpAnswer http(int port, const std::string& request) {
+// Sends `request` as is to ip:port (an IPv4 or IPv6 literal) and reads the answer until the
+// server closes.
+HttpAnswer http(int port, const std::string& request, const char* ip = "127.0.0.1") {
   HttpAnswer out;
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage a{};
+  socklen_t len = 0;
+  auto* a4 = reinterpret_cast<sockaddr_in*>(&a);
+  auto* a6 = reinterpret_cast<sockaddr_in6*>(&a);
+  if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *a4;
+  } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *a6;
+  }
+  int fd = ::socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
   std::string resp;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), len) == 0 &&
       ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
           static_cast<ssize_t>(request.size())) {
     char buf[65536];
@@ -208,6 +219,18 @@ TEST_F(MetricsTest, PromtoolAcceptsTheFormat) {
   if (promtool.empty()) GTEST_SKIP() << "promtool not on PATH (Debian: prometheus): not checked";
   auto [status, out] = promtool_check(promtool, m.body);
   EXPECT_EQ(status, 0) << "promtool check metrics:\n" << out << "\non:\n" << m.body;
+}
+
+// The metrics address may be a name (localhost) or an IPv6 literal, as the client port's may.
+TEST(MetricsListen, TakesLocalhostAndIpv6) {
+  const int port4 = free_port();
+  StockdProcess by_name({"--metrics-listen", "localhost:" + std::to_string(port4)});
+  ASSERT_TRUE(by_name.start()) << "--metrics-listen localhost:PORT refused";
+  EXPECT_EQ(http(port4, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").code, 200);
+  const int port6 = free_port();
+  StockdProcess v6({"--metrics-listen", "[::1]:" + std::to_string(port6)});
+  if (!v6.start()) GTEST_SKIP() << "no IPv6 loopback here";
+  EXPECT_EQ(http(port6, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", "::1").code, 200);
 }
 
 TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
