@@ -260,6 +260,7 @@ export class Connection implements Carrier {
     if (hello.frameBytesMax < codec.FRAME_BYTES_MAX_MIN) {
       return this.protocolError(`hello: frame_bytes_max ${hello.frameBytesMax} is below ${codec.FRAME_BYTES_MAX_MIN}`);
     }
+    if (hello.version !== codec.PROTOCOL_VERSION) return this.protocolError(`hello: server speaks version ${hello.version}`);
     if (hello.inflightMax < 1) return this.protocolError('hello: inflight_max is 0');
     clearTimeout(this.connectTimer);
     this.hello = hello;

@@ -8,7 +8,7 @@ const { TOKENS, startStockd, sleep } = require('./helpers/stockd');
 
 const WORKERS = 64;
 
-test('kill -9 mid-load: every OK is sold, none twice', async (t) => {
+test('kill -9 mid-load: every OK is sold, none twice', { timeout: 90_000 }, async (t) => {
   const srv = await startStockd();
   const admin = new StockdClient({ port: srv.port, role: 'admin', token: TOKENS.admin, timeoutMs: 20000 });
   const buyers = new StockdClient({

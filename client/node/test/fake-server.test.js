@@ -1,7 +1,9 @@
 // Broken and hostile servers: every failure is a typed error at or before the deadline, never
 // a crash or a hang, and the connection that carried a bad frame is closed.
 'use strict';
-const test = require('node:test');
+const nodeTest = require('node:test');
+// A deadline per test: a bug shows as a failure, never as a hung run.
+const test = (name, fn) => nodeTest(name, { timeout: 20_000 }, fn);
 const assert = require('node:assert/strict');
 const net = require('net');
 const s = require('../dist');

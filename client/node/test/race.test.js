@@ -5,7 +5,7 @@ const assert = require('node:assert/strict');
 const { StockdClient } = require('../dist');
 const { TOKENS, startStockd } = require('./helpers/stockd');
 
-test('500 concurrent buyers for 100 units: 100 OK, 400 SOLD_OUT, sold == 100', async (t) => {
+test('500 concurrent buyers for 100 units: 100 OK, 400 SOLD_OUT, sold == 100', { timeout: 60_000 }, async (t) => {
   const srv = await startStockd();
   const admin = new StockdClient({ port: srv.port, role: 'admin', token: TOKENS.admin });
   const buyers = new StockdClient({ port: srv.port, token: TOKENS.buyer, connections: 4, timeoutMs: 20000 });

@@ -29,7 +29,7 @@ const tryClient = (port, tls, extra = {}) => {
   return c;
 };
 
-describe('TLS client against a fake TLS server', { skip: noOpenssl }, () => {
+describe('TLS client against a fake TLS server', { skip: noOpenssl, timeout: 60_000 }, () => {
   let fake, mtls;
   before(async () => {
     fake = await startFake(pingOnly, { tlsOptions: { cert: certs.serverCert, key: certs.serverKey } });
@@ -83,7 +83,7 @@ describe('TLS client against a fake TLS server', { skip: noOpenssl }, () => {
   });
 });
 
-describe('TLS against a real stockd', { skip: noOpenssl || serverLacksTls }, () => {
+describe('TLS against a real stockd', { skip: noOpenssl || serverLacksTls, timeout: 60_000 }, () => {
   it('--tls-cert/--tls-key: a client with the CA buys; a plain client does not get through', async () => {
     const srv = await startStockd({ args: ['--tls-cert', certs.paths.serverCert, '--tls-key', certs.paths.serverKey] });
     try {

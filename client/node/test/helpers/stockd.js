@@ -47,7 +47,17 @@ class Stockd {
     this.proc = proc;
     proc.stdout.on('data', (d) => (this.log += d));
     proc.stderr.on('data', (d) => (this.log += d));
-    const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+    // A server a failed test forgot must not keep the test process alive (it is killed on exit).
+    proc.unref();
+    proc.stdout.unref();
+    proc.stderr.unref();
+    const exited = new Promise((resolve) => {
+      proc.once('exit', (code, signal) => resolve({ code, signal }));
+      proc.once('error', (e) => {
+        this.log += `${STOCKD_BIN}: ${e.message} (set STOCKD_BIN?)`;
+        resolve({ code: null, signal: null });
+      });
+    });
     this.exited = exited;
     let done = false;
     exited.then(() => (done = true));
