@@ -242,7 +242,7 @@ void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
 void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
                                proto::ReserveResp& out, Changes& ch) {
-  const uint64_t id = next_hold_id++;
+  const uint64_t id = hold_id_of(next_hold_seq++, id_key);
   Hold& h = holds.try_emplace(id).first->second;
   h.id = id;
   h.user.assign(user);

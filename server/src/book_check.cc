@@ -63,7 +63,7 @@ std::string Book::Impl::check_holds() const {
   std::map<std::string_view, uint32_t> live_holds;  // per user
   for (const auto& [id, h] : holds) {
     if (h.state == HoldState::kHeld) ++live_holds[h.user];
-    if (h.id != id || id == 0 || id >= next_hold_id) return hold_at(h) + "bad id";
+    if (h.id != id || !issued(id)) return hold_at(h) + "bad id";
     if (h.state < HoldState::kHeld || h.state > HoldState::kExpired) return hold_at(h) + "state";
     if (h.lines.empty()) return hold_at(h) + "no lines";
     const bool live = h.state == HoldState::kHeld;
@@ -107,7 +107,7 @@ std::string Book::Impl::check_holds() const {
 }
 
 // Codes: each is free (in the free list once) or owned; an owner that still exists is a live or
-// sold hold listing it; an owner that does not is a forgotten sold order (id < next_hold_id).
+// sold hold listing it; an owner that does not is a forgotten sold order (an id issued before).
 std::string Book::Impl::check_codes() const {
   std::unordered_map<const Sku*, std::vector<uint8_t>> listed;
   for (const auto& [id, s] : skus) {
@@ -142,7 +142,7 @@ std::string Book::Impl::check_codes() const {
       }
       if (slot.owner == 0 && in_free[i] == 0) return sku_at(s) + "a free code is lost";
       if (slot.owner == 0 || marks[i] != 0) continue;
-      if (holds.contains(slot.owner) || slot.owner >= next_hold_id) {
+      if (holds.contains(slot.owner) || !issued(slot.owner)) {
         return sku_at(s) + "code " + *slot.code + " owned by a hold that does not list it";
       }
     }

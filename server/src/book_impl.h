@@ -174,7 +174,13 @@ struct Book::Impl {
   book_detail::KeyIndex<Hold> idem;
   // Retention queue in time order.
   std::deque<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id)
-  uint64_t next_hold_id = 1;
+  uint64_t next_hold_seq = 1;  // the next hold's sequence number; its id is hold_id_of(seq)
+  HoldIdKey id_key;            // all zero: ids are the sequence numbers
+  // Whether `id` was ever handed out (live, finished or forgotten).
+  bool issued(uint64_t id) const {
+    const uint64_t seq = hold_seq_of(id, id_key);
+    return seq != 0 && seq < next_hold_seq;
+  }
   uint64_t next_outbox_seq = 1;
   uint64_t outbox_acked = 0;  // store-owned; echoed from restore() by meta()
   uint64_t outbox_first = 1;  // store-owned; echoed from restore() by meta()

@@ -61,7 +61,7 @@ void Book::stats(std::vector<proto::Stat>& out) const {
       {"units_held", m.units.held},
       {"units_sold", m.units.sold},
       {"outbox_next_seq", m.next_outbox_seq},
-      {"next_hold_id", m.next_hold_id},
+      {"next_hold_id", m.next_hold_seq},
   };
   for (const auto& [name, value] : rows) out.push_back({name, value});
 }

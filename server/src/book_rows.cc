@@ -81,9 +81,23 @@ std::optional<rec::CodeRow> Book::code_row(std::string_view sku, uint32_t index)
 }
 
 rec::MetaRow Book::meta() const {
-  return rec::MetaRow{0, impl_->next_hold_id, impl_->next_outbox_seq, impl_->outbox_acked,
-                      impl_->outbox_first};
+  rec::MetaRow m;
+  m.next_hold_id = impl_->next_hold_seq;
+  m.next_outbox_seq = impl_->next_outbox_seq;
+  m.outbox_acked = impl_->outbox_acked;
+  m.outbox_first = impl_->outbox_first;
+  m.hold_id_key0 = impl_->id_key.k0;
+  m.hold_id_key1 = impl_->id_key.k1;
+  return m;
 }
+
+bool Book::set_hold_id_key(const HoldIdKey& key) {
+  if (impl_->next_hold_seq != 1) return false;  // ids were handed out under the old key
+  impl_->id_key = key;
+  return true;
+}
+
+HoldIdKey Book::hold_id_key() const { return impl_->id_key; }
 
 // ---- Recovery. ----
 
@@ -130,7 +144,7 @@ std::string Book::Impl::restore_codes(Restoring& r) {
     if (!s->pool) return at + "its SKU is not a code pool";
     if (row.index != s->codes.size()) return at + "indexes are not dense from 0";
     if (!book_detail::code_ok(row.code)) return at + "bad code length";
-    if (row.owner >= next_hold_id) return at + "owner is past next_hold_id";
+    if (row.owner != 0 && !issued(row.owner)) return at + "owner is a hold id never issued";
     auto [it, inserted] = codes.emplace(row.code, book_detail::CodeLoc{s, row.index});
     if (!inserted) return at + "code " + row.code + " is in the book twice";
     s->codes.push_back({&it->first, row.owner});
@@ -141,7 +155,7 @@ std::string Book::Impl::restore_codes(Restoring& r) {
 
 std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
   const std::string at = "hold " + std::to_string(row.id) + ": ";
-  if (row.id == 0 || row.id >= next_hold_id) return at + "id outside 1..next_hold_id";
+  if (!issued(row.id)) return at + "an id never issued (past next_hold_id)";
   if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at + "bad state";
   if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at + "bad lines";
   if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at + "held but finished";
@@ -212,7 +226,8 @@ std::string Book::finish_restore() {
   }
   if (r->meta) {
     if (r->meta->next_hold_id == 0 || r->meta->next_outbox_seq == 0) return "meta: ids from 1";
-    m.next_hold_id = r->meta->next_hold_id;
+    m.next_hold_seq = r->meta->next_hold_id;
+    m.id_key = {r->meta->hold_id_key0, r->meta->hold_id_key1};
     m.next_outbox_seq = r->meta->next_outbox_seq;
     m.outbox_acked = r->meta->outbox_acked;
     m.outbox_first = r->meta->outbox_first;

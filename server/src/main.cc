@@ -133,6 +133,10 @@ int main(int argc, char** argv) {
                "without --outbox-token, let the outbox role log in with the admin token (off: "
                "the sidecar needs its own token and never holds the admin one)")
       ->envname("STOCKD_OUTBOX_ACCEPTS_ADMIN_TOKEN");
+  app.add_flag("--sequential-hold-ids", c.sequential_hold_ids,
+               "a new data dir hands out hold ids 1, 2, 3... instead of unguessable ones (for "
+               "tests and demos; a data dir keeps the kind it started with)")
+      ->envname("STOCKD_SEQUENTIAL_HOLD_IDS");
   app.add_flag("--insecure-no-auth", c.insecure_no_auth,
                "allow --listen on a non-loopback address while buyers need no token (for "
                "experiments only; logged as a warning)")

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "server_impl.h"
 #include "stockd/persist.h"
@@ -29,6 +30,7 @@ int64_t wall_ms() {
 bool Server::Impl::open_and_recover() {
   if (config.durability == Durability::kOff) {
     log->warn("durability off: state lives in memory only and is lost on restart");
+    choose_hold_id_key();
     return true;
   }
   auto start = std::chrono::steady_clock::now();
@@ -73,12 +75,27 @@ std::string Server::Impl::load_book(Recovered& r) {
   std::string err = recover(*store, *fresh, r);
   if (!err.empty()) return err;
   book = std::move(fresh);
+  choose_hold_id_key();
   make_dispatcher();
   lsn = r.meta.lsn;
   outbox_acked = r.meta.outbox_acked;
   outbox_first = r.meta.outbox_first;
   outbox_durable_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
   return "";
+}
+
+// A book that never made a hold gets a random key, so that hold ids cannot be walked; it is
+// durable with the first group (the meta row). A store that made holds keeps its key (all zero
+// for data dirs older than keys, whose ids stay sequential).
+void Server::Impl::choose_hold_id_key() {
+  if (config.sequential_hold_ids || book->meta().next_hold_id != 1) return;
+  std::random_device rd;
+  HoldIdKey key;
+  while (key.sequential()) {
+    key.k0 = (uint64_t{rd()} << 32) | rd();
+    key.k1 = (uint64_t{rd()} << 32) | rd();
+  }
+  book->set_hold_id_key(key);
 }
 
 // After a failed write: back to what is durable. false: cannot; stopping.

@@ -118,6 +118,7 @@ struct Server::Impl {
   bool fit_descriptor_limit();
   bool open_and_recover();
   bool start_listening();
+  void choose_hold_id_key();
   void take_input(Conn* c, const char* data, size_t n);
   void on_eof(Conn* c);
   void begin_stop(const char* why);

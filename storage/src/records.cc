@@ -130,6 +130,8 @@ class In {
     return get(f, [this] { return r_.i64(); });
   }
 
+  size_t left() const { return ok_ ? r_.remaining() : 0; }  // for optional trailing fields
+
   bool flag(const char* f) {
     const size_t at = pos();
     const uint8_t v = u8(f);
@@ -424,6 +426,10 @@ void encode(const MetaRow& r, std::string& out) {
   o.u64(r.next_outbox_seq);
   o.u64(r.outbox_acked);
   o.u64(r.outbox_first);
+  if (r.hold_id_key0 != 0 || r.hold_id_key1 != 0) {
+    o.u64(r.hold_id_key0);
+    o.u64(r.hold_id_key1);
+  }
   o.seal();
 }
 
@@ -437,6 +443,10 @@ bool decode(std::string_view in, MetaRow& out, std::string& why) {
   r.next_outbox_seq = i.u64("next_outbox_seq");
   r.outbox_acked = i.u64("outbox_acked");
   r.outbox_first = i.u64("outbox_first");
+  if (i.left() == 16) {  // the hold id key (absent: zero, sequential ids)
+    r.hold_id_key0 = i.u64("hold_id_key0");
+    r.hold_id_key1 = i.u64("hold_id_key1");
+  }
   if (!i.finish()) return false;
   out = r;
   return true;

@@ -144,7 +144,7 @@ const History& history() {
     History h;
     h.base = test::make_temp_dir("corruption");
     h.pristine = h.base / "pristine";
-    StockdProcess p({}, h.pristine.string());
+    StockdProcess p({"--sequential-hold-ids"}, h.pristine.string());
     p.set_log_file((h.base / "history.log").string());
     if (!p.start()) {
       h.error = "stockd did not start: " + slurp(h.base / "history.log");
@@ -232,7 +232,7 @@ Outcome run_case(const std::string& name, bool with_tail, Damage damage) {
   damage(dir);
   Outcome o;
   {
-    StockdProcess p({}, dir.string());
+    StockdProcess p({"--sequential-hold-ids"}, dir.string());
     p.set_log_file(log);
     o.started = p.start();
     if (o.started) o.differences = differences(p, with_tail);
@@ -440,7 +440,7 @@ TEST(LostLog, DeletedWhileRunningIsRefusedAtTheNextStart) {
   const fs::path base = test::make_temp_dir("lostlog");
   const fs::path dir = base / "data";
   {
-    StockdProcess p({}, dir.string());
+    StockdProcess p({"--sequential-hold-ids"}, dir.string());
     p.set_log_file((base / "first.log").string());
     ASSERT_TRUE(p.start());
     Client admin = p.admin();
@@ -453,7 +453,7 @@ TEST(LostLog, DeletedWhileRunningIsRefusedAtTheNextStart) {
     ASSERT_TRUE(admin.restock("tee", 5).ok());
     EXPECT_EQ(p.stop(), 0);
   }
-  StockdProcess again({}, dir.string());
+  StockdProcess again({"--sequential-hold-ids"}, dir.string());
   again.set_log_file((base / "second.log").string());
   EXPECT_FALSE(again.start(5000)) << "started on a store that lost its acknowledged log";
   const std::string log = slurp(base / "second.log");

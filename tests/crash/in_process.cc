@@ -40,6 +40,7 @@ Config config_for(const std::string& dir, Durability d, int interval_ms) {
   c.listen_port = 0;
   c.data_dir = dir;
   c.durability = d;
+  c.sequential_hold_ids = true;  // the ledger walks hold ids in sequence
   c.fsync_interval_ms = interval_ms;
   c.admin_token = kAdminToken;
   c.ready_file = dir + ".ready";

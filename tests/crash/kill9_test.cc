@@ -56,7 +56,8 @@ TEST(Kill9, CrashLoopUnderLoadKeepsEveryAcknowledgedAnswer) {
   std::printf("kill9: %d cycles, STOCKD_CRASH_SEED=%llu\n", cycles,
               static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
-  StockdProcess p;
+  // The ledger walks hold ids in sequence to find the holds it was never told about.
+  StockdProcess p({"--sequential-hold-ids"});
   const std::string log = p.data_dir() + ".log";
   p.set_log_file(log);
   ASSERT_TRUE(p.start()) << tail_of(log);

@@ -381,7 +381,8 @@ TEST_F(ServerTest, PipelinedRequestsAnswerInOrder) {
   }
   auto answers = c.flush();
   ASSERT_EQ(answers.size(), kRequests);
-  uint64_t reserved = 0, last_hold = 0;
+  uint64_t reserved = 0, last_available = kUnits;
+  std::set<uint64_t> holds;
   for (size_t i = 0; i < kRequests; ++i) {
     const auto& a = answers[i];
     ASSERT_TRUE(a.transport_ok()) << i << ": " << a.error;
@@ -389,8 +390,10 @@ TEST_F(ServerTest, PipelinedRequestsAnswerInOrder) {
       const auto& r = std::get<proto::ReserveResp>(a.body);
       if (reserved < kUnits) {
         ASSERT_EQ(a.status, Status::kOk) << "request " << i;
-        EXPECT_GT(r.hold_id, last_hold) << "request " << i << " decided out of order";
-        last_hold = r.hold_id;
+        // Units left after each: one fewer per reserve, in sending order.
+        EXPECT_EQ(r.available, last_available - 1) << "request " << i << " decided out of order";
+        last_available = r.available;
+        EXPECT_TRUE(holds.insert(r.hold_id).second) << "hold id " << r.hold_id << " given twice";
         ++reserved;
       } else {
         EXPECT_EQ(a.status, Status::kSoldOut) << "request " << i;

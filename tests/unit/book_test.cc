@@ -83,7 +83,9 @@ void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
   b.sku_list({"", proto::kSkuListMax}, lb);
   EXPECT_EQ(la, lb);
   EXPECT_EQ(a.meta(), b.meta());
-  for (uint64_t id = 1; id < a.meta().next_hold_id; ++id) {
+  EXPECT_EQ(a.hold_id_key(), b.hold_id_key());
+  for (uint64_t seq = 1; seq < a.meta().next_hold_id; ++seq) {
+    const uint64_t id = hold_id_of(seq, a.hold_id_key());
     proto::HoldView va, vb;
     EXPECT_EQ(a.hold_get(id, va), b.hold_get(id, vb)) << "hold " << id;
     EXPECT_EQ(va, vb) << "hold " << id;
@@ -907,6 +909,40 @@ TEST_F(BookRetentionTest, ForgetsFinishedHoldsWithTheirKeys) {
   EXPECT_FALSE(book.idem_answer("k2"));
   EXPECT_EQ(stat("finished_holds"), 0u);
   EXPECT_EQ(stat("idem_keys"), 0u);
+}
+
+// With a key, hold ids are a permutation of the sequence: unguessable, never twice, and a
+// restored book (key from the meta row) knows which were issued, codes of forgotten orders too.
+TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
+  ASSERT_TRUE(book.set_hold_id_key({0x0123456789abcdefULL, 0xfedcba9876543210ULL}));
+  create("tee", 1000, 0);
+  create_pool("cp", {"c0", "c1", "c2"});
+  std::set<uint64_t> ids;
+  for (int i = 0; i < 50; ++i) {
+    proto::ReserveResp r;
+    ASSERT_EQ(reserve("u" + std::to_string(i), "", i % 2 == 0 ? 0 : 60'000, {{"tee", 1}}, &r),
+              Status::kOk);
+    EXPECT_TRUE(ids.insert(r.hold_id).second);
+    EXPECT_NE(r.hold_id, static_cast<uint64_t>(i + 1)) << "a sequential id under a key";
+  }
+  EXPECT_FALSE(book.set_hold_id_key({1, 2})) << "the key changed after holds were made";
+  proto::ClaimResp c;
+  ASSERT_EQ(claim("cp", "ann", "", &c), Status::kOk);
+  now += 5000;
+  expire();  // the claim's order is forgotten; its code stays owned by its (issued) id
+  EXPECT_FALSE(book.hold_row(c.order_id));
+  EXPECT_EQ(book.code_row("cp", 0)->owner, c.order_id);
+  EXPECT_EQ(book.check_invariants(), "");
+  Book copy;
+  ASSERT_EQ(rows.restore_into(copy), "");
+  expect_same_book(book, copy, rows);
+  // A hold row with an id the key never made is refused on restore.
+  RowMirror forged = rows;
+  rec::HoldRow row = forged.holds.begin()->second;
+  row.id = 7;
+  forged.holds[7] = row;
+  Book bad;
+  EXPECT_NE(forged.restore_into(bad), "");
 }
 
 TEST_F(BookRetentionTest, ForgottenOrderKeepsItsCodesSold) {

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "stockd/hold_ids.h"
 #include "stockd/protocol.h"
 #include "stockd/records.h"
 
@@ -143,6 +144,12 @@ class Book {
   std::optional<rec::UserRow> user_row(std::string_view sku, std::string_view user) const;
   std::optional<rec::CodeRow> code_row(std::string_view sku, uint32_t index) const;
   rec::MetaRow meta() const;  // lsn is the store's business and left 0
+
+  // Hold ids are hold_id_of(sequence number, key) (stockd/hold_ids.h); the key is in meta().
+  // It may be set only while no hold was ever made (false otherwise): a new store takes a random
+  // one before its first hold. Restored from the meta row.
+  bool set_hold_id_key(const HoldIdKey& key);
+  HoldIdKey hold_id_key() const;
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);

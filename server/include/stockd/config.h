@@ -32,9 +32,10 @@ struct Config {
   std::string client_token;     // buyers' token; empty = buyers need none
   bool outbox_accepts_admin_token = false;  // outbox role without --outbox-token takes the admin
                                             // token (old behaviour; off: the role is disabled)
-  bool insecure_no_auth = false;            // listen beyond loopback although buyers need no token
-  uint32_t hello_fail_burst = 20;           // failed HELLOs an address may make before it is locked
-  uint32_t hello_fail_refill_ms = 1000;     // one more allowed per this long
+  bool sequential_hold_ids = false;      // a new data dir hands out ids 1, 2, 3... (tests, demos)
+  bool insecure_no_auth = false;         // listen beyond loopback although buyers need no token
+  uint32_t hello_fail_burst = 20;        // failed HELLOs an address may make before it is locked
+  uint32_t hello_fail_refill_ms = 1000;  // one more allowed per this long
   // TLS on the client port (docs/protocol.md, section 1): both files PEM; off when empty.
   std::string tls_cert;              // certificate chain
   std::string tls_key;               // its private key

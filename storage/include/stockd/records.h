@@ -66,11 +66,14 @@ struct CodeRow {  // one unique code of a code-pool SKU
 };
 
 struct MetaRow {
-  uint64_t lsn = 0;  // our log sequence number: +1 per written batch
-  uint64_t next_hold_id = 1;
+  uint64_t lsn = 0;              // our log sequence number: +1 per written batch
+  uint64_t next_hold_id = 1;     // the next hold's sequence number (its id: stockd/hold_ids.h)
   uint64_t next_outbox_seq = 1;  // outbox record sequence numbers start at 1
   uint64_t outbox_acked = 0;     // highest seq the sidecar acknowledged
   uint64_t outbox_first = 1;     // lowest seq still retained
+  // The key that turns hold sequence numbers into ids; both 0 = ids are the sequence numbers
+  // (then not stored: a meta row of an older data dir simply ends before them).
+  uint64_t hold_id_key0 = 0, hold_id_key1 = 0;
   bool operator==(const MetaRow&) const = default;
 };
 
