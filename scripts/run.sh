@@ -10,7 +10,7 @@
 #   stockctl --token-file data/secrets/admin-token ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh run
 STOCKD_TARGETS="stockd stockd-outbox stockctl" scripts/build.sh build  # no test binaries
 
 secrets=data/secrets
