@@ -1,0 +1,180 @@
+// The flash-sale spike: 1,000 connections of buyers on POST /api/buy (autocannon), then the
+// integrity checks in SQL and the time the last order took to reach PostgreSQL. Run it
+// through ./run.sh --spike, which starts the stack and sets APP_URL, STOCKD_PORT and PG_URL.
+//
+//   node spike.js [--connections 1000] [--duration 10] [--warmup 3] [--users 200000]
+//                 [--gift-share 0.05] [--json]
+//   node spike.js --bare     # HTTP figures only, against bare.js (./run.sh --bare-spike)
+'use strict';
+const autocannon = require('autocannon');
+const { parseArgs } = require('node:util');
+const { setTimeout: sleep } = require('node:timers/promises');
+const { Client } = require('pg');
+const { StockdClient } = require('stockd-client');
+
+const { values: opt } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '1000' },
+    duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '3' },
+    users: { type: 'string', default: '200000' },
+    'gift-share': { type: 'string', default: '0.05' },
+    bare: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+  },
+});
+const env = process.env;
+const APP_URL = env.APP_URL ?? 'http://127.0.0.1:3000';
+const SKUS = ['sneaker', 'gift-card'];
+const CATCH_UP_MAX_MS = 120_000;
+
+/** What the buyers were told: statuses, and the order ids and codes of every 201. */
+class Tally {
+  statuses = {};
+  orderIds = [];
+  codes = [];
+  add(status, body) {
+    this.statuses[status] = (this.statuses[status] ?? 0) + 1;
+    if (status !== 201) return;
+    const r = JSON.parse(body);
+    this.orderIds.push(r.orderId);
+    this.codes.push(...r.codes);
+  }
+}
+
+/** One autocannon run of buyers: a random user each time, sometimes a gift card. */
+function buyers(tally, connections, seconds) {
+  const users = Number(opt.users);
+  const giftShare = Number(opt['gift-share']);
+  return autocannon({
+    url: APP_URL,
+    connections,
+    duration: seconds,
+    requests: [
+      {
+        method: 'POST',
+        path: '/api/buy',
+        setupRequest: (req) => ({
+          ...req,
+          headers: { 'content-type': 'application/json', 'x-user-id': `u${Math.floor(Math.random() * users)}` },
+          body: JSON.stringify({ sku: Math.random() < giftShare ? 'gift-card' : 'sneaker' }),
+        }),
+        onResponse: (status, body) => tally.add(status, body),
+      },
+    ],
+  });
+}
+
+function httpFigures(r) {
+  return {
+    connections: r.connections,
+    seconds: r.duration,
+    requestsPerSec: Math.round(r.requests.total / r.duration),
+    p50Ms: r.latency.p50,
+    p99Ms: r.latency.p99,
+    maxMs: r.latency.max,
+    errors: r.errors,
+    timeouts: r.timeouts,
+  };
+}
+
+/** Units sold per SKU by stockd, and the per-user limits. */
+async function stockdView(stockd) {
+  const out = {};
+  for (const sku of SKUS) {
+    const r = await stockd.skuGet(sku);
+    if (r.status !== 'OK') throw new Error(`${sku}: ${r.status}`);
+    out[sku] = r.sku;
+  }
+  return out;
+}
+
+async function unitsInPg(pg) {
+  const r = await pg.query('SELECT sku, sum(qty)::bigint AS units FROM order_lines GROUP BY sku');
+  return Object.fromEntries(r.rows.map((x) => [x.sku, BigInt(x.units)]));
+}
+
+/** Polls until PostgreSQL holds every unit stockd sold; the ms that took after `since`. */
+async function catchUp(stockd, pg, since) {
+  for (;;) {
+    const inPg = await unitsInPg(pg);
+    const sold = await stockdView(stockd);
+    if (SKUS.every((s) => (inPg[s] ?? 0n) === sold[s].sold)) return performance.now() - since;
+    if (performance.now() - since > CATCH_UP_MAX_MS) throw new Error('PostgreSQL did not catch up within 120 s');
+    await sleep(5);
+  }
+}
+
+async function checks(stockd, pg, tally, connections) {
+  const out = [];
+  const check = (name, ok, detail) => out.push({ name, ok, detail });
+  const view = await stockdView(stockd);
+  const inPg = await unitsInPg(pg);
+  for (const sku of SKUS) {
+    const v = view[sku];
+    check(`${sku}: units in PostgreSQL == units sold by stockd`, (inPg[sku] ?? 0n) === v.sold, `${inPg[sku] ?? 0n} vs ${v.sold}`);
+    check(`${sku}: available + held + sold == total`, v.available + v.held + v.sold === v.total, `${v.available} + ${v.held} + ${v.sold} vs ${v.total}`);
+  }
+  const ok201 = tally.orderIds.length;
+  const distinct = new Set(tally.orderIds).size;
+  check('no order id handed out twice', distinct === ok201, `${distinct} distinct of ${ok201}`);
+  const orders = Number((await pg.query('SELECT count(*) FROM orders')).rows[0].count);
+  // autocannon drops the answers in flight when the time is up: those orders exist unseen.
+  check('orders in PostgreSQL == 201 answers (+ at most one cut off per connection)', orders >= ok201 && orders <= ok201 + connections, `${orders} orders, ${ok201} answers`);
+  const found = await pg.query('SELECT count(*) FROM orders WHERE order_id = ANY($1::bigint[])', [tally.orderIds]);
+  check('every order a buyer was told of is in PostgreSQL', Number(found.rows[0].count) === ok201, `${found.rows[0].count} of ${ok201}`);
+  const dupCodes = await pg.query('SELECT count(*) - count(DISTINCT code_bytes) AS n FROM order_codes');
+  const codesSeen = new Set(tally.codes).size;
+  check('no code sold twice', Number(dupCodes.rows[0].n) === 0 && codesSeen === tally.codes.length, `${tally.codes.length} codes seen, ${codesSeen} distinct; duplicates in SQL: ${dupCodes.rows[0].n}`);
+  const over = await pg.query(
+    `SELECT count(*) FROM (SELECT l.sku FROM orders o JOIN order_lines l USING (order_id)
+       GROUP BY o.user_id_bytes, l.sku HAVING sum(l.qty) > CASE l.sku WHEN 'sneaker' THEN $1::bigint ELSE $2::bigint END) x`,
+    [view.sneaker.perUserLimit, view['gift-card'].perUserLimit],
+  );
+  check('nobody over the per-user limit', Number(over.rows[0].count) === 0, `${over.rows[0].count} (user, sku) over`);
+  return out;
+}
+
+function report(r) {
+  if (opt.json) return console.log(JSON.stringify(r));
+  const h = r.http;
+  console.log(`spike: ${h.connections} connections, ${h.seconds} s, POST /api/buy${r.bare ? ' (bare Express, no stockd)' : ''}`);
+  console.log(`  HTTP: ${h.requestsPerSec} req/s, p50 ${h.p50Ms} ms, p99 ${h.p99Ms} ms, max ${h.maxMs} ms; errors ${h.errors}, timeouts ${h.timeouts}`);
+  console.log(`  answers: ${Object.entries(r.statuses).map(([s, n]) => `${s}: ${n}`).join(', ')}`);
+  if (r.bare) return;
+  console.log(`  orders in PostgreSQL: ${r.orders}; the last one arrived ${r.catchUpMs} ms after the spike's end`);
+  for (const c of r.checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name} (${c.detail})`);
+}
+
+async function main() {
+  const connections = Number(opt.connections);
+  const warm = new Tally();
+  if (Number(opt.warmup) > 0) await buyers(warm, 100, Number(opt.warmup));
+  const tally = new Tally();
+  const result = await buyers(tally, connections, Number(opt.duration));
+  const end = performance.now();
+  const r = { bare: opt.bare, http: httpFigures(result), statuses: tally.statuses };
+  if (opt.bare) return report(r);
+
+  const stockd = new StockdClient({ port: Number(env.STOCKD_PORT ?? 7070) });
+  const pg = new Client({ connectionString: env.PG_URL });
+  await pg.connect();
+  try {
+    r.catchUpMs = Math.round(await catchUp(stockd, pg, end));
+    const all = new Tally();
+    all.orderIds = warm.orderIds.concat(tally.orderIds);
+    all.codes = warm.codes.concat(tally.codes);
+    r.orders = Number((await pg.query('SELECT count(*) FROM orders')).rows[0].count);
+    r.checks = await checks(stockd, pg, all, connections + 100);
+    report(r);
+    if (!r.checks.every((c) => c.ok)) process.exitCode = 1;
+  } finally {
+    await pg.end();
+    await stockd.close();
+  }
+}
+
+main().catch((e) => {
+  console.error('spike:', e);
+  process.exit(2);
+});
