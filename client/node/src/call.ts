@@ -56,7 +56,7 @@ export class Call {
   private rejectFn!: (e: Error) => void;
   private readonly timer: NodeJS.Timeout;
   private readonly signal: AbortSignal | undefined;
-  private readonly onAbort = () => this.expire('abort');
+  private onAbort: (() => void) | undefined;
 
   constructor(
     spec: CallSpec,
@@ -73,8 +73,11 @@ export class Call {
     });
     this.timer = setTimeout(() => this.expire('timeout'), spec.timeoutMs);
     this.signal = spec.signal;
-    this.signal?.addEventListener('abort', this.onAbort, { once: true });
-    if (this.signal?.aborted) this.expire('abort');
+    if (this.signal) {
+      this.onAbort = () => this.expire('abort');
+      this.signal.addEventListener('abort', this.onAbort, { once: true });
+      if (this.signal.aborted) this.expire('abort');
+    }
   }
 
   resolve(a: Answer): void {
@@ -89,7 +92,7 @@ export class Call {
     if (this.settled) return false;
     this.settled = true;
     clearTimeout(this.timer);
-    this.signal?.removeEventListener('abort', this.onAbort);
+    if (this.onAbort) this.signal?.removeEventListener('abort', this.onAbort);
     this.hooks.settled(this);
     return true;
   }

@@ -131,7 +131,8 @@ export class StockdClient extends EventEmitter {
     this.pool.destroy(reason);
   }
 
-  private async send<K extends codec.OpName>(op: K, body: codec.ReqOf<K>, shape: Shape, o?: CallOptions): Promise<Answer> {
+  /** Throws a local StockdBadRequestError for a request that does not encode. */
+  private send<K extends codec.OpName>(op: K, body: codec.ReqOf<K>, shape: Shape, o?: CallOptions): Promise<Answer> {
     let frame: Buffer;
     try {
       frame = codec.encodeRequest(op, 0, body);

@@ -35,6 +35,8 @@ interface Entry {
   opcode: number;
   /** null for the connection's own requests (keep-alive PING). */
   call: Call | null;
+  /** The request with request id 0; the id is stamped into the copy that is written. */
+  frame: Buffer;
   written: boolean;
   answered: boolean;
 }
@@ -50,12 +52,12 @@ export class Connection implements Carrier {
   private readonly reader = new codec.FrameReader();
   private readonly inflight: Entry[] = [];
   private unflushed: Entry[] = [];
-  private out: Buffer[] = [];
   private nextId = HELLO_ID + 1;
   private lastSendMs = Date.now();
   private connectTimer: NodeJS.Timeout | undefined;
   private keepAliveTimer: NodeJS.Timeout | undefined;
-  private readonly byCall = new Map<Call, Entry>();
+  /** Requests it can take now without passing the server's inflight_max (0 unless ready). */
+  free = 0;
 
   constructor(
     private readonly opts: ConnectionOptions,
@@ -64,11 +66,6 @@ export class Connection implements Carrier {
 
   get address(): string {
     return `${this.opts.host}:${this.opts.port}`;
-  }
-
-  /** Requests it can take now without passing the server's inflight_max. */
-  get free(): number {
-    return this.state === 'ready' && this.hello ? this.hello.inflightMax - this.inflight.length : 0;
   }
 
   open(): void {
@@ -89,8 +86,9 @@ export class Connection implements Carrier {
     this.state = 'hello';
     const { role, token, clientName } = this.opts;
     const body = { version: codec.PROTOCOL_VERSION, role, token, clientName };
-    this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, written: true, answered: false });
-    this.socket.write(codec.encodeRequest('HELLO', HELLO_ID, body));
+    const frame = codec.encodeRequest('HELLO', HELLO_ID, body);
+    this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, frame, written: true, answered: false });
+    this.socket.write(frame);
   }
 
   /** Precondition: `free > 0`, frame within `hello.frameBytesMax`. */
@@ -101,16 +99,12 @@ export class Connection implements Carrier {
   private enqueue(call: Call | null, frame: Buffer): void {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_ffff ? HELLO_ID + 1 : this.nextId + 1;
-    frame.writeUInt32LE(id, 12);
-    const e: Entry = { id, opcode: frame.readUInt16LE(8), call, written: false, answered: false };
+    const e: Entry = { id, opcode: frame.readUInt16LE(8), call, frame, written: false, answered: false };
     this.inflight.push(e);
+    this.free--;
     this.unflushed.push(e);
-    this.out.push(Buffer.from(frame)); // a copy: the call's frame is re-stamped on a retry
-    if (call) {
-      call.carrier = this;
-      this.byCall.set(call, e);
-    }
-    if (this.out.length === 1) process.nextTick(() => this.flush());
+    if (call) call.carrier = this;
+    if (this.unflushed.length === 1) process.nextTick(() => this.flush());
   }
 
   /**
@@ -119,34 +113,44 @@ export class Connection implements Carrier {
    * error's `outcomeUnknown` (false: never sent) stays true to the facts.
    */
   private flush(): void {
-    if (this.state === 'dead' || this.out.length === 0) return;
-    const frames: Buffer[] = [];
-    this.unflushed.forEach((e, i) => {
-      if (e.call?.settled) return this.forget(e);
-      e.written = true;
-      if (e.call) e.call.sent = true;
-      frames.push(this.out[i]);
-    });
-    const dropped = this.unflushed.length - frames.length;
-    this.out = [];
+    if (this.state === 'dead' || this.unflushed.length === 0) return;
+    const entries = this.unflushed;
     this.unflushed = [];
+    let bytes = 0;
+    let dropped = 0;
+    for (const e of entries) {
+      if (e.call?.settled) {
+        this.forget(e);
+        dropped++;
+      } else bytes += e.frame.length;
+    }
     if (dropped > 0) {
       this.endIfDrained();
       this.events.capacity(this);
     }
-    if (frames.length === 0) return;
+    if (bytes === 0) return;
+    // One buffer, each frame copied in and stamped with its request id: the call's own frame
+    // stays as encoded, so a retry on another connection sends the same bytes under a new id.
+    const out = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (const e of entries) {
+      if (e.answered) continue; // forgotten above
+      e.written = true;
+      if (e.call) e.call.sent = true;
+      e.frame.copy(out, at);
+      out.writeUInt32LE(e.id, at + 12);
+      at += e.frame.length;
+    }
     this.lastSendMs = Date.now();
-    this.socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+    this.socket.write(out);
   }
 
   /** Takes a never-written request off the books (no answer will come for it). */
   private forget(e: Entry): void {
     e.answered = true; // ends its stale check too
     this.inflight.splice(this.inflight.lastIndexOf(e), 1);
-    if (e.call) {
-      e.call.carrier = undefined;
-      this.byCall.delete(e.call);
-    }
+    if (this.state === 'ready') this.free++;
+    if (e.call) e.call.carrier = undefined;
   }
 
   /**
@@ -155,7 +159,7 @@ export class Connection implements Carrier {
    * is presumed stuck, and the connection is closed so that the calls behind it can move on.
    */
   abandoned(call: Call): void {
-    const e = this.byCall.get(call);
+    const e = this.inflight.find((x) => x.call === call); // rare: a linear search will do
     if (!e || this.state === 'dead') return;
     const graceMs = Math.max(1000, call.timeoutMs);
     setTimeout(() => {
@@ -171,6 +175,7 @@ export class Connection implements Carrier {
     if (this.state === 'dead') return;
     if (this.state !== 'ready') return this.die(new StockdConnectionError('client closed'));
     this.state = 'draining';
+    this.free = 0;
     this.endIfDrained();
   }
 
@@ -182,6 +187,7 @@ export class Connection implements Carrier {
   die(err: StockdError): void {
     if (this.state === 'dead') return;
     this.state = 'dead';
+    this.free = 0;
     clearTimeout(this.connectTimer);
     clearInterval(this.keepAliveTimer);
     this.socket.destroy();
@@ -190,8 +196,7 @@ export class Connection implements Carrier {
       .map((e) => ({ call: e.call as Call, written: e.written }));
     for (const e of this.inflight) if (e.call) e.call.carrier = undefined;
     this.inflight.length = 0;
-    this.byCall.clear();
-    this.out = [];
+    this.unflushed = [];
     this.events.dead(this, err, unanswered);
   }
 
@@ -230,11 +235,9 @@ export class Connection implements Carrier {
     }
     this.inflight.shift();
     head.answered = true;
-    if (head.call) {
-      head.call.carrier = undefined;
-      this.byCall.delete(head.call);
-    }
+    if (head.call) head.call.carrier = undefined;
     if (this.state === 'hello') return this.onHello(answer);
+    if (this.state === 'ready') this.free++;
     if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
     else head.call?.resolve({ status: answer.status, body: answer.body });
     this.endIfDrained();
@@ -265,6 +268,7 @@ export class Connection implements Carrier {
     clearTimeout(this.connectTimer);
     this.hello = hello;
     this.state = 'ready';
+    this.free = hello.inflightMax - this.inflight.length;
     this.startKeepAlive(hello.idleTimeoutMs);
     this.events.ready(this);
   }

@@ -58,6 +58,16 @@ export type CodesLoadResult =
   | { status: 'DUPLICATE_CODE'; sku: SkuView; duplicate: string }
   | { status: 'NOT_FOUND' };
 
+// The statuses each operation may answer (section 7.4).
+const RESERVE_OK = ['OK', 'SOLD_OUT', 'LIMIT_EXCEEDED', 'NOT_FOUND', 'SALE_NOT_OPEN', 'SALE_CLOSED', 'KEY_CONFLICT'] as const;
+const CLAIM_OK = RESERVE_OK;
+const HOLD_CHANGE_OK = ['OK', 'HOLD_EXPIRED', 'ALREADY_DONE', 'NOT_FOUND'] as const;
+const FOUND_OR_NOT = ['OK', 'NOT_FOUND'] as const;
+const SKU_SET_OK = ['OK', 'BELOW_COMMITTED'] as const;
+const RESTOCK_OK = ['OK', 'BELOW_COMMITTED', 'NOT_FOUND'] as const;
+const CODES_LOAD_OK = ['OK', 'DUPLICATE_CODE', 'NOT_FOUND'] as const;
+const ONLY_OK = ['OK'] as const;
+
 /** The status's name if the operation may answer it, else a StockdRefusedError. */
 function expect<S extends StatusName>(op: string, status: number, allowed: readonly S[]): S {
   const name = statusName(status) as S;
@@ -66,15 +76,7 @@ function expect<S extends StatusName>(op: string, status: number, allowed: reado
 }
 
 export function reserveResult(status: number, r: m.ReserveResp, key: string): ReserveResult {
-  const s = expect('reserve', status, [
-    'OK',
-    'SOLD_OUT',
-    'LIMIT_EXCEEDED',
-    'NOT_FOUND',
-    'SALE_NOT_OPEN',
-    'SALE_CLOSED',
-    'KEY_CONFLICT',
-  ] as const);
+  const s = expect('reserve', status, RESERVE_OK);
   if (s === 'OK') {
     const { holdId, state, expiresAtMs, available, codes } = r;
     return { status: s, key, holdId, state, expiresAtMs, available, codes };
@@ -84,46 +86,38 @@ export function reserveResult(status: number, r: m.ReserveResp, key: string): Re
 }
 
 export function claimResult(status: number, r: m.ClaimResp, key: string): ClaimResult {
-  const s = expect('claim', status, [
-    'OK',
-    'SOLD_OUT',
-    'LIMIT_EXCEEDED',
-    'NOT_FOUND',
-    'SALE_NOT_OPEN',
-    'SALE_CLOSED',
-    'KEY_CONFLICT',
-  ] as const);
+  const s = expect('claim', status, CLAIM_OK);
   if (s === 'OK') return { status: s, key, orderId: r.orderId, code: r.code, available: r.available };
   if (s === 'NOT_FOUND' || s === 'KEY_CONFLICT') return { status: s, key };
   return { status: s, key, available: r.available };
 }
 
 export function holdChangeResult(op: string, status: number, hold: HoldView): HoldChangeResult {
-  const s = expect(op, status, ['OK', 'HOLD_EXPIRED', 'ALREADY_DONE', 'NOT_FOUND'] as const);
+  const s = expect(op, status, HOLD_CHANGE_OK);
   return s === 'NOT_FOUND' ? { status: s } : { status: s, hold };
 }
 
 export function holdGetResult(status: number, hold: HoldView): HoldGetResult {
-  const s = expect('hold_get', status, ['OK', 'NOT_FOUND'] as const);
+  const s = expect('hold_get', status, FOUND_OR_NOT);
   return s === 'NOT_FOUND' ? { status: s } : { status: s, hold };
 }
 
 export function skuResult(op: string, status: number, sku: SkuView): SkuResult {
-  const s = expect(op, status, ['OK', 'NOT_FOUND'] as const);
+  const s = expect(op, status, FOUND_OR_NOT);
   return s === 'NOT_FOUND' ? { status: s } : { status: s, sku };
 }
 
 export function skuSetResult(status: number, sku: SkuView): SkuSetResult {
-  return { status: expect('sku_set', status, ['OK', 'BELOW_COMMITTED'] as const), sku };
+  return { status: expect('sku_set', status, SKU_SET_OK), sku };
 }
 
 export function restockResult(status: number, sku: SkuView): RestockResult {
-  const s = expect('restock', status, ['OK', 'BELOW_COMMITTED', 'NOT_FOUND'] as const);
+  const s = expect('restock', status, RESTOCK_OK);
   return s === 'NOT_FOUND' ? { status: s } : { status: s, sku };
 }
 
 export function codesLoadResult(status: number, r: m.CodesLoadResp): CodesLoadResult {
-  const s = expect('codes_load', status, ['OK', 'DUPLICATE_CODE', 'NOT_FOUND'] as const);
+  const s = expect('codes_load', status, CODES_LOAD_OK);
   if (s === 'NOT_FOUND') return { status: s };
   if (s === 'DUPLICATE_CODE') return { status: s, sku: r.sku, duplicate: r.duplicate };
   return { status: s, sku: r.sku };
@@ -131,5 +125,5 @@ export function codesLoadResult(status: number, r: m.CodesLoadResp): CodesLoadRe
 
 /** Operations whose only business outcome is OK. */
 export function onlyOk(op: string, status: number): void {
-  expect(op, status, ['OK'] as const);
+  expect(op, status, ONLY_OK);
 }

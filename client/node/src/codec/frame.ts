@@ -3,7 +3,7 @@
 import { ErrorResp } from './messages';
 import { FIRST_ERROR_STATUS, OPS, OpName, opByCode, ReqOf, RespOf, STATUS } from './ops';
 import { Type } from './schema';
-import { CodecError, Reader, Writer } from './wire';
+import { CodecError, Path, Reader, Writer } from './wire';
 
 export const HEADER_BYTES = 16;
 export const MAGIC = 0x4b53;
@@ -96,18 +96,30 @@ export class FrameReader {
   }
 }
 
+/** Encoding is synchronous and never re-entered, so one writer serves every frame. */
+const scratch = new Writer('');
+
 function encode<T>(type: Type<T>, msg: string, body: T, flags: number, opcode: number, status: number, id: number): Buffer {
-  const w = new Writer(msg);
+  try {
+    encodeInto(scratch, type, msg, body, flags, opcode, status, id, null);
+  } catch (e) {
+    if (e instanceof CodecError) encodeInto(scratch, type, msg, body, flags, opcode, status, id, ''); // names the field
+    throw e;
+  }
+  scratch.patchU32(4, scratch.length - HEADER_BYTES);
+  return scratch.finish();
+}
+
+function encodeInto<T>(w: Writer, type: Type<T>, msg: string, body: T, flags: number, opcode: number, status: number, id: number, path: Path): void {
+  w.reset(msg);
   w.u16(MAGIC);
   w.u8(PROTOCOL_VERSION);
   w.u8(flags);
-  w.u32(0); // body_len, patched below
+  w.u32(0); // body_len, patched by encode()
   w.u16(opcode);
   w.u16(status);
   w.u32(id >>> 0);
-  type.enc(w, body, '');
-  w.patchU32(4, w.length - HEADER_BYTES);
-  return w.finish();
+  type.enc(w, body, path);
 }
 
 export function encodeRequest<K extends OpName>(op: K, requestId: number, body: ReqOf<K>): Buffer {
@@ -131,11 +143,22 @@ export function encodeResponse<K extends OpName>(
 }
 
 function decodeBody<T>(type: Type<T>, msg: string, body: Buffer): T {
+  try {
+    return decodeWith(type, msg, body, null);
+  } catch (e) {
+    if (e instanceof CodecError) decodeWith(type, msg, body, ''); // again, naming the field
+    throw e;
+  }
+}
+
+function decodeWith<T>(type: Type<T>, msg: string, body: Buffer, path: Path): T {
   const r = new Reader(body, msg);
-  const v = type.dec(r, '');
+  const v = type.dec(r, path);
   r.expectEnd();
   return v;
 }
+
+const RESPONSE_MSG = new Map(Object.values(OPS).map((o) => [o.code, `${o.msg} response`]));
 
 /** A request frame's operation and body; throws CodecError (unknown opcode, bad body). */
 export function decodeRequest(frame: Frame): { op: OpName; body: unknown } {
@@ -163,5 +186,5 @@ export function decodeResponse(frame: Frame): DecodedResponse {
     }
     return { op, status, error: decodeBody(ErrorResp, 'error', frame.body).message };
   }
-  return { op, status, body: decodeBody(OPS[op].resp, `${OPS[op].msg} response`, frame.body) };
+  return { op, status, body: decodeBody(OPS[op].resp, RESPONSE_MSG.get(opcode) as string, frame.body) };
 }

@@ -1,11 +1,12 @@
 // Field types from which every message of docs/protocol.md is described once (messages.ts):
 // each type both encodes and decodes, so the two directions cannot disagree, and each checks
 // its own limits both ways with an error that names the field.
-import { Reader, Writer } from './wire';
+import { Path, Reader, Writer } from './wire';
 
+/** `path` names the field in errors; null while not tracked (see Path). */
 export interface Type<T> {
-  enc(w: Writer, v: T, path: string): void;
-  dec(r: Reader, path: string): T;
+  enc(w: Writer, v: T, path: Path): void;
+  dec(r: Reader, path: Path): T;
 }
 export type Infer<X> = X extends Type<infer T> ? T : never;
 
@@ -103,17 +104,17 @@ export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string
   return {
     enc(w, v, path) {
       if (typeof v !== 'string') w.fail(path, `must be a string, got ${typeof v}`);
-      const b = Buffer.from(v, 'utf8');
-      if (opts.nonEmpty && b.length === 0) w.fail(path, 'is empty');
-      if (b.length > max) w.fail(path, `is ${b.length} bytes, max ${max}`);
-      w.u16(b.length);
-      w.bytes(b);
+      const n = Buffer.byteLength(v, 'utf8');
+      if (opts.nonEmpty && n === 0) w.fail(path, 'is empty');
+      if (n > max) w.fail(path, `is ${n} bytes, max ${max}`);
+      w.u16(n);
+      w.utf8(v, n);
     },
     dec(r, path) {
       const n = r.u16(path);
       if (opts.nonEmpty && n === 0) r.fail(path, 'is empty');
       if (n > max) r.fail(path, `is ${n} bytes, max ${max}`);
-      return r.bytes(n, path).toString('utf8');
+      return r.utf8(n, path);
     },
   };
 }
@@ -147,7 +148,7 @@ function list<T>(countBytes: 2 | 4, item: Type<T>, label: string, range: Range):
       if (v.length > hi) w.fail(path, `has ${v.length} items, max ${hi}`);
       if (countBytes === 2) w.u16(v.length);
       else w.u32(v.length);
-      v.forEach((x, i) => item.enc(w, x, `${label} ${i}`));
+      for (let i = 0; i < v.length; i++) item.enc(w, v[i], path === null ? null : `${label} ${i}`);
     },
     dec(r, path) {
       const n = countBytes === 2 ? r.u16(path) : r.u32(path);
@@ -156,7 +157,7 @@ function list<T>(countBytes: 2 | 4, item: Type<T>, label: string, range: Range):
       // Every item takes at least one byte, so a lying count fails at the body's end, after at
       // most body_len iterations: no allocation is sized from the count.
       const out: T[] = [];
-      for (let i = 0; i < n; i++) out.push(item.dec(r, `${label} ${i}`));
+      for (let i = 0; i < n; i++) out.push(item.dec(r, path === null ? null : `${label} ${i}`));
       return out;
     },
   };
@@ -177,7 +178,7 @@ const snake = (k: string) => k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
  */
 export function struct<F extends Fields>(fields: F): Type<Struct<F>> {
   const entries = Object.entries(fields).map(([k, t]) => [k, snake(k), t] as const);
-  const join = (path: string, name: string) => (path ? `${path} ${name}` : name);
+  const join = (path: Path, name: string) => (path === null ? null : path ? `${path} ${name}` : name);
   return {
     enc(w, v, path) {
       if (typeof v !== 'object' || v === null) w.fail(path || 'body', 'must be an object');

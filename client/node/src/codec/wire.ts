@@ -7,20 +7,35 @@ export class CodecError extends Error {
   override name = 'CodecError';
 }
 
+/**
+ * Where a field is, for error messages ("line 1 sku"), or null while nobody asked: encoders
+ * and decoders run first without building paths, and only a message that fails is run again
+ * with them (the codec is deterministic, so it fails at the same field).
+ */
+export type Path = string | null;
+
+const at = (path: Path) => (path === null ? '' : `${path} `);
+
 export class Writer {
   private buf: Buffer;
   private len = 0;
 
   /** `msg` prefixes every error ("reserve: ..."). */
   constructor(
-    readonly msg: string,
+    public msg: string,
     initial = 256,
   ) {
     this.buf = Buffer.allocUnsafe(initial);
   }
 
-  fail(path: string, problem: string): never {
-    throw new CodecError(`${this.msg}: ${path} ${problem}`);
+  /** Empties it for the next message, keeping its buffer (encoders reuse one writer). */
+  reset(msg: string): void {
+    this.msg = msg;
+    this.len = 0;
+  }
+
+  fail(path: Path, problem: string): never {
+    throw new CodecError(`${this.msg}: ${at(path)}${problem}`);
   }
 
   get length(): number {
@@ -63,6 +78,11 @@ export class Writer {
     const at = this.room(b.length);
     this.buf.set(b, at);
   }
+  /** `s` as UTF-8, whose length the caller measured (Buffer.byteLength): no copy on the way. */
+  utf8(s: string, byteLength: number): void {
+    const at = this.room(byteLength);
+    this.buf.write(s, at, byteLength, 'utf8');
+  }
   /** Overwrites a u32 already written (the header's body_len, once the body is known). */
   patchU32(at: number, v: number): void {
     this.buf.writeUInt32LE(v, at);
@@ -90,35 +110,40 @@ export class Reader {
     return this.end - this.at;
   }
 
-  fail(path: string, problem: string): never {
-    throw new CodecError(`${this.msg}: ${path} ${problem}`);
+  fail(path: Path, problem: string): never {
+    throw new CodecError(`${this.msg}: ${at(path)}${problem}`);
   }
 
-  private take(n: number, path: string): number {
+  private take(n: number, path: Path): number {
     if (this.left < n) this.fail(path, `is cut short (needs ${n} bytes, ${this.left} left)`);
     const at = this.at;
     this.at += n;
     return at;
   }
 
-  u8(path: string): number {
+  u8(path: Path): number {
     return this.buf.readUInt8(this.take(1, path));
   }
-  u16(path: string): number {
+  u16(path: Path): number {
     return this.buf.readUInt16LE(this.take(2, path));
   }
-  u32(path: string): number {
+  u32(path: Path): number {
     return this.buf.readUInt32LE(this.take(4, path));
   }
-  u64(path: string): bigint {
+  u64(path: Path): bigint {
     return this.buf.readBigUInt64LE(this.take(8, path));
   }
-  i64(path: string): bigint {
+  i64(path: Path): bigint {
     return this.buf.readBigInt64LE(this.take(8, path));
   }
-  bytes(n: number, path: string): Buffer {
+  bytes(n: number, path: Path): Buffer {
     const at = this.take(n, path);
     return this.buf.subarray(at, at + n);
+  }
+  /** `n` bytes read as UTF-8. */
+  utf8(n: number, path: Path): string {
+    const at = this.take(n, path);
+    return this.buf.toString('utf8', at, at + n);
   }
   /** "Nothing after the last field" (section 3). */
   expectEnd(): void {
