@@ -239,7 +239,7 @@ export class Connection implements Carrier {
     if (this.state === 'hello') return this.onHello(answer);
     if (this.state === 'ready') this.free++;
     if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
-    else head.call?.resolve({ status: answer.status, body: answer.body });
+    else head.call?.resolve(answer);
     this.endIfDrained();
     this.events.capacity(this);
   }
