@@ -1,6 +1,6 @@
 // KeyIndex (the book's idempotency-key index) against std::map under random inserts, finds and
 // erases in a small table, where probe runs collide, wrap around the end and shift back often.
-#include "../../server/src/key_index.h"
+#include "../../book/src/key_index.h"
 
 #include <gtest/gtest.h>
 
