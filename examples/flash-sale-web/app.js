@@ -99,6 +99,7 @@ function holdJson(hold) {
 function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
   const app = express();
   app.disable('x-powered-by');
+  app.set('etag', false); // answers to buyers are never cached
   app.use(express.json({ limit: '4kb' }));
 
   // Buy now (an order at once), or hold (units set aside until checkout, cancel or expiry).

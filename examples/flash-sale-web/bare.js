@@ -10,6 +10,7 @@ if (cluster.isPrimary && workers > 1) {
 } else {
   const app = express();
   app.disable('x-powered-by');
+  app.set('etag', false); // answers to buyers are never cached
   app.use(express.json({ limit: '4kb' }));
   let next = 1;
   app.post('/api/buy', (req, res) => {
@@ -18,4 +19,5 @@ if (cluster.isPrimary && workers > 1) {
   const server = app.listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
     if (cluster.isPrimary || cluster.worker.id === 1) console.log(`bare express: listening on port ${server.address().port}`);
   });
+  for (const signal of ['SIGTERM', 'SIGINT']) process.once(signal, () => process.exit(0));
 }

@@ -10,7 +10,8 @@
 #
 # Environment: PORT (3000), WEB_WORKERS (1: node:cluster processes), STOCKD_CONNECTIONS (4 per
 # process), STOCK (1000000 units of 'sneaker'), PER_USER_LIMIT (2), CODES (100000 codes of
-# 'gift-card'), STOCKD_BUILD_DIR (build). Needs build/bin (scripts/build.sh), node and npm,
+# 'gift-card'), STOCKD_BUILD_DIR (build), APP_NODE_FLAGS (node flags for the app, e.g.
+# "--cpu-prof --cpu-prof-dir=/tmp/prof"). Needs build/bin (scripts/build.sh), node and npm,
 # and PostgreSQL's server binaries (initdb; as root, a 'postgres' user to run them).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -84,14 +85,16 @@ wait_for() { # wait_for SECONDS WHAT CMD...: until CMD succeeds
 }
 
 start_app() { # start_app SCRIPT: the web app on $PORT, in the background
-  PORT=$PORT node "$1" >"$WORK/app.log" 2>&1 &
+  # shellcheck disable=SC2086 # APP_NODE_FLAGS is a list of flags
+  PORT=$PORT node ${APP_NODE_FLAGS:-} "$1" >"$WORK/app.log" 2>&1 &
   PIDS+=($!)
+  CPU_PIDS="app:$!"
   wait_for 30 "the web app" grep -q listening "$WORK/app.log"
 }
 
 if [[ $MODE == bare ]]; then
   start_app bare.js
-  APP_URL=http://127.0.0.1:$PORT node spike.js --bare "$@"
+  CPU_PIDS=$CPU_PIDS APP_URL=http://127.0.0.1:$PORT node spike.js --bare "$@"
   exit 0
 fi
 
@@ -118,6 +121,7 @@ PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/shop
   --durability sync --admin-token-file "$WORK/admin-token" --outbox-token-file "$WORK/outbox-token" \
   --log-level warn >"$WORK/stockd.log" 2>&1 &
 PIDS+=($!)
+STOCKD_PID=$!
 wait_for 30 stockd test -s "$WORK/stockd.ready"
 STOCKD_PORT=$(awk '{print $2}' "$WORK/stockd.ready")
 
@@ -125,6 +129,7 @@ STOCKD_PORT=$(awk '{print $2}' "$WORK/stockd.ready")
 "$BIN/stockd-outbox" --server "127.0.0.1:$STOCKD_PORT" --token-file "$WORK/outbox-token" \
   --sql "$PG_URL" --log-level warn >"$WORK/outbox.log" 2>&1 &
 PIDS+=($!)
+OUTBOX_PID=$!
 
 # ---- The sale: counted units with a per-user limit, and a pool of unique gift-card codes ----
 ctl() { "$BIN/stockctl" --server "127.0.0.1:$STOCKD_PORT" --token-file "$WORK/admin-token" "$@" >/dev/null; }
@@ -136,6 +141,9 @@ ctl codes load gift-card "$WORK/codes.txt"
 
 export STOCKD_PORT PG_URL PER_USER_LIMIT APP_URL=http://127.0.0.1:$PORT
 start_app server.js
+# Whose CPU the spike reports (with their child processes: cluster workers, PostgreSQL's backends).
+PG_PID=$(head -1 "$PG_DATA/postmaster.pid")
+export CPU_PIDS="$CPU_PIDS,stockd:$STOCKD_PID,stockd-outbox:$OUTBOX_PID,postgres:$PG_PID"
 log "PostgreSQL $PG_URL; stockd 127.0.0.1:$STOCKD_PORT (sync); outbox -> PostgreSQL; app $APP_URL"
 log "SKUs: sneaker ($STOCK units, $PER_USER_LIMIT per user), gift-card ($CODES codes, 1 per user)"
 

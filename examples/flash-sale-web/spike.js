@@ -7,6 +7,8 @@
 //   node spike.js --bare     # HTTP figures only, against bare.js (./run.sh --bare-spike)
 'use strict';
 const autocannon = require('autocannon');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const { setTimeout: sleep } = require('node:timers/promises');
 const { Client } = require('pg');
@@ -27,6 +29,37 @@ const env = process.env;
 const APP_URL = env.APP_URL ?? 'http://127.0.0.1:3000';
 const SKUS = ['sneaker', 'gift-card'];
 const CATCH_UP_MAX_MS = 120_000;
+
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+
+/** CPU time (user + system) of a process and its descendants so far, in microseconds. */
+function cpuUs(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    let us = (Number(f[11]) + Number(f[12])) * TICK_US; // utime, stime
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      for (const child of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) {
+        if (child.trim()) us += cpuUs(Number(child));
+      }
+    }
+    return us;
+  } catch {
+    return 0; // gone
+  }
+}
+
+/** CPU used during `fn` by each process of CPU_PIDS ("name:pid,...") and by this one. */
+async function cpuDuring(fn) {
+  const procs = (env.CPU_PIDS ?? '').split(',').filter(Boolean).map((x) => x.split(':'));
+  const before = procs.map(([, pid]) => cpuUs(pid));
+  const self = process.cpuUsage();
+  const result = await fn();
+  const used = Object.fromEntries(procs.map(([name, pid], i) => [name, cpuUs(pid) - before[i]]));
+  const mine = process.cpuUsage(self);
+  used['load generator'] = mine.user + mine.system;
+  return { result, used };
+}
 
 /** What the buyers were told: statuses, and the order ids and codes of every 201. */
 class Tally {
@@ -141,6 +174,9 @@ function report(r) {
   console.log(`spike: ${h.connections} connections, ${h.seconds} s, POST /api/buy${r.bare ? ' (bare Express, no stockd)' : ''}`);
   console.log(`  HTTP: ${h.requestsPerSec} req/s, p50 ${h.p50Ms} ms, p99 ${h.p99Ms} ms, max ${h.maxMs} ms; errors ${h.errors}, timeouts ${h.timeouts}`);
   console.log(`  answers: ${Object.entries(r.statuses).map(([s, n]) => `${s}: ${n}`).join(', ')}`);
+  const cpu = Object.entries(r.cpuUsPerRequest);
+  const total = cpu.reduce((sum, [, us]) => sum + us, 0);
+  console.log(`  CPU per request: ${cpu.map(([k, us]) => `${k} ${us} us`).join(', ')}; total ${total} us`);
   if (r.bare) return;
   console.log(`  orders in PostgreSQL: ${r.orders}; the last one arrived ${r.catchUpMs} ms after the spike's end`);
   for (const c of r.checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name} (${c.detail})`);
@@ -151,9 +187,11 @@ async function main() {
   const warm = new Tally();
   if (Number(opt.warmup) > 0) await buyers(warm, 100, Number(opt.warmup));
   const tally = new Tally();
-  const result = await buyers(tally, connections, Number(opt.duration));
+  const { result, used } = await cpuDuring(() => buyers(tally, connections, Number(opt.duration)));
   const end = performance.now();
   const r = { bare: opt.bare, http: httpFigures(result), statuses: tally.statuses };
+  // CPU per answered request, in microseconds: what each process costs a buy on this machine.
+  r.cpuUsPerRequest = Object.fromEntries(Object.entries(used).map(([k, us]) => [k, Math.round(us / result.requests.total)]));
   if (opt.bare) return report(r);
 
   const stockd = new StockdClient({ port: Number(env.STOCKD_PORT ?? 7070) });
