@@ -78,21 +78,25 @@ export function decodeFrame(buf: Buffer, frameBytesMax: number, start = 0): Fram
  */
 export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
+  /** Where the next frame starts in `buf`. */
+  private at = 0;
 
   push(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.at === this.buf.length) this.buf = chunk;
+    else this.buf = Buffer.concat([this.buf.subarray(this.at), chunk]);
+    this.at = 0;
   }
 
   /** The next whole frame, 'more', or 'invalid' (after which the stream cannot be framed). */
   next(frameBytesMax: number): Framed {
-    const r = decodeFrame(this.buf, frameBytesMax);
+    const r = decodeFrame(this.buf, frameBytesMax, this.at);
     // The body is a view into a chunk nobody writes to again, so it stays valid.
-    if (r.kind === 'frame') this.buf = this.buf.subarray(r.size);
+    if (r.kind === 'frame') this.at += r.size;
     return r;
   }
 
   get buffered(): number {
-    return this.buf.length;
+    return this.buf.length - this.at;
   }
 }
 

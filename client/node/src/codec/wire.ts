@@ -89,7 +89,9 @@ export class Writer {
   }
   /** A copy of what was written, exactly `length` bytes. */
   finish(): Buffer {
-    return Buffer.from(this.buf.subarray(0, this.len));
+    const out = Buffer.allocUnsafe(this.len);
+    this.buf.copy(out, 0, 0, this.len);
+    return out;
   }
 }
 
