@@ -19,6 +19,8 @@
 #include <thread>
 #include <utility>
 
+#include "stockd/endpoint.h"
+
 namespace stockd {
 
 using proto::Opcode;
@@ -131,32 +133,7 @@ Reply<Response> transport_failure(std::string error) {
 // ---- Endpoint ----
 
 std::string parse_endpoint(const std::string& text, ClientOptions& options) {
-  std::string host;
-  std::string port;
-  if (!text.empty() && text[0] == '[') {
-    size_t close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return "expected [IPV6]:PORT, got '" + text + "'";
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    size_t colon = text.rfind(':');
-    if (colon == std::string::npos) return "expected HOST:PORT, got '" + text + "'";
-    if (text.find(':') != colon) return "an IPv6 address needs brackets: [" + text + "]:PORT";
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty()) return "empty host in '" + text + "'";
-  if (port.empty() || port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return "bad port in '" + text + "'";
-  }
-  unsigned long value = std::stoul(port);  // at most 5 digits: cannot throw
-  if (value == 0 || value > 65535) return "port out of range in '" + text + "'";
-  options.host = host;
-  options.port = static_cast<uint16_t>(value);
-  return "";
+  return parse_host_port(text, options.host, options.port);
 }
 
 // ---- Lifetime ----

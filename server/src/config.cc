@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,29 +37,6 @@ bool is_loopback(const std::string& host) {
     return IN6_IS_ADDR_LOOPBACK(&a6);
   }
   return false;  // a name other than localhost may resolve anywhere
-}
-
-std::string resolve_endpoint(const std::string& host, uint16_t port, sockaddr_storage& out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* list = nullptr;
-  const std::string service = std::to_string(port);
-  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); rc != 0) {
-    return "cannot resolve '" + host + "': " + ::gai_strerror(rc);
-  }
-  const addrinfo* pick = list;
-  for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
-    if (a->ai_family == AF_INET) {
-      pick = a;
-      break;
-    }
-  }
-  out = {};
-  std::memcpy(&out, pick->ai_addr, pick->ai_addrlen);
-  ::freeaddrinfo(list);
-  return "";
 }
 
 namespace {

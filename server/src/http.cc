@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "server_impl.h"
+#include "stockd/endpoint.h"
 
 namespace stockd {
 
@@ -71,7 +72,8 @@ void line(std::string& out, const char* name, const char* type, const char* help
 bool Server::Impl::start_metrics() {
   if (!config.metrics_enabled) return true;
   sockaddr_storage addr{};
-  if (std::string e = resolve_endpoint(config.metrics_host, config.metrics_port, addr);
+  socklen_t addr_len = 0;
+  if (std::string e = resolve_tcp(config.metrics_host, config.metrics_port, true, addr, addr_len);
       !e.empty()) {
     log->critical("cannot listen for metrics on {}:{}: {}", config.metrics_host,
                   config.metrics_port, e);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "stockd/config.h"
+#include "stockd/endpoint.h"
 #include "stockd/protocol.h"
 #include "stockd/secret_file.h"
 #include "stockd/server.h"
@@ -19,20 +20,6 @@
 namespace {
 
 // "HOST:PORT" (IPv6 as [::1]:PORT) into host and port; "" or why not.
-std::string split_endpoint(const std::string& text, std::string& host, uint16_t& port) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) return "expected HOST:PORT, got '" + text + "'";
-  host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  const std::string p = text.substr(colon + 1);
-  char* end = nullptr;
-  long v = std::strtol(p.c_str(), &end, 10);
-  if (p.empty() || *end != '\0' || v < 0 || v > 65535) return "bad port in '" + text + "'";
-  port = static_cast<uint16_t>(v);
-  return "";
-}
-
 // A token given as --NAME T / STOCKD_NAME, or as a file --NAME-file F / STOCKD_NAME_FILE.
 struct TokenSource {
   const char* flag;       // "--admin-token"
@@ -249,9 +236,9 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> warnings;
   std::string err = read_tokens(tokens, argc, argv, warnings);
-  if (err.empty()) err = split_endpoint(listen, c.listen_host, c.listen_port);
+  if (err.empty()) err = stockd::parse_host_port(listen, c.listen_host, c.listen_port, true);
   if (err.empty() && !metrics.empty()) {
-    err = split_endpoint(metrics, c.metrics_host, c.metrics_port);
+    err = stockd::parse_host_port(metrics, c.metrics_host, c.metrics_port, true);
     c.metrics_enabled = true;
   }
   static const std::map<std::string, stockd::Durability> kModes = {

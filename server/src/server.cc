@@ -14,6 +14,7 @@
 #include <random>
 
 #include "server_impl.h"
+#include "stockd/endpoint.h"
 #include "stockd/persist.h"
 
 namespace stockd {
@@ -147,7 +148,9 @@ bool Server::Impl::start_listening() {
     }
   }
   sockaddr_storage addr{};
-  if (std::string e = resolve_endpoint(config.listen_host, config.listen_port, addr); !e.empty()) {
+  socklen_t addr_len = 0;
+  if (std::string e = resolve_tcp(config.listen_host, config.listen_port, true, addr, addr_len);
+      !e.empty()) {
     log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port, e);
     return false;
   }

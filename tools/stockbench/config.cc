@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 
+#include "stockd/endpoint.h"
 #include "stockd/protocol.h"
 #include "stockd/secret_file.h"
 #include "stockd/tls_flags.h"
@@ -196,21 +197,8 @@ std::string parse_target(std::string_view text, Config& c) {
     return "unknown target '" + c.target_url + "' (use stockd://HOST:PORT or redis://HOST:PORT)";
   }
   if (!text.empty() && text.back() == '/') text.remove_suffix(1);
-  size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos) return "expected HOST:PORT, got '" + c.target_url + "'";
-  std::string_view host = text.substr(0, colon), port = text.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  unsigned v = 0;
-  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-  if (host.empty() || port.empty() || ec != std::errc() || p != port.data() + port.size() ||
-      v == 0 || v > 65535) {
-    return "bad HOST:PORT in '" + c.target_url + "'";
-  }
-  c.host = std::string(host);
-  c.port = static_cast<uint16_t>(v);
-  return "";
+  std::string e = parse_host_port(text, c.host, c.port);
+  return e.empty() ? "" : "bad target '" + c.target_url + "': " + e;
 }
 
 std::string validate(const Config& c) {

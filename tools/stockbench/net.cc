@@ -11,20 +11,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "stockd/endpoint.h"
+
 namespace stockd::bench {
 
 std::string resolve(const std::string& host, uint16_t port, Endpoint& out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  const std::string service = std::to_string(port);
-  int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &res);
-  if (rc != 0 || res == nullptr) return "cannot resolve " + host + ": " + ::gai_strerror(rc);
-  std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
-  out.len = res->ai_addrlen;
-  out.text = host + ":" + service;
-  ::freeaddrinfo(res);
+  socklen_t len = 0;
+  if (std::string e = resolve_tcp(host, port, false, out.addr, len); !e.empty()) return e;
+  out.len = len;
+  out.text = host + ":" + std::to_string(port);
   return "";
 }
 

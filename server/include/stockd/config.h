@@ -69,10 +69,6 @@ struct Config {
 // Whether HOST (an IP literal or "localhost") is a loopback address.
 bool is_loopback(const std::string& host);
 
-// HOST (an IPv4 or IPv6 literal, or a name such as "localhost": its IPv4 address if it has one)
-// and PORT as a socket address to bind. "" on success, else why not.
-std::string resolve_endpoint(const std::string& host, uint16_t port, sockaddr_storage& out);
-
 // "" if the config is usable, else the first problem, phrased for the operator.
 std::string validate(const Config& c);
 

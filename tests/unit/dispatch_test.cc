@@ -1,0 +1,144 @@
+// The dispatcher in process: request frames in, answer frames out, no sockets and no loop. What
+// the server promises per frame (docs/protocol.md sections 4, 6 and 7) before any I/O is added.
+#include "../../server/src/dispatch.h"
+
+#include <gtest/gtest.h>
+
+namespace stockd {
+namespace {
+
+using proto::Opcode;
+using proto::Role;
+using proto::Status;
+
+constexpr int64_t kNow = 1'767'225'600'000;
+
+class DispatchTest : public ::testing::Test {
+ protected:
+  DispatchTest() : guard(3, 60'000), dispatcher(book, config, nullptr, &guard) {
+    config.admin_token = "adm";
+    session.peer = {std::string("\x7f\0\0\x01", 4), "127.0.0.1"};
+  }
+
+  struct Answer {
+    proto::FrameHeader header;
+    std::optional<proto::Response> body;
+    std::string error;  // ErrorResp message (status >= 64)
+    DispatchOutcome outcome;
+  };
+
+  // Encodes `req` as opcode `op`, hands the frame to the dispatcher, decodes the one answer.
+  Answer send(Opcode op, const proto::Request& req, Session& s) {
+    std::string frame;
+    proto::encode_request(op, ++id, req, frame);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(frame.data());
+    proto::FrameDecode in = proto::decode_frame({bytes, frame.size()}, proto::Limits{});
+    EXPECT_EQ(in.kind, proto::DecodeKind::kFrame);
+    std::string out;
+    Changes ch;
+    Answer a;
+    a.outcome = dispatcher.handle(s, in.header, in.body, kNow, true, ch, out);
+    const auto* ob = reinterpret_cast<const uint8_t*>(out.data());
+    proto::FrameDecode d = proto::decode_frame({ob, out.size()}, proto::Limits{});
+    EXPECT_EQ(d.kind, proto::DecodeKind::kFrame) << "no answer frame";
+    EXPECT_EQ(d.consumed, out.size()) << "more than one answer frame";
+    a.header = d.header;
+    EXPECT_EQ(a.header.request_id, id);
+    EXPECT_TRUE(a.header.is_response());
+    std::string why;
+    const auto st = static_cast<Status>(d.header.status);
+    a.body = proto::decode_response(static_cast<Opcode>(d.header.opcode), st, d.body, why);
+    EXPECT_TRUE(a.body.has_value()) << why;
+    if (a.body && proto::is_error_status(st)) a.error = std::get<proto::ErrorResp>(*a.body).message;
+    return a;
+  }
+  Answer send(Opcode op, const proto::Request& req) { return send(op, req, session); }
+  Answer hello(Role role, std::string token, Session& s) {
+    return send(Opcode::kHello, proto::HelloReq{1, role, std::move(token), "test"}, s);
+  }
+  static Status status(const Answer& a) { return static_cast<Status>(a.header.status); }
+
+  Config config;
+  Book book;
+  HelloGuard guard;
+  Dispatcher dispatcher;
+  Session session;
+  uint32_t id = 0;
+};
+
+TEST_F(DispatchTest, NothingButHelloBeforeHello) {
+  auto a = send(Opcode::kPing, proto::PingReq{});
+  EXPECT_EQ(status(a), Status::kUnauthorized);
+  EXPECT_TRUE(a.outcome.close);
+  EXPECT_EQ(a.error, "HELLO must be the first request");
+}
+
+TEST_F(DispatchTest, RolesOpcodesAndBadBodies) {
+  ASSERT_EQ(status(hello(Role::kBuyer, "", session)), Status::kOk);
+  // An admin operation from a buyer: refused, the connection stays.
+  auto a = send(Opcode::kRestock, proto::RestockReq{"tee", 5});
+  EXPECT_EQ(status(a), Status::kUnauthorized);
+  EXPECT_FALSE(a.outcome.close);
+  // A well-framed unknown opcode: UNKNOWN_OPCODE, the connection stays.
+  std::string frame;
+  proto::FrameHeader h;
+  h.opcode = 0x7777;
+  h.request_id = 99;
+  proto::encode_header(h, frame);
+  std::string out;
+  Changes ch;
+  DispatchOutcome o = dispatcher.handle(session, h, {}, kNow, true, ch, out);
+  EXPECT_FALSE(o.close);
+  const auto* ob = reinterpret_cast<const uint8_t*>(out.data());
+  auto d = proto::decode_frame({ob, out.size()}, proto::Limits{});
+  EXPECT_EQ(static_cast<Status>(d.header.status), Status::kUnknownOpcode);
+  // A body that does not decode names the field.
+  auto bad = send(Opcode::kCommit, proto::HoldReq{0, "u"});
+  EXPECT_EQ(status(bad), Status::kBadRequest);
+  EXPECT_EQ(bad.error, "commit: hold_id is 0, must be at least 1");
+}
+
+TEST_F(DispatchTest, ABuyerReachesOnlyItsOwnHolds) {
+  Session admin;
+  ASSERT_EQ(status(hello(Role::kAdmin, "adm", admin)), Status::kOk);
+  ASSERT_EQ(status(send(Opcode::kSkuSet, proto::SkuSetReq{"tee", 0x01, 10, 0, 0, 0}, admin)),
+            Status::kOk);
+  ASSERT_EQ(status(hello(Role::kBuyer, "", session)), Status::kOk);
+  auto r = send(Opcode::kReserve, proto::ReserveReq{"ann", "", 60'000, {{"tee", 2}}});
+  ASSERT_EQ(status(r), Status::kOk);
+  const uint64_t hold = std::get<proto::ReserveResp>(*r.body).hold_id;
+
+  auto other = send(Opcode::kCommit, proto::HoldReq{hold, "bob"});
+  EXPECT_EQ(status(other), Status::kNotFound);
+  EXPECT_EQ(std::get<proto::HoldView>(*other.body), proto::HoldView{});
+  auto nobody = send(Opcode::kRelease, proto::HoldReq{hold, ""});
+  EXPECT_EQ(status(nobody), Status::kBadRequest);
+  EXPECT_EQ(nobody.error, "release: a buyer must name the hold's user");
+  auto any = send(Opcode::kHoldGet, proto::HoldReq{hold, ""}, admin);
+  ASSERT_EQ(status(any), Status::kOk);
+  EXPECT_EQ(std::get<proto::HoldView>(*any.body).user, "ann");
+  auto mine = send(Opcode::kCommit, proto::HoldReq{hold, "ann"});
+  EXPECT_EQ(status(mine), Status::kOk);
+  EXPECT_EQ(std::get<proto::HoldView>(*mine.body).state, proto::HoldState::kCommitted);
+}
+
+TEST_F(DispatchTest, FailedHellosLockTheAddressOut) {
+  for (int i = 0; i < 3; ++i) {
+    Session s = session;
+    auto a = hello(Role::kAdmin, "guess", s);
+    EXPECT_EQ(status(a), Status::kUnauthorized);
+    EXPECT_TRUE(a.outcome.close);
+    EXPECT_EQ(a.outcome.hello_failures_to_log, i == 0 ? 1u : 0u) << "one log line, not three";
+  }
+  Session s = session;
+  auto locked = hello(Role::kAdmin, "adm", s);
+  EXPECT_EQ(status(locked), Status::kBusy) << "the right token, unchecked while locked";
+  EXPECT_FALSE(s.hello_done);
+  // Another address is not affected.
+  Session elsewhere;
+  elsewhere.peer = {std::string("\x0a\0\0\x07", 4), "10.0.0.7"};
+  EXPECT_EQ(status(hello(Role::kAdmin, "adm", elsewhere)), Status::kOk);
+}
+
+}  // namespace
+}  // namespace stockd
