@@ -1,7 +1,7 @@
 // Field types from which every message of docs/protocol.md is described once (messages.ts):
 // each type both encodes and decodes, so the two directions cannot disagree, and each checks
 // its own limits both ways with an error that names the field.
-import { Path, Reader, Writer } from './wire';
+import { Path, Reader, utf8Length, Writer } from './wire';
 
 /** `path` names the field in errors; null while not tracked (see Path). */
 export interface Type<T> {
@@ -104,7 +104,7 @@ export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string
   return {
     enc(w, v, path) {
       if (typeof v !== 'string') w.fail(path, `must be a string, got ${typeof v}`);
-      const n = Buffer.byteLength(v, 'utf8');
+      const n = utf8Length(v);
       if (opts.nonEmpty && n === 0) w.fail(path, 'is empty');
       if (n > max) w.fail(path, `is ${n} bytes, max ${max}`);
       w.u16(n);
@@ -177,16 +177,19 @@ const snake = (k: string) => k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
  * errors use the spec's snake_case name ("ttl_ms"), prefixed by the parent's path if any.
  */
 export function struct<F extends Fields>(fields: F): Type<Struct<F>> {
-  const entries = Object.entries(fields).map(([k, t]) => [k, snake(k), t] as const);
-  const join = (path: Path, name: string) => (path === null ? null : path ? `${path} ${name}` : name);
+  // Parallel arrays walked by index: this runs for every message, so no iterators.
+  const keys = Object.keys(fields);
+  const names = keys.map(snake);
+  const types = keys.map((k) => fields[k]);
+  const join = (path: Path, i: number) => (path === null ? null : path ? `${path} ${names[i]}` : names[i]);
   return {
     enc(w, v, path) {
       if (typeof v !== 'object' || v === null) w.fail(path || 'body', 'must be an object');
-      for (const [k, name, t] of entries) t.enc(w, (v as any)[k], join(path, name));
+      for (let i = 0; i < keys.length; i++) types[i].enc(w, (v as any)[keys[i]], join(path, i));
     },
     dec(r, path) {
       const out: any = {};
-      for (const [k, name, t] of entries) out[k] = t.dec(r, join(path, name));
+      for (let i = 0; i < keys.length; i++) out[keys[i]] = types[i].dec(r, join(path, i));
       return out;
     },
   };

@@ -16,22 +16,29 @@ export type Path = string | null;
 
 const at = (path: Path) => (path === null ? '' : `${path} `);
 
+/** Messages are written one after another into slabs of this size (a larger one grows alone). */
+const SLAB_BYTES = 64 * 1024;
+
+/**
+ * Writes messages one after another into a slab and hands each out as a view of it (`finish`):
+ * no copy, one small object per message. A slab is freed once no message written in it is
+ * referenced. Encoders reuse one writer: `reset` starts the next message.
+ */
 export class Writer {
   private buf: Buffer;
-  private len = 0;
+  /** The current message is `buf[start, end)`. */
+  private start = 0;
+  private end = 0;
 
   /** `msg` prefixes every error ("reserve: ..."). */
-  constructor(
-    public msg: string,
-    initial = 256,
-  ) {
-    this.buf = Buffer.allocUnsafe(initial);
+  constructor(public msg: string) {
+    this.buf = Buffer.allocUnsafe(SLAB_BYTES);
   }
 
-  /** Empties it for the next message, keeping its buffer (encoders reuse one writer). */
+  /** Starts the next message (dropping an unfinished one). */
   reset(msg: string): void {
     this.msg = msg;
-    this.len = 0;
+    this.end = this.start;
   }
 
   fail(path: Path, problem: string): never {
@@ -39,17 +46,21 @@ export class Writer {
   }
 
   get length(): number {
-    return this.len;
+    return this.end - this.start;
   }
 
+  /** Where the next `n` bytes go (absolute in `buf`); moves to a new slab when they do not fit. */
   private room(n: number): number {
-    if (this.len + n > this.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
-      this.buf.copy(grown, 0, 0, this.len);
-      this.buf = grown;
+    if (this.end + n > this.buf.length) {
+      const written = this.end - this.start;
+      const fresh = Buffer.allocUnsafe(Math.max(SLAB_BYTES, 2 * (written + n)));
+      this.buf.copy(fresh, 0, this.start, this.end);
+      this.buf = fresh;
+      this.start = 0;
+      this.end = written;
     }
-    const at = this.len;
-    this.len += n;
+    const at = this.end;
+    this.end += n;
     return at;
   }
 
@@ -78,21 +89,33 @@ export class Writer {
     const at = this.room(b.length);
     this.buf.set(b, at);
   }
-  /** `s` as UTF-8, whose length the caller measured (Buffer.byteLength): no copy on the way. */
+  /** `s` as UTF-8, `byteLength` bytes (from `utf8Length`). */
   utf8(s: string, byteLength: number): void {
     const at = this.room(byteLength);
-    this.buf.write(s, at, byteLength, 'utf8');
+    if (byteLength === s.length) {
+      // As many bytes as UTF-16 units: ASCII. Ids and keys are short and usually ASCII, and
+      // for them a loop beats the native call.
+      for (let i = 0; i < byteLength; i++) this.buf[at + i] = s.charCodeAt(i);
+    } else {
+      this.buf.write(s, at, byteLength, 'utf8');
+    }
   }
-  /** Overwrites a u32 already written (the header's body_len, once the body is known). */
-  patchU32(at: number, v: number): void {
-    this.buf.writeUInt32LE(v, at);
+  /** Overwrites a u32 of the current message (the header's body_len, once the body is known). */
+  patchU32(offset: number, v: number): void {
+    this.buf.writeUInt32LE(v, this.start + offset);
   }
-  /** A copy of what was written, exactly `length` bytes. */
+  /** The message written since `reset`, exactly `length` bytes: a view its writer never writes again. */
   finish(): Buffer {
-    const out = Buffer.allocUnsafe(this.len);
-    this.buf.copy(out, 0, 0, this.len);
+    const out = this.buf.subarray(this.start, this.end);
+    this.start = this.end;
     return out;
   }
+}
+
+/** Bytes of `s` in UTF-8; without a native call when it is ASCII (any other unit takes 2 or more). */
+export function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, 'utf8');
+  return s.length;
 }
 
 export class Reader {
