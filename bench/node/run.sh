@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Durable buy-now from one Node.js process: the stockd Node client against stockd
+# (--durability sync) vs ioredis running the Lua "decrement if enough" script against
+# redis-server (--appendonly yes --appendfsync always). Starts both servers on free loopback
+# ports in a temp dir, runs bench.js against each in turn (alternating, same run), prints a
+# markdown table with the ratios, and stops both by PID on exit. See docs/performance.md.
+#
+#   bench/node/run.sh                     # 10 s per run (+2 s warm-up), about 2 minutes
+#   BENCH_SECONDS=5 BENCH_ROUNDS=2 bench/node/run.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+REPO=$(cd ../.. && pwd)
+BIN=$REPO/${STOCKD_BUILD_DIR:-build}/bin
+SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-1}
+
+log() { echo "bench/node: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[[ -x $BIN/stockd ]] || die "$BIN/stockd is missing: build first (scripts/build.sh)"
+command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
+[[ -f $REPO/client/node/dist/index.js ]] || (cd "$REPO/client/node" && npm ci --silent && npm run --silent build)
+[[ -d node_modules/ioredis ]] || npm ci --silent
+
+WORK=$(mktemp -d -t stockd-bench-node.XXXXXX)
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+wait_for() { # wait_for SECONDS WHAT CMD...
+  local secs=$1 what=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what did not come up"
+}
+
+(umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/admin-token")
+"$BIN/stockd" --listen 127.0.0.1:0 --ready-file "$WORK/stockd.ready" --data-dir "$WORK/stockd" \
+  --durability sync --admin-token-file "$WORK/admin-token" --log-level warn >"$WORK/stockd.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 stockd test -s "$WORK/stockd.ready"
+STOCKD_PORT=$(awk '{print $2}' "$WORK/stockd.ready")
+REDIS_PORT=$(free_port)
+mkdir -p "$WORK/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
+  --appendonly yes --appendfsync always --daemonize no --logfile "$WORK/redis/log" &
+PIDS+=($!)
+wait_for 30 redis-server redis-cli -p "$REDIS_PORT" ping
+
+# run NAME ARGS...: one bench.js run; its JSON line goes to $WORK/NAME.json.
+run() {
+  local name=$1
+  shift
+  log "$name (${SECS} s)"
+  node bench.js --seconds "$SECS" "$@" >"$WORK/$name.json" || die "$name failed: $(cat "$WORK/$name.json")"
+}
+stockd_run() { run "$1" --target stockd --port "$STOCKD_PORT" --admin-token-file "$WORK/admin-token" "${@:2}"; }
+redis_run() { run "$1" --target redis --port "$REDIS_PORT" "${@:2}"; }
+
+CASES=("50 16" "50 1")
+for r in $(seq "$ROUNDS"); do
+  for c in "${CASES[@]}"; do
+    read -r conns inflight <<<"$c"
+    stockd_run "r$r-stockd-$conns-$inflight" --connections "$conns" --inflight "$inflight" --sku "hot-$r-$inflight"
+    redis_run "r$r-redis-$conns-$inflight" --connections "$conns" --inflight "$inflight" --sku "hot-$r-$inflight"
+  done
+  stockd_run "r$r-stockd-nokeys" --connections 50 --inflight 16 --no-keys --sku "hot-$r-nokeys"
+  redis_run "r$r-redis-autopipe" --connections 50 --inflight 16 --auto-pipelining --sku "hot-$r-autopipe"
+done
+
+# jf FILE KEY: a field of bench.js's one-line JSON.
+jf() { node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(r[process.argv[2]])' "$WORK/$1.json" "$2"; }
+ms() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+echo
+echo "Machine: $(nproc) cores shared by the Node process, the server and everything else; $(uname -sr); node $(node --version);" \
+  "${SECS} s per run after a 2 s warm-up; buy-now of 1 unit of one hot SKU, closed loop." \
+  "Node CPU us/req: the Node process's user + system CPU per request."
+echo
+echo "| round | workload | stockd-client req/s | p99 ms | Node CPU us/req | ioredis+Lua req/s | p99 ms | Node CPU us/req | stockd/redis | verdicts |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+row() { # row ROUND LABEL STOCKD_RUN REDIS_RUN
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | stockd %s, redis %s |\n' "$1" "$2" \
+    "$(jf "$3" requestsPerSec)" "$(ms "$(jf "$3" p99Ms)")" "$(jf "$3" cpuUsPerRequest)" \
+    "$(jf "$4" requestsPerSec)" "$(ms "$(jf "$4" p99Ms)")" "$(jf "$4" cpuUsPerRequest)" \
+    "$(ratio "$(jf "$3" requestsPerSec)" "$(jf "$4" requestsPerSec)")" "$(jf "$3" verdict)" "$(jf "$4" verdict)"
+}
+for r in $(seq "$ROUNDS"); do
+  row "$r" "50 conns x 16 in flight" "r$r-stockd-50-16" "r$r-redis-50-16"
+  row "$r" "50 conns x 1 in flight" "r$r-stockd-50-1" "r$r-redis-50-1"
+  row "$r" "50 x 16: stockd without keys, ioredis auto-pipelining" "r$r-stockd-nokeys" "r$r-redis-autopipe"
+done
