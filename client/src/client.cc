@@ -128,6 +128,17 @@ Reply<Response> transport_failure(std::string error) {
   return r;
 }
 
+// Whether a call whose answer was lost may be sent again: the opcode registry says (a keyed
+// RESERVE or CLAIM answers its first answer again; COMMIT and RELEASE cannot apply twice).
+bool may_resend(Opcode op, const Request& req) {
+  const proto::OpInfo* info = proto::op_info(static_cast<uint16_t>(op));
+  if (info == nullptr || info->retry == proto::Retry::kNever) return false;
+  if (info->retry == proto::Retry::kAlways) return true;
+  if (const auto* r = std::get_if<proto::ReserveReq>(&req)) return !r->key.empty();
+  if (const auto* c = std::get_if<proto::ClaimReq>(&req)) return !c->key.empty();
+  return false;
+}
+
 }  // namespace
 
 // ---- Endpoint ----
@@ -424,7 +435,8 @@ Reply<Response> Client::call_once(Opcode op, const Request& req, bool& reached) 
 }
 
 template <class T>
-Reply<T> Client::call(Opcode op, const Request& req, bool retry_safe) {
+Reply<T> Client::call(Opcode op, const Request& req) {
+  const bool retry_safe = may_resend(op, req);
   Reply<Response> raw;
   try {
     bool reached = false;
@@ -451,52 +463,52 @@ Reply<T> Client::call(Opcode op, const Request& req, bool retry_safe) {
 }
 
 Reply<proto::PingResp> Client::ping() {
-  return call<proto::PingResp>(Opcode::kPing, proto::PingReq{}, true);
+  return call<proto::PingResp>(Opcode::kPing, proto::PingReq{});
 }
 Reply<proto::ReserveResp> Client::reserve(const proto::ReserveReq& req) {
-  return call<proto::ReserveResp>(Opcode::kReserve, req, !req.key.empty());
+  return call<proto::ReserveResp>(Opcode::kReserve, req);
 }
 Reply<proto::HoldView> Client::commit(uint64_t hold_id, std::string_view user) {
-  return call<proto::HoldView>(Opcode::kCommit, proto::HoldReq{hold_id, std::string(user)}, true);
+  return call<proto::HoldView>(Opcode::kCommit, proto::HoldReq{hold_id, std::string(user)});
 }
 Reply<proto::HoldView> Client::release(uint64_t hold_id, std::string_view user) {
-  return call<proto::HoldView>(Opcode::kRelease, proto::HoldReq{hold_id, std::string(user)}, true);
+  return call<proto::HoldView>(Opcode::kRelease, proto::HoldReq{hold_id, std::string(user)});
 }
 Reply<proto::HoldView> Client::hold_get(uint64_t hold_id, std::string_view user) {
-  return call<proto::HoldView>(Opcode::kHoldGet, proto::HoldReq{hold_id, std::string(user)}, true);
+  return call<proto::HoldView>(Opcode::kHoldGet, proto::HoldReq{hold_id, std::string(user)});
 }
 Reply<proto::ClaimResp> Client::claim(const proto::ClaimReq& req) {
-  return call<proto::ClaimResp>(Opcode::kClaim, req, !req.key.empty());
+  return call<proto::ClaimResp>(Opcode::kClaim, req);
 }
 Reply<proto::SkuView> Client::sku_get(const std::string& sku) {
-  return call<proto::SkuView>(Opcode::kSkuGet, proto::SkuReq{sku}, true);
+  return call<proto::SkuView>(Opcode::kSkuGet, proto::SkuReq{sku});
 }
 Reply<proto::SkuListResp> Client::sku_list(const std::string& after, uint32_t limit) {
-  return call<proto::SkuListResp>(Opcode::kSkuList, proto::SkuListReq{after, limit}, true);
+  return call<proto::SkuListResp>(Opcode::kSkuList, proto::SkuListReq{after, limit});
 }
 Reply<proto::StatsResp> Client::stats() {
-  return call<proto::StatsResp>(Opcode::kStats, proto::StatsReq{}, true);
+  return call<proto::StatsResp>(Opcode::kStats, proto::StatsReq{});
 }
 Reply<proto::SkuView> Client::sku_set(const proto::SkuSetReq& req) {
-  return call<proto::SkuView>(Opcode::kSkuSet, req, false);
+  return call<proto::SkuView>(Opcode::kSkuSet, req);
 }
 Reply<proto::SkuView> Client::restock(const std::string& sku, int64_t delta) {
-  return call<proto::SkuView>(Opcode::kRestock, proto::RestockReq{sku, delta}, false);
+  return call<proto::SkuView>(Opcode::kRestock, proto::RestockReq{sku, delta});
 }
 Reply<proto::CodesLoadResp> Client::codes_load(const proto::CodesLoadReq& req) {
-  return call<proto::CodesLoadResp>(Opcode::kCodesLoad, req, false);
+  return call<proto::CodesLoadResp>(Opcode::kCodesLoad, req);
 }
 Reply<proto::SkuView> Client::sale_close(const std::string& sku) {
-  return call<proto::SkuView>(Opcode::kSaleClose, proto::SkuReq{sku}, false);
+  return call<proto::SkuView>(Opcode::kSaleClose, proto::SkuReq{sku});
 }
 Reply<proto::OutboxReadResp> Client::outbox_read(const proto::OutboxReadReq& req) {
-  return call<proto::OutboxReadResp>(Opcode::kOutboxRead, req, true);
+  return call<proto::OutboxReadResp>(Opcode::kOutboxRead, req);
 }
 Reply<proto::OutboxStatusResp> Client::outbox_ack(uint64_t upto_seq) {
-  return call<proto::OutboxStatusResp>(Opcode::kOutboxAck, proto::OutboxAckReq{upto_seq}, false);
+  return call<proto::OutboxStatusResp>(Opcode::kOutboxAck, proto::OutboxAckReq{upto_seq});
 }
 Reply<proto::OutboxStatusResp> Client::outbox_status() {
-  return call<proto::OutboxStatusResp>(Opcode::kOutboxStatus, proto::OutboxStatusReq{}, true);
+  return call<proto::OutboxStatusResp>(Opcode::kOutboxStatus, proto::OutboxStatusReq{});
 }
 
 // ---- Pipelining ----

@@ -67,37 +67,22 @@ static_assert(kReq<OutboxStatusReq> == std::variant_size_v<Request> - 1);
 static_assert(kResp<ErrorResp> == std::variant_size_v<Response> - 1);
 
 struct OpRow {
-  Opcode op;
-  const char* name;
-  const char* context;  // how decode reasons name the message
-  size_t req;           // index of the request type in Request
-  size_t resp;          // index of the response type (status < 64) in Response
+  OpInfo info;
+  size_t req;   // index of the request type in Request
+  size_t resp;  // index of the response type (status < 64) in Response
 };
-// The first row of a request type gives its default opcode (COMMIT, SKU_GET).
+// From STOCKD_OPCODES, in its order: the first row of a request type gives its default opcode
+// (COMMIT, SKU_GET).
 constexpr OpRow kOps[] = {
-    {Opcode::kHello, "HELLO", "hello", kReq<HelloReq>, kResp<HelloResp>},
-    {Opcode::kPing, "PING", "ping", kReq<PingReq>, kResp<PingResp>},
-    {Opcode::kReserve, "RESERVE", "reserve", kReq<ReserveReq>, kResp<ReserveResp>},
-    {Opcode::kCommit, "COMMIT", "commit", kReq<HoldReq>, kResp<HoldView>},
-    {Opcode::kRelease, "RELEASE", "release", kReq<HoldReq>, kResp<HoldView>},
-    {Opcode::kClaim, "CLAIM", "claim", kReq<ClaimReq>, kResp<ClaimResp>},
-    {Opcode::kHoldGet, "HOLD_GET", "hold_get", kReq<HoldReq>, kResp<HoldView>},
-    {Opcode::kSkuGet, "SKU_GET", "sku_get", kReq<SkuReq>, kResp<SkuView>},
-    {Opcode::kSkuList, "SKU_LIST", "sku_list", kReq<SkuListReq>, kResp<SkuListResp>},
-    {Opcode::kStats, "STATS", "stats", kReq<StatsReq>, kResp<StatsResp>},
-    {Opcode::kSkuSet, "SKU_SET", "sku_set", kReq<SkuSetReq>, kResp<SkuView>},
-    {Opcode::kRestock, "RESTOCK", "restock", kReq<RestockReq>, kResp<SkuView>},
-    {Opcode::kCodesLoad, "CODES_LOAD", "codes_load", kReq<CodesLoadReq>, kResp<CodesLoadResp>},
-    {Opcode::kSaleClose, "SALE_CLOSE", "sale_close", kReq<SkuReq>, kResp<SkuView>},
-    {Opcode::kOutboxRead, "OUTBOX_READ", "outbox_read", kReq<OutboxReadReq>, kResp<OutboxReadResp>},
-    {Opcode::kOutboxAck, "OUTBOX_ACK", "outbox_ack", kReq<OutboxAckReq>, kResp<OutboxStatusResp>},
-    {Opcode::kOutboxStatus, "OUTBOX_STATUS", "outbox_status", kReq<OutboxStatusReq>,
-     kResp<OutboxStatusResp>},
+#define STOCKD_OPCODE_ROW(e, v, name, label, req, resp, roles, writes, retry) \
+  {{Opcode::e, name, label, roles, writes, Retry::retry}, kReq<req>, kResp<resp>},
+    STOCKD_OPCODES(STOCKD_OPCODE_ROW)
+#undef STOCKD_OPCODE_ROW
 };
 
 const OpRow* find_op(uint16_t raw) {
   for (const OpRow& row : kOps) {
-    if (static_cast<uint16_t>(row.op) == raw) return &row;
+    if (static_cast<uint16_t>(row.info.op) == raw) return &row;
   }
   return nullptr;
 }
@@ -609,10 +594,15 @@ FrameDecode invalid(FrameDecode d, Status error, std::string reason) {
 
 const char* opcode_name(Opcode op) {
   const OpRow* row = find_op(static_cast<uint16_t>(op));
-  return row != nullptr ? row->name : "UNKNOWN";
+  return row != nullptr ? row->info.name : "UNKNOWN";
 }
 
 bool opcode_known(uint16_t raw) { return find_op(raw) != nullptr; }
+
+const OpInfo* op_info(uint16_t raw) {
+  const OpRow* row = find_op(raw);
+  return row != nullptr ? &row->info : nullptr;
+}
 
 const char* status_name(Status s) {
   switch (s) {
@@ -731,7 +721,7 @@ std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
     reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
     return std::nullopt;
   }
-  In in(body, row->context, false, reason);
+  In in(body, row->info.label, false, reason);
   return kDecoders<Request>[row->req](in);
 }
 
@@ -741,7 +731,7 @@ bool decode_request(Opcode op, std::span<const uint8_t> body, Request& into, std
     reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
     return false;
   }
-  In in(body, row->context, false, reason);
+  In in(body, row->info.label, false, reason);
   return kIntoDecoders<Request>[row->req](in, into);
 }
 
@@ -749,7 +739,7 @@ std::optional<Response> decode_response(Opcode op, Status status, std::span<cons
                                         std::string& reason) {
   const OpRow* row = find_op(static_cast<uint16_t>(op));
   if (is_error_status(status)) {
-    In in(body, row != nullptr ? row->context : "error", true, reason);
+    In in(body, row != nullptr ? row->info.label : "error", true, reason);
     return decode_as<Response, ErrorResp>(in);
   }
   if (row == nullptr) {
@@ -757,7 +747,7 @@ std::optional<Response> decode_response(Opcode op, Status status, std::span<cons
                     static_cast<unsigned>(status));
     return std::nullopt;
   }
-  In in(body, row->context, true, reason);
+  In in(body, row->info.label, true, reason);
   return kDecoders<Response>[row->resp](in);
 }
 
@@ -789,7 +779,7 @@ void encode_response(Opcode op, uint32_t request_id, Status status, const Respon
 
 Opcode default_opcode(const Request& req) {
   for (const OpRow& row : kOps) {
-    if (row.req == req.index()) return row.op;
+    if (row.req == req.index()) return row.info.op;
   }
   require(false, "default_opcode: request type without opcode");
   return Opcode::kPing;

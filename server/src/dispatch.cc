@@ -9,47 +9,6 @@ using proto::Opcode;
 using proto::Role;
 using proto::Status;
 
-// Who may call an opcode: a bit per role.
-constexpr uint8_t kBuyer = 1 << 1;
-constexpr uint8_t kAdmin = 1 << 2;
-constexpr uint8_t kOutbox = 1 << 3;
-constexpr uint8_t kAnyone = kBuyer | kAdmin | kOutbox;
-
-struct OpRule {
-  Opcode op;
-  uint8_t roles;
-  bool writes;  // changes state: refused while the store is failed
-};
-
-// One row per opcode.
-constexpr OpRule kRules[] = {
-    {Opcode::kPing, kAnyone, false},
-    {Opcode::kReserve, kBuyer | kAdmin, true},
-    {Opcode::kCommit, kBuyer | kAdmin, true},
-    {Opcode::kRelease, kBuyer | kAdmin, true},
-    {Opcode::kClaim, kBuyer | kAdmin, true},
-    {Opcode::kHoldGet, kAnyone, false},
-    {Opcode::kSkuGet, kAnyone, false},
-    {Opcode::kSkuList, kAnyone, false},
-    {Opcode::kStats, kAnyone, false},
-    {Opcode::kSkuSet, kAdmin, true},
-    {Opcode::kRestock, kAdmin, true},
-    {Opcode::kCodesLoad, kAdmin, true},
-    {Opcode::kSaleClose, kAdmin, true},
-    {Opcode::kOutboxRead, kAdmin | kOutbox, false},
-    {Opcode::kOutboxAck, kAdmin | kOutbox, true},
-    {Opcode::kOutboxStatus, kAdmin | kOutbox, false},
-};
-
-const OpRule* rule_for(uint16_t raw) {
-  for (const auto& r : kRules) {
-    if (static_cast<uint16_t>(r.op) == raw) return &r;
-  }
-  return nullptr;
-}
-
-uint8_t role_bit(Role r) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(r)); }
-
 // Constant-time token comparison: a wrong token must not leak its matching prefix length.
 bool token_equal(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
@@ -130,7 +89,7 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
                                    Changes& ch, std::string& out) {
   const uint32_t id = h.request_id;
   const auto op = static_cast<Opcode>(h.opcode);
-  const OpRule* rule = rule_for(h.opcode);
+  const proto::OpInfo* rule = proto::op_info(h.opcode);  // its row in STOCKD_OPCODES
   // Before HELLO nothing but a HELLO is looked at: any other frame closes the connection.
   if (!session.hello_done && h.opcode != static_cast<uint16_t>(Opcode::kHello)) {
     encode_error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
@@ -173,7 +132,7 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     answer(op, id, st, resp, out);
     return {};
   }
-  if ((rule->roles & role_bit(session.role)) == 0) {
+  if (!rule->allows(session.role)) {
     encode_error(h.opcode, id, Status::kUnauthorized,
                  std::string(proto::opcode_name(op)) + " is not allowed for this role", out);
     return {};

@@ -26,8 +26,8 @@ struct Histogram {
   }
 };
 
-inline constexpr size_t kOpSlots = 0x50;    // opcodes are < 0x50
-inline constexpr size_t kStatusSlots = 80;  // statuses are < 80
+inline constexpr size_t kOpSlots = proto::kOpcodeMax + 1;  // from the opcode registry
+inline constexpr size_t kStatusSlots = 80;                 // statuses are < 80
 
 struct Metrics {
   // requests[opcode][status], counted when the answer is made.

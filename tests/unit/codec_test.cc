@@ -2,6 +2,7 @@
 // message type, framing split at every byte, and malformed input of every kind.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -748,4 +749,45 @@ TEST(DecodeInto, AReusedRequestEqualsAFreshDecode) {
 }
 
 }  // namespace
+// The opcode registry (STOCKD_OPCODES) against the role table of docs/protocol.md section 4:
+// the spec and the dispatcher cannot drift.
+TEST(OpcodeRegistry, RolesMatchTheSpecTable) {
+  std::ifstream file(STOCKD_PROTOCOL_MD);
+  ASSERT_TRUE(file) << "cannot open " STOCKD_PROTOCOL_MD;
+  std::string line;
+  while (std::getline(file, line) && line.rfind("| Opcodes", 0) != 0) {
+  }
+  ASSERT_FALSE(file.eof()) << "no role table";
+  std::getline(file, line);  // the |---| line
+  std::map<std::string, std::array<bool, 3>> spec;
+  while (std::getline(file, line) && line.rfind("|", 0) == 0) {
+    std::vector<std::string> cells;
+    std::stringstream row(line.substr(1));
+    for (std::string cell; std::getline(row, cell, '|');) {
+      cell.erase(0, cell.find_first_not_of(' '));
+      cell.erase(cell.find_last_not_of(' ') + 1);
+      cells.push_back(cell);
+    }
+    ASSERT_GE(cells.size(), 4u) << line;
+    std::stringstream names(cells[0]);
+    for (std::string name; std::getline(names, name, ',');) {
+      name.erase(0, name.find_first_not_of(' '));
+      spec[name] = {cells[1] == "yes", cells[2] == "yes", cells[3] == "yes"};
+    }
+  }
+  size_t known = 0;
+  for (uint16_t raw = 0; raw <= kOpcodeMax; ++raw) {
+    const OpInfo* info = op_info(raw);
+    if (info == nullptr) continue;
+    ++known;
+    auto it = spec.find(info->name);
+    ASSERT_NE(it, spec.end()) << info->name << " is not in the spec's role table";
+    EXPECT_EQ(info->allows(Role::kBuyer), it->second[0]) << info->name << " buyer";
+    EXPECT_EQ(info->allows(Role::kAdmin), it->second[1]) << info->name << " admin";
+    EXPECT_EQ(info->allows(Role::kOutbox), it->second[2]) << info->name << " outbox";
+    EXPECT_EQ(opcode_name(info->op), std::string(info->name));
+  }
+  EXPECT_EQ(known, spec.size()) << "the spec lists opcodes the registry does not have";
+}
+
 }  // namespace stockd::proto

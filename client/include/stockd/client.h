@@ -102,7 +102,7 @@ class Client {
  private:
   using Deadline = std::chrono::steady_clock::time_point;
   template <class T>
-  Reply<T> call(proto::Opcode op, const proto::Request& req, bool retry_safe);
+  Reply<T> call(proto::Opcode op, const proto::Request& req);  // resent per the opcode's row
   // `reached` tells whether a connection was up when the call failed (a retry may help).
   Reply<proto::Response> call_once(proto::Opcode op, const proto::Request& req, bool& reached);
   // One TCP connect + HELLO. "" or why not; a refused HELLO also fills `refusal`.

@@ -56,25 +56,50 @@ inline constexpr uint32_t kSkuListMax = 1000;                   // per SKU_LIST 
 inline constexpr uint32_t kOutboxReadMax = 10000;               // records per OUTBOX_READ
 inline constexpr uint32_t kOutboxWaitMsMax = 30000;             // long-poll bound
 
+// Every opcode, one row each, and nowhere else: the enum, the codec's table (request and
+// response types), the dispatcher (roles, writes), the metrics slots and the client's retries are
+// all made from this list, so an opcode cannot lack any of them.
+//   X(enumerator, value, NAME, label for messages, request type, response type, roles, writes,
+//     retry)
+// roles: who may send it (section 4 of docs/protocol.md); writes: it changes state (refused while
+// the store is failed); retry: whether a client may resend it after a lost answer (kAlways: it
+// cannot apply twice; kWithKey: only with an idempotency key; kNever).
+#define STOCKD_OPCODES(X)                                                                         \
+  X(kHello, 0x01, "HELLO", "hello", HelloReq, HelloResp, kRolesAny, false, kAlways)               \
+  X(kPing, 0x02, "PING", "ping", PingReq, PingResp, kRolesAny, false, kAlways)                    \
+  X(kReserve, 0x10, "RESERVE", "reserve", ReserveReq, ReserveResp, kRolesBuy, true, kWithKey)     \
+  X(kCommit, 0x11, "COMMIT", "commit", HoldReq, HoldView, kRolesBuy, true, kAlways)               \
+  X(kRelease, 0x12, "RELEASE", "release", HoldReq, HoldView, kRolesBuy, true, kAlways)            \
+  X(kClaim, 0x13, "CLAIM", "claim", ClaimReq, ClaimResp, kRolesBuy, true, kWithKey)               \
+  X(kHoldGet, 0x14, "HOLD_GET", "hold_get", HoldReq, HoldView, kRolesAny, false, kAlways)         \
+  X(kSkuGet, 0x20, "SKU_GET", "sku_get", SkuReq, SkuView, kRolesAny, false, kAlways)              \
+  X(kSkuList, 0x21, "SKU_LIST", "sku_list", SkuListReq, SkuListResp, kRolesAny, false, kAlways)   \
+  X(kStats, 0x22, "STATS", "stats", StatsReq, StatsResp, kRolesAny, false, kAlways)               \
+  X(kSkuSet, 0x30, "SKU_SET", "sku_set", SkuSetReq, SkuView, kRolesAdmin, true, kNever)           \
+  X(kRestock, 0x31, "RESTOCK", "restock", RestockReq, SkuView, kRolesAdmin, true, kNever)         \
+  X(kCodesLoad, 0x32, "CODES_LOAD", "codes_load", CodesLoadReq, CodesLoadResp, kRolesAdmin, true, \
+    kNever)                                                                                       \
+  X(kSaleClose, 0x33, "SALE_CLOSE", "sale_close", SkuReq, SkuView, kRolesAdmin, true, kAlways)    \
+  X(kOutboxRead, 0x40, "OUTBOX_READ", "outbox_read", OutboxReadReq, OutboxReadResp, kRolesOutbox, \
+    false, kAlways)                                                                               \
+  X(kOutboxAck, 0x41, "OUTBOX_ACK", "outbox_ack", OutboxAckReq, OutboxStatusResp, kRolesOutbox,   \
+    true, kAlways)                                                                                \
+  X(kOutboxStatus, 0x42, "OUTBOX_STATUS", "outbox_status", OutboxStatusReq, OutboxStatusResp,     \
+    kRolesOutbox, false, kAlways)
+
 enum class Opcode : uint16_t {
-  kHello = 0x01,
-  kPing = 0x02,
-  kReserve = 0x10,
-  kCommit = 0x11,
-  kRelease = 0x12,
-  kClaim = 0x13,
-  kHoldGet = 0x14,
-  kSkuGet = 0x20,
-  kSkuList = 0x21,
-  kStats = 0x22,
-  kSkuSet = 0x30,
-  kRestock = 0x31,
-  kCodesLoad = 0x32,
-  kSaleClose = 0x33,
-  kOutboxRead = 0x40,
-  kOutboxAck = 0x41,
-  kOutboxStatus = 0x42,
+#define STOCKD_OPCODE_ENUM(e, v, ...) e = v,
+  STOCKD_OPCODES(STOCKD_OPCODE_ENUM)
+#undef STOCKD_OPCODE_ENUM
 };
+// The largest opcode value (metrics size their per-opcode slots from it).
+inline constexpr uint16_t kOpcodeMax = [] {
+  uint16_t m = 0;
+#define STOCKD_OPCODE_VALUE(e, v, ...) uint16_t{v},
+  for (uint16_t v : {STOCKD_OPCODES(STOCKD_OPCODE_VALUE)}) m = v > m ? v : m;
+#undef STOCKD_OPCODE_VALUE
+  return m;
+}();
 const char* opcode_name(Opcode op);
 bool opcode_known(uint16_t raw);
 
@@ -105,6 +130,26 @@ const char* status_name(Status s);  // "OK", "SOLD_OUT", ...
 inline bool is_error_status(Status s) { return static_cast<uint16_t>(s) >= 64; }
 
 enum class Role : uint8_t { kBuyer = 1, kAdmin = 2, kOutbox = 3 };
+
+// The registry row of an opcode (made from STOCKD_OPCODES).
+enum class Retry : uint8_t { kAlways, kWithKey, kNever };
+constexpr uint8_t role_bit(Role r) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(r)); }
+inline constexpr uint8_t kRolesAny =
+    role_bit(Role::kBuyer) | role_bit(Role::kAdmin) | role_bit(Role::kOutbox);
+inline constexpr uint8_t kRolesBuy = role_bit(Role::kBuyer) | role_bit(Role::kAdmin);
+inline constexpr uint8_t kRolesAdmin = role_bit(Role::kAdmin);
+inline constexpr uint8_t kRolesOutbox = role_bit(Role::kAdmin) | role_bit(Role::kOutbox);
+struct OpInfo {
+  Opcode op;
+  const char* name;   // "COMMIT"
+  const char* label;  // "commit": how messages name it
+  uint8_t roles;      // role_bit()s allowed to send it
+  bool writes;        // changes state
+  Retry retry;        // may a client resend it after a lost answer
+  bool allows(Role r) const { return (roles & role_bit(r)) != 0; }
+};
+// nullptr for an unknown opcode.
+const OpInfo* op_info(uint16_t raw);
 enum class HoldState : uint8_t {
   kNone = 0,
   kHeld = 1,
