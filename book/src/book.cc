@@ -76,16 +76,20 @@ bool claim_ok(const proto::ClaimReq& req) {
 }  // namespace
 
 std::string validate(const proto::ReserveReq& req) {
-  if (!book_detail::user_ok(req.user)) return "user must be 1..128 bytes";
-  if (req.key.size() > proto::kKeyBytesMax) return "key must be at most 128 bytes";
-  if (req.ttl_ms > proto::kHoldTtlMsMax) return "ttl_ms is over hold_ttl_ms_max (86400000)";
+  if (!book_detail::user_ok(req.user)) return book_detail::size_rule("user", proto::kUserBytesMax);
+  if (req.key.size() > proto::kKeyBytesMax) {
+    return book_detail::size_rule("key", proto::kKeyBytesMax, true);
+  }
+  if (req.ttl_ms > proto::kHoldTtlMsMax) {
+    return "ttl_ms is over hold_ttl_ms_max (" + std::to_string(proto::kHoldTtlMsMax) + ")";
+  }
   if (req.lines.empty() || req.lines.size() > proto::kReserveLinesMax) {
-    return "a reservation has 1..64 lines";
+    return "a reservation has 1.." + std::to_string(proto::kReserveLinesMax) + " lines";
   }
   for (size_t i = 0; i < req.lines.size(); ++i) {
     const proto::Line& l = req.lines[i];
     if (!book_detail::sku_id_ok(l.sku))
-      return "line " + std::to_string(i) + ": sku must be 1..64 bytes without NUL";
+      return "line " + std::to_string(i) + ": " + book_detail::sku_rule();
     if (l.qty == 0) return "line " + std::to_string(i) + ": qty must be >= 1";
     for (size_t j = 0; j < i; ++j) {
       if (req.lines[j].sku == l.sku) return "line " + std::to_string(i) + ": sku repeated";
@@ -328,7 +332,9 @@ Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& ou
   out = proto::ClaimResp{};
   m.sweep(now, ch);
   if (!claim_ok(req))
-    return m.refuse("claim: sku must be 1..64 bytes without NUL, user 1..128, key at most 128");
+    return m.refuse("claim: " + book_detail::sku_rule() + ", " +
+                    book_detail::size_rule("user", proto::kUserBytesMax) + ", " +
+                    book_detail::size_rule("key", proto::kKeyBytesMax, true));
   const uint64_t fingerprint = claim_fingerprint(req);
   proto::ReserveResp r;
   if (!req.key.empty()) {

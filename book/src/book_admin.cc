@@ -52,8 +52,7 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   Impl& m = *impl_;
   out = proto::SkuView{};
   m.sweep(now, ch);  // so that held counts are current before a new total is checked
-  if (!book_detail::sku_id_ok(req.sku))
-    return m.refuse("sku_set: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("sku_set: " + book_detail::sku_rule());
   if ((req.mask & ~kSetMask) != 0) return m.refuse("sku_set: unknown mask bits");
   if (req.opens_at_ms < 0 || req.closes_at_ms < 0) {
     return m.refuse("sku_set: opens_at and closes_at must not be negative");
@@ -114,8 +113,7 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
 
 Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
-  if (!book_detail::sku_id_ok(req.sku))
-    return impl_->refuse("restock: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out);
@@ -146,8 +144,7 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
 Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::CodesLoadResp{};
-  if (!book_detail::sku_id_ok(req.sku))
-    return m.refuse("codes_load: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: " + book_detail::sku_rule());
   Sku* s = m.find_sku(req.sku);
   if (s == nullptr) return Status::kNotFound;
   sku_view(*s, out.sku);
@@ -161,7 +158,7 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
                     std::to_string(m.limits.codes_per_sku_max) + " codes");
   }
   if (!std::all_of(req.codes.begin(), req.codes.end(), book_detail::code_ok)) {
-    return m.refuse("codes_load: every code must be 1..128 bytes");
+    return m.refuse("codes_load: every " + book_detail::size_rule("code", proto::kCodeBytesMax));
   }
   std::unordered_set<std::string_view> seen;
   seen.reserve(req.codes.size());
@@ -193,8 +190,7 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
 Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   impl_->sweep(now, ch);
-  if (!book_detail::sku_id_ok(sku))
-    return impl_->refuse("sale_close: sku must be 1..64 bytes without NUL");
+  if (!book_detail::sku_id_ok(sku)) return impl_->refuse("sale_close: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(sku);
   if (s == nullptr) return Status::kNotFound;
   if (!s->closed) {

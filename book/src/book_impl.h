@@ -126,6 +126,14 @@ inline bool sku_id_ok(std::string_view s) {
   return !s.empty() && s.size() <= proto::kSkuBytesMax && s.find('\0') == std::string_view::npos;
 }
 inline bool user_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kUserBytesMax; }
+// Refusals quote the limits from their constants, never as literals that could drift.
+inline std::string sku_rule() {
+  return "sku must be 1.." + std::to_string(proto::kSkuBytesMax) + " bytes without NUL";
+}
+inline std::string size_rule(const char* what, size_t max, bool may_be_empty = false) {
+  return std::string(what) + (may_be_empty ? " must be at most " : " must be 1..") +
+         std::to_string(max) + " bytes";
+}
 inline bool code_ok(std::string_view s) { return !s.empty() && s.size() <= proto::kCodeBytesMax; }
 // True once `ret` ms have passed since `t` (now - t >= ret), without overflow.
 inline bool retention_over(int64_t t, int64_t ret, int64_t now) {

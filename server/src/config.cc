@@ -53,6 +53,10 @@ std::string check_exposure(const Config& c) {
 
 }  // namespace
 
+namespace {
+constexpr uint32_t kFrameBytesMaxMax = 64u << 20;  // --frame-bytes-max at most
+}  // namespace
+
 std::string validate(const Config& c) {
   if (c.listen_host.empty()) return "--listen: host is empty";
   if (c.durability != Durability::kOff && c.data_dir.empty()) return "--data-dir is required";
@@ -62,10 +66,11 @@ std::string validate(const Config& c) {
   if (c.connections_max < 1) return "--connections-max must be at least 1";
   if (c.inflight_max < 1 || c.inflight_max > 1'000'000)
     return "--inflight-max must be in 1..1000000";
-  if (c.frame_bytes_max < proto::kFrameBytesMin || c.frame_bytes_max > (64u << 20))
-    return "--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) +
-           "..67108864 (every answer must fit a frame)";
-  if (c.metrics_sku_max > proto::kSkuListMax) return "--metrics-sku-max must be at most 1000";
+  if (c.frame_bytes_max < proto::kFrameBytesMin || c.frame_bytes_max > kFrameBytesMaxMax)
+    return "--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) + ".." +
+           std::to_string(kFrameBytesMaxMax) + " (every answer must fit a frame)";
+  if (c.metrics_sku_max > proto::kSkuListMax)
+    return "--metrics-sku-max must be at most " + std::to_string(proto::kSkuListMax);
   if (c.read_buffer_budget < 2ull * c.frame_bytes_max)
     return "--read-buffer-budget must be at least twice --frame-bytes-max";
   if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
@@ -87,7 +92,7 @@ std::string validate(const Config& c) {
   if (c.admin_token.size() > proto::kTokenBytesMax ||
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)
-    return "tokens must be at most 256 bytes";
+    return "tokens must be at most " + std::to_string(proto::kTokenBytesMax) + " bytes";
   if (c.hello_fail_burst < 1) return "--hello-fail-burst must be at least 1";
   if (c.hello_fail_refill_ms < 1) return "--hello-fail-refill-ms must be at least 1";
   if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";

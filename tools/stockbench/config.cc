@@ -71,7 +71,8 @@ Exit codes: 0 done and verdict ok; 1 verdict failed; 2 bad arguments or setup fa
 3 the load connections could not be opened.)";
 
 void add_load_options(CLI::App& app, Config& c, std::string& duration, std::string& stages) {
-  app.add_option("--connections,-c", c.connections, "connections to open (1..10000)")
+  app.add_option("--connections,-c", c.connections,
+                 "connections to open (1.." + std::to_string(kConnectionsMax) + ")")
       ->capture_default_str();
   app.add_option("--pipeline,-p", c.pipeline, "requests in flight per connection")
       ->capture_default_str();
@@ -207,19 +208,21 @@ std::string validate(const Config& c) {
   if (c.pipeline < 1 || c.pipeline > kPipelineMax)
     return "--pipeline must be 1.." + std::to_string(kPipelineMax);
   if (c.threads < 1 || c.threads > kThreadsMax || c.threads > c.connections)
-    return "--threads must be 1..64 and at most --connections";
+    return "--threads must be 1.." + std::to_string(kThreadsMax) + " and at most --connections";
   if (c.duration_s <= 0 && c.requests == 0) return "--duration must be above 0";
   if (c.rate < 0) return "--rate must not be negative";
   if (c.rate > 0 && !c.stages.empty()) return "give --rate or --stages, not both";
-  if (c.skus.empty() || c.skus.size() > kSkusMax) return "--skus must be 1..1000000";
+  if (c.skus.empty() || c.skus.size() > kSkusMax)
+    return "--skus must be 1.." + std::to_string(kSkusMax);
   for (const std::string& s : c.skus) {
-    if (s.empty() || s.size() > proto::kSkuBytesMax) return "SKU ids must be 1..64 bytes";
+    if (s.empty() || s.size() > proto::kSkuBytesMax)
+      return "SKU ids must be 1.." + std::to_string(proto::kSkuBytesMax) + " bytes";
   }
   if (c.zipf < 0) return "--zipf must not be negative";
   if (c.users < 1 || c.users > (1ULL << 32)) return "--users must be 1..4294967296";
   if (c.qty < 1) return "--qty must be at least 1";
   if (c.hold_ttl_ms < 1 || c.hold_ttl_ms > proto::kHoldTtlMsMax)
-    return "--hold-ttl-ms must be 1..86400000";
+    return "--hold-ttl-ms must be 1.." + std::to_string(proto::kHoldTtlMsMax);
   if (c.retry_rate < 0 || c.retry_rate > 1) return "--retry-rate must be 0..1";
   if (c.retry_rate > 0 && !c.keys) return "--retry-rate needs idempotency keys (drop --no-keys)";
   if (c.uses(Workload::kClaim) && c.qty != 1) return "claim takes one code at a time (--qty 1)";
