@@ -35,6 +35,9 @@ std::unique_ptr<TlsContext> TlsContext::create(const Config& c, std::string& err
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_num_tickets(ctx, 0);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  // A TLS 1.2 peer asking to renegotiate again and again would buy handshakes (the costly part)
+  // on the loop thread for the price of a few bytes: refused.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
   if (SSL_CTX_use_certificate_chain_file(ctx, c.tls_cert.c_str()) != 1) {
     err = openssl_error(("--tls-cert " + c.tls_cert).c_str());
     return nullptr;

@@ -176,6 +176,27 @@ TEST_F(TlsTest, HandshakesThatFailAreRefusedAndTheServerKeepsServing) {
   EXPECT_TRUE(ok.ping().ok());
 }
 
+// TLS 1.2 renegotiation is refused: a peer cannot make the loop thread do handshake after
+// handshake on one connection. (openssl s_client's "R" asks for one.)
+TEST_F(TlsTest, RenegotiationIsRefused) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  const std::string cmd =
+      "(sleep 0.5; echo R; sleep 1.5) | timeout 10 openssl s_client -tls1_2 "
+      "-connect 127.0.0.1:" +
+      std::to_string(server.port()) + " -CAfile " + certs().path("ca.pem") + " 2>&1";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    ::pclose(p);
+  }
+  ASSERT_NE(out.find("RENEGOTIATING"), std::string::npos) << out;
+  EXPECT_NE(out.find("no renegotiation"), std::string::npos) << out;
+  Client ok(tls_options(server, Role::kAdmin));
+  EXPECT_TRUE(ok.ping().ok()) << "the server stopped serving after a refused renegotiation";
+}
+
 TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {
   StockdProcess server(tls_flags(true));
   ASSERT_TRUE(server.start());
