@@ -27,7 +27,7 @@ export function dial(host: string, port: number, t: TlsOptions | undefined, onOp
         minVersion: 'TLSv1.2',
       })
     : net.connect({ host, port });
-  socket.setNoDelay(true); // requests are small and already batched per tick
+  socket.setNoDelay(true); // requests are small and already batched per turn of the loop
   socket.once(t ? 'secureConnect' : 'connect', onOpen);
   return socket;
 }
