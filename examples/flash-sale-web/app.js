@@ -122,14 +122,16 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
 
   // The hold becomes an order. The user is the session's: another user's hold is a 404.
   app.post('/api/checkout', async (req, res) => {
-    const r = await stockd.commit({ holdId: holdIdOf(req.body), user: userOf(req) });
+    const user = userOf(req);
+    const r = await stockd.commit({ holdId: holdIdOf(req.body), user });
     if (r.status === 'OK') return res.json({ orderId: String(r.hold.holdId), order: holdJson(r.hold) });
     refuse(res, r.status, r.status === 'NOT_FOUND' ? {} : { hold: holdJson(r.hold) });
   });
 
   // The hold's units go back on sale.
   app.post('/api/cancel', async (req, res) => {
-    const r = await stockd.release({ holdId: holdIdOf(req.body), user: userOf(req) });
+    const user = userOf(req);
+    const r = await stockd.release({ holdId: holdIdOf(req.body), user });
     if (r.status === 'OK') return res.json({ hold: holdJson(r.hold) });
     refuse(res, r.status, r.status === 'NOT_FOUND' ? {} : { hold: holdJson(r.hold) });
   });
