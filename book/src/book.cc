@@ -264,7 +264,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     (ttl_ms > 0 ? units.held : units.sold) += w.qty;
     h.lines.push_back({&s, w.qty});
     left = std::min(left, s.available);
-    ch.skus.emplace_back(s.id);
+    changed(s, ch);
     add_units(s, user, w.qty, ch);
   }
   if (ttl_ms > 0) {

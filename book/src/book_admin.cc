@@ -106,7 +106,7 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   }
   s->opens_at = opens;
   s->closes_at = closes;
-  ch.skus.emplace_back(s->id);
+  m.changed(*s, ch);
   sku_view(*s, out);
   return Status::kOk;
 }
@@ -136,7 +136,7 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
     impl_->units.total -= sub;
     impl_->units.available -= sub;
   }
-  if (req.delta != 0) ch.skus.emplace_back(s->id);
+  if (req.delta != 0) impl_->changed(*s, ch);
   sku_view(*s, out);
   return Status::kOk;
 }
@@ -182,7 +182,7 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
     ++m.units.available;
     ch.codes.emplace_back(std::string(s->id), index);
   }
-  ch.skus.emplace_back(s->id);
+  m.changed(*s, ch);
   sku_view(*s, out.sku);
   return Status::kOk;
 }
@@ -195,7 +195,7 @@ Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, 
   if (s == nullptr) return Status::kNotFound;
   if (!s->closed) {
     s->closed = true;
-    ch.skus.emplace_back(s->id);
+    impl_->changed(*s, ch);
   }
   sku_view(*s, out);
   return Status::kOk;

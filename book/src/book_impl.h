@@ -22,6 +22,7 @@
 
 #include "key_index.h"
 #include "stockd/book.h"
+#include "stockd/check.h"
 
 namespace stockd::book_detail {
 
@@ -224,6 +225,13 @@ struct Book::Impl {
                      std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
                      proto::ReserveResp& out, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
+  // Records that `s` changed (its row is written with the group), once its change is complete:
+  // the never-oversell invariant is checked here, in every build, for every SKU that moves.
+  void changed(const Sku& s, Changes& ch) {
+    STOCKD_CHECK(s.available + s.held + s.sold == s.total && s.total <= uint64_t{INT64_MAX},
+                 "a SKU's available + held + sold must equal its total");
+    ch.skus.emplace_back(s.id);
+  }
   void first_answer(const Hold& h, proto::ReserveResp& out) const;
   void hold_view(const Hold& h, proto::HoldView& out) const;
 

@@ -110,7 +110,7 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     s.available += l.qty;
     units.held -= l.qty;
     units.available += l.qty;
-    ch.skus.emplace_back(s.id);
+    changed(s, ch);
     sub_units(s, h.user, l.qty, ch);
   }
   for (const book_detail::HoldCode& c : h.codes) {
@@ -134,7 +134,7 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
     l.sku->sold += l.qty;
     units.held -= l.qty;
     units.sold += l.qty;
-    ch.skus.emplace_back(l.sku->id);
+    changed(*l.sku, ch);
   }
   finish(h, HoldState::kCommitted, now);
   emit(proto::OutboxKind::kOrder, h, now, ch);

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "dispatch.h"
+#include "stockd/check.h"
 #include "tls.h"
 
 namespace stockd {
@@ -73,6 +74,8 @@ struct Conn {
 
   // Records that `out` grew by one answer for (opcode, request_id) waiting on group `tag`.
   void mark_answer(uint64_t tag, uint64_t begin, uint16_t opcode, uint32_t request_id) {
+    // Answers leave in request order: none may wait on an earlier group than the one before it.
+    STOCKD_CHECK(marks.empty() || marks.back().tag <= tag, "answers are released in order");
     marks.push_back({tag, begin, out_base + out.size(), opcode, request_id, uv_hrtime()});
     ++unanswered;
   }

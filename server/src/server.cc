@@ -14,6 +14,7 @@
 #include <random>
 
 #include "server_impl.h"
+#include "stockd/check.h"
 #include "stockd/endpoint.h"
 #include "stockd/persist.h"
 
@@ -370,7 +371,8 @@ void Server::Impl::end_of_turn() {
 // Turns the filling group into a batch for the WAL thread, or, when it changed nothing and
 // nothing is in flight, declares it durable at once. Called only when nothing is in flight.
 void Server::Impl::seal_group() {
-  assert(inflight_seq == 0);
+  STOCKD_CHECK(inflight_seq == 0, "one group in flight at a time");
+  STOCKD_CHECK(durable_seq < fill_seq, "groups become durable in sequence");
   if (changes.empty() && extra_deletes.empty()) {
     durable_seq = fill_seq++;
     return;
@@ -401,6 +403,7 @@ void Server::Impl::on_wal_done() {
     if (d.lsn == 0) continue;
     metrics.fsync_seconds.observe(static_cast<double>(d.write_us) / 1e6);
     metrics.batch_ops.observe(static_cast<double>(d.ops));
+    STOCKD_CHECK(inflight_seq > durable_seq, "the durable group sequence only rises");
     durable_seq = inflight_seq;
     inflight_seq = 0;
     if (outbox_inflight_head > outbox_durable_head) {

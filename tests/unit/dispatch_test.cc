@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "stockd/check.h"
+
 namespace stockd {
 namespace {
 
@@ -138,6 +140,13 @@ TEST_F(DispatchTest, FailedHellosLockTheAddressOut) {
   Session elsewhere;
   elsewhere.peer = {std::string("\x0a\0\0\x07", 4), "10.0.0.7"};
   EXPECT_EQ(status(hello(Role::kAdmin, "adm", elsewhere)), Status::kOk);
+}
+
+// The always-on invariant check stops the process and says what broke (release builds too).
+TEST(Check, StopsTheProcessNamingTheInvariant) {
+  const int two = 2;
+  EXPECT_DEATH(STOCKD_CHECK(two + two == 5, "arithmetic holds"),
+               "invariant broken at .*dispatch_test.cc:[0-9]+: arithmetic holds");
 }
 
 }  // namespace
