@@ -435,10 +435,9 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
   }
   const size_t begin_at = c->out.size();
   const uint64_t begin = c->out_base + begin_at;
-  dispatching = c;
   DispatchOutcome o =
       dispatcher->handle(c->session, h, body, wall_ms(), !store_failed, changes, c->out);
-  dispatching = nullptr;
+  if (o.loop) o = loop_answer(c, h, c->out);
   if (!was_authed && c->session.hello_done) {
     --hello_pending;
     ++authed;
@@ -462,12 +461,10 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
     c->out.resize(begin_at);
     Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kInternal,
                              "the answer would not fit a frame", c->out);
+    o.status = proto::Status::kInternal;
   }
   c->mark_answer(fill_seq, begin, h.opcode, h.request_id);
-  if (c->out.size() >= begin_at + proto::kHeaderBytes) {
-    const auto* p = reinterpret_cast<const uint8_t*>(c->out.data()) + begin_at + 10;
-    metrics.count_answer(h.opcode, static_cast<uint16_t>(p[0] | (p[1] << 8)));
-  }
+  metrics.count_answer(h.opcode, static_cast<uint16_t>(o.status));
   if (o.close) finish_conn(c);
 }
 

@@ -21,20 +21,24 @@ bool token_equal(const std::string& a, const std::string& b) {
 
 // Encodes the book's answer; an error status (>= 64) carries the book's reason instead.
 template <class Resp>
-void Dispatcher::answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) const {
+void Dispatcher::answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) {
   if (proto::is_error_status(st)) {
     const std::string& why = book_.last_refusal();
-    encode_error(static_cast<uint16_t>(op), id, st, why.empty() ? proto::status_name(st) : why,
-                 out);
+    error(static_cast<uint16_t>(op), id, st, why.empty() ? proto::status_name(st) : why, out);
     return;
   }
+  status_ = st;
   proto::encode_response(op, id, st, proto::Response(std::forward<Resp>(resp)), out);
 }
 
-Dispatcher::Dispatcher(Book& book, const Config& config,
-                       std::function<void(std::vector<proto::Stat>&)> extra_stats,
-                       HelloGuard* guard)
-    : book_(book), config_(config), extra_stats_(std::move(extra_stats)), guard_(guard) {}
+void Dispatcher::error(uint16_t opcode, uint32_t id, Status st, const std::string& why,
+                       std::string& out) {
+  status_ = st;
+  encode_error(opcode, id, st, why, out);
+}
+
+Dispatcher::Dispatcher(Book& book, const Config& config, HelloGuard* guard)
+    : book_(book), config_(config), guard_(guard) {}
 
 void Dispatcher::encode_error(uint16_t opcode, uint32_t request_id, Status status,
                               const std::string& message, std::string& out) {
@@ -87,42 +91,51 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
 DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,
                                    std::span<const uint8_t> body, int64_t now, bool writes_allowed,
                                    Changes& ch, std::string& out) {
+  status_ = Status::kInternal;
+  DispatchOutcome o = decide(session, h, body, now, writes_allowed, ch, out);
+  o.status = status_;
+  return o;
+}
+
+DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h,
+                                   std::span<const uint8_t> body, int64_t now, bool writes_allowed,
+                                   Changes& ch, std::string& out) {
   const uint32_t id = h.request_id;
   const auto op = static_cast<Opcode>(h.opcode);
   const proto::OpInfo* rule = proto::op_info(h.opcode);  // its row in STOCKD_OPCODES
   // Before HELLO nothing but a HELLO is looked at: any other frame closes the connection.
   if (!session.hello_done && h.opcode != static_cast<uint16_t>(Opcode::kHello)) {
-    encode_error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
+    error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
     return {.close = true};
   }
   if (h.opcode != static_cast<uint16_t>(Opcode::kHello) && rule == nullptr) {
     char msg[48];
     std::snprintf(msg, sizeof msg, "unknown opcode 0x%04x", h.opcode);
-    encode_error(h.opcode, id, Status::kUnknownOpcode, msg, out);
+    error(h.opcode, id, Status::kUnknownOpcode, msg, out);
     return {};
   }
   if (h.is_response()) {
-    encode_error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
+    error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
     return {.close = !session.hello_done};
   }
   std::string why;  // allocates only when there is something to say
   if (!proto::decode_request(op, body, req_, why)) {
-    encode_error(h.opcode, id, Status::kBadRequest, why, out);
+    error(h.opcode, id, Status::kBadRequest, why, out);
     return {.close = !session.hello_done};  // a HELLO that does not decode: nothing to talk
   }
   if (op == Opcode::kHello) {
     // An address out of allowance is not even checked: a guesser learns nothing.
     if (int64_t retry_ms = 0; guard_ != nullptr && guard_->locked(session.peer, now, retry_ms)) {
-      encode_error(h.opcode, id, Status::kBusy,
-                   "too many failed HELLOs from this address; retry in " +
-                       std::to_string((retry_ms + 999) / 1000) + " s",
-                   out);
+      error(h.opcode, id, Status::kBusy,
+            "too many failed HELLOs from this address; retry in " +
+                std::to_string((retry_ms + 999) / 1000) + " s",
+            out);
       return {.close = true, .hello_failures_to_log = guard_->failed(session.peer, now, false)};
     }
     proto::HelloResp resp;
     Status st = hello(session, std::get<proto::HelloReq>(req_), resp, why);
     if (st != Status::kOk) {
-      encode_error(h.opcode, id, st, why, out);
+      error(h.opcode, id, st, why, out);
       DispatchOutcome o{.close = true};
       if (st == Status::kUnauthorized && guard_ != nullptr) {
         o.hello_failures_to_log = guard_->failed(session.peer, now);
@@ -133,13 +146,13 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
     return {};
   }
   if (!rule->allows(session.role)) {
-    encode_error(h.opcode, id, Status::kUnauthorized,
-                 std::string(proto::opcode_name(op)) + " is not allowed for this role", out);
+    error(h.opcode, id, Status::kUnauthorized,
+          std::string(proto::opcode_name(op)) + " is not allowed for this role", out);
     return {};
   }
   if (rule->writes && !writes_allowed) {
-    encode_error(h.opcode, id, Status::kStorageUnavailable,
-                 "the store failed; state changes are refused until it recovers", out);
+    error(h.opcode, id, Status::kStorageUnavailable,
+          "the store failed; state changes are refused until it recovers", out);
     return {};
   }
   switch (op) {
@@ -160,8 +173,8 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
         const char* what = op == Opcode::kCommit    ? "commit"
                            : op == Opcode::kRelease ? "release"
                                                     : "hold_get";
-        encode_error(h.opcode, id, Status::kBadRequest,
-                     std::string(what) + ": a buyer must name the hold's user", out);
+        error(h.opcode, id, Status::kBadRequest,
+              std::string(what) + ": a buyer must name the hold's user", out);
         return {};
       }
       proto::HoldView v;
@@ -193,13 +206,8 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
       answer(op, id, Status::kOk, std::move(r), out);
       return {};
     }
-    case Opcode::kStats: {
-      proto::StatsResp r;
-      book_.stats(r.stats);
-      if (extra_stats_) extra_stats_(r.stats);
-      answer(op, id, Status::kOk, std::move(r), out);
-      return {};
-    }
+    case Opcode::kStats:  // the loop's counters too: the loop answers (Server::Impl::stats)
+      return {.loop = true};
     case Opcode::kSkuSet: {
       proto::SkuView v;
       Status st = book_.sku_set(std::get<proto::SkuSetReq>(req_), now, v, ch);
@@ -218,16 +226,14 @@ DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h
       answer(op, id, st, std::move(r), out);
       return {};
     }
-    case Opcode::kOutboxRead:
+    case Opcode::kOutboxRead:  // the store's records and the feed's positions: the loop's
     case Opcode::kOutboxAck:
     case Opcode::kOutboxStatus:
-      if (outbox_) return outbox_(h, req_, out);
-      encode_error(h.opcode, id, Status::kInternal, "outbox is not available", out);
-      return {};
+      return {.loop = true};
     case Opcode::kHello:
       break;
   }
-  encode_error(h.opcode, id, Status::kInternal, "unhandled opcode", out);
+  error(h.opcode, id, Status::kInternal, "unhandled opcode", out);
   return {};
 }
 

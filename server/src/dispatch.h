@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,44 +21,48 @@ struct Session {  // per connection
 };
 
 struct DispatchOutcome {
-  bool close = false;                  // close the connection after sending the answer
+  bool close = false;  // close the connection after sending the answer
+  // A request the loop answers itself (STATS, OUTBOX_*: they read the loop and the store),
+  // decoded and allowed: Dispatcher::request() holds it; nothing was appended to `out`.
+  bool loop = false;
   bool deferred = false;               // no answer yet (the loop answers later: outbox long-poll)
   uint64_t hello_failures_to_log = 0;  // failed HELLOs of this peer's address to log now
+  proto::Status status = proto::Status::kOk;  // of the answer appended (for metrics)
 };
 
 class Dispatcher {
  public:
-  // `extra_stats` appends server-level stats (connections, groups) to STATS answers; `guard`
-  // (optional) limits failed HELLOs per address.
-  Dispatcher(Book& book, const Config& config,
-             std::function<void(std::vector<proto::Stat>&)> extra_stats,
-             HelloGuard* guard = nullptr);
+  // `guard` (optional) limits failed HELLOs per address.
+  Dispatcher(Book& book, const Config& config, HelloGuard* guard = nullptr);
 
-  // Handles one framed request. Appends exactly one answer frame to `out` unless deferred.
-  // `writes_allowed` false (the store failed) refuses state changes with STORAGE_UNAVAILABLE.
+  // Handles one framed request. Appends exactly one answer frame to `out`, unless the outcome
+  // says `loop` (the caller answers it from request()). `writes_allowed` false (the store
+  // failed) refuses state changes with STORAGE_UNAVAILABLE.
   DispatchOutcome handle(Session& session, const proto::FrameHeader& header,
                          std::span<const uint8_t> body, int64_t now, bool writes_allowed,
                          Changes& changes, std::string& out);
+
+  // The request just handled, decoded (for an outcome with `loop` set).
+  const proto::Request& request() const { return req_; }
 
   // Answer for a frame that could not be framed at all (then the connection closes).
   static void encode_error(uint16_t opcode, uint32_t request_id, proto::Status status,
                            const std::string& message, std::string& out);
 
-  // Outbox operations are the loop's (they read the store); it registers them here.
-  using OutboxHandler = std::function<DispatchOutcome(const proto::FrameHeader&,
-                                                      const proto::Request&, std::string& out)>;
-  void set_outbox_handler(OutboxHandler h) { outbox_ = std::move(h); }
-
  private:
+  DispatchOutcome decide(Session& session, const proto::FrameHeader& header,
+                         std::span<const uint8_t> body, int64_t now, bool writes_allowed,
+                         Changes& changes, std::string& out);
   template <class Resp>
-  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp, std::string& out) const;
+  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp, std::string& out);
+  void error(uint16_t opcode, uint32_t id, proto::Status st, const std::string& why,
+             std::string& out);
   proto::Status hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
                       std::string& why) const;
   Book& book_;
   const Config& config_;
-  std::function<void(std::vector<proto::Stat>&)> extra_stats_;
-  OutboxHandler outbox_;
   HelloGuard* guard_;
+  proto::Status status_ = proto::Status::kOk;  // of the answer being made
   proto::Request req_;  // each request is decoded into this one, reusing its buffers
 };
 

@@ -48,8 +48,10 @@ void Server::Impl::outbox_read(const proto::OutboxReadReq& req, proto::OutboxRea
   }
 }
 
-DispatchOutcome Server::Impl::outbox(const proto::FrameHeader& h, const proto::Request& req,
-                                     std::string& out) {
+// Answers OUTBOX_READ, OUTBOX_ACK and OUTBOX_STATUS from connection `c` (a read with nothing to
+// return waits as a long poll of `c`).
+DispatchOutcome Server::Impl::outbox(Conn* c, const proto::FrameHeader& h,
+                                     const proto::Request& req, std::string& out) {
   auto op = static_cast<proto::Opcode>(h.opcode);
   if (!store || store_failed) {
     Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kStorageUnavailable,
@@ -57,20 +59,19 @@ DispatchOutcome Server::Impl::outbox(const proto::FrameHeader& h, const proto::R
                                             "recovers"
                                           : "durability is off: there is no outbox",
                              out);
-    return {};
+    return {.status = proto::Status::kStorageUnavailable};
   }
   if (op == proto::Opcode::kOutboxRead) {
     const auto& r = std::get<proto::OutboxReadReq>(req);
     proto::OutboxReadResp resp;
     outbox_read(r, resp);
-    if (resp.records.empty() && r.wait_ms > 0 && dispatching != nullptr &&
-        r.after_seq >= outbox_durable_head) {
-      polls.push_back({dispatching, h, r, wall_ms() + r.wait_ms});
+    if (resp.records.empty() && r.wait_ms > 0 && r.after_seq >= outbox_durable_head) {
+      polls.push_back({c, h, r, wall_ms() + r.wait_ms});
       return {.deferred = true};
     }
     proto::encode_response(op, h.request_id, proto::Status::kOk, proto::Response(std::move(resp)),
                            out);
-    return {};
+    return {.status = proto::Status::kOk};
   }
   if (op == proto::Opcode::kOutboxAck) {
     uint64_t upto = std::get<proto::OutboxAckReq>(req).upto_seq;
@@ -79,7 +80,7 @@ DispatchOutcome Server::Impl::outbox(const proto::FrameHeader& h, const proto::R
                                "ack " + std::to_string(upto) + " is beyond the outbox head " +
                                    std::to_string(outbox_durable_head),
                                out);
-      return {};
+      return {.status = proto::Status::kBadRequest};
     }
     if (upto > outbox_acked) {
       outbox_acked = upto;
@@ -89,7 +90,7 @@ DispatchOutcome Server::Impl::outbox(const proto::FrameHeader& h, const proto::R
   proto::OutboxStatusResp st{outbox_durable_head, outbox_acked,
                              outbox_first <= outbox_durable_head ? outbox_first : 0};
   proto::encode_response(op, h.request_id, proto::Status::kOk, proto::Response(st), out);
-  return {};
+  return {.status = proto::Status::kOk};
 }
 
 // Answers long polls that now have records (or, with expired_only, whose wait ran out).

@@ -64,10 +64,22 @@ void Server::Impl::make_wal() {
 }
 
 void Server::Impl::make_dispatcher() {
-  dispatcher = std::make_unique<Dispatcher>(
-      *book, config, [this](auto& s) { extra_stats(s); }, &hello_guard);
-  dispatcher->set_outbox_handler([this](const proto::FrameHeader& h, const proto::Request& req,
-                                        std::string& out) { return outbox(h, req, out); });
+  dispatcher = std::make_unique<Dispatcher>(*book, config, &hello_guard);
+}
+
+// The requests the dispatcher leaves to the loop (OpInfo: they read the loop and the store):
+// STATS (the book's counters and the loop's) and the outbox's operations.
+DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, std::string& out) {
+  const proto::Request& req = dispatcher->request();
+  if (h.opcode == static_cast<uint16_t>(proto::Opcode::kStats)) {
+    proto::StatsResp r;
+    book->stats(r.stats);
+    extra_stats(r.stats);
+    proto::encode_response(proto::Opcode::kStats, h.request_id, proto::Status::kOk,
+                           proto::Response(std::move(r)), out);
+    return {.status = proto::Status::kOk};
+  }
+  return outbox(c, h, req, out);
 }
 
 // Rebuilds the book, and everything the loop keeps beside it, from what the store holds: at

@@ -99,7 +99,6 @@ struct Server::Impl {
   size_t out_bytes = 0;           // unwritten answers of all connections (Conn::out_counted)
   size_t http_open = 0;           // metrics connections open
   std::vector<HttpConn*> http_conns;
-  Conn* dispatching = nullptr;          // the connection whose request is being handled
   char read_buf[64 * 1024];             // every read lands here first (one loop thread)
   std::unique_ptr<TlsContext> tls_ctx;  // --tls-cert: the client port speaks TLS
   std::string tls_plain;                // what one TLS read decrypted (reused)
@@ -165,7 +164,9 @@ struct Server::Impl {
   void arm_expiry();
   void on_tick();
 
-  DispatchOutcome outbox(const proto::FrameHeader& h, const proto::Request& req, std::string& out);
+  DispatchOutcome outbox(Conn* c, const proto::FrameHeader& h, const proto::Request& req,
+                         std::string& out);
+  DispatchOutcome loop_answer(Conn* c, const proto::FrameHeader& h, std::string& out);
   void outbox_read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp);
   void answer_polls(bool expired_only);
   void trim_outbox(int64_t now);

@@ -38,8 +38,8 @@
 // input wrote is deleted (and the deletion checked) before it; after kFreshStoreOps writes the
 // store is replaced by a new one, which keeps its memtables, and so its scans, small.
 //
-// Not covered: the outbox operations (the loop's, not the dispatcher's: they answer INTERNAL
-// here), connection-level limits (conn.cc), and the network.
+// Not covered: the outbox operations (the loop's, not the dispatcher's: Node::handle answers
+// them INTERNAL), connection-level limits (conn.cc), and the network.
 //
 // Two builds (tests/fuzz/CMakeLists.txt): `request_fuzz`, with clang and libFuzzer, and a
 // structure-aware mutator (LLVMFuzzerCustomMutator below); and `request_fuzz_replay`, with the
@@ -231,6 +231,25 @@ struct Node {  // a book and its dispatcher
   std::unique_ptr<Book> book;
   std::unique_ptr<Dispatcher> dispatcher;
   Changes ch;
+
+  // Handles one frame as the loop does: what the dispatcher leaves to the loop (`loop`) is
+  // answered here like Server::Impl::loop_answer, STATS from the book (the loop's own counters
+  // are not modelled) and the outbox operations INTERNAL (not modelled either).
+  DispatchOutcome handle(Session& s, const proto::FrameHeader& h, std::span<const uint8_t> body,
+                         int64_t now, bool writes_allowed, std::string& out) {
+    DispatchOutcome o = dispatcher->handle(s, h, body, now, writes_allowed, ch, out);
+    if (!o.loop) return o;
+    if (h.opcode == static_cast<uint16_t>(Opcode::kStats)) {
+      proto::StatsResp r;
+      book->stats(r.stats);
+      proto::encode_response(Opcode::kStats, h.request_id, Status::kOk,
+                             proto::Response(std::move(r)), out);
+      return {.status = Status::kOk};
+    }
+    Dispatcher::encode_error(h.opcode, h.request_id, Status::kInternal, "outbox is not modelled",
+                             out);
+    return {.status = Status::kInternal};
+  }
 };
 
 size_t changes_size(const Changes& c) {
@@ -518,8 +537,7 @@ class Harness {
     if (d.kind != proto::DecodeKind::kFrame) fail("prelude frame does not frame: " + d.reason);
     ++counts.requests;
     std::string out;
-    const DispatchOutcome o =
-        live_.dispatcher->handle(s, d.header, d.body, now_, true, live_.ch, out);
+    const DispatchOutcome o = live_.handle(s, d.header, d.body, now_, true, out);
     if (o.deferred || o.close) fail("the prelude's " + op_name(d.header.opcode) + " closed");
     check_answer(d.header.opcode, d.header.request_id,
                  std::span(reinterpret_cast<const uint8_t*>(out.data()), out.size()));
@@ -531,7 +549,7 @@ class Harness {
     Session shadow_session = s;
     const size_t before = changes_size(live_.ch);
     std::string out, shadow_out;
-    DispatchOutcome o = live_.dispatcher->handle(s, h, body, now_, writes_allowed, live_.ch, out);
+    DispatchOutcome o = live_.handle(s, h, body, now_, writes_allowed, out);
     const std::string what = op_name(h.opcode) + " id " + std::to_string(h.request_id);
     if (o.deferred) fail(what + " was deferred, but no outbox handler is registered");
     const Status st =
@@ -544,8 +562,7 @@ class Harness {
       fail(what + " answered " + proto::status_name(st) +
            (writes_allowed ? "" : " (writes refused)") + " but changed the book");
     }
-    DispatchOutcome so = shadow_.dispatcher->handle(shadow_session, h, body, now_, writes_allowed,
-                                                    shadow_.ch, shadow_out);
+    DispatchOutcome so = shadow_.handle(shadow_session, h, body, now_, writes_allowed, shadow_out);
     const bool stats = h.opcode == static_cast<uint16_t>(Opcode::kStats);
     const bool same = stats ? shadow_out.size() >= 12 && shadow_out.compare(10, 2, out, 10, 2) == 0
                             : shadow_out == out;
@@ -594,7 +611,7 @@ class Harness {
       fail("recovery after " + when + " found lsn " + std::to_string(r.meta.lsn) + ", wrote " +
            std::to_string(lsn_));
     }
-    n.dispatcher = std::make_unique<Dispatcher>(*n.book, config_, nullptr);
+    n.dispatcher = std::make_unique<Dispatcher>(*n.book, config_);
     return n;
   }
 

@@ -17,7 +17,7 @@ constexpr int64_t kNow = 1'767'225'600'000;
 
 class DispatchTest : public ::testing::Test {
  protected:
-  DispatchTest() : guard(3, 60'000), dispatcher(book, config, nullptr, &guard) {
+  DispatchTest() : guard(3, 60'000), dispatcher(book, config, &guard) {
     config.admin_token = "adm";
     session.peer = {std::string("\x7f\0\0\x01", 4), "127.0.0.1"};
   }
