@@ -293,7 +293,7 @@ int Server::Impl::run() {
       SIGHUP);
 
   int code = 0;
-  if (!start_listening() || !start_metrics()) {
+  if (!start_listening() || !admin_http.start()) {
     code = 2;
     begin_stop("listen failed");
   } else {
@@ -355,7 +355,7 @@ void Server::Impl::finish_stop_if_drained() {
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   };
   for (Conn* c : std::vector<Conn*>(conns)) close_conn(c);
-  close_http_all();
+  admin_http.close_all();
   close(&shutdown_timer);
   close(&backlog_idle);
   close(&sighup);
@@ -366,7 +366,6 @@ void Server::Impl::finish_stop_if_drained() {
   close(&sigterm);
   close(&sigint);
   close(&stop_async);
-  if (metrics_open) close(&metrics_listener);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,7 +461,7 @@ void Server::Impl::arm_expiry() {
 void Server::Impl::on_tick() {
   int64_t now = wall_ms();
   sweep_conns(now);
-  sweep_http(now);
+  admin_http.sweep(now);
   accept_errors_logged = metrics.accept_errors;
   if (store_failed && inflight_seq == 0 && !stopping) try_recover_store();
   if (!store_failed && !stopping) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "admin_http.h"
 #include "conn.h"
 #include "dispatch.h"
 #include "metrics.h"
@@ -22,10 +23,9 @@
 
 namespace stockd {
 
-struct HttpConn;    // http.cc
 int64_t wall_ms();  // the book's clock: ms since the Unix epoch
 
-struct Server::Impl {
+struct Server::Impl : AdminHttp::Pages {
   Impl(Config c, storage::StoreOptions so)
       : config(std::move(c)), store_options(so), book(std::make_unique<Book>(book_limits())) {
     make_dispatcher();
@@ -64,8 +64,7 @@ struct Server::Impl {
   uv_signal_t sigterm{}, sigint{}, sighup{};
   bool listening = false;
   Metrics metrics;
-  uv_tcp_t metrics_listener{};
-  bool metrics_open = false;
+  AdminHttp admin_http{loop, config, log, metrics, *this};  // GET /metrics, /healthz
 
   // ---- Group commit state. ----
   Changes changes;            // the filling group
@@ -91,14 +90,12 @@ struct Server::Impl {
   std::vector<Poll> polls;
 
   // ---- Connections. ----
-  std::vector<Conn*> conns;       // every open connection
-  std::vector<Conn*> flush_list;  // connections with answers not yet written
-  std::vector<Conn*> backlog;     // connections with complete frames kept for a later turn
-  size_t hello_pending = 0;       // open connections that have not completed HELLO
-  size_t authed = 0;              // connections that completed HELLO, until closed
-  size_t out_bytes = 0;           // unwritten answers of all connections (Conn::out_counted)
-  size_t http_open = 0;           // metrics connections open
-  std::vector<HttpConn*> http_conns;
+  std::vector<Conn*> conns;             // every open connection
+  std::vector<Conn*> flush_list;        // connections with answers not yet written
+  std::vector<Conn*> backlog;           // connections with complete frames kept for a later turn
+  size_t hello_pending = 0;             // open connections that have not completed HELLO
+  size_t authed = 0;                    // connections that completed HELLO, until closed
+  size_t out_bytes = 0;                 // unwritten answers of all connections (Conn::out_counted)
   char read_buf[64 * 1024];             // every read lands here first (one loop thread)
   std::unique_ptr<TlsContext> tls_ctx;  // --tls-cert: the client port speaks TLS
   std::string tls_plain;                // what one TLS read decrypted (reused)
@@ -172,14 +169,9 @@ struct Server::Impl {
   void trim_outbox(int64_t now);
   void extra_stats(std::vector<proto::Stat>& s) const;
 
-  bool start_metrics();
-  void on_metrics_accept();
-  void sweep_http(int64_t now);
-  void close_http_all();
-  void http_answer(
-      const std::string& request,
-      const std::function<void(int, const char*, const char*, const std::string&)>& reply);
-  std::string render_metrics() const;
+  // AdminHttp::Pages (http.cc): what /metrics and /healthz show.
+  std::string metrics_text() const override;
+  std::string unhealthy() const override;
 };
 
 }  // namespace stockd

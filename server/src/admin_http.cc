@@ -1,0 +1,159 @@
+#include "admin_http.h"
+
+#include <cstdio>
+
+#include "stockd/endpoint.h"
+
+namespace stockd {
+
+int64_t wall_ms();  // server.cc
+
+struct HttpConn {
+  uv_tcp_t tcp{};
+  std::string request;
+  std::string response;
+  uv_write_t wreq{};
+  bool answered = false;
+  int64_t accepted_ms = 0;
+  std::vector<HttpConn*>* open = nullptr;  // AdminHttp::conns_, left in the close callback
+  AdminHttp* owner = nullptr;
+};
+
+namespace {
+
+constexpr size_t kHttpRequestBytesMax = 8192;
+
+void close_http(HttpConn* h) {
+  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&h->tcp))) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(&h->tcp), [](uv_handle_t* t) {
+    auto* h = static_cast<HttpConn*>(t->data);
+    std::erase(*h->open, h);
+    delete h;
+  });
+}
+
+void respond(HttpConn* h, int code, const char* reason, const char* type, const std::string& body) {
+  h->answered = true;
+  char head[256];
+  std::snprintf(head, sizeof head,
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                "Connection: close\r\n\r\n",
+                code, reason, type, body.size());
+  h->response = head;
+  h->response += body;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&h->tcp));
+  uv_buf_t b = uv_buf_init(h->response.data(), static_cast<unsigned>(h->response.size()));
+  h->wreq.data = h;
+  uv_write(&h->wreq, reinterpret_cast<uv_stream_t*>(&h->tcp), &b, 1,
+           [](uv_write_t* w, int) { close_http(static_cast<HttpConn*>(w->data)); });
+}
+
+}  // namespace
+
+bool AdminHttp::start() {
+  if (!config_.metrics_enabled) return true;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  if (std::string e = resolve_tcp(config_.metrics_host, config_.metrics_port, true, addr, addr_len);
+      !e.empty()) {
+    log_->critical("cannot listen for metrics on {}:{}: {}", config_.metrics_host,
+                   config_.metrics_port, e);
+    return false;
+  }
+  uv_tcp_init(&loop_, &listener_);
+  listener_.data = this;
+  listening_ = true;
+  int rc = uv_tcp_bind(&listener_, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 128, [](uv_stream_t* s, int st) {
+      auto* self = static_cast<AdminHttp*>(s->data);
+      if (st == 0) return self->on_accept();
+      ++self->metrics_.accept_errors;  // logged once per tick with the client port's
+    });
+  }
+  if (rc != 0) {
+    log_->critical("cannot listen for metrics on {}:{}: {}", config_.metrics_host,
+                   config_.metrics_port, uv_strerror(rc));
+    return false;
+  }
+  const bool v6 = config_.metrics_host.find(':') != std::string::npos;
+  log_->info("metrics on http://{}{}{}:{}/metrics", v6 ? "[" : "", config_.metrics_host,
+             v6 ? "]" : "", config_.metrics_port);
+  return true;
+}
+
+void AdminHttp::on_accept() {
+  auto* h = new HttpConn();
+  uv_tcp_init(&loop_, &h->tcp);
+  h->tcp.data = h;
+  h->accepted_ms = wall_ms();
+  h->open = &conns_;
+  h->owner = this;
+  conns_.push_back(h);
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener_),
+                reinterpret_cast<uv_stream_t*>(&h->tcp)) != 0) {
+    close_http(h);
+    return;
+  }
+  if (conns_.size() > config_.http_connections_max) {
+    ++metrics_.http_rejected;
+    respond(h, 503, "Service Unavailable", "text/plain",
+            "too many metrics connections (--http-connections-max)\n");
+    return;
+  }
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&h->tcp),
+      [](uv_handle_t* t, size_t, uv_buf_t* buf) {
+        AdminHttp* self = static_cast<HttpConn*>(t->data)->owner;
+        buf->base = self->read_buf_;
+        buf->len = sizeof self->read_buf_;
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+        auto* h = static_cast<HttpConn*>(s->data);
+        if (n < 0) return close_http(h);
+        if (h->answered) return;
+        h->request.append(buf->base, static_cast<size_t>(n));
+        if (h->request.size() > kHttpRequestBytesMax) {
+          return respond(h, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
+        }
+        if (h->request.find("\r\n\r\n") == std::string::npos) return;
+        h->owner->answer(h);
+      });
+}
+
+void AdminHttp::answer(HttpConn* h) {
+  const std::string& req = h->request;
+  auto sp1 = req.find(' ');
+  auto sp2 = sp1 == std::string::npos ? sp1 : req.find(' ', sp1 + 1);
+  if (sp2 == std::string::npos)
+    return respond(h, 400, "Bad Request", "text/plain", "bad request\n");
+  std::string method = req.substr(0, sp1);
+  std::string path = req.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
+  if (method != "GET" && method != "HEAD") {
+    return respond(h, 405, "Method Not Allowed", "text/plain", "only GET\n");
+  }
+  if (path == "/metrics") {
+    return respond(h, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", pages_.metrics_text());
+  }
+  if (path == "/healthz") {
+    std::string why = pages_.unhealthy();
+    if (!why.empty()) return respond(h, 503, "Service Unavailable", "text/plain", why + "\n");
+    return respond(h, 200, "OK", "text/plain", "ok\n");
+  }
+  respond(h, 404, "Not Found", "text/plain", "try /metrics or /healthz\n");
+}
+
+void AdminHttp::sweep(int64_t now) {
+  for (HttpConn* h : std::vector<HttpConn*>(conns_)) {
+    if (now - h->accepted_ms >= static_cast<int64_t>(config_.http_timeout_ms)) close_http(h);
+  }
+}
+
+void AdminHttp::close_all() {
+  for (HttpConn* h : std::vector<HttpConn*>(conns_)) close_http(h);
+  auto* l = reinterpret_cast<uv_handle_t*>(&listener_);
+  if (listening_ && !uv_is_closing(l)) uv_close(l, nullptr);
+}
+
+}  // namespace stockd

@@ -1,0 +1,56 @@
+// The operator's HTTP endpoint: GET /metrics (Prometheus text) and GET /healthz, on the loop.
+// A tiny HTTP/1.x responder: one request per connection, then close. At most
+// --http-connections-max are open; each must be read and answered within --http-timeout-ms
+// (sweep), so half-sent requests cannot pile up. What the pages say is the server's (Pages).
+#pragma once
+
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metrics.h"
+#include "stockd/config.h"
+
+namespace stockd {
+
+struct HttpConn;
+
+class AdminHttp {
+ public:
+  struct Pages {
+    virtual ~Pages() = default;
+    virtual std::string metrics_text() const = 0;  // GET /metrics
+    virtual std::string unhealthy() const = 0;     // GET /healthz: "" = 200 ok, else 503 and why
+  };
+
+  AdminHttp(uv_loop_t& loop, const Config& config, std::shared_ptr<spdlog::logger> log,
+            Metrics& metrics, const Pages& pages)
+      : loop_(loop), config_(config), log_(std::move(log)), metrics_(metrics), pages_(pages) {}
+  AdminHttp(const AdminHttp&) = delete;
+  AdminHttp& operator=(const AdminHttp&) = delete;
+
+  // Listens on --metrics-listen when it is set. false: it cannot (logged).
+  bool start();
+  void sweep(int64_t now);  // closes connections past --http-timeout-ms
+  void close_all();         // stopping: the listener and every connection
+
+ private:
+  void on_accept();
+  void answer(HttpConn* h);
+
+  uv_loop_t& loop_;
+  const Config& config_;
+  std::shared_ptr<spdlog::logger> log_;
+  Metrics& metrics_;
+  const Pages& pages_;
+  uv_tcp_t listener_{};
+  bool listening_ = false;
+  std::vector<HttpConn*> conns_;
+  char read_buf_[4096];
+};
+
+}  // namespace stockd
