@@ -142,7 +142,7 @@ void Server::Impl::linger_if_done(Conn* c) {
 void Server::Impl::close_conn(Conn* c) {
   if (c->closing()) return;
   set_state(c, Conn::State::kClosing);
-  std::erase_if(polls, [c](const Poll& p) { return p.conn == c; });
+  outbox_feed.forget(c);
   uv_close(c->handle(), [](uv_handle_t* h) {
     auto* c = static_cast<Conn*>(h->data);
     static_cast<Impl*>(h->loop->data)->conn_closed(c);

@@ -74,11 +74,11 @@ std::string Server::Impl::metrics_text() const {
   line(out, "stockd_idempotent_replays_total", "counter",
        "Requests answered from an idempotency key.", double(bc.idem_hits));
   line(out, "stockd_outbox_head_seq", "gauge", "Highest durable outbox sequence number.",
-       double(outbox_durable_head));
+       double(outbox_feed.head()));
   line(out, "stockd_outbox_acked_seq", "gauge", "Highest outbox sequence number acknowledged.",
-       double(outbox_acked));
+       double(outbox_feed.acked()));
   line(out, "stockd_outbox_lag", "gauge", "Outbox records not yet acknowledged by the sidecar.",
-       double(outbox_durable_head - std::min(outbox_durable_head, outbox_acked)));
+       double(outbox_feed.head() - std::min(outbox_feed.head(), outbox_feed.acked())));
   line(out, "stockd_store_errors_total", "counter", "Failed store writes or syncs.",
        double(metrics.store_errors));
   line(out, "stockd_store_failed", "gauge", "1 while writes are refused after a store failure.",

@@ -79,7 +79,30 @@ DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, 
                            proto::Response(std::move(r)), out);
     return {.status = proto::Status::kOk};
   }
-  return outbox(c, h, req, out);
+  bool acked_moved = false;
+  DispatchOutcome o = outbox_feed.handle(c, h, req, store_failed, out, acked_moved);
+  if (acked_moved) changes.meta = true;  // the meta row carries the acked position
+  return o;
+}
+
+// Answers long polls that now have records (or, with expired_only, whose wait ran out; all of
+// them while stopping), each on its connection, then frames what waited behind it.
+void Server::Impl::answer_polls(bool expired_only) {
+  const int64_t now = wall_ms();
+  for (auto& p : outbox_feed.take_ready(expired_only, stopping, now)) {
+    Conn* c = p.conn;
+    proto::OutboxReadResp resp;
+    outbox_feed.read(p.req, resp);
+    uint64_t begin = c->out_base + c->out.size();
+    proto::encode_response(proto::Opcode::kOutboxRead, p.header.request_id, proto::Status::kOk,
+                           proto::Response(std::move(resp)), c->out);
+    c->mark_answer(durable_seq, begin, p.header.opcode, p.header.request_id);
+    c->deferred = false;
+    c->last_active_ms = now;  // the idle clock restarts once the poll is answered
+    account_out(c);
+    mark_flush(c);
+    if (c->open() && !stopping) add_backlog(c);  // frames that waited behind the poll
+  }
 }
 
 // Rebuilds the book, and everything the loop keeps beside it, from what the store holds: at
@@ -92,9 +115,8 @@ std::string Server::Impl::load_book(Recovered& r) {
   choose_hold_id_key();
   make_dispatcher();
   lsn = r.meta.lsn;
-  outbox_acked = r.meta.outbox_acked;
-  outbox_first = r.meta.outbox_first;
-  outbox_durable_head = outbox_inflight_head = book->meta().next_outbox_seq - 1;
+  outbox_feed.reset(store.get(), r.meta.outbox_acked, r.meta.outbox_first,
+                    book->meta().next_outbox_seq - 1);
   return "";
 }
 
@@ -129,6 +151,7 @@ bool Server::Impl::reload_book() {
 // the book from it, and prove it takes a synced write before accepting writes again.
 void Server::Impl::try_recover_store() {
   wal.reset();  // a writer that saw a failure stays failed; start a fresh one
+  outbox_feed.set_store(nullptr);
   store.reset();
   std::string err;
   store = storage::Store::open(config.data_dir, store_options, err);
@@ -140,7 +163,7 @@ void Server::Impl::try_recover_store() {
   make_wal();
   storage::Status s = storage::Status::Ok();
   storage::Batch probe = store->batch();
-  build_batch(probe, *book, Changes{}, lsn + 1, outbox_acked, outbox_first);
+  build_batch(probe, *book, Changes{}, lsn + 1, outbox_feed.acked(), outbox_feed.first());
   s = store->write(probe, true);
   if (!s.ok()) {
     log->error("store still failing: {}", s.message());
@@ -395,12 +418,12 @@ void Server::Impl::seal_group() {
   }
   if (!wal) return;  // the store is being reopened after a failure: keep filling
   storage::Batch b = store->batch();
-  build_batch(b, *book, changes, ++lsn, outbox_acked, outbox_first);
+  build_batch(b, *book, changes, ++lsn, outbox_feed.acked(), outbox_feed.first());
   for (auto& k : extra_deletes) b.del(std::move(k));
   extra_deletes.clear();
   changes.clear();
   inflight_seq = fill_seq++;
-  outbox_inflight_head = book->meta().next_outbox_seq - 1;
+  outbox_feed.sealed(book->meta().next_outbox_seq - 1);
   wal->submit(std::move(b));
 }
 
@@ -417,10 +440,7 @@ void Server::Impl::on_wal_done() {
     STOCKD_CHECK(inflight_seq > durable_seq, "the durable group sequence only rises");
     durable_seq = inflight_seq;
     inflight_seq = 0;
-    if (outbox_inflight_head > outbox_durable_head) {
-      outbox_durable_head = outbox_inflight_head;
-      answer_polls(false);
-    }
+    if (outbox_feed.durable()) answer_polls(false);
   }
   end_of_turn();
 }
@@ -466,7 +486,7 @@ void Server::Impl::on_tick() {
   if (store_failed && inflight_seq == 0 && !stopping) try_recover_store();
   if (!store_failed && !stopping) {
     book->expire(now, changes);  // also forgets keys and finished holds past retention
-    trim_outbox(now);
+    outbox_feed.trim(now, extra_deletes);
   }
   answer_polls(true);
   end_of_turn();
@@ -483,10 +503,10 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"group_write_us_total", static_cast<uint64_t>(metrics.fsync_seconds.sum * 1e6)});
   s.push_back({"lsn", lsn});
   s.push_back({"store_failed", store_failed ? 1u : 0u});
-  s.push_back({"outbox_head", outbox_durable_head});
-  s.push_back({"outbox_acked", outbox_acked});
+  s.push_back({"outbox_head", outbox_feed.head()});
+  s.push_back({"outbox_acked", outbox_feed.acked()});
   // 0 when no record is retained, as OUTBOX_READ and OUTBOX_STATUS say.
-  s.push_back({"outbox_first", outbox_first <= outbox_durable_head ? outbox_first : 0});
+  s.push_back({"outbox_first", outbox_feed.first_retained()});
 }
 
 // ---------------------------------------------------------------------------------------------

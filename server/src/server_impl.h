@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "dispatch.h"
 #include "metrics.h"
+#include "outbox_feed.h"
 #include "stockd/book.h"
 #include "stockd/persist.h"
 #include "stockd/server.h"
@@ -76,18 +77,7 @@ struct Server::Impl : AdminHttp::Pages {
   std::string store_error;
   std::vector<std::string> extra_deletes;  // outbox trims, carried by the next batch
 
-  // ---- Outbox. ----
-  uint64_t outbox_durable_head = 0;   // highest outbox seq known durable
-  uint64_t outbox_inflight_head = 0;  // highest seq in the group being written
-  uint64_t outbox_acked = 0;
-  uint64_t outbox_first = 1;
-  struct Poll {
-    Conn* conn;
-    proto::FrameHeader header;
-    proto::OutboxReadReq req;
-    int64_t deadline_ms;
-  };
-  std::vector<Poll> polls;
+  OutboxFeed outbox_feed{config, log};  // the outbox's positions, long polls and trim
 
   // ---- Connections. ----
   std::vector<Conn*> conns;             // every open connection
@@ -161,12 +151,8 @@ struct Server::Impl : AdminHttp::Pages {
   void arm_expiry();
   void on_tick();
 
-  DispatchOutcome outbox(Conn* c, const proto::FrameHeader& h, const proto::Request& req,
-                         std::string& out);
   DispatchOutcome loop_answer(Conn* c, const proto::FrameHeader& h, std::string& out);
-  void outbox_read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp);
   void answer_polls(bool expired_only);
-  void trim_outbox(int64_t now);
   void extra_stats(std::vector<proto::Stat>& s) const;
 
   // AdminHttp::Pages (http.cc): what /metrics and /healthz show.

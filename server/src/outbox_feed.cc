@@ -1,0 +1,147 @@
+// The sidecar's operations: read durable outbox records after a cursor (with long-poll),
+// acknowledge up to a sequence number, report status; trim acknowledged records past retention.
+#include "outbox_feed.h"
+
+#include <algorithm>
+
+#include "stockd/records.h"
+
+namespace stockd {
+
+int64_t wall_ms();  // server.cc
+
+namespace {
+
+// Room kept in an OUTBOX_READ answer for its header and fixed fields.
+constexpr size_t kOutboxFrameSlackBytes = 1024;
+constexpr size_t kOutboxTrimPerTickMax = 10000;
+
+size_t approx_bytes(const proto::OutboxRecord& r) {
+  size_t n = 64 + r.user.size() + r.key.size();
+  for (const auto& l : r.lines) n += 8 + l.sku.size();
+  for (const auto& c : r.codes) n += 4 + c.sku.size() + c.code.size();
+  return n;
+}
+
+}  // namespace
+
+void OutboxFeed::reset(storage::Store* store, uint64_t acked, uint64_t first, uint64_t head) {
+  store_ = store;
+  acked_ = acked;
+  first_ = first;
+  durable_head_ = inflight_head_ = head;
+}
+
+void OutboxFeed::read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp) const {
+  resp.head_seq = durable_head_;
+  resp.acked_seq = acked_;
+  resp.first_seq = first_retained();
+  uint64_t from = std::max(req.after_seq + 1, first_);
+  if (from > durable_head_ || store_ == nullptr) return;  // no store: being reopened
+  size_t budget = config_.frame_bytes_max - kOutboxFrameSlackBytes;
+  std::string why;
+  storage::Status s = store_->scan(
+      std::string{rec::kTagOutbox, '/'},
+      [&](std::string_view, std::string_view v) {
+        proto::OutboxRecord r;
+        if (!rec::decode(v, r, why)) return false;
+        if (r.seq > durable_head_) return false;
+        size_t n = approx_bytes(r);
+        if (n > budget && !resp.records.empty()) return false;
+        budget -= std::min(budget, n);
+        resp.records.push_back(std::move(r));
+        return resp.records.size() < req.max_records;
+      },
+      rec::outbox_key(from));
+  if (!s.ok() || !why.empty()) {
+    log_->error("outbox read failed at seq {}: {}", from, s.ok() ? why : s.message());
+    resp.records.clear();
+  }
+}
+
+DispatchOutcome OutboxFeed::handle(Conn* conn, const proto::FrameHeader& h,
+                                   const proto::Request& req, bool store_failed, std::string& out,
+                                   bool& acked_moved) {
+  acked_moved = false;
+  auto op = static_cast<proto::Opcode>(h.opcode);
+  if (store_ == nullptr || store_failed) {
+    Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kStorageUnavailable,
+                             store_failed ? "the store failed; the outbox is unavailable until it "
+                                            "recovers"
+                                          : "durability is off: there is no outbox",
+                             out);
+    return {.status = proto::Status::kStorageUnavailable};
+  }
+  if (op == proto::Opcode::kOutboxRead) {
+    const auto& r = std::get<proto::OutboxReadReq>(req);
+    proto::OutboxReadResp resp;
+    read(r, resp);
+    if (resp.records.empty() && r.wait_ms > 0 && r.after_seq >= durable_head_) {
+      polls_.push_back({conn, h, r, wall_ms() + r.wait_ms});
+      return {.deferred = true};
+    }
+    proto::encode_response(op, h.request_id, proto::Status::kOk, proto::Response(std::move(resp)),
+                           out);
+    return {.status = proto::Status::kOk};
+  }
+  if (op == proto::Opcode::kOutboxAck) {
+    uint64_t upto = std::get<proto::OutboxAckReq>(req).upto_seq;
+    if (upto > durable_head_) {
+      Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kBadRequest,
+                               "ack " + std::to_string(upto) + " is beyond the outbox head " +
+                                   std::to_string(durable_head_),
+                               out);
+      return {.status = proto::Status::kBadRequest};
+    }
+    if (upto > acked_) {
+      acked_ = upto;
+      acked_moved = true;  // the meta row carries it
+    }
+  }
+  proto::OutboxStatusResp st{durable_head_, acked_, first_retained()};
+  proto::encode_response(op, h.request_id, proto::Status::kOk, proto::Response(st), out);
+  return {.status = proto::Status::kOk};
+}
+
+bool OutboxFeed::durable() {
+  if (inflight_head_ <= durable_head_) return false;
+  durable_head_ = inflight_head_;
+  return true;
+}
+
+std::vector<OutboxFeed::Poll> OutboxFeed::take_ready(bool expired_only, bool all, int64_t now) {
+  std::vector<Poll> ready;
+  if (polls_.empty()) return ready;
+  std::erase_if(polls_, [&](const Poll& p) {
+    const bool has = durable_head_ > p.req.after_seq;
+    if ((has && !expired_only) || now >= p.deadline_ms || all) {
+      ready.push_back(p);
+      return true;
+    }
+    return false;
+  });
+  return ready;
+}
+
+void OutboxFeed::forget(const Conn* conn) {
+  std::erase_if(polls_, [conn](const Poll& p) { return p.conn == conn; });
+}
+
+void OutboxFeed::trim(int64_t now, std::vector<std::string>& deletes) {
+  if (store_ == nullptr) return;
+  for (size_t n = 0; n < kOutboxTrimPerTickMax && first_ <= acked_; ++n) {
+    std::string v;
+    bool found = false;
+    if (!store_->get(rec::outbox_key(first_), v, found).ok()) return;
+    proto::OutboxRecord r;
+    std::string why;
+    if (found) {
+      if (!rec::decode(v, r, why)) return;
+      if (r.at_ms + config_.outbox_retention_ms > now) return;
+      deletes.push_back(rec::outbox_key(first_));
+    }
+    ++first_;
+  }
+}
+
+}  // namespace stockd
