@@ -98,7 +98,7 @@ void Server::Impl::answer_then_close(Conn* c, uint32_t request_id, proto::Status
                                      const std::string& why) {
   uint64_t begin = c->out_base + c->out.size();
   Dispatcher::encode_error(0, request_id, st, why, c->out);
-  c->mark_answer(fill_seq, begin, 0, request_id);
+  c->mark_answer(commit.filling(), begin, 0, request_id);
   finish_conn(c);
 }
 
@@ -435,8 +435,8 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
   }
   const size_t begin_at = c->out.size();
   const uint64_t begin = c->out_base + begin_at;
-  DispatchOutcome o =
-      dispatcher->handle(c->session, h, body, wall_ms(), !store_failed, changes, c->out);
+  DispatchOutcome o = dispatcher->handle(c->session, h, body, wall_ms(), !commit.failed(),
+                                         commit.changes(), c->out);
   if (o.loop) o = loop_answer(c, h, c->out);
   if (!was_authed && c->session.hello_done) {
     --hello_pending;
@@ -463,7 +463,7 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
                              "the answer would not fit a frame", c->out);
     o.status = proto::Status::kInternal;
   }
-  c->mark_answer(fill_seq, begin, h.opcode, h.request_id);
+  c->mark_answer(commit.filling(), begin, h.opcode, h.request_id);
   metrics.count_answer(h.opcode, static_cast<uint16_t>(o.status));
   if (o.close) finish_conn(c);
 }
@@ -499,7 +499,7 @@ void Server::Impl::flush(Conn* c) {
   size_t n = 0;
   const uint64_t now_ns = uv_hrtime();
   for (const auto& m : c->marks) {
-    if (m.tag > durable_seq) break;
+    if (m.tag > commit.durable()) break;
     end = m.end;
     ++n;
     metrics.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);

@@ -29,7 +29,7 @@ void line(std::string& out, const char* name, const char* type, const char* help
 }  // namespace
 
 std::string Server::Impl::unhealthy() const {
-  if (store_failed) return "store failed: " + store_error;
+  if (commit.failed()) return "store failed: " + commit.error();
   if (stopping) return "stopping";
   return "";
 }
@@ -82,7 +82,7 @@ std::string Server::Impl::metrics_text() const {
   line(out, "stockd_store_errors_total", "counter", "Failed store writes or syncs.",
        double(metrics.store_errors));
   line(out, "stockd_store_failed", "gauge", "1 while writes are refused after a store failure.",
-       store_failed ? 1 : 0);
+       commit.failed() ? 1 : 0);
   line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",
        double(metrics.bad_frames));
   line(out, "stockd_output_bytes", "gauge",
@@ -114,7 +114,7 @@ std::string Server::Impl::metrics_text() const {
        "Connections closed because incomplete frames passed --read-buffer-budget.",
        double(metrics.read_budget_closes));
   line(out, "stockd_log_sequence_number", "gauge", "Our log sequence number (batches written).",
-       double(lsn));
+       double(commit.lsn()));
   // SKU-level gauges for a bounded set only (the first metrics_sku_max ids in byte order).
   proto::SkuListResp skus;
   if (config.metrics_sku_max > 0) book->sku_list({"", config.metrics_sku_max}, skus);

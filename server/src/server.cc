@@ -36,9 +36,8 @@ bool Server::Impl::open_and_recover() {
     return true;
   }
   auto start = std::chrono::steady_clock::now();
-  std::string err;
-  store = storage::Store::open(config.data_dir, store_options, err);
-  if (!store) {
+  std::string err = commit.open(store_options);
+  if (!err.empty()) {
     log->critical("{}", err);
     return false;
   }
@@ -51,16 +50,9 @@ bool Server::Impl::open_and_recover() {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log->info(
       "recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
-      r.skus, r.holds, r.idem, r.codes, r.outbox, lsn, secs);
-  make_wal();
+      r.skus, r.holds, r.idem, r.codes, r.outbox, commit.lsn(), secs);
+  commit.start_wal([this] { uv_async_send(&wal_done); });
   return true;
-}
-
-void Server::Impl::make_wal() {
-  wal = std::make_unique<storage::WalWriter>(
-      *store, config.durability == Durability::kSync,
-      config.durability == Durability::kInterval ? config.fsync_interval_ms : 0,
-      [this] { uv_async_send(&wal_done); }, static_cast<int>(config.wal_spin_us));
 }
 
 void Server::Impl::make_dispatcher() {
@@ -80,8 +72,8 @@ DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, 
     return {.status = proto::Status::kOk};
   }
   bool acked_moved = false;
-  DispatchOutcome o = outbox_feed.handle(c, h, req, store_failed, out, acked_moved);
-  if (acked_moved) changes.meta = true;  // the meta row carries the acked position
+  DispatchOutcome o = outbox_feed.handle(c, h, req, commit.failed(), out, acked_moved);
+  if (acked_moved) commit.changes().meta = true;  // the meta row carries the acked position
   return o;
 }
 
@@ -96,7 +88,7 @@ void Server::Impl::answer_polls(bool expired_only) {
     uint64_t begin = c->out_base + c->out.size();
     proto::encode_response(proto::Opcode::kOutboxRead, p.header.request_id, proto::Status::kOk,
                            proto::Response(std::move(resp)), c->out);
-    c->mark_answer(durable_seq, begin, p.header.opcode, p.header.request_id);
+    c->mark_answer(commit.durable(), begin, p.header.opcode, p.header.request_id);
     c->deferred = false;
     c->last_active_ms = now;  // the idle clock restarts once the poll is answered
     account_out(c);
@@ -109,13 +101,12 @@ void Server::Impl::answer_polls(bool expired_only) {
 // start, and after a failed write. On error the current book stays and the error is returned.
 std::string Server::Impl::load_book(Recovered& r) {
   auto fresh = std::make_unique<Book>(book_limits());
-  std::string err = recover(*store, *fresh, r);
+  std::string err = commit.recover_into(*fresh, r);
   if (!err.empty()) return err;
   book = std::move(fresh);
   choose_hold_id_key();
   make_dispatcher();
-  lsn = r.meta.lsn;
-  outbox_feed.reset(store.get(), r.meta.outbox_acked, r.meta.outbox_first,
+  outbox_feed.reset(commit.store(), r.meta.outbox_acked, r.meta.outbox_first,
                     book->meta().next_outbox_seq - 1);
   return "";
 }
@@ -150,28 +141,18 @@ bool Server::Impl::reload_book() {
 // restart would (RocksDB's in-place Resume() does not clear a failed WAL append in 7.8), reload
 // the book from it, and prove it takes a synced write before accepting writes again.
 void Server::Impl::try_recover_store() {
-  wal.reset();  // a writer that saw a failure stays failed; start a fresh one
   outbox_feed.set_store(nullptr);
-  store.reset();
-  std::string err;
-  store = storage::Store::open(config.data_dir, store_options, err);
-  if (!store) {
+  if (std::string err = commit.reopen(store_options); !err.empty()) {
     log->error("store still failing: {}", err);
     return;
   }
   if (!reload_book()) return;
-  make_wal();
-  storage::Status s = storage::Status::Ok();
-  storage::Batch probe = store->batch();
-  build_batch(probe, *book, Changes{}, lsn + 1, outbox_feed.acked(), outbox_feed.first());
-  s = store->write(probe, true);
-  if (!s.ok()) {
-    log->error("store still failing: {}", s.message());
+  if (std::string err = commit.resume(*book, outbox_feed, [this] { uv_async_send(&wal_done); });
+      !err.empty()) {
+    log->error("store still failing: {}", err);
     return;
   }
-  ++lsn;
-  store_failed = false;
-  log->warn("store recovered at lsn {}; accepting writes again", lsn);
+  log->warn("store recovered at lsn {}; accepting writes again", commit.lsn());
 }
 
 bool Server::Impl::start_listening() {
@@ -321,15 +302,14 @@ int Server::Impl::run() {
     begin_stop("listen failed");
   } else {
     // Holds whose TTL ran out while we were down expire in the first turn.
-    book->expire(wall_ms(), changes);
+    book->expire(wall_ms(), commit.changes());
     arm_expiry();
     if (stop_requested) begin_stop("stop requested");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-  wal.reset();  // joins the WAL thread after it wrote what was submitted
   int rc = uv_loop_close(&loop);
   if (rc != 0) log->error("loop closed with open handles: {}", uv_strerror(rc));
-  store.reset();
+  commit.close();
   log->info("stopped");
   return code;
 }
@@ -370,9 +350,9 @@ void Server::Impl::begin_stop(const char* why) {
 
 void Server::Impl::finish_stop_if_drained() {
   if (!stopping) return;
-  const bool writing = inflight_seq != 0 || !changes.empty();
-  if (writing && !store_failed) return;
-  if (!conns.empty() && !force_stop && !store_failed) return;
+  const bool writing = commit.pending();
+  if (writing && !commit.failed()) return;
+  if (!conns.empty() && !force_stop && !commit.failed()) return;
   auto close = [](auto* h) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
@@ -395,53 +375,17 @@ void Server::Impl::finish_stop_if_drained() {
 // Group commit.
 
 void Server::Impl::end_of_turn() {
-  if (inflight_seq == 0) seal_group();
+  if (!commit.in_flight()) commit.seal(*book, outbox_feed);
   flush_all();
   if (backlog.empty() && !stopping) uv_idle_stop(&backlog_idle);
   arm_expiry();
   finish_stop_if_drained();
 }
 
-// Turns the filling group into a batch for the WAL thread, or, when it changed nothing and
-// nothing is in flight, declares it durable at once. Called only when nothing is in flight.
-void Server::Impl::seal_group() {
-  STOCKD_CHECK(inflight_seq == 0, "one group in flight at a time");
-  STOCKD_CHECK(durable_seq < fill_seq, "groups become durable in sequence");
-  if (changes.empty() && extra_deletes.empty()) {
-    durable_seq = fill_seq++;
-    return;
-  }
-  if (config.durability == Durability::kOff) {  // no store, hence no outbox to advance
-    changes.clear();
-    durable_seq = fill_seq++;
-    return;
-  }
-  if (!wal) return;  // the store is being reopened after a failure: keep filling
-  storage::Batch b = store->batch();
-  build_batch(b, *book, changes, ++lsn, outbox_feed.acked(), outbox_feed.first());
-  for (auto& k : extra_deletes) b.del(std::move(k));
-  extra_deletes.clear();
-  changes.clear();
-  inflight_seq = fill_seq++;
-  outbox_feed.sealed(book->meta().next_outbox_seq - 1);
-  wal->submit(std::move(b));
-}
-
 void Server::Impl::on_wal_done() {
-  for (auto& d : wal->take_done()) {
-    if (!d.status.ok()) {
-      ++metrics.store_errors;
-      fail_store(d.status.message());
-      continue;
-    }
-    if (d.lsn == 0) continue;
-    metrics.fsync_seconds.observe(static_cast<double>(d.write_us) / 1e6);
-    metrics.batch_ops.observe(static_cast<double>(d.ops));
-    STOCKD_CHECK(inflight_seq > durable_seq, "the durable group sequence only rises");
-    durable_seq = inflight_seq;
-    inflight_seq = 0;
-    if (outbox_feed.durable()) answer_polls(false);
-  }
+  std::string failure;
+  if (commit.collect(metrics, failure) && outbox_feed.durable()) answer_polls(false);
+  if (!failure.empty()) fail_store(failure);
   end_of_turn();
 }
 
@@ -450,20 +394,16 @@ void Server::Impl::on_wal_done() {
 // the store holds, and writes are refused until the store resumes.
 void Server::Impl::fail_store(const std::string& why) {
   log->critical("STORE FAILED: {} -- refusing writes until it recovers", why);
-  store_failed = true;
-  store_error = why;
-  inflight_seq = 0;
-  for (Conn* c : conns) c->fail_unreleased(durable_seq);
-  changes.clear();
-  extra_deletes.clear();
+  commit.fail(why);
+  for (Conn* c : conns) c->fail_unreleased(commit.durable());
   if (!reload_book()) return;
-  durable_seq = fill_seq++;
+  commit.skip_failed();
 }
 
 void Server::Impl::arm_expiry() {
   int64_t next = book->next_deadline();
   // While the store is failed nothing may expire (it would be a write): on_tick re-arms after.
-  if (next == INT64_MAX || stopping || store_failed) {
+  if (next == INT64_MAX || stopping || commit.failed()) {
     uv_timer_stop(&expiry_timer);
     return;
   }
@@ -472,7 +412,7 @@ void Server::Impl::arm_expiry() {
       &expiry_timer,
       [](uv_timer_t* t) {
         auto* self = static_cast<Impl*>(t->data);
-        if (!self->store_failed) self->book->expire(wall_ms(), self->changes);
+        if (!self->commit.failed()) self->book->expire(wall_ms(), self->commit.changes());
         self->end_of_turn();
       },
       static_cast<uint64_t>(delay), 0);
@@ -483,10 +423,10 @@ void Server::Impl::on_tick() {
   sweep_conns(now);
   admin_http.sweep(now);
   accept_errors_logged = metrics.accept_errors;
-  if (store_failed && inflight_seq == 0 && !stopping) try_recover_store();
-  if (!store_failed && !stopping) {
-    book->expire(now, changes);  // also forgets keys and finished holds past retention
-    outbox_feed.trim(now, extra_deletes);
+  if (commit.failed() && !commit.in_flight() && !stopping) try_recover_store();
+  if (!commit.failed() && !stopping) {
+    book->expire(now, commit.changes());  // also forgets keys and finished holds past retention
+    outbox_feed.trim(now, commit.deletes());
   }
   answer_polls(true);
   end_of_turn();
@@ -501,8 +441,8 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"groups_written", metrics.batch_ops.count});
   s.push_back({"group_ops_total", static_cast<uint64_t>(metrics.batch_ops.sum)});
   s.push_back({"group_write_us_total", static_cast<uint64_t>(metrics.fsync_seconds.sum * 1e6)});
-  s.push_back({"lsn", lsn});
-  s.push_back({"store_failed", store_failed ? 1u : 0u});
+  s.push_back({"lsn", commit.lsn()});
+  s.push_back({"store_failed", commit.failed() ? 1u : 0u});
   s.push_back({"outbox_head", outbox_feed.head()});
   s.push_back({"outbox_acked", outbox_feed.acked()});
   // 0 when no record is retained, as OUTBOX_READ and OUTBOX_STATUS say.

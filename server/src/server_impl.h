@@ -15,6 +15,7 @@
 #include "admin_http.h"
 #include "conn.h"
 #include "dispatch.h"
+#include "group_commit.h"
 #include "metrics.h"
 #include "outbox_feed.h"
 #include "stockd/book.h"
@@ -51,8 +52,6 @@ struct Server::Impl : AdminHttp::Pages {
   std::shared_ptr<spdlog::logger> log = spdlog::default_logger();
   std::unique_ptr<Book> book;
   std::unique_ptr<Dispatcher> dispatcher;
-  std::unique_ptr<storage::Store> store;
-  std::unique_ptr<storage::WalWriter> wal;
 
   uv_loop_t loop{};
   uv_tcp_t listener{};
@@ -67,16 +66,7 @@ struct Server::Impl : AdminHttp::Pages {
   Metrics metrics;
   AdminHttp admin_http{loop, config, log, metrics, *this};  // GET /metrics, /healthz
 
-  // ---- Group commit state. ----
-  Changes changes;            // the filling group
-  uint64_t fill_seq = 1;      // id of the filling group; answers are tagged with it
-  uint64_t durable_seq = 0;   // every group <= this is durable (or was empty)
-  uint64_t inflight_seq = 0;  // group being written by the WAL thread, 0 if none
-  uint64_t lsn = 0;           // our log sequence number: +1 per written batch
-  bool store_failed = false;
-  std::string store_error;
-  std::vector<std::string> extra_deletes;  // outbox trims, carried by the next batch
-
+  GroupCommit commit{config};           // the store, the WAL thread, the sequence of groups
   OutboxFeed outbox_feed{config, log};  // the outbox's positions, long polls and trim
 
   // ---- Connections. ----
@@ -136,10 +126,8 @@ struct Server::Impl : AdminHttp::Pages {
   void sweep_conns(int64_t now);
 
   void end_of_turn();
-  void seal_group();
   void on_wal_done();
   void fail_store(const std::string& why);
-  void make_wal();
   void make_dispatcher();
   std::string load_book(Recovered& r);
   bool reload_book();

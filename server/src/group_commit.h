@@ -1,0 +1,79 @@
+// Group commit: the store, its WAL writer and the sequence of groups. The decisions of one loop
+// turn fill a group (`changes`); sealing it builds one batch (the book's rows, the meta row, the
+// outbox feed's deletes) for the WAL thread; answers tagged with a group are released once it is
+// durable. One group is in flight at a time, and groups become durable in rising sequence.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metrics.h"
+#include "outbox_feed.h"
+#include "stockd/book.h"
+#include "stockd/config.h"
+#include "stockd/persist.h"
+#include "stockd/store.h"
+
+namespace stockd {
+
+class GroupCommit {
+ public:
+  explicit GroupCommit(const Config& config) : config_(config) {}
+
+  // ---- The store. ----
+  // Opens the data dir's store. "" or why not.
+  std::string open(const storage::StoreOptions& options);
+  storage::Store* store() const { return store_.get(); }
+  // Rebuilds `book` from the store (persist.h) and takes the store's lsn. "" or what is wrong.
+  std::string recover_into(Book& book, Recovered& r);
+  // Starts the WAL thread; `notify` runs on it when a write finished (uv_async_send).
+  void start_wal(std::function<void()> notify);
+  void close();  // the WAL thread (after what was submitted), then the store
+
+  // ---- The sequence of groups. ----
+  Changes& changes() { return changes_; }                   // the filling group
+  std::vector<std::string>& deletes() { return deletes_; }  // carried by the next batch
+  uint64_t filling() const { return fill_seq_; }            // answers made now wait for this group
+  uint64_t durable() const { return durable_seq_; }         // every group up to this one is durable
+  bool in_flight() const { return inflight_seq_ != 0; }
+  bool pending() const { return in_flight() || !changes_.empty(); }
+  uint64_t lsn() const { return lsn_; }
+
+  // Seals the filling group: durable at once when it changed nothing (or durability is off),
+  // else one batch for the WAL thread. Only while nothing is in flight.
+  void seal(const Book& book, OutboxFeed& feed);
+  // Takes the writes the WAL thread finished. True when the group in flight became durable;
+  // `failure` is set (and the group dropped) when a write or sync failed.
+  bool collect(Metrics& metrics, std::string& failure);
+
+  // ---- Failure. ----
+  // A write failed: nothing in flight or filling may be acknowledged; writes are refused.
+  void fail(const std::string& why);
+  // After the book was rebuilt from the store: the failed groups are passed over.
+  void skip_failed() { durable_seq_ = fill_seq_++; }
+  bool failed() const { return failed_; }
+  const std::string& error() const { return error_; }
+  // While failed, in two steps around rebuilding the book from the store: close and open the
+  // store again, as a restart would (RocksDB 7.8's Resume() does not clear a failed WAL
+  // append); then start a fresh WAL thread and prove a synced write. "" or why not.
+  std::string reopen(const storage::StoreOptions& options);
+  std::string resume(const Book& book, const OutboxFeed& feed, std::function<void()> notify);
+
+ private:
+  const Config& config_;
+  std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<storage::WalWriter> wal_;
+  Changes changes_;
+  std::vector<std::string> deletes_;  // outbox trims
+  uint64_t fill_seq_ = 1;             // id of the filling group; answers are tagged with it
+  uint64_t durable_seq_ = 0;          // every group <= this is durable (or was empty)
+  uint64_t inflight_seq_ = 0;         // group being written by the WAL thread, 0 if none
+  uint64_t lsn_ = 0;                  // our log sequence number: +1 per written batch
+  bool failed_ = false;
+  std::string error_;
+};
+
+}  // namespace stockd
