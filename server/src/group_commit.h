@@ -31,7 +31,10 @@ class GroupCommit {
   std::string recover_into(Book& book, Recovered& r);
   // Starts the WAL thread; `notify` runs on it when a write finished (uv_async_send).
   void start_wal(std::function<void()> notify);
-  void close();  // the WAL thread (after what was submitted), then the store
+  // Joins the WAL thread after it wrote what was submitted: before the loop closes, as its
+  // notify signals the loop.
+  void stop_wal() { wal_.reset(); }
+  void close();  // the WAL thread, then the store
 
   // ---- The sequence of groups. ----
   Changes& changes() { return changes_; }                   // the filling group

@@ -307,6 +307,7 @@ int Server::Impl::run() {
     if (stop_requested) begin_stop("stop requested");
   }
   uv_run(&loop, UV_RUN_DEFAULT);
+  commit.stop_wal();  // its thread signals the loop: joined before the loop closes
   int rc = uv_loop_close(&loop);
   if (rc != 0) log->error("loop closed with open handles: {}", uv_strerror(rc));
   commit.close();
