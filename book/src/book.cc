@@ -289,8 +289,8 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   }
 }
 
-Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
-                     Changes& ch) {
+Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
+                      Changes& ch) {
   Impl& m = *impl_;
   out = proto::ReserveResp{};
   m.sweep(now, ch);
@@ -327,7 +327,7 @@ Status Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveRe
   return Status::kOk;
 }
 
-Status Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch) {
+Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::ClaimResp{};
   m.sweep(now, ch);
@@ -397,13 +397,13 @@ Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, 
   return st;
 }
 
-Status Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
-                    std::string_view user) {
+Verdict Book::commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                     std::string_view user) {
   return impl_->settle(hold_id, user, now, true, out, ch);
 }
 
-Status Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
-                     std::string_view user) {
+Verdict Book::release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                      std::string_view user) {
   return impl_->settle(hold_id, user, now, false, out, ch);
 }
 

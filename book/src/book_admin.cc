@@ -48,7 +48,7 @@ book_detail::StrMap<uint64_t> Book::Impl::count_users(const Sku& s) const {
   return users;
 }
 
-Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
+Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::SkuView{};
   m.sweep(now, ch);  // so that held counts are current before a new total is checked
@@ -111,7 +111,7 @@ Status Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& o
   return Status::kOk;
 }
 
-Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
+Verdict Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(req.sku);
@@ -141,7 +141,7 @@ Status Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes&
   return Status::kOk;
 }
 
-Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
+Verdict Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
   Impl& m = *impl_;
   out = proto::CodesLoadResp{};
   if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: " + book_detail::sku_rule());
@@ -187,7 +187,7 @@ Status Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& ou
   return Status::kOk;
 }
 
-Status Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
+Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   impl_->sweep(now, ch);
   if (!book_detail::sku_id_ok(sku)) return impl_->refuse("sale_close: " + book_detail::sku_rule());

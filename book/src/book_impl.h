@@ -148,11 +148,9 @@ inline bool retention_over(int64_t t, int64_t ret, int64_t now) {
 namespace stockd {
 
 struct Book::Impl {
-  // The reason of the last BAD_REQUEST, for the error answer (Book::last_refusal()).
-  std::string refusal;
-  proto::Status refuse(std::string why, proto::Status st = proto::Status::kBadRequest) {
-    refusal = std::move(why);
-    return st;
+  // A refusal with its reason, for the error answer.
+  static Verdict refuse(std::string why, proto::Status st = proto::Status::kBadRequest) {
+    return {st, std::move(why)};
   }
 
   using Sku = book_detail::Sku;

@@ -67,7 +67,6 @@ void Book::stats(std::vector<proto::Stat>& out) const {
 }
 
 const BookCounters& Book::counters() const { return impl_->counters; }
-const std::string& Book::last_refusal() const { return impl_->refusal; }
 size_t Book::sku_count() const { return impl_->skus.size(); }
 size_t Book::live_holds() const { return impl_->deadlines.size(); }
 

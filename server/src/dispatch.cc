@@ -21,10 +21,10 @@ bool token_equal(const std::string& a, const std::string& b) {
 
 // Encodes the book's answer; an error status (>= 64) carries the book's reason instead.
 template <class Resp>
-void Dispatcher::answer(Opcode op, uint32_t id, Status st, Resp&& resp, std::string& out) {
+void Dispatcher::answer(Opcode op, uint32_t id, const Verdict& v, Resp&& resp, std::string& out) {
+  const Status st = v.status;
   if (proto::is_error_status(st)) {
-    const std::string& why = book_.last_refusal();
-    error(static_cast<uint16_t>(op), id, st, why.empty() ? proto::status_name(st) : why, out);
+    error(static_cast<uint16_t>(op), id, st, v.why.empty() ? proto::status_name(st) : v.why, out);
     return;
   }
   status_ = st;
@@ -161,7 +161,7 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
       return {};
     case Opcode::kReserve: {
       proto::ReserveResp r;
-      Status st = book_.reserve(std::get<proto::ReserveReq>(req_), now, r, ch);
+      Verdict st = book_.reserve(std::get<proto::ReserveReq>(req_), now, r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }
@@ -178,15 +178,15 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
         return {};
       }
       proto::HoldView v;
-      Status st = op == Opcode::kCommit    ? book_.commit(hr.hold_id, now, v, ch, hr.user)
-                  : op == Opcode::kRelease ? book_.release(hr.hold_id, now, v, ch, hr.user)
-                                           : book_.hold_get(hr.hold_id, v, hr.user);
+      Verdict st = op == Opcode::kCommit    ? book_.commit(hr.hold_id, now, v, ch, hr.user)
+                   : op == Opcode::kRelease ? book_.release(hr.hold_id, now, v, ch, hr.user)
+                                            : Verdict(book_.hold_get(hr.hold_id, v, hr.user));
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kClaim: {
       proto::ClaimResp r;
-      Status st = book_.claim(std::get<proto::ClaimReq>(req_), now, r, ch);
+      Verdict st = book_.claim(std::get<proto::ClaimReq>(req_), now, r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }
@@ -194,7 +194,8 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     case Opcode::kSaleClose: {
       proto::SkuView v;
       const std::string& sku = std::get<proto::SkuReq>(req_).sku;
-      Status st = op == Opcode::kSkuGet ? book_.sku_get(sku, v) : book_.sale_close(sku, now, v, ch);
+      Verdict st = op == Opcode::kSkuGet ? Verdict(book_.sku_get(sku, v))
+                                         : book_.sale_close(sku, now, v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
@@ -210,19 +211,19 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
       return {.loop = true};
     case Opcode::kSkuSet: {
       proto::SkuView v;
-      Status st = book_.sku_set(std::get<proto::SkuSetReq>(req_), now, v, ch);
+      Verdict st = book_.sku_set(std::get<proto::SkuSetReq>(req_), now, v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kRestock: {
       proto::SkuView v;
-      Status st = book_.restock(std::get<proto::RestockReq>(req_), v, ch);
+      Verdict st = book_.restock(std::get<proto::RestockReq>(req_), v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kCodesLoad: {
       proto::CodesLoadResp r;
-      Status st = book_.codes_load(std::get<proto::CodesLoadReq>(req_), r, ch);
+      Verdict st = book_.codes_load(std::get<proto::CodesLoadReq>(req_), r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }

@@ -54,7 +54,7 @@ class Dispatcher {
                          std::span<const uint8_t> body, int64_t now, bool writes_allowed,
                          Changes& changes, std::string& out);
   template <class Resp>
-  void answer(proto::Opcode op, uint32_t id, proto::Status st, Resp&& resp, std::string& out);
+  void answer(proto::Opcode op, uint32_t id, const Verdict& v, Resp&& resp, std::string& out);
   void error(uint16_t opcode, uint32_t id, proto::Status st, const std::string& why,
              std::string& out);
   proto::Status hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,

@@ -118,9 +118,9 @@ class BookTest : public ::testing::Test {
   }
   void mirror() { rows.apply(book, ch); }
 
-  Status set(proto::SkuSetReq req) {
+  Verdict set(proto::SkuSetReq req) {
     proto::SkuView v;
-    Status st = book.sku_set(req, now, v, fresh());
+    Verdict st = book.sku_set(req, now, v, fresh());
     mirror();
     return st;
   }
@@ -132,18 +132,18 @@ class BookTest : public ::testing::Test {
     create(id, 0, limit);
     ASSERT_EQ(load(id, std::move(codes)), Status::kOk);
   }
-  Status load(const std::string& id, std::vector<std::string> codes,
-              proto::CodesLoadResp* out = nullptr) {
+  Verdict load(const std::string& id, std::vector<std::string> codes,
+               proto::CodesLoadResp* out = nullptr) {
     proto::CodesLoadResp r;
-    Status st = book.codes_load({id, std::move(codes)}, r, fresh());
+    Verdict st = book.codes_load({id, std::move(codes)}, r, fresh());
     mirror();
     if (out) *out = r;
     return st;
   }
-  Status reserve(const std::string& user, const std::string& key, uint32_t ttl,
-                 std::vector<Line> lines, proto::ReserveResp* out = nullptr) {
+  Verdict reserve(const std::string& user, const std::string& key, uint32_t ttl,
+                  std::vector<Line> lines, proto::ReserveResp* out = nullptr) {
     proto::ReserveResp r;
-    Status st = book.reserve({user, key, ttl, std::move(lines)}, now, r, fresh());
+    Verdict st = book.reserve({user, key, ttl, std::move(lines)}, now, r, fresh());
     mirror();
     if (out) *out = r;
     return st;
@@ -153,31 +153,31 @@ class BookTest : public ::testing::Test {
     EXPECT_EQ(reserve(user, "", ttl, std::move(lines), &r), Status::kOk);
     return r.hold_id;
   }
-  Status claim(const std::string& sku, const std::string& user, const std::string& key,
-               proto::ClaimResp* out = nullptr) {
+  Verdict claim(const std::string& sku, const std::string& user, const std::string& key,
+                proto::ClaimResp* out = nullptr) {
     proto::ClaimResp r;
-    Status st = book.claim({sku, user, key}, now, r, fresh());
+    Verdict st = book.claim({sku, user, key}, now, r, fresh());
     mirror();
     if (out) *out = r;
     return st;
   }
-  Status commit(uint64_t id, proto::HoldView* out = nullptr) {
+  Verdict commit(uint64_t id, proto::HoldView* out = nullptr) {
     proto::HoldView v;
-    Status st = book.commit(id, now, v, fresh());
+    Verdict st = book.commit(id, now, v, fresh());
     mirror();
     if (out) *out = v;
     return st;
   }
-  Status release(uint64_t id, proto::HoldView* out = nullptr) {
+  Verdict release(uint64_t id, proto::HoldView* out = nullptr) {
     proto::HoldView v;
-    Status st = book.release(id, now, v, fresh());
+    Verdict st = book.release(id, now, v, fresh());
     mirror();
     if (out) *out = v;
     return st;
   }
-  Status restock(const std::string& id, int64_t delta) {
+  Verdict restock(const std::string& id, int64_t delta) {
     proto::SkuView v;
-    Status st = book.restock({id, delta}, v, fresh());
+    Verdict st = book.restock({id, delta}, v, fresh());
     mirror();
     return st;
   }
@@ -290,8 +290,9 @@ TEST_F(BookTest, SkuSetRefusals) {
   EXPECT_EQ(set({std::string(65, 's'), proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
   EXPECT_EQ(set({"tee", 0x10, 1, 0, 0, 0}), Status::kBadRequest);
   // NUL separates a SKU from a user or code index in stored keys: never part of an id.
-  EXPECT_EQ(set({std::string("a\0b", 3), proto::kSetTotal, 1, 0, 0, 0}), Status::kBadRequest);
-  EXPECT_NE(book.last_refusal().find("NUL"), std::string::npos) << book.last_refusal();
+  const Verdict nul = set({std::string("a\0b", 3), proto::kSetTotal, 1, 0, 0, 0});
+  EXPECT_EQ(nul, Status::kBadRequest);
+  EXPECT_NE(nul.why.find("NUL"), std::string::npos) << nul.why;
   EXPECT_EQ(reserve("ann", "", 0, {{std::string("t\0e", 3), 1}}), Status::kBadRequest);
   EXPECT_EQ(set({"tee", proto::kSetOpensAt | proto::kSetClosesAt, 0, 0, kT0, kT0}),
             Status::kBadRequest);
@@ -1167,8 +1168,9 @@ TEST_F(BookCapsTest, LiveHoldsPerUserAndInAllAnswerBusyAndChangeNothing) {
   const uint64_t first = hold("ann", {{"tee", 1}});
   hold("ann", {{"tee", 1}});
   hold("ann", {{"tee", 1}});
-  EXPECT_EQ(reserve("ann", "", 60'000, {{"tee", 1}}), Status::kBusy);
-  EXPECT_NE(book.last_refusal().find("--user-holds-max"), std::string::npos) << book.last_refusal();
+  const Verdict user_cap = reserve("ann", "", 60'000, {{"tee", 1}});
+  EXPECT_EQ(user_cap, Status::kBusy);
+  EXPECT_NE(user_cap.why.find("--user-holds-max"), std::string::npos) << user_cap.why;
   EXPECT_TRUE(ch.empty());
   EXPECT_EQ(counts("tee"), (U{100, 97, 3, 0}));
   EXPECT_EQ(reserve("ann", "", 0, {{"tee", 1}}), Status::kOk);  // buy-now keeps nothing live
@@ -1176,8 +1178,9 @@ TEST_F(BookCapsTest, LiveHoldsPerUserAndInAllAnswerBusyAndChangeNothing) {
   hold("ann", {{"tee", 1}});  // room again after a release
   hold("bob", {{"tee", 1}});
   hold("cy", {{"tee", 1}});
-  EXPECT_EQ(reserve("dee", "", 60'000, {{"tee", 1}}), Status::kBusy);  // 5 live in all
-  EXPECT_NE(book.last_refusal().find("--live-holds-max"), std::string::npos);
+  const Verdict all_cap = reserve("dee", "", 60'000, {{"tee", 1}});  // 5 live in all
+  EXPECT_EQ(all_cap, Status::kBusy);
+  EXPECT_NE(all_cap.why.find("--live-holds-max"), std::string::npos) << all_cap.why;
   now += 60'000;
   expire();  // expiry frees the slots too
   EXPECT_EQ(reserve("dee", "", 60'000, {{"tee", 1}}), Status::kOk);
@@ -1202,8 +1205,9 @@ TEST_F(BookTest, AHoldTakesAtMostHoldCodesMaxCodes) {
   create_pool("cp", codes);
   create("tee", 1000);
   const uint32_t over = static_cast<uint32_t>(proto::kHoldCodesMax) + 1;
-  EXPECT_EQ(reserve("ann", "", 60'000, {{"cp", over}}), Status::kBadRequest);
-  EXPECT_NE(book.last_refusal().find(std::to_string(proto::kHoldCodesMax)), std::string::npos);
+  const Verdict big = reserve("ann", "", 60'000, {{"cp", over}});
+  EXPECT_EQ(big, Status::kBadRequest);
+  EXPECT_NE(big.why.find(std::to_string(proto::kHoldCodesMax)), std::string::npos) << big.why;
   EXPECT_EQ(reserve("ann", "", 0, {{"cp", 200}, {"tee", 900}}), Status::kOk);  // counted: free
   EXPECT_EQ(reserve("bob", "", 0, {{"cp", 59}}), Status::kSoldOut);            // 58 left
   proto::ReserveResp r;

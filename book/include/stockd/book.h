@@ -91,6 +91,17 @@ struct BookCounters {  // monotonic since start (not persisted)
   uint64_t idem_hits = 0;
 };
 
+// What an operation answers: its status and, for a refusal with an error status (BAD_REQUEST,
+// BUSY), why, in words for the error answer. Compares and converts as its status.
+struct Verdict {
+  proto::Status status = proto::Status::kOk;
+  std::string why;
+  Verdict(proto::Status s = proto::Status::kOk, std::string w = {})  // NOLINT: implicit on purpose
+      : status(s), why(std::move(w)) {}
+  operator proto::Status() const { return status; }  // NOLINT: implicit on purpose
+  bool operator==(proto::Status s) const { return status == s; }
+};
+
 class Book {
  public:
   explicit Book(BookLimits limits = {});
@@ -99,16 +110,15 @@ class Book {
   Book& operator=(const Book&) = delete;
 
   // ---- Buyer operations. Each first expires holds due at `now` (bounded). ----
-  proto::Status reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out,
-                        Changes& ch);
+  Verdict reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out, Changes& ch);
   // COMMIT, RELEASE and HOLD_GET act for `user`: a hold of another user is answered as an
   // unknown one (NOT_FOUND) and left alone. An empty `user` reaches any hold (admin, outbox).
-  proto::Status commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
-                       std::string_view user = {});
-  proto::Status release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
-                        std::string_view user = {});
+  Verdict commit(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                 std::string_view user = {});
+  Verdict release(uint64_t hold_id, int64_t now, proto::HoldView& out, Changes& ch,
+                  std::string_view user = {});
   // Buy-now of one code from a code-pool SKU (a reserve of qty 1 with ttl 0).
-  proto::Status claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch);
+  Verdict claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch);
 
   // ---- Queries (no changes). ----
   proto::Status hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user = {}) const;
@@ -120,10 +130,10 @@ class Book {
   void stats(std::vector<proto::Stat>& out) const;  // appends name/value pairs
 
   // ---- Admin operations. ----
-  proto::Status sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch);
-  proto::Status restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch);
-  proto::Status codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch);
-  proto::Status sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
+  Verdict sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch);
+  Verdict restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch);
+  Verdict codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch);
+  Verdict sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
 
   // ---- Time. ----
   // Expires up to limits.expire_per_call_max holds whose deadline <= now, and forgets finished
@@ -164,8 +174,6 @@ class Book {
   std::string check_invariants() const;
 
   const BookCounters& counters() const;
-  // Why the last operation answered BAD_REQUEST or BUSY (valid until the next operation).
-  const std::string& last_refusal() const;
   size_t sku_count() const;
   size_t live_holds() const;
 
