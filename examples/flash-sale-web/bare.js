@@ -16,7 +16,7 @@ if (cluster.isPrimary && workers > 1) {
   app.post('/api/buy', (req, res) => {
     res.status(201).json({ orderId: String(next++), sku: req.body.sku, qty: 1, codes: [] });
   });
-  const server = app.listen(Number(process.env.PORT ?? 3000), '127.0.0.1', () => {
+  const server = app.listen({ port: Number(process.env.PORT ?? 3000), host: '127.0.0.1', backlog: 4096 }, () => {
     if (cluster.isPrimary || cluster.worker.id === 1) console.log(`bare express: listening on port ${server.address().port}`);
   });
   for (const signal of ['SIGTERM', 'SIGINT']) process.once(signal, () => process.exit(0));

@@ -30,7 +30,10 @@ function serve() {
     timeoutMs: Number(env.STOCKD_TIMEOUT_MS ?? 3000),
   });
   const app = createApp(stockd, { holdTtlMs: Number(env.HOLD_TTL_MS ?? 600_000) });
-  const server = app.listen(Number(env.PORT ?? 3000), env.HOST ?? '127.0.0.1', (err) => {
+  // A sale opens with thousands of connections at once: Node's default backlog (511) drops
+  // SYNs, and a dropped SYN is retried by the browser's TCP after 1 s, then 3 s, then 7 s.
+  const listen = { port: Number(env.PORT ?? 3000), host: env.HOST ?? '127.0.0.1', backlog: 4096 };
+  const server = app.listen(listen, (err) => {
     if (err) throw err;
     const { address, port } = server.address();
     if (cluster.isPrimary || cluster.worker.id === 1) console.log(`flash-sale-web: listening on http://${address}:${port}`);
