@@ -65,6 +65,17 @@ inline int64_t wall_now_ms() {
       .count();
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr int kSlow =
+    3;  // ASan+UBSan build: time bounds of the tests are three times as long
+#else
+inline constexpr int kSlow = 1;
+#endif
+
+inline int64_t ms_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+}
+
 // Calls `pred` every `step_ms` until it returns true or `timeout_ms` passed; returns its last
 // value.
 template <class Pred>
@@ -140,6 +151,22 @@ inline std::map<std::string, uint64_t> stats_map(Client& c) {
   EXPECT_TRUE(r.ok()) << r.error;
   for (const auto& s : r.body.stats) m[s.name] = s.value;
   return m;
+}
+
+inline uint64_t stat_of(Client& c, const std::string& name) {
+  auto m = stats_map(c);
+  auto it = m.find(name);
+  EXPECT_NE(it, m.end()) << "no stat " << name;
+  return it == m.end() ? 0 : it->second;
+}
+
+// Resident memory of `pid`, from /proc (0 if unreadable).
+inline uint64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
+  }
+  return 0;
 }
 
 // Every SKU, page by page.

@@ -51,18 +51,8 @@ using proto::Role;
 using proto::Status;
 using std::chrono::milliseconds;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr int kSlow = 3;  // ASan+UBSan build: every time bound below is three times as long
-#else
-constexpr int kSlow = 1;
-#endif
-
 // The codes one RESERVE may take, summed over its code-pool lines.
 constexpr uint32_t kHoldCodesMax = static_cast<uint32_t>(proto::kHoldCodesMax);
-
-int64_t ms_since(Clock::time_point t0) {
-  return std::chrono::duration_cast<milliseconds>(Clock::now() - t0).count();
-}
 
 std::string exit_text(int status) {
   if (WIFSIGNALED(status)) {
@@ -296,22 +286,6 @@ std::vector<std::string> code_names(const std::string& prefix, size_t n, size_t 
     out.push_back(std::move(c));
   }
   return out;
-}
-
-uint64_t stat_of(Client& c, const std::string& name) {
-  auto m = stats_map(c);
-  auto it = m.find(name);
-  EXPECT_NE(it, m.end()) << "no stat " << name;
-  return it == m.end() ? 0 : it->second;
-}
-
-// Resident memory of `pid`, from /proc (0 if unreadable).
-uint64_t rss_bytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  }
-  return 0;
 }
 
 // GET `path` from 127.0.0.1:port; the HTTP status, or 0 if no answer came within `timeout_ms`.

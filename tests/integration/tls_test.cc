@@ -2,6 +2,8 @@
 // sidecar over TLS against the real stockd; plain clients, untrusted certificates, wrong names
 // and missing client certificates refused at the handshake while the server keeps serving.
 // Certificates come from the openssl command line, made fresh in a temp dir per test binary.
+#include <poll.h>
+
 #include "harness.h"
 
 namespace stockd::test {
@@ -195,6 +197,77 @@ TEST_F(TlsTest, RenegotiationIsRefused) {
   EXPECT_NE(out.find("no renegotiation"), std::string::npos) << out;
   Client ok(tls_options(server, Role::kAdmin));
   EXPECT_TRUE(ok.ping().ok()) << "the server stopped serving after a refused renegotiation";
+}
+
+// A TLS client that never reads: the encrypted answers count against --output-bytes-max like
+// plain ones (the server stops reading it), and --write-timeout-ms closes it.
+TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
+  constexpr int kWriteTimeoutMs = 1500;
+  std::vector<std::string> flags = tls_flags();
+  flags.insert(flags.end(), {"--output-bytes-max", "1048576", "--write-timeout-ms",
+                             std::to_string(kWriteTimeoutMs)});
+  StockdProcess server(flags);
+  ASSERT_TRUE(server.start());
+  Client admin(tls_options(server, Role::kAdmin));
+  for (int i = 0; i < 300; ++i) {
+    admin.queue(proto::Opcode::kSkuSet,
+                proto::SkuSetReq{"NEVER-READ-" + std::string(40, 'x') + std::to_string(1000 + i),
+                                 0x01, 5, 0, 0, 0});
+  }
+  for (const auto& a : admin.flush()) ASSERT_TRUE(a.ok()) << a.error;
+  const uint64_t base_conns = stat_of(admin, "connections");
+  const uint64_t base_rss = rss_bytes(server.pid());
+
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(server.port()));
+  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  pollfd pw{fd, POLLOUT, 0};
+  ASSERT_EQ(::poll(&pw, 1, 3000), 1);
+  TlsOptions to;
+  to.enabled = true;
+  to.ca_file = certs().path("ca.pem");
+  std::string err;
+  auto tls = TlsConnection::start(fd, to, "127.0.0.1", 3000, err);
+  ASSERT_TRUE(tls) << err;
+  // HELLO first, then batches of 64 SKU_LISTs of ~20 KB answers each, never reading.
+  std::string pending, batch;
+  proto::encode_request(proto::Opcode::kHello, 1,
+                        proto::HelloReq{1, Role::kAdmin, StockdProcess::kAdminToken, "never"},
+                        pending);
+  for (uint32_t i = 0; i < 64; ++i) {
+    proto::encode_request(proto::Opcode::kSkuList, 2 + i, proto::SkuListReq{"", 1000}, batch);
+  }
+  const auto start = Clock::now();
+  uint64_t peak = base_rss;
+  bool gone = false;
+  while (ms_since(start) < 3000 && !gone) {
+    if (pending.empty()) pending = batch;
+    ssize_t n = tls->send(pending.data(), pending.size());
+    if (n > 0) {
+      pending.erase(0, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 20);
+    } else {
+      gone = true;
+    }
+    peak = std::max(peak, rss_bytes(server.pid()));
+  }
+  bool closed = eventually((kWriteTimeoutMs + 5000) * kSlow, [&] {
+    peak = std::max(peak, rss_bytes(server.pid()));
+    return stat_of(admin, "connections") <= base_conns;
+  });
+  std::printf("[ measured ] TLS client that never reads: server RSS %llu MiB -> peak %llu MiB\n",
+              static_cast<unsigned long long>(base_rss >> 20),
+              static_cast<unsigned long long>(peak >> 20));
+  EXPECT_TRUE(closed) << "the TLS connection that never reads was not closed";
+  EXPECT_LT(peak, base_rss + (64u << 20)) << "memory grew with a TLS client that never reads";
+  tls.reset();
+  ::close(fd);
+  EXPECT_TRUE(admin.ping().ok()) << "the server stopped serving";
 }
 
 TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {
