@@ -259,6 +259,10 @@ TEST_F(MetricsTest, TopPrintsOneJsonObjectPerRefresh) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   });
+  // top starts once the load sells (on a loaded machine the thread may start late, and a first
+  // refresh without sales would show no rate and T-GONE ahead of T-BUSY).
+  ASSERT_TRUE(eventually(10000, [&] { return admin.sku_get("T-BUSY").body.sold >= 10; }))
+      << "the load did not start";
   ToolResult r = top({"--iterations", "2", "--interval-ms", "200", "--json", "--metrics",
                       "127.0.0.1:" + std::to_string(metrics_port_)});
   done = true;
