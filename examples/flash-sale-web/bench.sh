@@ -39,7 +39,7 @@ for (const [name, label, conns] of rows) {
   const r = read(name);
   const c = r.cpuUsPerRequest;
   const cpu = ['app', 'stockd', 'stockd-outbox', 'postgres', 'load generator'].map((k) => c[k] ?? '-').join(' / ');
-  const answers = Object.entries(r.statuses).map(([s, n]) => `${s}: ${n}`).join(', ');
+  const answers = Object.entries(r.statuses).map(([s, n]) => `${s}: ${n}`).join(', ') + (r.http.timeouts ? `, timed out: ${r.http.timeouts}` : '');
   const late = r.bare ? '-' : `${r.catchUpMs} ms (${r.lastSaleMs} ms)`;
   const checks = r.bare ? '-' : r.checks.every((x) => x.ok) ? `all ${r.checks.length} ok` : 'FAILED: ' + r.checks.filter((x) => !x.ok).map((x) => x.name).join('; ');
   console.log(`| ${label} | ${conns} | ${r.http.requestsPerSec} | ${r.http.p50Ms} | ${r.http.p99Ms} | ${answers} | ${cpu} | ${late} | ${checks} |`);
