@@ -11,7 +11,7 @@
 # Environment: PORT (3000), WEB_WORKERS (1: node:cluster processes), STOCKD_CONNECTIONS (4 per
 # process), STOCK (1000000 units of 'sneaker'), PER_USER_LIMIT (2), CODES (100000 codes of
 # 'gift-card'), STOCKD_BUILD_DIR (build), APP_NODE_FLAGS (node flags for the app, e.g.
-# "--cpu-prof --cpu-prof-dir=/tmp/prof"). Needs build/bin (scripts/build.sh), node and npm,
+# "--cpu-prof --cpu-prof-dir=prof"). Needs build/bin (scripts/build.sh), node and npm,
 # and PostgreSQL's server binaries (initdb; as root, a 'postgres' user to run them).
 set -euo pipefail
 cd "$(dirname "$0")"
