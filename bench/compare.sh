@@ -20,6 +20,8 @@ PG_CLIENTS=50
 
 log() { echo "compare: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh  # as_pg, free_port, wait_for
 
 [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
 command -v redis-server >/dev/null || die "redis-server is missing (scripts/deps.sh installs it)"
@@ -31,7 +33,6 @@ WORK=$(mktemp -d -t stockd-compare.XXXXXX)
 chmod 711 "$WORK"  # the postgres user must reach its data dir inside
 PIDS=()
 PG_DATA=""
-as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 cleanup() {
   local pid
@@ -49,27 +50,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$WORK/runs"
 
-free_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
 
-wait_for() {  # wait_for SECONDS WHAT CMD...: until CMD succeeds
-  local secs=$1 what=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "$what did not come up"
-}
 
 # The admin token goes by file, never on a command line (ps shows those to every local user).
 TOKEN_FILE=$WORK/admin-token

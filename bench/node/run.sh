@@ -16,6 +16,8 @@ ROUNDS=${BENCH_ROUNDS:-1}
 
 log() { echo "bench/node: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"  # as_pg, free_port, wait_for
 
 [[ -x $BIN/stockd ]] || die "$BIN/stockd is missing: build first (scripts/build.sh)"
 command -v redis-server >/dev/null || die "redis-server is missing (apt-get install redis-server)"
@@ -35,27 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
 
-wait_for() { # wait_for SECONDS WHAT CMD...
-  local secs=$1 what=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "$what did not come up"
-}
 
 (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/admin-token")
 "$BIN/stockd" --listen 127.0.0.1:0 --ready-file "$WORK/stockd.ready" --data-dir "$WORK/stockd" \

@@ -25,6 +25,8 @@ CODES=${CODES:-100000}
 
 log() { echo "run.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"  # as_pg, free_port, wait_for
 
 MODE=serve
 case ${1:-} in
@@ -42,10 +44,10 @@ done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 WORK=$(mktemp -d -t flash-sale-web.XXXXXX)
+WAIT_HINT="logs in $WORK"
 chmod 711 "$WORK" # the postgres user must reach its data dir inside
 PIDS=()
 PG_DATA=""
-as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 cleanup() {
   local pid
@@ -62,27 +64,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  local port
-  for _ in $(seq 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
 
-wait_for() { # wait_for SECONDS WHAT CMD...: until CMD succeeds
-  local secs=$1 what=$2
-  shift 2
-  for _ in $(seq $((secs * 10))); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "$what did not come up (logs in $WORK)"
-}
 
 start_app() { # start_app SCRIPT: the web app on $PORT, in the background
   # shellcheck disable=SC2086 # APP_NODE_FLAGS is a list of flags

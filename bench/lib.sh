@@ -1,0 +1,31 @@
+# Shell helpers of the scripts that start throwaway servers (bench/compare.sh, bench/node/run.sh,
+# examples/flash-sale-web/run.sh). Source it after defining die(). WAIT_HINT, when set, is added
+# to wait_for's failure message (where the logs are).
+
+# as_pg CMD...: CMD as the postgres user when root (initdb refuses root), else as is.
+as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# free_port: a loopback TCP port nobody listens on (it may be taken before it is used: callers
+# that bind it retry or fail clearly).
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+# wait_for SECONDS WHAT CMD...: until CMD succeeds, or dies saying WHAT did not come up.
+wait_for() {
+  local secs=$1 what=$2
+  shift 2
+  for _ in $(seq $((secs * 10))); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what did not come up${WAIT_HINT:+ ($WAIT_HINT)}"
+}
