@@ -1021,7 +1021,7 @@ TEST_F(BookTest, StatsNameTheBook) {
   create("tee", 10);
   hold("ann", {{"tee", 2}});
   hold("bob", {{"tee", 3}}, 0);
-  reserve("cat", "", 0, {{"tee", 99}});
+  EXPECT_EQ(reserve("cat", "", 0, {{"tee", 99}}), Status::kSoldOut);
   std::vector<proto::Stat> all;
   book.stats(all);
   std::map<std::string, uint64_t> s;
@@ -1063,9 +1063,10 @@ TEST_F(BookTest, RestoreRoundTripOfABusyBook) {
     now += 100;
   }
   ASSERT_GE(ids.size(), 6u);
-  commit(ids[1]);
-  release(ids[2]);
-  claim("cp", "u9", "ck");
+  // Whatever these answer (some holds have expired by now), the restored book must match.
+  (void)commit(ids[1]);
+  (void)release(ids[2]);
+  (void)claim("cp", "u9", "ck");
   now += 3000;
   expire();
   proto::SkuView v;

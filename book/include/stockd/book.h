@@ -93,7 +93,7 @@ struct BookCounters {  // monotonic since start (not persisted)
 
 // What an operation answers: its status and, for a refusal with an error status (BAD_REQUEST,
 // BUSY), why, in words for the error answer. Compares and converts as its status.
-struct Verdict {
+struct [[nodiscard]] Verdict {
   proto::Status status = proto::Status::kOk;
   std::string why;
   Verdict(proto::Status s = proto::Status::kOk, std::string w = {})  // NOLINT: implicit on purpose

@@ -105,26 +105,26 @@ bool opcode_known(uint16_t raw);
 
 // Status < 64: a business outcome; the body is the operation's response struct.
 // Status >= 64: an error; the body is ErrorResp (a human-readable message).
-enum class Status : uint16_t {
-  kOk = 0,
-  kSoldOut = 1,
-  kLimitExceeded = 2,
-  kNotFound = 3,
-  kSaleNotOpen = 4,
-  kSaleClosed = 5,
-  kHoldExpired = 6,
-  kAlreadyDone = 7,
-  kKeyConflict = 8,
-  kDuplicateCode = 9,
-  kBelowCommitted = 10,
-  kBadRequest = 64,
-  kUnauthorized = 65,
-  kBusy = 66,
-  kStorageUnavailable = 67,
-  kUnknownOpcode = 68,
-  kUnsupportedVersion = 69,
-  kFrameTooLarge = 70,
-  kInternal = 71,
+enum class [[nodiscard]] Status : uint16_t{
+    kOk = 0,
+    kSoldOut = 1,
+    kLimitExceeded = 2,
+    kNotFound = 3,
+    kSaleNotOpen = 4,
+    kSaleClosed = 5,
+    kHoldExpired = 6,
+    kAlreadyDone = 7,
+    kKeyConflict = 8,
+    kDuplicateCode = 9,
+    kBelowCommitted = 10,
+    kBadRequest = 64,
+    kUnauthorized = 65,
+    kBusy = 66,
+    kStorageUnavailable = 67,
+    kUnknownOpcode = 68,
+    kUnsupportedVersion = 69,
+    kFrameTooLarge = 70,
+    kInternal = 71,
 };
 const char* status_name(Status s);  // "OK", "SOLD_OUT", ...
 inline bool is_error_status(Status s) { return static_cast<uint16_t>(s) >= 64; }
