@@ -170,11 +170,8 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     case Opcode::kHoldGet: {
       const auto& hr = std::get<proto::HoldReq>(req_);
       if (hr.user.empty() && session.role == proto::Role::kBuyer) {
-        const char* what = op == Opcode::kCommit    ? "commit"
-                           : op == Opcode::kRelease ? "release"
-                                                    : "hold_get";
         error(h.opcode, id, Status::kBadRequest,
-              std::string(what) + ": a buyer must name the hold's user", out);
+              std::string(rule->label) + ": a buyer must name the hold's user", out);
         return {};
       }
       proto::HoldView v;

@@ -1,7 +1,7 @@
+#include "stockd/persist.h"
+
 #include <algorithm>
 #include <unordered_set>
-
-#include "stockd/persist.h"
 
 namespace stockd {
 namespace {
