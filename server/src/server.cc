@@ -211,15 +211,20 @@ bool Server::Impl::start_listening() {
   }
   log->info("listening on {}:{} (durability {}, admin {})", host, port,
             durability_name(config.durability), config.admin_token.empty() ? "off" : "on");
-  if (!config.ready_file.empty()) {
-    std::string tmp = config.ready_file + ".tmp";
-    if (FILE* f = std::fopen(tmp.c_str(), "w")) {
-      std::fprintf(f, "%s %d\n", host, port);
-      std::fclose(f);
-      std::rename(tmp.c_str(), config.ready_file.c_str());
-    }
-  }
+  ready_text = std::string(host) + " " + std::to_string(port) + "\n";
   return true;
+}
+
+// Once every listener is up (the client port and the metrics port): "HOST PORT" for whoever
+// waits on --ready-file, so nothing it connects to next can be refused.
+void Server::Impl::write_ready_file() const {
+  if (config.ready_file.empty()) return;
+  std::string tmp = config.ready_file + ".tmp";
+  if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+    std::fputs(ready_text.c_str(), f);
+    std::fclose(f);
+    std::rename(tmp.c_str(), config.ready_file.c_str());
+  }
 }
 
 // Descriptors for every connection the flags allow, the metrics port and the store: the soft
@@ -301,6 +306,7 @@ int Server::Impl::run() {
     code = 2;
     begin_stop("listen failed");
   } else {
+    write_ready_file();
     // Holds whose TTL ran out while we were down expire in the first turn.
     book->expire(wall_ms(), commit.changes());
     arm_expiry();

@@ -94,6 +94,8 @@ struct Server::Impl : AdminHttp::Pages {
   bool fit_descriptor_limit();
   bool open_and_recover();
   bool start_listening();
+  void write_ready_file() const;
+  std::string ready_text;  // "HOST PORT\n" of the client port, for --ready-file
   void choose_hold_id_key();
   void take_input(Conn* c, const char* data, size_t n);
   void on_eof(Conn* c);
