@@ -131,7 +131,7 @@ void add_units(Sku& s, std::string_view user, uint64_t qty, Changes& ch) {
   } else {
     it->second += qty;
   }
-  ch.users.emplace_back(std::string(s.id), std::string(user));
+  if (ch.rows) ch.users.emplace_back(std::string(s.id), std::string(user));
 }
 void sub_units(Sku& s, std::string_view user, uint64_t qty, Changes& ch) {
   if (s.limit == 0) return;
@@ -139,7 +139,7 @@ void sub_units(Sku& s, std::string_view user, uint64_t qty, Changes& ch) {
   if (it == s.users.end()) return;  // check_invariants() proves this does not happen
   it->second -= std::min(it->second, qty);
   if (it->second == 0) s.users.erase(it);
-  ch.users.emplace_back(std::string(s.id), std::string(user));
+  if (ch.rows) ch.users.emplace_back(std::string(s.id), std::string(user));
 }
 
 void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
@@ -239,13 +239,66 @@ void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
     s.free.pop_back();
     s.codes[index].owner = h.id;
     h.codes.push_back({&s, index});
-    ch.codes.emplace_back(std::string(s.id), index);
+    if (ch.rows) ch.codes.emplace_back(std::string(s.id), index);
   }
+}
+
+namespace {
+
+// The line of `h` that a code of `c`'s SKU belongs to.
+uint32_t line_of(const Hold& h, const book_detail::HoldCode& c) {
+  uint32_t i = 0;
+  while (i + 1 < h.lines.size() && h.lines[i].sku != c.sku) ++i;
+  return i;
+}
+
+void log_lines_and_codes(rec::LogWriter& w, const Hold& h) {
+  w.var(h.lines.size());
+  for (const book_detail::HoldLine& l : h.lines) {
+    w.str(l.sku->id);
+    w.var(l.qty);
+  }
+  w.var(h.codes.size());
+  for (const book_detail::HoldCode& c : h.codes) {
+    w.var(line_of(h, c));
+    w.str(*c.sku->codes[c.index].code);
+  }
+}
+
+// RESERVE:  'R' at user key ttl_ms hold_id lines codes;  CLAIM: 'C' at user key hold_id sku code.
+void log_reserve(const Hold& h, bool claim, uint32_t ttl_ms, int64_t now, Changes& ch) {
+  rec::LogWriter w = ch.writer();
+  w.begin(claim ? rec::Op::kClaim : rec::Op::kReserve, now);
+  w.str(h.user);
+  w.str(h.key);
+  if (claim) {
+    w.u64(h.id);
+    w.str(h.lines.front().sku->id);
+    w.str(*h.codes.front().sku->codes[h.codes.front().index].code);
+    return;
+  }
+  w.var(ttl_ms);
+  w.u64(h.id);
+  log_lines_and_codes(w, h);
+}
+
+}  // namespace
+
+// COMMIT, RELEASE, EXPIRE: 'K' | 'L' | 'E' at hold_id user key created_at lines codes: the order
+// (or what went back) in full, so that its outbox record is read from the log alone.
+void Book::Impl::log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch) const {
+  rec::LogWriter w = ch.writer();
+  w.begin(op, at);
+  w.u64(h.id);
+  w.str(h.user);
+  w.str(h.key);
+  w.zig(at - h.created_at);
+  log_lines_and_codes(w, h);
 }
 
 void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
-                               proto::ReserveResp& out, Changes& ch) {
+                               proto::ReserveResp& out, Changes& ch, bool claim) {
   const uint64_t id = hold_id_of(next_hold_seq++, id_key);
   Hold& h = holds.try_emplace(id).first->second;
   h.id = id;
@@ -275,8 +328,9 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     finish(h, HoldState::kCommitted, now);
     emit(proto::OutboxKind::kOrder, h, now, ch);
   }
-  ch.holds.push_back(id);
+  if (ch.rows) ch.holds.push_back(id);
   ch.meta = true;
+  if (ch.log) log_reserve(h, claim, ttl_ms, now, ch);
   out.hold_id = id;
   out.state = h.state;
   out.expires_at_ms = h.expires_at;
@@ -302,7 +356,7 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
     if (found) return st;
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
-  if (req.ttl_ms > 0) {
+  if (req.ttl_ms > 0 && !m.replaying) {
     if (std::string why = m.live_cap(req.user); !why.empty()) return m.refuse(why, Status::kBusy);
   }
   Want wants[proto::kReserveLinesMax];
@@ -357,7 +411,8 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
   const Status st = m.check_line(s, req.user, 1, now, out.available);
   if (st != Status::kOk) return st;
   const Want want{s, 1};
-  m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch);
+  m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch,
+                  true);
   out.order_id = r.hold_id;
   out.code = r.codes.front().code;
   out.available = s->available;

@@ -99,7 +99,9 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
     // A new limit brings the counts; no limit takes them (and their rows) away.
     if (recount) s->users = std::move(*recount);
     if (recount || req.per_user_limit == 0) {
-      for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
+      if (ch.rows) {
+        for (const auto& [user, units] : s->users) ch.users.emplace_back(std::string(s->id), user);
+      }
     }
     if (req.per_user_limit == 0) s->users.clear();
     s->limit = req.per_user_limit;
@@ -108,10 +110,21 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
   s->closes_at = closes;
   m.changed(*s, ch);
   sku_view(*s, out);
+  if (ch.log) {  // 'S' at sku mask total per_user_limit opens_at closes_at
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kSkuSet, now);
+    w.str(req.sku);
+    w.var(req.mask);
+    w.var(req.total);
+    w.var(req.per_user_limit);
+    w.zig(req.opens_at_ms);
+    w.zig(req.closes_at_ms);
+  }
   return Status::kOk;
 }
 
-Verdict Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch) {
+Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView& out,
+                      Changes& ch) {
   out = proto::SkuView{};
   if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(req.sku);
@@ -138,10 +151,17 @@ Verdict Book::restock(const proto::RestockReq& req, proto::SkuView& out, Changes
   }
   if (req.delta != 0) impl_->changed(*s, ch);
   sku_view(*s, out);
+  if (req.delta != 0 && ch.log) {  // 'T' at sku delta
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kRestock, now);
+    w.str(req.sku);
+    w.zig(req.delta);
+  }
   return Status::kOk;
 }
 
-Verdict Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch) {
+Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::CodesLoadResp& out,
+                         Changes& ch) {
   Impl& m = *impl_;
   out = proto::CodesLoadResp{};
   if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: " + book_detail::sku_rule());
@@ -153,7 +173,8 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& o
                     "' sells counted units; a code pool starts as a SKU with total 0");
   }
   const size_t pool_size = s->codes.size() + req.codes.size();
-  if (req.codes.empty() || pool_size > m.limits.codes_per_sku_max || pool_size > UINT32_MAX) {
+  const size_t pool_max = m.replaying ? UINT32_MAX : m.limits.codes_per_sku_max;
+  if (req.codes.empty() || pool_size > pool_max || pool_size > UINT32_MAX) {
     return m.refuse("codes_load: no codes, or the pool would pass " +
                     std::to_string(m.limits.codes_per_sku_max) + " codes");
   }
@@ -180,10 +201,17 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& o
     ++s->available;
     ++m.units.total;
     ++m.units.available;
-    ch.codes.emplace_back(std::string(s->id), index);
+    if (ch.rows) ch.codes.emplace_back(std::string(s->id), index);
   }
   m.changed(*s, ch);
   sku_view(*s, out.sku);
+  if (ch.log) {  // 'P' at sku codes
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kCodesLoad, now);
+    w.str(req.sku);
+    w.var(req.codes.size());
+    for (const std::string& c : req.codes) w.str(c);
+  }
   return Status::kOk;
 }
 
@@ -196,6 +224,11 @@ Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out,
   if (!s->closed) {
     s->closed = true;
     impl_->changed(*s, ch);
+    if (ch.log) {  // 'X' at sku
+      rec::LogWriter w = ch.writer();
+      w.begin(rec::Op::kSaleClose, now);
+      w.str(sku);
+    }
   }
   sku_view(*s, out);
   return Status::kOk;

@@ -193,6 +193,9 @@ struct Book::Impl {
   uint64_t outbox_first = 1;  // store-owned; echoed from restore() by meta()
   BookCounters counters;
   std::unique_ptr<book_detail::Restoring> restoring;
+  // While replaying the log (Book::replay): no sweeps (expiries and forgetting are entries of
+  // their own) and no admission caps (the entry was admitted when it was decided).
+  bool replaying = false;
 
   Sku* find_sku(std::string_view id);
   const Sku* find_sku(std::string_view id) const;
@@ -221,14 +224,20 @@ struct Book::Impl {
   std::string live_cap(std::string_view user) const;
   void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                      std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
-                     proto::ReserveResp& out, Changes& ch);
+                     proto::ReserveResp& out, Changes& ch, bool claim = false);
+  // Log entries (stockd/decisions.h) of the decisions that end or forget a hold.
+  void log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch) const;
+  // Replay helpers (book_replay.cc).
+  std::string expire_logged(uint64_t hold_id, int64_t at, Changes& ch);
+  std::string forget_logged(uint64_t hold_id, Changes& ch);
+  void forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
   // Records that `s` changed (its row is written with the group), once its change is complete:
   // the never-oversell invariant is checked here, in every build, for every SKU that moves.
   void changed(const Sku& s, Changes& ch) {
     STOCKD_CHECK(s.available + s.held + s.sold == s.total && s.total <= uint64_t{INT64_MAX},
                  "a SKU's available + held + sold must equal its total");
-    ch.skus.emplace_back(s.id);
+    if (ch.rows) ch.skus.emplace_back(s.id);
   }
   void first_answer(const Hold& h, proto::ReserveResp& out) const;
   void hold_view(const Hold& h, proto::HoldView& out) const;

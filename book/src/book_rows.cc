@@ -91,10 +91,28 @@ rec::MetaRow Book::meta() const {
   return m;
 }
 
-bool Book::set_hold_id_key(const HoldIdKey& key) {
+bool Book::set_hold_id_key(const HoldIdKey& key, int64_t now, Changes& ch) {
   if (impl_->next_hold_seq != 1) return false;  // ids were handed out under the old key
   impl_->id_key = key;
+  ch.meta = true;
+  if (ch.log) {
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kHoldIdKey, now);
+    w.u64(key.k0);
+    w.u64(key.k1);
+  }
   return true;
+}
+
+void Book::outbox_ack(uint64_t upto, int64_t now, Changes& ch) {
+  if (upto <= impl_->outbox_acked) return;
+  impl_->outbox_acked = upto;
+  ch.meta = true;
+  if (ch.log) {
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kOutboxAck, now);
+    w.var(upto);
+  }
 }
 
 HoldIdKey Book::hold_id_key() const { return impl_->id_key; }

@@ -88,8 +88,11 @@ void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
 }
 
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
+  ch.meta = true;
+  const uint64_t seq = next_outbox_seq++;
+  if (!ch.rows) return;  // the record is its log entry's (stockd/decisions.h)
   proto::OutboxRecord& r = ch.add_outbox();  // every field is set below
-  r.seq = next_outbox_seq++;
+  r.seq = seq;
   r.kind = kind;
   r.order_id = h.id;
   r.user.assign(h.user);
@@ -98,7 +101,6 @@ void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes
   r.at_ms = at;
   hold_lines(h, r.lines);
   hold_codes(h, r.codes);
-  ch.meta = true;
 }
 
 // Precondition: h is HELD. Units, user counts and codes go back.
@@ -118,12 +120,13 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     s.codes[c.index].owner = 0;
     s.free.push_back(c.index);
     std::push_heap(s.free.begin(), s.free.end(), std::greater<>());
-    ch.codes.emplace_back(std::string(s.id), c.index);
+    if (ch.rows) ch.codes.emplace_back(std::string(s.id), c.index);
   }
   finish(h, to, at);
-  emit(to == HoldState::kReleased ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h,
-       at, ch);
-  ch.holds.push_back(h.id);
+  const bool released = to == HoldState::kReleased;
+  emit(released ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h, at, ch);
+  if (ch.rows) ch.holds.push_back(h.id);
+  if (ch.log) log_hold_end(released ? rec::Op::kRelease : rec::Op::kExpire, h, at, ch);
 }
 
 // Precondition: h is HELD and not past its deadline.
@@ -138,7 +141,8 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
   }
   finish(h, HoldState::kCommitted, now);
   emit(proto::OutboxKind::kOrder, h, now, ch);
-  ch.holds.push_back(h.id);
+  if (ch.rows) ch.holds.push_back(h.id);
+  if (ch.log) log_hold_end(rec::Op::kCommit, h, now, ch);
 }
 
 // ---- Sweeps. ----
@@ -154,13 +158,26 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
     }
     finished_fifo.pop_front();
     auto it = holds.find(id);
-    if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first
-    holds.erase(it);  // codes it bought keep it as owner: they stay sold
-    ch.holds.push_back(id);
+    if (it != holds.end()) forget(it, now, ch);  // gone already if a replay forgot it
+  }
+}
+
+// F: 'F' at hold_id.
+void Book::Impl::forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now,
+                        Changes& ch) {
+  const uint64_t id = it->first;
+  if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first
+  holds.erase(it);  // codes it bought keep it as owner: they stay sold
+  if (ch.rows) ch.holds.push_back(id);
+  if (ch.log) {
+    rec::LogWriter w = ch.writer();
+    w.begin(rec::Op::kForget, now);
+    w.u64(id);
   }
 }
 
 size_t Book::Impl::sweep(int64_t now, Changes& ch) {
+  if (replaying) return 0;  // the log says what expired and what was forgotten
   size_t expired = 0;
   while (expired < limits.expire_per_call_max && !deadlines.empty() &&
          deadlines.front().at <= now) {

@@ -214,13 +214,13 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     }
     case Opcode::kRestock: {
       proto::SkuView v;
-      Verdict st = book_.restock(std::get<proto::RestockReq>(req_), v, ch);
+      Verdict st = book_.restock(std::get<proto::RestockReq>(req_), now, v, ch);
       answer(op, id, st, std::move(v), out);
       return {};
     }
     case Opcode::kCodesLoad: {
       proto::CodesLoadResp r;
-      Verdict st = book_.codes_load(std::get<proto::CodesLoadReq>(req_), r, ch);
+      Verdict st = book_.codes_load(std::get<proto::CodesLoadReq>(req_), now, r, ch);
       answer(op, id, st, std::move(r), out);
       return {};
     }

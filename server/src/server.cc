@@ -116,13 +116,14 @@ std::string Server::Impl::load_book(Recovered& r) {
 // for data dirs older than keys, whose ids stay sequential).
 void Server::Impl::choose_hold_id_key() {
   if (config.sequential_hold_ids || book->meta().next_hold_id != 1) return;
+  if (!book->hold_id_key().sequential()) return;  // taken at an earlier start, before any hold
   std::random_device rd;
   HoldIdKey key;
   while (key.sequential()) {
     key.k0 = (uint64_t{rd()} << 32) | rd();
     key.k1 = (uint64_t{rd()} << 32) | rd();
   }
-  book->set_hold_id_key(key);
+  (void)book->set_hold_id_key(key, wall_ms(), commit.changes());  // no hold yet: always taken
 }
 
 // After a failed write: back to what is durable. false: cannot; stopping.

@@ -135,7 +135,7 @@ class BookTest : public ::testing::Test {
   Verdict load(const std::string& id, std::vector<std::string> codes,
                proto::CodesLoadResp* out = nullptr) {
     proto::CodesLoadResp r;
-    Verdict st = book.codes_load({id, std::move(codes)}, r, fresh());
+    Verdict st = book.codes_load({id, std::move(codes)}, now, r, fresh());
     mirror();
     if (out) *out = r;
     return st;
@@ -177,7 +177,7 @@ class BookTest : public ::testing::Test {
   }
   Verdict restock(const std::string& id, int64_t delta) {
     proto::SkuView v;
-    Verdict st = book.restock({id, delta}, v, fresh());
+    Verdict st = book.restock({id, delta}, now, v, fresh());
     mirror();
     return st;
   }
@@ -782,9 +782,9 @@ TEST_F(BookTest, CodesPerSkuMax) {
   proto::SkuView v;
   proto::CodesLoadResp r;
   ASSERT_EQ(small.sku_set({"cp", proto::kSetTotal, 0, 0, 0, 0}, now, v, fresh()), Status::kOk);
-  EXPECT_EQ(small.codes_load({"cp", {"a", "b", "c"}}, r, fresh()), Status::kBadRequest);
-  EXPECT_EQ(small.codes_load({"cp", {"a", "b"}}, r, fresh()), Status::kOk);
-  EXPECT_EQ(small.codes_load({"cp", {"c"}}, r, fresh()), Status::kBadRequest);
+  EXPECT_EQ(small.codes_load({"cp", {"a", "b", "c"}}, 0, r, fresh()), Status::kBadRequest);
+  EXPECT_EQ(small.codes_load({"cp", {"a", "b"}}, 0, r, fresh()), Status::kOk);
+  EXPECT_EQ(small.codes_load({"cp", {"c"}}, 0, r, fresh()), Status::kBadRequest);
 }
 
 TEST_F(BookTest, ClaimHandsOutDistinctCodes) {
@@ -915,7 +915,7 @@ TEST_F(BookRetentionTest, ForgetsFinishedHoldsWithTheirKeys) {
 // With a key, hold ids are a permutation of the sequence: unguessable, never twice, and a
 // restored book (key from the meta row) knows which were issued, codes of forgotten orders too.
 TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
-  ASSERT_TRUE(book.set_hold_id_key({0x0123456789abcdefULL, 0xfedcba9876543210ULL}));
+  ASSERT_TRUE(book.set_hold_id_key({0x0123456789abcdefULL, 0xfedcba9876543210ULL}, now, fresh()));
   create("tee", 1000, 0);
   create_pool("cp", {"c0", "c1", "c2"});
   std::set<uint64_t> ids;
@@ -926,7 +926,7 @@ TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
     EXPECT_TRUE(ids.insert(r.hold_id).second);
     EXPECT_NE(r.hold_id, static_cast<uint64_t>(i + 1)) << "a sequential id under a key";
   }
-  EXPECT_FALSE(book.set_hold_id_key({1, 2})) << "the key changed after holds were made";
+  EXPECT_FALSE(book.set_hold_id_key({1, 2}, now, fresh())) << "the key changed after holds were made";
   proto::ClaimResp c;
   ASSERT_EQ(claim("cp", "ann", "", &c), Status::kOk);
   now += 5000;

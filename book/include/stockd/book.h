@@ -24,14 +24,23 @@
 #include <unordered_map>
 #include <vector>
 
+#include "stockd/decisions.h"
 #include "stockd/hold_ids.h"
 #include "stockd/protocol.h"
 #include "stockd/records.h"
 
 namespace stockd {
 
-// What operations changed, in order. Entries may repeat; the group commit coalesces them.
+// What operations changed, in order: the decisions as log entries (stockd/decisions.h), and the
+// rows they touched. The live loop logs and skips the rows (`rows` false): a group is its log.
+// The checkpointer replays the log into its own book and keeps the rows (`log` false), to write
+// them as the next checkpoint. Row entries may repeat; build_batch() coalesces them.
 struct Changes {
+  bool log = true;   // append each decision to `entries`
+  bool rows = true;  // name the rows each decision changed, and build its outbox records
+  std::string entries;     // this group's log entries (valid while entry_count > 0)
+  int64_t entry_base_ms = 0;
+  uint32_t entry_count = 0;
   std::vector<std::string> skus;  // SKU rows to rewrite
   std::vector<uint64_t> holds;    // hold rows to put (if present) or delete
   std::vector<std::pair<std::string, std::string>> users;  // (sku, user) count rows
@@ -39,10 +48,13 @@ struct Changes {
   std::vector<proto::OutboxRecord> outbox;                 // new outbox records, seq ascending
   bool meta = false;                                       // next ids changed
   bool empty() const {
-    return skus.empty() && holds.empty() && users.empty() && codes.empty() && outbox.empty() &&
-           !meta;
+    return entry_count == 0 && skus.empty() && holds.empty() && users.empty() && codes.empty() &&
+           outbox.empty() && !meta;
   }
+  rec::LogWriter writer() { return {entries, entry_base_ms, entry_count}; }
   void clear() {  // keeps the vectors' capacity, and the records' buffers, for the next group
+    entry_count = 0;
+    entries.clear();
     skus.clear();
     holds.clear();
     users.clear();
@@ -131,8 +143,9 @@ class Book {
 
   // ---- Admin operations. ----
   Verdict sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& out, Changes& ch);
-  Verdict restock(const proto::RestockReq& req, proto::SkuView& out, Changes& ch);
-  Verdict codes_load(const proto::CodesLoadReq& req, proto::CodesLoadResp& out, Changes& ch);
+  Verdict restock(const proto::RestockReq& req, int64_t now, proto::SkuView& out, Changes& ch);
+  Verdict codes_load(const proto::CodesLoadReq& req, int64_t now, proto::CodesLoadResp& out,
+                     Changes& ch);
   Verdict sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch);
 
   // ---- Time. ----
@@ -158,8 +171,16 @@ class Book {
   // Hold ids are hold_id_of(sequence number, key) (stockd/hold_ids.h); the key is in meta().
   // It may be set only while no hold was ever made (false otherwise): a new store takes a random
   // one before its first hold. Restored from the meta row.
-  bool set_hold_id_key(const HoldIdKey& key);
+  bool set_hold_id_key(const HoldIdKey& key, int64_t now, Changes& ch);
   HoldIdKey hold_id_key() const;
+
+  // The sidecar acknowledged outbox records up to `upto` (kept in the meta row; logged).
+  void outbox_ack(uint64_t upto, int64_t now, Changes& ch);
+
+  // ---- Replay: one logged decision made again through the same code as a live request, with
+  // its logged time, sweeps and admission caps off (expiries and forgetting are entries of their
+  // own). "" or why the entry does not follow from the book's state (a damaged or foreign log).
+  std::string replay(const rec::Decision& d, Changes& ch);
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);

@@ -1,0 +1,151 @@
+// Replay: a logged decision made again through the same code as the live request (the way
+// leveldb and Redis replay their logs through their write paths), so that replay cannot drift
+// from what was decided. The entry's outcome (hold id, codes) is compared with the replayed one:
+// a mismatch means the log does not follow from this state, and recovery stops there.
+#include <algorithm>
+
+#include "book_impl.h"
+
+namespace stockd {
+
+using book_detail::Hold;
+using proto::HoldState;
+using proto::Status;
+
+namespace {
+
+std::string op_name(rec::Op op) { return std::string(1, static_cast<char>(op)); }
+
+std::string mismatch(const rec::Decision& d, const std::string& what) {
+  return "entry '" + op_name(d.op) + "' at " + std::to_string(d.at_ms) + " (hold " +
+         std::to_string(d.hold_id) + "): " + what;
+}
+
+bool same_codes(const rec::Decision& d, const std::vector<proto::SkuCode>& got) {
+  if (got.size() != d.codes.size()) return false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].code != d.codes[i].code || got[i].sku != d.lines[d.codes[i].line].sku) return false;
+  }
+  return true;
+}
+
+// Restores the flag on every way out of replay().
+struct Replaying {
+  bool& flag;
+  explicit Replaying(bool& f) : flag(f) { flag = true; }
+  ~Replaying() { flag = false; }
+};
+
+}  // namespace
+
+std::string Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& ch) {
+  auto it = holds.find(hold_id);
+  if (it == holds.end() || it->second.state != HoldState::kHeld) return "no such live hold";
+  Hold& h = it->second;
+  if (h.expires_at != at) return "its deadline is " + std::to_string(h.expires_at);
+  end_hold(h, HoldState::kExpired, h.expires_at, ch);
+  ++counters.expiries;
+  return "";
+}
+
+std::string Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
+  auto it = holds.find(hold_id);
+  if (it == holds.end() || it->second.state == HoldState::kHeld) return "no such finished hold";
+  // The retention queue names it near its front; its entry goes with it.
+  auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
+                        [hold_id](const auto& e) { return e.second == hold_id; });
+  if (q != finished_fifo.end()) finished_fifo.erase(q);
+  const int64_t at = it->second.finished_at;
+  forget(it, at, ch);
+  return "";
+}
+
+std::string Book::replay(const rec::Decision& d, Changes& ch) {
+  Impl& m = *impl_;
+  Replaying on(m.replaying);
+  using rec::Op;
+  switch (d.op) {
+    case Op::kReserve: {
+      proto::ReserveReq req{std::string(d.user), std::string(d.key), d.ttl_ms, {}};
+      for (const rec::LineRef& l : d.lines) req.lines.push_back({std::string(l.sku), l.qty});
+      proto::ReserveResp out;
+      const Verdict v = reserve(req, d.at_ms, out, ch);
+      if (v != Status::kOk) {
+        return mismatch(d, "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
+      }
+      if (out.hold_id != d.hold_id) {
+        return mismatch(d, "replayed as hold " + std::to_string(out.hold_id));
+      }
+      if (!same_codes(d, out.codes)) return mismatch(d, "replayed with other codes");
+      return "";
+    }
+    case Op::kClaim: {
+      proto::ClaimReq req{std::string(d.sku), std::string(d.user), std::string(d.key)};
+      proto::ClaimResp out;
+      const Verdict v = claim(req, d.at_ms, out, ch);
+      if (v != Status::kOk) {
+        return mismatch(d, "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
+      }
+      if (out.order_id != d.hold_id || out.code != d.codes.front().code) {
+        return mismatch(d, "replayed as hold " + std::to_string(out.order_id) + " code " + out.code);
+      }
+      return "";
+    }
+    case Op::kCommit:
+    case Op::kRelease: {
+      proto::HoldView view;
+      const bool commit = d.op == Op::kCommit;
+      const Status st = m.settle(d.hold_id, {}, d.at_ms, commit, view, ch);
+      if (st != Status::kOk) return mismatch(d, "replayed as " + std::string(proto::status_name(st)));
+      return "";
+    }
+    case Op::kExpire:
+      if (std::string why = m.expire_logged(d.hold_id, d.at_ms, ch); !why.empty()) {
+        return mismatch(d, why);
+      }
+      return "";
+    case Op::kForget:
+      if (std::string why = m.forget_logged(d.hold_id, ch); !why.empty()) return mismatch(d, why);
+      return "";
+    case Op::kSkuSet: {
+      proto::SkuSetReq req{std::string(d.sku), d.mask,          d.total,
+                           d.per_user_limit,   d.opens_at_ms, d.closes_at_ms};
+      proto::SkuView out;
+      const Verdict v = sku_set(req, d.at_ms, out, ch);
+      if (v != Status::kOk) return mismatch(d, "SKU_SET replayed as " + v.why);
+      return "";
+    }
+    case Op::kRestock: {
+      proto::SkuView out;
+      const Verdict v = restock({std::string(d.sku), d.delta}, d.at_ms, out, ch);
+      if (v != Status::kOk) return mismatch(d, "RESTOCK replayed as " + v.why);
+      return "";
+    }
+    case Op::kCodesLoad: {
+      proto::CodesLoadReq req{std::string(d.sku), {}};
+      req.codes.reserve(d.pool.size());
+      for (std::string_view c : d.pool) req.codes.emplace_back(c);
+      proto::CodesLoadResp out;
+      const Verdict v = codes_load(req, d.at_ms, out, ch);
+      if (v != Status::kOk) return mismatch(d, "CODES_LOAD replayed as " + v.why);
+      return "";
+    }
+    case Op::kSaleClose: {
+      proto::SkuView out;
+      const Verdict v = sale_close(d.sku, d.at_ms, out, ch);
+      if (v != Status::kOk) return mismatch(d, "SALE_CLOSE replayed as " + v.why);
+      return "";
+    }
+    case Op::kHoldIdKey:
+      if (!set_hold_id_key({d.key0, d.key1}, d.at_ms, ch)) {
+        return mismatch(d, "the key of hold ids changes after holds were made");
+      }
+      return "";
+    case Op::kOutboxAck:
+      outbox_ack(d.upto, d.at_ms, ch);
+      return "";
+  }
+  return mismatch(d, "unknown entry");
+}
+
+}  // namespace stockd

@@ -1,0 +1,130 @@
+// The log of decisions: what the book decided, one compact entry per decision, one value per
+// group commit (docs/storage.md, "The log").
+//
+// Pure: standard library and the protocol types only. The book appends entries as it decides
+// (Book::* with Changes::log set) and replays them (Book::replay); the store keeps one group
+// value per loop turn under `l/` + lsn; the outbox feed reads its records from the same entries.
+//
+// An entry holds the inputs and the outcome a replay needs to make the same decision again
+// through the live code (the request, its time, the hold id it got, the codes it took), and,
+// for entries that make an outbox record (an order, a release, an expiry), that record's
+// content, so that the outbox is read from the log alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stockd/protocol.h"
+
+namespace stockd::rec {
+
+inline constexpr uint8_t kLogVersion = 1;
+inline constexpr char kTagLog = 'l';
+// Header: version u8, tag u8, lsn u64, first_outbox_seq u64, base_ms i64, count u32.
+inline constexpr size_t kGroupHeaderBytes = 30;
+inline constexpr size_t kGroupChecksumBytes = 4;
+
+enum class Op : uint8_t {
+  kReserve = 'R',    // a reservation (ttl 0: an order at once)
+  kClaim = 'C',      // a code claim (an order at once)
+  kCommit = 'K',     // a held hold bought
+  kRelease = 'L',    // a held hold released by its buyer
+  kExpire = 'E',     // a held hold past its deadline
+  kForget = 'F',     // a finished hold (and its key) forgotten after its retention
+  kSkuSet = 'S',     // SKU_SET
+  kRestock = 'T',    // RESTOCK
+  kCodesLoad = 'P',  // CODES_LOAD
+  kSaleClose = 'X',  // SALE_CLOSE
+  kHoldIdKey = 'H',  // the key of hold ids, taken before the first hold
+  kOutboxAck = 'A',  // the sidecar acknowledged records up to a sequence number
+};
+
+struct LineRef {
+  std::string_view sku;
+  uint32_t qty = 0;
+};
+struct CodeRef {
+  uint32_t line = 0;  // index into lines: the code's SKU
+  std::string_view code;
+};
+
+// One decoded entry. Views point into the group value it was read from; vectors keep their
+// capacity from one entry to the next.
+struct Decision {
+  Op op = Op::kReserve;
+  int64_t at_ms = 0;  // the decision's time (an expiry: the hold's deadline)
+  uint64_t hold_id = 0;
+  std::string_view user, key, sku;  // sku: claim, SKU admin ops
+  uint32_t ttl_ms = 0;              // reserve
+  int64_t created_at_ms = 0;        // commit, release, expire: the hold's creation
+  std::vector<LineRef> lines;       // reserve, and the order of commit, release, expire
+  std::vector<CodeRef> codes;       // codes the hold took (claim: one, line 0)
+  // SKU_SET
+  uint8_t mask = 0;
+  uint64_t total = 0;
+  uint32_t per_user_limit = 0;
+  int64_t opens_at_ms = 0, closes_at_ms = 0;
+  int64_t delta = 0;                    // RESTOCK
+  std::vector<std::string_view> pool;   // CODES_LOAD
+  uint64_t key0 = 0, key1 = 0;          // HOLD_ID_KEY
+  uint64_t upto = 0;                    // OUTBOX_ACK
+  // Whether this entry makes an outbox record (and takes the next sequence number).
+  bool makes_record() const {
+    return op == Op::kClaim || op == Op::kCommit || op == Op::kRelease || op == Op::kExpire ||
+           (op == Op::kReserve && ttl_ms == 0);
+  }
+};
+
+// ---- Writing entries into a group's buffer (no allocation once `out` has grown). begin() starts
+// an entry: the first entry of a group sets `base_ms`, and every entry stores its time as a
+// delta from it. Strings must be within their protocol limits (the book checked them). ----
+struct LogWriter {
+  std::string& out;
+  int64_t& base_ms;
+  uint32_t& count;
+  void begin(Op op, int64_t at_ms);
+  void var(uint64_t v);
+  void zig(int64_t v) { var((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
+  void u64(uint64_t v);
+  void str(std::string_view s);
+};
+
+// The group value: header, the entries as LogWriter wrote them (with its base_ms and count),
+// checksum (FNV-1a 32 of every byte before it).
+void encode_group(uint64_t lsn, uint64_t first_outbox_seq, int64_t base_ms, uint32_t count,
+                  std::string_view entries, std::string& out);
+std::string log_key(uint64_t lsn);
+// The lsn of a log key, or 0 if `key` is not one.
+uint64_t log_key_lsn(std::string_view key);
+
+// Reads a group value entry by entry. open() checks the envelope (length, version, tag,
+// checksum); next() decodes one entry, false at the end or on damage (then error() says what
+// and where).
+class GroupReader {
+ public:
+  bool open(std::string_view value);
+  bool next(Decision& d);
+  uint64_t lsn() const { return lsn_; }
+  uint64_t first_outbox_seq() const { return first_seq_; }
+  int64_t base_ms() const { return base_ms_; }
+  uint32_t count() const { return count_; }
+  uint32_t read() const { return read_; }  // entries decoded so far
+  const std::string& error() const { return error_; }
+
+ private:
+  bool fail(std::string why);
+  std::string_view body_;
+  size_t pos_ = 0;
+  uint64_t lsn_ = 0, first_seq_ = 0;
+  int64_t base_ms_ = 0;
+  uint32_t count_ = 0, read_ = 0;
+  std::string error_;
+};
+
+// The outbox record an entry makes (makes_record()), numbered `seq`, into `out` (its strings and
+// vectors reused).
+void outbox_record(const Decision& d, uint64_t seq, proto::OutboxRecord& out);
+
+}  // namespace stockd::rec

@@ -1,0 +1,267 @@
+#include "stockd/decisions.h"
+
+#include "stockd/wire.h"
+
+namespace stockd::rec {
+
+void LogWriter::begin(Op op, int64_t at_ms) {
+  if (count == 0) {
+    out.clear();
+    base_ms = at_ms;
+  }
+  ++count;
+  out.push_back(static_cast<char>(op));
+  zig(at_ms - base_ms);
+}
+
+void LogWriter::var(uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+void LogWriter::u64(uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
+  out.append(b, 8);
+}
+
+void LogWriter::str(std::string_view s) {
+  var(s.size());
+  out.append(s.data(), s.size());
+}
+
+void encode_group(uint64_t lsn, uint64_t first_outbox_seq, int64_t base_ms, uint32_t count,
+                  std::string_view entries, std::string& out) {
+  out.clear();
+  out.reserve(kGroupHeaderBytes + entries.size() + kGroupChecksumBytes);
+  wire::Writer w(out);
+  w.u8(kLogVersion);
+  w.u8(static_cast<uint8_t>(kTagLog));
+  w.u64(lsn);
+  w.u64(first_outbox_seq);
+  w.i64(base_ms);
+  w.u32(count);
+  w.raw(entries);
+  w.u32(wire::fnv1a32(out));
+}
+
+std::string log_key(uint64_t lsn) {
+  std::string k{kTagLog, '/'};
+  for (int i = 7; i >= 0; --i) k.push_back(static_cast<char>((lsn >> (8 * i)) & 0xFF));
+  return k;
+}
+
+uint64_t log_key_lsn(std::string_view key) {
+  if (key.size() != 10 || key[0] != kTagLog || key[1] != '/') return 0;
+  uint64_t v = 0;
+  for (size_t i = 2; i < 10; ++i) v = (v << 8) | static_cast<uint8_t>(key[i]);
+  return v;
+}
+
+bool GroupReader::fail(std::string why) {
+  if (error_.empty()) {
+    error_ = "log group " + std::to_string(lsn_) + ", entry " + std::to_string(read_) + ": " +
+             std::move(why);
+  }
+  return false;
+}
+
+bool GroupReader::open(std::string_view v) {
+  *this = GroupReader{};
+  if (v.size() < kGroupHeaderBytes + kGroupChecksumBytes) {
+    return fail("too short: " + std::to_string(v.size()) + " bytes, a group has at least " +
+                std::to_string(kGroupHeaderBytes + kGroupChecksumBytes));
+  }
+  wire::Reader r(v);
+  const uint8_t version = r.u8();
+  const uint8_t tag = r.u8();
+  lsn_ = r.u64();
+  first_seq_ = r.u64();
+  base_ms_ = r.i64();
+  count_ = r.u32();
+  if (version != kLogVersion) return fail("unknown log version " + std::to_string(version));
+  if (tag != static_cast<uint8_t>(kTagLog)) return fail("not a log group (tag " + std::to_string(tag) + ")");
+  const size_t body_end = v.size() - kGroupChecksumBytes;
+  wire::Reader c(v.substr(body_end));
+  const uint32_t stored = c.u32();
+  const uint32_t computed = wire::fnv1a32(v.substr(0, body_end));
+  if (stored != computed) return fail("checksum mismatch");
+  body_ = v.substr(kGroupHeaderBytes, body_end - kGroupHeaderBytes);
+  return true;
+}
+
+namespace {
+
+// A cursor over one entry's bytes: varints, fixed u64 and varint-length strings, each checked
+// against the bytes left; the first failure names the field.
+struct Cursor {
+  std::string_view in;
+  size_t& pos;
+  const char* bad = nullptr;
+  uint64_t var(const char* field) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos >= in.size()) return bad = field, 0;
+      const uint8_t b = static_cast<uint8_t>(in[pos++]);
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    return bad = field, 0;
+  }
+  int64_t zig(const char* field) {
+    const uint64_t v = var(field);
+    return static_cast<int64_t>((v >> 1) ^ (~(v & 1) + 1));
+  }
+  uint64_t u64(const char* field) {
+    if (in.size() - pos < 8) return bad = field, 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in[pos + i])) << (8 * i);
+    pos += 8;
+    return v;
+  }
+  std::string_view str(const char* field, size_t max) {
+    const uint64_t n = var(field);
+    if (bad != nullptr || n > max || n > in.size() - pos) return bad = field, std::string_view();
+    std::string_view s = in.substr(pos, n);
+    pos += n;
+    return s;
+  }
+  uint64_t count(const char* field, uint64_t max) {
+    const uint64_t n = var(field);
+    if (n > max || n > in.size() - pos) return bad = field, 0;  // each item takes >= 1 byte
+    return n;
+  }
+};
+
+void read_lines(Cursor& c, Decision& d) {
+  const uint64_t n = c.count("lines", proto::kReserveLinesMax);
+  for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+    LineRef& l = d.lines.emplace_back();
+    l.sku = c.str("sku", proto::kSkuBytesMax);
+    l.qty = static_cast<uint32_t>(c.var("qty"));
+  }
+}
+
+void read_codes(Cursor& c, Decision& d) {
+  const uint64_t n = c.count("codes", proto::kHoldCodesMax);
+  for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+    CodeRef& r = d.codes.emplace_back();
+    r.line = static_cast<uint32_t>(c.var("code line"));
+    r.code = c.str("code", proto::kCodeBytesMax);
+    if (r.line >= d.lines.size()) c.bad = "code line";
+  }
+}
+
+}  // namespace
+
+bool GroupReader::next(Decision& d) {
+  if (read_ == count_) {
+    if (pos_ != body_.size()) return fail(std::to_string(body_.size() - pos_) + " bytes after the last entry");
+    return false;
+  }
+  if (pos_ >= body_.size()) return fail("the group ends before its " + std::to_string(count_) + " entries");
+  d.lines.clear();
+  d.codes.clear();
+  d.pool.clear();
+  d.user = d.key = d.sku = {};
+  d.ttl_ms = 0;
+  d.hold_id = 0;
+  d.op = static_cast<Op>(body_[pos_++]);
+  Cursor c{body_, pos_};
+  d.at_ms = base_ms_ + c.zig("at");
+  switch (d.op) {
+    case Op::kReserve:
+      d.user = c.str("user", proto::kUserBytesMax);
+      d.key = c.str("key", proto::kKeyBytesMax);
+      d.ttl_ms = static_cast<uint32_t>(c.var("ttl_ms"));
+      d.hold_id = c.u64("hold_id");
+      read_lines(c, d);
+      read_codes(c, d);
+      break;
+    case Op::kClaim: {
+      d.user = c.str("user", proto::kUserBytesMax);
+      d.key = c.str("key", proto::kKeyBytesMax);
+      d.hold_id = c.u64("hold_id");
+      d.sku = c.str("sku", proto::kSkuBytesMax);
+      d.lines.push_back({d.sku, 1});
+      d.codes.push_back({0, c.str("code", proto::kCodeBytesMax)});
+      break;
+    }
+    case Op::kCommit:
+    case Op::kRelease:
+    case Op::kExpire:
+      d.hold_id = c.u64("hold_id");
+      d.user = c.str("user", proto::kUserBytesMax);
+      d.key = c.str("key", proto::kKeyBytesMax);
+      d.created_at_ms = d.at_ms - c.zig("created_at");
+      read_lines(c, d);
+      read_codes(c, d);
+      break;
+    case Op::kForget:
+      d.hold_id = c.u64("hold_id");
+      break;
+    case Op::kSkuSet:
+      d.sku = c.str("sku", proto::kSkuBytesMax);
+      d.mask = static_cast<uint8_t>(c.var("mask"));
+      d.total = c.var("total");
+      d.per_user_limit = static_cast<uint32_t>(c.var("per_user_limit"));
+      d.opens_at_ms = c.zig("opens_at");
+      d.closes_at_ms = c.zig("closes_at");
+      break;
+    case Op::kRestock:
+      d.sku = c.str("sku", proto::kSkuBytesMax);
+      d.delta = c.zig("delta");
+      break;
+    case Op::kCodesLoad: {
+      d.sku = c.str("sku", proto::kSkuBytesMax);
+      const uint64_t n = c.count("codes", UINT32_MAX);
+      for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+        d.pool.push_back(c.str("code", proto::kCodeBytesMax));
+      }
+      break;
+    }
+    case Op::kSaleClose:
+      d.sku = c.str("sku", proto::kSkuBytesMax);
+      break;
+    case Op::kHoldIdKey:
+      d.key0 = c.u64("key0");
+      d.key1 = c.u64("key1");
+      break;
+    case Op::kOutboxAck:
+      d.upto = c.var("upto");
+      break;
+    default:
+      return fail("unknown entry type " + std::to_string(static_cast<unsigned>(d.op)));
+  }
+  if (c.bad != nullptr) return fail(std::string("truncated or out of range reading ") + c.bad);
+  ++read_;
+  return true;
+}
+
+void outbox_record(const Decision& d, uint64_t seq, proto::OutboxRecord& out) {
+  out.seq = seq;
+  out.kind = d.op == Op::kRelease  ? proto::OutboxKind::kReleased
+             : d.op == Op::kExpire ? proto::OutboxKind::kExpired
+                                   : proto::OutboxKind::kOrder;
+  out.order_id = d.hold_id;
+  out.user.assign(d.user);
+  out.key.assign(d.key);
+  const bool created_now = d.op == Op::kReserve || d.op == Op::kClaim;
+  out.created_at_ms = created_now ? d.at_ms : d.created_at_ms;
+  out.at_ms = d.at_ms;
+  out.lines.resize(d.lines.size());
+  for (size_t i = 0; i < d.lines.size(); ++i) {
+    out.lines[i].sku.assign(d.lines[i].sku);
+    out.lines[i].qty = d.lines[i].qty;
+  }
+  out.codes.resize(d.codes.size());
+  for (size_t i = 0; i < d.codes.size(); ++i) {
+    out.codes[i].sku.assign(d.lines[d.codes[i].line].sku);
+    out.codes[i].code.assign(d.codes[i].code);
+  }
+}
+
+}  // namespace stockd::rec
