@@ -123,8 +123,7 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
   return Status::kOk;
 }
 
-Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView& out,
-                      Changes& ch) {
+Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(req.sku);

@@ -71,7 +71,8 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
       proto::ReserveResp out;
       const Verdict v = reserve(req, d.at_ms, out, ch);
       if (v != Status::kOk) {
-        return mismatch(d, "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
+        return mismatch(d,
+                        "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
       }
       if (out.hold_id != d.hold_id) {
         return mismatch(d, "replayed as hold " + std::to_string(out.hold_id));
@@ -84,10 +85,12 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
       proto::ClaimResp out;
       const Verdict v = claim(req, d.at_ms, out, ch);
       if (v != Status::kOk) {
-        return mismatch(d, "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
+        return mismatch(d,
+                        "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
       }
       if (out.order_id != d.hold_id || out.code != d.codes.front().code) {
-        return mismatch(d, "replayed as hold " + std::to_string(out.order_id) + " code " + out.code);
+        return mismatch(d,
+                        "replayed as hold " + std::to_string(out.order_id) + " code " + out.code);
       }
       return "";
     }
@@ -96,7 +99,8 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
       proto::HoldView view;
       const bool commit = d.op == Op::kCommit;
       const Status st = m.settle(d.hold_id, {}, d.at_ms, commit, view, ch);
-      if (st != Status::kOk) return mismatch(d, "replayed as " + std::string(proto::status_name(st)));
+      if (st != Status::kOk)
+        return mismatch(d, "replayed as " + std::string(proto::status_name(st)));
       return "";
     }
     case Op::kExpire:
@@ -108,7 +112,7 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
       if (std::string why = m.forget_logged(d.hold_id, ch); !why.empty()) return mismatch(d, why);
       return "";
     case Op::kSkuSet: {
-      proto::SkuSetReq req{std::string(d.sku), d.mask,          d.total,
+      proto::SkuSetReq req{std::string(d.sku), d.mask,        d.total,
                            d.per_user_limit,   d.opens_at_ms, d.closes_at_ms};
       proto::SkuView out;
       const Verdict v = sku_set(req, d.at_ms, out, ch);

@@ -90,7 +90,7 @@ void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
   ch.meta = true;
   const uint64_t seq = next_outbox_seq++;
-  if (!ch.rows) return;  // the record is its log entry's (stockd/decisions.h)
+  if (!ch.rows || !ch.records) return;       // the log entry carries it (stockd/decisions.h)
   proto::OutboxRecord& r = ch.add_outbox();  // every field is set below
   r.seq = seq;
   r.kind = kind;
@@ -163,8 +163,7 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
 }
 
 // F: 'F' at hold_id.
-void Book::Impl::forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now,
-                        Changes& ch) {
+void Book::Impl::forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now, Changes& ch) {
   const uint64_t id = it->first;
   if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first
   holds.erase(it);  // codes it bought keep it as owner: they stay sold

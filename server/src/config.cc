@@ -89,6 +89,9 @@ std::string validate(const Config& c) {
   if (c.live_holds_max < 1) return "--live-holds-max must be at least 1";
   if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
   if (c.holds_expected > 1'000'000'000) return "--holds-expected must be at most 1000000000";
+  if (c.checkpoint_every < 1) return "--checkpoint-every must be at least 1";
+  if (c.checkpoint_interval_ms < 10 || c.checkpoint_interval_ms > 24 * 3600 * 1000LL)
+    return "--checkpoint-interval-ms must be 10..86400000";
   if (c.admin_token.size() > proto::kTokenBytesMax ||
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)

@@ -1,6 +1,7 @@
 #include "group_commit.h"
 
 #include "stockd/check.h"
+#include "stockd/decisions.h"
 
 namespace stockd {
 
@@ -12,7 +13,10 @@ std::string GroupCommit::open(const storage::StoreOptions& options) {
 
 std::string GroupCommit::recover_into(Book& book, Recovered& r) {
   std::string err = recover(*store_, book, r);
-  if (err.empty()) lsn_ = r.meta.lsn;
+  if (err.empty()) {
+    lsn_ = r.meta.lsn;
+    group_first_seq_ = book.meta().next_outbox_seq;
+  }
   return err;
 }
 
@@ -23,31 +27,45 @@ void GroupCommit::start_wal(std::function<void()> notify) {
       std::move(notify), static_cast<int>(config_.wal_spin_us));
 }
 
+void GroupCommit::start_checkpointer(const BookLimits& limits) {
+  CheckpointOptions o;
+  o.every_entries = config_.checkpoint_every;
+  o.every_ms = config_.checkpoint_interval_ms;
+  o.outbox_retention_ms = config_.outbox_retention_ms;
+  o.limits = limits;
+  checkpointer_ = std::make_unique<Checkpointer>(*store_, o);
+}
+
 void GroupCommit::close() {
   wal_.reset();  // joins the WAL thread after it wrote what was submitted
+  if (checkpointer_ && !failed_) checkpointer_->stop(true);  // the next start replays nothing
+  checkpointer_.reset();
   store_.reset();
 }
 
 void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
   STOCKD_CHECK(inflight_seq_ == 0, "one group in flight at a time");
   STOCKD_CHECK(durable_seq_ < fill_seq_, "groups become durable in sequence");
-  if (changes_.empty() && deletes_.empty()) {
-    durable_seq_ = fill_seq_++;
-    return;
-  }
-  if (config_.durability == Durability::kOff) {  // no store, hence no outbox to advance
-    changes_.clear();
+  if (changes_.entry_count == 0 || config_.durability == Durability::kOff) {
+    changes_.clear();  // nothing decided, or no store (and no outbox) to write it to
+    group_first_seq_ = book.meta().next_outbox_seq;
     durable_seq_ = fill_seq_++;
     return;
   }
   if (!wal_) return;  // the store is being reopened after a failure: keep filling
   storage::Batch b = store_->batch();
-  build_batch(b, book, changes_, ++lsn_, feed.acked(), feed.first());
-  for (auto& k : deletes_) b.del(std::move(k));
-  deletes_.clear();
+  b.lsn = ++lsn_;
+  const uint64_t end = book.meta().next_outbox_seq;
+  rec::encode_group(lsn_, changes_.entry_base_ms, group_first_seq_,
+                    static_cast<uint32_t>(end - group_first_seq_), changes_.entry_count,
+                    changes_.entries, inflight_group_);
+  b.put(rec::log_key(lsn_), inflight_group_);
+  if (end > group_first_seq_) feed.add_group({lsn_, group_first_seq_, end, changes_.entry_base_ms});
+  group_first_seq_ = end;
+  inflight_entries_ = changes_.entry_count;
   changes_.clear();
   inflight_seq_ = fill_seq_++;
-  feed.sealed(book.meta().next_outbox_seq - 1);
+  feed.sealed(end - 1);
   wal_->submit(std::move(b));
 }
 
@@ -62,11 +80,13 @@ bool GroupCommit::collect(Metrics& metrics, std::string& failure) {
     }
     if (d.lsn == 0) continue;
     metrics.fsync_seconds.observe(static_cast<double>(d.write_us) / 1e6);
-    metrics.batch_ops.observe(static_cast<double>(d.ops));
+    metrics.batch_ops.observe(static_cast<double>(inflight_entries_));  // decisions per group
     STOCKD_CHECK(inflight_seq_ > durable_seq_, "the durable group sequence only rises");
     durable_seq_ = inflight_seq_;
     inflight_seq_ = 0;
     advanced = true;
+    if (checkpointer_) checkpointer_->submit(d.lsn, std::move(inflight_group_));
+    inflight_group_.clear();
   }
   return advanced;
 }
@@ -76,24 +96,29 @@ void GroupCommit::fail(const std::string& why) {
   error_ = why;
   inflight_seq_ = 0;
   changes_.clear();
-  deletes_.clear();
+  inflight_group_.clear();
 }
 
 std::string GroupCommit::reopen(const storage::StoreOptions& options) {
-  wal_.reset();  // a writer that saw a failure stays failed; start a fresh one
+  wal_.reset();           // a writer that saw a failure stays failed; start a fresh one
+  checkpointer_.reset();  // its book is rebuilt from the store with the loop's
   store_.reset();
   return open(options);
 }
 
-std::string GroupCommit::resume(const Book& book, const OutboxFeed& feed,
-                                std::function<void()> notify) {
+std::string GroupCommit::resume(std::function<void()> notify, const BookLimits& limits) {
   start_wal(std::move(notify));
+  // The proof: an empty group, synced.
   storage::Batch probe = store_->batch();
-  build_batch(probe, book, Changes{}, lsn_ + 1, feed.acked(), feed.first());
+  probe.lsn = lsn_ + 1;
+  rec::encode_group(probe.lsn, 0, group_first_seq_, 0, 0, {}, inflight_group_);
+  probe.put(rec::log_key(probe.lsn), inflight_group_);
+  inflight_group_.clear();
   storage::Status s = store_->write(probe, true);
   if (!s.ok()) return s.message();
   ++lsn_;
   failed_ = false;
+  start_checkpointer(limits);
   return "";
 }
 

@@ -1,7 +1,8 @@
-// Group commit: the store, its WAL writer and the sequence of groups. The decisions of one loop
-// turn fill a group (`changes`); sealing it builds one batch (the book's rows, the meta row, the
-// outbox feed's deletes) for the WAL thread; answers tagged with a group are released once it is
-// durable. One group is in flight at a time, and groups become durable in rising sequence.
+// Group commit: the store, its WAL writer, the checkpointer and the sequence of groups. The
+// decisions of one loop turn fill a group (`changes`: their log entries); sealing it makes one
+// log group value (stockd/decisions.h) for the WAL thread; answers tagged with a group are
+// released once it is durable, and the durable group goes on to the checkpointer. One group is
+// in flight at a time, and groups become durable in rising sequence.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,7 @@ namespace stockd {
 
 class GroupCommit {
  public:
-  explicit GroupCommit(const Config& config) : config_(config) {}
+  explicit GroupCommit(const Config& config) : config_(config) { changes_.rows = false; }
 
   // ---- The store. ----
   // Opens the data dir's store. "" or why not.
@@ -31,22 +32,25 @@ class GroupCommit {
   std::string recover_into(Book& book, Recovered& r);
   // Starts the WAL thread; `notify` runs on it when a write finished (uv_async_send).
   void start_wal(std::function<void()> notify);
+  // Starts the checkpointer (after recovery: it rebuilds its own book from the store).
+  void start_checkpointer(const BookLimits& limits);
+  Checkpointer* checkpointer() const { return checkpointer_.get(); }
   // Joins the WAL thread after it wrote what was submitted: before the loop closes, as its
   // notify signals the loop.
   void stop_wal() { wal_.reset(); }
-  void close();  // the WAL thread, then the store
+  void close();  // the WAL thread, a last checkpoint, then the store
 
   // ---- The sequence of groups. ----
-  Changes& changes() { return changes_; }                   // the filling group
-  std::vector<std::string>& deletes() { return deletes_; }  // carried by the next batch
-  uint64_t filling() const { return fill_seq_; }            // answers made now wait for this group
-  uint64_t durable() const { return durable_seq_; }         // every group up to this one is durable
+  Changes& changes() { return changes_; }            // the filling group
+  uint64_t filling() const { return fill_seq_; }     // answers made now wait for this group
+  uint64_t durable() const { return durable_seq_; }  // every group up to this one is durable
   bool in_flight() const { return inflight_seq_ != 0; }
-  bool pending() const { return in_flight() || !changes_.empty(); }
+  bool pending() const { return in_flight() || changes_.entry_count > 0; }
   uint64_t lsn() const { return lsn_; }
 
-  // Seals the filling group: durable at once when it changed nothing (or durability is off),
-  // else one batch for the WAL thread. Only while nothing is in flight.
+  // Seals the filling group: durable at once when it decided nothing (or durability is off),
+  // else one log group for the WAL thread (and its records for `feed`). Only while nothing is in
+  // flight.
   void seal(const Book& book, OutboxFeed& feed);
   // Takes the writes the WAL thread finished. True when the group in flight became durable;
   // `failure` is set (and the group dropped) when a write or sync failed.
@@ -63,18 +67,21 @@ class GroupCommit {
   // store again, as a restart would (RocksDB 7.8's Resume() does not clear a failed WAL
   // append); then start a fresh WAL thread and prove a synced write. "" or why not.
   std::string reopen(const storage::StoreOptions& options);
-  std::string resume(const Book& book, const OutboxFeed& feed, std::function<void()> notify);
+  std::string resume(std::function<void()> notify, const BookLimits& limits);
 
  private:
   const Config& config_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::WalWriter> wal_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   Changes changes_;
-  std::vector<std::string> deletes_;  // outbox trims
-  uint64_t fill_seq_ = 1;             // id of the filling group; answers are tagged with it
-  uint64_t durable_seq_ = 0;          // every group <= this is durable (or was empty)
-  uint64_t inflight_seq_ = 0;         // group being written by the WAL thread, 0 if none
-  uint64_t lsn_ = 0;                  // our log sequence number: +1 per written batch
+  std::string inflight_group_;     // the group being written, for the checkpointer once durable
+  uint64_t group_first_seq_ = 1;   // the first outbox sequence number of the filling group
+  uint32_t inflight_entries_ = 0;  // decisions in the group being written
+  uint64_t fill_seq_ = 1;          // id of the filling group; answers are tagged with it
+  uint64_t durable_seq_ = 0;       // every group <= this is durable (or was empty)
+  uint64_t inflight_seq_ = 0;      // group being written by the WAL thread, 0 if none
+  uint64_t lsn_ = 0;               // our log sequence number: +1 per written batch
   bool failed_ = false;
   std::string error_;
 };

@@ -59,8 +59,8 @@ std::string Server::Impl::metrics_text() const {
   render_histogram(out, "stockd_group_commit_write_seconds",
                    "Time to write (and fsync, in sync mode) one group commit batch.",
                    metrics.fsync_seconds);
-  render_histogram(out, "stockd_group_commit_batch_ops", "Store operations per group commit batch.",
-                   metrics.batch_ops);
+  render_histogram(out, "stockd_group_commit_batch_ops",
+                   "Decisions (log entries) per group commit.", metrics.batch_ops);
   const BookCounters& bc = book->counters();
   line(out, "stockd_connections", "gauge", "Open client connections.", double(conns.size()));
   line(out, "stockd_connections_accepted_total", "counter", "Client connections accepted.",

@@ -226,6 +226,15 @@ int main(int argc, char** argv) {
                  "keep acknowledged outbox records this long")
       ->envname("STOCKD_OUTBOX_RETENTION_MS")
       ->capture_default_str();
+  app.add_option("--checkpoint-every", c.checkpoint_every,
+                 "write a checkpoint (the state's changed rows) after this many logged decisions; "
+                 "recovery replays at most about this many")
+      ->envname("STOCKD_CHECKPOINT_EVERY")
+      ->capture_default_str();
+  app.add_option("--checkpoint-interval-ms", c.checkpoint_interval_ms,
+                 "or this long after the last checkpoint, if anything was decided since")
+      ->envname("STOCKD_CHECKPOINT_INTERVAL_MS")
+      ->capture_default_str();
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error, critical, off")
       ->envname("STOCKD_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "stockd/records.h"
+#include "stockd/decisions.h"
 
 namespace stockd {
 
@@ -14,7 +14,6 @@ namespace {
 
 // Room kept in an OUTBOX_READ answer for its header and fixed fields.
 constexpr size_t kOutboxFrameSlackBytes = 1024;
-constexpr size_t kOutboxTrimPerTickMax = 10000;
 
 size_t approx_bytes(const proto::OutboxRecord& r) {
   size_t n = 64 + r.user.size() + r.key.size();
@@ -25,34 +24,56 @@ size_t approx_bytes(const proto::OutboxRecord& r) {
 
 }  // namespace
 
-void OutboxFeed::reset(storage::Store* store, uint64_t acked, uint64_t first, uint64_t head) {
+void OutboxFeed::reset(storage::Store* store, uint64_t acked, uint64_t first, uint64_t head,
+                       std::vector<LogGroupRef> groups) {
   store_ = store;
   acked_ = acked;
   first_ = first;
   durable_head_ = inflight_head_ = head;
+  groups_.assign(groups.begin(), groups.end());
+}
+
+void OutboxFeed::trimmed(uint64_t lsn, uint64_t first) {
+  while (!groups_.empty() && groups_.front().lsn < lsn) groups_.pop_front();
+  first_ = std::max(first_, first);
 }
 
 void OutboxFeed::read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp) const {
   resp.head_seq = durable_head_;
   resp.acked_seq = acked_;
   resp.first_seq = first_retained();
-  uint64_t from = std::max(req.after_seq + 1, first_);
+  const uint64_t from = std::max(req.after_seq + 1, first_);
   if (from > durable_head_ || store_ == nullptr) return;  // no store: being reopened
+  // The first group whose records reach `from`.
+  auto g = std::upper_bound(groups_.begin(), groups_.end(), from,
+                            [](uint64_t seq, const LogGroupRef& r) { return seq < r.end_seq; });
+  if (g == groups_.end()) return;
   size_t budget = config_.frame_bytes_max - kOutboxFrameSlackBytes;
   std::string why;
+  rec::GroupReader reader;
+  rec::Decision d;
   storage::Status s = store_->scan(
-      std::string{rec::kTagOutbox, '/'},
+      std::string{rec::kTagLog, '/'},
       [&](std::string_view, std::string_view v) {
-        proto::OutboxRecord r;
-        if (!rec::decode(v, r, why)) return false;
-        if (r.seq > durable_head_) return false;
-        size_t n = approx_bytes(r);
-        if (n > budget && !resp.records.empty()) return false;
-        budget -= std::min(budget, n);
-        resp.records.push_back(std::move(r));
-        return resp.records.size() < req.max_records;
+        if (!reader.open(v)) return why = reader.error(), false;
+        uint64_t seq = reader.first_outbox_seq();
+        while (reader.next(d)) {
+          if (!d.makes_record()) continue;
+          const uint64_t this_seq = seq++;
+          if (this_seq < from) continue;
+          if (this_seq > durable_head_) return false;
+          proto::OutboxRecord r;
+          rec::outbox_record(d, this_seq, r);
+          const size_t n = approx_bytes(r);
+          if (n > budget && !resp.records.empty()) return false;
+          budget -= std::min(budget, n);
+          resp.records.push_back(std::move(r));
+          if (resp.records.size() >= req.max_records) return false;
+        }
+        if (!reader.error().empty()) return why = reader.error(), false;
+        return seq <= durable_head_;
       },
-      rec::outbox_key(from));
+      rec::log_key(g->lsn));
   if (!s.ok() || !why.empty()) {
     log_->error("outbox read failed at seq {}: {}", from, s.ok() ? why : s.message());
     resp.records.clear();
@@ -125,23 +146,6 @@ std::vector<OutboxFeed::Poll> OutboxFeed::take_ready(bool expired_only, bool all
 
 void OutboxFeed::forget(const Conn* conn) {
   std::erase_if(polls_, [conn](const Poll& p) { return p.conn == conn; });
-}
-
-void OutboxFeed::trim(int64_t now, std::vector<std::string>& deletes) {
-  if (store_ == nullptr) return;
-  for (size_t n = 0; n < kOutboxTrimPerTickMax && first_ <= acked_; ++n) {
-    std::string v;
-    bool found = false;
-    if (!store_->get(rec::outbox_key(first_), v, found).ok()) return;
-    proto::OutboxRecord r;
-    std::string why;
-    if (found) {
-      if (!rec::decode(v, r, why)) return;
-      if (r.at_ms + config_.outbox_retention_ms > now) return;
-      deletes.push_back(rec::outbox_key(first_));
-    }
-    ++first_;
-  }
 }
 
 }  // namespace stockd

@@ -1,18 +1,22 @@
-// The outbox feed: the one owner of the outbox's positions (head, acked, first), its long polls
-// and its trim. The sidecar's operations (OUTBOX_READ, OUTBOX_ACK, OUTBOX_STATUS) are answered
-// here from the store's durable records; the loop tells it when a group holding records becomes
-// durable, and carries the trim's deletes and the acked position in its next batch.
+// The outbox feed: the one owner of the outbox's positions (head, acked, first) and its long
+// polls. The sidecar's operations (OUTBOX_READ, OUTBOX_ACK, OUTBOX_STATUS) are answered here
+// from the log: each record is the log entry that decided it (stockd/decisions.h), found
+// through an index of the retained log groups that hold records. The loop tells it when a group
+// holding records is sealed and when it becomes durable; an ack is logged by the book; the
+// checkpointer trims the log and says how far.
 #pragma once
 
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "dispatch.h"
 #include "stockd/config.h"
+#include "stockd/persist.h"
 #include "stockd/protocol.h"
 #include "stockd/store.h"
 
@@ -32,9 +36,14 @@ class OutboxFeed {
   OutboxFeed(const Config& config, std::shared_ptr<spdlog::logger> log)
       : config_(config), log_(std::move(log)) {}
 
-  // After recovery: the positions the meta row kept, `head` the last record written. `store`
-  // may be null (no durability, or the store is being reopened).
-  void reset(storage::Store* store, uint64_t acked, uint64_t first, uint64_t head);
+  // After recovery: the positions the store kept, `head` the last record written, the retained
+  // groups with records. `store` may be null (no durability, or the store is being reopened).
+  void reset(storage::Store* store, uint64_t acked, uint64_t first, uint64_t head,
+             std::vector<LogGroupRef> groups);
+  // A group with records was sealed (readable once durable).
+  void add_group(const LogGroupRef& g) { groups_.push_back(g); }
+  // The checkpointer trimmed the log below `lsn`; `first` is the lowest record retained.
+  void trimmed(uint64_t lsn, uint64_t first);
   void set_store(storage::Store* store) { store_ = store; }
 
   // Answers one outbox request of `conn` into `out`; a read with nothing to return and time to
@@ -52,10 +61,6 @@ class OutboxFeed {
   std::vector<Poll> take_ready(bool expired_only, bool all, int64_t now);
   void forget(const Conn* conn);  // the connection closed
 
-  // Acknowledged records past --outbox-retention-ms, oldest first and bounded: their keys, for
-  // the next batch to delete.
-  void trim(int64_t now, std::vector<std::string>& deletes);
-
   uint64_t head() const { return durable_head_; }
   uint64_t acked() const { return acked_; }
   uint64_t first() const { return first_; }
@@ -71,6 +76,7 @@ class OutboxFeed {
   uint64_t acked_ = 0;
   uint64_t first_ = 1;
   std::vector<Poll> polls_;
+  std::deque<LogGroupRef> groups_;  // retained log groups with records, in lsn (and seq) order
 };
 
 }  // namespace stockd

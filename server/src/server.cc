@@ -49,9 +49,12 @@ bool Server::Impl::open_and_recover() {
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log->info(
-      "recovered {} skus, {} holds, {} keys, {} codes, {} outbox records at lsn {} in {:.3f}s",
-      r.skus, r.holds, r.idem, r.codes, r.outbox, commit.lsn(), secs);
+      "recovered a checkpoint at lsn {} ({} skus, {} holds, {} keys, {} codes) and replayed {} "
+      "decisions of {} log groups to lsn {} ({} outbox records retained) in {:.3f}s",
+      r.checkpoint_lsn, r.skus, r.holds, r.idem, r.codes, r.replayed, r.log_groups, commit.lsn(),
+      r.outbox, secs);
   commit.start_wal([this] { uv_async_send(&wal_done); });
+  commit.start_checkpointer(book_limits());
   return true;
 }
 
@@ -73,7 +76,7 @@ DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, 
   }
   bool acked_moved = false;
   DispatchOutcome o = outbox_feed.handle(c, h, req, commit.failed(), out, acked_moved);
-  if (acked_moved) commit.changes().meta = true;  // the meta row carries the acked position
+  if (acked_moved) book->outbox_ack(outbox_feed.acked(), wall_ms(), commit.changes());  // logged
   return o;
 }
 
@@ -107,7 +110,7 @@ std::string Server::Impl::load_book(Recovered& r) {
   choose_hold_id_key();
   make_dispatcher();
   outbox_feed.reset(commit.store(), r.meta.outbox_acked, r.meta.outbox_first,
-                    book->meta().next_outbox_seq - 1);
+                    book->meta().next_outbox_seq - 1, std::move(r.outbox_groups));
   return "";
 }
 
@@ -148,7 +151,7 @@ void Server::Impl::try_recover_store() {
     return;
   }
   if (!reload_book()) return;
-  if (std::string err = commit.resume(*book, outbox_feed, [this] { uv_async_send(&wal_done); });
+  if (std::string err = commit.resume([this] { uv_async_send(&wal_done); }, book_limits());
       !err.empty()) {
     log->error("store still failing: {}", err);
     return;
@@ -434,7 +437,10 @@ void Server::Impl::on_tick() {
   if (commit.failed() && !commit.in_flight() && !stopping) try_recover_store();
   if (!commit.failed() && !stopping) {
     book->expire(now, commit.changes());  // also forgets keys and finished holds past retention
-    outbox_feed.trim(now, commit.deletes());
+  }
+  if (Checkpointer* cp = commit.checkpointer()) {
+    outbox_feed.trimmed(cp->trimmed_below(), cp->outbox_first());
+    if (std::string err = cp->take_error(); !err.empty()) log->error("{}", err);
   }
   answer_polls(true);
   end_of_turn();
@@ -450,6 +456,11 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"group_ops_total", static_cast<uint64_t>(metrics.batch_ops.sum)});
   s.push_back({"group_write_us_total", static_cast<uint64_t>(metrics.fsync_seconds.sum * 1e6)});
   s.push_back({"lsn", commit.lsn()});
+  if (const Checkpointer* cp = commit.checkpointer()) {
+    s.push_back({"checkpoint_lsn", cp->checkpoint_lsn()});
+    s.push_back({"checkpoints_written", cp->checkpoints()});
+    s.push_back({"checkpoint_last_us", static_cast<uint64_t>(cp->last_checkpoint_us())});
+  }
   s.push_back({"store_failed", commit.failed() ? 1u : 0u});
   s.push_back({"outbox_head", outbox_feed.head()});
   s.push_back({"outbox_acked", outbox_feed.acked()});

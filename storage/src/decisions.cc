@@ -33,16 +33,17 @@ void LogWriter::str(std::string_view s) {
   out.append(s.data(), s.size());
 }
 
-void encode_group(uint64_t lsn, uint64_t first_outbox_seq, int64_t base_ms, uint32_t count,
-                  std::string_view entries, std::string& out) {
+void encode_group(uint64_t lsn, int64_t base_ms, uint64_t first_outbox_seq, uint32_t records,
+                  uint32_t count, std::string_view entries, std::string& out) {
   out.clear();
   out.reserve(kGroupHeaderBytes + entries.size() + kGroupChecksumBytes);
   wire::Writer w(out);
   w.u8(kLogVersion);
   w.u8(static_cast<uint8_t>(kTagLog));
   w.u64(lsn);
-  w.u64(first_outbox_seq);
   w.i64(base_ms);
+  w.u64(first_outbox_seq);
+  w.u32(records);
   w.u32(count);
   w.raw(entries);
   w.u32(wire::fnv1a32(out));
@@ -79,11 +80,17 @@ bool GroupReader::open(std::string_view v) {
   const uint8_t version = r.u8();
   const uint8_t tag = r.u8();
   lsn_ = r.u64();
-  first_seq_ = r.u64();
   base_ms_ = r.i64();
+  first_seq_ = r.u64();
+  records_ = r.u32();
   count_ = r.u32();
   if (version != kLogVersion) return fail("unknown log version " + std::to_string(version));
-  if (tag != static_cast<uint8_t>(kTagLog)) return fail("not a log group (tag " + std::to_string(tag) + ")");
+  if (tag != static_cast<uint8_t>(kTagLog)) {
+    return fail("not a log group (tag " + std::to_string(tag) + ")");
+  }
+  if (records_ > count_) {
+    return fail(std::to_string(records_) + " records in " + std::to_string(count_) + " entries");
+  }
   const size_t body_end = v.size() - kGroupChecksumBytes;
   wire::Reader c(v.substr(body_end));
   const uint32_t stored = c.u32();
@@ -118,7 +125,8 @@ struct Cursor {
   uint64_t u64(const char* field) {
     if (in.size() - pos < 8) return bad = field, 0;
     uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in[pos + i])) << (8 * i);
+    for (int i = 0; i < 8; ++i)
+      v |= static_cast<uint64_t>(static_cast<uint8_t>(in[pos + i])) << (8 * i);
     pos += 8;
     return v;
   }
@@ -159,10 +167,12 @@ void read_codes(Cursor& c, Decision& d) {
 
 bool GroupReader::next(Decision& d) {
   if (read_ == count_) {
-    if (pos_ != body_.size()) return fail(std::to_string(body_.size() - pos_) + " bytes after the last entry");
+    if (pos_ != body_.size())
+      return fail(std::to_string(body_.size() - pos_) + " bytes after the last entry");
     return false;
   }
-  if (pos_ >= body_.size()) return fail("the group ends before its " + std::to_string(count_) + " entries");
+  if (pos_ >= body_.size())
+    return fail("the group ends before its " + std::to_string(count_) + " entries");
   d.lines.clear();
   d.codes.clear();
   d.pool.clear();

@@ -5,6 +5,7 @@
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
+#include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
@@ -63,21 +64,106 @@ class RocksLogger final : public rocksdb::Logger {
   std::shared_ptr<spdlog::logger> log_;
 };
 
-// Tables live in column families by how they are written: hold rows and outbox records arrive
-// in key order (ids and sequence numbers only grow), so in families of their own they flush to
-// files that never overlap, which compaction moves instead of rewriting; the rows rewritten in
-// place (SKUs, per-user counts, codes, meta) stay in the default family. A key's table tag (its
-// first byte, records.h) picks its family, so callers never name one.
-constexpr const char* kFamilyNames[] = {"default", "holds", "outbox"};
+// Tables live in column families by how they are written: the log's groups arrive in key order
+// (lsns only grow), so in a family of its own they flush to files that never overlap, which
+// compaction moves instead of rewriting, and a trim drops whole files; hold rows, the bulk of a
+// checkpoint, have theirs; the other rows of a checkpoint (SKUs, per-user counts, codes, meta)
+// stay in the default family. A key's table tag (its first byte, records.h) picks its family,
+// so callers never name one.
+constexpr const char* kFamilyNames[] = {"default", "holds", "log"};
 
 size_t family_of(std::string_view key) {
   const char tag = key.empty() ? '\0' : key[0];
-  return tag == 'h' ? 1 : tag == 'o' ? 2 : 0;
+  return tag == 'h' ? 1 : tag == 'l' ? 2 : 0;
 }
+
+std::string log_key_be(uint64_t lsn) {
+  std::string k{'l', '/'};
+  for (int i = 7; i >= 0; --i) k.push_back(static_cast<char>((lsn >> (8 * i)) & 0xFF));
+  return k;
+}
+
+// Files of a checkpoint being written: <dir>/checkpoint.tmp/<family>-<lsn>.sst, one per family
+// that gets rows, moved into the store by ingestion (or removed).
+std::string checkpoint_tmp_dir(const std::string& dir) { return dir + "/checkpoint.tmp"; }
+
+class RocksCheckpoint final : public CheckpointWriter {
+ public:
+  RocksCheckpoint(rocksdb::DB* db, const Batch::Families& families,
+                  const std::array<rocksdb::Options, 3>& options, std::string tmp_dir, uint64_t lsn)
+      : db_(db), families_(families), options_(options), tmp_(std::move(tmp_dir)), lsn_(lsn) {}
+  ~RocksCheckpoint() override { remove_files(); }
+
+  void put(std::string_view key, std::string_view value) override {
+    if (rocksdb::SstFileWriter* w = writer(family_of(key))) note(w->Put(slice(key), slice(value)));
+  }
+  void del(std::string_view key) override {
+    if (rocksdb::SstFileWriter* w = writer(family_of(key))) note(w->Delete(slice(key)));
+  }
+
+  Status commit() override {
+    std::vector<rocksdb::IngestExternalFileArg> args;
+    for (size_t i = 0; i < writers_.size() && error_.empty(); ++i) {
+      if (!writers_[i]) continue;
+      rocksdb::ExternalSstFileInfo info;
+      note(writers_[i]->Finish(&info));
+      bytes_ += info.file_size;
+      rocksdb::IngestExternalFileArg arg;
+      arg.column_family = families_[i];
+      arg.external_files = {paths_[i]};
+      arg.options.move_files = true;
+      args.push_back(std::move(arg));
+    }
+    if (!error_.empty())
+      return Status::Error("checkpoint at lsn " + std::to_string(lsn_) + ": " + error_);
+    Status s = args.empty() ? Status::Ok()
+                            : to_status(db_->IngestExternalFiles(args),
+                                        "checkpoint at lsn " + std::to_string(lsn_));
+    remove_files();
+    return s;
+  }
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  rocksdb::SstFileWriter* writer(size_t family) {
+    if (!error_.empty()) return nullptr;
+    if (!writers_[family]) {
+      std::error_code ec;
+      std::filesystem::create_directories(tmp_, ec);
+      paths_[family] = tmp_ + "/" + kFamilyNames[family] + "-" + std::to_string(lsn_) + ".sst";
+      writers_[family] = std::make_unique<rocksdb::SstFileWriter>(
+          rocksdb::EnvOptions(), options_[family], families_[family]);
+      note(writers_[family]->Open(paths_[family]));
+    }
+    return error_.empty() ? writers_[family].get() : nullptr;
+  }
+  void note(const rocksdb::Status& s) {
+    if (!s.ok() && error_.empty()) error_ = s.ToString();
+  }
+  void remove_files() {
+    for (size_t i = 0; i < writers_.size(); ++i) {
+      writers_[i].reset();
+      std::error_code ec;
+      if (!paths_[i].empty()) std::filesystem::remove(paths_[i], ec);  // gone if it was moved
+    }
+  }
+
+  rocksdb::DB* db_;
+  Batch::Families families_;
+  std::array<rocksdb::Options, 3> options_;
+  std::string tmp_;
+  uint64_t lsn_;
+  std::array<std::unique_ptr<rocksdb::SstFileWriter>, 3> writers_;
+  std::array<std::string, 3> paths_;
+  std::string error_;
+  uint64_t bytes_ = 0;
+};
 
 class RocksStore final : public Store {
  public:
-  RocksStore(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& handles) : db_(db) {
+  RocksStore(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& handles,
+             std::string dir, const std::array<rocksdb::Options, 3>& options)
+      : db_(db), dir_(std::move(dir)), options_(options) {
     std::copy(handles.begin(), handles.end(), families_.begin());
   }
   void set_mark(std::unique_ptr<AckMark> mark, uint64_t acked) {
@@ -100,6 +186,18 @@ class RocksStore final : public Store {
     if (!s.ok()) return s;
     written_lsn_ = std::max(written_lsn_, batch.lsn);
     return sync ? advance_mark(batch.lsn) : s;
+  }
+
+  std::unique_ptr<CheckpointWriter> checkpoint_writer(uint64_t lsn) override {
+    return std::make_unique<RocksCheckpoint>(db_, families_, options_, checkpoint_tmp_dir(dir_),
+                                             lsn);
+  }
+
+  Status trim_log(uint64_t lsn) override {
+    rocksdb::WriteBatch b;
+    rocksdb::Status s = b.DeleteRange(families_[2], log_key_be(0), log_key_be(lsn));
+    if (s.ok()) s = db_->Write(rocksdb::WriteOptions(), &b);
+    return to_status(s, "trim the log below lsn " + std::to_string(lsn));
   }
 
   Status sync_wal() override {
@@ -141,6 +239,8 @@ class RocksStore final : public Store {
   }
 
   rocksdb::DB* db_;
+  std::string dir_;
+  std::array<rocksdb::Options, 3> options_;  // per family, for checkpoint files
   Batch::Families families_{};
   std::unique_ptr<AckMark> mark_;  // null when read-only
   uint64_t acked_at_open_ = 0;
@@ -224,6 +324,12 @@ void Batch::put(std::string_view key, std::string_view value) {
   ++ops_;
 }
 
+void Batch::del_range(std::string_view from, std::string_view to) {
+  rocksdb::Status s = rep_->DeleteRange(families_[family_of(from)], slice(from), slice(to));
+  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  ++ops_;
+}
+
 void Batch::del(std::string_view key) {
   rocksdb::Status s = rep_->Delete(families_[family_of(key)], slice(key));
   if (!s.ok() && error_.empty()) error_ = s.ToString();
@@ -266,8 +372,16 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   // sale spans many SKUs) and read only at start: an unsorted vector memtable takes an insert
   // without the skiplist's key comparisons (sorted once, at flush or when scanned).
   state.memtable_factory.reset(new rocksdb::VectorRepFactory);
+  // The log takes one insert per group (no hint needed) and range deletes when it is trimmed:
+  // RocksDB 7.8 mixes up insert hints of point keys and range tombstones (its issue 5118, fixed
+  // in 9.x by PR 12558), which corrupts the memtable, so the log has no hint extractor.
+  rocksdb::ColumnFamilyOptions log = cf;
+  log.memtable_insert_with_hint_prefix_extractor.reset();
+  log.write_buffer_size = 64 << 20;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  for (const char* name : kFamilyNames) families.emplace_back(name, families.empty() ? state : cf);
+  families.emplace_back(kFamilyNames[0], state);
+  families.emplace_back(kFamilyNames[1], cf);
+  families.emplace_back(kFamilyNames[2], log);
 
   // Create a new store's directory ourselves: RocksDB would log an ERROR line ("Error when
   // reading ... dir NotFound") on every first start before creating it.
@@ -315,12 +429,26 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
     if (s.IsInvalidArgument() && exists) {
       std::string list;
       for (const std::string& f : have) list += (list.empty() ? "" : ", ") + f;
-      error += " (its column families are [" + list +
-               "], not default, holds and outbox: not a store of this stockd version)";
+      const bool earlier = std::find(have.begin(), have.end(), "outbox") != have.end();
+      error += earlier ? " (its column families are [" + list +
+                             "]: the layout of an earlier stockd, which wrote state rows and "
+                             "outbox records per group; with that stockd's server stopped, "
+                             "convert it with `stockctl migrate --data-dir " +
+                             dir + "`)"
+                       : " (its column families are [" + list +
+                             "], not default, holds and log: not a store of this stockd version)";
     }
     return nullptr;
   }
-  auto store = std::make_unique<RocksStore>(db, handles);
+  std::array<rocksdb::Options, 3> per_family;
+  for (size_t i = 0; i < per_family.size(); ++i) {
+    per_family[i] = rocksdb::Options(o, families[i].options);
+  }
+  if (!options.read_only) {  // a checkpoint cut short by a crash left its files behind
+    std::error_code ec;
+    std::filesystem::remove_all(checkpoint_tmp_dir(dir), ec);
+  }
+  auto store = std::make_unique<RocksStore>(db, handles, dir, per_family);
   // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.
   uint64_t acked = 0;
   std::unique_ptr<AckMark> mark =

@@ -12,6 +12,7 @@
 // acknowledged. Every case works on a fresh copy of that data dir.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -19,6 +20,7 @@
 
 #include "ledger_util.h"
 #include "stockd/ack_mark.h"
+#include "stockd/decisions.h"
 #include "support/process.h"
 #include "wal_format.h"
 
@@ -129,9 +131,13 @@ std::string read_wal(History& h) {
   if (!why.empty()) return "cannot parse " + h.wal + ": " + why;
   if (h.records.size() < 8)
     return h.wal + " has only " + std::to_string(h.records.size()) + " records";
+  // The last record is one log group (key l/ + lsn) holding the restock entry: 'T', its time,
+  // then the SKU as a varint length and its bytes.
   const std::string& last = h.records.back().payload;
-  if (last.find(std::string("s/") + kTailSku) == std::string::npos ||
-      last.find("m/meta") == std::string::npos || last.find("h/") != std::string::npos) {
+  const std::string entry = std::string(1, static_cast<char>(rec::Op::kRestock));
+  if (last.find(std::string("l/")) == std::string::npos ||
+      last.find(std::string(1, char(std::strlen(kTailSku))) + kTailSku) == std::string::npos ||
+      last.find(entry) == std::string::npos || last.find("h/") != std::string::npos) {
     return "the last record of " + h.wal + " is not the tail restock";
   }
   return "";
@@ -434,30 +440,51 @@ TEST_F(Corruption, ALostOrShortenedLogRefusesToStart) {
   EXPECT_EQ(o.differences, "");
 }
 
-// The log deleted while the server runs (RocksDB keeps writing to the unlinked file): the
-// answers keep coming, and the restart after a clean stop refuses instead of starting empty.
-TEST(LostLog, DeletedWhileRunningIsRefusedAtTheNextStart) {
-  const fs::path base = test::make_temp_dir("lostlog");
+// The log deleted while the server runs (RocksDB goes on writing to the unlinked file). Killed
+// before a checkpoint covers what was decided since: the acknowledged groups are gone, and the
+// next start refuses. Stopped cleanly: the last checkpoint, written from the checkpointer's own
+// book (which replayed every durable group), holds every acknowledged decision, and the next
+// start has them all.
+void lose_the_log_while_running(const fs::path& base, bool clean_stop) {
   const fs::path dir = base / "data";
-  {
-    StockdProcess p({"--sequential-hold-ids"}, dir.string());
-    p.set_log_file((base / "first.log").string());
-    ASSERT_TRUE(p.start());
-    Client admin = p.admin();
-    proto::SkuSetReq set;
-    set.sku = "tee";
-    set.mask = proto::kSetTotal;
-    set.total = 10;
-    ASSERT_TRUE(admin.sku_set(set).ok());
-    for (const auto& f : fs::directory_iterator(dir / "wal")) fs::remove(f.path());
-    ASSERT_TRUE(admin.restock("tee", 5).ok());
+  StockdProcess p({"--sequential-hold-ids"}, dir.string());
+  p.set_log_file((base / "first.log").string());
+  ASSERT_TRUE(p.start());
+  Client admin = p.admin();
+  proto::SkuSetReq set;
+  set.sku = "tee";
+  set.mask = proto::kSetTotal;
+  set.total = 10;
+  ASSERT_TRUE(admin.sku_set(set).ok());
+  for (const auto& f : fs::directory_iterator(dir / "wal")) fs::remove(f.path());
+  ASSERT_TRUE(admin.restock("tee", 5).ok());
+  if (clean_stop) {
     EXPECT_EQ(p.stop(), 0);
+  } else {
+    p.kill9();
   }
-  StockdProcess again({"--sequential-hold-ids"}, dir.string());
+}
+
+TEST(LostLog, DeletedWhileRunningThenKilledIsRefusedAtTheNextStart) {
+  const fs::path base = test::make_temp_dir("lostlog");
+  ASSERT_NO_FATAL_FAILURE(lose_the_log_while_running(base, false));
+  StockdProcess again({"--sequential-hold-ids"}, (base / "data").string());
   again.set_log_file((base / "second.log").string());
   EXPECT_FALSE(again.start(5000)) << "started on a store that lost its acknowledged log";
   const std::string log = slurp(base / "second.log");
   EXPECT_NE(log.find("acknowledged groups are missing"), std::string::npos) << log;
+  fs::remove_all(base);
+}
+
+TEST(LostLog, DeletedWhileRunningThenStoppedCleanlyKeepsEverything) {
+  const fs::path base = test::make_temp_dir("lostlog");
+  ASSERT_NO_FATAL_FAILURE(lose_the_log_while_running(base, true));
+  StockdProcess again({"--sequential-hold-ids"}, (base / "data").string());
+  again.set_log_file((base / "second.log").string());
+  ASSERT_TRUE(again.start(5000)) << slurp(base / "second.log");
+  auto sku = again.admin().sku_get("tee");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.total, 15u) << "the restock after the deletion was acknowledged";
   fs::remove_all(base);
 }
 

@@ -355,7 +355,7 @@ class MemStore {
   void wipe() {
     storage::Batch b = store_->batch();
     auto each_key = [this](auto&& fn) {
-      for (const char* prefix : {"", "h", "o"}) {  // the default family (s/ u/ c/ m), holds, outbox
+      for (const char* prefix : {"", "h", "l"}) {  // the default family (s/ u/ c/ m), holds, log
         storage::Status s = store_->scan(prefix, [&](std::string_view k, std::string_view) {
           fn(k);
           return true;

@@ -1293,8 +1293,9 @@ TEST_F(OutboxSql, RefusesAnOutboxBehindTheCursor) {
 // (e) Records stockd trimmed before this database copied them: refused (exit 3) unless the
 // operator passes --accept-gap.
 TEST_F(OutboxSql, RefusesTrimmedRecordsUnlessAccepted) {
-  // stockd keeps acknowledged records 0 ms: what the first database acked is trimmed.
-  auto trimming = start_stockd({"--outbox-retention-ms", "0"});
+  // stockd keeps acknowledged records 2 s: what the first database acked is trimmed soon after,
+  // and what the second one acks below is still there when the first one reads it right after.
+  auto trimming = start_stockd({"--outbox-retention-ms", "2000"});
   ASSERT_NO_FATAL_FAILURE(seed(*trimming));
   Load load(*trimming, 2, 50);
   load.finish();
@@ -1302,8 +1303,8 @@ TEST_F(OutboxSql, RefusesTrimmedRecordsUnlessAccepted) {
   Client outbox(trimming->options(proto::Role::kOutbox));
   const uint64_t head = outbox.outbox_status().body.head_seq;
   ASSERT_GT(head, 0u);
-  for (int i = 0; i < 100 && outbox.outbox_status().body.first_seq != 0; ++i) {
-    std::this_thread::sleep_for(50ms);  // stockd trims once a second
+  for (int i = 0; i < 300 && outbox.outbox_status().body.first_seq != 0; ++i) {
+    std::this_thread::sleep_for(50ms);  // past retention, a checkpoint trims within a second
   }
   ASSERT_EQ(outbox.outbox_status().body.first_seq, 0u) << "stockd did not trim everything";
 

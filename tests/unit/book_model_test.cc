@@ -892,7 +892,9 @@ class SeedRun {
     if (ch_.entry_count == 0) return;
     const uint64_t first_seq = ch_.outbox.empty() ? 0 : ch_.outbox.front().seq;
     std::string group;
-    rec::encode_group(++lsn_, first_seq, ch_.entry_base_ms, ch_.entry_count, ch_.entries, group);
+    rec::encode_group(++lsn_, ch_.entry_base_ms, first_seq,
+                      static_cast<uint32_t>(ch_.outbox.size()), ch_.entry_count, ch_.entries,
+                      group);
     rec::GroupReader reader;
     ASSERT_TRUE(reader.open(group)) << reader.error();
     rec::Decision d;
@@ -912,6 +914,7 @@ class SeedRun {
     ASSERT_EQ(reader.error(), "");
     EXPECT_EQ(reader.read(), ch_.entry_count);
     EXPECT_EQ(records, ch_.outbox.size());
+    EXPECT_EQ(reader.records(), ch_.outbox.size());
     EXPECT_EQ(replica_ch_.outbox, ch_.outbox);
     EXPECT_EQ(replica_->check_invariants(), "");
   }

@@ -926,7 +926,8 @@ TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
     EXPECT_TRUE(ids.insert(r.hold_id).second);
     EXPECT_NE(r.hold_id, static_cast<uint64_t>(i + 1)) << "a sequential id under a key";
   }
-  EXPECT_FALSE(book.set_hold_id_key({1, 2}, now, fresh())) << "the key changed after holds were made";
+  EXPECT_FALSE(book.set_hold_id_key({1, 2}, now, fresh()))
+      << "the key changed after holds were made";
   proto::ClaimResp c;
   ASSERT_EQ(claim("cp", "ann", "", &c), Status::kOk);
   now += 5000;

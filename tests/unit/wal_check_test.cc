@@ -372,9 +372,9 @@ TEST(StoreLayout, EachTableReadsBackWhereItWasWritten) {
   auto store = Store::open(dir.string(), StoreOptions{}, err);
   ASSERT_TRUE(store) << err;
   Batch b = store->batch();
-  for (const char* key : {"h/1", "o/1", "s/tee", "m/meta"}) b.put(key, std::string("v") + key);
+  for (const char* key : {"h/1", "l/1", "s/tee", "m/meta"}) b.put(key, std::string("v") + key);
   ASSERT_TRUE(store->write(b, true).ok());
-  for (const char* key : {"h/1", "o/1", "s/tee", "m/meta"}) {
+  for (const char* key : {"h/1", "l/1", "s/tee", "m/meta"}) {
     std::string v;
     bool found = false;
     ASSERT_TRUE(store->get(key, v, found).ok());
@@ -385,6 +385,33 @@ TEST(StoreLayout, EachTableReadsBackWhereItWasWritten) {
     EXPECT_EQ(n, 1u) << key;  // each prefix sees its own row only
   }
   store.reset();
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &families).ok());
+  std::sort(families.begin(), families.end());
+  EXPECT_EQ(families, (std::vector<std::string>{"default", "holds", "log"}));
+  fs::remove_all(dir.parent_path());
+}
+
+// A store of the layout before the log of decisions (rows and outbox records per group) is
+// refused, unchanged, with the command that converts it.
+TEST(StoreLayout, AStoreOfTheEarlierLayoutIsRefusedWithHowToMigrate) {
+  const fs::path dir = make_temp_dir() / "v2";
+  {
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+        {"default", {}}, {"holds", {}}, {"outbox", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(o), dir.string(), cfs, &handles, &db).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    delete db;
+  }
+  std::string err;
+  EXPECT_FALSE(Store::open(dir.string(), StoreOptions{}, err));
+  EXPECT_THAT(err, ::testing::HasSubstr("the layout of an earlier stockd"));
+  EXPECT_THAT(err, ::testing::HasSubstr("stockctl migrate --data-dir " + dir.string()));
   std::vector<std::string> families;
   ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &families).ok());
   std::sort(families.begin(), families.end());

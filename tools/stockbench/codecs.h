@@ -23,6 +23,10 @@ std::unique_ptr<Codec> make_stockd_codec(const Config& c);
 
 // The Lua script of the redis workload: take ARGV[1] units of KEYS[1] if that many are left.
 extern const char* const kRedisDecrementScript;
+// The order script: KEYS[1] the stock; ARGV qty, idempotency key, user. A key seen before returns
+// its first answer; else decrement if enough and then an order hash (order id from INCR), an XADD
+// to the outbox stream and the key kept 24 h (a refusal, as stockd's, is not kept).
+extern const char* const kRedisOrderScript;
 // The Redis key holding the stock of `sku`.
 std::string redis_key(const std::string& sku);
 // Appends one RESP command (an array of bulk strings).
@@ -36,7 +40,7 @@ struct RespValue {
 // Parses one RESP value at the start of `in` (arrays are read through, their items dropped).
 Take resp_parse(std::span<const uint8_t> in, RespValue& v, size_t& consumed, std::string& why);
 
-// `sha` is the SHA1 of kRedisDecrementScript as SCRIPT LOAD returned it.
+// `sha` is the SHA1 of the script (Config::redis_script) as SCRIPT LOAD returned it.
 std::unique_ptr<Codec> make_redis_codec(const Config& c, const std::string& sha);
 
 }  // namespace stockd::bench

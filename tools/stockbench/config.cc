@@ -113,6 +113,11 @@ void add_workload_options(CLI::App& app, Config& c, std::string& workload, std::
                  "fraction of requests re-sent with the same idempotency key")
       ->capture_default_str();
   app.add_flag("!--no-keys", c.keys, "send RESERVE / CLAIM without idempotency keys");
+  app.add_option("--redis-script", c.redis_script,
+                 "Redis buy-now script: decrement (the bare Lua decrement) or order (also checks "
+                 "and keeps the idempotency key, writes an order hash and an outbox stream entry)")
+      ->check(CLI::IsMember({"decrement", "order"}))
+      ->capture_default_str();
   app.add_flag("!--no-seed", c.seed, "use the SKUs as they are (no SKU_SET / CODES_LOAD)");
 }
 
@@ -225,6 +230,7 @@ std::string validate(const Config& c) {
     return "--hold-ttl-ms must be 1.." + std::to_string(proto::kHoldTtlMsMax);
   if (c.retry_rate < 0 || c.retry_rate > 1) return "--retry-rate must be 0..1";
   if (c.retry_rate > 0 && !c.keys) return "--retry-rate needs idempotency keys (drop --no-keys)";
+  if (c.redis_script == "order" && !c.keys) return "--redis-script order needs idempotency keys";
   if (c.uses(Workload::kClaim) && c.qty != 1) return "claim takes one code at a time (--qty 1)";
   if (c.workload == Workload::kMixed) {
     double sum = 0;

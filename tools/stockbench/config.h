@@ -85,7 +85,10 @@ struct Config {
   uint32_t hold_ttl_ms = 600'000;
   double retry_rate = 0;  // fraction of keyed requests resent with the same key
   bool keys = true;       // send an idempotency key with RESERVE / CLAIM
-  bool seed = true;       // create / top up the SKUs before the run
+  // Redis buy-now: "decrement" (the bare Lua decrement) or "order" (what a stockd answer promises:
+  // an idempotency key checked and kept, an order hash, an outbox stream entry).
+  std::string redis_script = "decrement";
+  bool seed = true;  // create / top up the SKUs before the run
 
   // Output.
   bool json = false;

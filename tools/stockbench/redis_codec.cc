@@ -68,7 +68,8 @@ Take parse_at(std::span<const uint8_t> in, size_t& pos, RespValue& v, int depth,
 
 class RedisCodec final : public Codec {
  public:
-  RedisCodec(const Config& c, std::string sha) : sha_(std::move(sha)) {
+  RedisCodec(const Config& c, std::string sha)
+      : c_(c), sha_(std::move(sha)), order_(c.redis_script == "order") {
     for (const std::string& s : c.skus) keys_.push_back(redis_key(s));
   }
 
@@ -81,7 +82,13 @@ class RedisCodec final : public Codec {
         resp_command({"GET", keys_[op.sku]}, out);
         return;
       default:
-        resp_command({"EVALSHA", sha_, "1", keys_[op.sku], std::to_string(op.qty)}, out);
+        if (order_) {
+          resp_command({"EVALSHA", sha_, "1", keys_[op.sku], std::to_string(op.qty),
+                        key_text(c_, op.key), user_text(c_, op.user)},
+                       out);
+        } else {
+          resp_command({"EVALSHA", sha_, "1", keys_[op.sku], std::to_string(op.qty)}, out);
+        }
     }
   }
 
@@ -108,7 +115,9 @@ class RedisCodec final : public Codec {
   }
 
  private:
+  const Config& c_;
   std::string sha_;
+  bool order_;
   std::vector<std::string> keys_;
 };
 
@@ -118,6 +127,23 @@ const char* const kRedisDecrementScript =
     "local v = tonumber(redis.call('GET', KEYS[1]) or '0'); "
     "if v >= tonumber(ARGV[1]) then redis.call('DECRBY', KEYS[1], ARGV[1]); return 1 "
     "else return 0 end";
+
+const char* const kRedisOrderScript =
+    "local k = 'stockbench:idem:' .. ARGV[2]; "
+    "local prev = redis.call('GET', k); "
+    "if prev then return tonumber(prev) end; "
+    "local v = tonumber(redis.call('GET', KEYS[1]) or '0'); "
+    "local ok = 0; "
+    "if v >= tonumber(ARGV[1]) then "
+    "  redis.call('DECRBY', KEYS[1], ARGV[1]); "
+    "  local id = redis.call('INCR', 'stockbench:order-seq'); "
+    "  redis.call('HSET', 'stockbench:order:' .. id, 'user', ARGV[3], 'sku', KEYS[1], "
+    "             'qty', ARGV[1], 'key', ARGV[2]); "
+    "  redis.call('XADD', 'stockbench:outbox', '*', 'order', id); "
+    "  redis.call('SET', k, 1, 'EX', 86400); "
+    "  ok = 1 "
+    "end; "
+    "return ok";
 
 std::string redis_key(const std::string& sku) { return "stockbench:" + sku; }
 

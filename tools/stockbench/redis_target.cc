@@ -30,7 +30,8 @@ class RedisTarget final : public Target {
     if (err.empty()) fd_ = open_tcp(ep, false, kTimeoutMs, err);
     if (!err.empty()) return "cannot connect to " + c_.target_url + ": " + err;
     std::vector<RespValue> out;
-    err = run({{"SCRIPT", "LOAD", kRedisDecrementScript}}, out);
+    const bool order = c_.redis_script == "order";
+    err = run({{"SCRIPT", "LOAD", order ? kRedisOrderScript : kRedisDecrementScript}}, out);
     if (err.empty() && out[0].type != '$') err = "SCRIPT LOAD failed: " + out[0].text;
     if (!err.empty()) return err;
     sha_ = out[0].text;

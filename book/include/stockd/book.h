@@ -36,9 +36,10 @@ namespace stockd {
 // The checkpointer replays the log into its own book and keeps the rows (`log` false), to write
 // them as the next checkpoint. Row entries may repeat; build_batch() coalesces them.
 struct Changes {
-  bool log = true;   // append each decision to `entries`
-  bool rows = true;  // name the rows each decision changed, and build its outbox records
-  std::string entries;     // this group's log entries (valid while entry_count > 0)
+  bool log = true;      // append each decision to `entries`
+  bool rows = true;     // name the rows each decision changed
+  bool records = true;  // with rows: build each outbox record (tests; the log carries them)
+  std::string entries;  // this group's log entries (valid while entry_count > 0)
   int64_t entry_base_ms = 0;
   uint32_t entry_count = 0;
   std::vector<std::string> skus;  // SKU rows to rewrite

@@ -1,7 +1,10 @@
 #include "stockd/persist.h"
 
 #include <algorithm>
+#include <chrono>
 #include <unordered_set>
+
+#include "stockd/decisions.h"
 
 namespace stockd {
 namespace {
@@ -19,21 +22,20 @@ void each_once(const std::vector<T>& items, std::vector<const T*>& order, Fn&& f
   }
 }
 
-// What build_batch reuses from one group to the next (the loop thread's only): rows and the
-// encoded value are filled in place, so a steady stream of groups allocates nothing here.
+// What a checkpoint reuses from one to the next: rows and the encoded value are filled in place.
 struct Scratch {
   std::string value;
   rec::SkuRow sku;
   rec::HoldRow hold;
   std::vector<const std::string*> skus;
-  std::vector<const uint64_t*> holds;
+  std::vector<std::pair<uint64_t, uint64_t>> holds;  // (sequence number, id)
   std::vector<const std::pair<std::string, std::string>*> users;
   std::vector<const std::pair<std::string, uint32_t>*> codes;
 };
 
 // Puts `row` (encoded into `value`) under `key`, or deletes `key` when there is no row.
-template <class Row>
-void write_row(storage::Batch& b, const std::string& key, const Row* row, std::string& value) {
+template <class Sink, class Row>
+void write_row(Sink& b, const std::string& key, const Row* row, std::string& value) {
   if (row != nullptr) {
     rec::encode(*row, value);
     b.put(key, value);
@@ -42,32 +44,46 @@ void write_row(storage::Batch& b, const std::string& key, const Row* row, std::s
   }
 }
 
-}  // namespace
-
-void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_t lsn,
-                 uint64_t outbox_acked, uint64_t outbox_first) {
+// Every row `ch` names, once, in its current state (deleted if gone), and the meta row, in key
+// order within each family (a checkpoint's table files need it): codes c/, meta m/, SKUs s/,
+// users u/ (the default family); holds h/, keyed by their sequence number, which rises with
+// time, so that each checkpoint's new holds form a key range of their own.
+template <class Sink>
+void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint64_t outbox_acked,
+                uint64_t outbox_first) {
   thread_local Scratch x;
-  b.lsn = lsn;
-  each_once(ch.skus, x.skus, [&](const std::string& sku) {
-    write_row(b, rec::sku_key(sku), book.sku_row(sku, x.sku) ? &x.sku : nullptr, x.value);
-  });
-  each_once(ch.holds, x.holds, [&](uint64_t id) {
-    write_row(b, rec::hold_key(id), book.hold_row(id, x.hold) ? &x.hold : nullptr, x.value);
-  });
-  each_once(ch.users, x.users, [&](const std::pair<std::string, std::string>& u) {
-    const auto row = book.user_row(u.first, u.second);
-    write_row(b, rec::user_key(u.first, u.second), row ? &*row : nullptr, x.value);
-  });
   each_once(ch.codes, x.codes, [&](const std::pair<std::string, uint32_t>& c) {
     const auto row = book.code_row(c.first, c.second);
     write_row(b, rec::code_key(c.first, c.second), row ? &*row : nullptr, x.value);
   });
-  for (const auto& r : ch.outbox) write_row(b, rec::outbox_key(r.seq), &r, x.value);
   rec::MetaRow meta = book.meta();
   meta.lsn = lsn;
   meta.outbox_acked = outbox_acked;
   meta.outbox_first = outbox_first;
   write_row(b, rec::meta_key(), &meta, x.value);
+  each_once(ch.skus, x.skus, [&](const std::string& sku) {
+    write_row(b, rec::sku_key(sku), book.sku_row(sku, x.sku) ? &x.sku : nullptr, x.value);
+  });
+  each_once(ch.users, x.users, [&](const std::pair<std::string, std::string>& u) {
+    const auto row = book.user_row(u.first, u.second);
+    write_row(b, rec::user_key(u.first, u.second), row ? &*row : nullptr, x.value);
+  });
+  const HoldIdKey key = book.hold_id_key();
+  x.holds.clear();
+  for (uint64_t id : ch.holds) x.holds.emplace_back(hold_seq_of(id, key), id);
+  std::sort(x.holds.begin(), x.holds.end());
+  x.holds.erase(std::unique(x.holds.begin(), x.holds.end()), x.holds.end());
+  for (const auto& [seq, id] : x.holds) {
+    write_row(b, rec::hold_key(seq), book.hold_row(id, x.hold) ? &x.hold : nullptr, x.value);
+  }
+}
+
+}  // namespace
+
+void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_t lsn,
+                 uint64_t outbox_acked, uint64_t outbox_first) {
+  b.lsn = lsn;
+  write_rows(b, book, ch, lsn, outbox_acked, outbox_first);
 }
 
 namespace {
@@ -94,25 +110,59 @@ std::string load_table(storage::Store& store, char tag, size_t& count, Take&& ta
 
 }  // namespace
 
-std::string recover(storage::Store& store, Book& book, Recovered& out) {
+namespace {
+
+// Reads one log group: its header and checksum, and, when `replay`, each entry replayed into
+// `book`. "" or what is wrong.
+std::string read_group(std::string_view value, uint64_t lsn, Book& book, bool replay, Changes& ch,
+                       LogGroupRef& ref, size_t& entries) {
+  rec::GroupReader r;
+  if (!r.open(value))
+    return "log group at lsn " + std::to_string(lsn) + " is corrupt: " + r.error();
+  if (r.lsn() != lsn) {
+    return "log group stored under lsn " + std::to_string(lsn) + " says lsn " +
+           std::to_string(r.lsn());
+  }
+  ref = {lsn, r.first_outbox_seq(), r.first_outbox_seq() + r.records(), r.base_ms()};
+  if (!replay) return "";
+  if (r.count() > 0 && r.first_outbox_seq() != book.meta().next_outbox_seq) {
+    return "log group " + std::to_string(lsn) + " numbers its outbox records from " +
+           std::to_string(r.first_outbox_seq()) + " but the state before it is at " +
+           std::to_string(book.meta().next_outbox_seq);
+  }
+  rec::Decision d;
+  uint32_t records = 0;
+  while (r.next(d)) {
+    if (std::string why = book.replay(d, ch); !why.empty()) {
+      return "log group " + std::to_string(lsn) + ", entry " + std::to_string(r.read() - 1) +
+             " does not follow from the state before it: " + why;
+    }
+    ++entries;
+    records += d.makes_record() ? 1 : 0;
+  }
+  if (!r.error().empty())
+    return "log group at lsn " + std::to_string(lsn) + " is corrupt: " + r.error();
+  if (records != r.records()) {
+    return "log group " + std::to_string(lsn) + " says " + std::to_string(r.records()) +
+           " outbox records but its entries make " + std::to_string(records);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
+  // The checkpoint: the meta row and the rows as of its lsn.
   std::string value;
   bool found = false;
   if (auto s = store.get(rec::meta_key(), value, found); !s.ok()) return s.message();
+  rec::MetaRow meta;
   if (found) {
     std::string why;
-    if (!rec::decode(value, out.meta, why)) return "meta record is corrupt: " + why;
-    book.restore(out.meta);
+    if (!rec::decode(value, meta, why)) return "meta record is corrupt: " + why;
+    book.restore(meta);
   }
-  // Every group up to the acknowledged mark was answered: a store that ends before it lost
-  // part of its log, which must never pass for a smaller store.
-  if (out.meta.lsn < store.acked_lsn()) {
-    return "the store ends at lsn " + std::to_string(out.meta.lsn) + " but lsn " +
-           std::to_string(store.acked_lsn()) +
-           " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - out.meta.lsn) +
-           " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
-           "short or replaced by an older copy; restore the data dir from a backup (never "
-           "delete files under wal/)";
-  }
+  out.checkpoint_lsn = meta.lsn;
   auto plain = [&book](auto, const auto& row, std::string&) {
     book.restore(row);
     return true;
@@ -130,31 +180,224 @@ std::string recover(storage::Store& store, Book& book, Recovered& out) {
     return err;
   if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())
     return err;
-  // The outbox must be a gap-free run of sequence numbers ending at next_outbox_seq - 1.
-  uint64_t expect = 0;
-  err = load_table<proto::OutboxRecord>(
-      store, rec::kTagOutbox, out.outbox,
-      [&](std::string_view k, const proto::OutboxRecord& r, std::string& e) {
-        auto seq = rec::outbox_key_seq(k);
-        if (!seq || *seq != r.seq) {
-          e = "outbox record " + std::to_string(r.seq) + " is stored under a different key";
+  if (err = book.finish_restore(); !err.empty()) return "restored state is inconsistent: " + err;
+
+  // The log: every group after the checkpoint is replayed; those at or before it are kept only
+  // for their outbox records. Groups are consecutive from the first retained one.
+  Changes own;
+  own.log = false;
+  own.rows = false;
+  Changes& ch = changes != nullptr ? *changes : own;
+  uint64_t last = meta.lsn, expect = 0;
+  storage::Status s =
+      store.scan(std::string{rec::kTagLog, '/'}, [&](std::string_view k, std::string_view v) {
+        const uint64_t lsn = rec::log_key_lsn(k);
+        if (lsn == 0) {
+          err = "a key of " + std::to_string(k.size()) + " bytes in the log is not a log key";
           return false;
         }
-        if (expect != 0 && r.seq != expect) {
-          e = "outbox sequence gap: expected " + std::to_string(expect) + ", found " +
-              std::to_string(r.seq);
+        if (expect == 0 && lsn > meta.lsn + 1) {
+          err = "the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
+                " starts at lsn " + std::to_string(lsn) + ": groups " +
+                std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) + " are missing";
           return false;
         }
-        expect = r.seq + 1;
+        if (expect != 0 && lsn != expect) {
+          err = "log group " + std::to_string(expect) + " is missing (the log goes on at lsn " +
+                std::to_string(lsn) + ")";
+          return false;
+        }
+        expect = lsn + 1;
+        LogGroupRef ref;
+        err = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
+        if (!err.empty()) return false;
+        ++out.log_groups;
+        last = std::max(last, lsn);
+        if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
         return true;
       });
+  if (!s.ok()) return s.message();
   if (!err.empty()) return err;
-  if (out.outbox > 0 && expect != out.meta.next_outbox_seq) {
-    return "outbox ends at " + std::to_string(expect - 1) + " but meta says next is " +
-           std::to_string(out.meta.next_outbox_seq);
+  // Every group up to the acknowledged mark was answered: a store that ends before it lost
+  // part of its log, which must never pass for a smaller store.
+  if (last < store.acked_lsn()) {
+    return "the store ends at lsn " + std::to_string(last) + " but lsn " +
+           std::to_string(store.acked_lsn()) +
+           " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - last) +
+           " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
+           "short or replaced by an older copy; restore the data dir from a backup (never "
+           "delete files under wal/)";
   }
-  if (err = book.finish_restore(); !err.empty()) return "restored state is inconsistent: " + err;
+  out.meta = book.meta();
+  out.meta.lsn = last;
+  out.meta.outbox_first =
+      out.outbox_groups.empty() ? out.meta.next_outbox_seq : out.outbox_groups.front().first_seq;
+  out.outbox = out.meta.next_outbox_seq - out.meta.outbox_first;
   return "";
+}
+
+// ---- The checkpointer. ----
+
+namespace {
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+Checkpointer::Checkpointer(storage::Store& store, CheckpointOptions options)
+    : store_(store), options_(options), book_(options.limits) {
+  changes_.log = false;
+  changes_.records = false;
+  thread_ = std::thread([this] { run(); });
+}
+
+Checkpointer::~Checkpointer() {
+  if (thread_.joinable()) stop(false);
+}
+
+void Checkpointer::submit(uint64_t lsn, std::string group) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.emplace_back(lsn, std::move(group));
+  }
+  cv_.notify_one();
+}
+
+void Checkpointer::stop(bool final) {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    final_ = final;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t Checkpointer::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+std::string Checkpointer::take_error() {
+  std::lock_guard lock(mu_);
+  std::string e;
+  e.swap(error_);
+  return e;
+}
+
+void Checkpointer::fail(std::string why) {
+  std::lock_guard lock(mu_);
+  if (error_.empty()) error_ = std::move(why);
+}
+
+bool Checkpointer::apply(uint64_t lsn, const std::string& group) {
+  if (broken_ || lsn <= lsn_) return !broken_;  // recovery's scan already saw it
+  LogGroupRef ref;
+  size_t entries = 0;
+  if (lsn != lsn_ + 1) {
+    broken_ = true;
+    fail("checkpointer: group " + std::to_string(lsn) + " follows " + std::to_string(lsn_));
+    return false;
+  }
+  std::string err = read_group(group, lsn, book_, true, changes_, ref, entries);
+  if (!err.empty()) {
+    broken_ = true;
+    fail("checkpointer: " + err + "; no more checkpoints until a restart (the log is kept)");
+    return false;
+  }
+  lsn_ = lsn;
+  entries_since_ += entries;
+  if (ref.end_seq > ref.first_seq) groups_.push_back(ref);
+  return true;
+}
+
+// Whether the oldest retained group with records is covered by the book, acknowledged and past
+// its retention.
+bool Checkpointer::trimmable(int64_t now) const {
+  if (groups_.empty()) return false;
+  const LogGroupRef& g = groups_.front();
+  return g.lsn <= lsn_ && g.end_seq - 1 <= book_.meta().outbox_acked &&
+         g.at_ms + options_.outbox_retention_ms <= now;
+}
+
+void Checkpointer::checkpoint(int64_t now) {
+  const auto start = std::chrono::steady_clock::now();
+  const rec::MetaRow meta = book_.meta();
+  while (trimmable(now)) groups_.pop_front();
+  const uint64_t below = groups_.empty() ? lsn_ + 1 : std::min(groups_.front().lsn, lsn_ + 1);
+  const uint64_t first = groups_.empty() ? meta.next_outbox_seq : groups_.front().first_seq;
+  std::unique_ptr<storage::CheckpointWriter> w = store_.checkpoint_writer(lsn_);
+  write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first);
+  if (storage::Status s = w->commit(); !s.ok()) {
+    fail(s.message() + " (retried at the next checkpoint; the log is kept meanwhile)");
+    return;
+  }
+  last_bytes_ = w->bytes();
+  // The trim after the checkpoint is durable; one lost in a crash is done again.
+  if (below > 1) {
+    if (storage::Status s = store_.trim_log(below); !s.ok()) fail(s.message());
+  }
+  changes_.clear();
+  entries_since_ = 0;
+  checkpoint_lsn_ = lsn_;
+  trimmed_below_ = below;
+  outbox_first_ = first;
+  ++checkpoints_;
+  last_us_ = std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::steady_clock::now() - start)
+                 .count();
+}
+
+void Checkpointer::run() {
+  Recovered r;
+  if (std::string err = recover(store_, book_, r, &changes_); !err.empty()) {
+    broken_ = true;
+    fail("checkpointer cannot rebuild its book: " + err);
+  }
+  lsn_ = r.meta.lsn;
+  entries_since_ = r.replayed;
+  checkpoint_lsn_ = r.checkpoint_lsn;
+  outbox_first_ = r.meta.outbox_first;
+  groups_.assign(r.outbox_groups.begin(), r.outbox_groups.end());
+  int64_t last = now_ms();
+  std::deque<std::pair<uint64_t, std::string>> work;
+  for (;;) {
+    bool stopping = false, final = false;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(std::min<int64_t>(options_.every_ms, 1000)),
+                   [this] { return stop_ || !queue_.empty(); });
+      work.swap(queue_);
+      stopping = stop_;
+      final = final_;
+    }
+    for (auto& [lsn, group] : work) {
+      if (!apply(lsn, group)) break;
+      if (entries_since_ >= options_.every_entries) {
+        checkpoint(now_ms());
+        last = now_ms();
+      }
+    }
+    work.clear();
+    if (broken_) {
+      if (stopping) return;
+      continue;
+    }
+    const int64_t now = now_ms();
+    if (stopping) {
+      if (final && (entries_since_ > 0 || checkpoint_lsn_ < lsn_)) checkpoint(now);
+      return;
+    }
+    // On time; or, at most once a second, as soon as log groups could be trimmed (the sidecar
+    // acknowledged records past their retention): a small checkpoint then frees the log.
+    const bool due = entries_since_ > 0 && now - last >= options_.every_ms;
+    if (due || (now - last >= 1000 && trimmable(now))) {
+      checkpoint(now);
+      last = now;
+    }
+  }
 }
 
 }  // namespace stockd

@@ -22,8 +22,8 @@ namespace stockd::rec {
 
 inline constexpr uint8_t kLogVersion = 1;
 inline constexpr char kTagLog = 'l';
-// Header: version u8, tag u8, lsn u64, first_outbox_seq u64, base_ms i64, count u32.
-inline constexpr size_t kGroupHeaderBytes = 30;
+// Header: version u8, tag u8, lsn u64, base_ms i64, first_outbox_seq u64, records u32, count u32.
+inline constexpr size_t kGroupHeaderBytes = 34;
 inline constexpr size_t kGroupChecksumBytes = 4;
 
 enum class Op : uint8_t {
@@ -66,10 +66,10 @@ struct Decision {
   uint64_t total = 0;
   uint32_t per_user_limit = 0;
   int64_t opens_at_ms = 0, closes_at_ms = 0;
-  int64_t delta = 0;                    // RESTOCK
-  std::vector<std::string_view> pool;   // CODES_LOAD
-  uint64_t key0 = 0, key1 = 0;          // HOLD_ID_KEY
-  uint64_t upto = 0;                    // OUTBOX_ACK
+  int64_t delta = 0;                   // RESTOCK
+  std::vector<std::string_view> pool;  // CODES_LOAD
+  uint64_t key0 = 0, key1 = 0;         // HOLD_ID_KEY
+  uint64_t upto = 0;                   // OUTBOX_ACK
   // Whether this entry makes an outbox record (and takes the next sequence number).
   bool makes_record() const {
     return op == Op::kClaim || op == Op::kCommit || op == Op::kRelease || op == Op::kExpire ||
@@ -93,8 +93,10 @@ struct LogWriter {
 
 // The group value: header, the entries as LogWriter wrote them (with its base_ms and count),
 // checksum (FNV-1a 32 of every byte before it).
-void encode_group(uint64_t lsn, uint64_t first_outbox_seq, int64_t base_ms, uint32_t count,
-                  std::string_view entries, std::string& out);
+// `records`: how many of the entries make an outbox record (numbered from first_outbox_seq), so
+// that the outbox can be indexed from headers alone.
+void encode_group(uint64_t lsn, int64_t base_ms, uint64_t first_outbox_seq, uint32_t records,
+                  uint32_t count, std::string_view entries, std::string& out);
 std::string log_key(uint64_t lsn);
 // The lsn of a log key, or 0 if `key` is not one.
 uint64_t log_key_lsn(std::string_view key);
@@ -108,6 +110,7 @@ class GroupReader {
   bool next(Decision& d);
   uint64_t lsn() const { return lsn_; }
   uint64_t first_outbox_seq() const { return first_seq_; }
+  uint32_t records() const { return records_; }
   int64_t base_ms() const { return base_ms_; }
   uint32_t count() const { return count_; }
   uint32_t read() const { return read_; }  // entries decoded so far
@@ -119,7 +122,7 @@ class GroupReader {
   size_t pos_ = 0;
   uint64_t lsn_ = 0, first_seq_ = 0;
   int64_t base_ms_ = 0;
-  uint32_t count_ = 0, read_ = 0;
+  uint32_t records_ = 0, count_ = 0, read_ = 0;
   std::string error_;
 };
 

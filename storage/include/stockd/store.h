@@ -54,6 +54,8 @@ class Batch {
   uint64_t lsn = 0;  // our sequence number of this batch (also inside its meta row)
   void put(std::string_view key, std::string_view value);
   void del(std::string_view key);
+  // Deletes every key in [from, to) (one table: both keys' tags must be the same).
+  void del_range(std::string_view from, std::string_view to);
   size_t size() const { return ops_; }  // puts and deletes
   bool empty() const { return ops_ == 0; }
 
@@ -66,6 +68,21 @@ class Batch {
   Families families_;
   size_t ops_ = 0;
   std::string error_;
+};
+
+// A checkpoint written as table files and added to the store whole (RocksDB's external file
+// ingestion, all families at once): its rows never pass through the write path, so no write of
+// the log waits behind a checkpoint, and nothing of it is in the WAL. Keys must come in
+// strictly increasing order within each family (the default family: c/ < m/ < s/ < u/; holds
+// h/). Get one from Store::checkpoint_writer(); commit() or drop it.
+class CheckpointWriter {
+ public:
+  virtual ~CheckpointWriter() = default;
+  virtual void put(std::string_view key, std::string_view value) = 0;
+  virtual void del(std::string_view key) = 0;
+  // Finishes the files (synced) and adds them to the store atomically.
+  virtual Status commit() = 0;
+  virtual uint64_t bytes() const = 0;  // file bytes written (after commit)
 };
 
 struct StoreOptions {
@@ -90,6 +107,10 @@ class Store {
   // An empty batch for this store (valid while the store is open).
   virtual Batch batch() = 0;
   virtual Status write(Batch& batch, bool sync) = 0;
+  // A checkpoint's writer (any thread but the WAL thread's; one at a time).
+  virtual std::unique_ptr<CheckpointWriter> checkpoint_writer(uint64_t lsn) = 0;
+  // Deletes the log groups below `lsn` (not synced: a trim lost in a crash is done again).
+  virtual Status trim_log(uint64_t lsn) = 0;
   // Makes every earlier write durable (for the interval mode), then advances the mark to it.
   virtual Status sync_wal() = 0;
   // The acknowledged mark as found at open: every lsn up to it was answered, so a store whose

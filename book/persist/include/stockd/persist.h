@@ -1,9 +1,20 @@
-// The seam between the book and the store: a group's Changes become one Batch; a store's rows
-// become a book again (recovery). Runs on the loop thread; touches the store only to read.
+// The seam between the book and the store (docs/storage.md).
+//
+// The store holds a checkpoint (the book's rows as of one lsn, with the meta row) and the log of
+// decisions after it (one group value per loop turn, stockd/decisions.h). Recovery loads the
+// checkpoint's rows and replays the log after it through the book's live code; the checkpointer
+// (a thread of its own, with its own book fed the same durable groups) writes the next
+// checkpoint and trims the log behind it, so the loop never pauses for one.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "stockd/book.h"
 #include "stockd/store.h"
@@ -11,18 +22,100 @@
 namespace stockd {
 
 // Coalesces `changes` (each row written once, in its current state; deleted if gone) into a
-// batch with our sequence number `lsn` and the meta row.
+// batch as of `lsn`, with the meta row: the rows a checkpoint writes, as one batch (tests).
 void build_batch(storage::Batch& b, const Book& book, const Changes& changes, uint64_t lsn,
                  uint64_t outbox_acked, uint64_t outbox_first);
 
-struct Recovered {
-  rec::MetaRow meta;
-  size_t skus = 0, holds = 0, users = 0, codes = 0, outbox = 0;
-  size_t idem = 0;  // holds with an idempotency key
+// A retained log group that holds outbox records: what the outbox feed reads and what the trim
+// waits for.
+struct LogGroupRef {
+  uint64_t lsn = 0;
+  uint64_t first_seq = 0;  // its records are first_seq .. end_seq - 1
+  uint64_t end_seq = 0;
+  int64_t at_ms = 0;  // its time (base_ms: its first entry's; a group spans one loop turn)
 };
 
-// Loads every row of `store` into an empty `book`, checks each record, the outbox sequence for
-// gaps and the book's invariants. "" on success, else what is wrong (naming the key).
-std::string recover(storage::Store& store, Book& book, Recovered& out);
+struct Recovered {
+  rec::MetaRow meta;  // after replay: the book's, lsn = the last lsn, outbox_first as retained
+  uint64_t checkpoint_lsn = 0;
+  size_t skus = 0, holds = 0, users = 0, codes = 0;
+  size_t idem = 0;                         // holds with an idempotency key, in the checkpoint
+  size_t log_groups = 0;                   // groups retained in the log
+  size_t replayed = 0;                     // entries replayed (groups after the checkpoint)
+  size_t outbox = 0;                       // outbox records retained
+  std::vector<LogGroupRef> outbox_groups;  // in lsn order
+};
+
+// Loads the checkpoint into an empty `book`, replays every log group after it, checks each
+// record and entry, the log for gaps, the acknowledged mark and the book's invariants.
+// "" on success, else what is wrong (naming the key or the group). With `changes`, the rows the
+// replayed decisions touched are named there (the checkpointer's next checkpoint must write
+// them: its meta row will cover those groups).
+std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
+
+struct CheckpointOptions {
+  uint64_t every_entries = 500'000;  // a checkpoint after this many replayed decisions,
+  int64_t every_ms = 30'000;         // or this long after the last one (if anything changed)
+  int64_t outbox_retention_ms = 0;   // acknowledged records are kept this long
+  BookLimits limits;
+};
+
+// The checkpointer: a thread with a book of its own. It recovers that book from the store, then
+// replays each group the loop hands it once durable, and writes a checkpoint every
+// every_entries decisions or every_ms: the rows its decisions changed since the last one and
+// the meta row, as table files added to the store at once (storage::CheckpointWriter: nothing
+// of it passes the write path the log's groups take); then it trims the log groups the
+// checkpoint covers whose outbox records were all acknowledged and are past their retention.
+// Failures are reported through error() and retried at the next checkpoint; the log is then simply
+// kept longer.
+class Checkpointer {
+ public:
+  Checkpointer(storage::Store& store, CheckpointOptions options);
+  ~Checkpointer();  // stop(false) if still running
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // A durable group (the loop thread). Groups come in lsn order.
+  void submit(uint64_t lsn, std::string group);
+  // Replays what was submitted, writes a last checkpoint when `final` (a clean stop: the next
+  // start replays nothing), and joins.
+  void stop(bool final);
+
+  // Published for the loop, any thread.
+  uint64_t checkpoint_lsn() const { return checkpoint_lsn_.load(); }
+  uint64_t trimmed_below() const { return trimmed_below_.load(); }  // log groups < this are gone
+  uint64_t outbox_first() const { return outbox_first_.load(); }    // lowest record retained
+  uint64_t checkpoints() const { return checkpoints_.load(); }
+  int64_t last_checkpoint_us() const { return last_us_.load(); }
+  uint64_t last_checkpoint_bytes() const { return last_bytes_.load(); }
+  size_t queued() const;
+  std::string take_error();  // "" if nothing went wrong since the last call
+
+ private:
+  void run();
+  bool apply(uint64_t lsn, const std::string& group);
+  void checkpoint(int64_t now_ms);
+  bool trimmable(int64_t now_ms) const;
+  void fail(std::string why);
+
+  storage::Store& store_;
+  const CheckpointOptions options_;
+  Book book_;
+  Changes changes_;   // rows changed since the last checkpoint
+  uint64_t lsn_ = 0;  // the last group replayed
+  uint64_t entries_since_ = 0;
+  std::deque<LogGroupRef> groups_;  // retained groups with outbox records
+  bool broken_ = false;             // a replay failed: no more checkpoints from this book
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<uint64_t, std::string>> queue_;
+  bool stop_ = false, final_ = false;
+  std::string error_;
+  std::atomic<uint64_t> checkpoint_lsn_{0}, trimmed_below_{0}, outbox_first_{1}, checkpoints_{0};
+  std::atomic<int64_t> last_us_{0};
+  std::atomic<uint64_t> last_bytes_{0};
+  std::thread thread_;
+};
 
 }  // namespace stockd
