@@ -143,7 +143,7 @@ HAVE_PG=1
 start_postgres || HAVE_PG=0
 
 # ---- stockd (sync) vs Redis, alternating per case ----
-declare -A S_RPS S_P99 R_RPS R_P99 VERDICTS
+declare -A S_RPS S_P99 R_RPS R_P99 VERDICTS O_RPS O_P99 O_VERDICT
 for c in "${CASES[@]}"; do
   read -r conns pipe <<<"$c"
   run_bench "stockd-c$conns-p$pipe" --server "127.0.0.1:$SYNC_PORT" --admin-token-file "$TOKEN_FILE" \
@@ -152,6 +152,11 @@ for c in "${CASES[@]}"; do
   run_bench "redis-c$conns-p$pipe" --target "redis://127.0.0.1:$REDIS_PORT" \
     --sku "hot-c$conns-p$pipe" --connections "$conns" --pipeline "$pipe"
   R_RPS[$c]=$RPS R_P99[$c]=$P99 VERDICTS[$c]+=", redis $VERDICT"
+  # Like for like on what an answer promises: the Redis script that also checks and keeps the
+  # idempotency key, writes an order hash and an outbox stream entry.
+  run_bench "redis-order-c$conns-p$pipe" --target "redis://127.0.0.1:$REDIS_PORT" \
+    --sku "hot-order-c$conns-p$pipe" --connections "$conns" --pipeline "$pipe" --redis-script order
+  O_RPS[$c]=$RPS O_P99[$c]=$P99 O_VERDICT[$c]=$VERDICT
 done
 run_bench "stockd-off-c1000-p1" --server "127.0.0.1:$OFF_PORT" --admin-token-file "$TOKEN_FILE" \
   --sku hot-off --connections 1000 --pipeline 1
@@ -206,6 +211,15 @@ for c in "${CASES[@]}"; do
     "$(thousands "$conns")" "$pipe" "$(rps "${S_RPS[$c]}")" \
     "$(ms "${S_P99[$c]}")" "$(rps "${R_RPS[$c]}")" "$(ms "${R_P99[$c]}")" \
     "$(ratio "${S_RPS[$c]}" "${R_RPS[$c]}")" "${VERDICTS[$c]}"
+done
+echo
+echo "| like for like on the promise: Redis order script (key, order hash, outbox stream) | stockd req/s | redis req/s | redis p99 ms | stockd/redis | verdict |"
+echo "|---|---:|---:|---:|---:|---|"
+for c in "${CASES[@]}"; do
+  read -r conns pipe <<<"$c"
+  printf '| %s conns, pipeline %s | %s | %s | %s | %s | redis %s |\n' \
+    "$(thousands "$conns")" "$pipe" "$(rps "${S_RPS[$c]}")" "$(rps "${O_RPS[$c]}")" \
+    "$(ms "${O_P99[$c]}")" "$(ratio "${S_RPS[$c]}" "${O_RPS[$c]}")" "${O_VERDICT[$c]}"
 done
 echo
 base="50 1"

@@ -55,7 +55,7 @@ Generator::Generator(const Config& c, uint32_t thread, uint64_t seed)
     : c_(c),
       rng_(seed),
       key_base_(static_cast<uint64_t>(thread + 1) << 40),
-      keyed_(c.keys && c.target == TargetKind::kStockd) {
+      keyed_(c.keys && (c.target == TargetKind::kStockd || c.redis_script == "order")) {
   if (c.zipf > 0 && c.skus.size() > 1) {
     double sum = 0;
     for (size_t i = 0; i < c.skus.size(); ++i) {

@@ -70,5 +70,6 @@ int cmd_top(const Args& a);
 // Offline: read a stopped server's data dir (offline.cc).
 int cmd_inspect(const Args& a);
 int cmd_verify(const Args& a);
+int cmd_migrate(const Args& a);
 
 }  // namespace stockd::ctl

@@ -173,9 +173,15 @@ void add_offline_commands(CLI::App& app, Args& a, Action& action) {
   inspect->add_option("--data-dir", a.data_dir, "stockd's data dir")->required();
   inspect->add_option("--limit", a.limit, "Show at most N SKUs (0 = all)");
   command(app, "verify",
-          "Offline: check a data dir (record checksums, outbox sequence gaps, invariants); "
+          "Offline: check a data dir (record checksums, the log's groups replayed, invariants); "
           "exit 0 if stockd would start on it",
           action, stockd::ctl::cmd_verify)
+      ->add_option("--data-dir", a.data_dir, "stockd's data dir")
+      ->required();
+  command(app, "migrate",
+          "Offline: convert a data dir written by an earlier stockd (state rows and outbox "
+          "records per group) to the log of decisions; its server must be stopped",
+          action, stockd::ctl::cmd_migrate)
       ->add_option("--data-dir", a.data_dir, "stockd's data dir")
       ->required();
 }

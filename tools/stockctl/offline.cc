@@ -75,6 +75,8 @@ int cmd_inspect(const Args& a) {
               {"outbox_next_seq", m.next_outbox_seq},
               {"outbox_acked", m.outbox_acked},
               {"outbox_first", m.outbox_first},
+              {"checkpoint_lsn", o.rec.checkpoint_lsn},
+              {"log", {{"groups", o.rec.log_groups}, {"replayed", o.rec.replayed}}},
               {"rows",
                {{"skus", o.rec.skus},
                 {"holds", o.rec.holds},
@@ -93,7 +95,9 @@ int cmd_inspect(const Args& a) {
             << m.next_outbox_seq << ", acked " << m.outbox_acked << ", first retained "
             << m.outbox_first << "\nrows           " << o.rec.skus << " skus, " << o.rec.holds
             << " holds (" << o.book.live_holds() << " live), " << o.rec.idem << " keys, "
-            << o.rec.codes << " codes, " << o.rec.outbox << " outbox\n";
+            << o.rec.codes << " codes (the checkpoint at lsn " << o.rec.checkpoint_lsn << "), "
+            << o.rec.outbox << " outbox\nlog            " << o.rec.log_groups << " groups, "
+            << o.rec.replayed << " decisions replayed after the checkpoint\n";
   for (const auto& s : js) {
     std::cout << "  " << s["sku"].get<std::string>() << ": total=" << s["total"]
               << " available=" << s["available"] << " held=" << s["held"] << " sold=" << s["sold"]
@@ -113,13 +117,32 @@ int cmd_verify(const Args& a) {
                      .dump()
               << '\n';
   } else if (problem.empty()) {
-    std::cout << "OK: " << o.rec.skus << " skus, " << o.rec.holds << " holds, " << o.rec.outbox
-              << " outbox records (no sequence gaps), invariants hold, lsn " << o.rec.meta.lsn
-              << '\n';
+    std::cout << "OK: a checkpoint at lsn " << o.rec.checkpoint_lsn << " (" << o.rec.skus
+              << " skus, " << o.rec.holds << " holds), " << o.rec.replayed
+              << " decisions replayed from " << o.rec.log_groups << " log groups, " << o.rec.outbox
+              << " outbox records retained, invariants hold, lsn " << o.rec.meta.lsn << '\n';
   }
   if (!problem.empty()) {
     std::cerr << "DAMAGED: " << problem << '\n';
     return kExitRefused;
+  }
+  return kExitOk;
+}
+
+int cmd_migrate(const Args& a) {
+  if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
+    std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
+    return kExitUsage;
+  }
+  std::string report;
+  if (std::string err = migrate_earlier_layout(a.data_dir, report); !err.empty()) {
+    std::cerr << "cannot migrate: " << err << '\n';
+    return kExitRefused;
+  }
+  if (a.json) {
+    std::cout << Json{{"status", "OK"}, {"report", report}}.dump() << '\n';
+  } else {
+    std::cout << report << '\n';
   }
   return kExitOk;
 }

@@ -53,6 +53,11 @@ struct Recovered {
 // them: its meta row will cover those groups).
 std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
 
+// Converts a data dir of the layout before the log of decisions, with its server stopped
+// (docs/storage.md, "Moving an earlier data dir"). "" and a one-line `report`, or why not
+// (nothing changed then, or a rerun finishes it).
+std::string migrate_earlier_layout(const std::string& dir, std::string& report);
+
 struct CheckpointOptions {
   uint64_t every_entries = 500'000;  // a checkpoint after this many replayed decisions,
   int64_t every_ms = 30'000;         // or this long after the last one (if anything changed)
