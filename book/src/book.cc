@@ -300,8 +300,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
                                proto::ReserveResp& out, Changes& ch, bool claim) {
   const uint64_t id = hold_id_of(next_hold_seq++, id_key);
-  Hold& h = holds.try_emplace(id).first->second;
-  h.id = id;
+  Hold& h = *holds.emplace(id);  // a new id: hold ids never repeat
   h.user.assign(user);
   h.key.assign(key);
   h.fingerprint = key.empty() ? 0 : fingerprint;
@@ -426,10 +425,10 @@ Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, 
                           proto::HoldView& out, Changes& ch) {
   out = proto::HoldView{};
   sweep(now, ch);
-  auto it = holds.find(hold_id);
+  Hold* found = holds.find(hold_id);
   // Another user's hold looks exactly like an unknown one: nothing to see, nothing to probe.
-  if (it == holds.end() || !owned_by(it->second, user)) return Status::kNotFound;
-  Hold& h = it->second;
+  if (found == nullptr || !owned_by(*found, user)) return Status::kNotFound;
+  Hold& h = *found;
   Status st = Status::kOk;
   if (h.state == HoldState::kHeld && now >= h.expires_at) {
     end_hold(h, HoldState::kExpired, h.expires_at, ch);

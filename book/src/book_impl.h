@@ -1,9 +1,10 @@
 // Private to the stockd_book library: the state behind Book and the indexes that keep every
 // operation O(lines + codes) instead of O(book).
 //
-// Ownership: Impl::skus, Impl::holds and Impl::codes are node-based maps, so pointers to their
-// keys and values stay valid until that entry is erased. SKUs and codes are never erased; a hold
-// is erased only when its retention ends (and then nothing points at it: it is not HELD).
+// Ownership: Impl::skus and Impl::codes are node-based maps and Impl::holds keeps its holds in a
+// pool (hold_table.h), so pointers to their keys and values stay valid until that entry is
+// erased. SKUs and codes are never erased; a hold is erased only when its retention ends (and
+// then nothing points at it: it is not HELD), and its storage is reused by a later hold.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "hold_table.h"
 #include "key_index.h"
 #include "stockd/book.h"
 #include "stockd/check.h"
@@ -87,7 +89,20 @@ struct Hold {
   std::vector<HoldLine> lines;
   std::vector<HoldCode> codes;  // kept after release/expiry, for the view and the outbox
   size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
+  // Every field back to its default, the strings' and lists' capacity kept (HoldTable reuse).
+  void reset() {
+    id = 0;
+    state = HoldState::kNone;
+    user.clear();
+    key.clear();
+    fingerprint = first_available = 0;
+    created_at = expires_at = finished_at = 0;
+    lines.clear();
+    codes.clear();
+    heap_pos = kNoPos;
+  }
 };
+using HoldTable = HoldTableOf<Hold>;
 
 // Whether a caller acting for `user` may see and settle `h`: empty = any user (admin, outbox).
 inline bool owned_by(const Hold& h, std::string_view user) {
@@ -167,7 +182,7 @@ struct Book::Impl {
   book_detail::StrMap<Sku> skus;                 // owns the SKUs (nodes never move)
   book_detail::KeyIndex<Sku> sku_index;          // the lookup: one slot read per SKU
   std::set<std::string_view> sku_order;          // views of the keys of `skus`, for sku_list
-  std::unordered_map<uint64_t, Hold> holds;      // live and retained finished holds
+  book_detail::HoldTable holds;                  // live and retained finished holds
   std::vector<book_detail::Deadline> deadlines;  // indexed min-heap of HELD holds
   book_detail::StrMap<uint32_t> live_per_user;   // HELD holds per user (users with any)
   // Sums over every SKU, kept as units move so that STATS costs O(1), not a walk of the book.
@@ -230,7 +245,7 @@ struct Book::Impl {
   // Replay helpers (book_replay.cc).
   std::string expire_logged(uint64_t hold_id, int64_t at, Changes& ch);
   std::string forget_logged(uint64_t hold_id, Changes& ch);
-  void forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now, Changes& ch);
+  void forget(Hold& h, int64_t now, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
   // Records that `s` changed (its row is written with the group), once its change is complete:
   // the never-oversell invariant is checked here, in every build, for every SKU that moves.
@@ -248,8 +263,8 @@ struct Book::Impl {
   // book_rows.cc: recovery.
   std::string restore_skus(const book_detail::Restoring& r);
   std::string restore_codes(book_detail::Restoring& r);
-  std::string restore_holds(const book_detail::Restoring& r);
-  std::string restore_hold(const rec::HoldRow& row);
+  std::string restore_holds(book_detail::Restoring& r);
+  std::string restore_hold(rec::HoldRow& row);  // takes its strings
   std::string restore_users(const book_detail::Restoring& r);
 
   // book_check.cc: invariants, O(book).

@@ -11,9 +11,9 @@ using proto::Status;
 
 Status Book::hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user) const {
   out = proto::HoldView{};
-  auto it = impl_->holds.find(hold_id);
-  if (it == impl_->holds.end() || !owned_by(it->second, user)) return Status::kNotFound;
-  impl_->hold_view(it->second, out);
+  const book_detail::Hold* found = impl_->holds.find(hold_id);
+  if (found == nullptr || !owned_by(*found, user)) return Status::kNotFound;
+  impl_->hold_view(*found, out);
   return Status::kOk;
 }
 

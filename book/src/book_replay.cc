@@ -39,9 +39,9 @@ struct Replaying {
 }  // namespace
 
 std::string Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& ch) {
-  auto it = holds.find(hold_id);
-  if (it == holds.end() || it->second.state != HoldState::kHeld) return "no such live hold";
-  Hold& h = it->second;
+  Hold* found = holds.find(hold_id);
+  if (found == nullptr || found->state != HoldState::kHeld) return "no such live hold";
+  Hold& h = *found;
   if (h.expires_at != at) return "its deadline is " + std::to_string(h.expires_at);
   end_hold(h, HoldState::kExpired, h.expires_at, ch);
   ++counters.expiries;
@@ -49,14 +49,13 @@ std::string Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& ch)
 }
 
 std::string Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
-  auto it = holds.find(hold_id);
-  if (it == holds.end() || it->second.state == HoldState::kHeld) return "no such finished hold";
+  Hold* h = holds.find(hold_id);
+  if (h == nullptr || h->state == HoldState::kHeld) return "no such finished hold";
   // The retention queue names it near its front; its entry goes with it.
   auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
                         [hold_id](const auto& e) { return e.second == hold_id; });
   if (q != finished_fifo.end()) finished_fifo.erase(q);
-  const int64_t at = it->second.finished_at;
-  forget(it, at, ch);
+  forget(*h, h->finished_at, ch);
   return "";
 }
 

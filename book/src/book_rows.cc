@@ -35,9 +35,9 @@ std::optional<rec::SkuRow> Book::sku_row(std::string_view sku) const {
 }
 
 bool Book::hold_row(uint64_t id, rec::HoldRow& out) const {
-  auto it = impl_->holds.find(id);
-  if (it == impl_->holds.end()) return false;
-  const Hold& h = it->second;
+  const Hold* found = impl_->holds.find(id);
+  if (found == nullptr) return false;
+  const Hold& h = *found;
   out.id = h.id;
   out.state = h.state;
   out.user.assign(h.user);
@@ -128,6 +128,7 @@ Restoring& pending(std::unique_ptr<Restoring>& r) {
 
 void Book::restore(const rec::SkuRow& r) { pending(impl_->restoring).skus.push_back(r); }
 void Book::restore(const rec::HoldRow& r) { pending(impl_->restoring).holds.push_back(r); }
+void Book::restore(rec::HoldRow&& r) { pending(impl_->restoring).holds.push_back(std::move(r)); }
 void Book::restore(const rec::UserRow& r) { pending(impl_->restoring).users.push_back(r); }
 void Book::restore(const rec::CodeRow& r) { pending(impl_->restoring).codes.push_back(r); }
 void Book::restore(const rec::MetaRow& r) { pending(impl_->restoring).meta = r; }
@@ -156,34 +157,34 @@ std::string Book::Impl::restore_codes(Restoring& r) {
     return std::tie(a.sku, a.index) < std::tie(b.sku, b.index);
   });
   for (const rec::CodeRow& row : r.codes) {
-    const std::string at = "code " + row.sku + "/" + std::to_string(row.index) + ": ";
+    const auto at = [&row] { return "code " + row.sku + "/" + std::to_string(row.index) + ": "; };
     Sku* s = find_sku(row.sku);
-    if (s == nullptr) return at + "unknown SKU";
-    if (!s->pool) return at + "its SKU is not a code pool";
-    if (row.index != s->codes.size()) return at + "indexes are not dense from 0";
-    if (!book_detail::code_ok(row.code)) return at + "bad code length";
-    if (row.owner != 0 && !issued(row.owner)) return at + "owner is a hold id never issued";
+    if (s == nullptr) return at() + "unknown SKU";
+    if (!s->pool) return at() + "its SKU is not a code pool";
+    if (row.index != s->codes.size()) return at() + "indexes are not dense from 0";
+    if (!book_detail::code_ok(row.code)) return at() + "bad code length";
+    if (row.owner != 0 && !issued(row.owner)) return at() + "owner is a hold id never issued";
     auto [it, inserted] = codes.emplace(row.code, book_detail::CodeLoc{s, row.index});
-    if (!inserted) return at + "code " + row.code + " is in the book twice";
+    if (!inserted) return at() + "code " + row.code + " is in the book twice";
     s->codes.push_back({&it->first, row.owner});
     if (row.owner == 0) s->free.push_back(row.index);  // ascending: a valid min-heap
   }
   return "";
 }
 
-std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
-  const std::string at = "hold " + std::to_string(row.id) + ": ";
-  if (!issued(row.id)) return at + "an id never issued (past next_hold_id)";
-  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at + "bad state";
-  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at + "bad lines";
-  if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at + "held but finished";
-  auto [it, inserted] = holds.try_emplace(row.id);
-  if (!inserted) return at + "two rows";
-  Hold& h = it->second;
-  h.id = row.id;
+std::string Book::Impl::restore_hold(rec::HoldRow& row) {
+  // Built only for a refusal: a million holds restore without a string each.
+  const auto at = [&row] { return "hold " + std::to_string(row.id) + ": "; };
+  if (!issued(row.id)) return at() + "an id never issued (past next_hold_id)";
+  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at() + "bad state";
+  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at() + "bad lines";
+  if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at() + "held but finished";
+  Hold* made = holds.emplace(row.id);
+  if (made == nullptr) return at() + "two rows";
+  Hold& h = *made;
   h.state = row.state;
-  h.user = row.user;
-  h.key = row.key;
+  h.user = std::move(row.user);
+  h.key = std::move(row.key);
   h.fingerprint = row.fingerprint;
   h.first_available = row.first_available;
   h.created_at = row.created_at_ms;
@@ -191,28 +192,29 @@ std::string Book::Impl::restore_hold(const rec::HoldRow& row) {
   h.finished_at = row.finished_at_ms;
   for (const proto::Line& l : row.lines) {
     Sku* s = find_sku(l.sku);
-    if (s == nullptr || l.qty == 0) return at + "line of unknown SKU " + l.sku + " or qty 0";
+    if (s == nullptr || l.qty == 0) return at() + "line of unknown SKU " + l.sku + " or qty 0";
     h.lines.push_back({s, l.qty});
   }
   const bool owns = row.state == HoldState::kHeld || row.state == HoldState::kCommitted;
   for (const proto::SkuCode& c : row.codes) {
     auto loc = codes.find(c.code);
-    if (loc == codes.end() || loc->second.sku->id != c.sku) return at + "unknown code " + c.code;
+    if (loc == codes.end() || loc->second.sku->id != c.sku) return at() + "unknown code " + c.code;
     if (owns && loc->second.sku->codes[loc->second.index].owner != row.id) {
-      return at + "code " + c.code + " is owned by another hold";
+      return at() + "code " + c.code + " is owned by another hold";
     }
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.state == HoldState::kHeld) heap_push(h);
   if (!h.key.empty() && !idem.insert(&h)) {
-    return at + "idempotency key " + h.key + " is also another hold's";
+    return at() + "idempotency key " + h.key + " is also another hold's";
   }
   return "";
 }
 
-std::string Book::Impl::restore_holds(const Restoring& r) {
+std::string Book::Impl::restore_holds(Restoring& r) {
   std::vector<std::pair<int64_t, uint64_t>> finished;
-  for (const rec::HoldRow& row : r.holds) {
+  finished.reserve(r.holds.size());
+  for (rec::HoldRow& row : r.holds) {
     std::string why = restore_hold(row);
     if (!why.empty()) return why;
     if (row.state != HoldState::kHeld) finished.emplace_back(row.finished_at_ms, row.id);

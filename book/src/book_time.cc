@@ -157,16 +157,15 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
       break;
     }
     finished_fifo.pop_front();
-    auto it = holds.find(id);
-    if (it != holds.end()) forget(it, now, ch);  // gone already if a replay forgot it
+    if (Hold* h = holds.find(id)) forget(*h, now, ch);  // gone already if a replay forgot it
   }
 }
 
 // F: 'F' at hold_id.
-void Book::Impl::forget(std::unordered_map<uint64_t, Hold>::iterator it, int64_t now, Changes& ch) {
-  const uint64_t id = it->first;
-  if (!it->second.key.empty()) idem.erase(it->second.key);  // its key goes with it, first
-  holds.erase(it);  // codes it bought keep it as owner: they stay sold
+void Book::Impl::forget(Hold& h, int64_t now, Changes& ch) {
+  const uint64_t id = h.id;
+  if (!h.key.empty()) idem.erase(h.key);  // its key goes with it, first
+  holds.erase(&h);                        // codes it bought keep it as owner: they stay sold
   if (ch.rows) ch.holds.push_back(id);
   if (ch.log) {
     rec::LogWriter w = ch.writer();

@@ -13,6 +13,11 @@ namespace {
 // get theirs. A pipeline of the most expensive request waits for the next turn past this.
 constexpr size_t kTurnFramesMax = 64;
 constexpr size_t kTurnOutBytesMax = 256 * 1024;
+// A group's share: past this many decisions (or bytes of log entries) the filling group takes
+// no more this turn, as leveldb caps a write group, so that one group's write (and the wait of
+// every answer in it) stays bounded whatever a thousand pipelines send at once.
+constexpr uint32_t kGroupEntriesMax = 16384;
+constexpr size_t kGroupBytesMax = 4 << 20;
 // After its last answer, a closing connection is half-closed and drained this long at most
 // before the socket is closed (so that unread input does not turn into an RST that destroys
 // the answers the peer has not read yet).
@@ -389,7 +394,9 @@ Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data,
       stop = Stop::kBlocked;
       break;
     }
-    if (frames >= kTurnFramesMax || c->out.size() - out_start >= kTurnOutBytesMax) {
+    const Changes& group = commit.changes();
+    if (frames >= kTurnFramesMax || c->out.size() - out_start >= kTurnOutBytesMax ||
+        group.entry_count >= kGroupEntriesMax || group.entries.size() >= kGroupBytesMax) {
       stop = Stop::kQuota;
       break;
     }

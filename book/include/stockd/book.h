@@ -186,6 +186,7 @@ class Book {
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);
   void restore(const rec::HoldRow& r);
+  void restore(rec::HoldRow&& r);
   void restore(const rec::UserRow& r);
   void restore(const rec::CodeRow& r);
   void restore(const rec::MetaRow& r);

@@ -80,7 +80,8 @@ class Checkpointer {
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
-  // A durable group (the loop thread). Groups come in lsn order.
+  // A durable group (the loop thread). Groups come in lsn order. Past kQueueBytesMax queued,
+  // the group is not kept and is read back from the log instead.
   void submit(uint64_t lsn, std::string group);
   // Replays what was submitted, writes a last checkpoint when `final` (a clean stop: the next
   // start replays nothing), and joins.
@@ -97,8 +98,12 @@ class Checkpointer {
   std::string take_error();  // "" if nothing went wrong since the last call
 
  private:
+  static constexpr size_t kQueueBytesMax = 64 << 20;
+  static constexpr int kNice = 10;  // the thread's nice value
+
   void run();
-  bool apply(uint64_t lsn, const std::string& group);
+  bool apply(uint64_t lsn, std::string_view group);
+  bool catch_up(uint64_t upto);
   void checkpoint(int64_t now_ms);
   bool trimmable(int64_t now_ms) const;
   void fail(std::string why);
@@ -115,6 +120,8 @@ class Checkpointer {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, std::string>> queue_;
+  size_t queued_bytes_ = 0;
+  uint64_t durable_ = 0;  // the last durable group submitted (kept or not)
   bool stop_ = false, final_ = false;
   std::string error_;
   std::atomic<uint64_t> checkpoint_lsn_{0}, trimmed_below_{0}, outbox_first_{1}, checkpoints_{0};

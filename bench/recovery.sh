@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Recovery time and bytes on disk per buy-now: N keyed buy-now orders are made with stockbench
+# (50 conns x 16) against a stockd `sync` in a temp dir, then the server is stopped two ways and
+# started again on the same data, reading its "recovered ... in X s" line:
+#   - kill -9 with every order in the log (no checkpoint since the start): recovery replays them;
+#   - a clean stop (SIGTERM writes a last checkpoint): recovery loads the checkpoint.
+# Also prints the data dir's size before any checkpoint (log only) and after the checkpoint.
+#
+#   bench/recovery.sh                 # 1,000,000 orders
+#   ORDERS=10000000 bench/recovery.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/bin}
+ORDERS=${ORDERS:-1000000}
+
+log() { echo "recovery: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # wait_for
+
+[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
+WORK=$(mktemp -d -t stockd-recovery.XXXXXX)
+PID=""
+cleanup() {
+  [[ -n $PID ]] && kill -9 "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+TOKEN_FILE=$WORK/admin-token
+(umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+DATA=$WORK/data
+
+# start LOG: stockd on $DATA; no checkpoint by count or time during the run (only at a stop).
+start() {
+  rm -f "$WORK/ready"
+  "$BIN/stockd" --listen 127.0.0.1:0 --data-dir "$DATA" --durability sync \
+    --admin-token-file "$TOKEN_FILE" --ready-file "$WORK/ready" \
+    --checkpoint-every 1000000000 --checkpoint-interval-ms 86400000 \
+    --finished-holds-max "$ORDERS" --holds-expected "$ORDERS" >"$WORK/$1" 2>&1 &
+  PID=$!
+  wait_for 600 stockd test -s "$WORK/ready"
+  PORT=$(awk '{print $2}' "$WORK/ready")
+}
+recovered() { grep -o 'recovered .* in [0-9.]*s' "$WORK/$1" | sed 's/.* in //'; }
+bytes() { du -sb "$DATA" | awk '{print $1}'; }
+
+start first.log
+log "making $ORDERS buy-now orders"
+"$BIN/stockbench" --server "127.0.0.1:$PORT" --admin-token-file "$TOKEN_FILE" --sku hot \
+  --connections 50 --pipeline 16 --requests "$ORDERS" --no-progress --json \
+  >"$WORK/bench.json" 2>"$WORK/bench.log" || die "stockbench failed: $(tail -3 "$WORK/bench.log")"
+LOG_BYTES=$(bytes)
+kill -9 "$PID"
+wait "$PID" 2>/dev/null || true
+start replay.log
+REPLAY_S=$(recovered replay.log)
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null || true
+CKPT_BYTES=$(bytes)
+start checkpoint.log
+CKPT_S=$(recovered checkpoint.log)
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null || true
+PID=""
+
+per() { awk -v b="$1" -v n="$ORDERS" 'BEGIN { printf "%.0f", b / n }'; }
+echo "| $ORDERS keyed buy-now orders | recovery s | data dir bytes | bytes per order |"
+echo "|---|---:|---:|---:|"
+echo "| kill -9, all in the log (replayed) | $REPLAY_S | $LOG_BYTES | $(per "$LOG_BYTES") |"
+echo "| clean stop, all in the checkpoint (loaded) | $CKPT_S | $CKPT_BYTES | $(per "$CKPT_BYTES") |"
+grep -o 'recovered .*' "$WORK/replay.log" "$WORK/checkpoint.log" | sed "s|$WORK/||" >&2

@@ -1,0 +1,140 @@
+// Private to the stockd_book library: the holds of the book, by id.
+//
+// A sale makes a hold per request and, past --finished-holds-max, forgets the oldest one per
+// request: a node-based std::unordered_map paid a bucket walk (a division and a cache miss per
+// node) on each insert, find and erase, and a malloc and a free per hold. Here the index is flat
+// (open addressing, one 16-byte slot per lookup, as KeyIndex), and holds live in a pool: a
+// forgotten hold's storage is reused by the next one, its strings and lists keeping their
+// capacity, so a steady sale allocates nothing for its holds. A Hold never moves while it is in
+// the table (the deadline heap and the key index point at it).
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <deque>
+#include <utility>
+#include <vector>
+
+#include "key_index.h"
+
+namespace stockd::book_detail {
+
+struct Hold;
+
+template <class H>
+class HoldTableOf {
+ public:
+  void reserve(size_t n) {
+    if (n * 4 > slots_.size() * 3) rebuild(std::bit_ceil(n * 4 / 3 + 1));
+  }
+
+  H* find(uint64_t id) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = home(id); slots_[i].owner != nullptr; i = (i + 1) & mask()) {
+      if (slots_[i].id == id) return slots_[i].owner;
+    }
+    return nullptr;
+  }
+  bool contains(uint64_t id) const { return find(id) != nullptr; }
+
+  // A hold with every field at its default (strings and lists emptied, their capacity kept),
+  // indexed under `id`; nullptr if `id` is there already.
+  H* emplace(uint64_t id) {
+    reserve(size_ + 1);
+    size_t i = home(id);
+    for (; slots_[i].owner != nullptr; i = (i + 1) & mask()) {
+      if (slots_[i].id == id) return nullptr;
+    }
+    H* h = nullptr;
+    if (free_.empty()) {
+      h = &pool_.emplace_back();
+    } else {
+      h = free_.back();
+      free_.pop_back();
+      h->reset();
+    }
+    h->id = id;
+    slots_[i] = {id, h};
+    ++size_;
+    return h;
+  }
+
+  // Unindexes `h` and keeps its storage for the next emplace().
+  void erase(H* h) {
+    size_t i = home(h->id);
+    while (slots_[i].owner != h) i = (i + 1) & mask();
+    // Backward shift, as KeyIndex::erase.
+    for (size_t j = (i + 1) & mask(); slots_[j].owner != nullptr; j = (j + 1) & mask()) {
+      const size_t hj = home(slots_[j].id);
+      const bool movable = i <= j ? (hj <= i || hj > j) : (hj <= i && hj > j);
+      if (movable) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i] = Slot{};
+    --size_;
+    free_.push_back(h);
+  }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  // Every hold, in no particular order: (id, hold).
+  class const_iterator {
+   public:
+    const_iterator(const HoldTableOf* t, size_t i) : t_(t), i_(i) { skip(); }
+    std::pair<uint64_t, const H&> operator*() const {
+      return {t_->slots_[i_].id, *t_->slots_[i_].owner};
+    }
+    const_iterator& operator++() {
+      ++i_;
+      skip();
+      return *this;
+    }
+    bool operator!=(const const_iterator& o) const { return i_ != o.i_; }
+
+   private:
+    void skip() {
+      while (i_ < t_->slots_.size() && t_->slots_[i_].owner == nullptr) ++i_;
+    }
+    const HoldTableOf* t_;
+    size_t i_;
+  };
+  const_iterator begin() const { return {this, 0}; }
+  const_iterator end() const { return {this, slots_.size()}; }
+
+ private:
+  struct Slot {
+    uint64_t id = 0;
+    H* owner = nullptr;  // nullptr: empty
+  };
+
+  // Sequential ids (no key) would fill runs of neighbouring slots; a mix spreads them.
+  size_t home(uint64_t id) const {
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdULL;
+    id ^= id >> 33;
+    return id & mask();
+  }
+  size_t mask() const { return slots_.size() - 1; }
+
+  void rebuild(size_t capacity) {
+    Slots old(capacity);
+    old.swap(slots_);
+    for (const Slot& s : old) {
+      if (s.owner == nullptr) continue;
+      size_t i = home(s.id);
+      while (slots_[i].owner != nullptr) i = (i + 1) & mask();
+      slots_[i] = s;
+    }
+  }
+
+  using Slots = std::vector<Slot, HugePageAllocator<Slot>>;
+  Slots slots_;  // size 0 or a power of two
+  size_t size_ = 0;
+  std::deque<H> pool_;    // every hold ever made; addresses never change
+  std::vector<H*> free_;  // erased holds, for reuse
+};
+
+}  // namespace stockd::book_detail
