@@ -299,8 +299,10 @@ void Book::Impl::log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch
 void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
                                proto::ReserveResp& out, Changes& ch, bool claim) {
-  const uint64_t id = hold_id_of(next_hold_seq++, id_key);
+  const uint64_t seq = next_hold_seq++;
+  const uint64_t id = hold_id_of(seq, id_key);
   Hold& h = *holds.emplace(id);  // a new id: hold ids never repeat
+  h.seq = seq;
   h.user.assign(user);
   h.key.assign(key);
   h.fingerprint = key.empty() ? 0 : fingerprint;
@@ -327,7 +329,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     finish(h, HoldState::kCommitted, now);
     emit(proto::OutboxKind::kOrder, h, now, ch);
   }
-  if (ch.rows) ch.holds.push_back(id);
+  if (ch.rows) ch.hold_changed(id, seq);
   ch.meta = true;
   if (ch.log) log_reserve(h, claim, ttl_ms, now, ch);
   out.hold_id = id;

@@ -64,6 +64,7 @@ std::string Book::Impl::check_holds() const {
   for (const auto& [id, h] : holds) {
     if (h.state == HoldState::kHeld) ++live_holds[h.user];
     if (h.id != id || !issued(id)) return hold_at(h) + "bad id";
+    if (hold_id_of(h.seq, id_key) != id) return hold_at(h) + "its sequence number is not its id's";
     if (h.state < HoldState::kHeld || h.state > HoldState::kExpired) return hold_at(h) + "state";
     if (h.lines.empty()) return hold_at(h) + "no lines";
     const bool live = h.state == HoldState::kHeld;

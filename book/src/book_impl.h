@@ -78,6 +78,7 @@ struct HoldCode {
 
 struct Hold {
   uint64_t id = 0;
+  uint64_t seq = 0;  // its sequence number: id == hold_id_of(seq, key)
   HoldState state = HoldState::kNone;
   std::string user;
   std::string key;               // idempotency key ("" = none): indexed by Impl::idem
@@ -91,7 +92,7 @@ struct Hold {
   size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
   // Every field back to its default, the strings' and lists' capacity kept (HoldTable reuse).
   void reset() {
-    id = 0;
+    id = seq = 0;
     state = HoldState::kNone;
     user.clear();
     key.clear();

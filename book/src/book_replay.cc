@@ -52,9 +52,13 @@ std::string Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
   Hold* h = holds.find(hold_id);
   if (h == nullptr || h->state == HoldState::kHeld) return "no such finished hold";
   // The retention queue names it near its front; its entry goes with it.
-  auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
-                        [hold_id](const auto& e) { return e.second == hold_id; });
-  if (q != finished_fifo.end()) finished_fifo.erase(q);
+  if (!finished_fifo.empty() && finished_fifo.front().second == hold_id) {
+    finished_fifo.pop_front();  // the usual case: forgotten oldest first
+  } else {
+    auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
+                          [hold_id](const auto& e) { return e.second == hold_id; });
+    if (q != finished_fifo.end()) finished_fifo.erase(q);
+  }
   forget(*h, h->finished_at, ch);
   return "";
 }
@@ -65,9 +69,17 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
   using rec::Op;
   switch (d.op) {
     case Op::kReserve: {
-      proto::ReserveReq req{std::string(d.user), std::string(d.key), d.ttl_ms, {}};
-      for (const rec::LineRef& l : d.lines) req.lines.push_back({std::string(l.sku), l.qty});
-      proto::ReserveResp out;
+      // Kept between calls: a replay of a million reservations allocates for none of them.
+      thread_local proto::ReserveReq req;
+      thread_local proto::ReserveResp out;
+      req.user.assign(d.user);
+      req.key.assign(d.key);
+      req.ttl_ms = d.ttl_ms;
+      req.lines.resize(d.lines.size());
+      for (size_t i = 0; i < d.lines.size(); ++i) {
+        req.lines[i].sku.assign(d.lines[i].sku);
+        req.lines[i].qty = d.lines[i].qty;
+      }
       const Verdict v = reserve(req, d.at_ms, out, ch);
       if (v != Status::kOk) {
         return mismatch(d,

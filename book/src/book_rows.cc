@@ -175,13 +175,15 @@ std::string Book::Impl::restore_codes(Restoring& r) {
 std::string Book::Impl::restore_hold(rec::HoldRow& row) {
   // Built only for a refusal: a million holds restore without a string each.
   const auto at = [&row] { return "hold " + std::to_string(row.id) + ": "; };
-  if (!issued(row.id)) return at() + "an id never issued (past next_hold_id)";
+  const uint64_t seq = hold_seq_of(row.id, id_key);
+  if (seq == 0 || seq >= next_hold_seq) return at() + "an id never issued (past next_hold_id)";
   if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at() + "bad state";
   if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at() + "bad lines";
   if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at() + "held but finished";
   Hold* made = holds.emplace(row.id);
   if (made == nullptr) return at() + "two rows";
   Hold& h = *made;
+  h.seq = seq;
   h.state = row.state;
   h.user = std::move(row.user);
   h.key = std::move(row.key);

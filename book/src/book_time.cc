@@ -125,7 +125,7 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
   finish(h, to, at);
   const bool released = to == HoldState::kReleased;
   emit(released ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h, at, ch);
-  if (ch.rows) ch.holds.push_back(h.id);
+  if (ch.rows) ch.hold_changed(h.id, h.seq);
   if (ch.log) log_hold_end(released ? rec::Op::kRelease : rec::Op::kExpire, h, at, ch);
 }
 
@@ -141,7 +141,7 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
   }
   finish(h, HoldState::kCommitted, now);
   emit(proto::OutboxKind::kOrder, h, now, ch);
-  if (ch.rows) ch.holds.push_back(h.id);
+  if (ch.rows) ch.hold_changed(h.id, h.seq);
   if (ch.log) log_hold_end(rec::Op::kCommit, h, now, ch);
 }
 
@@ -163,10 +163,10 @@ void Book::Impl::forget_finished(int64_t now, Changes& ch) {
 
 // F: 'F' at hold_id.
 void Book::Impl::forget(Hold& h, int64_t now, Changes& ch) {
-  const uint64_t id = h.id;
+  const uint64_t id = h.id, seq = h.seq;
   if (!h.key.empty()) idem.erase(h.key);  // its key goes with it, first
   holds.erase(&h);                        // codes it bought keep it as owner: they stay sold
-  if (ch.rows) ch.holds.push_back(id);
+  if (ch.rows) ch.hold_changed(id, seq);
   if (ch.log) {
     rec::LogWriter w = ch.writer();
     w.begin(rec::Op::kForget, now);

@@ -42,8 +42,9 @@ struct Changes {
   std::string entries;  // this group's log entries (valid while entry_count > 0)
   int64_t entry_base_ms = 0;
   uint32_t entry_count = 0;
-  std::vector<std::string> skus;  // SKU rows to rewrite
-  std::vector<uint64_t> holds;    // hold rows to put (if present) or delete
+  std::vector<std::string> skus;    // SKU rows to rewrite
+  std::vector<uint64_t> holds;      // hold rows to put (if present) or delete
+  std::vector<uint64_t> hold_seqs;  // their sequence numbers (the rows' keys), in step with holds
   std::vector<std::pair<std::string, std::string>> users;  // (sku, user) count rows
   std::vector<std::pair<std::string, uint32_t>> codes;     // (sku, index) code rows
   std::vector<proto::OutboxRecord> outbox;                 // new outbox records, seq ascending
@@ -53,11 +54,16 @@ struct Changes {
            outbox.empty() && !meta;
   }
   rec::LogWriter writer() { return {entries, entry_base_ms, entry_count}; }
+  void hold_changed(uint64_t id, uint64_t seq) {
+    holds.push_back(id);
+    hold_seqs.push_back(seq);
+  }
   void clear() {  // keeps the vectors' capacity, and the records' buffers, for the next group
     entry_count = 0;
     entries.clear();
     skus.clear();
     holds.clear();
+    hold_seqs.clear();
     users.clear();
     codes.clear();
     for (proto::OutboxRecord& r : outbox) spare_outbox_.push_back(std::move(r));

@@ -71,9 +71,8 @@ void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint
     const auto row = book.user_row(u.first, u.second);
     write_row(b, rec::user_key(u.first, u.second), row ? &*row : nullptr, x.value);
   });
-  const HoldIdKey key = book.hold_id_key();
   x.holds.clear();
-  for (uint64_t id : ch.holds) x.holds.emplace_back(hold_seq_of(id, key), id);
+  for (size_t i = 0; i < ch.holds.size(); ++i) x.holds.emplace_back(ch.hold_seqs[i], ch.holds[i]);
   std::sort(x.holds.begin(), x.holds.end());
   x.holds.erase(std::unique(x.holds.begin(), x.holds.end()), x.holds.end());
   for (const auto& [seq, id] : x.holds) {
