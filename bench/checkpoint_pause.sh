@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# What a checkpoint costs the requests: the same durable buy-now load (stockbench, 50 conns x 16,
+# BENCH_SECONDS each, default 20) against a stockd `sync` that writes a checkpoint every 500,000
+# decisions (the default: one every few seconds here) and against one that writes none, alternated
+# BENCH_ROUNDS times (default 2). Prints throughput, p99 and p99.9 of each run and the
+# checkpoints the first one wrote.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/bin}
+SECS=${BENCH_SECONDS:-20}
+ROUNDS=${BENCH_ROUNDS:-2}
+
+log() { echo "checkpoint_pause: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # wait_for
+
+[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
+WORK=$(mktemp -d -t stockd-pause.XXXXXX)
+PID=""
+cleanup() {
+  [[ -n $PID ]] && kill -9 "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+TOKEN_FILE=$WORK/admin-token
+(umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+
+# run NAME FLAGS...: one stockd with FLAGS, one stockbench run, one table row.
+run() {
+  local name=$1
+  shift
+  rm -rf "$WORK/data" "$WORK/ready"
+  "$BIN/stockd" --listen 127.0.0.1:0 --data-dir "$WORK/data" --durability sync \
+    --admin-token-file "$TOKEN_FILE" --ready-file "$WORK/ready" --log-level warn "$@" \
+    >"$WORK/stockd.log" 2>&1 &
+  PID=$!
+  wait_for 30 stockd test -s "$WORK/ready"
+  local port
+  port=$(awk '{print $2}' "$WORK/ready")
+  "$BIN/stockbench" --server "127.0.0.1:$port" --admin-token-file "$TOKEN_FILE" --sku hot \
+    --connections 50 --pipeline 16 --duration "${SECS}s" --no-progress --json \
+    >"$WORK/bench.json" 2>"$WORK/bench.log" || die "stockbench: $(tail -3 "$WORK/bench.log")"
+  local written
+  written=$("$BIN/stockctl" --server "127.0.0.1:$port" --token-file "$TOKEN_FILE" --json stats |
+    grep -o '"checkpoints_written":[0-9]*' | cut -d: -f2)
+  kill "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=""
+  python3 - "$WORK/bench.json" "$name" "${written:-?}" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+l = d["latency_us"]
+print("| %s | %d | %.2f | %.2f | %.2f | %s | %s |" % (sys.argv[2], d["requests_per_sec"],
+      l["p50"] / 1000, l["p99"] / 1000, l["p999"] / 1000, sys.argv[3],
+      "ok" if d["verdict"]["ok"] else "FAILED"))
+EOF
+}
+
+echo "| stockd sync, 50 x 16 buy-now, ${SECS} s | req/s | p50 ms | p99 ms | p99.9 ms | checkpoints | verdict |"
+echo "|---|---:|---:|---:|---:|---:|---|"
+for _ in $(seq "$ROUNDS"); do
+  run "a checkpoint every 500,000 decisions (the default)" --checkpoint-every 500000
+  run "no checkpoint during the run" --checkpoint-every 1000000000 \
+    --checkpoint-interval-ms 86400000
+done
