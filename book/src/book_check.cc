@@ -63,8 +63,10 @@ std::string Book::Impl::check_holds() const {
   std::map<std::string_view, uint32_t> live_holds;  // per user
   for (const auto& [id, h] : holds) {
     if (h.state == HoldState::kHeld) ++live_holds[h.user];
-    if (h.id != id || !issued(id)) return hold_at(h) + "bad id";
-    if (hold_id_of(h.seq, id_key) != id) return hold_at(h) + "its sequence number is not its id's";
+    // One permutation per hold: its sequence number was issued and maps to its id.
+    if (h.id != id || h.seq == 0 || h.seq >= next_hold_seq || hold_id_of(h.seq, id_key) != id) {
+      return hold_at(h) + "bad id or sequence number";
+    }
     if (h.state < HoldState::kHeld || h.state > HoldState::kExpired) return hold_at(h) + "state";
     if (h.lines.empty()) return hold_at(h) + "no lines";
     const bool live = h.state == HoldState::kHeld;
