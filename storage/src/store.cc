@@ -116,9 +116,13 @@ class RocksCheckpoint final : public CheckpointWriter {
     }
     if (!error_.empty())
       return Status::Error("checkpoint at lsn " + std::to_string(lsn_) + ": " + error_);
-    Status s = args.empty() ? Status::Ok()
-                            : to_status(db_->IngestExternalFiles(args),
-                                        "checkpoint at lsn " + std::to_string(lsn_));
+    // The log groups the checkpoint covers must be durable before it says so: with durability
+    // `interval` they may still be in the OS's hands, and a power loss would leave a checkpoint
+    // holding decisions whose outbox records (log entries) were lost.
+    Status s = to_status(db_->FlushWAL(true), "sync the log before a checkpoint");
+    if (s.ok() && !args.empty()) {
+      s = to_status(db_->IngestExternalFiles(args), "checkpoint at lsn " + std::to_string(lsn_));
+    }
     remove_files();
     return s;
   }

@@ -488,6 +488,48 @@ TEST(LostLog, DeletedWhileRunningThenStoppedCleanlyKeepsEverything) {
   fs::remove_all(base);
 }
 
+// A checkpoint's table file damaged on disk (a bit flip in the middle of a block): its block
+// checksum no longer matches, and the start is refused naming the file. There is no older whole
+// checkpoint to fall back on (a checkpoint writes only the rows that changed; compaction merges
+// them with the earlier ones), so refusing is the one honest answer: restore from a backup.
+TEST(CheckpointDamage, AFlippedBitInACheckpointFileRefusesToStart) {
+  const fs::path base = test::make_temp_dir("ckpt");
+  const fs::path dir = base / "data";
+  {
+    StockdProcess p({"--sequential-hold-ids"}, dir.string());
+    p.set_log_file((base / "first.log").string());
+    ASSERT_TRUE(p.start());
+    Client admin = p.admin();
+    ASSERT_TRUE(admin.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}).ok());
+    Client buyer = p.buyer();
+    for (int i = 0; i < 200; ++i) {
+      const std::string n = std::to_string(i);
+      ASSERT_TRUE(buyer.reserve({"u" + n, "k" + n, 0, {{"tee", 1}}}).ok());
+    }
+    EXPECT_EQ(p.stop(), 0);  // a clean stop writes a checkpoint
+  }
+  size_t flipped = 0;
+  for (const auto& f : fs::directory_iterator(dir)) {
+    if (f.path().extension() != ".sst" || f.file_size() < 64) continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(f.file_size() / 3);
+    io.seekg(at);
+    char c = 0;
+    io.get(c);
+    io.seekp(at);
+    io.put(static_cast<char>(c ^ 0x10));
+    ++flipped;
+  }
+  ASSERT_GT(flipped, 0u) << "the clean stop wrote no checkpoint file";
+  StockdProcess again({"--sequential-hold-ids"}, dir.string());
+  again.set_log_file((base / "second.log").string());
+  EXPECT_FALSE(again.start(5000)) << "started on a damaged checkpoint";
+  const std::string log = slurp(base / "second.log");
+  EXPECT_NE(log.find("checksum mismatch"), std::string::npos) << log;
+  EXPECT_NE(log.find(".sst"), std::string::npos) << "the message names the file:\n" << log;
+  fs::remove_all(base);
+}
+
 // Damaged or wrong data dirs refuse with a message naming the problem.
 TEST_F(Corruption, DamagedStoreFilesRefuseWithAClearMessage) {
   expect_clear_refusal(run_case("current", false,

@@ -361,7 +361,8 @@ void Checkpointer::checkpoint(int64_t now) {
   std::unique_ptr<storage::CheckpointWriter> w = store_.checkpoint_writer(lsn_);
   write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first);
   if (storage::Status s = w->commit(); !s.ok()) {
-    fail(s.message() + " (retried at the next checkpoint; the log is kept meanwhile)");
+    fail(s.message() + " (retried in a second; the log is kept meanwhile)");
+    retry_at_ = now + 1000;  // a full disk is not hammered once per group
     return;
   }
   last_bytes_ = w->bytes();
@@ -411,7 +412,7 @@ void Checkpointer::run() {
     }
     for (auto& [lsn, group] : work) {
       if (!catch_up(lsn) || !apply(lsn, group)) break;
-      if (entries_since_ >= options_.every_entries) {
+      if (entries_since_ >= options_.every_entries && now_ms() >= retry_at_) {
         checkpoint(now_ms());
         last = now_ms();
       }
@@ -430,7 +431,7 @@ void Checkpointer::run() {
     // On time; or, at most once a second, as soon as log groups could be trimmed (the sidecar
     // acknowledged records past their retention): a small checkpoint then frees the log.
     const bool due = entries_since_ > 0 && now - last >= options_.every_ms;
-    if (due || (now - last >= 1000 && trimmable(now))) {
+    if (now >= retry_at_ && (due || (now - last >= 1000 && trimmable(now)))) {
       checkpoint(now);
       last = now;
     }

@@ -116,6 +116,7 @@ class Checkpointer {
   uint64_t entries_since_ = 0;
   std::deque<LogGroupRef> groups_;  // retained groups with outbox records
   bool broken_ = false;             // a replay failed: no more checkpoints from this book
+  int64_t retry_at_ = 0;            // after a failed checkpoint, no other before this time
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
