@@ -13,18 +13,10 @@ ROUNDS=${BENCH_ROUNDS:-2}
 log() { echo "checkpoint_pause: $*" >&2; }
 die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for
+source bench/lib.sh # wait_for, bench_workdir
 
 [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
-WORK=$(mktemp -d -t stockd-pause.XXXXXX)
-PID=""
-cleanup() {
-  [[ -n $PID ]] && kill -9 "$PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-TOKEN_FILE=$WORK/admin-token
-(umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+bench_workdir pause
 
 # run NAME FLAGS...: one stockd with FLAGS, one stockbench run, one table row.
 run() {

@@ -29,3 +29,13 @@ wait_for() {
   done
   die "$what did not come up${WAIT_HINT:+ ($WAIT_HINT)}"
 }
+
+# bench_workdir NAME: WORK, a temp dir removed on exit (and stockd $PID, if set, killed then),
+# with TOKEN_FILE in it: a random admin token, mode 600 (a token on a command line shows in ps).
+bench_workdir() {
+  WORK=$(mktemp -d -t "stockd-$1.XXXXXX")
+  PID=""
+  trap '[[ -n $PID ]] && kill -9 "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+  TOKEN_FILE=$WORK/admin-token
+  (umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+}

@@ -16,18 +16,10 @@ ORDERS=${ORDERS:-1000000}
 log() { echo "recovery: $*" >&2; }
 die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for
+source bench/lib.sh # wait_for, bench_workdir
 
 [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
-WORK=$(mktemp -d -t stockd-recovery.XXXXXX)
-PID=""
-cleanup() {
-  [[ -n $PID ]] && kill -9 "$PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-TOKEN_FILE=$WORK/admin-token
-(umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
+bench_workdir recovery
 DATA=$WORK/data
 
 # start LOG: stockd on $DATA; no checkpoint by count or time during the run (only at a stop).

@@ -63,16 +63,7 @@ class HoldTableOf {
   void erase(H* h) {
     size_t i = home(h->id);
     while (slots_[i].owner != h) i = (i + 1) & mask();
-    // Backward shift, as KeyIndex::erase.
-    for (size_t j = (i + 1) & mask(); slots_[j].owner != nullptr; j = (j + 1) & mask()) {
-      const size_t hj = home(slots_[j].id);
-      const bool movable = i <= j ? (hj <= i || hj > j) : (hj <= i && hj > j);
-      if (movable) {
-        slots_[i] = slots_[j];
-        i = j;
-      }
-    }
-    slots_[i] = Slot{};
+    erase_slot(slots_, i, [this](const Slot& s) { return home(s.id); });
     --size_;
     free_.push_back(h);
   }

@@ -51,6 +51,24 @@ struct HugePageAllocator {
   bool operator==(const HugePageAllocator&) const { return true; }
 };
 
+// Empties slot `i` of an open-addressing table with linear probing (`slots.size()` a power of
+// two, a slot free when its `owner` is null): later entries of the run move back into the hole
+// when their home slot allows, so that every key stays reachable from its home without
+// tombstones. `home(slot)` is a slot's home index.
+template <class Slots, class Home>
+void erase_slot(Slots& slots, size_t i, Home&& home) {
+  const size_t mask = slots.size() - 1;
+  for (size_t j = (i + 1) & mask; slots[j].owner != nullptr; j = (j + 1) & mask) {
+    const size_t h = home(slots[j]);
+    const bool movable = i <= j ? (h <= i || h > j) : (h <= i && h > j);
+    if (movable) {
+      slots[i] = slots[j];
+      i = j;
+    }
+  }
+  slots[i] = {};
+}
+
 // T's key is index_key(const T&) -> std::string_view, found by argument-dependent lookup; it
 // must not change while T is indexed.
 template <class T>
@@ -95,17 +113,7 @@ class KeyIndex {
       if (slots_[i].owner == nullptr) return false;
       if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) break;
     }
-    // Backward shift: move later entries of the run into the hole when their home slot allows,
-    // so that every key stays reachable from its home without tombstones.
-    for (size_t j = (i + 1) & mask(); slots_[j].owner != nullptr; j = (j + 1) & mask()) {
-      const size_t home = slots_[j].hash & mask();
-      const bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
-      if (movable) {
-        slots_[i] = slots_[j];
-        i = j;
-      }
-    }
-    slots_[i] = Slot{};
+    erase_slot(slots_, i, [this](const Slot& s) { return s.hash & mask(); });
     --size_;
     return true;
   }

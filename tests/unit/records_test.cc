@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "stockd/wire.h"
+#include "support/doc_example.h"
 
 namespace stockd::rec {
 namespace {
@@ -534,30 +535,8 @@ TEST(RecordsKeyTest, OutboxKeySeqRejectsOtherKeys) {
 
 // ---- docs/storage.md ----
 
-// The bytes of the fenced block after `<!-- example: NAME -->`: per line, the hex pairs
-// before an optional "#" comment.
 std::string doc_example(const std::string& name) {
-  std::ifstream f(STOCKD_STORAGE_MD);
-  EXPECT_TRUE(f.good()) << "cannot open " << STOCKD_STORAGE_MD;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string doc = ss.str();
-  const size_t mark = doc.find("<!-- example: " + name + " -->");
-  EXPECT_NE(mark, std::string::npos) << "no example " << name;
-  if (mark == std::string::npos) return {};
-  const size_t open = doc.find("```", mark);
-  const size_t body = doc.find('\n', open) + 1;
-  const size_t close = doc.find("```", body);
-  std::istringstream lines(doc.substr(body, close - body));
-  std::string out;
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream tokens(line.substr(0, line.find('#')));
-    for (std::string t; tokens >> t;) {
-      EXPECT_EQ(t.size(), 2u) << "bad hex token '" << t << "' in example " << name;
-      out.push_back(static_cast<char>(std::stoul(t, nullptr, 16)));
-    }
-  }
-  return out;
+  return test::doc_example(STOCKD_STORAGE_MD, name);
 }
 
 SkuRow doc_sku() {
