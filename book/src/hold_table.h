@@ -111,14 +111,7 @@ class HoldTableOf {
   size_t mask() const { return slots_.size() - 1; }
 
   void rebuild(size_t capacity) {
-    Slots old(capacity);
-    old.swap(slots_);
-    for (const Slot& s : old) {
-      if (s.owner == nullptr) continue;
-      size_t i = home(s.id);
-      while (slots_[i].owner != nullptr) i = (i + 1) & mask();
-      slots_[i] = s;
-    }
+    grow_slots(slots_, capacity, [this](const Slot& s) { return home(s.id); });
   }
 
   using Slots = std::vector<Slot, HugePageAllocator<Slot>>;

@@ -69,6 +69,21 @@ void erase_slot(Slots& slots, size_t i, Home&& home) {
   slots[i] = {};
 }
 
+// Moves every slot of `slots` into a table of `capacity` slots (a power of two), each at the first
+// free slot from its home: one sequential pass.
+template <class Slots, class Home>
+void grow_slots(Slots& slots, size_t capacity, Home&& home) {
+  Slots old(capacity);
+  old.swap(slots);
+  const size_t mask = capacity - 1;
+  for (const auto& s : old) {
+    if (s.owner == nullptr) continue;
+    size_t i = home(s);
+    while (slots[i].owner != nullptr) i = (i + 1) & mask;
+    slots[i] = s;
+  }
+}
+
 // T's key is index_key(const T&) -> std::string_view, found by argument-dependent lookup; it
 // must not change while T is indexed.
 template <class T>
@@ -132,14 +147,7 @@ class KeyIndex {
   size_t mask() const { return slots_.size() - 1; }
 
   void rebuild(size_t capacity) {
-    Slots old(capacity);
-    old.swap(slots_);
-    for (const Slot& s : old) {
-      if (s.owner == nullptr) continue;
-      size_t i = s.hash & mask();
-      while (slots_[i].owner != nullptr) i = (i + 1) & mask();
-      slots_[i] = s;
-    }
+    grow_slots(slots_, capacity, [this](const Slot& s) { return s.hash & mask(); });
   }
 
   using Slots = std::vector<Slot, HugePageAllocator<Slot>>;
