@@ -56,7 +56,8 @@ TEST(DecisionsDocTest, GroupExampleMatchesWhatTheBookWrites) {
   EXPECT_EQ(log_key(42), std::string("l/\0\0\0\0\0\0\0\x2a", 10));
   EXPECT_EQ(log_key_lsn(log_key(42)), 42u);
   GroupReader r;
-  ASSERT_TRUE(r.open(doc_example("LogGroup"))) << r.error();
+  const std::string example = doc_example("LogGroup");  // the reader's views point into it
+  ASSERT_TRUE(r.open(example)) << r.error();
   EXPECT_EQ(r.lsn(), 42u);
   EXPECT_EQ(r.first_outbox_seq(), 1u);
   EXPECT_EQ(r.records(), 1u);
@@ -116,7 +117,7 @@ TEST(DecisionsTest, DamagedGroupsAreRefused) {
   const std::string good = doc_group(book);
   GroupReader r;
   Decision d;
-  EXPECT_FALSE(r.open(good.substr(0, 20)));
+  EXPECT_FALSE(r.open(std::string_view(good).substr(0, 20)));
   EXPECT_NE(r.error().find("too short"), std::string::npos) << r.error();
   std::string flipped = good;
   flipped[kGroupHeaderBytes + 3] ^= 0x20;

@@ -106,7 +106,8 @@ uint64_t log_key_lsn(std::string_view key);
 // and where).
 class GroupReader {
  public:
-  bool open(std::string_view value);
+  bool open(std::string_view value);  // the entries' views point into `value`: keep it alive
+  bool open(const std::string&& value) = delete;  // a temporary would die before the reads
   bool next(Decision& d);
   uint64_t lsn() const { return lsn_; }
   uint64_t first_outbox_seq() const { return first_seq_; }
