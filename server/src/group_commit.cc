@@ -43,6 +43,17 @@ void GroupCommit::close() {
   store_.reset();
 }
 
+// `count` entries (`records` of them outbox records) as one log value under `lsn`, in a batch of
+// its own; the value stays in inflight_group_ for the checkpointer.
+storage::Batch GroupCommit::group_batch(uint64_t lsn, int64_t base_ms, uint32_t records,
+                                        uint32_t count, std::string_view entries) {
+  storage::Batch b = store_->batch();
+  b.lsn = lsn;
+  rec::encode_group(lsn, base_ms, group_first_seq_, records, count, entries, inflight_group_);
+  b.put(rec::log_key(lsn), inflight_group_);
+  return b;
+}
+
 void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
   STOCKD_CHECK(inflight_seq_ == 0, "one group in flight at a time");
   STOCKD_CHECK(durable_seq_ < fill_seq_, "groups become durable in sequence");
@@ -53,13 +64,10 @@ void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
     return;
   }
   if (!wal_) return;  // the store is being reopened after a failure: keep filling
-  storage::Batch b = store_->batch();
-  b.lsn = ++lsn_;
   const uint64_t end = book.meta().next_outbox_seq;
-  rec::encode_group(lsn_, changes_.entry_base_ms, group_first_seq_,
-                    static_cast<uint32_t>(end - group_first_seq_), changes_.entry_count,
-                    changes_.entries, inflight_group_);
-  b.put(rec::log_key(lsn_), inflight_group_);
+  storage::Batch b =
+      group_batch(++lsn_, changes_.entry_base_ms, static_cast<uint32_t>(end - group_first_seq_),
+                  changes_.entry_count, changes_.entries);
   if (end > group_first_seq_) feed.add_group({lsn_, group_first_seq_, end, changes_.entry_base_ms});
   group_first_seq_ = end;
   inflight_entries_ = changes_.entry_count;
@@ -108,11 +116,8 @@ std::string GroupCommit::reopen(const storage::StoreOptions& options) {
 
 std::string GroupCommit::resume(std::function<void()> notify, const BookLimits& limits) {
   start_wal(std::move(notify));
-  // The proof: an empty group, synced.
-  storage::Batch probe = store_->batch();
-  probe.lsn = lsn_ + 1;
-  rec::encode_group(probe.lsn, 0, group_first_seq_, 0, 0, {}, inflight_group_);
-  probe.put(rec::log_key(probe.lsn), inflight_group_);
+  // The proof: an empty group, synced (what the filling group holds waits for its seal).
+  storage::Batch probe = group_batch(lsn_ + 1, 0, 0, 0, {});
   inflight_group_.clear();
   storage::Status s = store_->write(probe, true);
   if (!s.ok()) return s.message();

@@ -70,6 +70,9 @@ class GroupCommit {
   std::string resume(std::function<void()> notify, const BookLimits& limits);
 
  private:
+  storage::Batch group_batch(uint64_t lsn, int64_t base_ms, uint32_t records, uint32_t count,
+                             std::string_view entries);
+
   const Config& config_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<storage::WalWriter> wal_;
