@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -271,10 +272,43 @@ std::string Scanner::check() {
 
 }  // namespace
 
-uint32_t crc32c_extend(uint32_t crc, std::string_view data) {
-  uint32_t c = ~crc;
+namespace {
+
+uint32_t crc32c_table(uint32_t c, std::string_view data) {
   for (const char ch : data) c = kCrcTable[(c ^ static_cast<uint8_t>(ch)) & 0xffu] ^ (c >> 8);
-  return ~c;
+  return c;
+}
+
+#if defined(__x86_64__)
+// SSE4.2's crc32 instruction computes the same polynomial 8 bytes at a time: the check reads
+// every byte of every log at each start, and the table walk was 8% of a million-order recovery.
+[[gnu::target("sse4.2")]] uint32_t crc32c_sse42(uint32_t c, std::string_view data) {
+  const char* p = data.data();
+  size_t n = data.size();
+  uint64_t c64 = c;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    c64 = __builtin_ia32_crc32di(c64, word);
+  }
+  c = static_cast<uint32_t>(c64);
+  for (; n > 0; ++p, --n) c = __builtin_ia32_crc32qi(c, static_cast<unsigned char>(*p));
+  return c;
+}
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
+}  // namespace
+
+uint32_t crc32c_extend(uint32_t crc, std::string_view data) {
+#if defined(__x86_64__)
+  if (kHaveSse42) return ~crc32c_sse42(~crc, data);
+#endif
+  return crc32c_extend_portable(crc, data);
+}
+
+uint32_t crc32c_extend_portable(uint32_t crc, std::string_view data) {
+  return ~crc32c_table(~crc, data);
 }
 
 std::string check_wal_tail(const std::string& dir) { return Scanner(list_logs(dir)).check(); }

@@ -29,8 +29,10 @@
 namespace stockd::storage {
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): crc32c(data) is the checksum of
-// `data`; crc32c_extend(crc32c(a), b) == crc32c(a + b).
+// `data`; crc32c_extend(crc32c(a), b) == crc32c(a + b). With SSE4.2 (x86-64) 8 bytes per step;
+// crc32c_extend_portable is the byte-table version it must agree with.
 uint32_t crc32c_extend(uint32_t crc, std::string_view data);
+uint32_t crc32c_extend_portable(uint32_t crc, std::string_view data);
 inline uint32_t crc32c(std::string_view data) { return crc32c_extend(0, data); }
 
 // Reads the write-ahead logs of the RocksDB data dir `dir` (the files NNNNNN.log, in the order
