@@ -64,7 +64,7 @@ std::string Book::Impl::check_holds() const {
   for (const auto& [id, h] : holds) {
     if (h.state == HoldState::kHeld) ++live_holds[h.user];
     // One permutation per hold: its sequence number was issued and maps to its id.
-    if (h.id != id || h.seq == 0 || h.seq >= next_hold_seq || hold_id_of(h.seq, id_key) != id) {
+    if (h.seq == 0 || h.seq >= next_hold_seq || hold_id_of(h.seq, id_key) != id) {
       return hold_at(h) + "bad id or sequence number";
     }
     if (h.state < HoldState::kHeld || h.state > HoldState::kExpired) return hold_at(h) + "state";
@@ -156,6 +156,7 @@ std::string Book::Impl::check_codes() const {
 
 // The deadline heap, the retention queues and the SKU order index.
 std::string Book::Impl::check_indexes() const {
+  if (std::string why = holds.check(); !why.empty()) return why;
   size_t live = 0;
   for (const auto& [id, h] : holds) live += h.state == HoldState::kHeld ? 1 : 0;
   if (live != deadlines.size()) return "deadline heap size != live holds";

@@ -129,12 +129,15 @@ struct Want {  // one checked line of a reservation
   uint32_t qty = 0;
 };
 
-struct Restoring {  // rows handed to restore(), applied by finish_restore()
+struct Restoring {  // rows handed to restore(), applied by stage_restore() / finish_restore()
   std::vector<rec::SkuRow> skus;
-  std::vector<rec::HoldRow> holds;
+  std::vector<rec::HoldRow> holds;  // until staged; then each is applied as it comes
   std::vector<rec::UserRow> users;
   std::vector<rec::CodeRow> codes;
   std::optional<rec::MetaRow> meta;
+  bool staged = false;                                 // meta, SKUs and codes applied
+  std::string error;                                   // the first problem found once staged
+  std::vector<std::pair<int64_t, uint64_t>> finished;  // (finished_at, id) of restored holds
 };
 
 // SKU ids never contain a NUL byte: stored keys separate the SKU from a user or code index with
@@ -264,8 +267,9 @@ struct Book::Impl {
   // book_rows.cc: recovery.
   std::string restore_skus(const book_detail::Restoring& r);
   std::string restore_codes(book_detail::Restoring& r);
-  std::string restore_holds(book_detail::Restoring& r);
-  std::string restore_hold(rec::HoldRow& row);  // takes its strings
+  void stage(book_detail::Restoring& r);
+  void restore_hold(book_detail::Restoring& r, rec::HoldRow& row);  // takes its strings
+  std::string restore_hold(rec::HoldRow& row);
   std::string restore_users(const book_detail::Restoring& r);
 
   // book_check.cc: invariants, O(book).

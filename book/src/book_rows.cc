@@ -126,12 +126,46 @@ Restoring& pending(std::unique_ptr<Restoring>& r) {
 }
 }  // namespace
 
-void Book::restore(const rec::SkuRow& r) { pending(impl_->restoring).skus.push_back(r); }
-void Book::restore(const rec::HoldRow& r) { pending(impl_->restoring).holds.push_back(r); }
-void Book::restore(rec::HoldRow&& r) { pending(impl_->restoring).holds.push_back(std::move(r)); }
+namespace {
+// SKU, code and meta rows are applied by stage(): one that comes after it would be lost.
+template <class Row>
+void before_stage(Restoring& p, std::vector<Row>& rows, const Row& r, const char* what) {
+  if (!p.staged) {
+    rows.push_back(r);
+  } else if (p.error.empty()) {
+    p.error = std::string("a ") + what + " row was restored after stage_restore()";
+  }
+}
+}  // namespace
+
+void Book::restore(const rec::SkuRow& r) {
+  Restoring& p = pending(impl_->restoring);
+  before_stage(p, p.skus, r, "SKU");
+}
+void Book::restore(const rec::HoldRow& r) { restore(rec::HoldRow(r)); }
+void Book::restore(rec::HoldRow&& r) {
+  Restoring& p = pending(impl_->restoring);
+  if (p.staged) {
+    impl_->restore_hold(p, r);
+  } else {
+    p.holds.push_back(std::move(r));
+  }
+}
 void Book::restore(const rec::UserRow& r) { pending(impl_->restoring).users.push_back(r); }
-void Book::restore(const rec::CodeRow& r) { pending(impl_->restoring).codes.push_back(r); }
-void Book::restore(const rec::MetaRow& r) { pending(impl_->restoring).meta = r; }
+void Book::restore(const rec::CodeRow& r) {
+  Restoring& p = pending(impl_->restoring);
+  before_stage(p, p.codes, r, "code");
+}
+void Book::restore(const rec::MetaRow& r) {
+  Restoring& p = pending(impl_->restoring);
+  if (p.staged && p.error.empty()) p.error = "the meta row was restored after stage_restore()";
+  if (!p.staged) p.meta = r;
+}
+
+void Book::stage_restore() {
+  Restoring& p = pending(impl_->restoring);
+  if (!p.staged) impl_->stage(p);
+}
 
 std::string Book::Impl::restore_skus(const Restoring& r) {
   for (const rec::SkuRow& row : r.skus) {
@@ -213,17 +247,41 @@ std::string Book::Impl::restore_hold(rec::HoldRow& row) {
   return "";
 }
 
-std::string Book::Impl::restore_holds(Restoring& r) {
-  std::vector<std::pair<int64_t, uint64_t>> finished;
-  finished.reserve(r.holds.size());
-  for (rec::HoldRow& row : r.holds) {
-    std::string why = restore_hold(row);
-    if (!why.empty()) return why;
-    if (row.state != HoldState::kHeld) finished.emplace_back(row.finished_at_ms, row.id);
+// One hold row into the book (after stage()): the first problem is kept for finish_restore().
+void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
+  if (!r.error.empty()) return;
+  r.error = restore_hold(row);
+  if (r.error.empty() && row.state != HoldState::kHeld) {
+    r.finished.emplace_back(row.finished_at_ms, row.id);
   }
-  std::sort(finished.begin(), finished.end());
-  for (const auto& [at, id] : finished) finished_fifo.emplace_back(at, id);
-  return "";
+}
+
+// The meta row, the SKUs and the codes: what hold rows link to.
+void Book::Impl::stage(Restoring& r) {
+  r.staged = true;
+  if (!skus.empty() || !holds.empty() || !idem.empty()) {
+    r.error = "finish_restore: the book was not empty";
+    return;
+  }
+  if (r.meta) {
+    if (r.meta->next_hold_id == 0 || r.meta->next_outbox_seq == 0) {
+      r.error = "meta: ids from 1";
+      return;
+    }
+    next_hold_seq = r.meta->next_hold_id;
+    id_key = {r.meta->hold_id_key0, r.meta->hold_id_key1};
+    next_outbox_seq = r.meta->next_outbox_seq;
+    outbox_acked = r.meta->outbox_acked;
+    outbox_first = r.meta->outbox_first;
+  }
+  r.error = restore_skus(r);
+  if (r.error.empty()) r.error = restore_codes(r);
+  r.skus = {};
+  r.codes = {};
+  std::vector<rec::HoldRow> collected;
+  collected.swap(r.holds);
+  r.finished.reserve(collected.size());
+  for (rec::HoldRow& row : collected) restore_hold(r, row);
 }
 
 std::string Book::Impl::restore_users(const Restoring& r) {
@@ -241,24 +299,13 @@ std::string Book::Impl::restore_users(const Restoring& r) {
 
 std::string Book::finish_restore() {
   Impl& m = *impl_;
+  if (!m.restoring) return check_invariants();  // nothing restored: an empty store
+  if (!m.restoring->staged) m.stage(*m.restoring);
   std::unique_ptr<Restoring> r = std::move(m.restoring);
-  if (!r) return check_invariants();  // nothing restored: an empty store
-  if (!m.skus.empty() || !m.holds.empty() || !m.idem.empty()) {
-    return "finish_restore: the book was not empty";
-  }
-  if (r->meta) {
-    if (r->meta->next_hold_id == 0 || r->meta->next_outbox_seq == 0) return "meta: ids from 1";
-    m.next_hold_seq = r->meta->next_hold_id;
-    m.id_key = {r->meta->hold_id_key0, r->meta->hold_id_key1};
-    m.next_outbox_seq = r->meta->next_outbox_seq;
-    m.outbox_acked = r->meta->outbox_acked;
-    m.outbox_first = r->meta->outbox_first;
-  }
-  std::string why = m.restore_skus(*r);
-  if (why.empty()) why = m.restore_codes(*r);
-  if (why.empty()) why = m.restore_holds(*r);
-  if (why.empty()) why = m.restore_users(*r);
-  if (!why.empty()) return why;
+  if (!r->error.empty()) return r->error;
+  std::sort(r->finished.begin(), r->finished.end());
+  for (const auto& [at, id] : r->finished) m.finished_fifo.emplace_back(at, id);
+  if (std::string why = m.restore_users(*r); !why.empty()) return why;
   for (const auto& [id, s] : m.skus) {
     m.units.total += s.total;
     m.units.available += s.available;

@@ -12,6 +12,7 @@
 #include <bit>
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -59,41 +60,59 @@ class HoldTableOf {
     return h;
   }
 
-  // Unindexes `h` and keeps its storage for the next emplace().
+  // Unindexes `h` and keeps its storage for the next emplace() (its id becomes 0: no hold has
+  // that id, so walks skip it).
   void erase(H* h) {
     size_t i = home(h->id);
     while (slots_[i].owner != h) i = (i + 1) & mask();
     erase_slot(slots_, i, [this](const Slot& s) { return home(s.id); });
     --size_;
+    h->id = 0;
     free_.push_back(h);
+  }
+
+  // "" if the index and the pool agree: every slot names a hold of the pool under its own id,
+  // each hold of the pool is in one slot. One pass over each.
+  std::string check() const {
+    size_t indexed = 0, pooled = 0;
+    for (const Slot& s : slots_) {
+      if (s.owner == nullptr) continue;
+      ++indexed;
+      if (s.owner->id != s.id || s.id == 0) return "a hold is indexed under another id";
+    }
+    for (const H& h : pool_) pooled += h.id != 0 ? 1 : 0;
+    if (indexed != size_ || pooled != size_) return "the hold index and its pool differ in size";
+    return "";
   }
 
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
 
-  // Every hold, in no particular order: (id, hold).
+  // Every hold, in no particular order (the pool's: memory order, so that a walk of a million
+  // holds reads them in sequence): (id, hold).
   class const_iterator {
    public:
-    const_iterator(const HoldTableOf* t, size_t i) : t_(t), i_(i) { skip(); }
-    std::pair<uint64_t, const H&> operator*() const {
-      return {t_->slots_[i_].id, *t_->slots_[i_].owner};
+    using Pool = std::deque<H>;
+    const_iterator(typename Pool::const_iterator at, typename Pool::const_iterator end)
+        : at_(at), end_(end) {
+      skip();
     }
+    std::pair<uint64_t, const H&> operator*() const { return {at_->id, *at_}; }
     const_iterator& operator++() {
-      ++i_;
+      ++at_;
       skip();
       return *this;
     }
-    bool operator!=(const const_iterator& o) const { return i_ != o.i_; }
+    bool operator!=(const const_iterator& o) const { return at_ != o.at_; }
 
    private:
     void skip() {
-      while (i_ < t_->slots_.size() && t_->slots_[i_].owner == nullptr) ++i_;
+      while (at_ != end_ && at_->id == 0) ++at_;
     }
-    const HoldTableOf* t_;
-    size_t i_;
+    typename Pool::const_iterator at_, end_;
   };
-  const_iterator begin() const { return {this, 0}; }
-  const_iterator end() const { return {this, slots_.size()}; }
+  const_iterator begin() const { return {pool_.begin(), pool_.end()}; }
+  const_iterator end() const { return {pool_.end(), pool_.end()}; }
 
  private:
   struct Slot {

@@ -1134,6 +1134,26 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
               std::string::npos);
   }
   {
+    Book b;  // the same, staged as recovery does: the hold rows are applied as they come
+    b.restore(rec::MetaRow{0, 5, 1, 0, 1});
+    b.restore(rec::SkuRow{"tee", 2, 0, 2, 0, 0, 0, 0, false, false});
+    b.stage_restore();
+    for (uint64_t id : {1, 2}) {
+      b.restore(
+          rec::HoldRow{id, HoldState::kHeld, "ann", "k", 7, 0, kT0, kT0 + 1, 0, {{"tee", 1}}, {}});
+    }
+    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
+    // The first problem is the one reported.
+    EXPECT_NE(b.finish_restore().find("idempotency key k is also another hold's"),
+              std::string::npos);
+  }
+  {
+    Book b;  // a SKU row after staging would be lost: refused, not dropped
+    b.stage_restore();
+    b.restore(rec::SkuRow{"tee", 1, 1, 0, 0, 0, 0, 0, false, false});
+    EXPECT_EQ(b.finish_restore(), "a SKU row was restored after stage_restore()");
+  }
+  {
     Book b;
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
     b.restore(rec::SkuRow{"cp", 2, 0, 1, 1, 0, 0, 0, false, true});

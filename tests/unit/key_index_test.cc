@@ -9,6 +9,8 @@
 #include <random>
 #include <string>
 
+#include "../../book/src/hold_table.h"
+
 namespace stockd::book_detail {
 namespace {
 
@@ -59,6 +61,64 @@ TEST(KeyIndexTest, ReserveMakesRoomUpFront) {
   EXPECT_FALSE(index.insert(&owners.emplace_back(Owner{"7"})));  // already there
   EXPECT_EQ(index.find("7"), &owners[7]);
   EXPECT_EQ(index.find(""), nullptr);
+}
+
+struct TestHold {
+  uint64_t id = 0;
+  std::string user;
+  void reset() { user.clear(); }
+};
+
+// HoldTableOf (the book's holds by id) against std::map: finds, reuse of erased holds, and its
+// walk, which goes over the pool and must skip every erased hold.
+TEST(HoldTableTest, MatchesAMapUnderRandomOperations) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    std::map<uint64_t, TestHold*> model;
+    HoldTableOf<TestHold> table;
+    for (int step = 0; step < 3000; ++step) {
+      const uint64_t id = 1 + rng() % 200;
+      const uint32_t op = rng() % 3;
+      if (op == 0) {
+        TestHold* h = table.emplace(id);
+        ASSERT_EQ(h != nullptr, !model.contains(id)) << id;
+        if (h != nullptr) {
+          EXPECT_EQ(h->id, id);
+          EXPECT_EQ(h->user, "") << "a reused hold keeps nothing of the one before";
+          h->user = "user of " + std::to_string(id);
+          model[id] = h;
+        }
+      } else if (op == 1) {
+        auto it = model.find(id);
+        if (it != model.end()) {
+          table.erase(it->second);
+          model.erase(it);
+        }
+      } else {
+        auto it = model.find(id);
+        ASSERT_EQ(table.find(id), it == model.end() ? nullptr : it->second) << id;
+      }
+      ASSERT_EQ(table.size(), model.size());
+    }
+    EXPECT_EQ(table.check(), "");
+    std::map<uint64_t, std::string> walked;
+    for (const auto& [id, h] : table) {
+      EXPECT_EQ(id, h.id);
+      EXPECT_TRUE(walked.emplace(id, h.user).second) << "walked twice: " << id;
+    }
+    ASSERT_EQ(walked.size(), model.size());
+    for (const auto& [id, h] : model) EXPECT_EQ(walked[id], h->user);
+  }
+}
+
+TEST(HoldTableTest, CheckFindsAHoldWhoseIdChangedUnderTheIndex) {
+  HoldTableOf<TestHold> table;
+  TestHold* h = table.emplace(5);
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(table.check(), "");
+  h->id = 6;
+  EXPECT_EQ(table.check(), "a hold is indexed under another id");
 }
 
 }  // namespace

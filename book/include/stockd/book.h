@@ -196,6 +196,10 @@ class Book {
   void restore(const rec::UserRow& r);
   void restore(const rec::CodeRow& r);
   void restore(const rec::MetaRow& r);
+  // Optional, once the meta row, every SKU row and every code row are restored: applies them,
+  // and hold rows restored after it go into the book as they come instead of being collected
+  // (a million holds then cost no second copy). A problem found is returned by finish_restore().
+  void stage_restore();
   // Rebuilds indexes; returns "" or what is inconsistent in the restored rows.
   std::string finish_restore();
 

@@ -171,6 +171,9 @@ std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* 
   };
   std::string err;
   if (err = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain); !err.empty()) return err;
+  if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())
+    return err;
+  book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
   auto hold = [&](auto, rec::HoldRow& row, std::string&) {
     out.idem += row.key.empty() ? 0 : 1;
     book.restore(std::move(row));
@@ -179,8 +182,6 @@ std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* 
   if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold); !err.empty())
     return err;
   if (err = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain); !err.empty())
-    return err;
-  if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())
     return err;
   if (err = book.finish_restore(); !err.empty()) return "restored state is inconsistent: " + err;
 
