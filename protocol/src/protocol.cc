@@ -140,6 +140,37 @@ class In {
     }
   }
 
+  // ---- The field visitor (see "Field lists" below): the same calls as Out's. ----
+  static constexpr bool kWrites = false;
+  void num(const char* f, uint8_t& v) { v = u8(f); }
+  void num(const char* f, uint16_t& v) { v = u16(f); }
+  void num(const char* f, uint32_t& v) { v = u32(f); }
+  void num(const char* f, uint64_t& v) { v = u64(f); }
+  void num(const char* f, int64_t& v) { v = i64(f); }
+  void text(const char* f, std::string& v, size_t max, bool non_empty) {
+    str(f, max, non_empty, v);
+  }
+  // A u8 enum whose valid values are lo..hi.
+  template <class E>
+  void enum8(const char* f, E& v, E lo, E hi) {
+    const uint8_t raw = u8(f);
+    range(f, raw, static_cast<uint8_t>(lo), static_cast<uint8_t>(hi));
+    v = static_cast<E>(raw);
+  }
+  // A list: a count of `width` bytes in lo..hi, then its items (>= item_min bytes each). Items
+  // are read into the list's existing elements: decoding into a reused message allocates
+  // nothing once its lists and strings are big enough.
+  template <class T>
+  void list(const char* count_name, const char* item_name, size_t width, uint64_t lo, uint64_t hi,
+            size_t item_min, std::vector<T>& out) {
+    const size_t n = count(count_name, width, lo, hi, item_min);
+    out.resize(ok() ? n : 0);
+    for (size_t i = 0; i < n && ok(); ++i) {
+      Item label(*this, item_name, i);
+      fields(*this, out[i]);
+    }
+  }
+
   bool finish() {
     if (ok() && r_.remaining() > 0) {
       fail(nullptr, format("trailing %zu bytes after body", r_.remaining()));
@@ -199,192 +230,258 @@ void In::fail(const char* f, const std::string& what) {
   reason_ += what;
 }
 
-// ---- Readers, one per struct, fields in declaration order. ----
+// ---- Writer: the same visitor calls as In's, writing. ----
 
-template <class T>
-void read_list(In& in, const char* count_name, const char* item_name, size_t width, uint64_t lo,
-               uint64_t hi, size_t item_min, std::vector<T>& out) {
-  // Items are read into the list's existing elements: decoding into a reused message
-  // allocates nothing once its lists and strings are big enough.
-  const size_t n = in.count(count_name, width, lo, hi, item_min);
-  out.resize(in.ok() ? n : 0);
-  for (size_t i = 0; i < n && in.ok(); ++i) {
-    In::Item label(in, item_name, i);
-    read(in, out[i]);
+class Out : public Writer {
+ public:
+  using Writer::Writer;
+  static constexpr bool kWrites = true;
+  bool strict() const { return false; }  // checks are the reader's
+  void num(const char*, uint8_t v) { u8(v); }
+  void num(const char*, uint16_t v) { u16(v); }
+  void num(const char*, uint32_t v) { u32(v); }
+  void num(const char*, uint64_t v) { u64(v); }
+  void num(const char*, int64_t v) { i64(v); }
+  void text(const char*, std::string_view v, size_t, bool) {
+    require(v.size() <= kU16Max, "string longer than 65535 bytes");
+    str(v);
   }
-}
+  void range(const char*, uint64_t, uint64_t, uint64_t) {}
+  template <class E>
+  void enum8(const char*, E v, E, E) {
+    u8(static_cast<uint8_t>(v));
+  }
+  template <class T>
+  void list(const char*, const char*, size_t width, uint64_t, uint64_t, size_t,
+            const std::vector<T>& v) {
+    if (width == 2) {
+      require(v.size() <= kU16Max, "list longer than 65535 items");
+      u16(static_cast<uint16_t>(v.size()));
+    } else {
+      require(v.size() <= kU32Max, "list longer than 2^32-1 items");
+      u32(static_cast<uint32_t>(v.size()));
+    }
+    for (const T& item : v) fields(*this, item);
+  }
+};
 
-void read(In& in, Line& m) {
-  in.str("sku", kSkuBytesMax, in.strict(), m.sku);
-  m.qty = in.u32("qty");
-  if (in.strict()) in.range("qty", m.qty, 1, kU32Max);
+// ---- Field lists: one per message, in wire order, read (In) and written (Out) alike. ----
+//
+// A message's layout is declared once, here. `F<V, T>` is T for the reader and const T for the
+// writer. Requests are also checked for meaning (non-empty ids, ranges: `strict`); responses
+// only for shape. A new field is one line here (and its member in protocol.h).
+
+template <class V, class T>
+using F = std::conditional_t<V::kWrites, const T, T>;
+
+template <class V>
+void fields(V& v, F<V, Line>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, v.strict());
+  v.num("qty", m.qty);
+  if (v.strict()) v.range("qty", m.qty, 1, kU32Max);
 }
-void read(In& in, SkuCode& m) {
-  in.str("sku", kSkuBytesMax, in.strict(), m.sku);
-  in.str("code", kCodeBytesMax, in.strict(), m.code);
+template <class V>
+void fields(V& v, F<V, SkuCode>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, v.strict());
+  v.text("code", m.code, kCodeBytesMax, v.strict());
 }
 // The only list of bare strings: CODES_LOAD's codes.
-void read(In& in, std::string& code) { in.str("", kCodeBytesMax, in.strict(), code); }
-void read_lines(In& in, std::vector<Line>& out, uint64_t lo, uint64_t hi) {
-  read_list(in, "line count", "line", 2, lo, hi, kLineBytesMin, out);
+template <class V>
+void fields(V& v, F<V, std::string>& code) {
+  v.text("", code, kCodeBytesMax, v.strict());
 }
-void read_codes(In& in, std::vector<SkuCode>& out) {
-  read_list(in, "code count", "code", 2, 0, kU16Max, kSkuCodeBytesMin, out);
+template <class V, class Lines>
+void lines(V& v, Lines& m, uint64_t lo, uint64_t hi) {
+  v.list("line count", "line", 2, lo, hi, kLineBytesMin, m);
 }
-HoldState read_hold_state(In& in) {
-  uint8_t v = in.u8("state");
-  in.range("state", v, 0, static_cast<uint8_t>(HoldState::kExpired));
-  return static_cast<HoldState>(v);
+template <class V, class Codes>
+void codes(V& v, Codes& m) {
+  v.list("code count", "code", 2, 0, kU16Max, kSkuCodeBytesMin, m);
+}
+template <class V, class State>
+void hold_state(V& v, State& m) {
+  v.enum8("state", m, HoldState::kNone, HoldState::kExpired);
 }
 
-void read(In& in, HelloReq& m) {
-  m.version = in.u16("version");
-  uint8_t role = in.u8("role");
-  in.range("role", role, static_cast<uint8_t>(Role::kBuyer), static_cast<uint8_t>(Role::kOutbox));
-  m.role = static_cast<Role>(role);
-  in.str("token", kTokenBytesMax, false, m.token);
-  in.str("client_name", kClientNameBytesMax, false, m.client_name);
+template <class V>
+void fields(V& v, F<V, HelloReq>& m) {
+  v.num("version", m.version);
+  v.enum8("role", m.role, Role::kBuyer, Role::kOutbox);
+  v.text("token", m.token, kTokenBytesMax, false);
+  v.text("client_name", m.client_name, kClientNameBytesMax, false);
 }
-void read(In&, PingReq&) {}
-void read(In& in, ReserveReq& m) {
-  in.str("user", kUserBytesMax, true, m.user);
-  in.str("key", kKeyBytesMax, false, m.key);
-  m.ttl_ms = in.u32("ttl_ms");
-  in.range("ttl_ms", m.ttl_ms, 0, kHoldTtlMsMax);
-  read_lines(in, m.lines, 1, kReserveLinesMax);
+template <class V>
+void fields(V&, F<V, PingReq>&) {}
+template <class V>
+void fields(V& v, F<V, ReserveReq>& m) {
+  v.text("user", m.user, kUserBytesMax, true);
+  v.text("key", m.key, kKeyBytesMax, false);
+  v.num("ttl_ms", m.ttl_ms);
+  v.range("ttl_ms", m.ttl_ms, 0, kHoldTtlMsMax);
+  lines(v, m.lines, 1, kReserveLinesMax);
 }
-void read(In& in, HoldReq& m) {
-  m.hold_id = in.u64("hold_id");
-  in.range("hold_id", m.hold_id, 1, kU64Max);
-  in.str("user", kUserBytesMax, false, m.user);
+template <class V>
+void fields(V& v, F<V, HoldReq>& m) {
+  v.num("hold_id", m.hold_id);
+  v.range("hold_id", m.hold_id, 1, kU64Max);
+  v.text("user", m.user, kUserBytesMax, false);
 }
-void read(In& in, ClaimReq& m) {
-  in.str("sku", kSkuBytesMax, true, m.sku);
-  in.str("user", kUserBytesMax, true, m.user);
-  in.str("key", kKeyBytesMax, false, m.key);
+template <class V>
+void fields(V& v, F<V, ClaimReq>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, true);
+  v.text("user", m.user, kUserBytesMax, true);
+  v.text("key", m.key, kKeyBytesMax, false);
 }
-void read(In& in, SkuReq& m) { in.str("sku", kSkuBytesMax, true, m.sku); }
-void read(In& in, SkuListReq& m) {
-  in.str("after", kSkuBytesMax, false, m.after);
-  m.limit = in.u32("limit");
-  in.range("limit", m.limit, 1, kSkuListMax);
+template <class V>
+void fields(V& v, F<V, SkuReq>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, true);
 }
-void read(In&, StatsReq&) {}
-void read(In& in, SkuSetReq& m) {
-  in.str("sku", kSkuBytesMax, true, m.sku);
-  m.mask = in.u8("mask");
-  if (in.ok() && (m.mask & ~kSetMaskKnown) != 0) {
-    in.fail("mask", format("0x%02X has unknown bits (known: 0x%02X)", m.mask, kSetMaskKnown));
+template <class V>
+void fields(V& v, F<V, SkuListReq>& m) {
+  v.text("after", m.after, kSkuBytesMax, false);
+  v.num("limit", m.limit);
+  v.range("limit", m.limit, 1, kSkuListMax);
+}
+template <class V>
+void fields(V&, F<V, StatsReq>&) {}
+template <class V>
+void fields(V& v, F<V, SkuSetReq>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, true);
+  v.num("mask", m.mask);
+  if constexpr (!V::kWrites) {
+    if (v.ok() && (m.mask & ~kSetMaskKnown) != 0) {
+      v.fail("mask", format("0x%02X has unknown bits (known: 0x%02X)", m.mask, kSetMaskKnown));
+    }
   }
-  m.total = in.u64("total");
-  m.per_user_limit = in.u32("per_user_limit");
-  m.opens_at_ms = in.i64("opens_at_ms");
-  m.closes_at_ms = in.i64("closes_at_ms");
+  v.num("total", m.total);
+  v.num("per_user_limit", m.per_user_limit);
+  v.num("opens_at_ms", m.opens_at_ms);
+  v.num("closes_at_ms", m.closes_at_ms);
 }
-void read(In& in, RestockReq& m) {
-  in.str("sku", kSkuBytesMax, true, m.sku);
-  m.delta = in.i64("delta");
+template <class V>
+void fields(V& v, F<V, RestockReq>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, true);
+  v.num("delta", m.delta);
 }
-void read(In& in, CodesLoadReq& m) {
-  in.str("sku", kSkuBytesMax, true, m.sku);
-  read_list(in, "code count", "code", 4, 1, kU32Max, kCodeBytesMin, m.codes);
+template <class V>
+void fields(V& v, F<V, CodesLoadReq>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, true);
+  v.list("code count", "code", 4, 1, kU32Max, kCodeBytesMin, m.codes);
 }
-void read(In& in, OutboxReadReq& m) {
-  m.after_seq = in.u64("after_seq");
-  m.max_records = in.u32("max_records");
-  in.range("max_records", m.max_records, 1, kOutboxReadMax);
-  m.wait_ms = in.u32("wait_ms");
-  in.range("wait_ms", m.wait_ms, 0, kOutboxWaitMsMax);
+template <class V>
+void fields(V& v, F<V, OutboxReadReq>& m) {
+  v.num("after_seq", m.after_seq);
+  v.num("max_records", m.max_records);
+  v.range("max_records", m.max_records, 1, kOutboxReadMax);
+  v.num("wait_ms", m.wait_ms);
+  v.range("wait_ms", m.wait_ms, 0, kOutboxWaitMsMax);
 }
-void read(In& in, OutboxAckReq& m) { m.upto_seq = in.u64("upto_seq"); }
-void read(In&, OutboxStatusReq&) {}
+template <class V>
+void fields(V& v, F<V, OutboxAckReq>& m) {
+  v.num("upto_seq", m.upto_seq);
+}
+template <class V>
+void fields(V&, F<V, OutboxStatusReq>&) {}
 
-void read(In& in, HelloResp& m) {
-  m.version = in.u16("version");
-  m.frame_bytes_max = in.u32("frame_bytes_max");
-  m.inflight_max = in.u32("inflight_max");
-  m.idle_timeout_ms = in.u32("idle_timeout_ms");
+template <class V>
+void fields(V& v, F<V, HelloResp>& m) {
+  v.num("version", m.version);
+  v.num("frame_bytes_max", m.frame_bytes_max);
+  v.num("inflight_max", m.inflight_max);
+  v.num("idle_timeout_ms", m.idle_timeout_ms);
 }
-void read(In&, PingResp&) {}
-void read(In& in, ReserveResp& m) {
-  m.hold_id = in.u64("hold_id");
-  m.state = read_hold_state(in);
-  m.expires_at_ms = in.i64("expires_at_ms");
-  m.failed_line = in.u16("failed_line");
-  m.available = in.u64("available");
-  read_codes(in, m.codes);
+template <class V>
+void fields(V&, F<V, PingResp>&) {}
+template <class V>
+void fields(V& v, F<V, ReserveResp>& m) {
+  v.num("hold_id", m.hold_id);
+  hold_state(v, m.state);
+  v.num("expires_at_ms", m.expires_at_ms);
+  v.num("failed_line", m.failed_line);
+  v.num("available", m.available);
+  codes(v, m.codes);
 }
-void read(In& in, HoldView& m) {
-  m.hold_id = in.u64("hold_id");
-  m.state = read_hold_state(in);
-  in.str("user", kUserBytesMax, false, m.user);
-  in.str("key", kKeyBytesMax, false, m.key);
-  m.created_at_ms = in.i64("created_at_ms");
-  m.expires_at_ms = in.i64("expires_at_ms");
-  read_lines(in, m.lines, 0, kU16Max);
-  read_codes(in, m.codes);
+template <class V>
+void fields(V& v, F<V, HoldView>& m) {
+  v.num("hold_id", m.hold_id);
+  hold_state(v, m.state);
+  v.text("user", m.user, kUserBytesMax, false);
+  v.text("key", m.key, kKeyBytesMax, false);
+  v.num("created_at_ms", m.created_at_ms);
+  v.num("expires_at_ms", m.expires_at_ms);
+  lines(v, m.lines, 0, kU16Max);
+  codes(v, m.codes);
 }
-void read(In& in, ClaimResp& m) {
-  m.order_id = in.u64("order_id");
-  in.str("code", kCodeBytesMax, false, m.code);
-  m.available = in.u64("available");
+template <class V>
+void fields(V& v, F<V, ClaimResp>& m) {
+  v.num("order_id", m.order_id);
+  v.text("code", m.code, kCodeBytesMax, false);
+  v.num("available", m.available);
 }
-void read(In& in, SkuView& m) {
-  in.str("sku", kSkuBytesMax, false, m.sku);
-  m.total = in.u64("total");
-  m.available = in.u64("available");
-  m.held = in.u64("held");
-  m.sold = in.u64("sold");
-  m.per_user_limit = in.u32("per_user_limit");
-  m.opens_at_ms = in.i64("opens_at_ms");
-  m.closes_at_ms = in.i64("closes_at_ms");
-  m.flags = in.u8("flags");
+template <class V>
+void fields(V& v, F<V, SkuView>& m) {
+  v.text("sku", m.sku, kSkuBytesMax, false);
+  v.num("total", m.total);
+  v.num("available", m.available);
+  v.num("held", m.held);
+  v.num("sold", m.sold);
+  v.num("per_user_limit", m.per_user_limit);
+  v.num("opens_at_ms", m.opens_at_ms);
+  v.num("closes_at_ms", m.closes_at_ms);
+  v.num("flags", m.flags);
 }
-void read(In& in, SkuListResp& m) {
-  read_list(in, "sku count", "sku", 4, 0, kU32Max, kSkuViewBytesMin, m.skus);
+template <class V>
+void fields(V& v, F<V, SkuListResp>& m) {
+  v.list("sku count", "sku", 4, 0, kU32Max, kSkuViewBytesMin, m.skus);
 }
-void read(In& in, Stat& m) {
-  in.str("name", kStatNameBytesMax, false, m.name);
-  m.value = in.u64("value");
+template <class V>
+void fields(V& v, F<V, Stat>& m) {
+  v.text("name", m.name, kStatNameBytesMax, false);
+  v.num("value", m.value);
 }
-void read(In& in, StatsResp& m) {
-  read_list(in, "stat count", "stat", 2, 0, kU16Max, kStatBytesMin, m.stats);
+template <class V>
+void fields(V& v, F<V, StatsResp>& m) {
+  v.list("stat count", "stat", 2, 0, kU16Max, kStatBytesMin, m.stats);
 }
-void read(In& in, CodesLoadResp& m) {
-  read(in, m.sku);
-  in.str("duplicate", kCodeBytesMax, false, m.duplicate);
+template <class V>
+void fields(V& v, F<V, CodesLoadResp>& m) {
+  fields(v, m.sku);
+  v.text("duplicate", m.duplicate, kCodeBytesMax, false);
 }
-void read(In& in, OutboxRecord& m) {
-  m.seq = in.u64("seq");
-  uint8_t kind = in.u8("kind");
-  in.range("kind", kind, static_cast<uint8_t>(OutboxKind::kOrder),
-           static_cast<uint8_t>(OutboxKind::kExpired));
-  m.kind = static_cast<OutboxKind>(kind);
-  m.order_id = in.u64("order_id");
-  in.str("user", kUserBytesMax, false, m.user);
-  in.str("key", kKeyBytesMax, false, m.key);
-  m.created_at_ms = in.i64("created_at_ms");
-  m.at_ms = in.i64("at_ms");
-  read_lines(in, m.lines, 0, kU16Max);
-  read_codes(in, m.codes);
+template <class V>
+void fields(V& v, F<V, OutboxRecord>& m) {
+  v.num("seq", m.seq);
+  v.enum8("kind", m.kind, OutboxKind::kOrder, OutboxKind::kExpired);
+  v.num("order_id", m.order_id);
+  v.text("user", m.user, kUserBytesMax, false);
+  v.text("key", m.key, kKeyBytesMax, false);
+  v.num("created_at_ms", m.created_at_ms);
+  v.num("at_ms", m.at_ms);
+  lines(v, m.lines, 0, kU16Max);
+  codes(v, m.codes);
 }
-void read(In& in, OutboxReadResp& m) {
-  m.head_seq = in.u64("head_seq");
-  m.acked_seq = in.u64("acked_seq");
-  m.first_seq = in.u64("first_seq");
-  read_list(in, "record count", "record", 4, 0, kU32Max, kOutboxRecordBytesMin, m.records);
+template <class V>
+void fields(V& v, F<V, OutboxReadResp>& m) {
+  v.num("head_seq", m.head_seq);
+  v.num("acked_seq", m.acked_seq);
+  v.num("first_seq", m.first_seq);
+  v.list("record count", "record", 4, 0, kU32Max, kOutboxRecordBytesMin, m.records);
 }
-void read(In& in, OutboxStatusResp& m) {
-  m.head_seq = in.u64("head_seq");
-  m.acked_seq = in.u64("acked_seq");
-  m.first_seq = in.u64("first_seq");
+template <class V>
+void fields(V& v, F<V, OutboxStatusResp>& m) {
+  v.num("head_seq", m.head_seq);
+  v.num("acked_seq", m.acked_seq);
+  v.num("first_seq", m.first_seq);
 }
-void read(In& in, ErrorResp& m) { in.str("message", kU16Max, false, m.message); }
+template <class V>
+void fields(V& v, F<V, ErrorResp>& m) {
+  v.text("message", m.message, kU16Max, false);
+}
 
 template <class V, class T>
 std::optional<V> decode_as(In& in) {
   T m{};
-  read(in, m);
+  fields(in, m);
   if (!in.finish()) return std::nullopt;
   return V(std::in_place_type<T>, std::move(m));
 }
@@ -400,7 +497,7 @@ constexpr auto kDecoders = make_decoders<V>(std::make_index_sequence<std::varian
 template <class V, class T>
 bool decode_into_as(In& in, V& into) {
   if (!std::holds_alternative<T>(into)) into.template emplace<T>();
-  read(in, std::get<T>(into));
+  fields(in, std::get<T>(into));
   return in.finish();
 }
 template <class V, size_t... I>
@@ -411,173 +508,13 @@ template <class V>
 constexpr auto kIntoDecoders =
     make_into_decoders<V>(std::make_index_sequence<std::variant_size_v<V>>());
 
-// ---- Writers, one per struct, mirroring the readers. ----
-
-// A Writer whose type lives here, so that put_list finds the write() overloads by ADL.
-class Out : public Writer {
- public:
-  using Writer::Writer;
-};
-
-void put_str(Out& w, std::string_view s) {
-  require(s.size() <= kU16Max, "string longer than 65535 bytes");
-  w.str(s);
-}
-template <class T>
-void put_list(Out& w, size_t width, const std::vector<T>& v) {
-  if (width == 2) {
-    require(v.size() <= kU16Max, "list longer than 65535 items");
-    w.u16(static_cast<uint16_t>(v.size()));
-  } else {
-    require(v.size() <= kU32Max, "list longer than 2^32-1 items");
-    w.u32(static_cast<uint32_t>(v.size()));
-  }
-  for (const T& item : v) write(w, item);
-}
-
-void write(Out& w, const Line& m) {
-  put_str(w, m.sku);
-  w.u32(m.qty);
-}
-void write(Out& w, const SkuCode& m) {
-  put_str(w, m.sku);
-  put_str(w, m.code);
-}
-void write(Out& w, const std::string& code) { put_str(w, code); }
-void write(Out& w, const HelloReq& m) {
-  w.u16(m.version);
-  w.u8(static_cast<uint8_t>(m.role));
-  put_str(w, m.token);
-  put_str(w, m.client_name);
-}
-void write(Out&, const PingReq&) {}
-void write(Out& w, const ReserveReq& m) {
-  put_str(w, m.user);
-  put_str(w, m.key);
-  w.u32(m.ttl_ms);
-  put_list(w, 2, m.lines);
-}
-void write(Out& w, const HoldReq& m) {
-  w.u64(m.hold_id);
-  put_str(w, m.user);
-}
-void write(Out& w, const ClaimReq& m) {
-  put_str(w, m.sku);
-  put_str(w, m.user);
-  put_str(w, m.key);
-}
-void write(Out& w, const SkuReq& m) { put_str(w, m.sku); }
-void write(Out& w, const SkuListReq& m) {
-  put_str(w, m.after);
-  w.u32(m.limit);
-}
-void write(Out&, const StatsReq&) {}
-void write(Out& w, const SkuSetReq& m) {
-  put_str(w, m.sku);
-  w.u8(m.mask);
-  w.u64(m.total);
-  w.u32(m.per_user_limit);
-  w.i64(m.opens_at_ms);
-  w.i64(m.closes_at_ms);
-}
-void write(Out& w, const RestockReq& m) {
-  put_str(w, m.sku);
-  w.i64(m.delta);
-}
-void write(Out& w, const CodesLoadReq& m) {
-  put_str(w, m.sku);
-  put_list(w, 4, m.codes);
-}
-void write(Out& w, const OutboxReadReq& m) {
-  w.u64(m.after_seq);
-  w.u32(m.max_records);
-  w.u32(m.wait_ms);
-}
-void write(Out& w, const OutboxAckReq& m) { w.u64(m.upto_seq); }
-void write(Out&, const OutboxStatusReq&) {}
-
-void write(Out& w, const HelloResp& m) {
-  w.u16(m.version);
-  w.u32(m.frame_bytes_max);
-  w.u32(m.inflight_max);
-  w.u32(m.idle_timeout_ms);
-}
-void write(Out&, const PingResp&) {}
-void write(Out& w, const ReserveResp& m) {
-  w.u64(m.hold_id);
-  w.u8(static_cast<uint8_t>(m.state));
-  w.i64(m.expires_at_ms);
-  w.u16(m.failed_line);
-  w.u64(m.available);
-  put_list(w, 2, m.codes);
-}
-void write(Out& w, const HoldView& m) {
-  w.u64(m.hold_id);
-  w.u8(static_cast<uint8_t>(m.state));
-  put_str(w, m.user);
-  put_str(w, m.key);
-  w.i64(m.created_at_ms);
-  w.i64(m.expires_at_ms);
-  put_list(w, 2, m.lines);
-  put_list(w, 2, m.codes);
-}
-void write(Out& w, const ClaimResp& m) {
-  w.u64(m.order_id);
-  put_str(w, m.code);
-  w.u64(m.available);
-}
-void write(Out& w, const SkuView& m) {
-  put_str(w, m.sku);
-  w.u64(m.total);
-  w.u64(m.available);
-  w.u64(m.held);
-  w.u64(m.sold);
-  w.u32(m.per_user_limit);
-  w.i64(m.opens_at_ms);
-  w.i64(m.closes_at_ms);
-  w.u8(m.flags);
-}
-void write(Out& w, const SkuListResp& m) { put_list(w, 4, m.skus); }
-void write(Out& w, const Stat& m) {
-  put_str(w, m.name);
-  w.u64(m.value);
-}
-void write(Out& w, const StatsResp& m) { put_list(w, 2, m.stats); }
-void write(Out& w, const CodesLoadResp& m) {
-  write(w, m.sku);
-  put_str(w, m.duplicate);
-}
-void write(Out& w, const OutboxRecord& m) {
-  w.u64(m.seq);
-  w.u8(static_cast<uint8_t>(m.kind));
-  w.u64(m.order_id);
-  put_str(w, m.user);
-  put_str(w, m.key);
-  w.i64(m.created_at_ms);
-  w.i64(m.at_ms);
-  put_list(w, 2, m.lines);
-  put_list(w, 2, m.codes);
-}
-void write(Out& w, const OutboxReadResp& m) {
-  w.u64(m.head_seq);
-  w.u64(m.acked_seq);
-  w.u64(m.first_seq);
-  put_list(w, 4, m.records);
-}
-void write(Out& w, const OutboxStatusResp& m) {
-  w.u64(m.head_seq);
-  w.u64(m.acked_seq);
-  w.u64(m.first_seq);
-}
-void write(Out& w, const ErrorResp& m) { put_str(w, m.message); }
-
 // Appends header + body; body_len is patched in once the body is written.
 template <class V>
 void put_frame(FrameHeader h, const V& body, std::string& out) {
   size_t start = out.size();
   encode_header(h, out);
   Out w(out);
-  std::visit([&w](const auto& m) { write(w, m); }, body);
+  std::visit([&w](const auto& m) { fields(w, m); }, body);
   uint64_t len = out.size() - start - kHeaderBytes;
   require(len <= kU32Max, "body longer than 2^32-1 bytes");
   for (size_t i = 0; i < 4; ++i) out[start + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xFF);
