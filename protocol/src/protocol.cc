@@ -11,26 +11,16 @@
 #include <type_traits>
 #include <utility>
 
+#include "stockd/fields.h"
 #include "stockd/wire.h"
 
 namespace stockd::proto {
 namespace {
 
+using namespace field_limits;  // NOLINT(google-build-using-namespace): the codec's own constants
+
 using wire::Reader;
 using wire::Writer;
-
-constexpr uint64_t kU16Max = std::numeric_limits<uint16_t>::max();
-constexpr uint64_t kU32Max = std::numeric_limits<uint32_t>::max();
-constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
-constexpr uint8_t kSetMaskKnown = kSetTotal | kSetPerUserLimit | kSetOpensAt | kSetClosesAt;
-
-// Minimum encoded sizes of list items, used to refuse counts the body cannot hold.
-constexpr size_t kLineBytesMin = 2 + 4;
-constexpr size_t kSkuCodeBytesMin = 2 + 2;
-constexpr size_t kCodeBytesMin = 2;
-constexpr size_t kStatBytesMin = 2 + 8;
-constexpr size_t kSkuViewBytesMin = 2 + 4 * 8 + 4 + 2 * 8 + 1;
-constexpr size_t kOutboxRecordBytesMin = 8 + 1 + 8 + 2 + 2 + 8 + 8 + 2 + 2;
 
 [[gnu::format(printf, 1, 2)]] std::string format(const char* fmt, ...) {
   char buf[256];
@@ -150,6 +140,11 @@ class In {
   void text(const char* f, std::string& v, size_t max, bool non_empty) {
     str(f, max, non_empty, v);
   }
+  void known_bits(const char* f, uint8_t v, uint8_t known) {
+    if (ok() && (v & ~known) != 0) {
+      fail(f, format("0x%02X has unknown bits (known: 0x%02X)", v, known));
+    }
+  }
   // A u8 enum whose valid values are lo..hi.
   template <class E>
   void enum8(const char* f, E& v, E lo, E hi) {
@@ -247,6 +242,7 @@ class Out : public Writer {
     str(v);
   }
   void range(const char*, uint64_t, uint64_t, uint64_t) {}
+  void known_bits(const char*, uint8_t, uint8_t) {}
   template <class E>
   void enum8(const char*, E v, E, E) {
     u8(static_cast<uint8_t>(v));
@@ -264,219 +260,6 @@ class Out : public Writer {
     for (const T& item : v) fields(*this, item);
   }
 };
-
-// ---- Field lists: one per message, in wire order, read (In) and written (Out) alike. ----
-//
-// A message's layout is declared once, here. `F<V, T>` is T for the reader and const T for the
-// writer. Requests are also checked for meaning (non-empty ids, ranges: `strict`); responses
-// only for shape. A new field is one line here (and its member in protocol.h).
-
-template <class V, class T>
-using F = std::conditional_t<V::kWrites, const T, T>;
-
-template <class V>
-void fields(V& v, F<V, Line>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, v.strict());
-  v.num("qty", m.qty);
-  if (v.strict()) v.range("qty", m.qty, 1, kU32Max);
-}
-template <class V>
-void fields(V& v, F<V, SkuCode>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, v.strict());
-  v.text("code", m.code, kCodeBytesMax, v.strict());
-}
-// The only list of bare strings: CODES_LOAD's codes.
-template <class V>
-void fields(V& v, F<V, std::string>& code) {
-  v.text("", code, kCodeBytesMax, v.strict());
-}
-template <class V, class Lines>
-void lines(V& v, Lines& m, uint64_t lo, uint64_t hi) {
-  v.list("line count", "line", 2, lo, hi, kLineBytesMin, m);
-}
-template <class V, class Codes>
-void codes(V& v, Codes& m) {
-  v.list("code count", "code", 2, 0, kU16Max, kSkuCodeBytesMin, m);
-}
-template <class V, class State>
-void hold_state(V& v, State& m) {
-  v.enum8("state", m, HoldState::kNone, HoldState::kExpired);
-}
-
-template <class V>
-void fields(V& v, F<V, HelloReq>& m) {
-  v.num("version", m.version);
-  v.enum8("role", m.role, Role::kBuyer, Role::kOutbox);
-  v.text("token", m.token, kTokenBytesMax, false);
-  v.text("client_name", m.client_name, kClientNameBytesMax, false);
-}
-template <class V>
-void fields(V&, F<V, PingReq>&) {}
-template <class V>
-void fields(V& v, F<V, ReserveReq>& m) {
-  v.text("user", m.user, kUserBytesMax, true);
-  v.text("key", m.key, kKeyBytesMax, false);
-  v.num("ttl_ms", m.ttl_ms);
-  v.range("ttl_ms", m.ttl_ms, 0, kHoldTtlMsMax);
-  lines(v, m.lines, 1, kReserveLinesMax);
-}
-template <class V>
-void fields(V& v, F<V, HoldReq>& m) {
-  v.num("hold_id", m.hold_id);
-  v.range("hold_id", m.hold_id, 1, kU64Max);
-  v.text("user", m.user, kUserBytesMax, false);
-}
-template <class V>
-void fields(V& v, F<V, ClaimReq>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, true);
-  v.text("user", m.user, kUserBytesMax, true);
-  v.text("key", m.key, kKeyBytesMax, false);
-}
-template <class V>
-void fields(V& v, F<V, SkuReq>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, true);
-}
-template <class V>
-void fields(V& v, F<V, SkuListReq>& m) {
-  v.text("after", m.after, kSkuBytesMax, false);
-  v.num("limit", m.limit);
-  v.range("limit", m.limit, 1, kSkuListMax);
-}
-template <class V>
-void fields(V&, F<V, StatsReq>&) {}
-template <class V>
-void fields(V& v, F<V, SkuSetReq>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, true);
-  v.num("mask", m.mask);
-  if constexpr (!V::kWrites) {
-    if (v.ok() && (m.mask & ~kSetMaskKnown) != 0) {
-      v.fail("mask", format("0x%02X has unknown bits (known: 0x%02X)", m.mask, kSetMaskKnown));
-    }
-  }
-  v.num("total", m.total);
-  v.num("per_user_limit", m.per_user_limit);
-  v.num("opens_at_ms", m.opens_at_ms);
-  v.num("closes_at_ms", m.closes_at_ms);
-}
-template <class V>
-void fields(V& v, F<V, RestockReq>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, true);
-  v.num("delta", m.delta);
-}
-template <class V>
-void fields(V& v, F<V, CodesLoadReq>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, true);
-  v.list("code count", "code", 4, 1, kU32Max, kCodeBytesMin, m.codes);
-}
-template <class V>
-void fields(V& v, F<V, OutboxReadReq>& m) {
-  v.num("after_seq", m.after_seq);
-  v.num("max_records", m.max_records);
-  v.range("max_records", m.max_records, 1, kOutboxReadMax);
-  v.num("wait_ms", m.wait_ms);
-  v.range("wait_ms", m.wait_ms, 0, kOutboxWaitMsMax);
-}
-template <class V>
-void fields(V& v, F<V, OutboxAckReq>& m) {
-  v.num("upto_seq", m.upto_seq);
-}
-template <class V>
-void fields(V&, F<V, OutboxStatusReq>&) {}
-
-template <class V>
-void fields(V& v, F<V, HelloResp>& m) {
-  v.num("version", m.version);
-  v.num("frame_bytes_max", m.frame_bytes_max);
-  v.num("inflight_max", m.inflight_max);
-  v.num("idle_timeout_ms", m.idle_timeout_ms);
-}
-template <class V>
-void fields(V&, F<V, PingResp>&) {}
-template <class V>
-void fields(V& v, F<V, ReserveResp>& m) {
-  v.num("hold_id", m.hold_id);
-  hold_state(v, m.state);
-  v.num("expires_at_ms", m.expires_at_ms);
-  v.num("failed_line", m.failed_line);
-  v.num("available", m.available);
-  codes(v, m.codes);
-}
-template <class V>
-void fields(V& v, F<V, HoldView>& m) {
-  v.num("hold_id", m.hold_id);
-  hold_state(v, m.state);
-  v.text("user", m.user, kUserBytesMax, false);
-  v.text("key", m.key, kKeyBytesMax, false);
-  v.num("created_at_ms", m.created_at_ms);
-  v.num("expires_at_ms", m.expires_at_ms);
-  lines(v, m.lines, 0, kU16Max);
-  codes(v, m.codes);
-}
-template <class V>
-void fields(V& v, F<V, ClaimResp>& m) {
-  v.num("order_id", m.order_id);
-  v.text("code", m.code, kCodeBytesMax, false);
-  v.num("available", m.available);
-}
-template <class V>
-void fields(V& v, F<V, SkuView>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, false);
-  v.num("total", m.total);
-  v.num("available", m.available);
-  v.num("held", m.held);
-  v.num("sold", m.sold);
-  v.num("per_user_limit", m.per_user_limit);
-  v.num("opens_at_ms", m.opens_at_ms);
-  v.num("closes_at_ms", m.closes_at_ms);
-  v.num("flags", m.flags);
-}
-template <class V>
-void fields(V& v, F<V, SkuListResp>& m) {
-  v.list("sku count", "sku", 4, 0, kU32Max, kSkuViewBytesMin, m.skus);
-}
-template <class V>
-void fields(V& v, F<V, Stat>& m) {
-  v.text("name", m.name, kStatNameBytesMax, false);
-  v.num("value", m.value);
-}
-template <class V>
-void fields(V& v, F<V, StatsResp>& m) {
-  v.list("stat count", "stat", 2, 0, kU16Max, kStatBytesMin, m.stats);
-}
-template <class V>
-void fields(V& v, F<V, CodesLoadResp>& m) {
-  fields(v, m.sku);
-  v.text("duplicate", m.duplicate, kCodeBytesMax, false);
-}
-template <class V>
-void fields(V& v, F<V, OutboxRecord>& m) {
-  v.num("seq", m.seq);
-  v.enum8("kind", m.kind, OutboxKind::kOrder, OutboxKind::kExpired);
-  v.num("order_id", m.order_id);
-  v.text("user", m.user, kUserBytesMax, false);
-  v.text("key", m.key, kKeyBytesMax, false);
-  v.num("created_at_ms", m.created_at_ms);
-  v.num("at_ms", m.at_ms);
-  lines(v, m.lines, 0, kU16Max);
-  codes(v, m.codes);
-}
-template <class V>
-void fields(V& v, F<V, OutboxReadResp>& m) {
-  v.num("head_seq", m.head_seq);
-  v.num("acked_seq", m.acked_seq);
-  v.num("first_seq", m.first_seq);
-  v.list("record count", "record", 4, 0, kU32Max, kOutboxRecordBytesMin, m.records);
-}
-template <class V>
-void fields(V& v, F<V, OutboxStatusResp>& m) {
-  v.num("head_seq", m.head_seq);
-  v.num("acked_seq", m.acked_seq);
-  v.num("first_seq", m.first_seq);
-}
-template <class V>
-void fields(V& v, F<V, ErrorResp>& m) {
-  v.text("message", m.message, kU16Max, false);
-}
 
 template <class V, class T>
 std::optional<V> decode_as(In& in) {

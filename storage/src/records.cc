@@ -10,25 +10,18 @@
 #include <limits>
 #include <utility>
 
+#include "stockd/fields.h"
 #include "stockd/wire.h"
 
 namespace stockd::rec {
 namespace {
 
-using proto::HoldState;
-using proto::Line;
-using proto::OutboxKind;
-using proto::SkuCode;
+using proto::F;
 
 constexpr size_t kHeadBytes = 2;  // version + tag
 constexpr size_t kSumBytes = 4;   // fnv1a32
 constexpr size_t kMinBytes = kHeadBytes + kSumBytes;
 static_assert(kMinBytes == 6);
-constexpr size_t kLineBytesMin = 2 + 4;  // empty sku + qty
-constexpr size_t kCodeBytesMin = 2 + 2;  // empty sku + empty code
-constexpr uint8_t kHoldStateMax = static_cast<uint8_t>(HoldState::kExpired);
-constexpr uint8_t kOutboxKindMin = static_cast<uint8_t>(OutboxKind::kOrder);
-constexpr uint8_t kOutboxKindMax = static_cast<uint8_t>(OutboxKind::kExpired);
 
 std::string hex32(uint32_t v) {
   char b[16];
@@ -48,13 +41,21 @@ std::string tag_name(uint8_t t) {
 
 // ---- Encoding ----
 
-[[noreturn]] void refuse(char tag, const char* field, const char* what) {
-  std::fprintf(stderr, "stockd: refusing to encode a '%c' row: %s %s\n", tag, field, what);
+[[noreturn]] void refuse(char tag, const std::string& field, const char* what) {
+  std::fprintf(stderr, "stockd: refusing to encode a '%c' row: %s %s\n", tag, field.c_str(), what);
   std::abort();
 }
 
+// A field's name in messages: "sku", or "line.sku" inside a list of lines.
+std::string label(const char* item, const char* f) {
+  return item != nullptr ? std::string(item) + "." + f : std::string(f);
+}
+
+// Writes one value through the field lists (stockd/fields.h and below): version, tag, the fields,
+// then the checksum (seal()). Lists take a u32 count.
 class Out {
  public:
+  static constexpr bool kWrites = true;
   // Writes into `buf` (cleared first; its capacity is reused).
   Out(char tag, std::string& buf) : tag_(tag), buf_(buf), w_(buf_) {
     buf_.clear();
@@ -64,39 +65,36 @@ class Out {
   Out(const Out&) = delete;
   Out& operator=(const Out&) = delete;
 
-  void u8(uint8_t v) { w_.u8(v); }
-  void u16(uint16_t v) { w_.u16(v); }
-  void u32(uint32_t v) { w_.u32(v); }
-  void u64(uint64_t v) { w_.u64(v); }
-  void i64(int64_t v) { w_.i64(v); }
-  void flag(bool v) { w_.u8(v ? 1 : 0); }
-  void str(const char* field, std::string_view s, size_t max) {
-    if (s.size() > max) refuse(tag_, field, "is over its byte limit");
+  bool strict() const { return false; }
+  void num(const char*, uint8_t v) { w_.u8(v); }
+  void num(const char*, uint16_t v) { w_.u16(v); }
+  void num(const char*, uint32_t v) { w_.u32(v); }
+  void num(const char*, uint64_t v) { w_.u64(v); }
+  void num(const char*, int64_t v) { w_.i64(v); }
+  void flag(const char*, bool v) { w_.u8(v ? 1 : 0); }
+  void text(const char* f, std::string_view s, size_t max, bool) {
+    if (s.size() > max) refuse(tag_, label(item_, f), "is over its byte limit");
     w_.str(s);
   }
-  void count(const char* field, size_t n) {
-    if (n > std::numeric_limits<uint32_t>::max()) refuse(tag_, field, "has too many items");
-    w_.u32(static_cast<uint32_t>(n));
+  template <class E>
+  void enum8(const char* f, E v, E lo, E hi) {
+    if (v < lo || v > hi) refuse(tag_, label(item_, f), "is out of its range");
+    w_.u8(static_cast<uint8_t>(v));
   }
-  void hold_state(HoldState s) {
-    const auto v = static_cast<uint8_t>(s);
-    if (v > kHoldStateMax) refuse(tag_, "state", "is not a HoldState");
-    w_.u8(v);
+  void range(const char*, uint64_t, uint64_t, uint64_t) {}
+  void known_bits(const char*, uint8_t, uint8_t) {}
+  template <class T>
+  void list(const char*, const char* item, size_t, uint64_t, uint64_t, size_t,
+            const std::vector<T>& v) {
+    if (v.size() > std::numeric_limits<uint32_t>::max()) refuse(tag_, item, "list is too long");
+    w_.u32(static_cast<uint32_t>(v.size()));
+    item_ = item;
+    for (const T& x : v) fields(*this, x);
+    item_ = nullptr;
   }
-  void lines(const std::vector<Line>& lines) {
-    count("lines", lines.size());
-    for (const Line& l : lines) {
-      str("line.sku", l.sku, proto::kSkuBytesMax);
-      u32(l.qty);
-    }
-  }
-  void codes(const std::vector<SkuCode>& codes) {
-    count("codes", codes.size());
-    for (const SkuCode& c : codes) {
-      str("code.sku", c.sku, proto::kSkuBytesMax);
-      str("code.code", c.code, proto::kCodeBytesMax);
-    }
-  }
+  // Trailing fields written only when `present` (MetaRow's hold id key).
+  bool optional(size_t, bool present) { return present; }
+
   // Appends the checksum: the value is finished.
   void seal() { w_.u32(wire::fnv1a32(buf_)); }
 
@@ -104,87 +102,87 @@ class Out {
   char tag_;
   std::string& buf_;
   wire::Writer w_;
+  const char* item_ = nullptr;  // the list item being written
 };
 
 // ---- Decoding ----
 
-// Walks the fields of one value (between header and checksum). The first failure sticks:
-// `why` names it and the byte offset in the whole value, and every later read yields zero.
+// Reads the fields of one value (between header and checksum) through the same field lists.
+// The first failure sticks: `why` names the field and the byte offset in the whole value, and
+// every later read yields zero.
 class In {
  public:
+  static constexpr bool kWrites = false;
   In(std::string_view fields, std::string& why) : size_(fields.size()), r_(fields), why_(why) {}
 
-  uint8_t u8(const char* f) {
-    return get(f, [this] { return r_.u8(); });
+  bool strict() const { return false; }  // rows are checked for shape; the book checks meaning
+  void num(const char* f, uint8_t& v) {
+    v = get(f, [this] { return r_.u8(); });
   }
-  uint16_t u16(const char* f) {
-    return get(f, [this] { return r_.u16(); });
+  void num(const char* f, uint16_t& v) {
+    v = get(f, [this] { return r_.u16(); });
   }
-  uint32_t u32(const char* f) {
-    return get(f, [this] { return r_.u32(); });
+  void num(const char* f, uint32_t& v) {
+    v = get(f, [this] { return r_.u32(); });
   }
-  uint64_t u64(const char* f) {
-    return get(f, [this] { return r_.u64(); });
+  void num(const char* f, uint64_t& v) {
+    v = get(f, [this] { return r_.u64(); });
   }
-  int64_t i64(const char* f) {
-    return get(f, [this] { return r_.i64(); });
+  void num(const char* f, int64_t& v) {
+    v = get(f, [this] { return r_.i64(); });
   }
 
-  size_t left() const { return ok_ ? r_.remaining() : 0; }  // for optional trailing fields
-
-  bool flag(const char* f) {
+  void flag(const char* f, bool& v) {
     const size_t at = pos();
-    const uint8_t v = u8(f);
-    if (v > 1) fail(at, std::string(f) + " is " + std::to_string(v) + ", not 0 or 1");
-    return v == 1;
+    uint8_t raw = 0;
+    num(f, raw);
+    if (raw > 1) fail(at, label(item_, f) + " is " + std::to_string(raw) + ", not 0 or 1");
+    v = raw == 1;
   }
-  // A u8 enum whose valid values are lo..hi.
-  uint8_t enum8(const char* f, uint8_t lo, uint8_t hi) {
+  template <class E>
+  void enum8(const char* f, E& v, E lo, E hi) {
     const size_t at = pos();
-    const uint8_t v = u8(f);
-    if (ok_ && (v < lo || v > hi)) {
-      fail(at, std::string(f) + " is " + std::to_string(v) + ", not in " + std::to_string(lo) +
-                   ".." + std::to_string(hi));
+    uint8_t raw = 0;
+    num(f, raw);
+    const auto l = static_cast<uint8_t>(lo), h = static_cast<uint8_t>(hi);
+    if (ok_ && (raw < l || raw > h)) {
+      fail(at, label(item_, f) + " is " + std::to_string(raw) + ", not in " + std::to_string(l) +
+                   ".." + std::to_string(h));
     }
-    return v;
+    v = static_cast<E>(raw);
   }
-  std::string str(const char* f, size_t max) {
+  void text(const char* f, std::string& v, size_t max, bool) {
     const size_t at = pos();
-    // Reader::str with the u16 maximum fails only past the end; the field limit is ours.
-    std::string s = get(f, [this] { return r_.str(std::numeric_limits<uint16_t>::max()); });
-    if (ok_ && s.size() > max) {
-      fail(at, std::string(f) + " length " + std::to_string(s.size()) + " exceeds " +
+    // Reader::view with the u16 maximum fails only past the end; the field limit is ours.
+    v.assign(get(f, [this] { return r_.view(std::numeric_limits<uint16_t>::max()); }));
+    if (ok_ && v.size() > max) {
+      fail(at, label(item_, f) + " length " + std::to_string(v.size()) + " exceeds " +
                    std::to_string(max));
     }
-    return s;
   }
-  // An item count; fails unless `n` items of at least `item_bytes` each fit what is left.
-  uint32_t count(const char* f, size_t item_bytes) {
+  void range(const char*, uint64_t, uint64_t, uint64_t) {}
+  void known_bits(const char*, uint8_t, uint8_t) {}
+  // A u32 count, then the items; fails unless the count's items of at least `item_min` bytes
+  // each fit what is left.
+  template <class T>
+  void list(const char*, const char* item, size_t, uint64_t, uint64_t, size_t item_min,
+            std::vector<T>& out) {
+    const std::string count_name = std::string(item) + "s count";
     const size_t at = pos();
-    const uint32_t n = u32(f);
-    if (ok_ && static_cast<uint64_t>(n) * item_bytes > r_.remaining()) {
-      fail(at, std::string(f) + " count " + std::to_string(n) + " does not fit the " +
+    uint32_t n = 0;
+    num(count_name.c_str(), n);
+    if (ok_ && static_cast<uint64_t>(n) * item_min > r_.remaining()) {
+      fail(at, count_name + " " + std::to_string(n) + " does not fit the " +
                    std::to_string(r_.remaining()) + " bytes left");
-      return 0;
     }
-    return n;
+    out.resize(ok_ ? n : 0);
+    item_ = item;
+    for (T& x : out) fields(*this, x);
+    item_ = nullptr;
   }
-  std::vector<Line> lines() {
-    std::vector<Line> v(count("lines", kLineBytesMin));
-    for (Line& l : v) {
-      l.sku = str("line.sku", proto::kSkuBytesMax);
-      l.qty = u32("line.qty");
-    }
-    return v;
-  }
-  std::vector<SkuCode> codes() {
-    std::vector<SkuCode> v(count("codes", kCodeBytesMin));
-    for (SkuCode& c : v) {
-      c.sku = str("code.sku", proto::kSkuBytesMax);
-      c.code = str("code.code", proto::kCodeBytesMax);
-    }
-    return v;
-  }
+  // Trailing fields that rows written before them lack: present when exactly `bytes` are left.
+  bool optional(size_t bytes, bool) { return ok_ && r_.remaining() == bytes; }
+
   // True if every field was read and nothing is left over.
   bool finish() {
     if (ok_ && r_.remaining() != 0) {
@@ -201,14 +199,14 @@ class In {
     r_.fail();
     why_ = what + " at byte " + std::to_string(at);
   }
-  template <class F>
-  auto get(const char* f, F read) -> decltype(read()) {
+  template <class Fn>
+  auto get(const char* f, Fn read) -> decltype(read()) {
     if (!ok_) return {};
     const size_t at = pos();
     auto v = read();
     if (!r_.ok()) {
       ok_ = false;
-      why_ = "truncated at byte " + std::to_string(at) + " reading " + f;
+      why_ = "truncated at byte " + std::to_string(at) + " reading " + label(item_, f);
       return {};
     }
     return v;
@@ -218,6 +216,7 @@ class In {
   wire::Reader r_;
   std::string& why_;
   bool ok_ = true;
+  const char* item_ = nullptr;  // the list item being read
 };
 
 // Checks length, version, tag and checksum; on success `fields` is what lies between.
@@ -301,190 +300,114 @@ std::optional<uint64_t> outbox_key_seq(std::string_view key) {
   return seq;
 }
 
-// ---- Values ----
+// ---- Values: one field list per row (stockd/fields.h says how they read) ----
 
-void encode(const SkuRow& r, std::string& out) {
-  Out o(kTagSku, out);
-  o.str("sku", r.sku, proto::kSkuBytesMax);
-  o.u64(r.total);
-  o.u64(r.available);
-  o.u64(r.held);
-  o.u64(r.sold);
-  o.u32(r.per_user_limit);
-  o.i64(r.opens_at_ms);
-  o.i64(r.closes_at_ms);
-  o.flag(r.closed);
-  o.flag(r.code_pool);
+namespace {
+
+template <class V>
+void fields(V& v, F<V, SkuRow>& m) {
+  v.text("sku", m.sku, proto::kSkuBytesMax, true);
+  v.num("total", m.total);
+  v.num("available", m.available);
+  v.num("held", m.held);
+  v.num("sold", m.sold);
+  v.num("per_user_limit", m.per_user_limit);
+  v.num("opens_at_ms", m.opens_at_ms);
+  v.num("closes_at_ms", m.closes_at_ms);
+  v.flag("closed", m.closed);
+  v.flag("code_pool", m.code_pool);
+}
+
+template <class V>
+void fields(V& v, F<V, HoldRow>& m) {
+  v.num("id", m.id);
+  proto::hold_state(v, m.state);
+  v.text("user", m.user, proto::kUserBytesMax, false);
+  v.text("key", m.key, proto::kKeyBytesMax, false);
+  v.num("fingerprint", m.fingerprint);
+  v.num("first_available", m.first_available);
+  v.num("created_at_ms", m.created_at_ms);
+  v.num("expires_at_ms", m.expires_at_ms);
+  v.num("finished_at_ms", m.finished_at_ms);
+  proto::lines(v, m.lines, 0, proto::field_limits::kU16Max);
+  proto::codes(v, m.codes);
+}
+
+template <class V>
+void fields(V& v, F<V, UserRow>& m) {
+  v.text("sku", m.sku, proto::kSkuBytesMax, true);
+  v.text("user", m.user, proto::kUserBytesMax, true);
+  v.num("units", m.units);
+}
+
+template <class V>
+void fields(V& v, F<V, CodeRow>& m) {
+  v.text("sku", m.sku, proto::kSkuBytesMax, true);
+  v.num("index", m.index);
+  v.text("code", m.code, proto::kCodeBytesMax, true);
+  v.num("owner", m.owner);
+}
+
+template <class V>
+void fields(V& v, F<V, MetaRow>& m) {
+  v.num("lsn", m.lsn);
+  v.num("next_hold_id", m.next_hold_id);
+  v.num("next_outbox_seq", m.next_outbox_seq);
+  v.num("outbox_acked", m.outbox_acked);
+  v.num("outbox_first", m.outbox_first);
+  // The hold id key, absent when zero (sequential ids) and in rows made before keys existed.
+  if (v.optional(16, m.hold_id_key0 != 0 || m.hold_id_key1 != 0)) {
+    v.num("hold_id_key0", m.hold_id_key0);
+    v.num("hold_id_key1", m.hold_id_key1);
+  }
+}
+
+// The envelope: version, tag, the row's fields, checksum.
+template <class Row>
+void encode_row(char tag, const Row& r, std::string& out) {
+  Out o(tag, out);
+  fields(o, r);
   o.seal();
 }
 
+template <class Row>
+bool decode_row(std::string_view in, char tag, Row& out, std::string& why) {
+  std::string_view body;
+  if (!open(in, tag, body, why)) return false;
+  In i(body, why);
+  Row r;
+  fields(i, r);
+  if (!i.finish()) return false;
+  out = std::move(r);
+  return true;
+}
+
+}  // namespace
+
+void encode(const SkuRow& r, std::string& out) { encode_row(kTagSku, r, out); }
 bool decode(std::string_view in, SkuRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagSku, fields, why)) return false;
-  In i(fields, why);
-  SkuRow r;
-  r.sku = i.str("sku", proto::kSkuBytesMax);
-  r.total = i.u64("total");
-  r.available = i.u64("available");
-  r.held = i.u64("held");
-  r.sold = i.u64("sold");
-  r.per_user_limit = i.u32("per_user_limit");
-  r.opens_at_ms = i.i64("opens_at_ms");
-  r.closes_at_ms = i.i64("closes_at_ms");
-  r.closed = i.flag("closed");
-  r.code_pool = i.flag("code_pool");
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
+  return decode_row(in, kTagSku, out, why);
 }
-
-void encode(const HoldRow& r, std::string& out) {
-  Out o(kTagHold, out);
-  o.u64(r.id);
-  o.hold_state(r.state);
-  o.str("user", r.user, proto::kUserBytesMax);
-  o.str("key", r.key, proto::kKeyBytesMax);
-  o.u64(r.fingerprint);
-  o.u64(r.first_available);
-  o.i64(r.created_at_ms);
-  o.i64(r.expires_at_ms);
-  o.i64(r.finished_at_ms);
-  o.lines(r.lines);
-  o.codes(r.codes);
-  o.seal();
-}
-
+void encode(const HoldRow& r, std::string& out) { encode_row(kTagHold, r, out); }
 bool decode(std::string_view in, HoldRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagHold, fields, why)) return false;
-  In i(fields, why);
-  HoldRow r;
-  r.id = i.u64("id");
-  r.state = static_cast<HoldState>(i.enum8("state", 0, kHoldStateMax));
-  r.user = i.str("user", proto::kUserBytesMax);
-  r.key = i.str("key", proto::kKeyBytesMax);
-  r.fingerprint = i.u64("fingerprint");
-  r.first_available = i.u64("first_available");
-  r.created_at_ms = i.i64("created_at_ms");
-  r.expires_at_ms = i.i64("expires_at_ms");
-  r.finished_at_ms = i.i64("finished_at_ms");
-  r.lines = i.lines();
-  r.codes = i.codes();
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
+  return decode_row(in, kTagHold, out, why);
 }
-
-void encode(const UserRow& r, std::string& out) {
-  Out o(kTagUser, out);
-  o.str("sku", r.sku, proto::kSkuBytesMax);
-  o.str("user", r.user, proto::kUserBytesMax);
-  o.u64(r.units);
-  o.seal();
-}
-
+void encode(const UserRow& r, std::string& out) { encode_row(kTagUser, r, out); }
 bool decode(std::string_view in, UserRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagUser, fields, why)) return false;
-  In i(fields, why);
-  UserRow r;
-  r.sku = i.str("sku", proto::kSkuBytesMax);
-  r.user = i.str("user", proto::kUserBytesMax);
-  r.units = i.u64("units");
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
+  return decode_row(in, kTagUser, out, why);
 }
-
-void encode(const CodeRow& r, std::string& out) {
-  Out o(kTagCode, out);
-  o.str("sku", r.sku, proto::kSkuBytesMax);
-  o.u32(r.index);
-  o.str("code", r.code, proto::kCodeBytesMax);
-  o.u64(r.owner);
-  o.seal();
-}
-
+void encode(const CodeRow& r, std::string& out) { encode_row(kTagCode, r, out); }
 bool decode(std::string_view in, CodeRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagCode, fields, why)) return false;
-  In i(fields, why);
-  CodeRow r;
-  r.sku = i.str("sku", proto::kSkuBytesMax);
-  r.index = i.u32("index");
-  r.code = i.str("code", proto::kCodeBytesMax);
-  r.owner = i.u64("owner");
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
+  return decode_row(in, kTagCode, out, why);
 }
-
-void encode(const MetaRow& r, std::string& out) {
-  Out o(kTagMeta, out);
-  o.u64(r.lsn);
-  o.u64(r.next_hold_id);
-  o.u64(r.next_outbox_seq);
-  o.u64(r.outbox_acked);
-  o.u64(r.outbox_first);
-  if (r.hold_id_key0 != 0 || r.hold_id_key1 != 0) {
-    o.u64(r.hold_id_key0);
-    o.u64(r.hold_id_key1);
-  }
-  o.seal();
-}
-
+void encode(const MetaRow& r, std::string& out) { encode_row(kTagMeta, r, out); }
 bool decode(std::string_view in, MetaRow& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagMeta, fields, why)) return false;
-  In i(fields, why);
-  MetaRow r;
-  r.lsn = i.u64("lsn");
-  r.next_hold_id = i.u64("next_hold_id");
-  r.next_outbox_seq = i.u64("next_outbox_seq");
-  r.outbox_acked = i.u64("outbox_acked");
-  r.outbox_first = i.u64("outbox_first");
-  if (i.left() == 16) {  // the hold id key (absent: zero, sequential ids)
-    r.hold_id_key0 = i.u64("hold_id_key0");
-    r.hold_id_key1 = i.u64("hold_id_key1");
-  }
-  if (!i.finish()) return false;
-  out = r;
-  return true;
+  return decode_row(in, kTagMeta, out, why);
 }
-
-void encode(const proto::OutboxRecord& r, std::string& out) {
-  Out o(kTagOutbox, out);
-  o.u64(r.seq);
-  const auto kind = static_cast<uint8_t>(r.kind);
-  if (kind < kOutboxKindMin || kind > kOutboxKindMax) refuse(kTagOutbox, "kind", "is invalid");
-  o.u8(kind);
-  o.u64(r.order_id);
-  o.str("user", r.user, proto::kUserBytesMax);
-  o.str("key", r.key, proto::kKeyBytesMax);
-  o.i64(r.created_at_ms);
-  o.i64(r.at_ms);
-  o.lines(r.lines);
-  o.codes(r.codes);
-  o.seal();
-}
-
+// An outbox record of the earlier layout: the wire's field list (OUTBOX_READ), u32 counts.
+void encode(const proto::OutboxRecord& r, std::string& out) { encode_row(kTagOutbox, r, out); }
 bool decode(std::string_view in, proto::OutboxRecord& out, std::string& why) {
-  std::string_view fields;
-  if (!open(in, kTagOutbox, fields, why)) return false;
-  In i(fields, why);
-  proto::OutboxRecord r;
-  r.seq = i.u64("seq");
-  r.kind = static_cast<OutboxKind>(i.enum8("kind", kOutboxKindMin, kOutboxKindMax));
-  r.order_id = i.u64("order_id");
-  r.user = i.str("user", proto::kUserBytesMax);
-  r.key = i.str("key", proto::kKeyBytesMax);
-  r.created_at_ms = i.i64("created_at_ms");
-  r.at_ms = i.i64("at_ms");
-  r.lines = i.lines();
-  r.codes = i.codes();
-  if (!i.finish()) return false;
-  out = std::move(r);
-  return true;
+  return decode_row(in, kTagOutbox, out, why);
 }
 
 }  // namespace stockd::rec
