@@ -4,7 +4,8 @@
 
 #include <algorithm>
 
-#include "server_impl.h"
+#include "connections.h"
+#include "outbox_feed.h"
 
 namespace stockd {
 namespace {
@@ -44,44 +45,45 @@ void Conn::fail_unreleased(uint64_t durable) {
 // ---------------------------------------------------------------------------------------------
 // Accept, slots and the lifecycle.
 
-void Server::Impl::on_accept() {
+void Connections::accept(uv_stream_t* listener) {
   auto* c = new Conn();
-  uv_tcp_init(&loop, &c->tcp);
+  uv_tcp_init(&loop_, &c->tcp);
   c->tcp.data = c;
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(&listener), c->stream()) != 0) {
+  c->home = this;
+  if (uv_accept(listener, c->stream()) != 0) {
     uv_close(c->handle(), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  if (tls_ctx) c->tls = std::make_unique<TlsSession>(*tls_ctx);
+  if (tls_ctx_) c->tls = std::make_unique<TlsSession>(*tls_ctx_);
   sockaddr_storage peer{};
   int peer_len = sizeof peer;
   if (uv_tcp_getpeername(&c->tcp, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0) {
     c->session.peer = peer_addr(peer);
   }
   c->accepted_ms = c->last_active_ms = wall_ms();
-  conns.push_back(c);
-  ++hello_pending;
+  conns_.push_back(c);
+  ++hello_pending_;
   // Descriptors are bounded: authenticated slots plus slots for peers still to say HELLO.
-  if (conns.size() > size_t{config.connections_max} + config.hello_pending_max) {
-    ++rejected_total;
+  if (conns_.size() > size_t{config_.connections_max} + config_.hello_pending_max) {
+    ++rejected_total_;
     answer_then_close(
         c, 0, proto::Status::kBusy,
-        "too many connections (" + std::to_string(config.connections_max) + "); try again later");
+        "too many connections (" + std::to_string(config_.connections_max) + "); try again later");
     mark_flush(c);
     return;
   }
   // Peers that never finish HELLO cannot hold the door: the oldest of them makes room. A real
   // client says HELLO within a round trip, so it is never the oldest for long.
-  if (hello_pending > config.hello_pending_max) evict_oldest_pending();
-  ++accepted_total;
+  if (hello_pending_ > config_.hello_pending_max) evict_oldest_pending();
+  ++accepted_total_;
   start_reading(c);
 }
 
-void Server::Impl::evict_oldest_pending() {
-  for (Conn* c : conns) {
+void Connections::evict_oldest_pending() {
+  for (Conn* c : conns_) {
     if (c->open() && !c->session.hello_done) {
-      ++metrics.hello_evictions;
+      ++metrics_.hello_evictions;
       answer_then_close(c, 0, proto::Status::kBusy,
                         "too many connections waiting for HELLO (--hello-pending-max); the "
                         "oldest is closed");
@@ -92,23 +94,23 @@ void Server::Impl::evict_oldest_pending() {
 }
 
 // Every state change goes through here, so that the slot counts follow the lifecycle.
-void Server::Impl::set_state(Conn* c, Conn::State to) {
+void Connections::set_state(Conn* c, Conn::State to) {
   if (c->state == to) return;
-  if (c->state == Conn::State::kOpen && !c->session.hello_done) --hello_pending;
+  if (c->state == Conn::State::kOpen && !c->session.hello_done) --hello_pending_;
   c->state = to;
 }
 
 // One error frame (after the answers before it); then the connection lingers and closes.
-void Server::Impl::answer_then_close(Conn* c, uint32_t request_id, proto::Status st,
-                                     const std::string& why) {
+void Connections::answer_then_close(Conn* c, uint32_t request_id, proto::Status st,
+                                    const std::string& why) {
   uint64_t begin = c->out_base + c->out.size();
   Dispatcher::encode_error(0, request_id, st, why, c->out);
-  c->mark_answer(commit.filling(), begin, 0, request_id);
+  c->mark_answer(commit_.filling(), begin, 0, request_id);
   finish_conn(c);
 }
 
 // No more requests are read; the answers made are sent, then the connection lingers and closes.
-void Server::Impl::finish_conn(Conn* c) {
+void Connections::finish_conn(Conn* c) {
   if (!c->open()) return;
   set_state(c, Conn::State::kFinishing);
   stop_reading(c);
@@ -118,11 +120,11 @@ void Server::Impl::finish_conn(Conn* c) {
   }
 }
 
-// Once a finishing (or, while stopping, any) connection has written every answer: FIN, then
+// Once a finishing (or, while stopping_, any) connection has written every answer: FIN, then
 // read and drop until the peer closes or kLingerMsMax passes (sweep_conns closes it then).
-void Server::Impl::linger_if_done(Conn* c) {
+void Connections::linger_if_done(Conn* c) {
   if (c->closing() || c->state == Conn::State::kLingering) return;
-  if (c->state == Conn::State::kOpen && !stopping) return;
+  if (c->state == Conn::State::kOpen && !stopping_) return;
   if (!c->marks.empty() || c->write_active || c->deferred) return;
   set_state(c, Conn::State::kLingering);
   c->linger_started_ms = wall_ms();
@@ -136,7 +138,7 @@ void Server::Impl::linger_if_done(Conn* c) {
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, c->stream(), [](uv_shutdown_t* r, int status) {
         auto* c = static_cast<Conn*>(r->data);
-        if (status < 0 && !c->closing()) static_cast<Impl*>(r->handle->loop->data)->close_conn(c);
+        if (status < 0 && !c->closing()) c->home->close_conn(c);
       }) != 0) {
     close_conn(c);
     return;
@@ -144,34 +146,34 @@ void Server::Impl::linger_if_done(Conn* c) {
   start_reading(c);
 }
 
-void Server::Impl::close_conn(Conn* c) {
+void Connections::close_conn(Conn* c) {
   if (c->closing()) return;
   set_state(c, Conn::State::kClosing);
-  outbox_feed.forget(c);
+  host_.closing(c);
   uv_close(c->handle(), [](uv_handle_t* h) {
     auto* c = static_cast<Conn*>(h->data);
-    static_cast<Impl*>(h->loop->data)->conn_closed(c);
+    c->home->conn_closed(c);
   });
 }
 
-void Server::Impl::conn_closed(Conn* c) {
-  rbuf_bytes -= c->rbuf_counted;
-  out_bytes -= c->out_counted;
-  if (c->session.hello_done) --authed;
-  std::erase(conns, c);
-  if (c->in_flush_list) std::erase(flush_list, c);
-  if (c->in_backlog) std::erase(backlog, c);
+void Connections::conn_closed(Conn* c) {
+  rbuf_bytes_ -= c->rbuf_counted;
+  out_bytes_ -= c->out_counted;
+  if (c->session.hello_done) --authed_;
+  std::erase(conns_, c);
+  if (c->in_flush_list) std::erase(flush_list_, c);
+  if (c->in_backlog) std::erase(backlog_, c);
   delete c;
-  finish_stop_if_drained();
+  host_.closed();
 }
 
 // Deadlines, once per tick: HELLO, a frame once begun, a write that does not move, lingering,
 // and silence with nothing outstanding.
-void Server::Impl::sweep_conns(int64_t now) {
+void Connections::sweep(int64_t now) {
   const auto over = [now](int64_t since, uint32_t ms) {
     return since != 0 && now - since >= static_cast<int64_t>(ms);
   };
-  for (Conn* c : std::vector<Conn*>(conns)) {
+  for (Conn* c : std::vector<Conn*>(conns_)) {
     if (c->closing()) continue;
     if (c->state == Conn::State::kLingering) {
       if (over(c->linger_started_ms, kLingerMsMax)) close_conn(c);
@@ -182,23 +184,23 @@ void Server::Impl::sweep_conns(int64_t now) {
       if (queued < c->write_queue_seen) {
         c->write_queue_seen = queued;
         c->write_progress_ms = now;
-      } else if (over(c->write_progress_ms, config.write_timeout_ms)) {
-        ++metrics.write_timeouts;
-        log->debug("closing a connection whose answers did not move for {} ms",
-                   now - c->write_progress_ms);
+      } else if (over(c->write_progress_ms, config_.write_timeout_ms)) {
+        ++metrics_.write_timeouts;
+        log_->debug("closing a connection whose answers did not move for {} ms",
+                    now - c->write_progress_ms);
         close_conn(c);
         continue;
       }
     }
-    if (!c->session.hello_done && over(c->accepted_ms, config.hello_timeout_ms)) {
-      ++metrics.hello_timeouts;
+    if (!c->session.hello_done && over(c->accepted_ms, config_.hello_timeout_ms)) {
+      ++metrics_.hello_timeouts;
       close_conn(c);
-    } else if (c->reading && over(c->frame_started_ms, config.frame_timeout_ms)) {
-      ++metrics.frame_timeouts;
+    } else if (c->reading && over(c->frame_started_ms, config_.frame_timeout_ms)) {
+      ++metrics_.frame_timeouts;
       close_conn(c);
     } else if (!c->write_active && c->marks.empty() && !c->deferred && !c->in_backlog &&
-               over(c->last_active_ms, config.idle_timeout_ms)) {
-      ++metrics.idle_timeouts;
+               over(c->last_active_ms, config_.idle_timeout_ms)) {
+      ++metrics_.idle_timeouts;
       close_conn(c);
     }
   }
@@ -208,41 +210,42 @@ void Server::Impl::sweep_conns(int64_t now) {
 // Reading and framing.
 
 // Every read lands in the loop's one read buffer; on_read keeps what a frame still needs.
-void Server::Impl::start_reading(Conn* c) {
+void Connections::start_reading(Conn* c) {
   if (c->reading || c->closing()) return;
   c->reading = true;
   uv_read_start(
       c->stream(),
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        auto* self = static_cast<Impl*>(h->loop->data);
-        buf->base = self->read_buf;
-        buf->len = sizeof self->read_buf;
+        Connections* self = static_cast<Conn*>(h->data)->home;
+        buf->base = self->read_buf_;
+        buf->len = sizeof self->read_buf_;
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-        static_cast<Impl*>(s->loop->data)->on_read(static_cast<Conn*>(s->data), n, buf);
+        auto* c = static_cast<Conn*>(s->data);
+        c->home->on_read(c, n, buf);
       });
 }
 
-void Server::Impl::stop_reading(Conn* c) {
+void Connections::stop_reading(Conn* c) {
   if (!c->reading || c->closing()) return;
   c->reading = false;
   uv_read_stop(c->stream());
 }
 
-void Server::Impl::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
+void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0 && c->tls && (c->open() || c->state == Conn::State::kLingering)) {
     // Decrypt first; a handshake answers at once (flush sends what the session has to say).
     std::string err;
-    tls_plain.clear();
-    const bool ok = c->tls->feed({buf->base, static_cast<size_t>(nread)}, tls_plain, err);
+    tls_plain_.clear();
+    const bool ok = c->tls->feed({buf->base, static_cast<size_t>(nread)}, tls_plain_, err);
     if (!ok && !err.empty()) {
-      ++metrics.tls_errors;
-      log->debug("closing a TLS connection: {}", err);
+      ++metrics_.tls_errors;
+      log_->debug("closing a TLS connection: {}", err);
       close_conn(c);
       return;
     }
     if (c->tls->has_output()) flush(c);
-    if (!tls_plain.empty()) take_input(c, tls_plain.data(), tls_plain.size());
+    if (!tls_plain_.empty()) take_input(c, tls_plain_.data(), tls_plain_.size());
     if (!ok) on_eof(c);  // close_notify: the peer sends no more
     return;
   }
@@ -254,7 +257,7 @@ void Server::Impl::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
   take_input(c, buf->base, static_cast<size_t>(nread));
 }
 
-void Server::Impl::on_eof(Conn* c) {
+void Connections::on_eof(Conn* c) {
   if (c->closing()) return;
   if (c->open() && (!c->marks.empty() || c->write_active)) {
     finish_conn(c);  // the peer half-closed: it still gets the answers to what it sent
@@ -265,8 +268,8 @@ void Server::Impl::on_eof(Conn* c) {
 }
 
 // Plaintext from the peer: frames what is complete, keeps the rest in rbuf.
-void Server::Impl::take_input(Conn* c, const char* data, size_t n) {
-  if (n == 0 || !c->open() || stopping) return;  // finishing or lingering: input dropped
+void Connections::take_input(Conn* c, const char* data, size_t n) {
+  if (n == 0 || !c->open() || stopping_) return;  // finishing or lingering: input dropped
   const int64_t now = wall_ms();
   c->last_active_ms = now;
   size_t used = 0;
@@ -290,8 +293,8 @@ void Server::Impl::take_input(Conn* c, const char* data, size_t n) {
   account_rbuf(c);
 }
 
-// Frames what `c` kept of its input, in a later turn (backlog) or after answers left.
-void Server::Impl::process_kept(Conn* c) {
+// Frames what `c` kept of its input, in a later turn (backlog_) or after answers left.
+void Connections::process_kept(Conn* c) {
   size_t used = 0;
   Stop stop = process(c, {reinterpret_cast<const uint8_t*>(c->rbuf.data()), c->rbuf.size()}, used);
   c->rbuf.erase(0, used);
@@ -302,56 +305,57 @@ void Server::Impl::process_kept(Conn* c) {
 
 // Reads again only when everything kept was framed: a connection holds at most one read of
 // input beyond the frame it waits for.
-void Server::Impl::after_process(Conn* c, Stop stop) {
+void Connections::after_process(Conn* c, Stop stop) {
   if (!c->open()) return;
   if (stop == Stop::kQuota) add_backlog(c);
-  if (stop == Stop::kNeedMore && !stopping) {
+  if (stop == Stop::kNeedMore && !stopping_) {
     start_reading(c);
   } else {
     stop_reading(c);
   }
 }
 
-void Server::Impl::add_backlog(Conn* c) {
+void Connections::add_backlog(Conn* c) {
   if (c->in_backlog) return;
   c->in_backlog = true;
-  backlog.push_back(c);
-  uv_idle_start(&backlog_idle, [](uv_idle_t* h) { static_cast<Impl*>(h->data)->run_backlog(); });
+  backlog_.push_back(c);
+  uv_idle_start(&backlog_idle_,
+                [](uv_idle_t* h) { static_cast<Connections*>(h->data)->run_backlog(); });
 }
 
 // Before the next poll (an active idle handle makes it not block): each connection with kept
 // input gets another share of the turn. The check phase then seals the group and flushes.
-void Server::Impl::run_backlog() {
+void Connections::run_backlog() {
   std::vector<Conn*> work;
-  work.swap(backlog);
+  work.swap(backlog_);
   for (Conn* c : work) {
     c->in_backlog = false;
-    if (c->open() && !stopping) process_kept(c);
+    if (c->open() && !stopping_) process_kept(c);
   }
   // The idle handle stays active until end_of_turn has sealed and flushed what was just
-  // answered: stopping it here would let the next poll block with those answers unsent.
+  // answered: stopping_ it here would let the next poll block with those answers unsent.
 }
 
 // Incomplete frames held by all connections stay under --read-buffer-budget. Past it the hogs
 // go, not the newcomer: unauthenticated first, then the largest, then the oldest partial frame.
-void Server::Impl::account_rbuf(Conn* c) {
-  if (c->rbuf.empty() && c->rbuf.capacity() > sizeof read_buf) std::string().swap(c->rbuf);
+void Connections::account_rbuf(Conn* c) {
+  if (c->rbuf.empty() && c->rbuf.capacity() > sizeof read_buf_) std::string().swap(c->rbuf);
   const size_t held = c->rbuf.empty() ? 0 : c->rbuf.capacity();
-  rbuf_bytes = rbuf_bytes - c->rbuf_counted + held;
+  rbuf_bytes_ = rbuf_bytes_ - c->rbuf_counted + held;
   c->rbuf_counted = held;
-  while (rbuf_bytes > config.read_buffer_budget) {
+  while (rbuf_bytes_ > config_.read_buffer_budget) {
     Conn* hog = nullptr;
-    for (Conn* o : conns) {
+    for (Conn* o : conns_) {
       if (o->rbuf_counted == 0 || !o->open()) continue;
       if (hog == nullptr || hog_before(*o, *hog)) hog = o;
     }
     if (hog == nullptr) return;
     const size_t bytes = hog->rbuf_counted;
-    ++metrics.read_budget_closes;
-    log->warn(
+    ++metrics_.read_budget_closes;
+    log_->warn(
         "closing a connection holding {} bytes of an incomplete frame: {} bytes held in all, "
         "over --read-buffer-budget",
-        bytes, rbuf_bytes);
+        bytes, rbuf_bytes_);
     answer_then_close(hog, 0, proto::Status::kBusy,
                       "the server's buffers for incomplete frames are full "
                       "(--read-buffer-budget); retry later");
@@ -359,7 +363,7 @@ void Server::Impl::account_rbuf(Conn* c) {
   }
 }
 
-bool Server::Impl::hog_before(const Conn& a, const Conn& b) {
+bool Connections::hog_before(const Conn& a, const Conn& b) {
   if (a.session.hello_done != b.session.hello_done) return !a.session.hello_done;
   if (a.rbuf_counted != b.rbuf_counted) return a.rbuf_counted > b.rbuf_counted;
   return a.frame_started_ms < b.frame_started_ms;
@@ -367,34 +371,34 @@ bool Server::Impl::hog_before(const Conn& a, const Conn& b) {
 
 // Unwritten answers: per connection under --output-bytes-max, in all under --output-budget
 // (a connection with nothing pending may always make some, so nobody starves).
-bool Server::Impl::output_full(const Conn* c) const {
+bool Connections::output_full(const Conn* c) const {
   const size_t mine = c->pending_out();
-  return mine >= config.output_bytes_max || (mine > 0 && out_bytes >= config.output_budget);
+  return mine >= config_.output_bytes_max || (mine > 0 && out_bytes_ >= config_.output_budget);
 }
 
-void Server::Impl::account_out(Conn* c) {
+void Connections::account_out(Conn* c) {
   const size_t now = c->pending_out();
-  out_bytes = out_bytes - c->out_counted + now;
+  out_bytes_ = out_bytes_ - c->out_counted + now;
   c->out_counted = now;
 }
 
 // Frames and answers complete requests in `data` until input runs out (kNeedMore), the
 // connection may take no more for now (kBlocked: in-flight or output limit, a long poll, an
-// error, stopping), or it used its share of the turn (kQuota). `used` = bytes consumed.
-Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
+// error, stopping_), or it used its share of the turn (kQuota). `used` = bytes consumed.
+Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
   Stop stop = Stop::kNeedMore;
   const size_t out_start = c->out.size();
   for (size_t frames = 0;; ++frames) {
-    if (!c->open() || stopping || c->deferred || c->unanswered >= config.inflight_max) {
+    if (!c->open() || stopping_ || c->deferred || c->unanswered >= config_.inflight_max) {
       stop = Stop::kBlocked;
       break;
     }
     if (output_full(c)) {
-      ++metrics.output_stalls;
+      ++metrics_.output_stalls;
       stop = Stop::kBlocked;
       break;
     }
-    const Changes& group = commit.changes();
+    const Changes& group = commit_.changes();
     if (frames >= kTurnFramesMax || c->out.size() - out_start >= kTurnOutBytesMax ||
         group.entry_count >= kGroupEntriesMax || group.entries.size() >= kGroupBytesMax) {
       stop = Stop::kQuota;
@@ -403,7 +407,7 @@ Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data,
     // Before HELLO only a HELLO-sized frame is taken: an unknown peer cannot hold a big buffer.
     const bool hello = c->session.hello_done;
     proto::Limits limits{
-        hello ? config.frame_bytes_max
+        hello ? config_.frame_bytes_max
               : static_cast<uint32_t>(proto::kHeaderBytes + proto::kHelloBodyBytesMax)};
     proto::FrameDecode d = proto::decode_frame(data.subspan(used), limits);
     if (d.kind == proto::DecodeKind::kNeedMore) break;
@@ -414,9 +418,9 @@ Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data,
                    std::to_string(proto::kHelloBodyBytesMax) + " bytes";
       }
       answer_then_close(c, d.header.request_id, d.error, d.reason);
-      ++metrics.bad_frames;
+      ++metrics_.bad_frames;
       used = data.size();
-      log->debug("closing a connection: {}", d.reason);
+      log_->debug("closing a connection: {}", d.reason);
       stop = Stop::kBlocked;
       break;
     }
@@ -428,29 +432,27 @@ Server::Impl::Stop Server::Impl::process(Conn* c, std::span<const uint8_t> data,
   return stop;
 }
 
-void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
-                                std::span<const uint8_t> body) {
-  ++requests_total;
+void Connections::answer_frame(Conn* c, const proto::FrameHeader& h,
+                               std::span<const uint8_t> body) {
+  ++requests_total_;
   const bool was_authed = c->session.hello_done;
   if (!was_authed && h.opcode == static_cast<uint16_t>(proto::Opcode::kHello) &&
-      authed >= config.connections_max) {
-    ++rejected_total;
+      authed_ >= config_.connections_max) {
+    ++rejected_total_;
     answer_then_close(
         c, h.request_id, proto::Status::kBusy,
-        "too many connections (" + std::to_string(config.connections_max) + "); try again later");
+        "too many connections (" + std::to_string(config_.connections_max) + "); try again later");
     return;
   }
   const size_t begin_at = c->out.size();
   const uint64_t begin = c->out_base + begin_at;
-  DispatchOutcome o = dispatcher->handle(c->session, h, body, wall_ms(), !commit.failed(),
-                                         commit.changes(), c->out);
-  if (o.loop) o = loop_answer(c, h, c->out);
+  DispatchOutcome o = host_.answer(c, h, body, c->out);
   if (!was_authed && c->session.hello_done) {
-    --hello_pending;
-    ++authed;
+    --hello_pending_;
+    ++authed_;
   }
   if (o.hello_failures_to_log > 0) {
-    log->warn(
+    log_->warn(
         "HELLO refused from {}: {} failed in the last {} s (wrong token, disabled role, or "
         "refused unchecked after --hello-fail-burst failures)",
         c->session.peer.text.empty() ? "an unknown address" : c->session.peer.text,
@@ -460,56 +462,56 @@ void Server::Impl::answer_frame(Conn* c, const proto::FrameHeader& h,
     c->deferred = true;
     return;
   }
-  if (c->out.size() - begin_at > config.frame_bytes_max) {
+  if (c->out.size() - begin_at > config_.frame_bytes_max) {
     // Bounded by construction (protocol.h: kHoldBytesMax, paged lists); never send a frame the
     // peer must refuse.
-    log->error("an answer to {} of {} bytes passed --frame-bytes-max; answered INTERNAL",
-               proto::opcode_name(static_cast<proto::Opcode>(h.opcode)), c->out.size() - begin_at);
+    log_->error("an answer to {} of {} bytes passed --frame-bytes-max; answered INTERNAL",
+                proto::opcode_name(static_cast<proto::Opcode>(h.opcode)), c->out.size() - begin_at);
     c->out.resize(begin_at);
     Dispatcher::encode_error(h.opcode, h.request_id, proto::Status::kInternal,
                              "the answer would not fit a frame", c->out);
     o.status = proto::Status::kInternal;
   }
-  c->mark_answer(commit.filling(), begin, h.opcode, h.request_id);
-  metrics.count_answer(h.opcode, static_cast<uint16_t>(o.status));
+  c->mark_answer(commit_.filling(), begin, h.opcode, h.request_id);
+  metrics_.count_answer(h.opcode, static_cast<uint16_t>(o.status));
   if (o.close) finish_conn(c);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Writing.
 
-void Server::Impl::mark_flush(Conn* c) {
+void Connections::mark_flush(Conn* c) {
   if (!c->in_flush_list && !c->marks.empty()) {
     c->in_flush_list = true;
-    flush_list.push_back(c);
+    flush_list_.push_back(c);
   }
 }
 
-void Server::Impl::flush_all() {
+void Connections::flush_all() {
   size_t keep = 0;
-  for (size_t i = 0; i < flush_list.size(); ++i) {
-    Conn* c = flush_list[i];
+  for (size_t i = 0; i < flush_list_.size(); ++i) {
+    Conn* c = flush_list_[i];
     flush(c);
     if (!c->marks.empty() && !c->closing()) {
-      flush_list[keep++] = c;
+      flush_list_[keep++] = c;
     } else {
       c->in_flush_list = false;
     }
   }
-  flush_list.resize(keep);
+  flush_list_.resize(keep);
 }
 
 // Writes the answers whose groups are durable, in order: one write per call.
-void Server::Impl::flush(Conn* c) {
+void Connections::flush(Conn* c) {
   if (c->closing() || c->write_active) return;
   uint64_t end = c->out_base;
   size_t n = 0;
   const uint64_t now_ns = uv_hrtime();
   for (const auto& m : c->marks) {
-    if (m.tag > commit.durable()) break;
+    if (m.tag > commit_.durable()) break;
     end = m.end;
     ++n;
-    metrics.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);
+    metrics_.request_seconds.observe(static_cast<double>(now_ns - m.start_ns) / 1e9);
   }
   const bool tls_out = c->tls && c->tls->has_output();  // handshake records to send
   if (n == 0 && !tls_out) {
@@ -557,7 +559,7 @@ void Server::Impl::flush(Conn* c) {
   c->wreq.data = c;
   uv_write(&c->wreq, c->stream(), &b, 1, [](uv_write_t* req, int status) {
     auto* c = static_cast<Conn*>(req->data);
-    auto* self = static_cast<Impl*>(req->handle->loop->data);
+    Connections* self = c->home;
     c->write_active = false;
     c->writing.clear();
     self->account_out(c);
@@ -575,12 +577,59 @@ void Server::Impl::flush(Conn* c) {
 
 // After answers left: a connection that stopped reading (in-flight or output limit) frames its
 // kept input in the next turn; a finishing one lingers once everything is out.
-void Server::Impl::after_write(Conn* c) {
-  if (!c->open() || stopping) {
+void Connections::after_write(Conn* c) {
+  if (!c->open() || stopping_) {
     linger_if_done(c);
     return;
   }
   if (!c->reading && !c->deferred) add_backlog(c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the server calls.
+
+void Connections::init() {
+  uv_idle_init(&loop_, &backlog_idle_);
+  backlog_idle_.data = this;
+}
+
+void Connections::linger_all() {
+  for (Conn* c : std::vector<Conn*>(conns_)) {
+    if (c->closing()) continue;
+    std::string().swap(c->rbuf);  // requests read but not framed are not applied
+    account_rbuf(c);
+    c->frame_started_ms = 0;
+    linger_if_done(c);  // those with answers to send linger after their last write
+  }
+}
+
+void Connections::close_all() {
+  for (Conn* c : std::vector<Conn*>(conns_)) close_conn(c);
+}
+
+void Connections::close_handles() {
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&backlog_idle_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&backlog_idle_), nullptr);
+  }
+}
+
+void Connections::end_of_turn() {
+  flush_all();
+  if (backlog_.empty() && !stopping_) uv_idle_stop(&backlog_idle_);
+}
+
+void Connections::fail_unreleased(uint64_t durable) {
+  for (Conn* c : conns_) c->fail_unreleased(durable);
+}
+
+void Connections::answered_later(Conn* c, uint64_t begin, const proto::FrameHeader& h, uint64_t tag,
+                                 int64_t now) {
+  c->mark_answer(tag, begin, h.opcode, h.request_id);
+  c->deferred = false;
+  c->last_active_ms = now;  // the idle clock restarts once the poll is answered
+  account_out(c);
+  mark_flush(c);
+  if (c->open() && !stopping_) add_backlog(c);  // frames that waited behind the poll
 }
 
 }  // namespace stockd

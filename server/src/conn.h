@@ -23,6 +23,8 @@
 
 namespace stockd {
 
+class Connections;
+
 struct Conn {
   struct Mark {
     uint64_t tag;         // group id the answer waits for
@@ -40,7 +42,8 @@ struct Conn {
     kClosing,    // uv_close called; freed in the close callback
   };
 
-  uv_tcp_t tcp{};  // tcp.data points back here
+  uv_tcp_t tcp{};               // tcp.data points back here
+  Connections* home = nullptr;  // the table it is in (libuv callbacks find it here)
   State state = State::kOpen;
   std::unique_ptr<TlsSession> tls;  // with --tls-cert: every byte in and out passes through it
   Session session;

@@ -62,11 +62,11 @@ std::string Server::Impl::metrics_text() const {
   render_histogram(out, "stockd_group_commit_batch_ops",
                    "Decisions (log entries) per group commit.", metrics.batch_ops);
   const BookCounters& bc = book->counters();
-  line(out, "stockd_connections", "gauge", "Open client connections.", double(conns.size()));
+  line(out, "stockd_connections", "gauge", "Open client connections.", double(connections.size()));
   line(out, "stockd_connections_accepted_total", "counter", "Client connections accepted.",
-       double(accepted_total));
+       double(connections.accepted_total()));
   line(out, "stockd_connections_rejected_total", "counter",
-       "Client connections refused over --connections-max.", double(rejected_total));
+       "Client connections refused over --connections-max.", double(connections.rejected_total()));
   line(out, "stockd_live_holds", "gauge", "Holds currently held.", double(book->live_holds()));
   line(out, "stockd_skus", "gauge", "SKUs in the book.", double(book->sku_count()));
   line(out, "stockd_hold_expiries_total", "counter", "Holds expired since start.",
@@ -86,7 +86,8 @@ std::string Server::Impl::metrics_text() const {
   line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",
        double(metrics.bad_frames));
   line(out, "stockd_output_bytes", "gauge",
-       "Answers made and not yet written, all connections (--output-budget).", double(out_bytes));
+       "Answers made and not yet written, all connections (--output-budget).",
+       double(connections.out_bytes()));
   const std::pair<const char*, uint64_t> closes[] = {
       {"hello_timeout", metrics.hello_timeouts},      {"frame_timeout", metrics.frame_timeouts},
       {"write_timeout", metrics.write_timeouts},      {"idle_timeout", metrics.idle_timeouts},
@@ -109,7 +110,7 @@ std::string Server::Impl::metrics_text() const {
   line(out, "stockd_http_rejected_total", "counter",
        "Metrics connections refused over --http-connections-max.", double(metrics.http_rejected));
   line(out, "stockd_read_buffer_bytes", "gauge",
-       "Bytes of incomplete frames held for all connections.", double(rbuf_bytes));
+       "Bytes of incomplete frames held for all connections.", double(connections.rbuf_bytes()));
   line(out, "stockd_read_budget_closes_total", "counter",
        "Connections closed because incomplete frames passed --read-buffer-budget.",
        double(metrics.read_budget_closes));

@@ -62,6 +62,13 @@ void Server::Impl::make_dispatcher() {
   dispatcher = std::make_unique<Dispatcher>(*book, config, &hello_guard);
 }
 
+DispatchOutcome Server::Impl::answer(Conn* c, const proto::FrameHeader& h,
+                                     std::span<const uint8_t> body, std::string& out) {
+  DispatchOutcome o =
+      dispatcher->handle(c->session, h, body, wall_ms(), !commit.failed(), commit.changes(), out);
+  return o.loop ? loop_answer(c, h, out) : o;
+}
+
 // The requests the dispatcher leaves to the loop (OpInfo: they read the loop and the store):
 // STATS (the book's counters and the loop's) and the outbox's operations.
 DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, std::string& out) {
@@ -91,12 +98,7 @@ void Server::Impl::answer_polls(bool expired_only) {
     uint64_t begin = c->out_base + c->out.size();
     proto::encode_response(proto::Opcode::kOutboxRead, p.header.request_id, proto::Status::kOk,
                            proto::Response(std::move(resp)), c->out);
-    c->mark_answer(commit.durable(), begin, p.header.opcode, p.header.request_id);
-    c->deferred = false;
-    c->last_active_ms = now;  // the idle clock restarts once the poll is answered
-    account_out(c);
-    mark_flush(c);
-    if (c->open() && !stopping) add_backlog(c);  // frames that waited behind the poll
+    connections.answered_later(c, begin, p.header, commit.durable(), now);
   }
 }
 
@@ -162,11 +164,12 @@ void Server::Impl::try_recover_store() {
 bool Server::Impl::start_listening() {
   if (!config.tls_cert.empty()) {
     std::string err;
-    tls_ctx = TlsContext::create(config, err);
-    if (!tls_ctx) {
+    std::unique_ptr<TlsContext> tls = TlsContext::create(config, err);
+    if (!tls) {
       log->critical("cannot serve TLS: {}", err);
       return false;
     }
+    connections.set_tls(std::move(tls));
   }
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
@@ -179,12 +182,12 @@ bool Server::Impl::start_listening() {
   if (rc == 0) {
     rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 4096, [](uv_stream_t* s, int st) {
       auto* self = static_cast<Impl*>(s->data);
-      if (st == 0) return self->on_accept();
+      if (st == 0) return self->connections.accept(s);
       // Out of descriptors (EMFILE) or another accept failure: counted, logged at most once per
       // tick; libuv keeps a spare descriptor to refuse the peer rather than spin.
       if (self->metrics.accept_errors++ == self->accept_errors_logged) {
         self->log->error("accept failed: {} (connections {}, see --connections-max)",
-                         uv_strerror(st), self->conns.size());
+                         uv_strerror(st), self->connections.size());
       }
     });
   }
@@ -279,8 +282,7 @@ int Server::Impl::run() {
   tick_timer.data = this;
   uv_timer_init(&loop, &shutdown_timer);
   shutdown_timer.data = this;
-  uv_idle_init(&loop, &backlog_idle);
-  backlog_idle.data = this;
+  connections.init();
   uv_timer_start(
       &tick_timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->on_tick(); }, 1000, 1000);
   uv_async_init(&loop, &stop_async,
@@ -332,26 +334,21 @@ int Server::Impl::run() {
 void Server::Impl::begin_stop(const char* why) {
   if (stopping) return;
   stopping = true;
-  log->info("stopping ({}): finishing {} connections", why, conns.size());
+  connections.stop_input();
+  log->info("stopping ({}): finishing {} connections", why, connections.size());
   if (listening) uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
   listening = false;
   answer_polls(true);  // every long poll is answered now (stopping)
-  for (Conn* c : std::vector<Conn*>(conns)) {
-    if (c->closing()) continue;
-    std::string().swap(c->rbuf);  // requests read but not framed are not applied
-    account_rbuf(c);
-    c->frame_started_ms = 0;
-    linger_if_done(c);  // those with answers to send linger after their last write
-  }
+  connections.linger_all();
   if (uv_is_active(reinterpret_cast<uv_handle_t*>(&shutdown_timer)) == 0 && loop_ready) {
     uv_timer_start(
         &shutdown_timer,
         [](uv_timer_t* t) {
           auto* self = static_cast<Impl*>(t->data);
           self->log->warn("shutdown deadline: closing {} connections that did not finish",
-                          self->conns.size());
+                          self->connections.size());
           self->force_stop = true;
-          for (Conn* c : std::vector<Conn*>(self->conns)) self->close_conn(c);
+          self->connections.close_all();
           self->finish_stop_if_drained();
         },
         config.shutdown_timeout_ms, 0);
@@ -363,15 +360,15 @@ void Server::Impl::finish_stop_if_drained() {
   if (!stopping) return;
   const bool writing = commit.pending();
   if (writing && !commit.failed()) return;
-  if (!conns.empty() && !force_stop && !commit.failed()) return;
+  if (!connections.empty() && !force_stop && !commit.failed()) return;
   auto close = [](auto* h) {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
   };
-  for (Conn* c : std::vector<Conn*>(conns)) close_conn(c);
+  connections.close_all();
   admin_http.close_all();
   close(&shutdown_timer);
-  close(&backlog_idle);
+  connections.close_handles();
   close(&sighup);
   close(&turn_end);
   close(&wal_done);
@@ -387,8 +384,7 @@ void Server::Impl::finish_stop_if_drained() {
 
 void Server::Impl::end_of_turn() {
   if (!commit.in_flight()) commit.seal(*book, outbox_feed);
-  flush_all();
-  if (backlog.empty() && !stopping) uv_idle_stop(&backlog_idle);
+  connections.end_of_turn();
   arm_expiry();
   finish_stop_if_drained();
 }
@@ -406,7 +402,7 @@ void Server::Impl::on_wal_done() {
 void Server::Impl::fail_store(const std::string& why) {
   log->critical("STORE FAILED: {} -- refusing writes until it recovers", why);
   commit.fail(why);
-  for (Conn* c : conns) c->fail_unreleased(commit.durable());
+  connections.fail_unreleased(commit.durable());
   if (!reload_book()) return;
   commit.skip_failed();
 }
@@ -431,7 +427,7 @@ void Server::Impl::arm_expiry() {
 
 void Server::Impl::on_tick() {
   int64_t now = wall_ms();
-  sweep_conns(now);
+  connections.sweep(now);
   admin_http.sweep(now);
   accept_errors_logged = metrics.accept_errors;
   if (commit.failed() && !commit.in_flight() && !stopping) try_recover_store();
@@ -447,10 +443,10 @@ void Server::Impl::on_tick() {
 }
 
 void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
-  s.push_back({"connections", conns.size()});
-  s.push_back({"connections_accepted_total", accepted_total});
-  s.push_back({"connections_rejected_total", rejected_total});
-  s.push_back({"requests_total", requests_total});
+  s.push_back({"connections", connections.size()});
+  s.push_back({"connections_accepted_total", connections.accepted_total()});
+  s.push_back({"connections_rejected_total", connections.rejected_total()});
+  s.push_back({"requests_total", connections.requests_total()});
   // Group commit totals, from the same histograms /metrics serves.
   s.push_back({"groups_written", metrics.batch_ops.count});
   s.push_back({"group_ops_total", static_cast<uint64_t>(metrics.batch_ops.sum)});
