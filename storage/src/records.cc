@@ -306,14 +306,7 @@ namespace {
 
 template <class V>
 void fields(V& v, F<V, SkuRow>& m) {
-  v.text("sku", m.sku, proto::kSkuBytesMax, true);
-  v.num("total", m.total);
-  v.num("available", m.available);
-  v.num("held", m.held);
-  v.num("sold", m.sold);
-  v.num("per_user_limit", m.per_user_limit);
-  v.num("opens_at_ms", m.opens_at_ms);
-  v.num("closes_at_ms", m.closes_at_ms);
+  proto::sku_fields(v, m);  // as the SKU's answer (SkuView) has them
   v.flag("closed", m.closed);
   v.flag("code_pool", m.code_pool);
 }

@@ -184,9 +184,11 @@ void fields(V& v, F<V, ClaimResp>& m) {
   v.text("code", m.code, kCodeBytesMax, false);
   v.num("available", m.available);
 }
-template <class V>
-void fields(V& v, F<V, SkuView>& m) {
-  v.text("sku", m.sku, kSkuBytesMax, false);
+// What a SKU's answer (SkuView) and its stored row (rec::SkuRow) share, in the same order; each
+// then adds its own (the answer's flags byte, the row's two flags).
+template <class V, class Sku>
+void sku_fields(V& v, Sku& m) {
+  v.text("sku", m.sku, kSkuBytesMax, v.strict());
   v.num("total", m.total);
   v.num("available", m.available);
   v.num("held", m.held);
@@ -194,6 +196,10 @@ void fields(V& v, F<V, SkuView>& m) {
   v.num("per_user_limit", m.per_user_limit);
   v.num("opens_at_ms", m.opens_at_ms);
   v.num("closes_at_ms", m.closes_at_ms);
+}
+template <class V>
+void fields(V& v, F<V, SkuView>& m) {
+  sku_fields(v, m);
   v.num("flags", m.flags);
 }
 template <class V>
@@ -226,19 +232,22 @@ void fields(V& v, F<V, OutboxRecord>& m) {
   lines(v, m.lines, 0, field_limits::kU16Max);
   codes(v, m.codes);
 }
-template <class V>
-void fields(V& v, F<V, OutboxReadResp>& m) {
+// The outbox's positions, which OUTBOX_READ's answer begins with.
+template <class V, class Positions>
+void outbox_positions(V& v, Positions& m) {
   v.num("head_seq", m.head_seq);
   v.num("acked_seq", m.acked_seq);
   v.num("first_seq", m.first_seq);
+}
+template <class V>
+void fields(V& v, F<V, OutboxReadResp>& m) {
+  outbox_positions(v, m);
   v.list("record count", "record", 4, 0, field_limits::kU32Max, field_limits::kOutboxRecordBytesMin,
          m.records);
 }
 template <class V>
 void fields(V& v, F<V, OutboxStatusResp>& m) {
-  v.num("head_seq", m.head_seq);
-  v.num("acked_seq", m.acked_seq);
-  v.num("first_seq", m.first_seq);
+  outbox_positions(v, m);
 }
 template <class V>
 void fields(V& v, F<V, ErrorResp>& m) {
