@@ -260,7 +260,7 @@ void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
 void Book::Impl::stage(Restoring& r) {
   r.staged = true;
   if (!skus.empty() || !holds.empty() || !idem.empty()) {
-    r.error = "finish_restore: the book was not empty";
+    r.error = "restore: the book was not empty";
     return;
   }
   if (r.meta) {

@@ -1,11 +1,8 @@
 // Connection I/O on the loop thread: accept, read and frame, answer, write in order, and the
 // bounds a peer meets (slots, deadlines, buffers, a fair share of each turn).
-#include "conn.h"
-
 #include <algorithm>
 
 #include "connections.h"
-#include "outbox_feed.h"
 
 namespace stockd {
 namespace {

@@ -58,6 +58,7 @@ class Connections {
   // its answers are out (linger_all). close_all() closes every one now; close_handles() the
   // idle handle, last.
   void stop_input() { stopping_ = true; }
+  bool stopping() const { return stopping_; }  // the server's stop began
   void linger_all();
   void close_all();
   void close_handles();

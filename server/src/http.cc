@@ -30,7 +30,7 @@ void line(std::string& out, const char* name, const char* type, const char* help
 
 std::string Server::Impl::unhealthy() const {
   if (commit.failed()) return "store failed: " + commit.error();
-  if (stopping) return "stopping";
+  if (connections.stopping()) return "stopping";
   return "";
 }
 

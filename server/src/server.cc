@@ -91,7 +91,7 @@ DispatchOutcome Server::Impl::loop_answer(Conn* c, const proto::FrameHeader& h, 
 // them while stopping), each on its connection, then frames what waited behind it.
 void Server::Impl::answer_polls(bool expired_only) {
   const int64_t now = wall_ms();
-  for (auto& p : outbox_feed.take_ready(expired_only, stopping, now)) {
+  for (auto& p : outbox_feed.take_ready(expired_only, connections.stopping(), now)) {
     Conn* c = p.conn;
     proto::OutboxReadResp resp;
     outbox_feed.read(p.req, resp);
@@ -332,8 +332,7 @@ int Server::Impl::run() {
 // peer closes (so unread input never becomes an RST that destroys answers in flight). Peers
 // that do not take their answers or close get --shutdown-timeout-ms.
 void Server::Impl::begin_stop(const char* why) {
-  if (stopping) return;
-  stopping = true;
+  if (connections.stopping()) return;
   connections.stop_input();
   log->info("stopping ({}): finishing {} connections", why, connections.size());
   if (listening) uv_close(reinterpret_cast<uv_handle_t*>(&listener), nullptr);
@@ -357,7 +356,7 @@ void Server::Impl::begin_stop(const char* why) {
 }
 
 void Server::Impl::finish_stop_if_drained() {
-  if (!stopping) return;
+  if (!connections.stopping()) return;
   const bool writing = commit.pending();
   if (writing && !commit.failed()) return;
   if (!connections.empty() && !force_stop && !commit.failed()) return;
@@ -410,7 +409,7 @@ void Server::Impl::fail_store(const std::string& why) {
 void Server::Impl::arm_expiry() {
   int64_t next = book->next_deadline();
   // While the store is failed nothing may expire (it would be a write): on_tick re-arms after.
-  if (next == INT64_MAX || stopping || commit.failed()) {
+  if (next == INT64_MAX || connections.stopping() || commit.failed()) {
     uv_timer_stop(&expiry_timer);
     return;
   }
@@ -430,8 +429,8 @@ void Server::Impl::on_tick() {
   connections.sweep(now);
   admin_http.sweep(now);
   accept_errors_logged = metrics.accept_errors;
-  if (commit.failed() && !commit.in_flight() && !stopping) try_recover_store();
-  if (!commit.failed() && !stopping) {
+  if (commit.failed() && !commit.in_flight() && !connections.stopping()) try_recover_store();
+  if (!commit.failed() && !connections.stopping()) {
     book->expire(now, commit.changes());  // also forgets keys and finished holds past retention
   }
   if (Checkpointer* cp = commit.checkpointer()) {

@@ -70,8 +70,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
   // The client connections: the table, reading, framing, writing, budgets and deadlines.
   Connections connections{loop, config, metrics, commit, log, *this};
 
-  // ---- Stopping. ----
-  bool stopping = false;
+  // ---- Stopping (connections.stopping() says whether a stop began). ----
   bool force_stop = false;            // the shutdown deadline passed
   uint64_t accept_errors_logged = 0;  // accept errors up to here were logged (once per tick)
   static constexpr rlim_t kStoreDescriptors = 256 + 64;  // RocksDB max_open_files, WAL, misc
