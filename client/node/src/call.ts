@@ -50,6 +50,8 @@ export class Call {
   settled = false;
   /** Written to some socket at least once (so it may have been applied). */
   sent = false;
+  /** Counted by the pool as live (accepted by `submit`, not yet settled). */
+  accepted = false;
   /** The connection it is in flight on, if any. */
   carrier: Carrier | undefined;
   private resolveFn!: (a: Answer) => void;
