@@ -29,7 +29,7 @@ export interface Carrier {
   abandoned(call: Call): void;
 }
 
-export interface CallSpec {
+export interface CallSpec<T> {
   op: OpName;
   frame: Buffer;
   /** May be resent after a lost connection with the same bytes (section 9). */
@@ -38,15 +38,24 @@ export interface CallSpec {
   changesState: boolean;
   timeoutMs: number;
   signal?: AbortSignal;
+  /**
+   * Turns the answer into what the caller's promise resolves to (a result union); a throw
+   * rejects it. Done here so that a call is one promise, settled once, with no await between
+   * the answer and the caller.
+   */
+  decode?: (a: Answer) => T;
 }
 
-export class Call {
+const expireTimeout = (call: Call) => call.expireNow('timeout');
+
+// `Call` alone (the pool's and connections' view) is a call of any result type.
+export class Call<T = any> {
   readonly op: OpName;
   readonly frame: Buffer;
   readonly retrySafe: boolean;
   readonly changesState: boolean;
   readonly timeoutMs: number;
-  readonly promise: Promise<Answer>;
+  readonly promise: Promise<T>;
   settled = false;
   /** Written to some socket at least once (so it may have been applied). */
   sent = false;
@@ -54,14 +63,15 @@ export class Call {
   accepted = false;
   /** The connection it is in flight on, if any. */
   carrier: Carrier | undefined;
-  private resolveFn!: (a: Answer) => void;
+  private resolveFn!: (v: T) => void;
   private rejectFn!: (e: Error) => void;
+  private readonly decode: ((a: Answer) => T) | undefined;
   private readonly timer: NodeJS.Timeout;
   private readonly signal: AbortSignal | undefined;
   private onAbort: (() => void) | undefined;
 
   constructor(
-    spec: CallSpec,
+    spec: CallSpec<T>,
     private readonly hooks: CallHooks,
   ) {
     this.op = spec.op;
@@ -69,21 +79,30 @@ export class Call {
     this.retrySafe = spec.retrySafe;
     this.changesState = spec.changesState;
     this.timeoutMs = spec.timeoutMs;
-    this.promise = new Promise<Answer>((resolve, reject) => {
+    this.decode = spec.decode;
+    this.promise = new Promise<T>((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
     });
-    this.timer = setTimeout(() => this.expire('timeout'), spec.timeoutMs);
+    this.timer = setTimeout(expireTimeout, spec.timeoutMs, this); // no closure per call
     this.signal = spec.signal;
     if (this.signal) {
-      this.onAbort = () => this.expire('abort');
+      this.onAbort = () => this.expireNow('abort');
       this.signal.addEventListener('abort', this.onAbort, { once: true });
-      if (this.signal.aborted) this.expire('abort');
+      if (this.signal.aborted) this.expireNow('abort');
     }
   }
 
   resolve(a: Answer): void {
-    if (this.finish()) this.resolveFn(a);
+    if (!this.finish()) return;
+    if (this.decode === undefined) return this.resolveFn(a as T);
+    let v: T;
+    try {
+      v = this.decode(a);
+    } catch (e) {
+      return this.rejectFn(e as Error);
+    }
+    this.resolveFn(v);
   }
 
   fail(e: Error): void {
@@ -99,7 +118,8 @@ export class Call {
     return true;
   }
 
-  private expire(why: 'timeout' | 'abort'): void {
+  /** Deadline or abort: the caller stops waiting (internal). */
+  expireNow(why: 'timeout' | 'abort'): void {
     if (this.settled) return;
     const cause = this.hooks.expired(this);
     const outcomeUnknown = this.sent && this.changesState;

@@ -77,6 +77,9 @@ function i64(op: string, field: string, v: bigint | number): bigint {
   throw serverError(codec.STATUS.BAD_REQUEST, `${op}: ${field} must be a bigint or safe integer, got ${String(v)}`, true);
 }
 
+const decodeCommit = (a: Answer) => res.holdChangeResult('commit', a.status, a.body as codec.HoldView);
+const decodeRelease = (a: Answer) => res.holdChangeResult('release', a.status, a.body as codec.HoldView);
+
 /**
  * Events: 'connect' ({address, hello}), 'reconnecting' ({address, attempt, delayMs, error}),
  * 'error' (StockdError; emitted only while someone listens, so an unlistened client never
@@ -133,6 +136,20 @@ export class StockdClient extends EventEmitter {
 
   /** Throws a local StockdBadRequestError for a request that does not encode. */
   private send<K extends codec.OpName>(op: K, body: codec.ReqOf<K>, shape: Shape, o?: CallOptions): Promise<Answer> {
+    return this.start(op, body, shape, o, undefined);
+  }
+
+  /**
+   * The call's promise, resolved with `decode(answer)`: one promise per call, no await in
+   * between (the hot operations use this directly; the others await `send`).
+   */
+  private start<K extends codec.OpName, T>(
+    op: K,
+    body: codec.ReqOf<K>,
+    shape: Shape,
+    o: CallOptions | undefined,
+    decode: ((a: Answer) => T) | undefined,
+  ): Promise<T> {
     let frame: Buffer;
     try {
       frame = codec.encodeRequest(op, 0, body);
@@ -141,37 +158,59 @@ export class StockdClient extends EventEmitter {
       throw e;
     }
     const timeoutMs = (o?.timeoutMs ?? this.timeoutMs) + (shape.extraMs ?? 0);
-    const call = new Call({ op, frame, ...shape, timeoutMs, signal: o?.signal }, this.pool);
+    const call = new Call<T>(
+      { op, frame, retrySafe: shape.retrySafe, changesState: shape.changesState, timeoutMs, signal: o?.signal, decode },
+      this.pool,
+    );
     this.pool.submit(call);
     return call.promise;
   }
 
   // Buyer (and admin) operations.
 
+  // The four operations of a sale's hot path are not `async`: their promise is the call's own
+  // (see start()); a request that does not encode still rejects, never throws.
+
   /** All lines or none. Resent on a new connection with the same key if the answer is lost. */
-  async reserve(input: ReserveInput, o?: CallOptions): Promise<res.ReserveResult> {
-    const key = input.key ?? uuidv7();
-    const body = { user: input.user, key, ttlMs: input.ttlMs, lines: input.lines };
-    const a = await this.send('RESERVE', body, key ? SAFE_WRITE : UNSAFE_WRITE, o);
-    return res.reserveResult(a.status, a.body as codec.ReserveResp, key);
+  reserve(input: ReserveInput, o?: CallOptions): Promise<res.ReserveResult> {
+    try {
+      const key = input.key ?? uuidv7();
+      const body = { user: input.user, key, ttlMs: input.ttlMs, lines: input.lines };
+      const decode = (a: Answer) => res.reserveResult(a.status, a.body as codec.ReserveResp, key);
+      return this.start('RESERVE', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decode);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
-  async claim(input: { sku: string; user: string; key?: string }, o?: CallOptions): Promise<res.ClaimResult> {
-    const key = input.key ?? uuidv7();
-    const body = { sku: input.sku, user: input.user, key };
-    const a = await this.send('CLAIM', body, key ? SAFE_WRITE : UNSAFE_WRITE, o);
-    return res.claimResult(a.status, a.body as codec.ClaimResp, key);
+  claim(input: { sku: string; user: string; key?: string }, o?: CallOptions): Promise<res.ClaimResult> {
+    try {
+      const key = input.key ?? uuidv7();
+      const body = { sku: input.sku, user: input.user, key };
+      const decode = (a: Answer) => res.claimResult(a.status, a.body as codec.ClaimResp, key);
+      return this.start('CLAIM', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decode);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** A buyer must name the hold's user; admin may pass '' to reach any hold. */
-  async commit(input: { holdId: U64Input; user: string }, o?: CallOptions): Promise<res.HoldChangeResult> {
-    const a = await this.send('COMMIT', { holdId: u64('commit', 'hold_id', input.holdId), user: input.user }, SAFE_WRITE, o);
-    return res.holdChangeResult('commit', a.status, a.body as codec.HoldView);
+  commit(input: { holdId: U64Input; user: string }, o?: CallOptions): Promise<res.HoldChangeResult> {
+    try {
+      const body = { holdId: u64('commit', 'hold_id', input.holdId), user: input.user };
+      return this.start('COMMIT', body, SAFE_WRITE, o, decodeCommit);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
-  async release(input: { holdId: U64Input; user: string }, o?: CallOptions): Promise<res.HoldChangeResult> {
-    const a = await this.send('RELEASE', { holdId: u64('release', 'hold_id', input.holdId), user: input.user }, SAFE_WRITE, o);
-    return res.holdChangeResult('release', a.status, a.body as codec.HoldView);
+  release(input: { holdId: U64Input; user: string }, o?: CallOptions): Promise<res.HoldChangeResult> {
+    try {
+      const body = { holdId: u64('release', 'hold_id', input.holdId), user: input.user };
+      return this.start('RELEASE', body, SAFE_WRITE, o, decodeRelease);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   async holdGet(input: { holdId: U64Input; user?: string }, o?: CallOptions): Promise<res.HoldGetResult> {

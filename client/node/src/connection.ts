@@ -45,6 +45,17 @@ type State = 'connecting' | 'hello' | 'ready' | 'draining' | 'dead';
 
 const HELLO_ID = 1;
 
+/**
+ * Connections with frames to write, flushed together once per turn of the event loop: one
+ * setImmediate for all of them (every client in the process), not one per connection.
+ */
+let toFlush: Connection[] = [];
+function flushAll(): void {
+  const conns = toFlush;
+  toFlush = [];
+  for (let i = 0; i < conns.length; i++) conns[i].flush();
+}
+
 export class Connection implements Carrier {
   state: State = 'connecting';
   hello: codec.HelloResp | undefined;
@@ -70,11 +81,10 @@ export class Connection implements Carrier {
 
   open(): void {
     const { host, port, tls } = this.opts;
-    this.socket = dial(host, port, tls, () => this.sayHello());
+    this.socket = dial(host, port, tls, () => this.sayHello(), (chunk) => this.onData(chunk));
     this.connectTimer = setTimeout(() => {
       this.die(new StockdConnectionError(`connect to ${this.address} took over ${this.opts.connectTimeoutMs} ms`));
     }, this.opts.connectTimeoutMs);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (e) => this.die(socketError(this.address, e, tls !== undefined)));
     // The server half-closes when it stops (section 9) or after an error frame: no answer
     // can follow, so the connection is over.
@@ -107,7 +117,7 @@ export class Connection implements Carrier {
     // After the loop's I/O callbacks, not after this one (nextTick): the requests that a turn's
     // events make (HTTP requests, a batch of answers) share one write. A syscall per event was
     // a large part of a busy client's CPU.
-    if (this.unflushed.length === 1) setImmediate(() => this.flush());
+    if (this.unflushed.length === 1 && toFlush.push(this) === 1) setImmediate(flushAll);
   }
 
   /**
@@ -115,7 +125,7 @@ export class Connection implements Carrier {
    * settled before its frame left (aborted in the same turn) is not sent at all, so that its
    * error's `outcomeUnknown` (false: never sent) stays true to the facts.
    */
-  private flush(): void {
+  flush(): void {
     if (this.state === 'dead' || this.unflushed.length === 0) return;
     const entries = this.unflushed;
     this.unflushed = [];
@@ -203,12 +213,13 @@ export class Connection implements Carrier {
     this.events.dead(this, err, unanswered);
   }
 
+  /** `chunk` may be reused once this returns: a partial frame is copied out (`retain`). */
   private onData(chunk: Buffer): void {
     this.reader.push(chunk);
     while (this.state !== 'dead') {
       const limit = this.hello?.frameBytesMax ?? codec.FRAME_BYTES_MAX_DEFAULT;
       const r = this.reader.next(limit);
-      if (r.kind === 'more') return;
+      if (r.kind === 'more') return this.reader.retain();
       if (r.kind === 'invalid') return this.protocolError(`server sent an unframeable response: ${r.reason}`);
       this.onFrame(r.frame);
     }

@@ -14,8 +14,25 @@ export interface TlsOptions {
   servername?: string;
 }
 
-/** A socket to `host:port`; `onOpen` runs once frames may flow (after the TLS handshake). */
-export function dial(host: string, port: number, t: TlsOptions | undefined, onOpen: () => void): net.Socket {
+/**
+ * Plain TCP sockets read into this one buffer and hand it to their `onRead` callback (Node's
+ * `onread` option): no Buffer and no stream machinery per read. Reads are synchronous on the
+ * one JS thread, so every socket can share it; the callback must copy what it keeps.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * A socket to `host:port`; `onOpen` runs once frames may flow (after the TLS handshake). Data
+ * goes to `onRead` (a view of a buffer that is reused once it returns) for TCP, and as 'data'
+ * events for TLS.
+ */
+export function dial(
+  host: string,
+  port: number,
+  t: TlsOptions | undefined,
+  onOpen: () => void,
+  onRead: (chunk: Buffer) => void,
+): net.Socket {
   const socket = t
     ? tls.connect({
         host,
@@ -26,7 +43,18 @@ export function dial(host: string, port: number, t: TlsOptions | undefined, onOp
         servername: t.servername ?? (net.isIP(host) ? undefined : host),
         minVersion: 'TLSv1.2',
       })
-    : net.connect({ host, port });
+    : net.connect({
+        host,
+        port,
+        onread: {
+          buffer: READ_BUFFER,
+          callback: (n: number, buf: Uint8Array) => {
+            onRead((buf as Buffer).subarray(0, n));
+            return true;
+          },
+        },
+      });
+  if (t) socket.on('data', onRead);
   socket.setNoDelay(true); // requests are small and already batched per turn of the loop
   socket.once(t ? 'secureConnect' : 'connect', onOpen);
   return socket;

@@ -80,19 +80,39 @@ export class FrameReader {
   private buf: Buffer = Buffer.alloc(0);
   /** Where the next frame starts in `buf`. */
   private at = 0;
+  /** `buf` is this reader's own copy (not a chunk its caller may reuse). */
+  private owned = true;
 
   push(chunk: Buffer): void {
-    if (this.at === this.buf.length) this.buf = chunk;
-    else this.buf = Buffer.concat([this.buf.subarray(this.at), chunk]);
+    if (this.at === this.buf.length) {
+      this.buf = chunk;
+      this.owned = false;
+    } else {
+      this.buf = Buffer.concat([this.buf.subarray(this.at), chunk]);
+      this.owned = true;
+    }
     this.at = 0;
   }
 
-  /** The next whole frame, 'more', or 'invalid' (after which the stream cannot be framed). */
+  /**
+   * The next whole frame, 'more', or 'invalid' (after which the stream cannot be framed). A
+   * frame's body is a view of the pushed chunk: valid until the chunk is reused (see `retain`).
+   */
   next(frameBytesMax: number): Framed {
     const r = decodeFrame(this.buf, frameBytesMax, this.at);
-    // The body is a view into a chunk nobody writes to again, so it stays valid.
     if (r.kind === 'frame') this.at += r.size;
     return r;
+  }
+
+  /**
+   * Copies the bytes not yet framed out of the last chunk pushed, for a caller that reuses its
+   * chunks (a socket reading into one buffer): call it before the chunk is overwritten.
+   */
+  retain(): void {
+    if (this.owned || this.at === this.buf.length) return;
+    this.buf = Buffer.from(this.buf.subarray(this.at));
+    this.at = 0;
+    this.owned = true;
   }
 
   get buffered(): number {
