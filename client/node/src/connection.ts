@@ -70,6 +70,11 @@ export class Connection implements Carrier {
   /** Requests it can take now without passing the server's inflight_max (0 unless ready). */
   free = 0;
 
+  /** Ready with nothing in flight: no connection has more room. */
+  get idle(): boolean {
+    return this.state === 'ready' && this.free === this.hello!.inflightMax;
+  }
+
   constructor(
     private readonly opts: ConnectionOptions,
     private readonly events: ConnectionEvents,

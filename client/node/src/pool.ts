@@ -48,6 +48,8 @@ export class Pool implements CallHooks {
    * scavenges of 10+ ms at 50 x 1.
    */
   private live = 0;
+  /** The connection that last had a request slot freed (where pump() looks first). */
+  private lastAnswered: Connection | undefined;
   private started = false;
   private closing = false;
   private closed = false;
@@ -125,11 +127,24 @@ export class Pool implements CallHooks {
     return this.slots.some((s) => s.conn?.state === 'ready');
   }
 
-  /** Moves queued calls to the connection with the most room, while any has room. */
+  /**
+   * Moves queued calls to the connection with the most room, while any has room. An idle
+   * connection has the most there is, so the search stops at the first one, and starts with
+   * the connection that was answered last (usually idle: at 50 connections x 1 in flight, a
+   * scan of the pool per call was 2% of the client's CPU).
+   */
   private pump(): void {
     while (this.queue.length > 0) {
-      let best: Connection | undefined;
-      for (const s of this.slots) if (s.conn && s.conn.free > (best?.free ?? 0)) best = s.conn;
+      let best = this.lastAnswered;
+      if (best === undefined || !best.idle) {
+        best = undefined;
+        for (let i = 0; i < this.slots.length; i++) {
+          const c = this.slots[i].conn;
+          if (c === undefined || c.free <= (best?.free ?? 0)) continue;
+          best = c;
+          if (c.idle) break;
+        }
+      }
       if (!best) return;
       const call = this.queue.shift() as Call;
       if (call.settled) continue;
@@ -147,7 +162,10 @@ export class Pool implements CallHooks {
     slot.timer = undefined;
     const conn = new Connection(this.opts, {
       ready: (c) => this.onReady(slot, c),
-      capacity: () => this.pump(),
+      capacity: (c) => {
+        this.lastAnswered = c;
+        this.pump();
+      },
       dead: (c, err, unanswered) => this.onDead(slot, c, err, unanswered),
     });
     slot.conn = conn;
@@ -165,6 +183,7 @@ export class Pool implements CallHooks {
 
   private onDead(slot: Slot, conn: Connection, err: StockdError, unanswered: Array<{ call: Call; written: boolean }>): void {
     slot.conn = undefined;
+    if (this.lastAnswered === conn) this.lastAnswered = undefined;
     const wasReady = conn.hello !== undefined;
     const quiet = this.closing && this.queue.length === 0 && unanswered.length === 0;
     if (!quiet) {

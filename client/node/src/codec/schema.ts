@@ -87,14 +87,12 @@ export function timeMs(): Type<number> {
   return {
     enc(w, v, path) {
       if (!Number.isSafeInteger(v)) w.fail(path, `must be a safe integer, got ${String(v)}`);
-      w.i64(BigInt(v));
+      w.i64Number(v);
     },
     dec(r, path) {
-      const v = r.i64(path);
-      if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
-        r.fail(path, `is ${v}, beyond a safe JS integer`);
-      }
-      return Number(v);
+      const v = r.i64Number(path);
+      if (v === undefined) return r.fail(path, `is ${r.lastI64()}, beyond a safe JS integer`);
+      return v;
     },
   };
 }
@@ -104,11 +102,11 @@ export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string
   return {
     enc(w, v, path) {
       if (typeof v !== 'string') w.fail(path, `must be a string, got ${typeof v}`);
-      const n = utf8Length(v);
-      if (opts.nonEmpty && n === 0) w.fail(path, 'is empty');
+      if (opts.nonEmpty && v.length === 0) w.fail(path, 'is empty');
+      // A string of more UTF-16 units than `max` has more bytes too: refused before writing.
+      if (v.length > max) w.fail(path, `is ${utf8Length(v)} bytes, max ${max}`);
+      const n = w.str(v);
       if (n > max) w.fail(path, `is ${n} bytes, max ${max}`);
-      w.u16(n);
-      w.utf8(v, n);
     },
     dec(r, path) {
       const n = r.u16(path);

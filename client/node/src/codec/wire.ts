@@ -89,16 +89,42 @@ export class Writer {
     const at = this.room(b.length);
     this.buf.set(b, at);
   }
-  /** `s` as UTF-8, `byteLength` bytes (from `utf8Length`). */
-  utf8(s: string, byteLength: number): void {
-    const at = this.room(byteLength);
-    if (byteLength === s.length) {
-      // As many bytes as UTF-16 units: ASCII. Ids and keys are short and usually ASCII, and
-      // for them a loop beats the native call.
-      for (let i = 0; i < byteLength; i++) this.buf[at + i] = s.charCodeAt(i);
-    } else {
-      this.buf.write(s, at, byteLength, 'utf8');
+  /**
+   * A `str` field: u16 byte length, then `s` as UTF-8; returns the byte length. ASCII (ids,
+   * keys) is written in one pass that also measures it; the first other unit sends the string
+   * to Buffer.write. The caller checks the length afterwards, and fails the message if it is
+   * over its limit (a length over 0xffff is never one of those, so its u16 may wrap).
+   */
+  str(s: string): number {
+    const len = s.length;
+    const at = this.room(2 + len);
+    const buf = this.buf;
+    for (let i = 0; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) return this.strUtf8(s, at);
+      buf[at + 2 + i] = c;
     }
+    buf[at] = len & 0xff;
+    buf[at + 1] = (len >>> 8) & 0xff;
+    return len;
+  }
+  private strUtf8(s: string, at: number): number {
+    this.end = at; // take back the room guessed for ASCII
+    const n = Buffer.byteLength(s, 'utf8');
+    const to = this.room(2 + n);
+    this.buf[to] = n & 0xff;
+    this.buf[to + 1] = (n >>> 8) & 0xff;
+    this.buf.write(s, to + 2, n, 'utf8');
+    return n;
+  }
+  /** An i64 given as a safe integer (no BigInt). */
+  i64Number(v: number): void {
+    const at = this.room(8);
+    const lo = v % 0x1_0000_0000;
+    const hi = (v - lo) / 0x1_0000_0000;
+    // lo is in (-2^32, 2^32): as u32 bits, borrowing from hi when negative.
+    this.buf.writeUInt32LE(lo < 0 ? lo + 0x1_0000_0000 : lo, at);
+    this.buf.writeInt32LE(lo < 0 ? hi - 1 : hi, at + 4);
   }
   /** Overwrites a u32 of the current message (the header's body_len, once the body is known). */
   patchU32(offset: number, v: number): void {
@@ -156,7 +182,23 @@ export class Reader {
     return this.buf.readUInt32LE(this.take(4, path));
   }
   u64(path: Path): bigint {
-    return this.buf.readBigUInt64LE(this.take(8, path));
+    const at = this.take(8, path);
+    const hi = this.buf.readUInt32LE(at + 4);
+    // Below 2^53 one exact double makes the bigint (Buffer's reader makes three).
+    if (hi < 0x20_0000) return BigInt(hi * 0x1_0000_0000 + this.buf.readUInt32LE(at));
+    return this.buf.readBigUInt64LE(at);
+  }
+  /** An i64 as a number when it is a safe integer, else undefined (the caller says why). */
+  i64Number(path: Path): number | undefined {
+    const at = this.take(8, path);
+    const hi = this.buf.readInt32LE(at + 4);
+    if (hi < -0x20_0000 || hi >= 0x20_0000) return undefined;
+    const v = hi * 0x1_0000_0000 + this.buf.readUInt32LE(at); // exact: |v| <= 2^53
+    return Number.isSafeInteger(v) ? v : undefined;
+  }
+  /** Re-reads the 8 bytes just read by i64Number (for its error message). */
+  lastI64(): bigint {
+    return this.buf.readBigInt64LE(this.at - 8);
   }
   i64(path: Path): bigint {
     return this.buf.readBigInt64LE(this.take(8, path));
