@@ -43,7 +43,9 @@ export interface CallSpec<T> {
    * rejects it. Done here so that a call is one promise, settled once, with no await between
    * the answer and the caller.
    */
-  decode?: (a: Answer) => T;
+  decode?: (a: Answer, ctx: string) => T;
+  /** Passed to `decode` (a reserve's or claim's key), so that it need not be a closure. */
+  ctx?: string;
 }
 
 const expireTimeout = (call: Call) => call.expireNow('timeout');
@@ -65,7 +67,8 @@ export class Call<T = any> {
   carrier: Carrier | undefined;
   private resolveFn!: (v: T) => void;
   private rejectFn!: (e: Error) => void;
-  private readonly decode: ((a: Answer) => T) | undefined;
+  private readonly decode: ((a: Answer, ctx: string) => T) | undefined;
+  private readonly ctx: string;
   private readonly timer: NodeJS.Timeout;
   private readonly signal: AbortSignal | undefined;
   private onAbort: (() => void) | undefined;
@@ -80,6 +83,7 @@ export class Call<T = any> {
     this.changesState = spec.changesState;
     this.timeoutMs = spec.timeoutMs;
     this.decode = spec.decode;
+    this.ctx = spec.ctx ?? '';
     this.promise = new Promise<T>((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -98,7 +102,7 @@ export class Call<T = any> {
     if (this.decode === undefined) return this.resolveFn(a as T);
     let v: T;
     try {
-      v = this.decode(a);
+      v = this.decode(a, this.ctx);
     } catch (e) {
       return this.rejectFn(e as Error);
     }

@@ -77,6 +77,9 @@ function i64(op: string, field: string, v: bigint | number): bigint {
   throw serverError(codec.STATUS.BAD_REQUEST, `${op}: ${field} must be a bigint or safe integer, got ${String(v)}`, true);
 }
 
+// Answers to results; `key` is the idempotency key the request carried.
+const decodeReserve = (a: Answer, key: string) => res.reserveResult(a.status, a.body as codec.ReserveResp, key);
+const decodeClaim = (a: Answer, key: string) => res.claimResult(a.status, a.body as codec.ClaimResp, key);
 const decodeCommit = (a: Answer) => res.holdChangeResult('commit', a.status, a.body as codec.HoldView);
 const decodeRelease = (a: Answer) => res.holdChangeResult('release', a.status, a.body as codec.HoldView);
 
@@ -148,7 +151,8 @@ export class StockdClient extends EventEmitter {
     body: codec.ReqOf<K>,
     shape: Shape,
     o: CallOptions | undefined,
-    decode: ((a: Answer) => T) | undefined,
+    decode: ((a: Answer, ctx: string) => T) | undefined,
+    ctx = '',
   ): Promise<T> {
     let frame: Buffer;
     try {
@@ -159,7 +163,7 @@ export class StockdClient extends EventEmitter {
     }
     const timeoutMs = (o?.timeoutMs ?? this.timeoutMs) + (shape.extraMs ?? 0);
     const call = new Call<T>(
-      { op, frame, retrySafe: shape.retrySafe, changesState: shape.changesState, timeoutMs, signal: o?.signal, decode },
+      { op, frame, retrySafe: shape.retrySafe, changesState: shape.changesState, timeoutMs, signal: o?.signal, decode, ctx },
       this.pool,
     );
     this.pool.submit(call);
@@ -176,8 +180,7 @@ export class StockdClient extends EventEmitter {
     try {
       const key = input.key ?? uuidv7();
       const body = { user: input.user, key, ttlMs: input.ttlMs, lines: input.lines };
-      const decode = (a: Answer) => res.reserveResult(a.status, a.body as codec.ReserveResp, key);
-      return this.start('RESERVE', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decode);
+      return this.start('RESERVE', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decodeReserve, key);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -187,8 +190,7 @@ export class StockdClient extends EventEmitter {
     try {
       const key = input.key ?? uuidv7();
       const body = { sku: input.sku, user: input.user, key };
-      const decode = (a: Answer) => res.claimResult(a.status, a.body as codec.ClaimResp, key);
-      return this.start('CLAIM', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decode);
+      return this.start('CLAIM', body, key ? SAFE_WRITE : UNSAFE_WRITE, o, decodeClaim, key);
     } catch (e) {
       return Promise.reject(e);
     }

@@ -35,7 +35,7 @@ interface Entry {
   opcode: number;
   /** null for the connection's own requests (keep-alive PING). */
   call: Call | null;
-  /** The request with request id 0; the id is stamped into the copy that is written. */
+  /** The encoded request; its request id is stamped when it is written (flush). */
   frame: Buffer;
   written: boolean;
   answered: boolean;
@@ -147,8 +147,18 @@ export class Connection implements Carrier {
       this.events.capacity(this);
     }
     if (bytes === 0) return;
-    // One buffer, each frame copied in and stamped with its request id: the call's own frame
-    // stays as encoded, so a retry on another connection sends the same bytes under a new id.
+    this.lastSendMs = Date.now();
+    if (dropped === 0 && entries.length === 1) {
+      // One frame (one call in flight per connection): written as it is, its request id
+      // stamped in place. A frame is on one connection at a time; a retry stamps its new id.
+      const e = entries[0];
+      e.written = true;
+      if (e.call) e.call.sent = true;
+      e.frame.writeUInt32LE(e.id, 12);
+      this.socket.write(e.frame);
+      return;
+    }
+    // One buffer, each frame copied in and stamped with its request id.
     const out = Buffer.allocUnsafe(bytes);
     let at = 0;
     for (const e of entries) {
@@ -159,7 +169,6 @@ export class Connection implements Carrier {
       out.writeUInt32LE(e.id, at + 12);
       at += e.frame.length;
     }
-    this.lastSendMs = Date.now();
     this.socket.write(out);
   }
 
