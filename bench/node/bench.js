@@ -6,6 +6,9 @@
 //   node bench.js --target redis  --port P [--auto-pipelining]
 //   common: [--connections 50] [--inflight 16] [--seconds 10] [--warmup 2] [--sku hot]
 //
+// STOCKD_CLIENT=path/to/dist/index.js runs another build of the client (e.g. an older commit's,
+// for a before/after comparison in one session); the default is client/node.
+//
 // stockd: one StockdClient with a pool of `connections`, RESERVE with ttlMs 0 (an idempotency
 // key per request, made by the client, unless --no-keys). Redis: `connections` ioredis
 // clients, EVALSHA of the "decrement if enough" script of tools/stockbench/redis_codec.cc.
@@ -13,7 +16,7 @@
 const fs = require('node:fs');
 const { parseArgs } = require('node:util');
 const Redis = require('ioredis');
-const { StockdClient } = require('stockd-client');
+const { StockdClient } = require(process.env.STOCKD_CLIENT || 'stockd-client');
 
 const { values: opt } = parseArgs({
   options: {
