@@ -22,7 +22,6 @@ using book_detail::Hold;
 using book_detail::Sku;
 using book_detail::Want;
 using proto::HoldState;
-using proto::Status;
 
 namespace {
 
@@ -75,27 +74,32 @@ bool claim_ok(const proto::ClaimReq& req) {
 
 }  // namespace
 
-std::string validate(const proto::ReserveReq& req) {
-  if (!book_detail::user_ok(req.user)) return book_detail::size_rule("user", proto::kUserBytesMax);
+stockd::Status validate(const proto::ReserveReq& req) {
+  if (!book_detail::user_ok(req.user))
+    return stockd::Status::Invalid(book_detail::size_rule("user", proto::kUserBytesMax));
   if (req.key.size() > proto::kKeyBytesMax) {
-    return book_detail::size_rule("key", proto::kKeyBytesMax, true);
+    return stockd::Status::Invalid(book_detail::size_rule("key", proto::kKeyBytesMax, true));
   }
   if (req.ttl_ms > proto::kHoldTtlMsMax) {
-    return "ttl_ms is over hold_ttl_ms_max (" + std::to_string(proto::kHoldTtlMsMax) + ")";
+    return stockd::Status::Invalid("ttl_ms is over hold_ttl_ms_max (" +
+                                   std::to_string(proto::kHoldTtlMsMax) + ")");
   }
   if (req.lines.empty() || req.lines.size() > proto::kReserveLinesMax) {
-    return "a reservation has 1.." + std::to_string(proto::kReserveLinesMax) + " lines";
+    return stockd::Status::Invalid("a reservation has 1.." +
+                                   std::to_string(proto::kReserveLinesMax) + " lines");
   }
   for (size_t i = 0; i < req.lines.size(); ++i) {
     const proto::Line& l = req.lines[i];
     if (!book_detail::sku_id_ok(l.sku))
-      return "line " + std::to_string(i) + ": " + book_detail::sku_rule();
-    if (l.qty == 0) return "line " + std::to_string(i) + ": qty must be >= 1";
+      return stockd::Status::Invalid("line " + std::to_string(i) + ": " + book_detail::sku_rule());
+    if (l.qty == 0)
+      return stockd::Status::Invalid("line " + std::to_string(i) + ": qty must be >= 1");
     for (size_t j = 0; j < i; ++j) {
-      if (req.lines[j].sku == l.sku) return "line " + std::to_string(i) + ": sku repeated";
+      if (req.lines[j].sku == l.sku)
+        return stockd::Status::Invalid("line " + std::to_string(i) + ": sku repeated");
     }
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
 Book::Book(BookLimits limits) : impl_(std::make_unique<Impl>(limits)) {}
@@ -184,51 +188,53 @@ void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
 }
 
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
-Status Book::Impl::replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
-                          bool& found) {
+proto::Status Book::Impl::replay(std::string_view key, uint64_t fingerprint,
+                                 proto::ReserveResp& out, bool& found) {
   const Hold* h = idem.find(key);
   found = h != nullptr;
-  if (!found) return Status::kOk;
-  if (h->fingerprint != fingerprint) return Status::kKeyConflict;
+  if (!found) return proto::Status::kOk;
+  if (h->fingerprint != fingerprint) return proto::Status::kKeyConflict;
   first_answer(*h, out);
   ++counters.idem_hits;
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
-Status Book::Impl::check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
-                              uint64_t& available) {
-  if (s == nullptr) return Status::kNotFound;
-  if (s->closed) return Status::kSaleClosed;
-  if (s->opens_at != 0 && now < s->opens_at) return Status::kSaleNotOpen;
-  if (s->closes_at != 0 && now >= s->closes_at) return Status::kSaleClosed;
+proto::Status Book::Impl::check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
+                                     uint64_t& available) {
+  if (s == nullptr) return proto::Status::kNotFound;
+  if (s->closed) return proto::Status::kSaleClosed;
+  if (s->opens_at != 0 && now < s->opens_at) return proto::Status::kSaleNotOpen;
+  if (s->closes_at != 0 && now >= s->closes_at) return proto::Status::kSaleClosed;
   if (s->limit != 0) {
     const uint64_t have = units_of(*s, user);
     if (have + qty > s->limit) {
       available = have >= s->limit ? 0 : s->limit - have;
       ++counters.limit_exceeded;
-      return Status::kLimitExceeded;
+      return proto::Status::kLimitExceeded;
     }
   }
   if (s->available < qty) {
     available = s->available;
     ++counters.sold_out;
-    return Status::kSoldOut;
+    return proto::Status::kSoldOut;
   }
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
-// "" if `user` may take one more live hold, else why not (the answer is BUSY).
-std::string Book::Impl::live_cap(std::string_view user) const {
+// Ok if `user` may take one more live hold, else Refused saying why (the answer is BUSY).
+stockd::Status Book::Impl::live_cap(std::string_view user) const {
   if (deadlines.size() >= limits.live_holds_max) {
-    return "reserve: the server holds its maximum of " + std::to_string(limits.live_holds_max) +
-           " live holds (--live-holds-max); retry later or buy now (ttl 0)";
+    return stockd::Status::Refused(
+        "reserve: the server holds its maximum of " + std::to_string(limits.live_holds_max) +
+        " live holds (--live-holds-max); retry later or buy now (ttl 0)");
   }
   auto it = live_per_user.find(user);
   if (it != live_per_user.end() && it->second >= limits.user_live_holds_max) {
-    return "reserve: this user has " + std::to_string(it->second) +
-           " live holds, the maximum (--user-holds-max); commit or release one first";
+    return stockd::Status::Refused(
+        "reserve: this user has " + std::to_string(it->second) +
+        " live holds, the maximum (--user-holds-max); commit or release one first");
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
 void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
@@ -349,23 +355,25 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
   Impl& m = *impl_;
   out = proto::ReserveResp{};
   m.sweep(now, ch);
-  if (std::string why = validate(req); !why.empty()) return m.refuse("reserve: " + why);
+  if (stockd::Status bad = validate(req); !bad.ok()) return m.refuse("reserve: " + bad.message());
   const uint64_t fingerprint = reserve_fingerprint(req);
   if (!req.key.empty()) {
     bool found = false;
-    const Status st = m.replay(req.key, fingerprint, out, found);
+    const proto::Status st = m.replay(req.key, fingerprint, out, found);
     if (found) return st;
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
   if (req.ttl_ms > 0 && !m.replaying) {
-    if (std::string why = m.live_cap(req.user); !why.empty()) return m.refuse(why, Status::kBusy);
+    if (stockd::Status capped = m.live_cap(req.user); !capped.ok()) {
+      return m.refuse(capped.message(), proto::Status::kBusy);
+    }
   }
   Want wants[proto::kReserveLinesMax];
   uint64_t codes = 0;
   for (size_t i = 0; i < req.lines.size(); ++i) {
     Sku* s = m.find_sku(req.lines[i].sku);
-    const Status st = m.check_line(s, req.user, req.lines[i].qty, now, out.available);
-    if (st != Status::kOk) {
+    const proto::Status st = m.check_line(s, req.user, req.lines[i].qty, now, out.available);
+    if (st != proto::Status::kOk) {
       out.failed_line = static_cast<uint16_t>(i);
       return st;
     }
@@ -379,7 +387,7 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
   m.apply_reserve(req.user, req.key, req.ttl_ms, std::span<const Want>(wants, req.lines.size()),
                   fingerprint, now, out, ch);
   ++m.counters.reserves_ok;
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& out, Changes& ch) {
@@ -394,7 +402,7 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
   proto::ReserveResp r;
   if (!req.key.empty()) {
     bool found = false;
-    const Status st = m.replay(req.key, fingerprint, r, found);
+    const proto::Status st = m.replay(req.key, fingerprint, r, found);
     if (found) {
       out.order_id = r.hold_id;
       if (!r.codes.empty()) out.code = r.codes.front().code;
@@ -403,14 +411,14 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
     }
   }
   Sku* s = m.find_sku(req.sku);
-  if (s == nullptr) return Status::kNotFound;
+  if (s == nullptr) return proto::Status::kNotFound;
   out.available = s->available;
   if (!s->pool) {
     return m.refuse("claim: '" + req.sku + "' sells counted units, not codes (use RESERVE)");
   }
   // LIMIT_EXCEEDED: `available` is the user's allowance left, as in RESERVE.
-  const Status st = m.check_line(s, req.user, 1, now, out.available);
-  if (st != Status::kOk) return st;
+  const proto::Status st = m.check_line(s, req.user, 1, now, out.available);
+  if (st != proto::Status::kOk) return st;
   const Want want{s, 1};
   m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch,
                   true);
@@ -418,24 +426,24 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
   out.code = r.codes.front().code;
   out.available = s->available;
   ++m.counters.claims_ok;
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 // ---- Commit and release. ----
 
-Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
-                          proto::HoldView& out, Changes& ch) {
+proto::Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
+                                 proto::HoldView& out, Changes& ch) {
   out = proto::HoldView{};
   sweep(now, ch);
   Hold* found = holds.find(hold_id);
   // Another user's hold looks exactly like an unknown one: nothing to see, nothing to probe.
-  if (found == nullptr || !owned_by(*found, user)) return Status::kNotFound;
+  if (found == nullptr || !owned_by(*found, user)) return proto::Status::kNotFound;
   Hold& h = *found;
-  Status st = Status::kOk;
+  proto::Status st = proto::Status::kOk;
   if (h.state == HoldState::kHeld && now >= h.expires_at) {
     end_hold(h, HoldState::kExpired, h.expires_at, ch);
     ++counters.expiries;
-    st = Status::kHoldExpired;
+    st = proto::Status::kHoldExpired;
   } else if (h.state == HoldState::kHeld && commit) {
     commit_hold(h, now, ch);
     ++counters.commits;
@@ -443,11 +451,11 @@ Status Book::Impl::settle(uint64_t hold_id, std::string_view user, int64_t now, 
     end_hold(h, HoldState::kReleased, now, ch);
     ++counters.releases;
   } else if (h.state == HoldState::kExpired) {
-    st = Status::kHoldExpired;
+    st = proto::Status::kHoldExpired;
   } else {
     // Released (by its buyer: COMMIT or RELEASE again is done, as docs/protocol.md says) or
     // committed (done for commit; a sold order is never returned by release).
-    st = Status::kAlreadyDone;
+    st = proto::Status::kAlreadyDone;
   }
   hold_view(h, out);
   return st;

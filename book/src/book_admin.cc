@@ -21,7 +21,6 @@
 namespace stockd {
 
 using book_detail::Sku;
-using proto::Status;
 
 namespace {
 
@@ -74,7 +73,7 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
         return m.refuse("sku_set: '" + req.sku + "' is a code pool: its codes define its total");
       if (req.total < s->held + s->sold) {
         sku_view(*s, out);
-        return Status::kBelowCommitted;
+        return proto::Status::kBelowCommitted;
       }
     }
     if (set_limit && req.per_user_limit != 0 && s->limit == 0) {
@@ -84,7 +83,7 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
     if (set_limit && (recount || req.per_user_limit < s->limit) &&
         !users_within(users, req.per_user_limit)) {
       sku_view(*s, out);
-      return Status::kBelowCommitted;
+      return proto::Status::kBelowCommitted;
     }
   } else {
     s = &m.add_sku(req.sku);
@@ -120,14 +119,14 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
     w.zig(req.opens_at_ms);
     w.zig(req.closes_at_ms);
   }
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView& out, Changes& ch) {
   out = proto::SkuView{};
   if (!book_detail::sku_id_ok(req.sku)) return impl_->refuse("restock: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(req.sku);
-  if (s == nullptr) return Status::kNotFound;
+  if (s == nullptr) return proto::Status::kNotFound;
   sku_view(*s, out);
   if (s->pool)
     return impl_->refuse("restock: '" + req.sku + "' is a code pool: load codes instead");
@@ -142,7 +141,8 @@ Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView&
   } else {
     // -(delta + 1) + 1 is |delta| without overflowing on INT64_MIN.
     const uint64_t sub = static_cast<uint64_t>(-(req.delta + 1)) + 1;
-    if (sub > s->available) return Status::kBelowCommitted;  // total would go under held + sold
+    if (sub > s->available)
+      return proto::Status::kBelowCommitted;  // total would go under held + sold
     s->total -= sub;
     s->available -= sub;
     impl_->units.total -= sub;
@@ -156,7 +156,7 @@ Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView&
     w.str(req.sku);
     w.zig(req.delta);
   }
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::CodesLoadResp& out,
@@ -165,7 +165,7 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
   out = proto::CodesLoadResp{};
   if (!book_detail::sku_id_ok(req.sku)) return m.refuse("codes_load: " + book_detail::sku_rule());
   Sku* s = m.find_sku(req.sku);
-  if (s == nullptr) return Status::kNotFound;
+  if (s == nullptr) return proto::Status::kNotFound;
   sku_view(*s, out.sku);
   if (!s->pool && s->total != 0) {
     return m.refuse("codes_load: '" + req.sku +
@@ -185,7 +185,7 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
   for (const std::string& c : req.codes) {
     if (m.codes.contains(c) || !seen.insert(c).second) {
       out.duplicate = c;
-      return Status::kDuplicateCode;
+      return proto::Status::kDuplicateCode;
     }
   }
   s->pool = true;
@@ -211,7 +211,7 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
     w.var(req.codes.size());
     for (const std::string& c : req.codes) w.str(c);
   }
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out, Changes& ch) {
@@ -219,7 +219,7 @@ Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out,
   impl_->sweep(now, ch);
   if (!book_detail::sku_id_ok(sku)) return impl_->refuse("sale_close: " + book_detail::sku_rule());
   Sku* s = impl_->find_sku(sku);
-  if (s == nullptr) return Status::kNotFound;
+  if (s == nullptr) return proto::Status::kNotFound;
   if (!s->closed) {
     s->closed = true;
     impl_->changed(*s, ch);
@@ -230,7 +230,7 @@ Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out,
     }
   }
   sku_view(*s, out);
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 }  // namespace stockd

@@ -136,7 +136,7 @@ struct Restoring {  // rows handed to restore(), applied by stage_restore() / fi
   std::vector<rec::CodeRow> codes;
   std::optional<rec::MetaRow> meta;
   bool staged = false;                                 // meta, SKUs and codes applied
-  std::string error;                                   // the first problem found once staged
+  stockd::Status status;                               // the first problem found once staged
   std::vector<std::pair<int64_t, uint64_t>> finished;  // (finished_at, id) of restored holds
 };
 
@@ -175,7 +175,6 @@ struct Book::Impl {
   using Sku = book_detail::Sku;
   using Hold = book_detail::Hold;
   using HoldState = proto::HoldState;
-  using Status = proto::Status;
 
   explicit Impl(BookLimits l) : limits(l) {
     holds.reserve(l.holds_expected);
@@ -230,25 +229,26 @@ struct Book::Impl {
   void end_hold(Hold& h, HoldState to, int64_t at, Changes& ch);  // release or expire
   void commit_hold(Hold& h, int64_t now, Changes& ch);
   // COMMIT (commit = true) or RELEASE of a hold: both expire a hold past its deadline first.
-  Status settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
-                proto::HoldView& out, Changes& ch);
+  proto::Status settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
+                       proto::HoldView& out, Changes& ch);
   void finish(Hold& h, HoldState to, int64_t at);
   void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
   void forget_finished(int64_t now, Changes& ch);
 
   // book.cc: buyer operations.
-  Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out, bool& found);
-  Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
-                    uint64_t& available);
-  std::string live_cap(std::string_view user) const;
+  proto::Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
+                       bool& found);
+  proto::Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
+                           uint64_t& available);
+  stockd::Status live_cap(std::string_view user) const;  // Refused: the user's holds are capped
   void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
                      std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
                      proto::ReserveResp& out, Changes& ch, bool claim = false);
   // Log entries (stockd/decisions.h) of the decisions that end or forget a hold.
   void log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch) const;
   // Replay helpers (book_replay.cc).
-  std::string expire_logged(uint64_t hold_id, int64_t at, Changes& ch);
-  std::string forget_logged(uint64_t hold_id, Changes& ch);
+  stockd::Status expire_logged(uint64_t hold_id, int64_t at, Changes& ch);
+  stockd::Status forget_logged(uint64_t hold_id, Changes& ch);
   void forget(Hold& h, int64_t now, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
   // Records that `s` changed (its row is written with the group), once its change is complete:
@@ -265,18 +265,18 @@ struct Book::Impl {
   book_detail::StrMap<uint64_t> count_users(const Sku& s) const;
 
   // book_rows.cc: recovery.
-  std::string restore_skus(const book_detail::Restoring& r);
-  std::string restore_codes(book_detail::Restoring& r);
+  stockd::Status restore_skus(const book_detail::Restoring& r);
+  stockd::Status restore_codes(book_detail::Restoring& r);
   void stage(book_detail::Restoring& r);
   void restore_hold(book_detail::Restoring& r, rec::HoldRow& row);  // takes its strings
-  std::string restore_hold(rec::HoldRow& row);
-  std::string restore_users(const book_detail::Restoring& r);
+  stockd::Status restore_hold(rec::HoldRow& row);
+  stockd::Status restore_users(const book_detail::Restoring& r);
 
   // book_check.cc: invariants, O(book).
-  std::string check_skus() const;
-  std::string check_holds() const;
-  std::string check_codes() const;
-  std::string check_indexes() const;
+  stockd::Status check_skus() const;
+  stockd::Status check_holds() const;
+  stockd::Status check_codes() const;
+  stockd::Status check_indexes() const;
 };
 
 // The fields a SkuView (an answer) and a SkuRow (the stored row) share.

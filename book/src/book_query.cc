@@ -7,22 +7,21 @@
 namespace stockd {
 
 using book_detail::Sku;
-using proto::Status;
 
-Status Book::hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user) const {
+proto::Status Book::hold_get(uint64_t hold_id, proto::HoldView& out, std::string_view user) const {
   out = proto::HoldView{};
   const book_detail::Hold* found = impl_->holds.find(hold_id);
-  if (found == nullptr || !owned_by(*found, user)) return Status::kNotFound;
+  if (found == nullptr || !owned_by(*found, user)) return proto::Status::kNotFound;
   impl_->hold_view(*found, out);
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
-Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
+proto::Status Book::sku_get(std::string_view sku, proto::SkuView& out) const {
   out = proto::SkuView{};
   const Sku* s = impl_->find_sku(sku);
-  if (s == nullptr) return Status::kNotFound;
+  if (s == nullptr) return proto::Status::kNotFound;
   sku_view(*s, out);
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 void Book::sku_list(const proto::SkuListReq& req, proto::SkuListResp& out, size_t bytes_max) const {

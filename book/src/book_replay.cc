@@ -10,15 +10,18 @@ namespace stockd {
 
 using book_detail::Hold;
 using proto::HoldState;
-using proto::Status;
 
 namespace {
 
 std::string op_name(rec::Op op) { return std::string(1, static_cast<char>(op)); }
 
-std::string mismatch(const rec::Decision& d, const std::string& what) {
-  return "entry '" + op_name(d.op) + "' at " + std::to_string(d.at_ms) + " (hold " +
-         std::to_string(d.hold_id) + "): " + what;
+// A logged decision that does not follow from the book's state: a damaged or foreign log.
+stockd::Status mismatch(const rec::Decision& d, const std::string& what) {
+  return stockd::Status::Corruption("entry '" + op_name(d.op) + "' at " + std::to_string(d.at_ms) +
+                                    " (hold " + std::to_string(d.hold_id) + "): " + what);
+}
+stockd::Status logged_wrong(std::string what) {
+  return stockd::Status::Corruption(std::move(what));
 }
 
 bool same_codes(const rec::Decision& d, const std::vector<proto::SkuCode>& got) {
@@ -38,19 +41,20 @@ struct Replaying {
 
 }  // namespace
 
-std::string Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& ch) {
+stockd::Status Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& ch) {
   Hold* found = holds.find(hold_id);
-  if (found == nullptr || found->state != HoldState::kHeld) return "no such live hold";
+  if (found == nullptr || found->state != HoldState::kHeld)
+    return logged_wrong("no such live hold");
   Hold& h = *found;
-  if (h.expires_at != at) return "its deadline is " + std::to_string(h.expires_at);
+  if (h.expires_at != at) return logged_wrong("its deadline is " + std::to_string(h.expires_at));
   end_hold(h, HoldState::kExpired, h.expires_at, ch);
   ++counters.expiries;
-  return "";
+  return stockd::Status::Ok();
 }
 
-std::string Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
+stockd::Status Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
   Hold* h = holds.find(hold_id);
-  if (h == nullptr || h->state == HoldState::kHeld) return "no such finished hold";
+  if (h == nullptr || h->state == HoldState::kHeld) return logged_wrong("no such finished hold");
   // The retention queue names it near its front; its entry goes with it.
   if (!finished_fifo.empty() && finished_fifo.front().second == hold_id) {
     finished_fifo.pop_front();  // the usual case: forgotten oldest first
@@ -60,10 +64,10 @@ std::string Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
     if (q != finished_fifo.end()) finished_fifo.erase(q);
   }
   forget(*h, h->finished_at, ch);
-  return "";
+  return stockd::Status::Ok();
 }
 
-std::string Book::replay(const rec::Decision& d, Changes& ch) {
+stockd::Status Book::replay(const rec::Decision& d, Changes& ch) {
   Impl& m = *impl_;
   Replaying on(m.replaying);
   using rec::Op;
@@ -81,7 +85,7 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
         req.lines[i].qty = d.lines[i].qty;
       }
       const Verdict v = reserve(req, d.at_ms, out, ch);
-      if (v != Status::kOk) {
+      if (v != proto::Status::kOk) {
         return mismatch(d,
                         "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
       }
@@ -89,13 +93,13 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
         return mismatch(d, "replayed as hold " + std::to_string(out.hold_id));
       }
       if (!same_codes(d, out.codes)) return mismatch(d, "replayed with other codes");
-      return "";
+      return stockd::Status::Ok();
     }
     case Op::kClaim: {
       proto::ClaimReq req{std::string(d.sku), std::string(d.user), std::string(d.key)};
       proto::ClaimResp out;
       const Verdict v = claim(req, d.at_ms, out, ch);
-      if (v != Status::kOk) {
+      if (v != proto::Status::kOk) {
         return mismatch(d,
                         "replayed as " + std::string(proto::status_name(v.status)) + " " + v.why);
       }
@@ -103,38 +107,40 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
         return mismatch(d,
                         "replayed as hold " + std::to_string(out.order_id) + " code " + out.code);
       }
-      return "";
+      return stockd::Status::Ok();
     }
     case Op::kCommit:
     case Op::kRelease: {
       proto::HoldView view;
       const bool commit = d.op == Op::kCommit;
-      const Status st = m.settle(d.hold_id, {}, d.at_ms, commit, view, ch);
-      if (st != Status::kOk)
+      const proto::Status st = m.settle(d.hold_id, {}, d.at_ms, commit, view, ch);
+      if (st != proto::Status::kOk)
         return mismatch(d, "replayed as " + std::string(proto::status_name(st)));
-      return "";
+      return stockd::Status::Ok();
     }
     case Op::kExpire:
-      if (std::string why = m.expire_logged(d.hold_id, d.at_ms, ch); !why.empty()) {
-        return mismatch(d, why);
+      if (stockd::Status s = m.expire_logged(d.hold_id, d.at_ms, ch); !s.ok()) {
+        return mismatch(d, s.message());
       }
-      return "";
+      return stockd::Status::Ok();
     case Op::kForget:
-      if (std::string why = m.forget_logged(d.hold_id, ch); !why.empty()) return mismatch(d, why);
-      return "";
+      if (stockd::Status s = m.forget_logged(d.hold_id, ch); !s.ok()) {
+        return mismatch(d, s.message());
+      }
+      return stockd::Status::Ok();
     case Op::kSkuSet: {
       proto::SkuSetReq req{std::string(d.sku), d.mask,        d.total,
                            d.per_user_limit,   d.opens_at_ms, d.closes_at_ms};
       proto::SkuView out;
       const Verdict v = sku_set(req, d.at_ms, out, ch);
-      if (v != Status::kOk) return mismatch(d, "SKU_SET replayed as " + v.why);
-      return "";
+      if (v != proto::Status::kOk) return mismatch(d, "SKU_SET replayed as " + v.why);
+      return stockd::Status::Ok();
     }
     case Op::kRestock: {
       proto::SkuView out;
       const Verdict v = restock({std::string(d.sku), d.delta}, d.at_ms, out, ch);
-      if (v != Status::kOk) return mismatch(d, "RESTOCK replayed as " + v.why);
-      return "";
+      if (v != proto::Status::kOk) return mismatch(d, "RESTOCK replayed as " + v.why);
+      return stockd::Status::Ok();
     }
     case Op::kCodesLoad: {
       proto::CodesLoadReq req{std::string(d.sku), {}};
@@ -142,23 +148,23 @@ std::string Book::replay(const rec::Decision& d, Changes& ch) {
       for (std::string_view c : d.pool) req.codes.emplace_back(c);
       proto::CodesLoadResp out;
       const Verdict v = codes_load(req, d.at_ms, out, ch);
-      if (v != Status::kOk) return mismatch(d, "CODES_LOAD replayed as " + v.why);
-      return "";
+      if (v != proto::Status::kOk) return mismatch(d, "CODES_LOAD replayed as " + v.why);
+      return stockd::Status::Ok();
     }
     case Op::kSaleClose: {
       proto::SkuView out;
       const Verdict v = sale_close(d.sku, d.at_ms, out, ch);
-      if (v != Status::kOk) return mismatch(d, "SALE_CLOSE replayed as " + v.why);
-      return "";
+      if (v != proto::Status::kOk) return mismatch(d, "SALE_CLOSE replayed as " + v.why);
+      return stockd::Status::Ok();
     }
     case Op::kHoldIdKey:
       if (!set_hold_id_key({d.key0, d.key1}, d.at_ms, ch)) {
         return mismatch(d, "the key of hold ids changes after holds were made");
       }
-      return "";
+      return stockd::Status::Ok();
     case Op::kOutboxAck:
       outbox_ack(d.upto, d.at_ms, ch);
-      return "";
+      return stockd::Status::Ok();
   }
   return mismatch(d, "unknown entry");
 }

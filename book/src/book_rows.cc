@@ -120,6 +120,8 @@ HoldIdKey Book::hold_id_key() const { return impl_->id_key; }
 // ---- Recovery. ----
 
 namespace {
+// A stored row that cannot be part of a book: damaged, or written by something else.
+stockd::Status bad_row(std::string what) { return stockd::Status::Corruption(std::move(what)); }
 Restoring& pending(std::unique_ptr<Restoring>& r) {
   if (!r) r = std::make_unique<Restoring>();
   return *r;
@@ -132,8 +134,9 @@ template <class Row>
 void before_stage(Restoring& p, std::vector<Row>& rows, const Row& r, const char* what) {
   if (!p.staged) {
     rows.push_back(r);
-  } else if (p.error.empty()) {
-    p.error = std::string("a ") + what + " row was restored after stage_restore()";
+  } else if (p.status.ok()) {
+    p.status = stockd::Status::Refused(std::string("a ") + what +
+                                       " row was restored after stage_restore()");
   }
 }
 }  // namespace
@@ -158,7 +161,9 @@ void Book::restore(const rec::CodeRow& r) {
 }
 void Book::restore(const rec::MetaRow& r) {
   Restoring& p = pending(impl_->restoring);
-  if (p.staged && p.error.empty()) p.error = "the meta row was restored after stage_restore()";
+  if (p.staged && p.status.ok()) {
+    p.status = stockd::Status::Refused("the meta row was restored after stage_restore()");
+  }
   if (!p.staged) p.meta = r;
 }
 
@@ -167,11 +172,12 @@ void Book::stage_restore() {
   if (!p.staged) impl_->stage(p);
 }
 
-std::string Book::Impl::restore_skus(const Restoring& r) {
+stockd::Status Book::Impl::restore_skus(const Restoring& r) {
   for (const rec::SkuRow& row : r.skus) {
-    if (!book_detail::sku_id_ok(row.sku)) return "SKU row with a bad id";
-    if (find_sku(row.sku) != nullptr) return "SKU " + row.sku + ": two rows";
-    if (row.total > book_detail::kSkuUnitsMax) return "SKU " + row.sku + ": total too large";
+    if (!book_detail::sku_id_ok(row.sku)) return bad_row("SKU row with a bad id");
+    if (find_sku(row.sku) != nullptr) return bad_row("SKU " + row.sku + ": two rows");
+    if (row.total > book_detail::kSkuUnitsMax)
+      return bad_row("SKU " + row.sku + ": total too large");
     Sku& s = add_sku(row.sku);
     s.total = row.total;
     s.available = row.available;
@@ -183,39 +189,44 @@ std::string Book::Impl::restore_skus(const Restoring& r) {
     s.closed = row.closed;
     s.pool = row.code_pool;
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
-std::string Book::Impl::restore_codes(Restoring& r) {
+stockd::Status Book::Impl::restore_codes(Restoring& r) {
   std::sort(r.codes.begin(), r.codes.end(), [](const rec::CodeRow& a, const rec::CodeRow& b) {
     return std::tie(a.sku, a.index) < std::tie(b.sku, b.index);
   });
   for (const rec::CodeRow& row : r.codes) {
     const auto at = [&row] { return "code " + row.sku + "/" + std::to_string(row.index) + ": "; };
     Sku* s = find_sku(row.sku);
-    if (s == nullptr) return at() + "unknown SKU";
-    if (!s->pool) return at() + "its SKU is not a code pool";
-    if (row.index != s->codes.size()) return at() + "indexes are not dense from 0";
-    if (!book_detail::code_ok(row.code)) return at() + "bad code length";
-    if (row.owner != 0 && !issued(row.owner)) return at() + "owner is a hold id never issued";
+    if (s == nullptr) return bad_row(at() + "unknown SKU");
+    if (!s->pool) return bad_row(at() + "its SKU is not a code pool");
+    if (row.index != s->codes.size()) return bad_row(at() + "indexes are not dense from 0");
+    if (!book_detail::code_ok(row.code)) return bad_row(at() + "bad code length");
+    if (row.owner != 0 && !issued(row.owner))
+      return bad_row(at() + "owner is a hold id never issued");
     auto [it, inserted] = codes.emplace(row.code, book_detail::CodeLoc{s, row.index});
-    if (!inserted) return at() + "code " + row.code + " is in the book twice";
+    if (!inserted) return bad_row(at() + "code " + row.code + " is in the book twice");
     s->codes.push_back({&it->first, row.owner});
     if (row.owner == 0) s->free.push_back(row.index);  // ascending: a valid min-heap
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
-std::string Book::Impl::restore_hold(rec::HoldRow& row) {
+stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
   // Built only for a refusal: a million holds restore without a string each.
   const auto at = [&row] { return "hold " + std::to_string(row.id) + ": "; };
   const uint64_t seq = hold_seq_of(row.id, id_key);
-  if (seq == 0 || seq >= next_hold_seq) return at() + "an id never issued (past next_hold_id)";
-  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired) return at() + "bad state";
-  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax) return at() + "bad lines";
-  if (row.state == HoldState::kHeld && row.finished_at_ms != 0) return at() + "held but finished";
+  if (seq == 0 || seq >= next_hold_seq)
+    return bad_row(at() + "an id never issued (past next_hold_id)");
+  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired)
+    return bad_row(at() + "bad state");
+  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax)
+    return bad_row(at() + "bad lines");
+  if (row.state == HoldState::kHeld && row.finished_at_ms != 0)
+    return bad_row(at() + "held but finished");
   Hold* made = holds.emplace(row.id);
-  if (made == nullptr) return at() + "two rows";
+  if (made == nullptr) return bad_row(at() + "two rows");
   Hold& h = *made;
   h.seq = seq;
   h.state = row.state;
@@ -228,30 +239,32 @@ std::string Book::Impl::restore_hold(rec::HoldRow& row) {
   h.finished_at = row.finished_at_ms;
   for (const proto::Line& l : row.lines) {
     Sku* s = find_sku(l.sku);
-    if (s == nullptr || l.qty == 0) return at() + "line of unknown SKU " + l.sku + " or qty 0";
+    if (s == nullptr || l.qty == 0)
+      return bad_row(at() + "line of unknown SKU " + l.sku + " or qty 0");
     h.lines.push_back({s, l.qty});
   }
   const bool owns = row.state == HoldState::kHeld || row.state == HoldState::kCommitted;
   for (const proto::SkuCode& c : row.codes) {
     auto loc = codes.find(c.code);
-    if (loc == codes.end() || loc->second.sku->id != c.sku) return at() + "unknown code " + c.code;
+    if (loc == codes.end() || loc->second.sku->id != c.sku)
+      return bad_row(at() + "unknown code " + c.code);
     if (owns && loc->second.sku->codes[loc->second.index].owner != row.id) {
-      return at() + "code " + c.code + " is owned by another hold";
+      return bad_row(at() + "code " + c.code + " is owned by another hold");
     }
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.state == HoldState::kHeld) heap_push(h);
   if (!h.key.empty() && !idem.insert(&h)) {
-    return at() + "idempotency key " + h.key + " is also another hold's";
+    return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
 // One hold row into the book (after stage()): the first problem is kept for finish_restore().
 void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
-  if (!r.error.empty()) return;
-  r.error = restore_hold(row);
-  if (r.error.empty() && row.state != HoldState::kHeld) {
+  if (!r.status.ok()) return;
+  r.status = restore_hold(row);
+  if (r.status.ok() && row.state != HoldState::kHeld) {
     r.finished.emplace_back(row.finished_at_ms, row.id);
   }
 }
@@ -260,12 +273,12 @@ void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
 void Book::Impl::stage(Restoring& r) {
   r.staged = true;
   if (!skus.empty() || !holds.empty() || !idem.empty()) {
-    r.error = "restore: the book was not empty";
+    r.status = stockd::Status::Refused("restore: the book was not empty");
     return;
   }
   if (r.meta) {
     if (r.meta->next_hold_id == 0 || r.meta->next_outbox_seq == 0) {
-      r.error = "meta: ids from 1";
+      r.status = bad_row("meta: ids from 1");
       return;
     }
     next_hold_seq = r.meta->next_hold_id;
@@ -274,8 +287,8 @@ void Book::Impl::stage(Restoring& r) {
     outbox_acked = r.meta->outbox_acked;
     outbox_first = r.meta->outbox_first;
   }
-  r.error = restore_skus(r);
-  if (r.error.empty()) r.error = restore_codes(r);
+  r.status = restore_skus(r);
+  if (r.status.ok()) r.status = restore_codes(r);
   r.skus = {};
   r.codes = {};
   std::vector<rec::HoldRow> collected;
@@ -284,28 +297,29 @@ void Book::Impl::stage(Restoring& r) {
   for (rec::HoldRow& row : collected) restore_hold(r, row);
 }
 
-std::string Book::Impl::restore_users(const Restoring& r) {
+stockd::Status Book::Impl::restore_users(const Restoring& r) {
   for (const rec::UserRow& row : r.users) {
     Sku* s = find_sku(row.sku);
-    if (s == nullptr) return "user row of unknown SKU " + row.sku;
-    if (!book_detail::user_ok(row.user)) return "user row of SKU " + row.sku + ": bad user";
+    if (s == nullptr) return bad_row("user row of unknown SKU " + row.sku);
+    if (!book_detail::user_ok(row.user))
+      return bad_row("user row of SKU " + row.sku + ": bad user");
     if (row.units == 0) continue;  // equivalent to absent
     if (!s->users.emplace(row.user, row.units).second) {
-      return "user row " + row.sku + "/" + row.user + ": two rows";
+      return bad_row("user row " + row.sku + "/" + row.user + ": two rows");
     }
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
-std::string Book::finish_restore() {
+stockd::Status Book::finish_restore() {
   Impl& m = *impl_;
   if (!m.restoring) return check_invariants();  // nothing restored: an empty store
   if (!m.restoring->staged) m.stage(*m.restoring);
   std::unique_ptr<Restoring> r = std::move(m.restoring);
-  if (!r->error.empty()) return r->error;
+  if (!r->status.ok()) return r->status;
   std::sort(r->finished.begin(), r->finished.end());
   for (const auto& [at, id] : r->finished) m.finished_fifo.emplace_back(at, id);
-  if (std::string why = m.restore_users(*r); !why.empty()) return why;
+  if (stockd::Status s = m.restore_users(*r); !s.ok()) return s;
   for (const auto& [id, s] : m.skus) {
     m.units.total += s.total;
     m.units.available += s.available;

@@ -71,9 +71,9 @@ class HoldTableOf {
     free_.push_back(h);
   }
 
-  // "" if the index and the pool agree: every slot names a hold of the pool under its own id,
-  // each hold of the pool is in one slot. One pass over each.
-  std::string check() const {
+  // nullptr if the index and the pool agree: every slot names a hold of the pool under its own
+  // id, each hold of the pool is in one slot; else what is wrong. One pass over each.
+  const char* check() const {
     size_t indexed = 0, pooled = 0;
     for (const Slot& s : slots_) {
       if (s.owner == nullptr) continue;
@@ -82,7 +82,7 @@ class HoldTableOf {
     }
     for (const H& h : pool_) pooled += h.id != 0 ? 1 : 0;
     if (indexed != size_ || pooled != size_) return "the hold index and its pool differ in size";
-    return "";
+    return nullptr;
   }
 
   size_t size() const { return size_; }

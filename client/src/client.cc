@@ -26,7 +26,6 @@ namespace stockd {
 using proto::Opcode;
 using proto::Request;
 using proto::Response;
-using proto::Status;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -70,13 +69,10 @@ std::string endpoint_text(const ClientOptions& o) {
   return (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
 }
 
-// Opens a non-blocking TCP socket to `ai` within `timeout_ms`. Returns the fd, or -1 and `error`.
-int connect_addr(const addrinfo* ai, int timeout_ms, std::string& error) {
+// Opens a non-blocking TCP socket to `ai` within `timeout_ms`: the fd, or Io saying why not.
+Result<int> connect_addr(const addrinfo* ai, int timeout_ms) {
   int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0) {
-    error = std::strerror(errno);
-    return -1;
-  }
+  if (fd < 0) return Status::Io(std::strerror(errno));
   if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
     int err = errno;
     if (err == EINPROGRESS) {
@@ -89,10 +85,9 @@ int connect_addr(const addrinfo* ai, int timeout_ms, std::string& error) {
       }
     }
     if (err != 0) {
-      error = err == ETIMEDOUT ? "timed out after " + std::to_string(timeout_ms) + " ms"
-                               : std::strerror(err);
       ::close(fd);
-      return -1;
+      return Status::Io(err == ETIMEDOUT ? "timed out after " + std::to_string(timeout_ms) + " ms"
+                                         : std::strerror(err));
     }
   }
   int one = 1;
@@ -143,7 +138,7 @@ bool may_resend(Opcode op, const Request& req) {
 
 // ---- Endpoint ----
 
-std::string parse_endpoint(const std::string& text, ClientOptions& options) {
+Status parse_endpoint(const std::string& text, ClientOptions& options) {
   return parse_host_port(text, options.host, options.port);
 }
 
@@ -196,17 +191,17 @@ void Client::close() {
 
 // ---- Connecting ----
 
-std::string Client::connect() {
+Status Client::connect() {
   try {
     Reply<Response> refusal;
     return connect_once(refusal);
   } catch (const std::exception& e) {
     close();
-    return std::string("internal error: ") + e.what();
+    return Status::Io(std::string("internal error: ") + e.what());
   }
 }
 
-std::string Client::connect_once(Reply<Response>& refusal) {
+Status Client::connect_once(Reply<Response>& refusal) {
   close();
   const std::string where = endpoint_text(options_);
   addrinfo hints{};
@@ -215,20 +210,25 @@ std::string Client::connect_once(Reply<Response>& refusal) {
   addrinfo* list = nullptr;
   std::string port = std::to_string(options_.port);
   int gai = ::getaddrinfo(options_.host.c_str(), port.c_str(), &hints, &list);
-  if (gai != 0) return "cannot resolve " + options_.host + ": " + ::gai_strerror(gai);
-  std::string error = "no address";
+  if (gai != 0) return Status::Io("cannot resolve " + options_.host + ": " + ::gai_strerror(gai));
+  Status error = Status::Io("no address");
   for (const addrinfo* ai = list; ai != nullptr && fd_ < 0; ai = ai->ai_next) {
-    fd_ = connect_addr(ai, options_.connect_timeout_ms, error);
+    Result<int> fd = connect_addr(ai, options_.connect_timeout_ms);
+    if (fd.ok())
+      fd_ = *fd;
+    else
+      error = fd.status();
   }
   ::freeaddrinfo(list);
-  if (fd_ < 0) return "cannot connect to " + where + ": " + error;
+  if (fd_ < 0) return std::move(error).context("cannot connect to " + where);
   if (options_.tls.enabled) {
-    tls_ =
-        TlsConnection::start(fd_, options_.tls, options_.host, options_.connect_timeout_ms, error);
-    if (!tls_) {
+    Result<std::unique_ptr<TlsConnection>> tls =
+        TlsConnection::start(fd_, options_.tls, options_.host, options_.connect_timeout_ms);
+    if (!tls.ok()) {
       close();
-      return "cannot connect to " + where + ": " + error;
+      return tls.status().context("cannot connect to " + where);
     }
+    tls_ = std::move(*tls);
   }
 
   proto::HelloReq hello{proto::kProtocolVersion, options_.role, options_.token,
@@ -240,28 +240,28 @@ std::string Client::connect_once(Reply<Response>& refusal) {
   Reply<Response> answer;
   uint32_t got_id = 0;
   Opcode got_op = Opcode::kHello;
-  if (!write_all(frame, deadline, error)) return "HELLO to " + where + ": " + error;
-  if (!read_answer(deadline, answer, got_id, got_op)) {
-    return "HELLO to " + where + ": " + answer.error;
-  }
+  const std::string hello_to = "HELLO to " + where;
+  if (Status s = write_all(frame, deadline); !s.ok()) return std::move(s).context(hello_to);
+  if (!read_answer(deadline, answer, got_id, got_op))
+    return Status::Io(hello_to + ": " + answer.error);
   if (got_id != id || got_op != Opcode::kHello) {
     close();
-    return "HELLO to " + where + ": " + mismatch_text(id, Opcode::kHello, got_id, got_op, answer);
+    return Status::Io(hello_to + ": " + mismatch_text(id, Opcode::kHello, got_id, got_op, answer));
   }
-  if (answer.status != Status::kOk) {
+  if (answer.status != proto::Status::kOk) {
     close();
     refusal = answer;
     std::string why = proto::status_name(answer.status);
-    return answer.error.empty() ? why : why + ": " + answer.error;
+    return Status::Refused(answer.error.empty() ? why : why + ": " + answer.error);
   }
   const auto* resp = std::get_if<proto::HelloResp>(&answer.body);
   if (resp == nullptr) {
     close();
-    return "HELLO to " + where + ": protocol error: wrong answer body";
+    return Status::Io(hello_to + ": protocol error: wrong answer body");
   }
   if (resp->frame_bytes_max >= proto::kHeaderBytes) frame_bytes_max_ = resp->frame_bytes_max;
   inflight_max_ = resp->inflight_max;
-  return "";
+  return Status::Ok();
 }
 
 bool Client::ensure_connected(Reply<Response>& failure) {
@@ -275,13 +275,13 @@ bool Client::ensure_connected(Reply<Response>& failure) {
       backoff_ms = std::min(backoff_ms * 2, kBackoffMsMax);
     }
     Reply<Response> refusal;
-    std::string error = connect_once(refusal);
-    if (error.empty()) return true;
+    Status s = connect_once(refusal);
+    if (s.ok()) return true;
     if (refusal.transport) {  // the server answered "no": asking again will not change that
       failure = std::move(refusal);
       return false;
     }
-    failure = transport_failure(std::move(error));
+    failure = transport_failure(s.message());
   }
   return false;
 }
@@ -296,7 +296,7 @@ ssize_t Client::io_recv(char* data, size_t n) {
   return tls_ ? tls_->recv(data, n) : ::recv(fd_, data, n, 0);
 }
 
-bool Client::write_all(const std::string& bytes, Deadline deadline, std::string& error) {
+Status Client::write_all(const std::string& bytes, Deadline deadline) {
   size_t off = 0;
   while (off < bytes.size()) {
     ssize_t n = io_send(bytes.data() + off, bytes.size() - off);
@@ -305,20 +305,22 @@ bool Client::write_all(const std::string& bytes, Deadline deadline, std::string&
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
+    Status failed;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       int w = wait_fd(fd_, POLLOUT, deadline);
       if (w > 0) continue;
-      error = w == 0 ? "timed out sending" : std::string("poll: ") + std::strerror(errno);
+      failed =
+          Status::Io(w == 0 ? "timed out sending" : std::string("poll: ") + std::strerror(errno));
     } else {
-      error = std::string("send: ") + std::strerror(errno);
+      failed = Status::Io(std::string("send: ") + std::strerror(errno));
     }
     close();
-    return false;
+    return failed;
   }
-  return true;
+  return Status::Ok();
 }
 
-bool Client::read_more(Deadline deadline, std::string& error) {
+Status Client::read_more(Deadline deadline) {
   if (rpos_ == rbuf_.size()) {
     rbuf_.clear();
     rpos_ = 0;
@@ -331,50 +333,46 @@ bool Client::read_more(Deadline deadline, std::string& error) {
     ssize_t n = io_recv(chunk, sizeof chunk);
     if (n > 0) {
       rbuf_.append(chunk, static_cast<size_t>(n));
-      return true;
+      return Status::Ok();
     }
-    if (n == 0) {
-      error = "connection closed by the server";
-      return false;
-    }
+    if (n == 0) return Status::Io("connection closed by the server");
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      error = tls_ && !tls_->last_error().empty() ? tls_->last_error()
-                                                  : std::string("recv: ") + std::strerror(errno);
-      return false;
+      return Status::Io(tls_ && !tls_->last_error().empty()
+                            ? tls_->last_error()
+                            : std::string("recv: ") + std::strerror(errno));
     }
     int w = wait_fd(fd_, POLLIN, deadline);
     if (w <= 0) {
-      error = w == 0 ? "timed out waiting for the answer"
-                     : std::string("poll: ") + std::strerror(errno);
-      return false;
+      return Status::Io(w == 0 ? "timed out waiting for the answer"
+                               : std::string("poll: ") + std::strerror(errno));
     }
   }
 }
 
-int Client::take_answer(Reply<Response>& out, uint32_t& id, Opcode& op, std::string& error) {
+int Client::take_answer(Reply<Response>& out, uint32_t& id, Opcode& op, Status& error) {
   std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(rbuf_.data()) + rpos_,
                               rbuf_.size() - rpos_);
   proto::FrameDecode d = proto::decode_frame(in, proto::Limits{frame_bytes_max_});
   if (d.kind == proto::DecodeKind::kNeedMore) return 0;
   if (d.kind == proto::DecodeKind::kInvalid) {
-    error = "protocol error: " + d.reason;
+    error = Status::Corruption("protocol error: " + d.reason);
     return -1;
   }
   // Opcode 0 is the server's connection error frame (input it could not frame, or BUSY).
   const bool error_frame =
-      d.header.opcode == 0 && proto::is_error_status(static_cast<Status>(d.header.status));
+      d.header.opcode == 0 && proto::is_error_status(static_cast<proto::Status>(d.header.status));
   if (!d.header.is_response() || !(error_frame || proto::opcode_known(d.header.opcode))) {
-    error = "protocol error: not a response frame (opcode " + std::to_string(d.header.opcode) + ")";
+    error = Status::Corruption("protocol error: not a response frame (opcode " +
+                               std::to_string(d.header.opcode) + ")");
     return -1;
   }
   id = d.header.request_id;
   op = static_cast<Opcode>(d.header.opcode);
-  const auto status = static_cast<Status>(d.header.status);
-  std::string reason;
-  std::optional<Response> body = proto::decode_response(op, status, d.body, reason);
-  if (!body) {
-    error = "protocol error: bad " + frame_text(id, op) + " answer: " + reason;
+  const auto status = static_cast<proto::Status>(d.header.status);
+  Result<Response> body = proto::decode_response(op, status, d.body);
+  if (!body.ok()) {
+    error = body.status().context("protocol error: bad " + frame_text(id, op) + " answer");
     return -1;
   }
   rpos_ += d.consumed;
@@ -387,14 +385,15 @@ int Client::take_answer(Reply<Response>& out, uint32_t& id, Opcode& op, std::str
 }
 
 bool Client::read_answer(Deadline deadline, Reply<Response>& out, uint32_t& id, Opcode& op) {
-  std::string error;
+  Status error;
   for (;;) {
     int taken = take_answer(out, id, op, error);
     if (taken > 0) return true;
-    if (taken < 0 || !read_more(deadline, error)) break;
+    if (taken < 0) break;
+    if (error = read_more(deadline); !error.ok()) break;
   }
   close();
-  out = transport_failure(std::move(error));
+  out = transport_failure(error.message());
   return false;
 }
 
@@ -417,8 +416,9 @@ Reply<Response> Client::call_once(Opcode op, const Request& req, bool& reached) 
   const int64_t budget_ms = call_budget_ms(options_, req);
   Deadline deadline = after_ms(budget_ms);
   const std::string what = std::string(proto::opcode_name(op)) + " to " + endpoint_text(options_);
-  std::string error;
-  if (!write_all(frame, deadline, error)) return transport_failure(what + ": " + error);
+  if (Status s = write_all(frame, deadline); !s.ok()) {
+    return transport_failure(what + ": " + s.message());
+  }
   Reply<Response> answer;
   uint32_t got_id = 0;
   Opcode got_op = op;
@@ -525,7 +525,7 @@ uint32_t Client::queue(Opcode op, const Request& req) {
 // unanswered (so neither side can block the other with full socket buffers). The deadline
 // restarts whenever an answer arrives. Returns how many answers were taken into `out`.
 size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
-                    std::vector<Reply<Response>>& out, std::string& error) {
+                    std::vector<Reply<Response>>& out, Status& error) {
   const size_t n = out.size();
   size_t answered = 0;
   size_t written = 0;
@@ -537,8 +537,8 @@ size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
     if (taken < 0) return answered;
     if (taken > 0) {
       if (id != queued_[answered].first || op != queued_[answered].second) {
-        error =
-            mismatch_text(queued_[answered].first, queued_[answered].second, id, op, out[answered]);
+        error = Status::Corruption(mismatch_text(queued_[answered].first, queued_[answered].second,
+                                                 id, op, out[answered]));
         return answered;
       }
       ++answered;
@@ -554,12 +554,12 @@ size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
         continue;
       }
       if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        error = std::string("send: ") + std::strerror(errno);
+        error = Status::Io(std::string("send: ") + std::strerror(errno));
         return answered;
       }
     }
     if (tls_ && tls_->pending()) {  // decrypted bytes wait inside OpenSSL, not in the socket
-      if (!read_more(deadline, error)) return answered;
+      if (error = read_more(deadline); !error.ok()) return answered;
       continue;
     }
     short events = POLLIN | (written < write_limit ? POLLOUT : 0);
@@ -567,12 +567,12 @@ size_t Client::pump(const std::string& bytes, const std::vector<size_t>& ends,
     int rc = ::poll(&p, 1, remaining_ms(deadline));
     if (rc < 0 && errno == EINTR) continue;
     if (rc <= 0) {
-      error =
-          rc == 0 ? "timed out waiting for answers" : std::string("poll: ") + std::strerror(errno);
+      error = Status::Io(rc == 0 ? "timed out waiting for answers"
+                                 : std::string("poll: ") + std::strerror(errno));
       return answered;
     }
-    if ((p.revents & (POLLIN | POLLHUP | POLLERR)) != 0 && !read_more(deadline, error)) {
-      return answered;
+    if ((p.revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      if (error = read_more(deadline); !error.ok()) return answered;
     }
   }
   return answered;
@@ -586,7 +586,7 @@ std::vector<Reply<Response>> Client::flush() {
   queued_ends_.clear();
   if (out.empty()) return out;
   size_t answered = 0;
-  std::string error;
+  Status error;
   try {
     Reply<Response> failure;
     if (!ensure_connected(failure)) {
@@ -596,43 +596,41 @@ std::vector<Reply<Response>> Client::flush() {
     }
     // A frame over the server's limit would make it close the connection mid-pipeline: refuse
     // the whole batch before sending anything.
-    for (size_t i = 0; i < ends.size() && error.empty(); ++i) {
+    for (size_t i = 0; i < ends.size() && error.ok(); ++i) {
       const size_t size = ends[i] - (i == 0 ? 0 : ends[i - 1]);
       if (size > frame_bytes_max_) {
-        error = "request " + std::to_string(i + 1) + " is too large: " + std::to_string(size) +
-                " bytes, the server accepts at most " + std::to_string(frame_bytes_max_) +
-                "; nothing was sent";
+        error = Status::Invalid("request " + std::to_string(i + 1) + " is too large: " +
+                                std::to_string(size) + " bytes, the server accepts at most " +
+                                std::to_string(frame_bytes_max_) + "; nothing was sent");
       }
     }
-    if (error.empty()) answered = pump(bytes, ends, out, error);
+    if (error.ok()) answered = pump(bytes, ends, out, error);
   } catch (const std::exception& e) {
-    error = std::string("internal error: ") + e.what();
+    error = Status::Io(std::string("internal error: ") + e.what());
   }
   queued_.clear();
   if (answered < out.size()) {
     close();
-    error = "pipeline to " + endpoint_text(options_) + ": " + error;
-    for (size_t i = answered; i < out.size(); ++i) out[i] = transport_failure(error);
+    const std::string why = "pipeline to " + endpoint_text(options_) + ": " + error.message();
+    for (size_t i = answered; i < out.size(); ++i) out[i] = transport_failure(why);
   }
   return out;
 }
 
 // ---- Low level ----
 
-bool Client::send_raw(const std::string& bytes, std::string& error) {
+Status Client::send_raw(const std::string& bytes) {
   try {
     Reply<Response> failure;
     if (!ensure_connected(failure)) {
-      error = failure.transport
-                  ? std::string(proto::status_name(failure.status)) + ": " + failure.error
-                  : failure.error;
-      return false;
+      if (!failure.transport) return Status::Io(failure.error);
+      return Status::Refused(std::string(proto::status_name(failure.status)) + ": " +
+                             failure.error);
     }
-    return write_all(bytes, after_ms(options_.timeout_ms), error);
+    return write_all(bytes, after_ms(options_.timeout_ms));
   } catch (const std::exception& e) {
     close();
-    error = std::string("internal error: ") + e.what();
-    return false;
+    return Status::Io(std::string("internal error: ") + e.what());
   }
 }
 

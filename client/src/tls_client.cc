@@ -14,6 +14,7 @@ namespace stockd {
 
 namespace {
 
+// "what: OpenSSL's reason" (the oldest error on this thread's queue, which is emptied).
 std::string openssl_error(const std::string& what) {
   unsigned long e = ERR_get_error();
   ERR_clear_error();
@@ -30,15 +31,12 @@ bool is_ip(const std::string& host) {
 
 }  // namespace
 
-std::unique_ptr<TlsConnection> TlsConnection::start(int fd, const TlsOptions& o,
-                                                    const std::string& host, int timeout_ms,
-                                                    std::string& error) {
+Result<std::unique_ptr<TlsConnection>> TlsConnection::start(int fd, const TlsOptions& o,
+                                                            const std::string& host,
+                                                            int timeout_ms) {
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (ctx == nullptr) {
-    error = openssl_error("TLS context");
-    return nullptr;
-  }
+  if (ctx == nullptr) return Status::Io(openssl_error("TLS context"));
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
@@ -60,9 +58,8 @@ std::unique_ptr<TlsConnection> TlsConnection::start(int fd, const TlsOptions& o,
   SSL* ssl = bad.empty() ? SSL_new(ctx) : nullptr;
   std::unique_ptr<TlsConnection> c(ssl != nullptr ? new TlsConnection(ctx, ssl) : nullptr);
   if (!c) {
-    error = bad.empty() ? openssl_error("TLS session") : bad;
     SSL_CTX_free(ctx);
-    return nullptr;
+    return bad.empty() ? Status::Io(openssl_error("TLS session")) : Status::Invalid(bad);
   }
   // The name the certificate must carry: a DNS name (also sent as SNI) or an IP address.
   const std::string& name = o.server_name.empty() ? host : o.server_name;
@@ -79,24 +76,24 @@ std::unique_ptr<TlsConnection> TlsConnection::start(int fd, const TlsOptions& o,
     if (rc == 1) return c;
     int e = SSL_get_error(ssl, rc);
     if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-      long verify = SSL_get_verify_result(ssl);
-      error = verify != X509_V_OK ? std::string("TLS: the server's certificate is not trusted: ") +
-                                        X509_verify_cert_error_string(verify)
-                                  : openssl_error("TLS handshake");
+      const long verify = SSL_get_verify_result(ssl);
+      if (verify != X509_V_OK) {
+        return Status::Refused(std::string("TLS: the server's certificate is not trusted: ") +
+                               X509_verify_cert_error_string(verify));
+      }
+      std::string error = openssl_error("TLS handshake");
       if (error == "TLS handshake") error += " failed (the server closed or is not speaking TLS)";
-      return nullptr;
+      return Status::Io(std::move(error));
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                           deadline - std::chrono::steady_clock::now())
                           .count();
     if (left <= 0) {
-      error = "TLS handshake timed out after " + std::to_string(timeout_ms) + " ms";
-      return nullptr;
+      return Status::Io("TLS handshake timed out after " + std::to_string(timeout_ms) + " ms");
     }
     pollfd p{fd, static_cast<short>(e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
     if (::poll(&p, 1, static_cast<int>(std::min<long long>(left, INT_MAX))) < 0 && errno != EINTR) {
-      error = "poll during the TLS handshake failed";
-      return nullptr;
+      return Status::Io("poll during the TLS handshake failed");
     }
   }
 }

@@ -434,41 +434,46 @@ void encode_header(const FrameHeader& h, std::string& out) {
   w.u32(h.request_id);
 }
 
-std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
-                                      std::string& reason) {
+stockd::Result<Request> decode_request(Opcode op, std::span<const uint8_t> body) {
   const OpRow* row = find_op(static_cast<uint16_t>(op));
   if (row == nullptr) {
-    reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
-    return std::nullopt;
+    return stockd::Status::Invalid(format("unknown opcode 0x%04X", static_cast<unsigned>(op)));
   }
+  std::string reason;
   In in(body, row->info.label, false, reason);
-  return kDecoders<Request>[row->req](in);
+  std::optional<Request> r = kDecoders<Request>[row->req](in);
+  if (!r) return stockd::Status::Invalid(std::move(reason));
+  return std::move(*r);
 }
 
-bool decode_request(Opcode op, std::span<const uint8_t> body, Request& into, std::string& reason) {
+stockd::Status decode_request(Opcode op, std::span<const uint8_t> body, Request& into) {
   const OpRow* row = find_op(static_cast<uint16_t>(op));
   if (row == nullptr) {
-    reason = format("unknown opcode 0x%04X", static_cast<unsigned>(op));
-    return false;
+    return stockd::Status::Invalid(format("unknown opcode 0x%04X", static_cast<unsigned>(op)));
   }
+  std::string reason;
   In in(body, row->info.label, false, reason);
-  return kIntoDecoders<Request>[row->req](in, into);
+  if (!kIntoDecoders<Request>[row->req](in, into))
+    return stockd::Status::Invalid(std::move(reason));
+  return stockd::Status::Ok();
 }
 
-std::optional<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body,
-                                        std::string& reason) {
+stockd::Result<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body) {
   const OpRow* row = find_op(static_cast<uint16_t>(op));
+  std::string reason;
+  std::optional<Response> r;
   if (is_error_status(status)) {
     In in(body, row != nullptr ? row->info.label : "error", true, reason);
-    return decode_as<Response, ErrorResp>(in);
-  }
-  if (row == nullptr) {
+    r = decode_as<Response, ErrorResp>(in);
+  } else if (row == nullptr) {
     reason = format("unknown opcode 0x%04X with non-error status %u", static_cast<unsigned>(op),
                     static_cast<unsigned>(status));
-    return std::nullopt;
+  } else {
+    In in(body, row->info.label, true, reason);
+    r = kDecoders<Response>[row->resp](in);
   }
-  In in(body, row->info.label, true, reason);
-  return kDecoders<Response>[row->resp](in);
+  if (!r) return stockd::Status::Invalid(std::move(reason));
+  return std::move(*r);
 }
 
 void encode_request(Opcode op, uint32_t request_id, const Request& req, std::string& out) {

@@ -54,10 +54,10 @@ bool AdminHttp::start() {
   if (!config_.metrics_enabled) return true;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  if (std::string e = resolve_tcp(config_.metrics_host, config_.metrics_port, true, addr, addr_len);
-      !e.empty()) {
+  if (Status s = resolve_tcp(config_.metrics_host, config_.metrics_port, true, addr, addr_len);
+      !s.ok()) {
     log_->critical("cannot listen for metrics on {}:{}: {}", config_.metrics_host,
-                   config_.metrics_port, e);
+                   config_.metrics_port, s.message());
     return false;
   }
   uv_tcp_init(&loop_, &listener_);
@@ -137,8 +137,10 @@ void AdminHttp::answer(HttpConn* h) {
     return respond(h, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", pages_.metrics_text());
   }
   if (path == "/healthz") {
-    std::string why = pages_.unhealthy();
-    if (!why.empty()) return respond(h, 503, "Service Unavailable", "text/plain", why + "\n");
+    const Status health = pages_.health();
+    if (!health.ok()) {
+      return respond(h, 503, "Service Unavailable", "text/plain", health.message() + "\n");
+    }
     return respond(h, 200, "OK", "text/plain", "ok\n");
   }
   respond(h, 404, "Not Found", "text/plain", "try /metrics or /healthz\n");

@@ -24,7 +24,7 @@ class AdminHttp {
   struct Pages {
     virtual ~Pages() = default;
     virtual std::string metrics_text() const = 0;  // GET /metrics
-    virtual std::string unhealthy() const = 0;     // GET /healthz: "" = 200 ok, else 503 and why
+    virtual Status health() const = 0;             // GET /healthz: ok = 200, else 503 and why
   };
 
   AdminHttp(uv_loop_t& loop, const Config& config, std::shared_ptr<spdlog::logger> log,

@@ -43,12 +43,14 @@ namespace {
 
 // Beyond loopback every role must need a token: admin and outbox are off without theirs, so
 // it comes down to the buyers'.
-std::string check_exposure(const Config& c) {
-  if (is_loopback(c.listen_host) || !c.client_token.empty() || c.insecure_no_auth) return "";
-  return "--listen " + c.listen_host +
-         " is not a loopback address and buyers need no token: anyone who reaches the port "
-         "could buy. Give the buyers' token (--client-token-file or STOCKD_CLIENT_TOKEN_FILE), "
-         "listen on 127.0.0.1, or pass --insecure-no-auth for an experiment";
+Status check_exposure(const Config& c) {
+  if (is_loopback(c.listen_host) || !c.client_token.empty() || c.insecure_no_auth)
+    return Status::Ok();
+  return Status::Invalid(
+      "--listen " + c.listen_host +
+      " is not a loopback address and buyers need no token: anyone who reaches the port "
+      "could buy. Give the buyers' token (--client-token-file or STOCKD_CLIENT_TOKEN_FILE), "
+      "listen on 127.0.0.1, or pass --insecure-no-auth for an experiment");
 }
 
 }  // namespace
@@ -57,57 +59,68 @@ namespace {
 constexpr uint32_t kFrameBytesMaxMax = 64u << 20;  // --frame-bytes-max at most
 }  // namespace
 
-std::string validate(const Config& c) {
-  if (c.listen_host.empty()) return "--listen: host is empty";
-  if (c.durability != Durability::kOff && c.data_dir.empty()) return "--data-dir is required";
-  if (c.wal_spin_us > 10000) return "--wal-spin-us must be at most 10000";
+Status validate(const Config& c) {
+  if (c.listen_host.empty()) return Status::Invalid("--listen: host is empty");
+  if (c.durability != Durability::kOff && c.data_dir.empty())
+    return Status::Invalid("--data-dir is required");
+  if (c.wal_spin_us > 10000) return Status::Invalid("--wal-spin-us must be at most 10000");
   if (c.fsync_interval_ms < 1 || c.fsync_interval_ms > 10000)
-    return "--fsync-interval-ms must be in 1..10000";
-  if (c.connections_max < 1) return "--connections-max must be at least 1";
+    return Status::Invalid("--fsync-interval-ms must be in 1..10000");
+  if (c.connections_max < 1) return Status::Invalid("--connections-max must be at least 1");
   if (c.inflight_max < 1 || c.inflight_max > 1'000'000)
-    return "--inflight-max must be in 1..1000000";
+    return Status::Invalid("--inflight-max must be in 1..1000000");
   if (c.frame_bytes_max < proto::kFrameBytesMin || c.frame_bytes_max > kFrameBytesMaxMax)
-    return "--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) + ".." +
-           std::to_string(kFrameBytesMaxMax) + " (every answer must fit a frame)";
+    return Status::Invalid("--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) +
+                           ".." + std::to_string(kFrameBytesMaxMax) +
+                           " (every answer must fit a frame)");
   if (c.metrics_sku_max > proto::kSkuListMax)
-    return "--metrics-sku-max must be at most " + std::to_string(proto::kSkuListMax);
+    return Status::Invalid("--metrics-sku-max must be at most " +
+                           std::to_string(proto::kSkuListMax));
   if (c.read_buffer_budget < 2ull * c.frame_bytes_max)
-    return "--read-buffer-budget must be at least twice --frame-bytes-max";
-  if (c.idle_timeout_ms < 100) return "--idle-timeout-ms must be at least 100";
-  if (c.hello_timeout_ms < 100) return "--hello-timeout-ms must be at least 100";
-  if (c.frame_timeout_ms < 100) return "--frame-timeout-ms must be at least 100";
-  if (c.hello_pending_max < 1) return "--hello-pending-max must be at least 1";
+    return Status::Invalid("--read-buffer-budget must be at least twice --frame-bytes-max");
+  if (c.idle_timeout_ms < 100) return Status::Invalid("--idle-timeout-ms must be at least 100");
+  if (c.hello_timeout_ms < 100) return Status::Invalid("--hello-timeout-ms must be at least 100");
+  if (c.frame_timeout_ms < 100) return Status::Invalid("--frame-timeout-ms must be at least 100");
+  if (c.hello_pending_max < 1) return Status::Invalid("--hello-pending-max must be at least 1");
   if (c.output_bytes_max < c.frame_bytes_max)
-    return "--output-bytes-max must be at least --frame-bytes-max";
+    return Status::Invalid("--output-bytes-max must be at least --frame-bytes-max");
   if (c.output_budget < c.output_bytes_max)
-    return "--output-budget must be at least --output-bytes-max";
-  if (c.write_timeout_ms < 100) return "--write-timeout-ms must be at least 100";
-  if (c.shutdown_timeout_ms > 600000) return "--shutdown-timeout-ms must be at most 600000";
-  if (c.http_connections_max < 1) return "--http-connections-max must be at least 1";
-  if (c.http_timeout_ms < 100) return "--http-timeout-ms must be at least 100";
-  if (c.user_holds_max < 1) return "--user-holds-max must be at least 1";
-  if (c.live_holds_max < 1) return "--live-holds-max must be at least 1";
-  if (c.idem_retention_ms < 1000) return "--idem-retention-ms must be at least 1000";
-  if (c.holds_expected > 1'000'000'000) return "--holds-expected must be at most 1000000000";
-  if (c.checkpoint_every < 1) return "--checkpoint-every must be at least 1";
+    return Status::Invalid("--output-budget must be at least --output-bytes-max");
+  if (c.write_timeout_ms < 100) return Status::Invalid("--write-timeout-ms must be at least 100");
+  if (c.shutdown_timeout_ms > 600000)
+    return Status::Invalid("--shutdown-timeout-ms must be at most 600000");
+  if (c.http_connections_max < 1)
+    return Status::Invalid("--http-connections-max must be at least 1");
+  if (c.http_timeout_ms < 100) return Status::Invalid("--http-timeout-ms must be at least 100");
+  if (c.user_holds_max < 1) return Status::Invalid("--user-holds-max must be at least 1");
+  if (c.live_holds_max < 1) return Status::Invalid("--live-holds-max must be at least 1");
+  if (c.idem_retention_ms < 1000)
+    return Status::Invalid("--idem-retention-ms must be at least 1000");
+  if (c.holds_expected > 1'000'000'000)
+    return Status::Invalid("--holds-expected must be at most 1000000000");
+  if (c.checkpoint_every < 1) return Status::Invalid("--checkpoint-every must be at least 1");
   if (c.checkpoint_interval_ms < 10 || c.checkpoint_interval_ms > 24 * 3600 * 1000LL)
-    return "--checkpoint-interval-ms must be 10..86400000";
+    return Status::Invalid("--checkpoint-interval-ms must be 10..86400000");
   if (c.admin_token.size() > proto::kTokenBytesMax ||
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)
-    return "tokens must be at most " + std::to_string(proto::kTokenBytesMax) + " bytes";
-  if (c.hello_fail_burst < 1) return "--hello-fail-burst must be at least 1";
-  if (c.hello_fail_refill_ms < 1) return "--hello-fail-refill-ms must be at least 1";
-  if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";
+    return Status::Invalid("tokens must be at most " + std::to_string(proto::kTokenBytesMax) +
+                           " bytes");
+  if (c.hello_fail_burst < 1) return Status::Invalid("--hello-fail-burst must be at least 1");
+  if (c.hello_fail_refill_ms < 1)
+    return Status::Invalid("--hello-fail-refill-ms must be at least 1");
+  if (c.tls_cert.empty() != c.tls_key.empty())
+    return Status::Invalid("--tls-cert and --tls-key go together");
   if (!c.tls_client_ca.empty() && c.tls_cert.empty())
-    return "--tls-client-ca needs --tls-cert and --tls-key";
-  if (std::string e = check_exposure(c); !e.empty()) return e;
+    return Status::Invalid("--tls-client-ca needs --tls-cert and --tls-key");
+  if (Status s = check_exposure(c); !s.ok()) return s;
   if (!c.admin_token.empty() && c.admin_token == c.client_token)
-    return "--admin-token must differ from --client-token";
+    return Status::Invalid("--admin-token must differ from --client-token");
   if (!c.admin_token.empty() && c.admin_token == c.outbox_token)
-    return "--outbox-token must differ from --admin-token (the sidecar must not hold the admin "
-           "token)";
-  return "";
+    return Status::Invalid(
+        "--outbox-token must differ from --admin-token (the sidecar must not hold the admin "
+        "token)");
+  return Status::Ok();
 }
 
 namespace {

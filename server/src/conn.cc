@@ -232,18 +232,18 @@ void Connections::stop_reading(Conn* c) {
 void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
   if (nread > 0 && c->tls && (c->open() || c->state == Conn::State::kLingering)) {
     // Decrypt first; a handshake answers at once (flush sends what the session has to say).
-    std::string err;
     tls_plain_.clear();
-    const bool ok = c->tls->feed({buf->base, static_cast<size_t>(nread)}, tls_plain_, err);
-    if (!ok && !err.empty()) {
+    bool peer_done = false;
+    const Status s = c->tls->feed({buf->base, static_cast<size_t>(nread)}, tls_plain_, peer_done);
+    if (!s.ok()) {
       ++metrics_.tls_errors;
-      log_->debug("closing a TLS connection: {}", err);
+      log_->debug("closing a TLS connection: {}", s.message());
       close_conn(c);
       return;
     }
     if (c->tls->has_output()) flush(c);
     if (!tls_plain_.empty()) take_input(c, tls_plain_.data(), tls_plain_.size());
-    if (!ok) on_eof(c);  // close_notify: the peer sends no more
+    if (peer_done) on_eof(c);  // close_notify: the peer sends no more
     return;
   }
   if (nread == UV_EOF) return on_eof(c);

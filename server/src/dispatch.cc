@@ -7,7 +7,6 @@ namespace {
 
 using proto::Opcode;
 using proto::Role;
-using proto::Status;
 
 // Constant-time token comparison: a wrong token must not leak its matching prefix length.
 bool token_equal(const std::string& a, const std::string& b) {
@@ -22,7 +21,7 @@ bool token_equal(const std::string& a, const std::string& b) {
 // Encodes the book's answer; an error status (>= 64) carries the book's reason instead.
 template <class Resp>
 void Dispatcher::answer(Opcode op, uint32_t id, const Verdict& v, Resp&& resp, std::string& out) {
-  const Status st = v.status;
+  const proto::Status st = v.status;
   if (proto::is_error_status(st)) {
     error(static_cast<uint16_t>(op), id, st, v.why.empty() ? proto::status_name(st) : v.why, out);
     return;
@@ -31,7 +30,7 @@ void Dispatcher::answer(Opcode op, uint32_t id, const Verdict& v, Resp&& resp, s
   proto::encode_response(op, id, st, proto::Response(std::forward<Resp>(resp)), out);
 }
 
-void Dispatcher::error(uint16_t opcode, uint32_t id, Status st, const std::string& why,
+void Dispatcher::error(uint16_t opcode, uint32_t id, proto::Status st, const std::string& why,
                        std::string& out) {
   status_ = st;
   encode_error(opcode, id, st, why, out);
@@ -40,17 +39,17 @@ void Dispatcher::error(uint16_t opcode, uint32_t id, Status st, const std::strin
 Dispatcher::Dispatcher(Book& book, const Config& config, HelloGuard* guard)
     : book_(book), config_(config), guard_(guard) {}
 
-void Dispatcher::encode_error(uint16_t opcode, uint32_t request_id, Status status,
+void Dispatcher::encode_error(uint16_t opcode, uint32_t request_id, proto::Status status,
                               const std::string& message, std::string& out) {
   proto::encode_response(static_cast<Opcode>(opcode), request_id, status,
                          proto::Response(proto::ErrorResp{message}), out);
 }
 
-Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
-                         std::string& why) const {
+proto::Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloResp& resp,
+                                std::string& why) const {
   if (req.version != proto::kProtocolVersion) {
     why = "unsupported protocol version " + std::to_string(req.version) + ", server speaks 1";
-    return Status::kUnsupportedVersion;
+    return proto::Status::kUnsupportedVersion;
   }
   const std::string* expected = nullptr;
   switch (req.role) {
@@ -61,7 +60,7 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
       expected = &config_.admin_token;
       if (expected->empty()) {
         why = "admin role is disabled (server started without --admin-token)";
-        return Status::kUnauthorized;
+        return proto::Status::kUnauthorized;
       }
       break;
     case Role::kOutbox:
@@ -71,13 +70,13 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
                      : &config_.outbox_token;
       if (expected->empty()) {
         why = "outbox role is disabled (server started without --outbox-token)";
-        return Status::kUnauthorized;
+        return proto::Status::kUnauthorized;
       }
       break;
   }
   if (!token_equal(req.token, *expected)) {
     why = "wrong token for role " + std::to_string(static_cast<int>(req.role));
-    return Status::kUnauthorized;
+    return proto::Status::kUnauthorized;
   }
   s.hello_done = true;
   s.role = req.role;
@@ -85,13 +84,13 @@ Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::HelloRes
   resp.frame_bytes_max = config_.frame_bytes_max;
   resp.inflight_max = config_.inflight_max;
   resp.idle_timeout_ms = config_.idle_timeout_ms;
-  return Status::kOk;
+  return proto::Status::kOk;
 }
 
 DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,
                                    std::span<const uint8_t> body, int64_t now, bool writes_allowed,
                                    Changes& ch, std::string& out) {
-  status_ = Status::kInternal;
+  status_ = proto::Status::kInternal;
   DispatchOutcome o = decide(session, h, body, now, writes_allowed, ch, out);
   o.status = status_;
   return o;
@@ -105,39 +104,39 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
   const proto::OpInfo* rule = proto::op_info(h.opcode);  // its row in STOCKD_OPCODES
   // Before HELLO nothing but a HELLO is looked at: any other frame closes the connection.
   if (!session.hello_done && h.opcode != static_cast<uint16_t>(Opcode::kHello)) {
-    error(h.opcode, id, Status::kUnauthorized, "HELLO must be the first request", out);
+    error(h.opcode, id, proto::Status::kUnauthorized, "HELLO must be the first request", out);
     return {.close = true};
   }
   if (h.opcode != static_cast<uint16_t>(Opcode::kHello) && rule == nullptr) {
     char msg[48];
     std::snprintf(msg, sizeof msg, "unknown opcode 0x%04x", h.opcode);
-    error(h.opcode, id, Status::kUnknownOpcode, msg, out);
+    error(h.opcode, id, proto::Status::kUnknownOpcode, msg, out);
     return {};
   }
   if (h.is_response()) {
-    error(h.opcode, id, Status::kBadRequest, "response flag set on a request", out);
+    error(h.opcode, id, proto::Status::kBadRequest, "response flag set on a request", out);
     return {.close = !session.hello_done};
   }
-  std::string why;  // allocates only when there is something to say
-  if (!proto::decode_request(op, body, req_, why)) {
-    error(h.opcode, id, Status::kBadRequest, why, out);
+  if (stockd::Status bad = proto::decode_request(op, body, req_); !bad.ok()) {
+    error(h.opcode, id, proto::Status::kBadRequest, bad.message(), out);
     return {.close = !session.hello_done};  // a HELLO that does not decode: nothing to talk
   }
   if (op == Opcode::kHello) {
     // An address out of allowance is not even checked: a guesser learns nothing.
     if (int64_t retry_ms = 0; guard_ != nullptr && guard_->locked(session.peer, now, retry_ms)) {
-      error(h.opcode, id, Status::kBusy,
+      error(h.opcode, id, proto::Status::kBusy,
             "too many failed HELLOs from this address; retry in " +
                 std::to_string((retry_ms + 999) / 1000) + " s",
             out);
       return {.close = true, .hello_failures_to_log = guard_->failed(session.peer, now, false)};
     }
     proto::HelloResp resp;
-    Status st = hello(session, std::get<proto::HelloReq>(req_), resp, why);
-    if (st != Status::kOk) {
+    std::string why;  // a refused HELLO says why
+    proto::Status st = hello(session, std::get<proto::HelloReq>(req_), resp, why);
+    if (st != proto::Status::kOk) {
       error(h.opcode, id, st, why, out);
       DispatchOutcome o{.close = true};
-      if (st == Status::kUnauthorized && guard_ != nullptr) {
+      if (st == proto::Status::kUnauthorized && guard_ != nullptr) {
         o.hello_failures_to_log = guard_->failed(session.peer, now);
       }
       return o;
@@ -146,18 +145,18 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     return {};
   }
   if (!rule->allows(session.role)) {
-    error(h.opcode, id, Status::kUnauthorized,
+    error(h.opcode, id, proto::Status::kUnauthorized,
           std::string(proto::opcode_name(op)) + " is not allowed for this role", out);
     return {};
   }
   if (rule->writes && !writes_allowed) {
-    error(h.opcode, id, Status::kStorageUnavailable,
+    error(h.opcode, id, proto::Status::kStorageUnavailable,
           "the store failed; state changes are refused until it recovers", out);
     return {};
   }
   switch (op) {
     case Opcode::kPing:
-      answer(op, id, Status::kOk, proto::PingResp{}, out);
+      answer(op, id, proto::Status::kOk, proto::PingResp{}, out);
       return {};
     case Opcode::kReserve: {
       proto::ReserveResp r;
@@ -170,7 +169,7 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     case Opcode::kHoldGet: {
       const auto& hr = std::get<proto::HoldReq>(req_);
       if (hr.user.empty() && session.role == proto::Role::kBuyer) {
-        error(h.opcode, id, Status::kBadRequest,
+        error(h.opcode, id, proto::Status::kBadRequest,
               std::string(rule->label) + ": a buyer must name the hold's user", out);
         return {};
       }
@@ -201,7 +200,7 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
       // Paged by bytes too: header and list32 count, then SkuViews up to the frame limit.
       book_.sku_list(std::get<proto::SkuListReq>(req_), r,
                      config_.frame_bytes_max - proto::kHeaderBytes - 4);
-      answer(op, id, Status::kOk, std::move(r), out);
+      answer(op, id, proto::Status::kOk, std::move(r), out);
       return {};
     }
     case Opcode::kStats:  // the loop's counters too: the loop answers (Server::Impl::stats)
@@ -231,7 +230,7 @@ DispatchOutcome Dispatcher::decide(Session& session, const proto::FrameHeader& h
     case Opcode::kHello:
       break;
   }
-  error(h.opcode, id, Status::kInternal, "unhandled opcode", out);
+  error(h.opcode, id, proto::Status::kInternal, "unhandled opcode", out);
   return {};
 }
 

@@ -5,19 +5,20 @@
 
 namespace stockd {
 
-std::string GroupCommit::open(const storage::StoreOptions& options) {
-  std::string err;
-  store_ = storage::Store::open(config_.data_dir, options, err);
-  return store_ ? "" : err;
+Status GroupCommit::open(const storage::StoreOptions& options) {
+  Result<std::unique_ptr<storage::Store>> store = storage::Store::open(config_.data_dir, options);
+  if (!store.ok()) return store.status();
+  store_ = std::move(*store);
+  return Status::Ok();
 }
 
-std::string GroupCommit::recover_into(Book& book, Recovered& r) {
-  std::string err = recover(*store_, book, r);
-  if (err.empty()) {
+Status GroupCommit::recover_into(Book& book, Recovered& r) {
+  Status s = recover(*store_, book, r);
+  if (s.ok()) {
     lsn_ = r.meta.lsn;
     group_first_seq_ = book.meta().next_outbox_seq;
   }
-  return err;
+  return s;
 }
 
 void GroupCommit::start_wal(std::function<void()> notify) {
@@ -77,13 +78,13 @@ void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
   wal_->submit(std::move(b));
 }
 
-bool GroupCommit::collect(Metrics& metrics, std::string& failure) {
+bool GroupCommit::collect(Metrics& metrics, Status& failure) {
   bool advanced = false;
   if (!wal_) return false;
   for (auto& d : wal_->take_done()) {
     if (!d.status.ok()) {
       ++metrics.store_errors;
-      failure = d.status.message();
+      failure = d.status;
       continue;
     }
     if (d.lsn == 0) continue;
@@ -99,7 +100,7 @@ bool GroupCommit::collect(Metrics& metrics, std::string& failure) {
   return advanced;
 }
 
-void GroupCommit::fail(const std::string& why) {
+void GroupCommit::fail(const Status& why) {
   failed_ = true;
   error_ = why;
   inflight_seq_ = 0;
@@ -107,24 +108,23 @@ void GroupCommit::fail(const std::string& why) {
   inflight_group_.clear();
 }
 
-std::string GroupCommit::reopen(const storage::StoreOptions& options) {
+Status GroupCommit::reopen(const storage::StoreOptions& options) {
   wal_.reset();           // a writer that saw a failure stays failed; start a fresh one
   checkpointer_.reset();  // its book is rebuilt from the store with the loop's
   store_.reset();
   return open(options);
 }
 
-std::string GroupCommit::resume(std::function<void()> notify, const BookLimits& limits) {
+Status GroupCommit::resume(std::function<void()> notify, const BookLimits& limits) {
   start_wal(std::move(notify));
   // The proof: an empty group, synced (what the filling group holds waits for its seal).
   storage::Batch probe = group_batch(lsn_ + 1, 0, 0, 0, {});
   inflight_group_.clear();
-  storage::Status s = store_->write(probe, true);
-  if (!s.ok()) return s.message();
+  if (Status s = store_->write(probe, true); !s.ok()) return s;
   ++lsn_;
   failed_ = false;
   start_checkpointer(limits);
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace stockd

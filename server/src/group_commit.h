@@ -25,11 +25,11 @@ class GroupCommit {
   explicit GroupCommit(const Config& config) : config_(config) { changes_.rows = false; }
 
   // ---- The store. ----
-  // Opens the data dir's store. "" or why not.
-  std::string open(const storage::StoreOptions& options);
+  // Opens the data dir's store. Ok or why not (storage::Store::open).
+  Status open(const storage::StoreOptions& options);
   storage::Store* store() const { return store_.get(); }
-  // Rebuilds `book` from the store (persist.h) and takes the store's lsn. "" or what is wrong.
-  std::string recover_into(Book& book, Recovered& r);
+  // Rebuilds `book` from the store (persist.h) and takes the store's lsn. Ok or what is wrong.
+  Status recover_into(Book& book, Recovered& r);
   // Starts the WAL thread; `notify` runs on it when a write finished (uv_async_send).
   void start_wal(std::function<void()> notify);
   // Starts the checkpointer (after recovery: it rebuilds its own book from the store).
@@ -54,20 +54,20 @@ class GroupCommit {
   void seal(const Book& book, OutboxFeed& feed);
   // Takes the writes the WAL thread finished. True when the group in flight became durable;
   // `failure` is set (and the group dropped) when a write or sync failed.
-  bool collect(Metrics& metrics, std::string& failure);
+  bool collect(Metrics& metrics, Status& failure);
 
   // ---- Failure. ----
   // A write failed: nothing in flight or filling may be acknowledged; writes are refused.
-  void fail(const std::string& why);
+  void fail(const Status& why);
   // After the book was rebuilt from the store: the failed groups are passed over.
   void skip_failed() { durable_seq_ = fill_seq_++; }
   bool failed() const { return failed_; }
-  const std::string& error() const { return error_; }
+  const Status& error() const { return error_; }
   // While failed, in two steps around rebuilding the book from the store: close and open the
   // store again, as a restart would (RocksDB 7.8's Resume() does not clear a failed WAL
-  // append); then start a fresh WAL thread and prove a synced write. "" or why not.
-  std::string reopen(const storage::StoreOptions& options);
-  std::string resume(std::function<void()> notify, const BookLimits& limits);
+  // append); then start a fresh WAL thread and prove a synced write. Ok or why not.
+  Status reopen(const storage::StoreOptions& options);
+  Status resume(std::function<void()> notify, const BookLimits& limits);
 
  private:
   storage::Batch group_batch(uint64_t lsn, int64_t base_ms, uint32_t records, uint32_t count,
@@ -86,7 +86,7 @@ class GroupCommit {
   uint64_t inflight_seq_ = 0;      // group being written by the WAL thread, 0 if none
   uint64_t lsn_ = 0;               // our log sequence number: +1 per written batch
   bool failed_ = false;
-  std::string error_;
+  Status error_;
 };
 
 }  // namespace stockd

@@ -28,10 +28,10 @@ void line(std::string& out, const char* name, const char* type, const char* help
 
 }  // namespace
 
-std::string Server::Impl::unhealthy() const {
-  if (commit.failed()) return "store failed: " + commit.error();
-  if (connections.stopping()) return "stopping";
-  return "";
+Status Server::Impl::health() const {
+  if (commit.failed()) return commit.error().context("store failed");
+  if (connections.stopping()) return Status::Refused("stopping");
+  return Status::Ok();
 }
 
 std::string Server::Impl::metrics_text() const {

@@ -29,15 +29,16 @@ struct TokenSource {
   std::string* token;     // where the token goes
 };
 
-// Reads the token files into the config. "" or why not; `warnings` collects what to log once
+// Reads the token files into the config. Ok or why not; `warnings` collects what to log once
 // the logger is up.
-std::string read_tokens(std::span<TokenSource> sources, int argc, char** argv,
-                        std::vector<std::string>& warnings) {
+stockd::Status read_tokens(std::span<TokenSource> sources, int argc, char** argv,
+                           std::vector<std::string>& warnings) {
   for (TokenSource& s : sources) {
     const std::string flag = s.flag;
     if (s.value->count() > 0 && s.file->count() > 0) {
-      return flag + " and " + flag + "-file (or their environment variables " +
-             s.value->get_envname() + ", " + s.file->get_envname() + ") are both given: use one";
+      return stockd::Status::Invalid(
+          flag + " and " + flag + "-file (or their environment variables " +
+          s.value->get_envname() + ", " + s.file->get_envname() + ") are both given: use one");
     }
     if (stockd::on_command_line(argc, argv, flag)) {
       warnings.push_back(flag + " on the command line is visible to every local user (ps, " +
@@ -46,12 +47,12 @@ std::string read_tokens(std::span<TokenSource> sources, int argc, char** argv,
     }
     if (s.file->count() == 0) continue;
     std::string warning;
-    std::string err =
+    stockd::Status read =
         stockd::read_secret_file(s.file_path, *s.token, warning, stockd::proto::kTokenBytesMax);
-    if (!err.empty()) return flag + "-file: " + err;
+    if (!read.ok()) return std::move(read).context(flag + "-file");
     if (!warning.empty()) warnings.push_back(flag + "-file: " + warning);
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
 }  // namespace
@@ -244,9 +245,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::vector<std::string> warnings;
-  std::string err = read_tokens(tokens, argc, argv, warnings);
-  if (err.empty()) err = stockd::parse_host_port(listen, c.listen_host, c.listen_port, true);
-  if (err.empty() && !metrics.empty()) {
+  stockd::Status err = read_tokens(tokens, argc, argv, warnings);
+  if (err.ok()) err = stockd::parse_host_port(listen, c.listen_host, c.listen_port, true);
+  if (err.ok() && !metrics.empty()) {
     err = stockd::parse_host_port(metrics, c.metrics_host, c.metrics_port, true);
     c.metrics_enabled = true;
   }
@@ -255,9 +256,9 @@ int main(int argc, char** argv) {
       {"interval", stockd::Durability::kInterval},
       {"off", stockd::Durability::kOff}};
   c.durability = kModes.at(durability);
-  if (err.empty()) err = stockd::validate(c);
-  if (!err.empty()) {
-    std::fprintf(stderr, "stockd: %s\n", err.c_str());
+  if (err.ok()) err = stockd::validate(c);
+  if (!err.ok()) {
+    std::fprintf(stderr, "stockd: %s\n", err.message().c_str());
     return 2;
   }
 

@@ -49,13 +49,12 @@ void OutboxFeed::read(const proto::OutboxReadReq& req, proto::OutboxReadResp& re
                             [](uint64_t seq, const LogGroupRef& r) { return seq < r.end_seq; });
   if (g == groups_.end()) return;
   size_t budget = config_.frame_bytes_max - kOutboxFrameSlackBytes;
-  std::string why;
   rec::GroupReader reader;
   rec::Decision d;
-  storage::Status s = store_->scan(
+  Status s = store_->scan(
       std::string{rec::kTagLog, '/'},
       [&](std::string_view, std::string_view v) {
-        if (!reader.open(v)) return why = reader.error(), false;
+        if (!reader.open(v)) return false;
         uint64_t seq = reader.first_outbox_seq();
         while (reader.next(d)) {
           if (!d.makes_record()) continue;
@@ -70,12 +69,13 @@ void OutboxFeed::read(const proto::OutboxReadReq& req, proto::OutboxReadResp& re
           resp.records.push_back(std::move(r));
           if (resp.records.size() >= req.max_records) return false;
         }
-        if (!reader.error().empty()) return why = reader.error(), false;
+        if (!reader.status().ok()) return false;
         return seq <= durable_head_;
       },
       rec::log_key(g->lsn));
-  if (!s.ok() || !why.empty()) {
-    log_->error("outbox read failed at seq {}: {}", from, s.ok() ? why : s.message());
+  if (s.ok()) s = reader.status();
+  if (!s.ok()) {
+    log_->error("outbox read failed at seq {}: {}", from, s.message());
     resp.records.clear();
   }
 }

@@ -36,15 +36,13 @@ bool Server::Impl::open_and_recover() {
     return true;
   }
   auto start = std::chrono::steady_clock::now();
-  std::string err = commit.open(store_options);
-  if (!err.empty()) {
-    log->critical("{}", err);
+  if (Status s = commit.open(store_options); !s.ok()) {
+    log->critical("{}", s.message());
     return false;
   }
   Recovered r;
-  err = load_book(r);
-  if (!err.empty()) {
-    log->critical("refusing to start: data in {} is damaged: {}", config.data_dir, err);
+  if (Status s = load_book(r); !s.ok()) {
+    log->critical("refusing to start: data in {} is damaged: {}", config.data_dir, s.message());
     return false;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -104,16 +102,15 @@ void Server::Impl::answer_polls(bool expired_only) {
 
 // Rebuilds the book, and everything the loop keeps beside it, from what the store holds: at
 // start, and after a failed write. On error the current book stays and the error is returned.
-std::string Server::Impl::load_book(Recovered& r) {
+Status Server::Impl::load_book(Recovered& r) {
   auto fresh = std::make_unique<Book>(book_limits());
-  std::string err = commit.recover_into(*fresh, r);
-  if (!err.empty()) return err;
+  if (Status s = commit.recover_into(*fresh, r); !s.ok()) return s;
   book = std::move(fresh);
   choose_hold_id_key();
   make_dispatcher();
   outbox_feed.reset(commit.store(), r.meta.outbox_acked, r.meta.outbox_first,
                     book->meta().next_outbox_seq - 1, std::move(r.outbox_groups));
-  return "";
+  return Status::Ok();
 }
 
 // A book that never made a hold gets a random key, so that hold ids cannot be walked; it is
@@ -134,9 +131,8 @@ void Server::Impl::choose_hold_id_key() {
 // After a failed write: back to what is durable. false: cannot; stopping.
 bool Server::Impl::reload_book() {
   Recovered r;
-  std::string err = load_book(r);
-  if (!err.empty()) {
-    log->critical("cannot reload state from the store: {}; stopping", err);
+  if (Status s = load_book(r); !s.ok()) {
+    log->critical("cannot reload state from the store: {}; stopping", s.message());
     begin_stop("store failure");
     return false;
   }
@@ -148,14 +144,13 @@ bool Server::Impl::reload_book() {
 // the book from it, and prove it takes a synced write before accepting writes again.
 void Server::Impl::try_recover_store() {
   outbox_feed.set_store(nullptr);
-  if (std::string err = commit.reopen(store_options); !err.empty()) {
-    log->error("store still failing: {}", err);
+  if (Status s = commit.reopen(store_options); !s.ok()) {
+    log->error("store still failing: {}", s.message());
     return;
   }
   if (!reload_book()) return;
-  if (std::string err = commit.resume([this] { uv_async_send(&wal_done); }, book_limits());
-      !err.empty()) {
-    log->error("store still failing: {}", err);
+  if (Status s = commit.resume([this] { uv_async_send(&wal_done); }, book_limits()); !s.ok()) {
+    log->error("store still failing: {}", s.message());
     return;
   }
   log->warn("store recovered at lsn {}; accepting writes again", commit.lsn());
@@ -163,19 +158,19 @@ void Server::Impl::try_recover_store() {
 
 bool Server::Impl::start_listening() {
   if (!config.tls_cert.empty()) {
-    std::string err;
-    std::unique_ptr<TlsContext> tls = TlsContext::create(config, err);
-    if (!tls) {
-      log->critical("cannot serve TLS: {}", err);
+    Result<std::unique_ptr<TlsContext>> tls = TlsContext::create(config);
+    if (!tls.ok()) {
+      log->critical("cannot serve TLS: {}", tls.status().message());
       return false;
     }
-    connections.set_tls(std::move(tls));
+    connections.set_tls(std::move(*tls));
   }
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  if (std::string e = resolve_tcp(config.listen_host, config.listen_port, true, addr, addr_len);
-      !e.empty()) {
-    log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port, e);
+  if (Status s = resolve_tcp(config.listen_host, config.listen_port, true, addr, addr_len);
+      !s.ok()) {
+    log->critical("cannot listen on {}:{}: {}", config.listen_host, config.listen_port,
+                  s.message());
     return false;
   }
   int rc = uv_tcp_bind(&listener, reinterpret_cast<sockaddr*>(&addr), 0);
@@ -389,17 +384,17 @@ void Server::Impl::end_of_turn() {
 }
 
 void Server::Impl::on_wal_done() {
-  std::string failure;
+  Status failure;
   if (commit.collect(metrics, failure) && outbox_feed.durable()) answer_polls(false);
-  if (!failure.empty()) fail_store(failure);
+  if (!failure.ok()) fail_store(failure);
   end_of_turn();
 }
 
 // A write or sync failed: nothing of the failed group (or of the group filling behind it)
 // may be acknowledged. Their answers become STORAGE_UNAVAILABLE, the book is rebuilt from what
 // the store holds, and writes are refused until the store resumes.
-void Server::Impl::fail_store(const std::string& why) {
-  log->critical("STORE FAILED: {} -- refusing writes until it recovers", why);
+void Server::Impl::fail_store(const Status& why) {
+  log->critical("STORE FAILED: {} -- refusing writes until it recovers", why.message());
   commit.fail(why);
   connections.fail_unreleased(commit.durable());
   if (!reload_book()) return;
@@ -435,7 +430,7 @@ void Server::Impl::on_tick() {
   }
   if (Checkpointer* cp = commit.checkpointer()) {
     outbox_feed.trimmed(cp->trimmed_below(), cp->outbox_first());
-    if (std::string err = cp->take_error(); !err.empty()) log->error("{}", err);
+    if (Status s = cp->take_error(); !s.ok()) log->error("{}", s.message());
   }
   answer_polls(true);
   end_of_turn();

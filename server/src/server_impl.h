@@ -87,9 +87,9 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
 
   void end_of_turn();
   void on_wal_done();
-  void fail_store(const std::string& why);
+  void fail_store(const Status& why);
   void make_dispatcher();
-  std::string load_book(Recovered& r);
+  Status load_book(Recovered& r);
   bool reload_book();
   void try_recover_store();
   void arm_expiry();
@@ -107,7 +107,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
 
   // AdminHttp::Pages (http.cc): what /metrics and /healthz show.
   std::string metrics_text() const override;
-  std::string unhealthy() const override;
+  Status health() const override;
 };
 
 }  // namespace stockd

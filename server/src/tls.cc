@@ -10,24 +10,21 @@ namespace {
 
 // The oldest error on this thread's OpenSSL queue as text (and the queue emptied), so that one
 // connection's failure never shows up as another's.
-std::string openssl_error(const char* what) {
+Status openssl_error(const std::string& what) {
   char buf[256] = {};
   unsigned long e = ERR_get_error();
   ERR_clear_error();
-  if (e == 0) return what;
+  if (e == 0) return Status::Io(what);
   ERR_error_string_n(e, buf, sizeof buf);
-  return std::string(what) + ": " + buf;
+  return Status::Io(what + ": " + buf);
 }
 
 }  // namespace
 
-std::unique_ptr<TlsContext> TlsContext::create(const Config& c, std::string& err) {
+Result<std::unique_ptr<TlsContext>> TlsContext::create(const Config& c) {
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == nullptr) {
-    err = openssl_error("TLS context");
-    return nullptr;
-  }
+  if (ctx == nullptr) return openssl_error("TLS context");
   std::unique_ptr<TlsContext> out(new TlsContext(ctx));
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   // Idle connections give their 34 KiB of record buffers back; no session tickets are sent
@@ -39,21 +36,17 @@ std::unique_ptr<TlsContext> TlsContext::create(const Config& c, std::string& err
   // on the loop thread for the price of a few bytes: refused.
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
   if (SSL_CTX_use_certificate_chain_file(ctx, c.tls_cert.c_str()) != 1) {
-    err = openssl_error(("--tls-cert " + c.tls_cert).c_str());
-    return nullptr;
+    return openssl_error("--tls-cert " + c.tls_cert);
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, c.tls_key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    err = openssl_error(("--tls-key " + c.tls_key).c_str());
-    return nullptr;
+    return openssl_error("--tls-key " + c.tls_key);
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
-    err = openssl_error("--tls-key does not match --tls-cert");
-    return nullptr;
+    return openssl_error("--tls-key does not match --tls-cert");
   }
   if (!c.tls_client_ca.empty()) {
     if (SSL_CTX_load_verify_locations(ctx, c.tls_client_ca.c_str(), nullptr) != 1) {
-      err = openssl_error(("--tls-client-ca " + c.tls_client_ca).c_str());
-      return nullptr;
+      return openssl_error("--tls-client-ca " + c.tls_client_ca);
     }
     STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(c.tls_client_ca.c_str());
     if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
@@ -76,19 +69,18 @@ TlsSession::TlsSession(const TlsContext& ctx)
 
 TlsSession::~TlsSession() { SSL_free(ssl_); }  // frees both BIOs
 
-bool TlsSession::feed(std::string_view cipher, std::string& plain, std::string& err) {
+Status TlsSession::feed(std::string_view cipher, std::string& plain, bool& peer_done) {
   ERR_clear_error();
+  peer_done = false;
   if (!cipher.empty() && BIO_write(in_, cipher.data(), static_cast<int>(cipher.size())) <= 0) {
-    err = openssl_error("TLS buffer");
-    return false;
+    return openssl_error("TLS buffer");
   }
   if (!handshake_done_) {
     int rc = SSL_do_handshake(ssl_);
     if (rc != 1) {
       int e = SSL_get_error(ssl_, rc);
-      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
-      err = openssl_error("TLS handshake");
-      return false;
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::Ok();
+      return openssl_error("TLS handshake");
     }
     handshake_done_ = true;
   }
@@ -101,13 +93,12 @@ bool TlsSession::feed(std::string_view cipher, std::string& plain, std::string& 
       continue;
     }
     int e = SSL_get_error(ssl_, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::Ok();
     if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify: the peer is done sending, like EOF
-      err.clear();
-      return false;
+      peer_done = true;
+      return Status::Ok();
     }
-    err = openssl_error("TLS record");
-    return false;
+    return openssl_error("TLS record");
   }
 }
 

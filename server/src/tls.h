@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "stockd/config.h"
+#include "stockd/status.h"
 
 using SSL_CTX = struct ssl_ctx_st;
 using SSL = struct ssl_st;
@@ -24,9 +25,9 @@ namespace stockd {
 
 class TlsContext {
  public:
-  // Loads --tls-cert, --tls-key and (if set) --tls-client-ca. nullptr and `err` if they do not
-  // load or do not match.
-  static std::unique_ptr<TlsContext> create(const Config& c, std::string& err);
+  // Loads --tls-cert, --tls-key and (if set) --tls-client-ca. Io, naming the file and OpenSSL's
+  // reason, if they do not load or do not match.
+  static Result<std::unique_ptr<TlsContext>> create(const Config& c);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
   TlsContext& operator=(const TlsContext&) = delete;
@@ -44,9 +45,10 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  // Takes bytes read from the socket; appends the plaintext they complete to `plain`. False on
-  // a fatal error (a failed handshake, a bad record, the peer's close_notify): `err` says why.
-  bool feed(std::string_view cipher, std::string& plain, std::string& err);
+  // Takes bytes read from the socket; appends the plaintext they complete to `plain`. Io on a
+  // fatal error (a failed handshake, a bad record); `peer_done` when the peer sent close_notify
+  // (it sends no more, like EOF).
+  Status feed(std::string_view cipher, std::string& plain, bool& peer_done);
   // Encrypts `plain` (after the handshake; before it the plaintext waits inside OpenSSL).
   void encrypt(std::string_view plain);
   // Appends every byte waiting to go to the socket to `out`.

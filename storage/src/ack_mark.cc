@@ -15,7 +15,9 @@ namespace {
 constexpr char kMagic[8] = {'S', 'T', 'K', 'A', 'C', 'K', '0', '1'};
 
 std::string path_of(const std::string& dir) { return dir + "/" + kAckMarkFile; }
-std::string errno_text(const std::string& what) { return what + ": " + std::strerror(errno); }
+Status errno_status(const std::string& what) {
+  return Status::Io(what + ": " + std::strerror(errno));
+}
 
 void put64(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
@@ -39,57 +41,54 @@ std::string encode_ack_mark(uint64_t lsn) {
   return out;
 }
 
-std::string decode_ack_mark(const std::string& bytes, uint64_t& lsn) {
+Status decode_ack_mark(const std::string& bytes, uint64_t& lsn) {
   if (bytes.size() != kAckMarkBytes) {
-    return "is " + std::to_string(bytes.size()) + " bytes, not " + std::to_string(kAckMarkBytes);
+    return Status::Corruption("is " + std::to_string(bytes.size()) + " bytes, not " +
+                              std::to_string(kAckMarkBytes));
   }
-  if (bytes.compare(0, sizeof kMagic, kMagic, sizeof kMagic) != 0) return "has no STKACK01 magic";
+  if (bytes.compare(0, sizeof kMagic, kMagic, sizeof kMagic) != 0) {
+    return Status::Corruption("has no STKACK01 magic");
+  }
   if (get64(bytes, 16) != wire::fnv1a64(std::string_view(bytes).substr(0, 16))) {
-    return "fails its checksum";
+    return Status::Corruption("fails its checksum");
   }
   lsn = get64(bytes, 8);
-  return "";
+  return Status::Ok();
 }
 
-std::string AckMark::read(const std::string& dir, uint64_t& lsn, bool& found) {
+Status AckMark::read(const std::string& dir, uint64_t& lsn, bool& found) {
   found = false;
   const int fd = ::open(path_of(dir).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? "" : errno_text("cannot read " + path_of(dir));
+  if (fd < 0) return errno == ENOENT ? Status::Ok() : errno_status("cannot read " + path_of(dir));
   std::string bytes(kAckMarkBytes + 1, '\0');
   const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), 0);
   ::close(fd);
-  if (n < 0) return errno_text("cannot read " + path_of(dir));
+  if (n < 0) return errno_status("cannot read " + path_of(dir));
   bytes.resize(static_cast<size_t>(n));
-  if (std::string why = decode_ack_mark(bytes, lsn); !why.empty()) {
-    return path_of(dir) + " " + why + " (the acknowledged mark is damaged)";
+  if (Status s = decode_ack_mark(bytes, lsn); !s.ok()) {
+    return Status::Corruption(path_of(dir) + " " + s.message() +
+                              " (the acknowledged mark is damaged)");
   }
   found = true;
-  return "";
+  return Status::Ok();
 }
 
-std::unique_ptr<AckMark> AckMark::open(const std::string& dir, bool create, std::string& error) {
+Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& dir, bool create) {
   uint64_t lsn = 0;
   bool found = false;
-  error = read(dir, lsn, found);
-  if (!error.empty()) return nullptr;
-  if (!found && !create) {
-    error = path_of(dir) + " is missing";
-    return nullptr;
-  }
+  if (Status s = read(dir, lsn, found); !s.ok()) return s;
+  if (!found && !create) return Status::Refused(path_of(dir) + " is missing");
   const int fd = ::open(path_of(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    error = errno_text("cannot open " + path_of(dir));
-    return nullptr;
-  }
+  if (fd < 0) return errno_status("cannot open " + path_of(dir));
   if (!found) {  // a new mark reaches the disk, with its name, before anything relies on it
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     const bool ok =
         write_all(fd, encode_ack_mark(0)) && ::fsync(fd) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
     if (dfd >= 0) ::close(dfd);
     if (!ok) {
-      error = errno_text("cannot create " + path_of(dir));
+      Status failed = errno_status("cannot create " + path_of(dir));
       ::close(fd);
-      return nullptr;
+      return failed;
     }
   }
   return std::unique_ptr<AckMark>(new AckMark(fd, lsn));
@@ -100,11 +99,11 @@ AckMark::~AckMark() {
   ::close(fd_);
 }
 
-std::string AckMark::advance(uint64_t lsn) {
-  if (lsn <= lsn_) return "";
-  if (!write_all(fd_, encode_ack_mark(lsn))) return errno_text("cannot write the ACKED mark");
+Status AckMark::advance(uint64_t lsn) {
+  if (lsn <= lsn_) return Status::Ok();
+  if (!write_all(fd_, encode_ack_mark(lsn))) return errno_status("cannot write the ACKED mark");
   lsn_ = lsn;
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace stockd::storage

@@ -63,9 +63,9 @@ uint64_t log_key_lsn(std::string_view key) {
 }
 
 bool GroupReader::fail(std::string why) {
-  if (error_.empty()) {
-    error_ = "log group " + std::to_string(lsn_) + ", entry " + std::to_string(read_) + ": " +
-             std::move(why);
+  if (status_.ok()) {
+    status_ = Status::Corruption("log group " + std::to_string(lsn_) + ", entry " +
+                                 std::to_string(read_) + ": " + std::move(why));
   }
   return false;
 }

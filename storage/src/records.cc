@@ -363,44 +363,36 @@ void encode_row(char tag, const Row& r, std::string& out) {
   o.seal();
 }
 
+// Every failure is Corruption: these bytes were written by us and checked when written.
 template <class Row>
-bool decode_row(std::string_view in, char tag, Row& out, std::string& why) {
+Status decode_row(std::string_view in, char tag, Row& out) {
+  std::string why;
   std::string_view body;
-  if (!open(in, tag, body, why)) return false;
+  if (!open(in, tag, body, why)) return Status::Corruption(std::move(why));
   In i(body, why);
   Row r;
   fields(i, r);
-  if (!i.finish()) return false;
+  if (!i.finish()) return Status::Corruption(std::move(why));
   out = std::move(r);
-  return true;
+  return Status::Ok();
 }
 
 }  // namespace
 
 void encode(const SkuRow& r, std::string& out) { encode_row(kTagSku, r, out); }
-bool decode(std::string_view in, SkuRow& out, std::string& why) {
-  return decode_row(in, kTagSku, out, why);
-}
+Status decode(std::string_view in, SkuRow& out) { return decode_row(in, kTagSku, out); }
 void encode(const HoldRow& r, std::string& out) { encode_row(kTagHold, r, out); }
-bool decode(std::string_view in, HoldRow& out, std::string& why) {
-  return decode_row(in, kTagHold, out, why);
-}
+Status decode(std::string_view in, HoldRow& out) { return decode_row(in, kTagHold, out); }
 void encode(const UserRow& r, std::string& out) { encode_row(kTagUser, r, out); }
-bool decode(std::string_view in, UserRow& out, std::string& why) {
-  return decode_row(in, kTagUser, out, why);
-}
+Status decode(std::string_view in, UserRow& out) { return decode_row(in, kTagUser, out); }
 void encode(const CodeRow& r, std::string& out) { encode_row(kTagCode, r, out); }
-bool decode(std::string_view in, CodeRow& out, std::string& why) {
-  return decode_row(in, kTagCode, out, why);
-}
+Status decode(std::string_view in, CodeRow& out) { return decode_row(in, kTagCode, out); }
 void encode(const MetaRow& r, std::string& out) { encode_row(kTagMeta, r, out); }
-bool decode(std::string_view in, MetaRow& out, std::string& why) {
-  return decode_row(in, kTagMeta, out, why);
-}
+Status decode(std::string_view in, MetaRow& out) { return decode_row(in, kTagMeta, out); }
 // An outbox record of the earlier layout: the wire's field list (OUTBOX_READ), u32 counts.
 void encode(const proto::OutboxRecord& r, std::string& out) { encode_row(kTagOutbox, r, out); }
-bool decode(std::string_view in, proto::OutboxRecord& out, std::string& why) {
-  return decode_row(in, kTagOutbox, out, why);
+Status decode(std::string_view in, proto::OutboxRecord& out) {
+  return decode_row(in, kTagOutbox, out);
 }
 
 }  // namespace stockd::rec

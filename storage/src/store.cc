@@ -28,7 +28,10 @@ rocksdb::Slice slice(std::string_view s) { return rocksdb::Slice(s.data(), s.siz
 
 Status to_status(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status::Ok();
-  return Status::Error(std::string(what) + ": " + s.ToString());
+  std::string message = std::string(what) + ": " + s.ToString();
+  if (s.IsCorruption()) return Status::Corruption(std::move(message));
+  if (s.IsInvalidArgument()) return Status::Invalid(std::move(message));
+  return Status::Io(std::move(message));
 }
 
 // RocksDB's own messages go to our log (logger "rocksdb"), not to a LOG file in the data dir:
@@ -122,7 +125,7 @@ class RocksCheckpoint final : public CheckpointWriter {
       args.push_back(std::move(arg));
     }
     if (!error_.empty())
-      return Status::Error("checkpoint at lsn " + std::to_string(lsn_) + ": " + error_);
+      return Status::Io("checkpoint at lsn " + std::to_string(lsn_) + ": " + error_);
     // The log groups the checkpoint covers must be durable before it says so: with durability
     // `interval` they may still be in the OS's hands, and a power loss would leave a checkpoint
     // holding decisions whose outbox records (log entries) were lost.
@@ -190,7 +193,7 @@ class RocksStore final : public Store {
   Batch batch() override { return Batch(families_); }
 
   Status write(Batch& batch, bool sync) override {
-    if (!batch.error().empty()) return Status::Error("building batch: " + batch.error());
+    if (!batch.status().ok()) return batch.status().context("building batch");
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = to_status(db_->Write(wo, &batch.rep()), "write lsn " + std::to_string(batch.lsn));
@@ -245,8 +248,7 @@ class RocksStore final : public Store {
  private:
   Status advance_mark(uint64_t lsn) {
     if (!mark_) return Status::Ok();  // read-only
-    std::string why = mark_->advance(lsn);
-    return why.empty() ? Status::Ok() : Status::Error(why);
+    return mark_->advance(lsn);
   }
 
   rocksdb::DB* db_;
@@ -263,11 +265,11 @@ class RocksStore final : public Store {
 // (each rename is atomic; the directories are fsynced) before RocksDB opens the store.
 std::string wal_dir_of(const std::string& dir) { return dir + "/wal"; }
 
-std::string move_logs_into_wal_dir(const std::string& dir) {
+Status move_logs_into_wal_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path wal = wal_dir_of(dir);
-  if (fs::exists(wal, ec) || !fs::exists(fs::path(dir) / "CURRENT", ec)) return "";
+  if (fs::exists(wal, ec) || !fs::exists(fs::path(dir) / "CURRENT", ec)) return Status::Ok();
   std::vector<fs::path> logs;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().extension() == ".log") logs.push_back(e.path());
@@ -276,10 +278,13 @@ std::string move_logs_into_wal_dir(const std::string& dir) {
   fs::create_directories(tmp, ec);
   for (const fs::path& p : logs) {
     fs::rename(p, tmp / p.filename(), ec);
-    if (ec) return "cannot move " + p.string() + " into " + wal.string() + ": " + ec.message();
+    if (ec) {
+      return Status::Io("cannot move " + p.string() + " into " + wal.string() + ": " +
+                        ec.message());
+    }
   }
   fs::rename(tmp, wal, ec);  // the new layout appears whole, or not at all
-  if (ec) return "cannot create " + wal.string() + ": " + ec.message();
+  if (ec) return Status::Io("cannot create " + wal.string() + ": " + ec.message());
   for (const fs::path& d : {fs::path(dir), wal}) {
     const int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
@@ -289,36 +294,37 @@ std::string move_logs_into_wal_dir(const std::string& dir) {
   }
   spdlog::warn("moved the write-ahead log of {} into {} (layout of this version)", dir,
                wal.string());
-  return "";
+  return Status::Ok();
 }
 
 // The mark for a store in `dir`: created with a new store; required by a store made since marks
 // exist (it has a wal/ dir); created for an older one (which could not be checked this once).
-std::unique_ptr<AckMark> open_mark(const std::string& dir, bool store_exists, bool had_wal_dir,
-                                   bool read_only, uint64_t& acked, std::string& error) {
+// Sets `mark` (left empty when read-only) and `acked`.
+Status open_mark(const std::string& dir, bool store_exists, bool had_wal_dir, bool read_only,
+                 uint64_t& acked, std::unique_ptr<AckMark>& mark) {
   bool found = false;
-  error = AckMark::read(dir, acked, found);
-  if (!error.empty()) return nullptr;
+  if (Status s = AckMark::read(dir, acked, found); !s.ok()) return s;
   if (!found && store_exists && had_wal_dir) {
-    error = std::string(kAckMarkFile) +
-            " (the acknowledged mark) is missing: it says how much of the log was answered, "
-            "and without it a lost log cannot be told from a small store; restore the data dir "
-            "from a backup";
-    return nullptr;
+    return Status::Refused(
+        std::string(kAckMarkFile) +
+        " (the acknowledged mark) is missing: it says how much of the log was answered, "
+        "and without it a lost log cannot be told from a small store; restore the data dir "
+        "from a backup");
   }
   if (found && !store_exists && acked > 0) {
-    error = "the store's files are missing but its " + std::string(kAckMarkFile) +
-            " mark says lsn " + std::to_string(acked) +
-            " was acknowledged: the data was deleted; restore it from a backup (or remove "
-            "the whole data dir to start empty)";
-    return nullptr;
+    return Status::Refused("the store's files are missing but its " + std::string(kAckMarkFile) +
+                           " mark says lsn " + std::to_string(acked) +
+                           " was acknowledged: the data was deleted; restore it from a backup "
+                           "(or remove the whole data dir to start empty)");
   }
-  if (read_only) return nullptr;
-  auto mark = AckMark::open(dir, true, error);
-  if (mark && !found && store_exists) {
+  if (read_only) return Status::Ok();
+  Result<std::unique_ptr<AckMark>> opened = AckMark::open(dir, true);
+  if (!opened.ok()) return opened.status();
+  if (!found && store_exists) {
     spdlog::warn("{}: created the acknowledged mark for a store of an earlier version", dir);
   }
-  return mark;
+  mark = std::move(*opened);
+  return Status::Ok();
 }
 
 }  // namespace
@@ -331,24 +337,24 @@ Batch& Batch::operator=(Batch&&) noexcept = default;
 
 void Batch::put(std::string_view key, std::string_view value) {
   rocksdb::Status s = rep_->Put(families_[family_of(key)], slice(key), slice(value));
-  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  if (!s.ok() && status_.ok()) status_ = Status::Io(s.ToString());
   ++ops_;
 }
 
 void Batch::del_range(std::string_view from, std::string_view to) {
   rocksdb::Status s = rep_->DeleteRange(families_[family_of(from)], slice(from), slice(to));
-  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  if (!s.ok() && status_.ok()) status_ = Status::Io(s.ToString());
   ++ops_;
 }
 
 void Batch::del(std::string_view key) {
   rocksdb::Status s = rep_->Delete(families_[family_of(key)], slice(key));
-  if (!s.ok() && error_.empty()) error_ = s.ToString();
+  if (!s.ok() && status_.ok()) status_ = Status::Io(s.ToString());
   ++ops_;
 }
 
-std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& options,
-                                   std::string& error) {
+Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOptions& options) {
+  const std::string cannot = "cannot open store in " + dir;
   rocksdb::DBOptions o;
   o.create_if_missing = options.create_if_missing;
   // Safety over defaults: a torn last record (the write that was never acknowledged) is
@@ -413,22 +419,15 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   // two apart first, for the read-only inspection too, so that both say the same.
   std::error_code ec;
   if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec)) {
-    error = "cannot open store in " + dir + ": it is not a directory";
-    return nullptr;
+    return Status::Invalid(cannot + ": it is not a directory");
   }
   const bool had_wal_dir = std::filesystem::exists(wal_dir_of(dir), ec);
   if (!options.read_only) {
-    if (std::string why = move_logs_into_wal_dir(dir); !why.empty()) {
-      error = "cannot open store in " + dir + ": " + why;
-      return nullptr;
-    }
+    if (Status s = move_logs_into_wal_dir(dir); !s.ok()) return s.context(cannot);
   }
   // Read-only inspection of an older layout reads its logs where they are.
   o.wal_dir = options.read_only && !had_wal_dir ? dir : wal_dir_of(dir);
-  if (std::string damage = check_wal_tail(o.wal_dir); !damage.empty()) {
-    error = "cannot open store in " + dir + ": " + damage;
-    return nullptr;
-  }
+  if (Status damage = check_wal_tail(o.wal_dir); !damage.ok()) return damage.context(cannot);
   // Families are created with a new store only: an existing one without them (an older
   // layout) is refused as it is, not changed.
   std::vector<std::string> have;
@@ -441,7 +440,7 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
                           ? rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db)
                           : rocksdb::DB::Open(o, dir, families, &handles, &db);
   if (!s.ok()) {
-    error = "cannot open store in " + dir + ": " + s.ToString();
+    std::string error = cannot + ": " + s.ToString();
     if (s.IsInvalidArgument() && exists) {
       std::string list;
       for (const std::string& f : have) list += (list.empty() ? "" : ", ") + f;
@@ -453,8 +452,9 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
                              dir + "`)"
                        : " (its column families are [" + list +
                              "], not default, holds and log: not a store of this stockd version)";
+      return Status::Refused(std::move(error));
     }
-    return nullptr;
+    return s.IsCorruption() ? Status::Corruption(std::move(error)) : Status::Io(std::move(error));
   }
   std::array<rocksdb::Options, 3> per_family;
   for (size_t i = 0; i < per_family.size(); ++i) {
@@ -467,14 +467,12 @@ std::unique_ptr<Store> Store::open(const std::string& dir, const StoreOptions& o
   auto store = std::make_unique<RocksStore>(db, handles, dir, per_family);
   // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.
   uint64_t acked = 0;
-  std::unique_ptr<AckMark> mark =
-      open_mark(dir, existed, had_wal_dir, options.read_only, acked, error);
-  if (!error.empty()) {
-    error = "cannot open store in " + dir + ": " + error;
-    return nullptr;
+  std::unique_ptr<AckMark> mark;
+  if (Status m = open_mark(dir, existed, had_wal_dir, options.read_only, acked, mark); !m.ok()) {
+    return m.context(cannot);
   }
   store->set_mark(std::move(mark), acked);
-  return store;
+  return std::unique_ptr<Store>(std::move(store));
 }
 
 WalWriter::WalWriter(Store& store, bool sync, int interval_ms, std::function<void()> notify,
@@ -566,7 +564,7 @@ void WalWriter::run() {
     lock.unlock();
     auto start = Clock::now();
     Status s = failed_.empty() ? store_.write(b, sync_)
-                               : Status::Error("not written: the store failed earlier: " + failed_);
+                               : Status::Io("not written: the store failed earlier: " + failed_);
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
     lock.lock();
     if (!s.ok() && failed_.empty()) failed_ = s.message();

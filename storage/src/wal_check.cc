@@ -162,7 +162,7 @@ std::vector<LogFile> list_logs(const std::string& dir) {
 class Scanner {
  public:
   explicit Scanner(std::vector<LogFile> logs) : logs_(std::move(logs)) {}
-  std::string check();
+  Status check();
 
  private:
   struct Where {
@@ -244,30 +244,31 @@ std::optional<Scanner::Where> Scanner::find_whole(Where from) {
   return std::nullopt;
 }
 
-std::string Scanner::check() {
+Status Scanner::check() {
   std::optional<Where> damage;
   Fragment bad;
   size_t whole = 0;
   for (size_t log = 0; log < logs_.size() && !damage && error_.empty(); ++log) {
     damage = walk({log, 0}, whole, bad);
   }
-  if (!error_.empty()) return error_;
-  if (!damage) return "";
+  if (!error_.empty()) return Status::Io(error_);
+  if (!damage) return Status::Ok();
   const std::optional<Where> next = find_whole({damage->log, damage->offset + 1});
-  if (!error_.empty()) return error_;
-  if (!next) return "";  // a torn tail: RocksDB drops it
+  if (!error_.empty()) return Status::Io(error_);
+  if (!next) return Status::Ok();  // a torn tail: RocksDB drops it
   size_t after = 0;
   Fragment ignored;
   (void)walk(*next, after, ignored);
   for (size_t log = next->log + 1; log < logs_.size(); ++log) (void)walk({log, 0}, after, ignored);
-  if (!error_.empty()) return error_;
+  if (!error_.empty()) return Status::Io(error_);
   const std::string& name = logs_[damage->log].name;
   std::string first = "byte " + std::to_string(next->offset);
   if (next->log != damage->log) first += " of " + logs_[next->log].name;
-  return "Corruption: " + name + ": corrupt record at byte " + std::to_string(damage->offset) +
-         " (" + describe(bad) + ") followed by " + std::to_string(after) + " intact record" +
-         (after == 1 ? "" : "s") + " (the first at " + first +
-         "): the damage is not a torn tail; refusing to start on a shorter history";
+  return Status::Corruption(
+      "Corruption: " + name + ": corrupt record at byte " + std::to_string(damage->offset) + " (" +
+      describe(bad) + ") followed by " + std::to_string(after) + " intact record" +
+      (after == 1 ? "" : "s") + " (the first at " + first +
+      "): the damage is not a torn tail; refusing to start on a shorter history");
 }
 
 }  // namespace
@@ -311,6 +312,6 @@ uint32_t crc32c_extend_portable(uint32_t crc, std::string_view data) {
   return ~crc32c_table(~crc, data);
 }
 
-std::string check_wal_tail(const std::string& dir) { return Scanner(list_logs(dir)).check(); }
+Status check_wal_tail(const std::string& dir) { return Scanner(list_logs(dir)).check(); }
 
 }  // namespace stockd::storage

@@ -119,10 +119,9 @@ std::string read_wal(History& h) {
       h.wal = "wal/" + f.path().filename().string();
     }
   }
-  if (std::string why =
-          storage::decode_ack_mark(slurp(h.pristine / storage::kAckMarkFile), h.acked);
-      !why.empty()) {
-    return "ACKED " + why;
+  if (Status s = storage::decode_ack_mark(slurp(h.pristine / storage::kAckMarkFile), h.acked);
+      !s.ok()) {
+    return "ACKED " + s.message();
   }
   if (h.wal.empty()) return "no log with data in " + h.pristine.string();
   h.wal_bytes = slurp(h.pristine / h.wal);

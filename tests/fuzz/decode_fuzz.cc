@@ -49,20 +49,20 @@ bool same_body(const std::string& frame, std::span<const uint8_t> body) {
 }
 
 void check_request(Opcode op, std::span<const uint8_t> body) {
-  std::string reason;
-  std::optional<Request> req = decode_request(op, body, reason);
-  ++(req ? counts.accepted : counts.refused);
-  if (!req) return check(!reason.empty(), "request refused without a reason");
+  stockd::Result<Request> req = decode_request(op, body);
+  ++(req.ok() ? counts.accepted : counts.refused);
+  if (!req.ok()) return check(!req.status().message().empty(), "request refused without a reason");
   std::string frame;
   encode_request(op, 1, *req, frame);
   check(same_body(frame, body), "request re-encodes differently");
 }
 
 void check_response(Opcode op, Status status, std::span<const uint8_t> body) {
-  std::string reason;
-  std::optional<Response> resp = decode_response(op, status, body, reason);
-  ++(resp ? counts.accepted : counts.refused);
-  if (!resp) return check(!reason.empty(), "response refused without a reason");
+  stockd::Result<Response> resp = decode_response(op, status, body);
+  ++(resp.ok() ? counts.accepted : counts.refused);
+  if (!resp.ok()) {
+    return check(!resp.status().message().empty(), "response refused without a reason");
+  }
   std::string frame;
   encode_response(op, 1, status, *resp, frame);
   check(same_body(frame, body), "response re-encodes differently");

@@ -258,9 +258,8 @@ size_t changes_size(const Changes& c) {
 }
 
 void check_invariants(const Book& b, const char* which, const std::string& after) {
-  std::string why = b.check_invariants();
-  if (!why.empty())
-    fail(std::string(which) + " book breaks an invariant after " + after + ": " + why);
+  if (stockd::Status s = b.check_invariants(); !s.ok())
+    fail(std::string(which) + " book breaks an invariant after " + after + ": " + s.message());
 }
 
 // Checks `bytes` is exactly one answer to (opcode, id) within the frame limit; its status.
@@ -281,9 +280,9 @@ Status check_answer(uint16_t opcode, uint32_t id, std::span<const uint8_t> bytes
          std::to_string(d.header.request_id));
   }
   const auto st = static_cast<Status>(d.header.status);
-  std::string reason;
-  if (!proto::decode_response(static_cast<Opcode>(opcode), st, d.body, reason)) {
-    fail(what + " (status " + proto::status_name(st) + ") does not decode: " + reason);
+  if (auto r = proto::decode_response(static_cast<Opcode>(opcode), st, d.body); !r.ok()) {
+    fail(what + " (status " + proto::status_name(st) +
+         ") does not decode: " + r.status().message());
   }
   counts.max_answer = std::max(counts.max_answer, bytes.size());
   ++(st == Status::kOk ? counts.ok : proto::is_error_status(st) ? counts.errors : counts.refused);
@@ -344,11 +343,11 @@ class MemStore {
 
  private:
   void open() {
-    std::string err;
     storage::StoreOptions o;
     o.env = env_.get();
-    store_ = storage::Store::open(dir(), o, err);
-    if (!store_) fail("cannot open the in-memory store: " + err);
+    auto opened = storage::Store::open(dir(), o);
+    if (!opened.ok()) fail("cannot open the in-memory store: " + opened.status().message());
+    store_ = std::move(*opened);
   }
 
   // Every key of every table, deleted in one batch; then nothing may be left.
@@ -356,7 +355,7 @@ class MemStore {
     storage::Batch b = store_->batch();
     auto each_key = [this](auto&& fn) {
       for (const char* prefix : {"", "h", "l"}) {  // the default family (s/ u/ c/ m), holds, log
-        storage::Status s = store_->scan(prefix, [&](std::string_view k, std::string_view) {
+        stockd::Status s = store_->scan(prefix, [&](std::string_view k, std::string_view) {
           fn(k);
           return true;
         });
@@ -366,7 +365,7 @@ class MemStore {
     each_key([&b](std::string_view k) { b.del(k); });
     if (b.empty()) return;
     ops_ += b.size();
-    if (storage::Status s = store_->write(b, false); !s.ok())
+    if (stockd::Status s = store_->write(b, false); !s.ok())
       fail("cannot empty the store: " + s.message());
     each_key([](std::string_view k) {
       fail("the store keeps key '" + std::string(k) + "' after it was deleted");
@@ -575,9 +574,9 @@ class Harness {
       if (d.kind == proto::DecodeKind::kFrame) {
         why = proto::status_name(static_cast<Status>(d.header.status));
         if (proto::is_error_status(static_cast<Status>(d.header.status))) {
-          std::string r;
           if (auto resp = proto::decode_response(static_cast<Opcode>(h.opcode),
-                                                 static_cast<Status>(d.header.status), d.body, r)) {
+                                                 static_cast<Status>(d.header.status), d.body);
+              resp.ok()) {
             why += " '" + std::get<proto::ErrorResp>(*resp).message + "'";
           }
         }
@@ -604,8 +603,9 @@ class Harness {
     Node n;
     n.book = std::make_unique<Book>(limits_);
     Recovered r;
-    std::string err = recover(*store_, *n.book, r);
-    if (!err.empty()) fail("recovery after " + when + " failed: " + err);
+    if (stockd::Status s = recover(*store_, *n.book, r); !s.ok()) {
+      fail("recovery after " + when + " failed: " + s.message());
+    }
     check_invariants(*n.book, "the recovered", "recovery after " + when);
     if (r.meta.lsn != lsn_) {
       fail("recovery after " + when + " found lsn " + std::to_string(r.meta.lsn) + ", wrote " +
@@ -619,7 +619,7 @@ class Harness {
     storage::Batch b = store_->batch();
     build_batch(b, *live_.book, ch, ++lsn_, 0, 1);
     mem_store().wrote(b.size());
-    storage::Status s = store_->write(b, false);
+    stockd::Status s = store_->write(b, false);
     if (!s.ok()) fail("store write after " + when + " failed: " + s.message());
   }
 
@@ -1043,12 +1043,11 @@ extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max
       std::string& f = st.frames[at];
       const uint16_t op = get16(f, 8);
       proto::Request req;
-      std::string why;
       const std::span<const uint8_t> body(
           reinterpret_cast<const uint8_t*>(f.data()) + proto::kHeaderBytes,
           f.size() - proto::kHeaderBytes);
       if (!proto::opcode_known(op) ||
-          !proto::decode_request(static_cast<Opcode>(op), body, req, why)) {
+          !proto::decode_request(static_cast<Opcode>(op), body, req).ok()) {
         mutate_body(f);
         break;
       }

@@ -95,8 +95,8 @@ inline proto::ReserveReq reserve_req(std::string user, std::string key, uint32_t
 }
 
 inline void connect_or_fail(Client& c) {
-  std::string err = c.connect();
-  ASSERT_EQ(err, "") << "connect to 127.0.0.1:" << c.options().port;
+  const stockd::Status s = c.connect();
+  ASSERT_TRUE(s.ok()) << "connect to 127.0.0.1:" << c.options().port << ": " << s.message();
 }
 
 // Creates (or updates) a counted SKU through `admin`.
@@ -244,10 +244,9 @@ class RawConn {
     out.body.assign(reinterpret_cast<const char*>(d.body.data()), d.body.size());
     out.message.clear();
     if (proto::is_error_status(out.status())) {
-      std::string why;
-      auto r = proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(),
-                                      d.body, why);
-      if (!r) return Got::kMalformed;
+      auto r =
+          proto::decode_response(static_cast<proto::Opcode>(d.header.opcode), out.status(), d.body);
+      if (!r.ok()) return Got::kMalformed;
       out.message = std::get<proto::ErrorResp>(*r).message;
     }
     buf.erase(0, d.consumed);

@@ -829,10 +829,9 @@ class SinkTest : public ::testing::TestWithParam<std::string> {
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::unique_ptr<outbox::Sink> sink() {
-    std::string err;
-    auto s = outbox::make_sink(url_, err);
-    EXPECT_NE(s, nullptr) << err;
-    return s;
+    auto s = outbox::make_sink(url_);
+    EXPECT_TRUE(s.ok()) << s.status().message();
+    return s.ok() ? std::move(s).value() : nullptr;
   }
   DbDump dump() const {
     return GetParam() == "sqlite" ? dump_sqlite(url_.substr(7)) : dump_pg(url_);
@@ -1022,7 +1021,7 @@ TEST_P(SinkTest, AddedColumnsKeepTheirDefaults) {
   ASSERT_EQ(exec_sql(url_, "ALTER TABLE hold_events ADD COLUMN seen_ms bigint DEFAULT 7"), "");
   outbox::SinkStatus st = s->write_batch(10, records(11, 20), 2);
   ASSERT_TRUE(st.ok()) << st.message;
-  ASSERT_TRUE(outbox::make_sink(url_, st.message)->write_batch(20, records(21, 30), 3).ok());
+  ASSERT_TRUE(sink()->write_batch(20, records(21, 30), 3).ok());
   ASSERT_TRUE(s->reset_cursor(15, 4).ok());  // a replay over rows that exist: merge path
   st = s->write_batch(15, records(16, 40), 5);
   ASSERT_TRUE(st.ok()) << st.message;
@@ -1057,19 +1056,19 @@ TEST_P(SinkTest, KilledWriterLeavesWholeBatchesOnly) {
   std::mt19937 rng(42);
   {  // the tables exist before the first kill (on a loaded machine a writer killed within 30 ms
      // may not have created them yet, and then there is nothing to dump)
-    std::string err;
-    auto s = outbox::make_sink(url_, err);
-    ASSERT_TRUE(s) << err;
+    auto s = outbox::make_sink(url_);
+    ASSERT_TRUE(s.ok()) << s.status().message();
     uint64_t cursor = 0;
-    ASSERT_TRUE(s->read_cursor(cursor).ok());
+    ASSERT_TRUE((*s)->read_cursor(cursor).ok());
   }
   for (int round = 0; round < 10; ++round) {
     pid_t pid = fork();
     if (pid == 0) {
-      std::string err;
-      auto s = outbox::make_sink(url_, err);
+      auto made = outbox::make_sink(url_);
+      if (!made.ok()) _exit(1);
+      std::unique_ptr<outbox::Sink> s = std::move(made).value();
       uint64_t cursor = 0;
-      if (!s || !s->read_cursor(cursor).ok()) _exit(1);
+      if (!s->read_cursor(cursor).ok()) _exit(1);
       for (;;) {
         if (!s->write_batch(cursor, records(cursor + 1, cursor + 1000), 1).ok()) _exit(2);
         cursor += 1000;
@@ -1092,16 +1091,16 @@ INSTANTIATE_TEST_SUITE_P(Sinks, SinkTest, ::testing::Values("sqlite", "postgresq
 
 TEST(OutboxRecords, BatchesMustBeContiguousAndValid) {
   auto v = records(5, 8);
-  EXPECT_EQ(outbox::check_batch(4, v), "");
-  EXPECT_NE(outbox::check_batch(3, v), "");
+  EXPECT_TRUE(outbox::check_batch(4, v).ok());
+  EXPECT_FALSE(outbox::check_batch(3, v).ok());
   v[2].seq = 9;
-  EXPECT_NE(outbox::check_batch(4, v), "");
+  EXPECT_FALSE(outbox::check_batch(4, v).ok());
   auto r = record(1);
   r.lines.push_back(r.lines[0]);
-  EXPECT_NE(outbox::check_record(r), "");
+  EXPECT_FALSE(outbox::check_record(r).ok());
   r = record(4);
   r.codes[0].sku = "Z";
-  EXPECT_NE(outbox::check_record(r), "");
+  EXPECT_FALSE(outbox::check_record(r).ok());
   std::string scratch;
   EXPECT_EQ(outbox::sql_text("ok", scratch), "ok");
   EXPECT_EQ(outbox::sql_text("\xed\xa0\x80", scratch), "\\xED\\xA0\\x80");  // a surrogate
@@ -1128,11 +1127,11 @@ TEST(OutboxRecords, WhatIsTextAndWhatABatchLeaves) {
   constexpr int64_t m = outbox::BatchTotals::kModulus;  // hold id + time, each modulo m
   EXPECT_EQ(t.events_checksum, 105 + 110 + 111 + v[4].at_ms % m + v[9].at_ms % m + v[10].at_ms % m);
   EXPECT_EQ(t.codes, 2);  // 4 and 8
-  EXPECT_EQ(outbox::compare_totals(t, t), "");
+  EXPECT_TRUE(outbox::compare_totals(t, t).ok());
   outbox::BatchTotals found = t;
   found.orders -= 1;
   found.events_checksum += 3;
-  EXPECT_EQ(outbox::compare_totals(t, found),
+  EXPECT_EQ(outbox::compare_totals(t, found).message(),
             "orders holds 7 rows for these seqs, expected 8; hold_events holds other hold ids or "
             "times for these seqs (checksum " +
                 std::to_string(t.events_checksum + 3) + ", expected " +

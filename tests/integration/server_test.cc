@@ -46,7 +46,7 @@ class ServerTest : public ::testing::Test {
   }
   Client new_buyer() {
     Client c(server_.options(Role::kBuyer));
-    EXPECT_EQ(c.connect(), "");
+    EXPECT_EQ(c.connect().message(), "");
     return c;
   }
 

@@ -74,7 +74,7 @@ TEST_F(TlsTest, ClientsSpeakTlsEndToEnd) {
   StockdProcess server(tls_flags());
   ASSERT_TRUE(server.start()) << "stockd with --tls-cert did not start";
   Client admin(tls_options(server, Role::kAdmin));
-  ASSERT_EQ(admin.connect(), "");
+  ASSERT_EQ(admin.connect().message(), "");
   make_sku(admin, "TLS-1", 100000);
   Client buyer(tls_options(server, Role::kBuyer));
   auto r = buyer.reserve(reserve_req("tls-user", "tls-k", 600'000, {{"TLS-1", 2}}));
@@ -149,23 +149,25 @@ TEST_F(TlsTest, HandshakesThatFailAreRefusedAndTheServerKeepsServing) {
     o.reconnect_attempts = 1;
     o.timeout_ms = 3000;
     Client plain(o);
-    EXPECT_NE(plain.connect(), "");
+    EXPECT_NE(plain.connect().message(), "");
   }
   // A CA that did not sign the server's certificate.
   {
     ClientOptions o = tls_options(server, Role::kAdmin);
     o.tls.ca_file = certs().path("other.pem");
     Client c(o);
-    const std::string err = c.connect();
-    EXPECT_NE(err.find("not trusted"), std::string::npos) << err;
+    const stockd::Status s = c.connect();
+    EXPECT_EQ(s.code(), stockd::Status::Code::kRefused) << s.message();
+    EXPECT_NE(s.message().find("not trusted"), std::string::npos) << s.message();
   }
   // The right CA, the wrong name.
   {
     ClientOptions o = tls_options(server, Role::kAdmin);
     o.tls.server_name = "stockd.example.com";
     Client c(o);
-    const std::string err = c.connect();
-    EXPECT_NE(err.find("not trusted"), std::string::npos) << err;
+    const stockd::Status s = c.connect();
+    EXPECT_EQ(s.code(), stockd::Status::Code::kRefused) << s.message();
+    EXPECT_NE(s.message().find("not trusted"), std::string::npos) << s.message();
   }
   // Garbage and a half handshake: closed, not crashed.
   for (const std::string& junk : {std::string(600, 'x'), std::string("\x16\x03\x01\x02\x00", 5)}) {
@@ -174,7 +176,7 @@ TEST_F(TlsTest, HandshakesThatFailAreRefusedAndTheServerKeepsServing) {
     raw.send(junk);
   }
   Client ok(tls_options(server, Role::kAdmin));
-  EXPECT_EQ(ok.connect(), "");
+  EXPECT_EQ(ok.connect().message(), "");
   EXPECT_TRUE(ok.ping().ok());
 }
 
@@ -229,9 +231,9 @@ TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
   TlsOptions to;
   to.enabled = true;
   to.ca_file = certs().path("ca.pem");
-  std::string err;
-  auto tls = TlsConnection::start(fd, to, "127.0.0.1", 3000, err);
-  ASSERT_TRUE(tls) << err;
+  auto started = TlsConnection::start(fd, to, "127.0.0.1", 3000);
+  ASSERT_TRUE(started.ok()) << started.status().message();
+  std::unique_ptr<TlsConnection> tls = std::move(*started);
   // HELLO first, then batches of 64 SKU_LISTs of ~20 KB answers each, never reading.
   std::string pending, batch;
   proto::encode_request(proto::Opcode::kHello, 1,
@@ -284,7 +286,7 @@ TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {
     o.tls.cert_file = certs().path("client.pem");
     o.tls.key_file = certs().path("client.key");
     Client c(o);
-    EXPECT_EQ(c.connect(), "");
+    EXPECT_EQ(c.connect().message(), "");
     EXPECT_TRUE(c.ping().ok());
   }
 }

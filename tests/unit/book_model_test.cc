@@ -495,7 +495,7 @@ struct RowMirror {
     for (auto it = codes.rbegin(); it != codes.rend(); ++it) b.restore(it->second);
     b.restore(meta);
     for (const auto& [k, r] : skus) b.restore(r);
-    return b.finish_restore();
+    return b.finish_restore().message();
   }
   // As recovery does it: what holds link to first, then stage_restore(), then each hold row
   // applied as it comes.
@@ -506,7 +506,7 @@ struct RowMirror {
     b.stage_restore();
     for (const auto& [k, r] : holds) b.restore(r);
     for (const auto& [k, r] : users) b.restore(r);
-    return b.finish_restore();
+    return b.finish_restore().message();
   }
 };
 
@@ -830,7 +830,7 @@ class SeedRun {
       if (!book_->hold_row(id)) saw("forget", "hold");
     }
     model_.outbox.clear();
-    EXPECT_EQ(book_->check_invariants(), "");
+    EXPECT_EQ(book_->check_invariants().message(), "");
     EXPECT_EQ(book_->sku_count(), model_.skus.size());
     for (const auto& [id, s] : model_.skus) {
       proto::SkuView v;
@@ -907,12 +907,12 @@ class SeedRun {
                       static_cast<uint32_t>(ch_.outbox.size()), ch_.entry_count, ch_.entries,
                       group);
     rec::GroupReader reader;
-    ASSERT_TRUE(reader.open(group)) << reader.error();
+    ASSERT_TRUE(reader.open(group)) << reader.status().message();
     rec::Decision d;
     size_t records = 0;
     replica_ch_.clear();
     while (reader.next(d)) {
-      ASSERT_EQ(replica_->replay(d, replica_ch_), "");
+      ASSERT_EQ(replica_->replay(d, replica_ch_).message(), "");
       const char op[2] = {static_cast<char>(d.op), 0};
       saw("replay", op);
       if (!d.makes_record()) continue;
@@ -922,12 +922,12 @@ class SeedRun {
       EXPECT_EQ(r, ch_.outbox[records]);
       ++records;
     }
-    ASSERT_EQ(reader.error(), "");
+    ASSERT_TRUE(reader.status().ok()) << reader.status().message();
     EXPECT_EQ(reader.read(), ch_.entry_count);
     EXPECT_EQ(records, ch_.outbox.size());
     EXPECT_EQ(reader.records(), ch_.outbox.size());
     EXPECT_EQ(replica_ch_.outbox, ch_.outbox);
-    EXPECT_EQ(replica_->check_invariants(), "");
+    EXPECT_EQ(replica_->check_invariants().message(), "");
   }
 
   void round_trip() {

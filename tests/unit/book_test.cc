@@ -60,7 +60,7 @@ struct RowMirror {
     for (const auto& [k, r] : users) b.restore(r);
     b.restore(meta);
     for (auto it = skus.rbegin(); it != skus.rend(); ++it) b.restore(it->second);
-    return b.finish_restore();
+    return b.finish_restore().message();
   }
 };
 
@@ -109,7 +109,7 @@ void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
 class BookTest : public ::testing::Test {
  protected:
   explicit BookTest(BookLimits limits = {}) : book(limits) {}
-  void TearDown() override { EXPECT_EQ(book.check_invariants(), ""); }
+  void TearDown() override { EXPECT_EQ(book.check_invariants().message(), ""); }
 
   // Every call records its Changes into `ch` (cleared first) and the mirror.
   Changes& fresh() {
@@ -464,13 +464,14 @@ TEST_F(BookTest, ReserveValidation) {
   for (const auto& req : bad) {
     proto::ReserveResp r;
     EXPECT_EQ(book.reserve(req, now, r, fresh()), Status::kBadRequest) << req.user.size();
-    EXPECT_FALSE(validate(req).empty());
+    EXPECT_EQ(validate(req).code(), stockd::Status::Code::kInvalid);
     EXPECT_TRUE(ch.empty());
   }
   EXPECT_EQ(validate({std::string(128, 'u'),
                       std::string(128, 'k'),
                       proto::kHoldTtlMsMax,
-                      {{std::string(64, 's'), 1}}}),
+                      {{std::string(64, 's'), 1}}})
+                .message(),
             "");
   EXPECT_EQ(counts("tee"), (U{10, 10, 0, 0}));
 }
@@ -720,7 +721,7 @@ TEST_F(BookTest, DeadlineIndexSurvivesRandomRemovals) {
     const bool buy = rnd(2) == 0;
     sold += buy ? 1 : 0;
     ASSERT_EQ(buy ? commit(id) : release(id), Status::kOk);
-    ASSERT_EQ(book.check_invariants(), "") << "after finishing hold " << id;
+    ASSERT_EQ(book.check_invariants().message(), "") << "after finishing hold " << id;
   }
   now += 10'000;
   EXPECT_EQ(expire(), left.size());
@@ -934,7 +935,7 @@ TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
   expire();  // the claim's order is forgotten; its code stays owned by its (issued) id
   EXPECT_FALSE(book.hold_row(c.order_id));
   EXPECT_EQ(book.code_row("cp", 0)->owner, c.order_id);
-  EXPECT_EQ(book.check_invariants(), "");
+  EXPECT_EQ(book.check_invariants().message(), "");
   Book copy;
   ASSERT_EQ(rows.restore_into(copy), "");
   expect_same_book(book, copy, rows);
@@ -1082,7 +1083,7 @@ TEST_F(BookTest, RestoreRoundTripOfABusyBook) {
   EXPECT_EQ(rows.codes.size(), 6u);
   Book copy;
   ASSERT_EQ(rows.restore_into(copy), "");
-  EXPECT_EQ(copy.check_invariants(), "");
+  EXPECT_EQ(copy.check_invariants().message(), "");
   expect_same_book(book, copy, rows);
 
   // Both books go on the same way: same answers, same codes, same expiries.
@@ -1102,25 +1103,25 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
   {
     Book b;
     b.restore(rec::SkuRow{"tee", 10, 5, 2, 2, 0, 0, 0, false, false});
-    EXPECT_NE(b.finish_restore(), "");  // 5 + 2 + 2 != 10
+    EXPECT_NE(b.finish_restore().message(), "");  // 5 + 2 + 2 != 10
   }
   {
     Book b;
     b.restore(rec::SkuRow{"tee", 10, 8, 2, 0, 0, 0, 0, false, false});
-    EXPECT_NE(b.finish_restore(), "");  // held 2 but no live hold
+    EXPECT_NE(b.finish_restore().message(), "");  // held 2 but no live hold
   }
   {
     Book b;
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
     b.restore(rec::SkuRow{"cp", 1, 0, 0, 1, 0, 0, 0, false, true});
     b.restore(rec::CodeRow{"cp", 0, "c0", 9});
-    EXPECT_NE(b.finish_restore(), "");  // owner past next_hold_id
+    EXPECT_NE(b.finish_restore().message(), "");  // owner past next_hold_id
   }
   {
     Book b;
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
     b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
-    EXPECT_NE(b.finish_restore(), "");  // unknown SKU
+    EXPECT_NE(b.finish_restore().message(), "");  // unknown SKU
   }
   {
     Book b;  // one idempotency key in two holds
@@ -1130,7 +1131,7 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
       b.restore(
           rec::HoldRow{id, HoldState::kHeld, "ann", "k", 7, 0, kT0, kT0 + 1, 0, {{"tee", 1}}, {}});
     }
-    EXPECT_NE(b.finish_restore().find("idempotency key k is also another hold's"),
+    EXPECT_NE(b.finish_restore().message().find("idempotency key k is also another hold's"),
               std::string::npos);
   }
   {
@@ -1144,14 +1145,14 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     }
     b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
     // The first problem is the one reported.
-    EXPECT_NE(b.finish_restore().find("idempotency key k is also another hold's"),
+    EXPECT_NE(b.finish_restore().message().find("idempotency key k is also another hold's"),
               std::string::npos);
   }
   {
     Book b;  // a SKU row after staging would be lost: refused, not dropped
     b.stage_restore();
     b.restore(rec::SkuRow{"tee", 1, 1, 0, 0, 0, 0, 0, false, false});
-    EXPECT_EQ(b.finish_restore(), "a SKU row was restored after stage_restore()");
+    EXPECT_EQ(b.finish_restore().message(), "a SKU row was restored after stage_restore()");
   }
   {
     Book b;
@@ -1162,17 +1163,17 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::HoldRow{
         3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"cp", 1}}, {{"cp", "c0"}}});
     // c1 is owned by hold 3, which exists but does not list it.
-    EXPECT_NE(b.finish_restore(), "");
+    EXPECT_NE(b.finish_restore().message(), "");
   }
   {
     Book b;
     b.restore(rec::SkuRow{"tee", 10, 10, 0, 0, 2, 0, 0, false, false});
     b.restore(rec::UserRow{"tee", "ann", 3});
-    EXPECT_NE(b.finish_restore(), "");  // over the limit
+    EXPECT_NE(b.finish_restore().message(), "");  // over the limit
   }
   {
     Book b;
-    EXPECT_EQ(b.finish_restore(), "");  // an empty store is an empty book
+    EXPECT_EQ(b.finish_restore().message(), "");  // an empty store is an empty book
   }
 }
 
@@ -1252,7 +1253,7 @@ TEST_F(BookTest, StatsUnitSumsFollowEveryMoveWithoutAWalk) {
   EXPECT_EQ(stat("units_sold"), 4u);
   EXPECT_EQ(stat("units_held"), 0u);
   EXPECT_EQ(stat("units_available"), 18u);
-  EXPECT_EQ(book.check_invariants(), "");  // compares the kept sums with a walk
+  EXPECT_EQ(book.check_invariants().message(), "");  // compares the kept sums with a walk
 }
 
 }  // namespace

@@ -174,15 +174,14 @@ TEST_F(DocVectors, DecodeGivesTheDocumentedMessage) {
     EXPECT_EQ(d.header.opcode, v.opcode) << name;
     EXPECT_EQ(d.header.status, static_cast<uint16_t>(v.status)) << name;
     EXPECT_EQ(d.header.request_id, v.request_id) << name;
-    std::string reason;
     Opcode op = static_cast<Opcode>(d.header.opcode);
     if (v.response) {
-      auto got = decode_response(op, static_cast<Status>(d.header.status), d.body, reason);
-      ASSERT_TRUE(got.has_value()) << name << ": " << reason;
+      auto got = decode_response(op, static_cast<Status>(d.header.status), d.body);
+      ASSERT_TRUE(got.ok()) << name << ": " << got.status().message();
       EXPECT_TRUE(*got == v.resp) << name;
     } else {
-      auto got = decode_request(op, d.body, reason);
-      ASSERT_TRUE(got.has_value()) << name << ": " << reason;
+      auto got = decode_request(op, d.body);
+      ASSERT_TRUE(got.ok()) << name << ": " << got.status().message();
       EXPECT_TRUE(*got == v.req) << name;
     }
   }
@@ -233,12 +232,12 @@ TEST_F(DocVectors, EveryStrictPrefixOfEveryBodyIsRefused) {
     std::string body = encode(v).substr(kHeaderBytes);
     Opcode op = static_cast<Opcode>(v.opcode);
     for (size_t n = 0; n < body.size(); ++n) {
-      std::string reason;
       auto part = bytes_of(body).first(n);
-      bool ok = v.response ? decode_response(op, v.status, part, reason).has_value()
-                           : decode_request(op, part, reason).has_value();
-      EXPECT_FALSE(ok) << name << " cut at " << n;
-      EXPECT_NE(reason, "") << name << " cut at " << n;
+      const stockd::Status st = v.response ? decode_response(op, v.status, part).status()
+                                           : decode_request(op, part).status();
+      EXPECT_FALSE(st.ok()) << name << " cut at " << n;
+      EXPECT_EQ(st.code(), stockd::Status::Code::kInvalid) << name << " cut at " << n;
+      EXPECT_NE(st.message(), "") << name << " cut at " << n;
     }
   }
 }
@@ -246,12 +245,12 @@ TEST_F(DocVectors, EveryStrictPrefixOfEveryBodyIsRefused) {
 TEST_F(DocVectors, TrailingBytesAreRefused) {
   for (const auto& [name, v] : expected_) {
     std::string body = encode(v).substr(kHeaderBytes) + "xyz";
-    std::string reason;
     Opcode op = static_cast<Opcode>(v.opcode);
-    bool ok = v.response ? decode_response(op, v.status, bytes_of(body), reason).has_value()
-                         : decode_request(op, bytes_of(body), reason).has_value();
-    EXPECT_FALSE(ok) << name;
-    EXPECT_TRUE(reason.ends_with(": trailing 3 bytes after body")) << name << ": " << reason;
+    const stockd::Status st = v.response ? decode_response(op, v.status, bytes_of(body)).status()
+                                         : decode_request(op, bytes_of(body)).status();
+    EXPECT_FALSE(st.ok()) << name;
+    EXPECT_TRUE(st.message().ends_with(": trailing 3 bytes after body"))
+        << name << ": " << st.message();
   }
 }
 
@@ -335,9 +334,8 @@ TEST(CodecRoundTrip, EveryRequestType) {
     EXPECT_EQ(d.header.opcode, static_cast<uint16_t>(op));
     EXPECT_EQ(d.header.request_id, id);
     EXPECT_EQ(d.header.body_len, frame.size() - kHeaderBytes);
-    std::string reason;
-    auto got = decode_request(op, d.body, reason);
-    ASSERT_TRUE(got.has_value()) << opcode_name(op) << ": " << reason;
+    auto got = decode_request(op, d.body);
+    ASSERT_TRUE(got.ok()) << opcode_name(op) << ": " << got.status().message();
     EXPECT_TRUE(*got == r) << opcode_name(op);
     types.insert(r.index());
     ops.insert(op);
@@ -357,9 +355,8 @@ TEST(CodecRoundTrip, EveryResponseType) {
     EXPECT_EQ(d.header.opcode, op);
     EXPECT_EQ(d.header.status, static_cast<uint16_t>(status));
     EXPECT_EQ(d.header.request_id, 0xFFFFFFFFu);
-    std::string reason;
-    auto got = decode_response(static_cast<Opcode>(op), status, d.body, reason);
-    ASSERT_TRUE(got.has_value()) << op << " " << status_name(status) << ": " << reason;
+    auto got = decode_response(static_cast<Opcode>(op), status, d.body);
+    ASSERT_TRUE(got.ok()) << op << " " << status_name(status) << ": " << got.status().message();
     EXPECT_TRUE(*got == r) << op << " " << status_name(status);
     types.insert(r.index());
   }
@@ -412,9 +409,9 @@ TEST(CodecNames, NamesAndDefaults) {
   EXPECT_EQ(default_opcode(SkuReq{"a"}), Opcode::kSkuGet);
   EXPECT_EQ(default_opcode(OutboxAckReq{}), Opcode::kOutboxAck);
   for (const auto& [op, r] : sample_requests()) {
-    std::string frame, reason;
+    std::string frame;
     encode_request(default_opcode(r), 1, r, frame);  // must not abort
-    EXPECT_TRUE(decode_request(default_opcode(r), bytes_of(frame).subspan(16), reason));
+    EXPECT_TRUE(decode_request(default_opcode(r), bytes_of(frame).subspan(16)).ok());
   }
 }
 
@@ -503,38 +500,37 @@ TEST(CodecFrame, UnknownOpcodeIsAFrameButNotARequest) {
   FrameDecode d = decode_frame(bytes_of(frame), Limits{});
   ASSERT_EQ(d.kind, DecodeKind::kFrame);
   EXPECT_FALSE(opcode_known(d.header.opcode));
-  std::string reason;
-  EXPECT_FALSE(decode_request(static_cast<Opcode>(0x99), d.body, reason));
-  EXPECT_EQ(reason, "unknown opcode 0x0099");
-  EXPECT_FALSE(decode_response(static_cast<Opcode>(0x99), Status::kOk, d.body, reason));
+  EXPECT_EQ(decode_request(static_cast<Opcode>(0x99), d.body).status().message(),
+            "unknown opcode 0x0099");
+  EXPECT_FALSE(decode_response(static_cast<Opcode>(0x99), Status::kOk, d.body).ok());
 }
 
 // ---- Malformed bodies ----
 
 // Encodes `r` (the encoder does not check limits) and returns why decoding refuses it.
 std::string refusal(Opcode op, const Request& r) {
-  std::string frame, reason;
+  std::string frame;
   encode_request(op, 1, r, frame);
-  auto got = decode_request(op, bytes_of(frame).subspan(kHeaderBytes), reason);
-  EXPECT_FALSE(got.has_value()) << opcode_name(op);
-  return reason;
+  auto got = decode_request(op, bytes_of(frame).subspan(kHeaderBytes));
+  EXPECT_FALSE(got.ok()) << opcode_name(op);
+  return got.status().message();
 }
 std::string refusal(Opcode op, Status s, const Response& r) {
-  std::string frame, reason;
+  std::string frame;
   encode_response(op, 1, s, r, frame);
-  auto got = decode_response(op, s, bytes_of(frame).subspan(kHeaderBytes), reason);
-  EXPECT_FALSE(got.has_value()) << opcode_name(op);
-  return reason;
+  auto got = decode_response(op, s, bytes_of(frame).subspan(kHeaderBytes));
+  EXPECT_FALSE(got.ok()) << opcode_name(op);
+  return got.status().message();
 }
 std::string request_body_refusal(Opcode op, const std::string& body) {
-  std::string reason;
-  EXPECT_FALSE(decode_request(op, bytes_of(body), reason).has_value()) << opcode_name(op);
-  return reason;
+  auto got = decode_request(op, bytes_of(body));
+  EXPECT_FALSE(got.ok()) << opcode_name(op);
+  return got.status().message();
 }
 std::string response_body_refusal(Opcode op, const std::string& body) {
-  std::string reason;
-  EXPECT_FALSE(decode_response(op, Status::kOk, bytes_of(body), reason).has_value());
-  return reason;
+  auto got = decode_response(op, Status::kOk, bytes_of(body));
+  EXPECT_FALSE(got.ok());
+  return got.status().message();
 }
 
 TEST(CodecBody, StringsOverTheirLimit) {
@@ -679,36 +675,35 @@ TEST(CodecBody, TruncationReasonsNameTheField) {
 }
 
 TEST(CodecBody, ResponsesAreLenientAboutMeaningButNotShape) {
-  std::string frame, reason;
+  std::string frame;
   HoldView odd{0, HoldState::kNone, "", "", 0, 0, {{"", 0}}, {{"", ""}}};
   encode_response(Opcode::kHoldGet, 1, Status::kOk, odd, frame);
-  auto got = decode_response(Opcode::kHoldGet, Status::kOk, bytes_of(frame).subspan(16), reason);
-  ASSERT_TRUE(got.has_value()) << reason;
+  auto got = decode_response(Opcode::kHoldGet, Status::kOk, bytes_of(frame).subspan(16));
+  ASSERT_TRUE(got.ok()) << got.status().message();
   EXPECT_TRUE(*got == Response(odd));
   // Any opcode, even unknown or 0, carries an ErrorResp when the status is an error.
   std::string msg;
   wire::Writer w(msg);
   w.str("nope");
-  got =
-      decode_response(static_cast<Opcode>(0xBEEF), static_cast<Status>(99), bytes_of(msg), reason);
-  ASSERT_TRUE(got.has_value()) << reason;
+  got = decode_response(static_cast<Opcode>(0xBEEF), static_cast<Status>(99), bytes_of(msg));
+  ASSERT_TRUE(got.ok()) << got.status().message();
   EXPECT_EQ(std::get<ErrorResp>(*got).message, "nope");
-  EXPECT_FALSE(
-      decode_response(static_cast<Opcode>(0), Status::kBusy, bytes_of(msg).first(3), reason));
-  EXPECT_EQ(reason, "error response: message truncated: length 4, 1 bytes left");
+  EXPECT_EQ(decode_response(static_cast<Opcode>(0), Status::kBusy, bytes_of(msg).first(3))
+                .status()
+                .message(),
+            "error response: message truncated: length 4, 1 bytes left");
 }
 
 TEST(CodecBody, EmptyMessagesHaveEmptyBodies) {
-  std::string reason;
   for (Opcode op : {Opcode::kPing, Opcode::kStats, Opcode::kOutboxStatus}) {
-    EXPECT_TRUE(decode_request(op, {}, reason)) << opcode_name(op);
+    EXPECT_TRUE(decode_request(op, {}).ok()) << opcode_name(op);
     EXPECT_EQ(request_body_refusal(op, std::string(1, '\0')),
               std::string(op == Opcode::kPing    ? "ping"
                           : op == Opcode::kStats ? "stats"
                                                  : "outbox_status") +
                   ": trailing 1 bytes after body");
   }
-  EXPECT_TRUE(decode_response(Opcode::kPing, Status::kOk, {}, reason));
+  EXPECT_TRUE(decode_response(Opcode::kPing, Status::kOk, {}).ok());
 }
 
 }  // namespace
@@ -737,13 +732,14 @@ TEST(DecodeInto, AReusedRequestEqualsAFreshDecode) {
       encode_request(op, 1, req, frame);
       FrameDecode d = decode_frame(bytes_of(frame), Limits{});
       ASSERT_EQ(d.kind, DecodeKind::kFrame) << d.reason;
-      std::string reason;
-      ASSERT_TRUE(decode_request(op, d.body, reused, reason)) << reason;
+      const stockd::Status st = decode_request(op, d.body, reused);
+      ASSERT_TRUE(st.ok()) << st.message();
       EXPECT_EQ(reused, req);
-      EXPECT_EQ(reused, *decode_request(op, d.body, reason));
+      EXPECT_EQ(reused, *decode_request(op, d.body));
       // A body cut short fails, and the next decode is still exact.
-      EXPECT_FALSE(decode_request(op, d.body.first(d.body.size() - 1), reused, reason));
-      EXPECT_FALSE(reason.empty());
+      const stockd::Status cut = decode_request(op, d.body.first(d.body.size() - 1), reused);
+      EXPECT_FALSE(cut.ok());
+      EXPECT_FALSE(cut.message().empty());
     }
   }
 }

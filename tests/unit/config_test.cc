@@ -18,7 +18,7 @@
 namespace stockd {
 namespace {
 
-TEST(ConfigTest, DefaultsAreUsable) { EXPECT_EQ(validate(Config{}), ""); }
+TEST(ConfigTest, DefaultsAreUsable) { EXPECT_EQ(validate(Config{}).message(), ""); }
 
 TEST(ConfigTest, EachBadValueIsRefusedByName) {
   struct Case {
@@ -51,22 +51,23 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   for (const Case& k : cases) {
     Config c;
     k.set(c);
-    const std::string why = validate(c);
+    const std::string why = validate(c).message();
     EXPECT_NE(why.find(k.flag), std::string::npos) << k.flag << ": '" << why << "'";
   }
   Config edge;
   edge.wal_spin_us = 10000;
   edge.holds_expected = 0;
-  EXPECT_EQ(validate(edge), "");
+  EXPECT_EQ(validate(edge).message(), "");
 }
 
 TEST(ConfigTest, TheOutboxTokenIsNeverTheAdminToken) {
   Config c;
   c.admin_token = "same";
   c.outbox_token = "same";
-  EXPECT_NE(validate(c).find("--outbox-token must differ"), std::string::npos) << validate(c);
+  EXPECT_NE(validate(c).message().find("--outbox-token must differ"), std::string::npos)
+      << validate(c).message();
   c.outbox_token = "other";
-  EXPECT_EQ(validate(c), "");
+  EXPECT_EQ(validate(c).message(), "");
   EXPECT_FALSE(Config{}.outbox_accepts_admin_token) << "the admin token is refused by default";
 }
 
@@ -95,12 +96,12 @@ class SecretFileTest : public ::testing::Test {
 
 TEST_F(SecretFileTest, ReadsOneLineWithoutItsLineBreak) {
   std::string secret, warning;
-  EXPECT_EQ(read_secret_file(write("a", "tok-1\n"), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("a", "tok-1\n"), secret, warning).message(), "");
   EXPECT_EQ(secret, "tok-1");
   EXPECT_EQ(warning, "");
-  EXPECT_EQ(read_secret_file(write("b", "tok 2\r\n\n"), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("b", "tok 2\r\n\n"), secret, warning).message(), "");
   EXPECT_EQ(secret, "tok 2") << "inner spaces are kept; trailing line breaks are not";
-  EXPECT_EQ(read_secret_file(write("c", std::string(256, 'x')), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("c", std::string(256, 'x')), secret, warning).message(), "");
   EXPECT_EQ(secret.size(), 256u);
 }
 
@@ -119,7 +120,7 @@ TEST_F(SecretFileTest, RefusesWhatCannotBeAToken) {
   };
   for (const Case& k : cases) {
     std::string secret = "unchanged", warning;
-    const std::string err = read_secret_file(k.path, secret, warning);
+    const std::string err = read_secret_file(k.path, secret, warning).message();
     EXPECT_NE(err.find(k.says), std::string::npos) << k.path << ": '" << err << "'";
     EXPECT_NE(err.find(k.path), std::string::npos) << "the file is named: " << err;
     EXPECT_EQ(secret, "unchanged");
@@ -128,12 +129,12 @@ TEST_F(SecretFileTest, RefusesWhatCannotBeAToken) {
 
 TEST_F(SecretFileTest, WarnsWhenOthersCanReadIt) {
   std::string secret, warning;
-  EXPECT_EQ(read_secret_file(write("open", "tok\n", 0644), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("open", "tok\n", 0644), secret, warning).message(), "");
   EXPECT_EQ(secret, "tok");
   EXPECT_NE(warning.find("mode 0644"), std::string::npos) << warning;
-  EXPECT_EQ(read_secret_file(write("group", "tok\n", 0640), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("group", "tok\n", 0640), secret, warning).message(), "");
   EXPECT_NE(warning.find("mode 0640"), std::string::npos) << warning;
-  EXPECT_EQ(read_secret_file(write("owner", "tok\n", 0400), secret, warning), "");
+  EXPECT_EQ(read_secret_file(write("owner", "tok\n", 0400), secret, warning).message(), "");
   EXPECT_EQ(warning, "");
 }
 

@@ -57,12 +57,12 @@ TEST(DecisionsDocTest, GroupExampleMatchesWhatTheBookWrites) {
   EXPECT_EQ(log_key_lsn(log_key(42)), 42u);
   GroupReader r;
   const std::string example = doc_example("LogGroup");  // the reader's views point into it
-  ASSERT_TRUE(r.open(example)) << r.error();
+  ASSERT_TRUE(r.open(example)) << r.status().message();
   EXPECT_EQ(r.lsn(), 42u);
   EXPECT_EQ(r.first_outbox_seq(), 1u);
   EXPECT_EQ(r.records(), 1u);
   Decision d;
-  ASSERT_TRUE(r.next(d)) << r.error();
+  ASSERT_TRUE(r.next(d)) << r.status().message();
   EXPECT_EQ(d.op, Op::kReserve);
   EXPECT_EQ(d.at_ms, kT0 + 123);
   EXPECT_EQ(d.user, "ann");
@@ -74,7 +74,7 @@ TEST(DecisionsDocTest, GroupExampleMatchesWhatTheBookWrites) {
   EXPECT_EQ(d.lines[0].qty, 1u);
   EXPECT_TRUE(d.makes_record());
   EXPECT_FALSE(r.next(d));
-  EXPECT_EQ(r.error(), "");
+  EXPECT_TRUE(r.status().ok()) << r.status().message();
   proto::OutboxRecord rec;
   outbox_record(d, 1, rec);
   EXPECT_EQ(rec, (proto::OutboxRecord{1,
@@ -118,39 +118,46 @@ TEST(DecisionsTest, DamagedGroupsAreRefused) {
   GroupReader r;
   Decision d;
   EXPECT_FALSE(r.open(std::string_view(good).substr(0, 20)));
-  EXPECT_NE(r.error().find("too short"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("too short"), std::string::npos) << r.status().message();
   std::string flipped = good;
   flipped[kGroupHeaderBytes + 3] ^= 0x20;
   EXPECT_FALSE(r.open(flipped));
-  EXPECT_NE(r.error().find("checksum mismatch"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("checksum mismatch"), std::string::npos)
+      << r.status().message();
   std::string version = good;
   version[0] = 9;
   EXPECT_FALSE(r.open(version));
-  EXPECT_NE(r.error().find("unknown log version 9"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("unknown log version 9"), std::string::npos)
+      << r.status().message();
   // Entries that do not fit their group (a consistent checksum, so the fields are what is read).
   std::string entries = good.substr(kGroupHeaderBytes, good.size() - kGroupHeaderBytes - 4);
   std::string g;
   encode_group(42, kT0, 1, 1, 1, entries.substr(0, entries.size() - 3), g);
   ASSERT_TRUE(r.open(g));
   EXPECT_FALSE(r.next(d));
-  EXPECT_NE(r.error().find("truncated or out of range reading"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("truncated or out of range reading"), std::string::npos)
+      << r.status().message();
   encode_group(42, kT0, 1, 1, 2, entries, g);  // says two entries, holds one
   ASSERT_TRUE(r.open(g));
   EXPECT_TRUE(r.next(d));
   EXPECT_FALSE(r.next(d));
-  EXPECT_NE(r.error().find("ends before its 2 entries"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("ends before its 2 entries"), std::string::npos)
+      << r.status().message();
   encode_group(42, kT0, 1, 1, 1, entries + "xy", g);
   ASSERT_TRUE(r.open(g));
   EXPECT_TRUE(r.next(d));
   EXPECT_FALSE(r.next(d));
-  EXPECT_NE(r.error().find("2 bytes after the last entry"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("2 bytes after the last entry"), std::string::npos)
+      << r.status().message();
   encode_group(42, kT0, 1, 1, 1, "Z" + entries.substr(1), g);
   ASSERT_TRUE(r.open(g));
   EXPECT_FALSE(r.next(d));
-  EXPECT_NE(r.error().find("unknown entry type 90"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("unknown entry type 90"), std::string::npos)
+      << r.status().message();
   encode_group(42, kT0, 1, 2, 1, entries, g);  // more records than entries
   EXPECT_FALSE(r.open(g));
-  EXPECT_NE(r.error().find("2 records in 1 entries"), std::string::npos) << r.error();
+  EXPECT_NE(r.status().message().find("2 records in 1 entries"), std::string::npos)
+      << r.status().message();
 }
 
 }  // namespace

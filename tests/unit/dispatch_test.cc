@@ -47,10 +47,10 @@ class DispatchTest : public ::testing::Test {
     a.header = d.header;
     EXPECT_EQ(a.header.request_id, id);
     EXPECT_TRUE(a.header.is_response());
-    std::string why;
     const auto st = static_cast<Status>(d.header.status);
-    a.body = proto::decode_response(static_cast<Opcode>(d.header.opcode), st, d.body, why);
-    EXPECT_TRUE(a.body.has_value()) << why;
+    auto body = proto::decode_response(static_cast<Opcode>(d.header.opcode), st, d.body);
+    EXPECT_TRUE(body.ok()) << body.status().message();
+    if (body.ok()) a.body = std::move(*body);
     if (a.body && proto::is_error_status(st)) a.error = std::get<proto::ErrorResp>(*a.body).message;
     return a;
   }

@@ -101,7 +101,7 @@ TEST(HoldTableTest, MatchesAMapUnderRandomOperations) {
       }
       ASSERT_EQ(table.size(), model.size());
     }
-    EXPECT_EQ(table.check(), "");
+    EXPECT_EQ(table.check(), nullptr);
     std::map<uint64_t, std::string> walked;
     for (const auto& [id, h] : table) {
       EXPECT_EQ(id, h.id);
@@ -116,9 +116,9 @@ TEST(HoldTableTest, CheckFindsAHoldWhoseIdChangedUnderTheIndex) {
   HoldTableOf<TestHold> table;
   TestHold* h = table.emplace(5);
   ASSERT_NE(h, nullptr);
-  EXPECT_EQ(table.check(), "");
+  EXPECT_EQ(table.check(), nullptr);
   h->id = 6;
-  EXPECT_EQ(table.check(), "a hold is indexed under another id");
+  EXPECT_STREQ(table.check(), "a hold is indexed under another id");
 }
 
 }  // namespace

@@ -64,9 +64,9 @@ std::vector<uint64_t> log_lsns(storage::Store& store) {
 TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   const fs::path dir = fs::temp_directory_path() / ("stockd-persist-" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  std::string err;
-  auto store = storage::Store::open(dir.string(), {}, err);
-  ASSERT_TRUE(store) << err;
+  auto opened = storage::Store::open(dir.string(), {});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::unique_ptr<storage::Store> store = std::move(*opened);
   CheckpointOptions o;
   o.every_entries = 50;
   o.every_ms = 3'600'000;
@@ -87,7 +87,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   for (int i = 200; i < 230; ++i) loop.buy(i, kT0 + 200);  // after the last checkpoint: replayed
   loop.seal();
   cp->stop(true);
-  EXPECT_EQ(cp->take_error(), "");
+  EXPECT_EQ(cp->take_error().message(), "");
   EXPECT_EQ(cp->checkpoint_lsn(), loop.lsn) << "a clean stop checkpoints everything";
   EXPECT_GE(cp->checkpoints(), 4u);
 
@@ -102,7 +102,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   // Recovery: the checkpoint alone (nothing after it) gives the same book.
   Book again;
   Recovered r;
-  ASSERT_EQ(recover(*store, again, r), "");
+  ASSERT_EQ(recover(*store, again, r).message(), "");
   EXPECT_EQ(r.checkpoint_lsn, loop.lsn);
   EXPECT_EQ(r.replayed, 0u);
   EXPECT_EQ(r.meta.outbox_first, 101u);
@@ -117,7 +117,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
     EXPECT_EQ(loop.book.hold_get(id, x), again.hold_get(id, y));
     EXPECT_EQ(x, y) << "hold " << id;
   }
-  EXPECT_EQ(again.check_invariants(), "");
+  EXPECT_EQ(again.check_invariants().message(), "");
 
   // More decisions with no checkpointer: a recovery replays them on top of the checkpoint.
   cp = std::make_unique<Checkpointer>(*store, o);
@@ -129,13 +129,13 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   more.lsn = loop.lsn;
   more.first_seq = loop.first_seq;
   Recovered r2;
-  ASSERT_EQ(recover(*store, more.book, r2), "");
+  ASSERT_EQ(recover(*store, more.book, r2).message(), "");
   for (int i = 300; i < 320; ++i) more.buy(i, kT0 + 300);
   more.seal();
   idle.stop(false);
   Book third;
   Recovered r3;
-  ASSERT_EQ(recover(*store, third, r3), "");
+  ASSERT_EQ(recover(*store, third, r3).message(), "");
   EXPECT_EQ(r3.replayed, 20u);
   ASSERT_EQ(third.sku_get("tee", b), proto::Status::kOk);
   EXPECT_EQ(b.sold, 250u);
@@ -146,7 +146,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   Checkpointer(*store, o).stop(true);
   Book fourth;
   Recovered r4;
-  ASSERT_EQ(recover(*store, fourth, r4), "");
+  ASSERT_EQ(recover(*store, fourth, r4).message(), "");
   EXPECT_EQ(r4.replayed, 0u) << "the last checkpoint covers everything";
   ASSERT_EQ(fourth.sku_get("tee", b), proto::Status::kOk);
   EXPECT_EQ(b.sold, 250u);

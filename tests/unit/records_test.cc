@@ -138,13 +138,13 @@ template <class T>
 Sample sample(std::string name, const T& row) {
   return Sample{std::move(name), encode(row), [](std::string_view in, std::string& why) {
                   T out{};
-                  why.clear();
-                  const bool ok = rec::decode(in, out, why);
-                  if (!ok) {
+                  const Status st = rec::decode(in, out);
+                  why = st.message();
+                  if (!st.ok()) {
                     EXPECT_EQ(out, T{}) << "a failed decode wrote its output";
-                    EXPECT_FALSE(why.empty()) << "a failed decode gave no reason";
+                    EXPECT_EQ(st.code(), Status::Code::kCorruption) << why;
                   }
-                  return ok;
+                  return st.ok();
                 }};
 }
 
@@ -156,12 +156,24 @@ std::vector<Sample> all_samples() {
           sample("outbox", sample_outbox()), sample("outbox_default", proto::OutboxRecord{})};
 }
 
+// decode() as the checks below read it: true, or false with `why` set to its message (and a
+// failure is always Corruption: these are bytes we wrote).
+template <class T>
+bool decodes(std::string_view in, T& out, std::string& why) {
+  const Status st = decode(in, out);
+  why = st.message();
+  if (!st.ok()) {
+    EXPECT_EQ(st.code(), Status::Code::kCorruption) << why;
+  }
+  return st.ok();
+}
+
 template <class T>
 void expect_round_trip(const T& row) {
   const std::string bytes = encode(row);
   T out{};
   std::string why;
-  ASSERT_TRUE(decode(bytes, out, why)) << why;
+  ASSERT_TRUE(decodes(bytes, out, why)) << why;
   EXPECT_EQ(out, row);
   EXPECT_EQ(encode(out), bytes);
 }
@@ -278,7 +290,7 @@ TEST(RecordsTest, ChecksumMismatchSaysBothSums) {
                 wire::fnv1a32(without_sum(encode(sample_meta()))), wire::fnv1a32(without_sum(v)));
   MetaRow out;
   std::string why;
-  EXPECT_FALSE(decode(v, out, why));
+  EXPECT_FALSE(decodes(v, out, why));
   EXPECT_EQ(why, expect);
 }
 
@@ -305,7 +317,7 @@ TEST(RecordsTest, WrongTagFails) {
   // A row of one table decoded as another fails on the tag, not on a field.
   HoldRow hold;
   std::string why;
-  EXPECT_FALSE(decode(encode(sample_sku()), hold, why));
+  EXPECT_FALSE(decodes(encode(sample_sku()), hold, why));
   EXPECT_EQ(why, "row type tag 's' (0x73), expected 'h' (0x68)");
 }
 
@@ -323,9 +335,9 @@ TEST(RecordsTest, TrailingGarbageFails) {
 TEST(RecordsTest, TooShortFails) {
   MetaRow out;
   std::string why;
-  EXPECT_FALSE(decode("", out, why));
+  EXPECT_FALSE(decodes("", out, why));
   EXPECT_EQ(why, "too short: 0 bytes, a record has at least 6");
-  EXPECT_FALSE(decode(std::string_view("\x01m\0\0\0", 5), out, why));
+  EXPECT_FALSE(decodes(std::string_view("\x01m\0\0\0", 5), out, why));
   EXPECT_EQ(why, "too short: 5 bytes, a record has at least 6");
 }
 
@@ -333,7 +345,7 @@ TEST(RecordsTest, TruncatedFieldNamesItsByte) {
   const std::string covered = without_sum(encode(sample_meta()));
   MetaRow out;
   std::string why;
-  EXPECT_FALSE(decode(seal(covered.substr(0, 13)), out, why));
+  EXPECT_FALSE(decodes(seal(covered.substr(0, 13)), out, why));
   EXPECT_EQ(why, "truncated at byte 10 reading next_hold_id");
 }
 
@@ -363,7 +375,7 @@ TEST(RecordsTest, StringOverItsLimitFails) {
     w.str(bytes_of(proto::kSkuBytesMax + 1, 'A'));
     write_sku_tail(w, 0, 0);
   });
-  EXPECT_FALSE(decode(long_sku, sku, why));
+  EXPECT_FALSE(decodes(long_sku, sku, why));
   EXPECT_EQ(why, "sku length 65 exceeds 64 at byte 2");
 
   CodeRow code;
@@ -373,32 +385,32 @@ TEST(RecordsTest, StringOverItsLimitFails) {
     w.str(bytes_of(proto::kCodeBytesMax + 1, 'c'));
     w.u64(0);
   });
-  EXPECT_FALSE(decode(long_code, code, why));
+  EXPECT_FALSE(decodes(long_code, code, why));
   EXPECT_EQ(why, "code length 129 exceeds 128 at byte 9");
 
   // A string length past the end of the value is a truncation.
   const std::string past_end = hand_made(kTagUser, [](wire::Writer& w) { w.u16(40); });
   UserRow user;
-  EXPECT_FALSE(decode(past_end, user, why));
+  EXPECT_FALSE(decodes(past_end, user, why));
   EXPECT_EQ(why, "truncated at byte 2 reading sku");
 }
 
 TEST(RecordsTest, BadBoolFails) {
   SkuRow sku;
   std::string why;
-  EXPECT_FALSE(decode(hand_made(kTagSku,
-                                [](wire::Writer& w) {
-                                  w.str("s");
-                                  write_sku_tail(w, 2, 0);
-                                }),
-                      sku, why));
+  EXPECT_FALSE(decodes(hand_made(kTagSku,
+                                 [](wire::Writer& w) {
+                                   w.str("s");
+                                   write_sku_tail(w, 2, 0);
+                                 }),
+                       sku, why));
   EXPECT_EQ(why, "closed is 2, not 0 or 1 at byte 57");
-  EXPECT_FALSE(decode(hand_made(kTagSku,
-                                [](wire::Writer& w) {
-                                  w.str("s");
-                                  write_sku_tail(w, 1, 0x80);
-                                }),
-                      sku, why));
+  EXPECT_FALSE(decodes(hand_made(kTagSku,
+                                 [](wire::Writer& w) {
+                                   w.str("s");
+                                   write_sku_tail(w, 1, 0x80);
+                                 }),
+                       sku, why));
   EXPECT_EQ(why, "code_pool is 128, not 0 or 1 at byte 58");
 }
 
@@ -407,14 +419,14 @@ TEST(RecordsTest, EnumOutOfRangeFails) {
   covered[10] = 5;  // state, after version, tag and the u64 id
   HoldRow hold;
   std::string why;
-  EXPECT_FALSE(decode(seal(covered), hold, why));
+  EXPECT_FALSE(decodes(seal(covered), hold, why));
   EXPECT_EQ(why, "state is 5, not in 0..4 at byte 10");
 
   proto::OutboxRecord rec;
   for (uint8_t kind : {0, 4}) {
     covered = without_sum(encode(proto::OutboxRecord{}));
     covered[10] = static_cast<char>(kind);
-    EXPECT_FALSE(decode(seal(covered), rec, why));
+    EXPECT_FALSE(decodes(seal(covered), rec, why));
     EXPECT_EQ(why, "kind is " + std::to_string(kind) + ", not in 1..3 at byte 10");
   }
 }
@@ -428,12 +440,12 @@ TEST(RecordsTest, CountPastTheEndFails) {
 
   std::string v = covered;
   v[lines_at] = 1;  // one line claimed, 4 bytes (the codes count) left, a line needs 6
-  EXPECT_FALSE(decode(seal(v), hold, why));
+  EXPECT_FALSE(decodes(seal(v), hold, why));
   EXPECT_EQ(why, "lines count 1 does not fit the 4 bytes left at byte " + std::to_string(lines_at));
 
   v = covered;
   for (size_t i = 0; i < 4; ++i) v[lines_at + 4 + i] = static_cast<char>(0xFF);
-  EXPECT_FALSE(decode(seal(v), hold, why));
+  EXPECT_FALSE(decodes(seal(v), hold, why));
   EXPECT_EQ(why, "codes count 4294967295 does not fit the 0 bytes left at byte " +
                      std::to_string(lines_at + 4));
 }
@@ -441,7 +453,7 @@ TEST(RecordsTest, CountPastTheEndFails) {
 TEST(RecordsTest, FailedDecodeKeepsOutput) {
   SkuRow out = sample_sku();
   std::string why;
-  EXPECT_FALSE(decode(without_sum(encode(SkuRow{})), out, why));
+  EXPECT_FALSE(decodes(without_sum(encode(SkuRow{})), out, why));
   EXPECT_EQ(out, sample_sku());
 }
 
@@ -567,7 +579,7 @@ TEST(RecordsDocTest, SkuRowExampleMatches) {
   EXPECT_EQ(hex(doc_example("SkuRow")), hex(bytes));
   SkuRow out;
   std::string why;
-  ASSERT_TRUE(decode(doc_example("SkuRow"), out, why)) << why;
+  ASSERT_TRUE(decodes(doc_example("SkuRow"), out, why)) << why;
   EXPECT_EQ(out, doc_sku());
 }
 
@@ -577,7 +589,7 @@ TEST(RecordsDocTest, MetaRowExampleMatches) {
   EXPECT_EQ(hex(doc_example("MetaRow")), hex(bytes));
   MetaRow out;
   std::string why;
-  ASSERT_TRUE(decode(doc_example("MetaRow"), out, why)) << why;
+  ASSERT_TRUE(decodes(doc_example("MetaRow"), out, why)) << why;
   EXPECT_EQ(out, doc_meta());
 }
 

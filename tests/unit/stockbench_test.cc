@@ -65,7 +65,9 @@ TEST(ScheduleTest, ConstantRateSpacesRequestsEvenly) {
 
 TEST(ScheduleTest, StagesRampLinearly) {
   Config c;
-  ASSERT_EQ(parse_stages("2s:100,2s:100", c.stages), "");
+  Result<std::vector<Stage>> stages = parse_stages("2s:100,2s:100");
+  ASSERT_TRUE(stages.ok()) << stages.status().message();
+  c.stages = *stages;
   Schedule s(c, 1.0);
   // Ramp 0 -> 100/s over 2 s brings 100 arrivals; then 100/s for 2 s brings 200 more.
   EXPECT_NEAR(s.expected_requests(), 300, 1);
@@ -84,15 +86,26 @@ TEST(ParseTest, DurationsStagesAndTargets) {
   EXPECT_DOUBLE_EQ(s, 120);
   EXPECT_FALSE(parse_duration("ten", s));
   EXPECT_FALSE(parse_duration("", s));
-  std::vector<Stage> st;
-  EXPECT_EQ(parse_stages("5s:300,10s:1000", st), "");
-  ASSERT_EQ(st.size(), 2u);
-  EXPECT_DOUBLE_EQ(st[1].rate, 1000);
-  EXPECT_NE(parse_stages("5s", st), "");
-  EXPECT_NE(parse_stages("5s:-3", st), "");
+  Result<std::vector<Stage>> st = parse_stages("5s:300,10s:1000");
+  ASSERT_TRUE(st.ok()) << st.status().message();
+  ASSERT_EQ(st->size(), 2u);
+  EXPECT_DOUBLE_EQ((*st)[1].rate, 1000);
+  EXPECT_EQ(parse_stages("5s").status().message(),
+            "stage '5s' is not DURATION:RATE (like 10s:1000)");
+  EXPECT_FALSE(parse_stages("5s:-3").ok());
+  EXPECT_EQ(parse_mix("buy-now=70,query=30")->size(), 2u);
+  EXPECT_FALSE(parse_mix("mixed=1").ok());
   Config c;
-  EXPECT_EQ(parse_target("redis://127.0.0.1:6379", c), "");
-  EXPECT_NE(parse_target("ftp://x:1", c), "");
+  EXPECT_TRUE(parse_target("redis://127.0.0.1:6379", c).ok());
+  EXPECT_EQ(c.target, TargetKind::kRedis);
+  EXPECT_EQ(parse_target("ftp://x:1", c).message(),
+            "unknown target 'ftp://x:1' (use stockd://HOST:PORT or redis://HOST:PORT)");
+  EXPECT_EQ(parse_target("stockd://nohost", c).code(), Status::Code::kInvalid);
+  c = Config();
+  c.skus = {"A"};
+  EXPECT_TRUE(validate(c).ok());
+  c.qty = 0;
+  EXPECT_EQ(validate(c).message(), "--qty must be at least 1");
 }
 
 }  // namespace

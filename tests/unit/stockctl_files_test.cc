@@ -10,57 +10,56 @@ namespace {
 
 constexpr int64_t kNow = 1'795'428'000'000;  // 2026-11-23T10:00:00Z
 
+// The message of a failed parse; "" when it succeeded.
+template <class T>
+std::string error_of(const Result<T>& r) {
+  return r.ok() ? "" : r.status().message();
+}
+
 // ---- Numbers ----
 
 TEST(StockctlNumbers, Unsigned) {
-  uint64_t v = 7;
-  EXPECT_EQ(parse_unsigned("0", 10, v), "");
-  EXPECT_EQ(v, 0u);
-  EXPECT_EQ(parse_unsigned("18446744073709551615", UINT64_MAX, v), "");
-  EXPECT_EQ(v, UINT64_MAX);
-  EXPECT_NE(parse_unsigned("18446744073709551616", UINT64_MAX, v), "");
-  EXPECT_NE(parse_unsigned("11", 10, v), "");
-  EXPECT_NE(parse_unsigned("-1", 10, v), "");
-  EXPECT_NE(parse_unsigned("+1", 10, v), "");
-  EXPECT_NE(parse_unsigned("", 10, v), "");
-  EXPECT_NE(parse_unsigned("1 ", 10, v), "");
-  EXPECT_NE(parse_unsigned("0x10", 100, v), "");
+  EXPECT_EQ(*parse_unsigned("0", 10), 0u);
+  EXPECT_EQ(*parse_unsigned("18446744073709551615", UINT64_MAX), UINT64_MAX);
+  EXPECT_FALSE(parse_unsigned("18446744073709551616", UINT64_MAX).ok());
+  EXPECT_EQ(error_of(parse_unsigned("11", 10)), "is out of range (at most 10)");
+  EXPECT_EQ(parse_unsigned("11", 10).status().code(), Status::Code::kInvalid);
+  EXPECT_EQ(error_of(parse_unsigned("-1", 10)), "is not a non-negative integer");
+  EXPECT_FALSE(parse_unsigned("+1", 10).ok());
+  EXPECT_FALSE(parse_unsigned("", 10).ok());
+  EXPECT_FALSE(parse_unsigned("1 ", 10).ok());
+  EXPECT_FALSE(parse_unsigned("0x10", 100).ok());
 }
 
 TEST(StockctlNumbers, Signed) {
-  int64_t v = 0;
-  EXPECT_EQ(parse_signed("-5", v), "");
-  EXPECT_EQ(v, -5);
-  EXPECT_EQ(parse_signed("+5", v), "");
-  EXPECT_EQ(v, 5);
-  EXPECT_EQ(parse_signed("-9223372036854775808", v), "");
-  EXPECT_EQ(v, INT64_MIN);
-  EXPECT_EQ(parse_signed("9223372036854775807", v), "");
-  EXPECT_EQ(v, INT64_MAX);
-  EXPECT_EQ(parse_signed("9223372036854775808", v), "is out of range");
-  EXPECT_EQ(parse_signed("-", v), "is not an integer");
-  EXPECT_EQ(parse_signed("5x", v), "is not an integer");
+  EXPECT_EQ(*parse_signed("-5"), -5);
+  EXPECT_EQ(*parse_signed("+5"), 5);
+  EXPECT_EQ(*parse_signed("-9223372036854775808"), INT64_MIN);
+  EXPECT_EQ(*parse_signed("9223372036854775807"), INT64_MAX);
+  EXPECT_EQ(error_of(parse_signed("9223372036854775808")), "is out of range");
+  EXPECT_EQ(error_of(parse_signed("-")), "is not an integer");
+  EXPECT_EQ(error_of(parse_signed("5x")), "is not an integer");
 }
 
 // ---- Times ----
 
 TEST(StockctlTime, Forms) {
-  EXPECT_EQ(parse_time("0", kNow).ms, 0);
-  EXPECT_EQ(parse_time("1795428000000", kNow).ms, kNow);
-  EXPECT_EQ(parse_time("2026-11-23T10:00:00Z", kNow).ms, kNow);
-  EXPECT_EQ(parse_time("2026-11-23T10:00Z", kNow).ms, kNow);
-  EXPECT_EQ(parse_time("2026-11-23T10:00:00.25Z", kNow).ms, kNow + 250);
-  EXPECT_EQ(parse_time("2026-11-23T10:00:00.123456Z", kNow).ms, kNow + 123);
-  EXPECT_EQ(parse_time("2026-11-23T10:00:00+00:00", kNow).ms, kNow);
-  EXPECT_EQ(parse_time("1970-01-01T00:00:00Z", kNow).ms, 0);
-  EXPECT_EQ(parse_time("2028-02-29T00:00:00Z", kNow).error, "");
-  EXPECT_EQ(parse_time("now", kNow).ms, kNow);
-  EXPECT_EQ(parse_time("now+30s", kNow).ms, kNow + 30'000);
-  EXPECT_EQ(parse_time("now+5m", kNow).ms, kNow + 300'000);
-  EXPECT_EQ(parse_time("now-2h", kNow).ms, kNow - 7'200'000);
-  EXPECT_EQ(parse_time("now+1d", kNow).ms, kNow + 86'400'000);
-  EXPECT_EQ(parse_time("now+250ms", kNow).ms, kNow + 250);
-  EXPECT_EQ(parse_time(" now+1s ", kNow).ms, kNow + 1000);
+  EXPECT_EQ(*parse_time("0", kNow), 0);
+  EXPECT_EQ(*parse_time("1795428000000", kNow), kNow);
+  EXPECT_EQ(*parse_time("2026-11-23T10:00:00Z", kNow), kNow);
+  EXPECT_EQ(*parse_time("2026-11-23T10:00Z", kNow), kNow);
+  EXPECT_EQ(*parse_time("2026-11-23T10:00:00.25Z", kNow), kNow + 250);
+  EXPECT_EQ(*parse_time("2026-11-23T10:00:00.123456Z", kNow), kNow + 123);
+  EXPECT_EQ(*parse_time("2026-11-23T10:00:00+00:00", kNow), kNow);
+  EXPECT_EQ(*parse_time("1970-01-01T00:00:00Z", kNow), 0);
+  EXPECT_TRUE(parse_time("2028-02-29T00:00:00Z", kNow).ok());
+  EXPECT_EQ(*parse_time("now", kNow), kNow);
+  EXPECT_EQ(*parse_time("now+30s", kNow), kNow + 30'000);
+  EXPECT_EQ(*parse_time("now+5m", kNow), kNow + 300'000);
+  EXPECT_EQ(*parse_time("now-2h", kNow), kNow - 7'200'000);
+  EXPECT_EQ(*parse_time("now+1d", kNow), kNow + 86'400'000);
+  EXPECT_EQ(*parse_time("now+250ms", kNow), kNow + 250);
+  EXPECT_EQ(*parse_time(" now+1s ", kNow), kNow + 1000);
 }
 
 TEST(StockctlTime, Rejects) {
@@ -86,7 +85,7 @@ TEST(StockctlTime, Rejects) {
                           "99999999999999999999",
                           "now+99999999999999999999d",
                           "now+9999999999999999d"}) {
-    EXPECT_NE(parse_time(bad, kNow).error, "") << bad;
+    EXPECT_FALSE(parse_time(bad, kNow).ok()) << bad;
   }
 }
 
@@ -95,16 +94,16 @@ TEST(StockctlTime, FormatRoundTrips) {
   EXPECT_EQ(format_time(kNow + 5), "2026-11-23T10:00:00.005Z");
   EXPECT_EQ(format_time(0), "1970-01-01T00:00:00Z");
   for (int64_t ms : {kNow, kNow + 999, int64_t{951'782'400'000}}) {
-    EXPECT_EQ(parse_time(format_time(ms), 0).ms, ms);
+    EXPECT_EQ(*parse_time(format_time(ms), 0), ms);
   }
 }
 
 TEST(StockctlText, SkuAndQuote) {
-  EXPECT_EQ(check_sku("A-1"), "");
-  EXPECT_EQ(check_sku(std::string(64, 'x')), "");
-  EXPECT_NE(check_sku(std::string(65, 'x')), "");
-  EXPECT_NE(check_sku(""), "");
-  EXPECT_NE(check_sku("a\tb"), "");
+  EXPECT_TRUE(check_sku("A-1").ok());
+  EXPECT_TRUE(check_sku(std::string(64, 'x')).ok());
+  EXPECT_EQ(check_sku(std::string(65, 'x')).message(), "is 65 bytes, at most 64");
+  EXPECT_EQ(check_sku("").message(), "is empty");
+  EXPECT_EQ(check_sku("a\tb").message(), "contains a control character");
   EXPECT_EQ(quote("a\"b\x01"), "\"a\\\"b\\x01\"");
   EXPECT_EQ(quote(std::string(100, 'x')).size(), 48u + 5u);
 }
@@ -112,17 +111,18 @@ TEST(StockctlText, SkuAndQuote) {
 // ---- Seed files: CSV ----
 
 TEST(StockctlSeedCsv, Good) {
-  SeedParse p = parse_seed("s.csv",
-                           "sku,total,per_user_limit,opens_at,closes_at\r\n"
-                           "A,100,2,2026-11-23T10:00:00Z,now+1h\r\n"
-                           "\r\n"
-                           "  B , 5 ,,,\n"
-                           "\"C,1\",0,,0,\n"
-                           "D,,,,",
-                           kNow);
-  ASSERT_EQ(p.error, "");
-  ASSERT_EQ(p.rows.size(), 4u);
-  const auto& a = p.rows[0];
+  auto p = parse_seed("s.csv",
+                      "sku,total,per_user_limit,opens_at,closes_at\r\n"
+                      "A,100,2,2026-11-23T10:00:00Z,now+1h\r\n"
+                      "\r\n"
+                      "  B , 5 ,,,\n"
+                      "\"C,1\",0,,0,\n"
+                      "D,,,,",
+                      kNow);
+  ASSERT_EQ(error_of(p), "");
+  const std::vector<SeedRow>& rows = *p;
+  ASSERT_EQ(rows.size(), 4u);
+  const auto& a = rows[0];
   EXPECT_EQ(a.where, "s.csv:2");
   EXPECT_EQ(a.req.sku, "A");
   EXPECT_EQ(a.req.total, 100u);
@@ -131,22 +131,22 @@ TEST(StockctlSeedCsv, Good) {
   EXPECT_EQ(a.req.closes_at_ms, kNow + 3'600'000);
   EXPECT_EQ(a.req.mask,
             proto::kSetTotal | proto::kSetPerUserLimit | proto::kSetOpensAt | proto::kSetClosesAt);
-  EXPECT_EQ(p.rows[1].where, "s.csv:4");
-  EXPECT_EQ(p.rows[1].req.sku, "B");
-  EXPECT_EQ(p.rows[1].req.mask, proto::kSetTotal);
-  EXPECT_EQ(p.rows[1].req.total, 5u);
-  EXPECT_EQ(p.rows[2].req.sku, "C,1");
-  EXPECT_EQ(p.rows[2].req.mask, proto::kSetTotal | proto::kSetOpensAt);
-  EXPECT_EQ(p.rows[3].req.mask, 0);  // creates the SKU, sets nothing
+  EXPECT_EQ(rows[1].where, "s.csv:4");
+  EXPECT_EQ(rows[1].req.sku, "B");
+  EXPECT_EQ(rows[1].req.mask, proto::kSetTotal);
+  EXPECT_EQ(rows[1].req.total, 5u);
+  EXPECT_EQ(rows[2].req.sku, "C,1");
+  EXPECT_EQ(rows[2].req.mask, proto::kSetTotal | proto::kSetOpensAt);
+  EXPECT_EQ(rows[3].req.mask, 0);  // creates the SKU, sets nothing
 }
 
 TEST(StockctlSeedCsv, ColumnsInAnyOrderAndSubset) {
-  SeedParse p = parse_seed("s.csv", "\xEF\xBB\xBFtotal,sku\n7,X\n", kNow);
-  ASSERT_EQ(p.error, "");
-  ASSERT_EQ(p.rows.size(), 1u);
-  EXPECT_EQ(p.rows[0].req.sku, "X");
-  EXPECT_EQ(p.rows[0].req.total, 7u);
-  EXPECT_EQ(p.rows[0].req.mask, proto::kSetTotal);
+  auto p = parse_seed("s.csv", "\xEF\xBB\xBFtotal,sku\n7,X\n", kNow);
+  ASSERT_EQ(error_of(p), "");
+  ASSERT_EQ(p->size(), 1u);
+  EXPECT_EQ((*p)[0].req.sku, "X");
+  EXPECT_EQ((*p)[0].req.total, 7u);
+  EXPECT_EQ((*p)[0].req.mask, proto::kSetTotal);
 }
 
 struct BadCase {
@@ -189,18 +189,17 @@ TEST(StockctlSeedCsv, BadLinesNameTheirLine) {
       {"sku,total\nB,1\nA\x01,2\n", "f.csv:3: sku \"A\\x01\" contains a control character"},
   };
   for (const BadCase& c : cases) {
-    SeedParse p = parse_seed("f.csv", c.content, kNow);
-    EXPECT_TRUE(p.rows.empty()) << c.content;
+    auto p = parse_seed("f.csv", c.content, kNow);
+    ASSERT_FALSE(p.ok()) << c.content;
+    EXPECT_EQ(p.status().code(), Status::Code::kInvalid) << c.content;
     if (c.error != nullptr) {
-      EXPECT_EQ(p.error, c.error) << c.content;
-    } else {
-      EXPECT_NE(p.error, "") << c.content;
+      EXPECT_EQ(error_of(p), c.error) << c.content;
     }
   }
-  SeedParse long_sku =
-      parse_seed("f.csv", "sku,total\nB,1\n" + std::string(65, 'x') + ",1\n", kNow);
-  EXPECT_EQ(long_sku.error.substr(0, 10), "f.csv:3: s");
-  EXPECT_NE(long_sku.error.find("is 65 bytes, at most 64"), std::string::npos) << long_sku.error;
+  const std::string long_sku =
+      error_of(parse_seed("f.csv", "sku,total\nB,1\n" + std::string(65, 'x') + ",1\n", kNow));
+  EXPECT_EQ(long_sku.substr(0, 10), "f.csv:3: s");
+  EXPECT_NE(long_sku.find("is 65 bytes, at most 64"), std::string::npos) << long_sku;
 }
 
 TEST(StockctlSeedCsv, GarbageAndBinary) {
@@ -208,41 +207,40 @@ TEST(StockctlSeedCsv, GarbageAndBinary) {
       "sku,total\nA,1\n\x7f"
       "ELF\x02\x01\x00\x00",
       22);
-  SeedParse p = parse_seed("f.csv", binary, kNow);
-  EXPECT_EQ(p.error, "f.csv:3: binary data (NUL byte); expected CSV text");
-  EXPECT_TRUE(p.rows.empty());
-
-  p = parse_seed("f.dat", "\x89PNG\r\n\x1a\n", kNow);  // not JSON: read as CSV
-  EXPECT_EQ(p.error.substr(0, 8), "f.dat:1:");
+  EXPECT_EQ(error_of(parse_seed("f.csv", binary, kNow)),
+            "f.csv:3: binary data (NUL byte); expected CSV text");
+  // not JSON: read as CSV
+  EXPECT_EQ(error_of(parse_seed("f.dat", "\x89PNG\r\n\x1a\n", kNow)).substr(0, 8), "f.dat:1:");
 
   std::string noise;
   for (int i = 0; i < 4096; ++i) noise += static_cast<char>((i * 7919) % 251 + 1);
-  EXPECT_NE(parse_seed("f.csv", noise, kNow).error, "");
-  EXPECT_NE(parse_seed("f.json", noise, kNow).error, "");
+  EXPECT_FALSE(parse_seed("f.csv", noise, kNow).ok());
+  EXPECT_FALSE(parse_seed("f.json", noise, kNow).ok());
 }
 
 // ---- Seed files: JSON ----
 
 TEST(StockctlSeedJson, Good) {
-  SeedParse p = parse_seed("s.json",
-                           R"([
+  auto p = parse_seed("s.json",
+                      R"([
   {"sku": "A", "total": 100, "per_user_limit": 2, "opens_at": "2026-11-23T10:00:00Z",
    "closes_at": 1795431600000},
   {"sku": "B", "total": null, "opens_at": "now+30s"},
   {"sku": "C"}
 ])",
-                           kNow);
-  ASSERT_EQ(p.error, "");
-  ASSERT_EQ(p.rows.size(), 3u);
-  EXPECT_EQ(p.rows[0].where, "s.json: item 1");
-  EXPECT_EQ(p.rows[0].req.total, 100u);
-  EXPECT_EQ(p.rows[0].req.opens_at_ms, kNow);
-  EXPECT_EQ(p.rows[0].req.closes_at_ms, kNow + 3'600'000);
-  EXPECT_EQ(p.rows[0].req.mask,
+                      kNow);
+  ASSERT_EQ(error_of(p), "");
+  const std::vector<SeedRow>& rows = *p;
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].where, "s.json: item 1");
+  EXPECT_EQ(rows[0].req.total, 100u);
+  EXPECT_EQ(rows[0].req.opens_at_ms, kNow);
+  EXPECT_EQ(rows[0].req.closes_at_ms, kNow + 3'600'000);
+  EXPECT_EQ(rows[0].req.mask,
             proto::kSetTotal | proto::kSetPerUserLimit | proto::kSetOpensAt | proto::kSetClosesAt);
-  EXPECT_EQ(p.rows[1].req.mask, proto::kSetOpensAt);
-  EXPECT_EQ(p.rows[1].req.opens_at_ms, kNow + 30'000);
-  EXPECT_EQ(p.rows[2].req.mask, 0);
+  EXPECT_EQ(rows[1].req.mask, proto::kSetOpensAt);
+  EXPECT_EQ(rows[1].req.opens_at_ms, kNow + 30'000);
+  EXPECT_EQ(rows[2].req.mask, 0);
 }
 
 TEST(StockctlSeedJson, DetectedByContent) {
@@ -250,9 +248,9 @@ TEST(StockctlSeedJson, DetectedByContent) {
   EXPECT_EQ(detect_seed_format("seed", "sku,total"), SeedFormat::kCsv);
   EXPECT_EQ(detect_seed_format("seed.JSON", "sku"), SeedFormat::kJson);
   EXPECT_EQ(detect_seed_format("seed.csv", "[1]"), SeedFormat::kCsv);
-  SeedParse p = parse_seed("seed", R"([{"sku": "A", "total": 1}])", kNow);
-  ASSERT_EQ(p.error, "");
-  EXPECT_EQ(p.rows[0].where, "seed: item 1");
+  auto p = parse_seed("seed", R"([{"sku": "A", "total": 1}])", kNow);
+  ASSERT_EQ(error_of(p), "");
+  EXPECT_EQ((*p)[0].where, "seed: item 1");
 }
 
 TEST(StockctlSeedJson, BadItemsNameTheirIndex) {
@@ -287,26 +285,26 @@ TEST(StockctlSeedJson, BadItemsNameTheirIndex) {
       {"[{\"sku\": \"A\xff\"}]", nullptr},  // not UTF-8
   };
   for (const BadCase& c : cases) {
-    SeedParse p = parse_seed("f.json", c.content, kNow);
-    EXPECT_TRUE(p.rows.empty()) << c.content;
+    auto p = parse_seed("f.json", c.content, kNow);
+    ASSERT_FALSE(p.ok()) << c.content;
     if (c.error != nullptr) {
-      EXPECT_EQ(p.error, c.error) << c.content;
+      EXPECT_EQ(error_of(p), c.error) << c.content;
     } else {
-      EXPECT_EQ(p.error.substr(0, 8), "f.json: ") << c.content << " -> " << p.error;
+      EXPECT_EQ(error_of(p).substr(0, 8), "f.json: ") << c.content << " -> " << error_of(p);
     }
   }
-  EXPECT_EQ(parse_seed("f.json", "[{", kNow).error.substr(0, 22), "f.json: invalid JSON: ");
+  EXPECT_EQ(error_of(parse_seed("f.json", "[{", kNow)).substr(0, 22), "f.json: invalid JSON: ");
 }
 
 // ---- Code files ----
 
 TEST(StockctlCodes, Good) {
-  CodesParse p = parse_codes("c.txt",
-                             "\xEF\xBB\xBF"
-                             "AAA-1\r\n  BBB-2  \n\n\t\nCCC 3\nDDD-4");
-  ASSERT_EQ(p.error, "");
-  EXPECT_EQ(p.codes, (std::vector<std::string>{"AAA-1", "BBB-2", "CCC 3", "DDD-4"}));
-  EXPECT_EQ(parse_codes("c.txt", std::string(128, 'x')).codes.size(), 1u);
+  auto p = parse_codes("c.txt",
+                       "\xEF\xBB\xBF"
+                       "AAA-1\r\n  BBB-2  \n\n\t\nCCC 3\nDDD-4");
+  ASSERT_EQ(error_of(p), "");
+  EXPECT_EQ(*p, (std::vector<std::string>{"AAA-1", "BBB-2", "CCC 3", "DDD-4"}));
+  EXPECT_EQ(parse_codes("c.txt", std::string(128, 'x'))->size(), 1u);
 }
 
 TEST(StockctlCodes, Bad) {
@@ -320,14 +318,12 @@ TEST(StockctlCodes, Bad) {
        "c.txt:2: code \"B\\x01C\" contains a control character"},
   };
   for (const BadCase& c : cases) {
-    CodesParse p = parse_codes("c.txt", c.content);
-    EXPECT_EQ(p.error, c.error) << c.content;
-    EXPECT_TRUE(p.codes.empty());
+    EXPECT_EQ(error_of(parse_codes("c.txt", c.content)), c.error) << c.content;
   }
-  CodesParse p = parse_codes("c.txt", "A\n" + std::string(129, 'x') + "\n");
-  EXPECT_EQ(p.error, "c.txt:2: code is 129 bytes, at most 128");
-  p = parse_codes("c.txt", std::string("A\nB\0C\n", 6));
-  EXPECT_EQ(p.error, "c.txt:2: binary data (NUL byte); expected one code per line");
+  EXPECT_EQ(error_of(parse_codes("c.txt", "A\n" + std::string(129, 'x') + "\n")),
+            "c.txt:2: code is 129 bytes, at most 128");
+  EXPECT_EQ(error_of(parse_codes("c.txt", std::string("A\nB\0C\n", 6))),
+            "c.txt:2: binary data (NUL byte); expected one code per line");
 }
 
 TEST(StockctlCodes, ChunksFitTheFrame) {

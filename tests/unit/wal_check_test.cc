@@ -89,9 +89,9 @@ std::string fragment(uint8_t type, std::string_view payload,
 // Writes batches lsn first..last through the Store, each synced; batch `big_lsn` holds a value
 // spanning three blocks. "" or what failed.
 std::string write_batches(const fs::path& dir, uint64_t first, uint64_t last, uint64_t big_lsn) {
-  std::string err;
-  auto store = Store::open(dir.string(), StoreOptions{}, err);
-  if (!store) return err;
+  auto opened = Store::open(dir.string(), StoreOptions{});
+  if (!opened.ok()) return opened.status().message();
+  std::unique_ptr<Store> store = std::move(*opened);
   for (uint64_t lsn = first; lsn <= last; ++lsn) {
     Batch b = store->batch();
     b.lsn = lsn;
@@ -145,9 +145,7 @@ class WalCheck : public ::testing::Test {
   std::string open_error(bool read_only = false) const {
     StoreOptions o;
     o.read_only = read_only;
-    std::string err;
-    auto store = Store::open(data_.string(), o, err);
-    return store ? "" : err;
+    return Store::open(data_.string(), o).status().message();
   }
 
   fs::path base_;
@@ -181,7 +179,7 @@ TEST(Crc32c, TheFastPathAgreesWithTheTable) {
 }
 
 TEST_F(WalCheck, AnUntouchedLogPasses) {
-  EXPECT_EQ(check_wal_tail(wal_.string()), "");
+  EXPECT_TRUE(check_wal_tail(wal_.string()).ok());
   EXPECT_EQ(open_error(), "");
 }
 
@@ -191,12 +189,12 @@ TEST_F(WalCheck, ALastRecordCutAnywherePasses) {
   for (size_t cut : {last.begin, last.begin + 1, last.begin + 4, last.begin + 6, last.begin + 7,
                      last.begin + 8, last.begin + len / 2, last.end - 1}) {
     replace_log(bytes_.substr(0, cut));
-    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "cut at " << cut;
+    EXPECT_TRUE(check_wal_tail(wal_.string()).ok()) << "cut at " << cut;
   }
   // The big record torn after its FIRST or MIDDLE fragment, or inside one.
   for (size_t cut : {frags_[3].begin, frags_[3].begin + 100, frags_[4].begin + 3}) {
     replace_log(bytes_.substr(0, cut));
-    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "cut at " << cut;
+    EXPECT_TRUE(check_wal_tail(wal_.string()).ok()) << "cut at " << cut;
   }
 }
 
@@ -204,10 +202,10 @@ TEST_F(WalCheck, ALastRecordCutAnywherePasses) {
 TEST_F(WalCheck, ATornTailOnceOpenedStaysQuiet) {
   replace_log(bytes_.substr(0, frags_.back().begin + 9));
   ASSERT_EQ(write_batches(data_, 8, 12, 0), "");
-  EXPECT_EQ(check_wal_tail(wal_.string()), "");
-  std::string err;
-  auto store = Store::open(data_.string(), StoreOptions{}, err);
-  ASSERT_NE(store, nullptr) << err;
+  EXPECT_TRUE(check_wal_tail(wal_.string()).ok());
+  auto opened = Store::open(data_.string(), StoreOptions{});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::unique_ptr<Store> store = std::move(*opened);
   std::string value;
   bool found = false;
   ASSERT_TRUE(store->get("m/meta", value, found).ok());
@@ -229,7 +227,7 @@ TEST_F(WalCheck, ZerosOrGarbageAfterTheLastRecordPass) {
   };
   for (size_t i = 0; i < tails.size(); ++i) {
     replace_log(bytes_ + tails[i]);
-    EXPECT_EQ(check_wal_tail(wal_.string()), "") << "tail " << i;
+    EXPECT_TRUE(check_wal_tail(wal_.string()).ok()) << "tail " << i;
   }
 }
 
@@ -239,7 +237,7 @@ TEST_F(WalCheck, ALengthRunningPastTheEndOfTheFileRefuses) {
     for (int bit = 0; bit < 8; ++bit) {
       const std::string b = flipped(at, bit);
       replace_log(b);
-      const std::string why = check_wal_tail(wal_.string());
+      const std::string why = check_wal_tail(wal_.string()).message();
       const std::string what = "bit " + std::to_string(bit) + " of byte " + std::to_string(at);
       EXPECT_THAT(why, AllOf(StartsWith("Corruption: " + log_ + ": corrupt record at byte " +
                                         std::to_string(m.begin) + " ("),
@@ -267,14 +265,15 @@ TEST_F(WalCheck, AFlippedChecksumOrPayloadRefuses) {
   const Frag& m = middle();
   for (size_t at : {m.begin, m.begin + 3, m.begin + kHeader, m.end - 1}) {
     replace_log(flipped(at, 2));
-    EXPECT_THAT(check_wal_tail(wal_.string()),
+    EXPECT_THAT(check_wal_tail(wal_.string()).message(),
                 HasSubstr(log_ + ": corrupt record at byte " + std::to_string(m.begin) +
                           " (checksum mismatch) followed by 3 intact records"))
         << "byte " << at;
     EXPECT_THAT(open_error(), StartsWith("cannot open store in ")) << "byte " << at;
   }
   replace_log(flipped(m.begin + 6, 4));  // FULL becomes 17
-  EXPECT_THAT(check_wal_tail(wal_.string()), HasSubstr("(unknown type 17) followed by 3"));
+  EXPECT_THAT(check_wal_tail(wal_.string()).message(),
+              HasSubstr("(unknown type 17) followed by 3"));
 }
 
 TEST_F(WalCheck, DamageInAnEarlierBlockRefuses) {
@@ -284,7 +283,7 @@ TEST_F(WalCheck, DamageInAnEarlierBlockRefuses) {
   int bit = 0;  // one that makes the length longer
   while ((length >> (8 + bit) & 1) != 0) ++bit;
   replace_log(flipped(first.begin + 5, bit));
-  EXPECT_THAT(check_wal_tail(wal_.string()),
+  EXPECT_THAT(check_wal_tail(wal_.string()).message(),
               HasSubstr("corrupt record at byte " + std::to_string(first.begin) + " (length " +
                         std::to_string(length + (256u << bit)) +
                         " runs past the end of its 32 KiB block) followed by 7 intact records"));
@@ -297,7 +296,7 @@ TEST_F(WalCheck, ZeroedRecordsFollowedByIntactOnesRefuse) {
   std::fill(b.begin() + static_cast<ptrdiff_t>(m.begin), b.begin() + static_cast<ptrdiff_t>(m.end),
             '\0');
   replace_log(b);
-  EXPECT_THAT(check_wal_tail(wal_.string()),
+  EXPECT_THAT(check_wal_tail(wal_.string()).message(),
               HasSubstr("corrupt record at byte " + std::to_string(m.begin) +
                         " (a zeroed header) followed by 3 intact records"));
 }
@@ -307,24 +306,24 @@ TEST_F(WalCheck, ATornTailFollowedByALaterLogRefuses) {
   const std::string later = "999999.log";
   spit(wal_ / later, bytes_);
   EXPECT_THAT(
-      check_wal_tail(wal_.string()),
+      check_wal_tail(wal_.string()).message(),
       HasSubstr(log_ + ": corrupt record at byte " + std::to_string(frags_.back().begin) +
                 " (length " + std::to_string(frags_.back().end - frags_.back().begin - kHeader) +
                 " runs past the end of the file) followed by 10 intact records (the first "
                 "at byte 0 of " +
                 later + ")"));
   spit(wal_ / later, std::string(5000, '\0'));  // a new log, preallocated, never written
-  EXPECT_EQ(check_wal_tail(wal_.string()), "");
+  EXPECT_TRUE(check_wal_tail(wal_.string()).ok());
   spit(wal_ / later, "");
-  EXPECT_EQ(check_wal_tail(wal_.string()), "");
+  EXPECT_TRUE(check_wal_tail(wal_.string()).ok());
 }
 
 TEST(WalCheckDirs, NoStoreYetOrNotADirectoryIsForRocksDbToSay) {
   const fs::path base = make_temp_dir();
-  EXPECT_EQ(check_wal_tail((base / "missing").string()), "");
+  EXPECT_TRUE(check_wal_tail((base / "missing").string()).ok());
   spit(base / "file", "not a data dir\n");
-  EXPECT_EQ(check_wal_tail((base / "file").string()), "");
-  EXPECT_EQ(check_wal_tail(base.string()), "");  // no logs at all
+  EXPECT_TRUE(check_wal_tail((base / "file").string()).ok());
+  EXPECT_TRUE(check_wal_tail(base.string()).ok());  // no logs at all
   fs::remove_all(base);
 }
 
@@ -336,14 +335,14 @@ TEST(WalCheckRecyclable, TheFilesPreviousLifeIsATailButOwnRecordsAfterDamageAreN
   std::string before;  // the same file in its previous life, as log 7
   for (int i = 0; i < 9; ++i) before += fragment(5, "old batch " + std::to_string(i), 7);
   spit(base / "000012.log", now + before.substr(now.size()));
-  EXPECT_EQ(check_wal_tail(base.string()), "");
+  EXPECT_TRUE(check_wal_tail(base.string()).ok());
   spit(base / "000012.log", now + before);  // the previous life starts on a fragment boundary
-  EXPECT_EQ(check_wal_tail(base.string()), "");
+  EXPECT_TRUE(check_wal_tail(base.string()).ok());
 
   std::string damaged = now + fragment(5, "batch 4", kNumber);
   damaged[now.size() - 1] ^= 1;  // the payload of batch 3
   spit(base / "000012.log", damaged);
-  EXPECT_THAT(check_wal_tail(base.string()),
+  EXPECT_THAT(check_wal_tail(base.string()).message(),
               HasSubstr("000012.log: corrupt record at byte " +
                         std::to_string(now.size() - fragment(5, "batch 3", kNumber).size()) +
                         " (checksum mismatch) followed by 1 intact record (the first at byte " +
@@ -369,8 +368,9 @@ TEST(StoreLayout, AStoreWithoutOurFamiliesIsRefusedAndLeftAlone) {
     ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "m/meta", "old").ok());
     delete db;
   }
-  std::string err;
-  EXPECT_FALSE(Store::open(dir.string(), StoreOptions{}, err));
+  const Status refused = Store::open(dir.string(), StoreOptions{}).status();
+  EXPECT_EQ(refused.code(), Status::Code::kRefused);
+  const std::string& err = refused.message();
   EXPECT_THAT(err, ::testing::HasSubstr("its column families are [default]"));
   EXPECT_THAT(err, ::testing::HasSubstr("not a store of this stockd version"));
   std::vector<std::string> families;
@@ -382,9 +382,9 @@ TEST(StoreLayout, AStoreWithoutOurFamiliesIsRefusedAndLeftAlone) {
 // Rows land in the family of their table and read back through the same routing.
 TEST(StoreLayout, EachTableReadsBackWhereItWasWritten) {
   const fs::path dir = make_temp_dir() / "new";
-  std::string err;
-  auto store = Store::open(dir.string(), StoreOptions{}, err);
-  ASSERT_TRUE(store) << err;
+  auto opened = Store::open(dir.string(), StoreOptions{});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::unique_ptr<Store> store = std::move(*opened);
   Batch b = store->batch();
   for (const char* key : {"h/1", "l/1", "s/tee", "m/meta"}) b.put(key, std::string("v") + key);
   ASSERT_TRUE(store->write(b, true).ok());
@@ -422,8 +422,9 @@ TEST(StoreLayout, AStoreOfTheEarlierLayoutIsRefusedWithHowToMigrate) {
     for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
     delete db;
   }
-  std::string err;
-  EXPECT_FALSE(Store::open(dir.string(), StoreOptions{}, err));
+  const Status refused = Store::open(dir.string(), StoreOptions{}).status();
+  EXPECT_EQ(refused.code(), Status::Code::kRefused);
+  const std::string& err = refused.message();
   EXPECT_THAT(err, ::testing::HasSubstr("the layout of an earlier stockd"));
   EXPECT_THAT(err, ::testing::HasSubstr("stockctl migrate --data-dir " + dir.string()));
   std::vector<std::string> families;

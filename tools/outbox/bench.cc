@@ -41,11 +41,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::string err;
-  auto sink = stockd::outbox::make_sink(sql, err);
+  stockd::Result<std::unique_ptr<stockd::outbox::Sink>> made = stockd::outbox::make_sink(sql);
+  if (!made.ok()) {
+    std::fprintf(stderr, "stockd-outbox-bench: %s\n", made.status().message().c_str());
+    return 2;
+  }
+  std::unique_ptr<stockd::outbox::Sink> sink = std::move(made).value();
   uint64_t cursor = 0;
-  if (sink == nullptr || !(err = sink->read_cursor(cursor).message).empty()) {
-    std::fprintf(stderr, "stockd-outbox-bench: %s\n", err.c_str());
+  if (stockd::outbox::SinkStatus s = sink->read_cursor(cursor); !s.ok()) {
+    std::fprintf(stderr, "stockd-outbox-bench: %s\n", s.message.c_str());
     return 2;
   }
   // A record's times are fixed, so that a replay (--reset-cursor 0, then the bench again) writes

@@ -152,14 +152,18 @@ std::string tighten_sqlite_files(const std::string& url) {
 }
 
 // --token-file / --sql-file into the arguments; warnings for secrets typed on the command line.
-// "" or why not.
-std::string read_secrets(Args& a, int argc, char** argv, std::vector<std::string>& warnings) {
-  if (a.token_opt->count() > 0 && a.token_file_opt->count() > 0)
-    return "--token and --token-file (or STOCKD_OUTBOX_TOKEN, STOCKD_OUTBOX_TOKEN_FILE) are both "
-           "given: use one";
-  if (a.sql_opt->count() > 0 && a.sql_file_opt->count() > 0)
-    return "--sql and --sql-file (or STOCKD_OUTBOX_SQL, STOCKD_OUTBOX_SQL_FILE) are both given: "
-           "use one";
+// Ok or why not.
+stockd::Status read_secrets(Args& a, int argc, char** argv, std::vector<std::string>& warnings) {
+  if (a.token_opt->count() > 0 && a.token_file_opt->count() > 0) {
+    return stockd::Status::Invalid(
+        "--token and --token-file (or STOCKD_OUTBOX_TOKEN, STOCKD_OUTBOX_TOKEN_FILE) are both "
+        "given: use one");
+  }
+  if (a.sql_opt->count() > 0 && a.sql_file_opt->count() > 0) {
+    return stockd::Status::Invalid(
+        "--sql and --sql-file (or STOCKD_OUTBOX_SQL, STOCKD_OUTBOX_SQL_FILE) are both given: "
+        "use one");
+  }
   if (stockd::on_command_line(argc, argv, "--token")) {
     warnings.push_back(
         "--token on the command line is visible to every local user (ps, /proc/PID/cmdline): "
@@ -173,33 +177,33 @@ std::string read_secrets(Args& a, int argc, char** argv, std::vector<std::string
   }
   std::string warning;
   if (a.token_file_opt->count() > 0) {
-    std::string err =
+    stockd::Status s =
         stockd::read_secret_file(a.token_file, a.token, warning, stockd::proto::kTokenBytesMax);
-    if (!err.empty()) return "--token-file: " + err;
+    if (!s.ok()) return std::move(s).context("--token-file");
     if (!warning.empty()) warnings.push_back("--token-file: " + warning);
   }
   if (a.sql_file_opt->count() > 0) {
-    std::string err = stockd::read_secret_file(a.sql_file, a.sql, warning, 64 * 1024);
-    if (!err.empty()) return "--sql-file: " + err;
+    stockd::Status s = stockd::read_secret_file(a.sql_file, a.sql, warning, 64 * 1024);
+    if (!s.ok()) return std::move(s).context("--sql-file");
     if (!warning.empty()) warnings.push_back("--sql-file: " + warning);
   }
-  return "";
+  return stockd::Status::Ok();
 }
 
 int run(Args& a, const std::vector<std::string>& warnings) {
   using namespace stockd::outbox;
-  if (std::string err = stockd::parse_endpoint(a.server, a.cfg.server); !err.empty()) {
-    std::fprintf(stderr, "stockd-outbox: --server: %s\n", err.c_str());
+  if (stockd::Status s = stockd::parse_endpoint(a.server, a.cfg.server); !s.ok()) {
+    std::fprintf(stderr, "stockd-outbox: --server: %s\n", s.message().c_str());
     return kExitConfig;
   }
   a.cfg.server.token = a.token;
   stockd::imply_tls(a.cfg.server.tls);
-  std::string err;
-  std::unique_ptr<Sink> sink = make_sink(a.sql, err);
-  if (!sink) {
-    std::fprintf(stderr, "stockd-outbox: %s\n", err.c_str());
+  stockd::Result<std::unique_ptr<Sink>> made = make_sink(a.sql);
+  if (!made.ok()) {
+    std::fprintf(stderr, "stockd-outbox: %s\n", made.status().message().c_str());
     return kExitConfig;
   }
+  std::unique_ptr<Sink> sink = std::move(made).value();
   auto log = spdlog::stderr_color_mt("outbox");
   log->set_level(spdlog::level::from_str(a.log_level));
   spdlog::flush_on(spdlog::level::info);
@@ -219,10 +223,10 @@ int run(Args& a, const std::vector<std::string>& warnings) {
   stockd::outbox::MetricsServer metrics;
   if (!a.metrics_listen.empty()) {
     stockd::ClientOptions ep;
-    std::string e = stockd::parse_endpoint(a.metrics_listen, ep);
-    if (e.empty()) e = metrics.start(ep.host, ep.port);
-    if (!e.empty()) {
-      log->critical("--metrics-listen: {}", e);
+    stockd::Status s = stockd::parse_endpoint(a.metrics_listen, ep);
+    if (s.ok()) s = metrics.start(ep.host, ep.port);
+    if (!s.ok()) {
+      log->critical("--metrics-listen: {}", s.message());
       return kExitConfig;
     }
     a.cfg.metrics = &metrics;
@@ -252,8 +256,8 @@ int main(int argc, char** argv) {
     return stockd::outbox::kExitConfig;
   }
   std::vector<std::string> warnings;
-  if (std::string err = read_secrets(a, argc, argv, warnings); !err.empty()) {
-    std::fprintf(stderr, "stockd-outbox: %s\n", err.c_str());
+  if (stockd::Status s = read_secrets(a, argc, argv, warnings); !s.ok()) {
+    std::fprintf(stderr, "stockd-outbox: %s\n", s.message().c_str());
     return stockd::outbox::kExitConfig;
   }
   try {

@@ -43,20 +43,23 @@ MetricsServer::~MetricsServer() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-std::string MetricsServer::start(const std::string& host, uint16_t port) {
+Status MetricsServer::start(const std::string& host, uint16_t port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(port);
-  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) return "bad IPv4 address " + host;
+  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    return Status::Invalid("bad IPv4 address " + host);
+  }
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
       ::listen(fd_, 16) != 0) {
-    return "cannot listen on " + host + ":" + std::to_string(port) + ": " + std::strerror(errno);
+    return Status::Io("cannot listen on " + host + ":" + std::to_string(port) + ": " +
+                      std::strerror(errno));
   }
   thread_ = std::thread([this] { serve(); });
-  return "";
+  return Status::Ok();
 }
 
 void MetricsServer::publish(const SidecarGauges& g) {

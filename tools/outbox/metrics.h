@@ -10,6 +10,8 @@
 #include <string>
 #include <thread>
 
+#include "stockd/status.h"
+
 namespace stockd::outbox {
 
 struct SidecarGauges {
@@ -29,8 +31,8 @@ class MetricsServer {
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
-  // Binds HOST:PORT and starts serving. "" or why not.
-  std::string start(const std::string& host, uint16_t port);
+  // Binds HOST:PORT and starts serving. Ok, or why not (Invalid: not an IPv4 address; Io).
+  Status start(const std::string& host, uint16_t port);
   void publish(const SidecarGauges& g);
 
  private:

@@ -332,9 +332,9 @@ SinkStatus PgSink::check_columns() {
     if (PQresultStatus(last_) != PGRES_TUPLES_OK) return fail("cannot list the tables' columns");
     std::set<std::string, std::less<>> have;
     for (int i = 0; i < PQntuples(last_); ++i) have.emplace(PQgetvalue(last_, i, 0));
-    if (std::string m = missing_columns(t, have); !m.empty()) {
+    if (Status m = missing_columns(t, have); !m.ok()) {
       close();
-      return SinkStatus::Rejected("postgresql: " + m);
+      return SinkStatus::Rejected("postgresql: " + m.message());
     }
   }
   return SinkStatus::Ok();
@@ -455,9 +455,9 @@ SinkStatus PgSink::transact(int64_t expected, int64_t first, int64_t last, int64
   for (int i = 0; i < BatchTotals::kColumns; ++i) {
     found[i] = std::strtoll(PQgetvalue(last_, 0, i), nullptr, 10);
   }
-  if (std::string why = compare_totals(want_, found); !why.empty()) {
+  if (Status why = compare_totals(want_, found); !why.ok()) {
     run("ROLLBACK");
-    return SinkStatus::Rejected(failed + why);
+    return SinkStatus::Rejected(failed + why.message());
   }
   if (!run("COMMIT") || std::strcmp(PQcmdStatus(last_), "COMMIT") != 0) {
     return fail("cannot commit records " + range);

@@ -58,48 +58,50 @@ std::string json_quote(std::string_view s) {
   return out;
 }
 
-std::string check_record(const proto::OutboxRecord& r) {
+Status check_record(const proto::OutboxRecord& r) {
   const std::string at = "record " + std::to_string(r.seq) + ": ";
-  if (r.seq == 0) return "record with seq 0";
+  if (r.seq == 0) return Status::Invalid("record with seq 0");
   if (r.kind != proto::OutboxKind::kOrder && r.kind != proto::OutboxKind::kReleased &&
       r.kind != proto::OutboxKind::kExpired) {
-    return at + "unknown kind " + std::to_string(static_cast<int>(r.kind));
+    return Status::Invalid(at + "unknown kind " + std::to_string(static_cast<int>(r.kind)));
   }
-  if (r.order_id == 0) return at + "order_id 0";
-  if (r.user.empty()) return at + "empty user";
+  if (r.order_id == 0) return Status::Invalid(at + "order_id 0");
+  if (r.user.empty()) return Status::Invalid(at + "empty user");
   if (r.lines.empty() || r.lines.size() > proto::kReserveLinesMax) {
-    return at + std::to_string(r.lines.size()) + " lines (must be 1.." +
-           std::to_string(proto::kReserveLinesMax) + ")";
+    return Status::Invalid(at + std::to_string(r.lines.size()) + " lines (must be 1.." +
+                           std::to_string(proto::kReserveLinesMax) + ")");
   }
   for (size_t i = 0; i < r.lines.size(); ++i) {
     const proto::Line& l = r.lines[i];
-    if (l.sku.empty() || l.qty == 0) return at + "line " + std::to_string(i) + " is empty";
+    if (l.sku.empty() || l.qty == 0)
+      return Status::Invalid(at + "line " + std::to_string(i) + " is empty");
     for (size_t j = 0; j < i; ++j) {
-      if (r.lines[j].sku == l.sku) return at + "sku " + l.sku + " on two lines";
+      if (r.lines[j].sku == l.sku) return Status::Invalid(at + "sku " + l.sku + " on two lines");
     }
   }
   for (size_t i = 0; i < r.codes.size(); ++i) {
     const proto::SkuCode& c = r.codes[i];
-    if (c.code.empty()) return at + "code " + std::to_string(i) + " is empty";
+    if (c.code.empty()) return Status::Invalid(at + "code " + std::to_string(i) + " is empty");
     if (std::none_of(r.lines.begin(), r.lines.end(), [&](const auto& l) { return l.sku == c.sku; }))
-      return at + "code " + c.code + " of sku " + c.sku + " which is on no line";
+      return Status::Invalid(at + "code " + c.code + " of sku " + c.sku + " which is on no line");
     for (size_t j = 0; j < i; ++j) {
-      if (r.codes[j] == c) return at + "code " + c.code + " listed twice";
+      if (r.codes[j] == c) return Status::Invalid(at + "code " + c.code + " listed twice");
     }
   }
-  return "";
+  return Status::Ok();
 }
 
-std::string check_batch(uint64_t cursor, std::span<const proto::OutboxRecord> records) {
+Status check_batch(uint64_t cursor, std::span<const proto::OutboxRecord> records) {
   uint64_t want = cursor + 1;
   for (const proto::OutboxRecord& r : records) {
     if (r.seq != want) {
-      return "expected record " + std::to_string(want) + ", got " + std::to_string(r.seq);
+      return Status::Invalid("expected record " + std::to_string(want) + ", got " +
+                             std::to_string(r.seq));
     }
-    if (std::string why = check_record(r); !why.empty()) return why;
+    if (Status s = check_record(r); !s.ok()) return s;
     ++want;
   }
-  return "";
+  return Status::Ok();
 }
 
 const char* event_kind_name(proto::OutboxKind kind) {
@@ -205,7 +207,7 @@ BatchTotals batch_totals(std::span<const proto::OutboxRecord> records) {
   return t;
 }
 
-std::string compare_totals(const BatchTotals& want, const BatchTotals& found) {
+Status compare_totals(const BatchTotals& want, const BatchTotals& found) {
   std::string out;
   for (const auto& c : kTotalColumns) {
     if (want.*c.field == found.*c.field) continue;
@@ -214,7 +216,7 @@ std::string compare_totals(const BatchTotals& want, const BatchTotals& found) {
     m.replace(m.find("{}"), 2, std::to_string(want.*c.field));
     out += (out.empty() ? "" : "; ") + m;
   }
-  return out;
+  return out.empty() ? Status::Ok() : Status::Corruption(out);
 }
 
 }  // namespace stockd::outbox

@@ -9,16 +9,18 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/status.h"
 
 namespace stockd::outbox {
 
-// Why `r` cannot be stored, or "": seq >= 1; a known kind; order_id >= 1; a non-empty user;
-// 1..kReserveLinesMax lines with non-empty, distinct SKUs and qty >= 1; each code non-empty,
-// of a SKU among the lines, and not repeated.
-std::string check_record(const proto::OutboxRecord& r);
+// Ok, or Invalid saying why `r` cannot be stored: seq >= 1; a known kind; order_id >= 1; a
+// non-empty user; 1..kReserveLinesMax lines with non-empty, distinct SKUs and qty >= 1; each code
+// non-empty, of a SKU among the lines, and not repeated.
+Status check_record(const proto::OutboxRecord& r);
 
-// Why `records` are not exactly cursor+1, cursor+2, ... (each also passing check_record), or "".
-std::string check_batch(uint64_t cursor, std::span<const proto::OutboxRecord> records);
+// Ok, or Invalid saying why `records` are not exactly cursor+1, cursor+2, ... (each also passing
+// check_record).
+Status check_batch(uint64_t cursor, std::span<const proto::OutboxRecord> records);
 
 // hold_events.kind of a RELEASED or EXPIRED record: "released" / "expired" ("order" for ORDER).
 const char* event_kind_name(proto::OutboxKind kind);
@@ -64,8 +66,9 @@ struct BatchTotals {
 // The totals `records` should leave in SQL.
 BatchTotals batch_totals(std::span<const proto::OutboxRecord> records);
 
-// "" if the read-back `found` (what SQL holds for the batch's seqs) matches `want`, else one line
-// naming what differs, e.g. "orders holds 4 rows for these seqs, expected 5".
-std::string compare_totals(const BatchTotals& want, const BatchTotals& found);
+// Ok if the read-back `found` (what SQL holds for the batch's seqs) matches `want`, else
+// Corruption with one line naming what differs, e.g. "orders holds 4 rows for these seqs,
+// expected 5".
+Status compare_totals(const BatchTotals& want, const BatchTotals& found);
 
 }  // namespace stockd::outbox

@@ -13,6 +13,8 @@
 #include <string>
 #include <string_view>
 
+#include "stockd/status.h"
+
 namespace stockd::outbox {
 
 // The tables, and the columns the sidecar writes, in the order it writes them. Every INSERT and
@@ -86,12 +88,12 @@ inline std::string schema_ddl(const char* ddl, std::string_view bytes_type) {
   return s;
 }
 
-// "" if a table with the columns `have` (empty: no such table) has every column of `t`, else
-// why not, in one line naming the table and the first missing column, and what to do.
-inline std::string missing_columns(const TableColumns& t,
-                                   const std::set<std::string, std::less<>>& have) {
+// Ok if a table with the columns `have` (empty: no such table) has every column of `t`, else
+// Refused in one line naming the table and the first missing column, and what to do.
+inline Status missing_columns(const TableColumns& t,
+                              const std::set<std::string, std::less<>>& have) {
   const std::string table = t.table;
-  if (have.empty()) return "table " + table + " does not exist";
+  if (have.empty()) return Status::Refused("table " + table + " does not exist");
   for (std::string_view rest = t.columns; !rest.empty();) {
     const size_t comma = rest.find(',');
     std::string_view col = rest.substr(0, comma);
@@ -100,16 +102,18 @@ inline std::string missing_columns(const TableColumns& t,
     if (have.contains(col)) continue;
     // Older sidecars stored strings as text only (odd bytes as "\xHH" escapes).
     if (table == "orders" && col == "user_id_bytes") {
-      return "table orders has no column user_id_bytes: this database was created by "
-             "an older stockd-outbox, which stored strings as text only; upgrade it as "
-             "docs/outbox.md says (\"Upgrading a text-only database\"), or point --sql at a new "
-             "database";
+      return Status::Refused(
+          "table orders has no column user_id_bytes: this database was created by "
+          "an older stockd-outbox, which stored strings as text only; upgrade it as "
+          "docs/outbox.md says (\"Upgrading a text-only database\"), or point --sql at a new "
+          "database");
     }
-    return "table " + table + " has no column " + std::string(col) +
-           ", which stockd-outbox writes (" + t.columns +
-           "): add it back (docs/outbox.md, \"Schema\"), or point --sql at a new database";
+    return Status::Refused("table " + table + " has no column " + std::string(col) +
+                           ", which stockd-outbox writes (" + t.columns +
+                           "): add it back (docs/outbox.md, \"Schema\"), or point --sql at a new "
+                           "database");
   }
-  return "";
+  return Status::Ok();
 }
 
 // Creates the cursor row at 0 unless it exists. Parameter: updated_at_ms.

@@ -245,9 +245,9 @@ Next Sidecar::Impl::step() {
   }
   // With --accept-gap the records may start at stockd's oldest retained one; never elsewhere.
   uint64_t after = cfg.accept_gap && resp.first_seq > cursor + 1 ? resp.first_seq - 1 : cursor;
-  if (std::string why = check_batch(after, resp.records); !why.empty()) {
-    log->error("protocol error in OUTBOX_READ after {}: {}", cursor, why);
-    lost_stockd("protocol error: " + why);
+  if (Status why = check_batch(after, resp.records); !why.ok()) {
+    log->error("protocol error in OUTBOX_READ after {}: {}", cursor, why.message());
+    lost_stockd("protocol error: " + why.message());
     return std::nullopt;
   }
   read_backoff = Backoff(cfg.backoff_min_ms, cfg.backoff_max_ms);

@@ -5,13 +5,13 @@
 
 namespace stockd::outbox {
 
-std::unique_ptr<Sink> make_sink(const std::string& url, std::string& error) {
+Result<std::unique_ptr<Sink>> make_sink(const std::string& url) {
   if (url.rfind("sqlite:", 0) == 0) {
     std::string path = url.substr(7);
     if (path.rfind("//", 0) == 0) path = path.substr(2);  // sqlite://PATH, as some tools write
     if (path.empty()) {
-      error = "--sql " + url + ": no file after 'sqlite:' (e.g. sqlite:./data/orders.db)";
-      return nullptr;
+      return Status::Invalid("--sql " + url +
+                             ": no file after 'sqlite:' (e.g. sqlite:./data/orders.db)");
     }
     return make_sqlite_sink(path);
   }
@@ -22,14 +22,13 @@ std::unique_ptr<Sink> make_sink(const std::string& url, std::string& error) {
       std::string why = err != nullptr ? err : "out of memory";
       while (!why.empty() && why.back() == '\n') why.pop_back();
       PQfreemem(err);
-      error = "--sql: not a valid PostgreSQL URL: " + why;
-      return nullptr;
+      return Status::Invalid("--sql: not a valid PostgreSQL URL: " + why);
     }
     PQconninfoFree(opts);
     return make_pg_sink(url);
   }
-  error = "--sql " + url + ": expected sqlite:PATH, postgresql://... or postgres://...";
-  return nullptr;
+  return Status::Invalid("--sql " + url +
+                         ": expected sqlite:PATH, postgresql://... or postgres://...");
 }
 
 }  // namespace stockd::outbox

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "stockd/protocol.h"
+#include "stockd/status.h"
 
 namespace stockd::outbox {
 
@@ -71,8 +72,8 @@ class Sink {
 };
 
 // Parses a --sql URL: "sqlite:PATH" or "postgresql://..." / "postgres://..." (any libpq
-// connection URI). Returns the sink, or nullptr and `error` (one line, for the operator).
-std::unique_ptr<Sink> make_sink(const std::string& url, std::string& error);
+// connection URI). Returns the sink (not yet connected), or Invalid (one line, for the operator).
+Result<std::unique_ptr<Sink>> make_sink(const std::string& url);
 
 std::unique_ptr<Sink> make_sqlite_sink(const std::string& path);
 std::unique_ptr<Sink> make_pg_sink(const std::string& conninfo);

@@ -194,7 +194,7 @@ SinkStatus SqliteSink::check_columns() {
   sqlite3_stmt* st = nullptr;
   int rc = sqlite3_prepare_v2(db_, "SELECT name FROM pragma_table_info(?1)", -1, &st, nullptr);
   if (rc != SQLITE_OK) return fail(rc, "cannot list the tables' columns");
-  std::string missing;
+  Status missing;
   for (const TableColumns& t : kTables) {
     std::set<std::string, std::less<>> have;
     sqlite3_bind_text(st, 1, t.table, -1, SQLITE_STATIC);
@@ -203,17 +203,15 @@ SinkStatus SqliteSink::check_columns() {
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) break;
-    if (std::string m = missing_columns(t, have); !m.empty()) {
-      missing = m;
-      break;
-    }
+    missing = missing_columns(t, have);
+    if (!missing.ok()) break;
   }
   sqlite3_finalize(st);
   if (rc != SQLITE_DONE) return fail(rc, "cannot list the tables' columns");
-  if (missing.empty()) return SinkStatus::Ok();
+  if (missing.ok()) return SinkStatus::Ok();
   exec("ROLLBACK");
   close();
-  return SinkStatus::Rejected("sqlite: " + missing);
+  return SinkStatus::Rejected("sqlite: " + missing.message());
 }
 
 SinkStatus SqliteSink::open() {
@@ -386,9 +384,10 @@ SinkStatus SqliteSink::write_batch(uint64_t expected_cursor,
   }
   sqlite3_reset(check);
   if (rc != SQLITE_ROW) return fail(rc, "cannot check records " + range);
-  if (std::string why = compare_totals(batch_totals(records), found); !why.empty()) {
+  if (Status why = compare_totals(batch_totals(records), found); !why.ok()) {
     step(kRollback);
-    return SinkStatus::Rejected("sqlite: batch check of records " + range + " failed: " + why);
+    return SinkStatus::Rejected("sqlite: batch check of records " + range +
+                                " failed: " + why.message());
   }
   if ((rc = step(kCommit)) != SQLITE_DONE) return fail(rc, "cannot commit");
   return SinkStatus::Ok();

@@ -45,13 +45,13 @@ std::vector<std::string_view> split(std::string_view text, char sep) {
   }
 }
 
-// A token from a file (stockd/secret_file.h). "" or why not.
-std::string read_token_file(const std::string& flag, const std::string& path, std::string& token) {
+// A token from a file (stockd/secret_file.h). Ok or why not.
+Status read_token_file(const std::string& flag, const std::string& path, std::string& token) {
   std::string warning;
-  std::string e = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
+  Status s = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
   if (!warning.empty())
     std::fprintf(stderr, "stockbench: warning: %s: %s\n", flag.c_str(), warning.c_str());
-  return e.empty() ? "" : flag + ": " + e;
+  return std::move(s).context(flag);
 }
 
 std::string random_run_id() {
@@ -161,37 +161,39 @@ bool parse_duration(std::string_view text, double& seconds) {
   return true;
 }
 
-std::string parse_stages(std::string_view text, std::vector<Stage>& out) {
-  out.clear();
+Result<std::vector<Stage>> parse_stages(std::string_view text) {
+  std::vector<Stage> out;
   for (std::string_view part : split(text, ',')) {
     size_t colon = part.find(':');
     Stage s;
     if (colon == std::string_view::npos || !parse_duration(part.substr(0, colon), s.seconds) ||
         !parse_double(part.substr(colon + 1), s.rate) || s.rate < 0) {
-      return "stage '" + std::string(part) + "' is not DURATION:RATE (like 10s:1000)";
+      return Status::Invalid("stage '" + std::string(part) +
+                             "' is not DURATION:RATE (like 10s:1000)");
     }
     out.push_back(s);
   }
-  return "";
+  return out;
 }
 
-std::string parse_mix(std::string_view text, std::vector<MixEntry>& out) {
-  out.clear();
+Result<std::vector<MixEntry>> parse_mix(std::string_view text) {
+  std::vector<MixEntry> out;
   for (std::string_view part : split(text, ',')) {
     size_t eq = part.find('=');
     auto it = kWorkloads.find(std::string(part.substr(0, eq)));
     MixEntry e;
     if (eq == std::string_view::npos || it == kWorkloads.end() || it->second == Workload::kMixed ||
         !parse_double(part.substr(eq + 1), e.weight) || e.weight < 0) {
-      return "mix entry '" + std::string(part) + "' is not WORKLOAD=WEIGHT (like buy-now=70)";
+      return Status::Invalid("mix entry '" + std::string(part) +
+                             "' is not WORKLOAD=WEIGHT (like buy-now=70)");
     }
     e.workload = it->second;
     out.push_back(e);
   }
-  return "";
+  return out;
 }
 
-std::string parse_target(std::string_view text, Config& c) {
+Status parse_target(std::string_view text, Config& c) {
   c.target_url = std::string(text);
   c.target = TargetKind::kStockd;
   if (text.starts_with("redis://")) {
@@ -200,52 +202,59 @@ std::string parse_target(std::string_view text, Config& c) {
   } else if (text.starts_with("stockd://")) {
     text.remove_prefix(9);
   } else if (text.find("://") != std::string_view::npos) {
-    return "unknown target '" + c.target_url + "' (use stockd://HOST:PORT or redis://HOST:PORT)";
+    return Status::Invalid("unknown target '" + c.target_url +
+                           "' (use stockd://HOST:PORT or redis://HOST:PORT)");
   }
   if (!text.empty() && text.back() == '/') text.remove_suffix(1);
-  std::string e = parse_host_port(text, c.host, c.port);
-  return e.empty() ? "" : "bad target '" + c.target_url + "': " + e;
+  return parse_host_port(text, c.host, c.port).context("bad target '" + c.target_url + "'");
 }
 
-std::string validate(const Config& c) {
+Status validate(const Config& c) {
   if (c.connections < 1 || c.connections > kConnectionsMax)
-    return "--connections must be 1.." + std::to_string(kConnectionsMax);
+    return Status::Invalid("--connections must be 1.." + std::to_string(kConnectionsMax));
   if (c.pipeline < 1 || c.pipeline > kPipelineMax)
-    return "--pipeline must be 1.." + std::to_string(kPipelineMax);
+    return Status::Invalid("--pipeline must be 1.." + std::to_string(kPipelineMax));
   if (c.threads < 1 || c.threads > kThreadsMax || c.threads > c.connections)
-    return "--threads must be 1.." + std::to_string(kThreadsMax) + " and at most --connections";
-  if (c.duration_s <= 0 && c.requests == 0) return "--duration must be above 0";
-  if (c.rate < 0) return "--rate must not be negative";
-  if (c.rate > 0 && !c.stages.empty()) return "give --rate or --stages, not both";
+    return Status::Invalid("--threads must be 1.." + std::to_string(kThreadsMax) +
+                           " and at most --connections");
+  if (c.duration_s <= 0 && c.requests == 0) return Status::Invalid("--duration must be above 0");
+  if (c.rate < 0) return Status::Invalid("--rate must not be negative");
+  if (c.rate > 0 && !c.stages.empty()) return Status::Invalid("give --rate or --stages, not both");
   if (c.skus.empty() || c.skus.size() > kSkusMax)
-    return "--skus must be 1.." + std::to_string(kSkusMax);
+    return Status::Invalid("--skus must be 1.." + std::to_string(kSkusMax));
   for (const std::string& s : c.skus) {
     if (s.empty() || s.size() > proto::kSkuBytesMax)
-      return "SKU ids must be 1.." + std::to_string(proto::kSkuBytesMax) + " bytes";
+      return Status::Invalid("SKU ids must be 1.." + std::to_string(proto::kSkuBytesMax) +
+                             " bytes");
   }
-  if (c.zipf < 0) return "--zipf must not be negative";
-  if (c.users < 1 || c.users > (1ULL << 32)) return "--users must be 1..4294967296";
-  if (c.qty < 1) return "--qty must be at least 1";
+  if (c.zipf < 0) return Status::Invalid("--zipf must not be negative");
+  if (c.users < 1 || c.users > (1ULL << 32))
+    return Status::Invalid("--users must be 1..4294967296");
+  if (c.qty < 1) return Status::Invalid("--qty must be at least 1");
   if (c.hold_ttl_ms < 1 || c.hold_ttl_ms > proto::kHoldTtlMsMax)
-    return "--hold-ttl-ms must be 1.." + std::to_string(proto::kHoldTtlMsMax);
-  if (c.retry_rate < 0 || c.retry_rate > 1) return "--retry-rate must be 0..1";
-  if (c.retry_rate > 0 && !c.keys) return "--retry-rate needs idempotency keys (drop --no-keys)";
-  if (c.redis_script == "order" && !c.keys) return "--redis-script order needs idempotency keys";
-  if (c.uses(Workload::kClaim) && c.qty != 1) return "claim takes one code at a time (--qty 1)";
+    return Status::Invalid("--hold-ttl-ms must be 1.." + std::to_string(proto::kHoldTtlMsMax));
+  if (c.retry_rate < 0 || c.retry_rate > 1) return Status::Invalid("--retry-rate must be 0..1");
+  if (c.retry_rate > 0 && !c.keys)
+    return Status::Invalid("--retry-rate needs idempotency keys (drop --no-keys)");
+  if (c.redis_script == "order" && !c.keys)
+    return Status::Invalid("--redis-script order needs idempotency keys");
+  if (c.uses(Workload::kClaim) && c.qty != 1)
+    return Status::Invalid("claim takes one code at a time (--qty 1)");
   if (c.workload == Workload::kMixed) {
     double sum = 0;
     for (const MixEntry& e : c.mix) sum += e.weight;
-    if (sum <= 0) return "--mix needs at least one weight above 0";
+    if (sum <= 0) return Status::Invalid("--mix needs at least one weight above 0");
   }
   if (c.workload == Workload::kMixed && c.uses(Workload::kClaim))
-    return "claim cannot be mixed (code-pool SKUs only sell by claim); run it alone";
+    return Status::Invalid(
+        "claim cannot be mixed (code-pool SKUs only sell by claim); run it alone");
   if (c.target == TargetKind::kRedis) {
     if (c.workload != Workload::kBuyNow && c.workload != Workload::kQuery)
-      return "redis targets run buy-now and query only";
+      return Status::Invalid("redis targets run buy-now and query only");
     if (c.retry_rate > 0 || c.per_user_limit > 0)
-      return "redis targets have no idempotency keys or per-user limits";
+      return Status::Invalid("redis targets have no idempotency keys or per-user limits");
   }
-  return "";
+  return Status::Ok();
 }
 
 int parse_args(int argc, char** argv, Config& c) {
@@ -281,36 +290,47 @@ int parse_args(int argc, char** argv, Config& c) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  std::string err = parse_target(target.empty() ? server : target, c);
-  if (err.empty() && !token_file.empty()) {
-    err = !c.token.empty() ? "--token and --token-file are both given: use one"
+  Status err = parse_target(target.empty() ? server : target, c);
+  if (err.ok() && !token_file.empty()) {
+    err = !c.token.empty() ? Status::Invalid("--token and --token-file are both given: use one")
                            : read_token_file("--token-file", token_file, c.token);
   }
-  if (err.empty() && !admin_token_file.empty()) {
+  if (err.ok() && !admin_token_file.empty()) {
     err = !c.admin_token.empty()
-              ? "--admin-token (or STOCKD_ADMIN_TOKEN) and --admin-token-file "
-                "(or STOCKD_ADMIN_TOKEN_FILE) are both given: use one"
+              ? Status::Invalid(
+                    "--admin-token (or STOCKD_ADMIN_TOKEN) and --admin-token-file "
+                    "(or STOCKD_ADMIN_TOKEN_FILE) are both given: use one")
               : read_token_file("--admin-token-file", admin_token_file, c.admin_token);
   }
   imply_tls(c.tls);
-  if (err.empty() && c.tls.enabled && c.target != TargetKind::kStockd) {
-    err = "--tls is for stockd targets (redis-server here speaks plain text)";
+  if (err.ok() && c.tls.enabled && c.target != TargetKind::kStockd) {
+    err = Status::Invalid("--tls is for stockd targets (redis-server here speaks plain text)");
   }
   c.role = role == "admin" ? proto::Role::kAdmin : proto::Role::kBuyer;
   if (c.admin_token.empty() && c.role == proto::Role::kAdmin) c.admin_token = c.token;
-  if (err.empty() && !parse_duration(duration, c.duration_s)) err = "bad --duration " + duration;
-  if (err.empty() && !stages.empty()) err = parse_stages(stages, c.stages);
+  if (err.ok() && !parse_duration(duration, c.duration_s)) {
+    err = Status::Invalid("bad --duration " + duration);
+  }
+  if (err.ok() && !stages.empty()) {
+    Result<std::vector<Stage>> parsed = parse_stages(stages);
+    if (parsed.ok()) c.stages = std::move(parsed).value();
+    err = parsed.status();
+  }
   auto w = kWorkloads.find(workload);
-  if (err.empty() && w == kWorkloads.end()) err = "unknown --workload " + workload;
-  if (err.empty()) c.workload = w->second;
-  if (err.empty() && c.workload == Workload::kMixed) err = parse_mix(mix, c.mix);
+  if (err.ok() && w == kWorkloads.end()) err = Status::Invalid("unknown --workload " + workload);
+  if (err.ok()) c.workload = w->second;
+  if (err.ok() && c.workload == Workload::kMixed) {
+    Result<std::vector<MixEntry>> parsed = parse_mix(mix);
+    if (parsed.ok()) c.mix = std::move(parsed).value();
+    err = parsed.status();
+  }
   c.skus.clear();
   if (skus == 0) c.skus.push_back(sku);
   for (uint64_t i = 0; i < skus && i <= kSkusMax; ++i) c.skus.push_back(prefix + std::to_string(i));
   if (c.run_id.empty()) c.run_id = random_run_id();
-  if (err.empty()) err = validate(c);
-  if (!err.empty()) {
-    std::fprintf(stderr, "stockbench: %s\n", err.c_str());
+  if (err.ok()) err = validate(c);
+  if (!err.ok()) {
+    std::fprintf(stderr, "stockbench: %s\n", err.message().c_str());
     return 2;
   }
   return -1;

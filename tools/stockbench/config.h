@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/status.h"
 #include "stockd/tls_client.h"
 
 namespace stockd::bench {
@@ -106,13 +107,14 @@ int parse_args(int argc, char** argv, Config& c);
 
 // "10s", "500ms", "2m", "1.5s", "3" (seconds) -> seconds. false if malformed.
 bool parse_duration(std::string_view text, double& seconds);
-// "5s:300,10s:1000" -> stages. "" or why not.
-std::string parse_stages(std::string_view text, std::vector<Stage>& out);
-// "buy-now=70,query=30" -> entries. "" or why not.
-std::string parse_mix(std::string_view text, std::vector<MixEntry>& out);
-// "HOST:PORT", "stockd://HOST:PORT" or "redis://HOST:PORT" into c.target/host/port.
-std::string parse_target(std::string_view text, Config& c);
-// Checks the whole config; "" or the first problem.
-std::string validate(const Config& c);
+// "5s:300,10s:1000" -> stages, or Invalid naming the bad stage.
+Result<std::vector<Stage>> parse_stages(std::string_view text);
+// "buy-now=70,query=30" -> entries, or Invalid naming the bad entry.
+Result<std::vector<MixEntry>> parse_mix(std::string_view text);
+// "HOST:PORT", "stockd://HOST:PORT" or "redis://HOST:PORT" into c.target/host/port; Invalid if
+// it is none of these.
+Status parse_target(std::string_view text, Config& c);
+// Checks the whole config: ok, or Invalid naming the first problem.
+Status validate(const Config& c);
 
 }  // namespace stockd::bench

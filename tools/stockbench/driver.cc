@@ -52,10 +52,11 @@ int64_t now_ns() {
       .count();
 }
 
-RunResult run_load(const Config& c, const Target& target, bool progress) {
-  RunResult res{Tally(c.skus.size()), 0, ""};
-  Endpoint ep;
-  if (res.error = resolve(c.host, c.port, ep); !res.error.empty()) return res;
+Result<RunResult> run_load(const Config& c, const Target& target, bool progress) {
+  RunResult res{Tally(c.skus.size()), 0};
+  Result<Endpoint> resolved = resolve(c.host, c.port);
+  if (!resolved.ok()) return resolved.status();
+  const Endpoint& ep = *resolved;
   Shared shared;
   std::vector<std::unique_ptr<Worker>> workers;
   for (uint32_t i = 0; i < c.threads; ++i) {
@@ -66,7 +67,7 @@ RunResult run_load(const Config& c, const Target& target, bool progress) {
         std::make_unique<Worker>(c, ep, target.make_codec(), i, conns, budget, shared));
   }
   std::latch connected(c.threads), go(1);
-  std::vector<std::string> errors(c.threads);
+  std::vector<Status> errors(c.threads);
   const int64_t deadline = now_ns() + static_cast<int64_t>(c.connect_timeout_s * kNsPerSecond);
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < c.threads; ++i) {
@@ -79,14 +80,16 @@ RunResult run_load(const Config& c, const Target& target, bool progress) {
     });
   }
   connected.wait();
-  for (const std::string& e : errors) {
-    if (!e.empty() && res.error.empty()) res.error = e;
+  Status error;  // the first thread's failure to connect
+  for (const Status& e : errors) {
+    if (!e.ok() && error.ok()) error = e;
   }
-  shared.abort.store(!res.error.empty());
+  shared.abort.store(!error.ok());
   shared.start_ns.store(now_ns());
   go.count_down();
-  if (progress && res.error.empty()) show_progress(shared, c.threads);
+  if (progress && error.ok()) show_progress(shared, c.threads);
   for (std::thread& t : threads) t.join();
+  if (!error.ok()) return error;
   int64_t last = shared.start_ns.load();
   for (const auto& w : workers) {
     res.tally.merge(w->tally());

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "histogram.h"
+#include "stockd/status.h"
 #include "target.h"
 #include "workload.h"
 
@@ -37,11 +38,11 @@ struct Shared {
 struct RunResult {
   Tally tally;
   double elapsed_s = 0;  // start to the last answer
-  std::string error;     // set when the run could not start (connections)
 };
 
-// Opens every connection, then runs the load. `progress`: one line per second on stderr.
-RunResult run_load(const Config& c, const Target& target, bool progress);
+// Opens every connection, then runs the load. `progress`: one line per second on stderr. Io when
+// the run could not start: a connection did not open (or its HELLO was refused).
+Result<RunResult> run_load(const Config& c, const Target& target, bool progress);
 
 // Monotonic clock in ns.
 int64_t now_ns();

@@ -16,20 +16,20 @@ int main(int argc, char** argv) {
   if (int rc = parse_args(argc, argv, c); rc >= 0) return rc;
   std::unique_ptr<Target> target =
       c.target == TargetKind::kRedis ? make_redis_target(c) : make_stockd_target(c);
-  if (std::string err = target->prepare(); !err.empty()) {
-    std::fprintf(stderr, "stockbench: %s\n", err.c_str());
+  if (stockd::Status s = target->prepare(); !s.ok()) {
+    std::fprintf(stderr, "stockbench: %s\n", s.message().c_str());
     return 2;
   }
-  RunResult r = run_load(c, *target, c.progress);
-  if (!r.error.empty()) {
-    std::fprintf(stderr, "stockbench: %s\n", r.error.c_str());
+  stockd::Result<RunResult> r = run_load(c, *target, c.progress);
+  if (!r.ok()) {
+    std::fprintf(stderr, "stockbench: %s\n", r.status().message().c_str());
     return 3;
   }
-  Verdict v = target->verdict(r.tally);
+  Verdict v = target->verdict(r->tally);
   if (c.json) {
-    std::cout << report_json(c, r, v).dump() << std::endl;
+    std::cout << report_json(c, *r, v).dump() << std::endl;
   } else {
-    print_table(c, r, v);
+    print_table(c, *r, v);
   }
   return v.ok() ? 0 : 1;
 }

@@ -24,35 +24,41 @@ class RedisTarget final : public Target {
 
   std::unique_ptr<Codec> make_codec() const override { return make_redis_codec(c_, sha_); }
 
-  std::string prepare() override {
-    Endpoint ep;
-    std::string err = resolve(c_.host, c_.port, ep);
-    if (err.empty()) fd_ = open_tcp(ep, false, kTimeoutMs, err);
-    if (!err.empty()) return "cannot connect to " + c_.target_url + ": " + err;
-    std::vector<RespValue> out;
+  Status prepare() override {
+    Result<Endpoint> ep = resolve(c_.host, c_.port);
+    Result<int> fd = ep.ok() ? open_tcp(*ep, false, kTimeoutMs) : Result<int>(ep.status());
+    if (!fd.ok()) return fd.status().context("cannot connect to " + c_.target_url);
+    fd_ = *fd;
     const bool order = c_.redis_script == "order";
-    err = run({{"SCRIPT", "LOAD", order ? kRedisOrderScript : kRedisDecrementScript}}, out);
-    if (err.empty() && out[0].type != '$') err = "SCRIPT LOAD failed: " + out[0].text;
-    if (!err.empty()) return err;
-    sha_ = out[0].text;
+    Result<std::vector<RespValue>> loaded =
+        run({{"SCRIPT", "LOAD", order ? kRedisOrderScript : kRedisDecrementScript}});
+    if (!loaded.ok()) return loaded.status();
+    if ((*loaded)[0].type != '$') {
+      return Status::Refused("SCRIPT LOAD failed: " + (*loaded)[0].text);
+    }
+    sha_ = (*loaded)[0].text;
     if (c_.seed) {
       std::vector<std::vector<std::string>> sets;
       for (const std::string& s : c_.skus) {
         sets.push_back({"SET", redis_key(s), std::to_string(c_.stock_per_sku())});
       }
-      if (err = run(sets, out); !err.empty()) return err;
+      if (Result<std::vector<RespValue>> set = run(sets); !set.ok()) return set.status();
     }
-    return read_stock(before_);
+    Result<std::vector<int64_t>> stock = read_stock();
+    if (!stock.ok()) return stock.status();
+    before_ = std::move(stock).value();
+    return Status::Ok();
   }
 
   Verdict verdict(const Tally& t) override {
     Verdict v;
     v.checks.push_back(answers_check(t));
-    std::vector<int64_t> after;
-    if (std::string err = read_stock(after); !err.empty()) {
-      v.checks.push_back({"read final state", false, err});
+    Result<std::vector<int64_t>> read = read_stock();
+    if (!read.ok()) {
+      v.checks.push_back({"read final state", false, read.status().message()});
       return v;
     }
+    const std::vector<int64_t>& after = *read;
     Check k{"final stock + OK units == initial stock", true, ""};
     uint64_t units = 0;
     for (size_t i = 0; i < after.size() && k.ok; ++i) {
@@ -71,14 +77,15 @@ class RedisTarget final : public Target {
   }
 
  private:
-  // Sends the commands in batches and reads one reply each. "" or why not.
-  std::string run(const std::vector<std::vector<std::string>>& cmds, std::vector<RespValue>& out) {
-    out.clear();
+  // Sends the commands in batches and reads one reply each: the replies, in order, or why not
+  // (Io, or Invalid for bytes that are no RESP).
+  Result<std::vector<RespValue>> run(const std::vector<std::vector<std::string>>& cmds) {
+    std::vector<RespValue> out;
     for (size_t at = 0; at < cmds.size(); at += kBatch) {
       std::string bytes;
       const size_t end = std::min(cmds.size(), at + kBatch);
       for (size_t i = at; i < end; ++i) resp_command(cmds[i], bytes);
-      if (std::string err = send_all(fd_, bytes); !err.empty()) return err;
+      if (Status s = send_all(fd_, bytes); !s.ok()) return s;
       std::string in;
       size_t pos = 0;
       while (out.size() < end) {
@@ -87,32 +94,35 @@ class RedisTarget final : public Target {
         std::string why;
         auto view = std::span(reinterpret_cast<const uint8_t*>(in.data()) + pos, in.size() - pos);
         Take tk = resp_parse(view, v, used, why);
-        if (tk == Take::kInvalid) return "redis: " + why;
+        if (tk == Take::kInvalid) return Status::Invalid("redis: " + why);
         if (tk == Take::kReply) {
           out.push_back(std::move(v)), pos += used;
-        } else if (std::string err = receive_some(fd_, in); !err.empty()) {
-          return "redis: " + err;
+        } else if (Status s = receive_some(fd_, in); !s.ok()) {
+          return std::move(s).context("redis");
         }
       }
     }
-    return "";
+    return out;
   }
 
-  std::string read_stock(std::vector<int64_t>& stock) {
+  // The stock of every SKU, in Config::skus order.
+  Result<std::vector<int64_t>> read_stock() {
     std::vector<std::vector<std::string>> gets;
     for (const std::string& s : c_.skus) gets.push_back({"GET", redis_key(s)});
-    std::vector<RespValue> out;
-    if (std::string err = run(gets, out); !err.empty()) return err;
-    stock.assign(out.size(), 0);
+    Result<std::vector<RespValue>> got = run(gets);
+    if (!got.ok()) return got.status();
+    const std::vector<RespValue>& out = *got;
+    std::vector<int64_t> stock(out.size(), 0);
     for (size_t i = 0; i < out.size(); ++i) {
       const std::string& t = out[i].text;
       auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), stock[i]);
       if (out[i].type != '$' || out[i].integer < 0 || ec != std::errc() ||
           p != t.data() + t.size()) {
-        return "redis key " + redis_key(c_.skus[i]) + " holds no stock number (drop --no-seed?)";
+        return Status::Refused("redis key " + redis_key(c_.skus[i]) +
+                               " holds no stock number (drop --no-seed?)");
       }
     }
-    return "";
+    return stock;
   }
 
   const Config& c_;

@@ -89,8 +89,11 @@ class StockdCodec final : public Codec {
       return Take::kInvalid;
     }
     if (conn_error) code = Opcode{};
-    auto body = proto::decode_response(code, status, f.body, why);
-    if (!body) return Take::kInvalid;
+    auto body = proto::decode_response(code, status, f.body);
+    if (!body.ok()) {
+      why = body.status().message();
+      return Take::kInvalid;
+    }
     reply.status = f.header.status;
     fill(*body, reply);
     consumed = f.consumed;

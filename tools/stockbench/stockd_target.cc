@@ -22,6 +22,11 @@ std::string describe(const stockd::Reply<proto::Response>& r) {
   return r.error.empty() ? s : s + ": " + r.error;
 }
 
+// A failed answer as a Status: Io when none came, Refused when the server said no.
+Status failure(const stockd::Reply<proto::Response>& r, const std::string& message) {
+  return r.transport_ok() ? Status::Refused(message) : Status::Io(message);
+}
+
 std::string n(uint64_t v) { return std::to_string(v); }
 
 // Promise 1 at the end of the run: every SKU balances.
@@ -93,24 +98,26 @@ class StockdTarget final : public Target {
 
   std::unique_ptr<Codec> make_codec() const override { return make_stockd_codec(c_); }
 
-  std::string prepare() override {
+  Status prepare() override {
     ClientOptions o;
     o.host = c_.host, o.port = c_.port, o.client_name = "stockbench-admin", o.tls = c_.tls;
     o.role = c_.admin_token.empty() ? c_.role : proto::Role::kAdmin;
     o.token = c_.admin_token.empty() ? c_.token : c_.admin_token;
     client_ = std::make_unique<Client>(o);
-    if (std::string err = client_->connect(); !err.empty()) {
-      return "admin connection: " + err;
-    }
+    if (Status s = client_->connect(); !s.ok()) return std::move(s).context("admin connection");
     if (c_.seed && o.role != proto::Role::kAdmin) {
-      return "seeding SKUs needs the admin token: --admin-token or STOCKD_ADMIN_TOKEN "
-             "(or --no-seed to use existing SKUs)";
+      return Status::Invalid(
+          "seeding SKUs needs the admin token: --admin-token or STOCKD_ADMIN_TOKEN "
+          "(or --no-seed to use existing SKUs)");
     }
-    std::string err;
+    Status err;
     if (c_.seed) err = seed();
-    if (err.empty()) err = snapshot(before_);
-    for (size_t i = 0; err.empty() && i < before_.size(); ++i) {
-      if (!before_[i]) err = "SKU " + c_.skus[i] + " does not exist (drop --no-seed to create it)";
+    if (err.ok()) err = snapshot(before_);
+    for (size_t i = 0; err.ok() && i < before_.size(); ++i) {
+      if (!before_[i]) {
+        err =
+            Status::Refused("SKU " + c_.skus[i] + " does not exist (drop --no-seed to create it)");
+      }
     }
     client_->close();  // leaves every connection slot to the load; verdict() reconnects
     return err;
@@ -119,8 +126,8 @@ class StockdTarget final : public Target {
   Verdict verdict(const Tally& t) override;
 
  private:
-  // SKU_GET of every SKU; NOT_FOUND leaves an empty slot.
-  std::string snapshot(SkuViews& out) {
+  // SKU_GET of every SKU; NOT_FOUND leaves an empty slot. Ok, or the first failed answer.
+  Status snapshot(SkuViews& out) {
     out.assign(c_.skus.size(), std::nullopt);
     for (size_t at = 0; at < c_.skus.size(); at += kBatch) {
       const size_t end = std::min(c_.skus.size(), at + kBatch);
@@ -133,24 +140,24 @@ class StockdTarget final : public Target {
         if (r.ok()) {
           out[i] = std::get<proto::SkuView>(r.body);
         } else if (!r.transport_ok() || r.status != proto::Status::kNotFound) {
-          return "SKU_GET " + c_.skus[i] + ": " + describe(r);
+          return failure(r, "SKU_GET " + c_.skus[i] + ": " + describe(r));
         }
       }
     }
-    return "";
+    return Status::Ok();
   }
 
-  std::string seed();
-  std::string load_codes(size_t sku);
-  std::string flush_all(const char* what, const std::vector<size_t>& skus);
+  Status seed();
+  Status load_codes(size_t sku);
+  Status flush_all(const char* what, const std::vector<size_t>& skus);
 
   const Config& c_;
   std::unique_ptr<Client> client_;
   SkuViews before_;
 };
 
-// Flushes the queued admin requests for `skus` (in queue order). "" or the first refusal.
-std::string StockdTarget::flush_all(const char* what, const std::vector<size_t>& skus) {
+// Flushes the queued admin requests for `skus` (in queue order). Ok or the first refusal.
+Status StockdTarget::flush_all(const char* what, const std::vector<size_t>& skus) {
   auto replies = client_->flush();
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].ok()) continue;
@@ -161,23 +168,24 @@ std::string StockdTarget::flush_all(const char* what, const std::vector<size_t>&
           " (this SKU's earlier sales or kind do not fit this run; use fresh ids with "
           "--sku NAME, or --no-seed)";
     }
-    return err;
+    return failure(replies[i], err);
   }
-  return "";
+  return Status::Ok();
 }
 
 // Creates each SKU or sets it up again: no sale window, the per-user limit (when it changes),
 // and `stock` units available (plain SKUs: total = held + sold + stock; code pools: `stock`
 // more codes).
-std::string StockdTarget::seed() {
+Status StockdTarget::seed() {
   SkuViews now;
-  if (std::string err = snapshot(now); !err.empty()) return err;
+  if (Status s = snapshot(now); !s.ok()) return s;
   const bool codes = c_.uses(Workload::kClaim);
   std::vector<size_t> queued;
   for (size_t i = 0; i < c_.skus.size(); ++i) {
     const auto& v = now[i];
     if (v && (v->flags & proto::kSkuFlagClosed) != 0) {
-      return "SKU " + c_.skus[i] + " is closed (SALE_CLOSE is final); use another --sku";
+      return Status::Refused("SKU " + c_.skus[i] +
+                             " is closed (SALE_CLOSE is final); use another --sku");
     }
     proto::SkuSetReq r;
     r.sku = c_.skus[i];
@@ -189,18 +197,18 @@ std::string StockdTarget::seed() {
     client_->queue(proto::Opcode::kSkuSet, r);
     queued.push_back(i);
     if (queued.size() == kBatch || i + 1 == c_.skus.size()) {
-      if (std::string err = flush_all("SKU_SET", queued); !err.empty()) return err;
+      if (Status s = flush_all("SKU_SET", queued); !s.ok()) return s;
       queued.clear();
     }
   }
   for (size_t i = 0; codes && i < c_.skus.size(); ++i) {
-    if (std::string err = load_codes(i); !err.empty()) return err;
+    if (Status s = load_codes(i); !s.ok()) return s;
   }
-  return "";
+  return Status::Ok();
 }
 
 // Loads stock_per_sku() codes "c<run>-<sku>-<n>", in frames that fit the server's limit.
-std::string StockdTarget::load_codes(size_t sku) {
+Status StockdTarget::load_codes(size_t sku) {
   const uint64_t n = c_.stock_per_sku();
   const size_t budget = client_->frame_bytes_max() - kFrameSlack;
   proto::CodesLoadReq r;
@@ -211,20 +219,20 @@ std::string StockdTarget::load_codes(size_t sku) {
     bytes += 2 + r.codes.back().size();
     if (bytes + 2 * (proto::kCodeBytesMax + 2) >= budget || k + 1 == n) {
       client_->queue(proto::Opcode::kCodesLoad, r);
-      if (std::string err = flush_all("CODES_LOAD", {sku}); !err.empty()) return err;
+      if (Status s = flush_all("CODES_LOAD", {sku}); !s.ok()) return s;
       r.codes.clear();
       bytes = 0;
     }
   }
-  return "";
+  return Status::Ok();
 }
 
 Verdict StockdTarget::verdict(const Tally& t) {
   Verdict v;
   v.checks.push_back(answers_check(t));
   SkuViews after;
-  if (std::string err = snapshot(after); !err.empty()) {
-    v.checks.push_back({"read final state", false, err});
+  if (Status s = snapshot(after); !s.ok()) {
+    v.checks.push_back({"read final state", false, s.message()});
     return v;
   }
   v.checks.push_back(conservation_check(c_, after));

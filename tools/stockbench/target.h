@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "ops.h"
+#include "stockd/status.h"
 #include "workload.h"
 
 namespace stockd::bench {
@@ -33,8 +34,8 @@ class Target {
  public:
   virtual ~Target() = default;
   virtual std::unique_ptr<Codec> make_codec() const = 0;
-  // Seeds (unless --no-seed) and notes the starting state. "" or why the run cannot start.
-  virtual std::string prepare() = 0;
+  // Seeds (unless --no-seed) and notes the starting state. Ok, or why the run cannot start.
+  virtual Status prepare() = 0;
   // Reads the final state and checks it against what the clients were told.
   virtual Verdict verdict(const Tally& t) = 0;
 };

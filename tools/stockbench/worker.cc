@@ -48,15 +48,15 @@ Worker::~Worker() {
 
 // ---- Connect phase ----
 
-std::string Worker::connect_all(int64_t deadline_ns) {
-  if (epfd_ < 0) return std::string("epoll_create1: ") + std::strerror(errno);
-  while (ready_ < conns_.size() && error_.empty()) {
+Status Worker::connect_all(int64_t deadline_ns) {
+  if (epfd_ < 0) return Status::Io(std::string("epoll_create1: ") + std::strerror(errno));
+  while (ready_ < conns_.size() && error_.ok()) {
     while (opened_ < conns_.size() && opened_ - ready_ < kConnectingMax && open_next()) {
     }
-    if (!error_.empty()) break;
+    if (!error_.ok()) break;
     if (now_ns() > deadline_ns) {
-      return "timed out with " + std::to_string(ready_) + " of " + std::to_string(conns_.size()) +
-             " connections ready (--connect-timeout)";
+      return Status::Io("timed out with " + std::to_string(ready_) + " of " +
+                        std::to_string(conns_.size()) + " connections ready (--connect-timeout)");
     }
     poll(kTickNs);
   }
@@ -65,33 +65,38 @@ std::string Worker::connect_all(int64_t deadline_ns) {
 
 bool Worker::open_next() {
   Conn& k = conns_[opened_++];
-  k.fd = open_tcp(ep_, true, 0, error_);
-  if (k.fd < 0) return false;
+  Result<int> fd = open_tcp(ep_, true, 0);
+  if (!fd.ok()) {
+    error_ = fd.status();
+    return false;
+  }
+  k.fd = *fd;
   k.connecting = true;
   epoll_event ev{};
   ev.events = EPOLLOUT | EPOLLIN;
   ev.data.u32 = k.index;
   k.want_out = true;
   if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, k.fd, &ev) != 0) {
-    error_ = std::string("epoll_ctl: ") + std::strerror(errno);
+    error_ = Status::Io(std::string("epoll_ctl: ") + std::strerror(errno));
     return false;
   }
   return true;
 }
 
 void Worker::finish_connect(Conn& k) {
-  if (std::string err = connect_error(k.fd); !err.empty()) {
-    kill(k, "connect to " + ep_.text + ": " + err);
+  if (Status s = connect_error(k.fd); !s.ok()) {
+    kill(k, "connect to " + ep_.text + ": " + s.message());
     return;
   }
   k.connecting = false;
   if (c_.tls.enabled) {  // a blocking handshake: connections open before the clock starts
-    std::string err;
-    k.tls = TlsConnection::start(k.fd, c_.tls, c_.host, c_.connect_timeout_s * 1000, err);
-    if (!k.tls) {
-      kill(k, "TLS to " + ep_.text + ": " + err);
+    Result<std::unique_ptr<TlsConnection>> tls =
+        TlsConnection::start(k.fd, c_.tls, c_.host, c_.connect_timeout_s * 1000);
+    if (!tls.ok()) {
+      kill(k, "TLS to " + ep_.text + ": " + tls.status().message());
       return;
     }
+    k.tls = std::move(tls).value();
   }
   Op hello;
   hello.kind = OpKind::kHello;
@@ -325,7 +330,7 @@ void Worker::kill(Conn& k, const std::string& why) {
   k.wbuf.clear();
   k.partial.clear();
   if (!running_) {
-    if (error_.empty()) error_ = why;
+    if (error_.ok()) error_ = Status::Io(why);
     return;
   }
   ++tally_.disconnects;

@@ -30,8 +30,8 @@ class Worker {
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  // Opens every connection and says HELLO. "" or why not (the run must not start then).
-  std::string connect_all(int64_t deadline_ns);
+  // Opens every connection and says HELLO. Ok, or why not (Io; the run must not start then).
+  Status connect_all(int64_t deadline_ns);
   // Runs the load from shared.start_ns until the end, then drains.
   void run();
   const Tally& tally() const { return tally_; }
@@ -90,7 +90,7 @@ class Worker {
   std::vector<uint32_t> dirty_;   // connections with bytes to write
   std::deque<uint32_t> free_;     // open loop: one entry per free pipeline slot
   std::deque<int64_t> backlog_;   // open loop: due operations waiting for a slot
-  std::string error_;             // connect phase: the first failure
+  Status error_;                  // connect phase: the first failure
   const bool open_;
   const uint64_t budget_;
   uint64_t issued_ = 0;       // operations started (open loop: scheduled)

@@ -20,8 +20,9 @@ std::string admin_hint(const ClientOptions& o, Status s) {
 
 namespace {
 
-int usage(const std::string& message) {
-  std::cerr << message << '\n';
+// Prints why the arguments are refused (nothing is sent).
+int usage(const stockd::Status& why) {
+  std::cerr << why.message() << '\n';
   return kExitUsage;
 }
 
@@ -56,24 +57,27 @@ int finish(const Args& a, const Reply<T>& r, Human human, Reason reason) {
   return kExitRefused;
 }
 
-// "" or why a required/optional text argument is unacceptable.
-std::string check_text(const char* what, const std::string& value, size_t max, bool required) {
-  if (required && value.empty()) return std::string(what) + " must not be empty";
-  if (value.size() > max) {
-    return std::string(what) + " is " + std::to_string(value.size()) + " bytes, at most " +
-           std::to_string(max);
+// Ok, or Invalid saying why a required/optional text argument is unacceptable.
+stockd::Status check_text(const char* what, const std::string& value, size_t max, bool required) {
+  if (required && value.empty()) {
+    return stockd::Status::Invalid(std::string(what) + " must not be empty");
   }
-  return "";
+  if (value.size() > max) {
+    return stockd::Status::Invalid(std::string(what) + " is " + std::to_string(value.size()) +
+                                   " bytes, at most " + std::to_string(max));
+  }
+  return stockd::Status::Ok();
 }
 
-std::string check_sku_arg(const std::string& sku) {
-  std::string error = check_sku(sku);
-  return error.empty() ? "" : "SKU " + quote(sku) + " " + error;
+stockd::Status check_sku_arg(const std::string& sku) {
+  stockd::Status s = check_sku(sku);
+  return s.ok() ? s : stockd::Status::Invalid("SKU " + quote(sku) + " " + s.message());
 }
 
-std::string parse_hold_id(const std::string& text, uint64_t& id) {
-  std::string error = parse_unsigned(text, UINT64_MAX, id);
-  return error.empty() ? "" : "HOLD " + quote(text) + " " + error;
+Result<uint64_t> parse_hold_id(const std::string& text) {
+  Result<uint64_t> id = parse_unsigned(text, UINT64_MAX);
+  if (!id.ok()) return stockd::Status::Invalid("HOLD " + quote(text) + " " + id.status().message());
+  return id;
 }
 
 std::string sku_reason(const std::string& sku, const proto::SkuView& v, Status s) {
@@ -108,14 +112,15 @@ std::string reserve_reason(const proto::ReserveReq& req, const proto::ReserveRes
 
 int hold_command(const Args& a,
                  Reply<proto::HoldView> (Client::*call)(uint64_t, std::string_view)) {
-  uint64_t id = 0;
-  std::string e = parse_hold_id(a.hold, id);
-  if (e.empty()) e = check_text("--user", a.user, proto::kUserBytesMax, false);
-  if (!e.empty()) return usage(e);
+  Result<uint64_t> id = parse_hold_id(a.hold);
+  if (!id.ok()) return usage(id.status());
+  if (stockd::Status e = check_text("--user", a.user, proto::kUserBytesMax, false); !e.ok()) {
+    return usage(e);
+  }
   Client client(a.client);
-  auto r = (client.*call)(id, a.user);
+  auto r = (client.*call)(*id, a.user);
   return finish(a, r, hold_text,
-                [&](const proto::HoldView& h) { return hold_reason(id, h, r.status); });
+                [&](const proto::HoldView& h) { return hold_reason(*id, h, r.status); });
 }
 
 int sku_command(const Args& a, const Reply<proto::SkuView>& r) {
@@ -156,7 +161,7 @@ int cmd_ping(const Args& a) {
 }
 
 int cmd_sku_get(const Args& a) {
-  if (std::string e = check_sku_arg(a.sku); !e.empty()) return usage(e);
+  if (stockd::Status e = check_sku_arg(a.sku); !e.ok()) return usage(e);
   Client client(a.client);
   return sku_command(a, client.sku_get(a.sku));
 }
@@ -208,26 +213,29 @@ int cmd_outbox_status(const Args& a) {
 
 int cmd_reserve(const Args& a) {
   proto::ReserveReq req{a.user, a.key, a.ttl_ms, {}};
-  std::string e = check_text("--user", a.user, proto::kUserBytesMax, true);
-  if (e.empty()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
-  if (e.empty() && a.items.size() > proto::kReserveLinesMax) {
-    e = "at most " + std::to_string(proto::kReserveLinesMax) + " SKU[:QTY] lines per reservation";
+  stockd::Status e = check_text("--user", a.user, proto::kUserBytesMax, true);
+  if (e.ok()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
+  if (e.ok() && a.items.size() > proto::kReserveLinesMax) {
+    e = stockd::Status::Invalid("at most " + std::to_string(proto::kReserveLinesMax) +
+                                " SKU[:QTY] lines per reservation");
   }
-  for (size_t i = 0; i < a.items.size() && e.empty(); ++i) {
+  for (size_t i = 0; i < a.items.size() && e.ok(); ++i) {
     const std::string& item = a.items[i];
     const size_t colon = item.rfind(':');
     proto::Line line{item.substr(0, colon), 1};
     if (colon != std::string::npos) {
-      uint64_t qty = 0;
-      e = parse_unsigned(item.substr(colon + 1), UINT32_MAX, qty);
-      if (e.empty() && qty == 0) e = "must be at least 1";
-      if (!e.empty()) e = "quantity in " + quote(item) + " " + e;
-      line.qty = static_cast<uint32_t>(qty);
+      Result<uint64_t> qty = parse_unsigned(item.substr(colon + 1), UINT32_MAX);
+      if (qty.ok() && *qty == 0) qty = stockd::Status::Invalid("must be at least 1");
+      if (qty.ok()) {
+        line.qty = static_cast<uint32_t>(*qty);
+      } else {
+        e = stockd::Status::Invalid("quantity in " + quote(item) + " " + qty.status().message());
+      }
     }
-    if (e.empty()) e = check_sku_arg(line.sku);
+    if (e.ok()) e = check_sku_arg(line.sku);
     req.lines.push_back(std::move(line));
   }
-  if (!e.empty()) return usage(e);
+  if (!e.ok()) return usage(e);
   Client client(a.client);
   auto r = client.reserve(req);
   return finish(a, r, reserve_text, [&](const proto::ReserveResp& body) {
@@ -240,10 +248,10 @@ int cmd_commit(const Args& a) { return hold_command(a, &Client::commit); }
 int cmd_release(const Args& a) { return hold_command(a, &Client::release); }
 
 int cmd_claim(const Args& a) {
-  std::string e = check_sku_arg(a.sku);
-  if (e.empty()) e = check_text("--user", a.user, proto::kUserBytesMax, true);
-  if (e.empty()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
-  if (!e.empty()) return usage(e);
+  stockd::Status e = check_sku_arg(a.sku);
+  if (e.ok()) e = check_text("--user", a.user, proto::kUserBytesMax, true);
+  if (e.ok()) e = check_text("--key", a.key, proto::kKeyBytesMax, false);
+  if (!e.ok()) return usage(e);
   Client client(a.client);
   auto r = client.claim(proto::ClaimReq{a.sku, a.user, a.key});
   return finish(a, r, claim_text, [&](const proto::ClaimResp& body) {
@@ -265,18 +273,24 @@ int cmd_claim(const Args& a) {
 int cmd_sku_set(const Args& a) {
   proto::SkuSetReq req;
   req.sku = a.sku;
-  std::string e = check_sku_arg(a.sku);
-  uint64_t n = 0;
-  if (e.empty() && a.has_total) {
-    e = parse_unsigned(a.total, kTotalMax, n);
-    if (!e.empty()) e = "--total " + quote(a.total) + " " + e;
-    req.total = n;
+  stockd::Status e = check_sku_arg(a.sku);
+  if (e.ok() && a.has_total) {
+    Result<uint64_t> n = parse_unsigned(a.total, kTotalMax);
+    if (n.ok()) {
+      req.total = *n;
+    } else {
+      e = stockd::Status::Invalid("--total " + quote(a.total) + " " + n.status().message());
+    }
     req.mask |= proto::kSetTotal;
   }
-  if (e.empty() && a.has_per_user_limit) {
-    e = parse_unsigned(a.per_user_limit, UINT32_MAX, n);
-    if (!e.empty()) e = "--per-user-limit " + quote(a.per_user_limit) + " " + e;
-    req.per_user_limit = static_cast<uint32_t>(n);
+  if (e.ok() && a.has_per_user_limit) {
+    Result<uint64_t> n = parse_unsigned(a.per_user_limit, UINT32_MAX);
+    if (n.ok()) {
+      req.per_user_limit = static_cast<uint32_t>(*n);
+    } else {
+      e = stockd::Status::Invalid("--per-user-limit " + quote(a.per_user_limit) + " " +
+                                  n.status().message());
+    }
     req.mask |= proto::kSetPerUserLimit;
   }
   const int64_t now = wall_clock_ms();
@@ -284,35 +298,39 @@ int cmd_sku_set(const Args& a) {
        {std::tuple{a.has_opens_at, &a.opens_at, "--opens-at", proto::kSetOpensAt, &req.opens_at_ms},
         std::tuple{a.has_closes_at, &a.closes_at, "--closes-at", proto::kSetClosesAt,
                    &req.closes_at_ms}}) {
-    if (!e.empty() || !given) continue;
-    TimeParse t = parse_time(*text, now);
-    if (!t.error.empty()) e = std::string(flag) + ": " + t.error;
-    *out = t.ms;
+    if (!e.ok() || !given) continue;
+    Result<int64_t> t = parse_time(*text, now);
+    if (t.ok()) {
+      *out = *t;
+    } else {
+      e = t.status().context(flag);
+    }
     req.mask |= bit;
   }
-  if (e.empty() && a.has_opens_at && a.has_closes_at && req.opens_at_ms != 0 &&
+  if (e.ok() && a.has_opens_at && a.has_closes_at && req.opens_at_ms != 0 &&
       req.closes_at_ms != 0 && req.closes_at_ms <= req.opens_at_ms) {
-    e = "--closes-at must be after --opens-at";
+    e = stockd::Status::Invalid("--closes-at must be after --opens-at");
   }
-  if (!e.empty()) return usage(e);
+  if (!e.ok()) return usage(e);
   Client client(a.client);
   return sku_command(a, client.sku_set(req));
 }
 
 int cmd_sku_close(const Args& a) {
-  if (std::string e = check_sku_arg(a.sku); !e.empty()) return usage(e);
+  if (stockd::Status e = check_sku_arg(a.sku); !e.ok()) return usage(e);
   Client client(a.client);
   return sku_command(a, client.sale_close(a.sku));
 }
 
 int cmd_restock(const Args& a) {
-  int64_t delta = 0;
-  std::string e = check_sku_arg(a.sku);
-  if (e.empty()) e = parse_signed(a.delta, delta);
-  if (!e.empty() && e.rfind("SKU", 0) != 0) e = "DELTA " + quote(a.delta) + " " + e;
-  if (!e.empty()) return usage(e);
+  if (stockd::Status e = check_sku_arg(a.sku); !e.ok()) return usage(e);
+  Result<int64_t> delta = parse_signed(a.delta);
+  if (!delta.ok()) {
+    return usage(
+        stockd::Status::Invalid("DELTA " + quote(a.delta) + " " + delta.status().message()));
+  }
   Client client(a.client);
-  return sku_command(a, client.restock(a.sku, delta));
+  return sku_command(a, client.restock(a.sku, *delta));
 }
 
 }  // namespace stockd::ctl

@@ -16,15 +16,18 @@ namespace {
 
 constexpr size_t kFailuresShown = 20;  // seed: refused rows printed before "... and N more"
 
-std::string read_file(const std::string& path, std::string& content) {
+// The whole file, or Io saying why not.
+Result<std::string> read_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return "cannot read " + path + ": " + std::strerror(errno);
+  if (f == nullptr) return Status::Io("cannot read " + path + ": " + std::strerror(errno));
+  std::string content;
   char buf[1 << 16];
   size_t n = 0;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) content.append(buf, n);
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
-  return failed ? "cannot read " + path + ": read error" : "";
+  if (failed) return Status::Io("cannot read " + path + ": read error");
+  return content;
 }
 
 template <class T>
@@ -108,20 +111,20 @@ int codes_outcome(const Args& a, const Reply<proto::CodesLoadResp>& r, size_t lo
 }  // namespace
 
 int cmd_seed(const Args& a) {
-  std::string content;
-  if (std::string e = read_file(a.file, content); !e.empty()) {
-    std::cerr << e << '\n';
+  Result<std::string> content = read_file(a.file);
+  if (!content.ok()) {
+    std::cerr << content.status().message() << '\n';
     return kExitUsage;
   }
-  SeedParse parsed = parse_seed(a.file, content, wall_clock_ms());
-  if (!parsed.error.empty()) {
-    std::cerr << parsed.error << '\n';
+  Result<std::vector<SeedRow>> rows = parse_seed(a.file, *content, wall_clock_ms());
+  if (!rows.ok()) {
+    std::cerr << rows.status().message() << '\n';
     return kExitUsage;
   }
   Client client(a.client);
-  for (const SeedRow& row : parsed.rows) client.queue(proto::Opcode::kSkuSet, row.req);
-  SeedTally t = tally(a.client, parsed.rows, client.flush());
-  const size_t total = parsed.rows.size();
+  for (const SeedRow& row : *rows) client.queue(proto::Opcode::kSkuSet, row.req);
+  SeedTally t = tally(a.client, *rows, client.flush());
+  const size_t total = rows->size();
   if (t.unanswered > 0) {
     std::cerr << t.transport_error << '\n';
     if (t.unanswered < total) {
@@ -149,18 +152,18 @@ int cmd_seed(const Args& a) {
 // they fit). Each request is all-or-nothing on the server, but requests are separate: when a
 // later one fails (DUPLICATE_CODE, connection lost), the earlier ones stay loaded, and we say so.
 int cmd_codes_load(const Args& a) {
-  if (std::string e = check_sku(a.sku); !e.empty()) {
-    std::cerr << "SKU " << quote(a.sku) << " " << e << '\n';
+  if (Status e = check_sku(a.sku); !e.ok()) {
+    std::cerr << "SKU " << quote(a.sku) << " " << e.message() << '\n';
     return kExitUsage;
   }
-  std::string content;
-  if (std::string e = read_file(a.file, content); !e.empty()) {
-    std::cerr << e << '\n';
+  Result<std::string> content = read_file(a.file);
+  if (!content.ok()) {
+    std::cerr << content.status().message() << '\n';
     return kExitUsage;
   }
-  CodesParse parsed = parse_codes(a.file, content);
-  if (!parsed.error.empty()) {
-    std::cerr << parsed.error << '\n';
+  Result<std::vector<std::string>> codes = parse_codes(a.file, *content);
+  if (!codes.ok()) {
+    std::cerr << codes.status().message() << '\n';
     return kExitUsage;
   }
   Client client(a.client);
@@ -169,20 +172,20 @@ int cmd_codes_load(const Args& a) {
     if (a.json && hello.transport_ok()) std::cout << dump(envelope(hello)) << '\n';
     return hello.transport_ok() ? kExitRefused : kExitTransport;
   }
-  const std::vector<size_t> ends = chunk_codes(a.sku, parsed.codes, client.frame_bytes_max());
+  const std::vector<size_t> ends = chunk_codes(a.sku, *codes, client.frame_bytes_max());
   Reply<proto::CodesLoadResp> r;
   size_t start = 0;
   size_t sent = 0;  // requests answered OK
   for (size_t end : ends) {
     proto::CodesLoadReq req{a.sku,
-                            {parsed.codes.begin() + static_cast<ptrdiff_t>(start),
-                             parsed.codes.begin() + static_cast<ptrdiff_t>(end)}};
+                            {codes->begin() + static_cast<ptrdiff_t>(start),
+                             codes->begin() + static_cast<ptrdiff_t>(end)}};
     r = client.codes_load(req);
     if (!r.ok()) break;
     ++sent;
     start = end;
   }
-  return codes_outcome(a, r, start, sent, ends.size(), parsed.codes.size());
+  return codes_outcome(a, r, start, sent, ends.size(), codes->size());
 }
 
 }  // namespace stockd::ctl

@@ -187,20 +187,24 @@ void add_offline_commands(CLI::App& app, Args& a, Action& action) {
 }
 
 // The token from a file (stockd/secret_file.h); a file open to other users is used, with a
-// warning. "" or why not.
-std::string read_token_file(const std::string& path, std::string& token) {
+// warning. Ok or why not.
+stockd::Status read_token_file(const std::string& path, std::string& token) {
   std::string warning;
-  std::string e = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
+  stockd::Status s = stockd::read_secret_file(path, token, warning, stockd::proto::kTokenBytesMax);
   if (!warning.empty()) std::cerr << "stockctl: warning: --token-file: " << warning << "\n";
-  return e.empty() ? "" : "--token-file: " + e;
+  return std::move(s).context("--token-file");
 }
 
-// Turns the global options into client options. "" or why not.
-std::string finish_globals(const std::string& server, const std::string& token,
-                           const std::string& role, int timeout_ms, Args& a) {
+// Turns the global options into client options. Ok or why not (Invalid).
+stockd::Status finish_globals(const std::string& server, const std::string& token,
+                              const std::string& role, int timeout_ms, Args& a) {
   using stockd::proto::Role;
-  if (std::string e = stockd::parse_endpoint(server, a.client); !e.empty()) return "--server: " + e;
-  if (token.size() > stockd::proto::kTokenBytesMax) return "--token is too long";
+  if (stockd::Status s = stockd::parse_endpoint(server, a.client); !s.ok()) {
+    return std::move(s).context("--server");
+  }
+  if (token.size() > stockd::proto::kTokenBytesMax) {
+    return stockd::Status::Invalid("--token is too long");
+  }
   a.client.token = token;
   a.client.role = token.empty() ? Role::kBuyer : Role::kAdmin;
   if (role == "buyer") a.client.role = Role::kBuyer;
@@ -210,7 +214,7 @@ std::string finish_globals(const std::string& server, const std::string& token,
   a.client.timeout_ms = timeout_ms;
   a.client.connect_timeout_ms = std::min(timeout_ms, kConnectTimeoutMsMax);
   stockd::imply_tls(a.client.tls);
-  return "";
+  return stockd::Status::Ok();
 }
 
 }  // namespace
@@ -269,13 +273,13 @@ int main(int argc, char** argv) {
                  "(ps); use --token-file or STOCKD_TOKEN_FILE\n";
   }
   if (token_file_opt->count() > 0) {
-    if (std::string e = read_token_file(token_file, token); !e.empty()) {
-      std::cerr << e << '\n';
+    if (stockd::Status s = read_token_file(token_file, token); !s.ok()) {
+      std::cerr << s.message() << '\n';
       return stockd::ctl::kExitUsage;
     }
   }
-  if (std::string e = finish_globals(server, token, role, timeout_ms, a); !e.empty()) {
-    std::cerr << e << '\n';
+  if (stockd::Status s = finish_globals(server, token, role, timeout_ms, a); !s.ok()) {
+    std::cerr << s.message() << '\n';
     return stockd::ctl::kExitUsage;
   }
   if (!action) return stockd::ctl::kExitUsage;  // unreachable: a command is required

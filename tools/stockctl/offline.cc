@@ -18,7 +18,7 @@ struct Opened {
   std::unique_ptr<storage::Store> store;
   Book book;
   Recovered rec;
-  std::string error;  // recovery problem, "" if none
+  Status error;  // a recovery problem, ok if none
 };
 
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
@@ -31,15 +31,15 @@ int open_offline(const Args& a, Opened& o) {
     std::cerr << a.data_dir << ": not a stockd data dir (no RocksDB CURRENT file)\n";
     return kExitUsage;
   }
-  std::string err;
   storage::StoreOptions so;
   so.create_if_missing = false;
   so.read_only = true;
-  o.store = storage::Store::open(a.data_dir, so, err);
-  if (!o.store) {
-    std::cerr << err << '\n';
+  Result<std::unique_ptr<storage::Store>> store = storage::Store::open(a.data_dir, so);
+  if (!store.ok()) {
+    std::cerr << store.status().message() << '\n';
     return kExitRefused;
   }
+  o.store = std::move(store).value();
   o.error = recover(*o.store, o.book, o.rec);
   return kExitOk;
 }
@@ -49,8 +49,8 @@ int open_offline(const Args& a, Opened& o) {
 int cmd_inspect(const Args& a) {
   Opened o;
   if (int rc = open_offline(a, o); rc != kExitOk) return rc;
-  if (!o.error.empty()) {
-    std::cerr << "cannot rebuild state: " << o.error << " (run stockctl verify)\n";
+  if (!o.error.ok()) {
+    std::cerr << "cannot rebuild state: " << o.error.message() << " (run stockctl verify)\n";
     return kExitRefused;
   }
   const rec::MetaRow& m = o.rec.meta;
@@ -109,21 +109,21 @@ int cmd_inspect(const Args& a) {
 int cmd_verify(const Args& a) {
   Opened o;
   if (int rc = open_offline(a, o); rc != kExitOk) return rc;
-  std::string problem = o.error.empty() ? o.book.check_invariants() : o.error;
+  const Status problem = o.error.ok() ? o.book.check_invariants() : o.error;
   if (a.json) {
-    std::cout << Json{{"status", problem.empty() ? "OK" : "DAMAGED"},
+    std::cout << Json{{"status", problem.ok() ? "OK" : "DAMAGED"},
                       {"lsn", o.rec.meta.lsn},
-                      {"problem", problem}}
+                      {"problem", problem.message()}}
                      .dump()
               << '\n';
-  } else if (problem.empty()) {
+  } else if (problem.ok()) {
     std::cout << "OK: a checkpoint at lsn " << o.rec.checkpoint_lsn << " (" << o.rec.skus
               << " skus, " << o.rec.holds << " holds), " << o.rec.replayed
               << " decisions replayed from " << o.rec.log_groups << " log groups, " << o.rec.outbox
               << " outbox records retained, invariants hold, lsn " << o.rec.meta.lsn << '\n';
   }
-  if (!problem.empty()) {
-    std::cerr << "DAMAGED: " << problem << '\n';
+  if (!problem.ok()) {
+    std::cerr << "DAMAGED: " << problem.message() << '\n';
     return kExitRefused;
   }
   return kExitOk;
@@ -135,8 +135,8 @@ int cmd_migrate(const Args& a) {
     return kExitUsage;
   }
   std::string report;
-  if (std::string err = migrate_earlier_layout(a.data_dir, report); !err.empty()) {
-    std::cerr << "cannot migrate: " << err << '\n';
+  if (Status s = migrate_earlier_layout(a.data_dir, report); !s.ok()) {
+    std::cerr << "cannot migrate: " << s.message() << '\n';
     return kExitRefused;
   }
   if (a.json) {

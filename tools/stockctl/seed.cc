@@ -91,12 +91,12 @@ std::optional<int64_t> parse_iso(std::string_view s) {
 }
 
 // now, now+30s, now-5m (units ms, s, m, h, d).
-TimeParse parse_relative(std::string_view text, int64_t now_ms) {
+Result<int64_t> parse_relative(std::string_view text, int64_t now_ms) {
   std::string_view s = text.substr(3);
-  if (s.empty()) return {now_ms, ""};
+  if (s.empty()) return now_ms;
   const bool minus = s.front() == '-';
   if (!minus && s.front() != '+')
-    return {0, "unknown time " + quote(text) + ": " + std::string(kTimeFormats)};
+    return Status::Invalid("unknown time " + quote(text) + ": " + std::string(kTimeFormats));
   s.remove_prefix(1);
   size_t n = 0;
   while (n < s.size() && is_digit(s[n])) ++n;
@@ -107,17 +107,19 @@ TimeParse parse_relative(std::string_view text, int64_t now_ms) {
   for (const auto& [name, f] : kUnits) {
     if (unit == name) factor = f;
   }
-  uint64_t amount = 0;
-  if (n == 0 || factor == 0 || !parse_unsigned(s.substr(0, n), kInt64Max, amount).empty()) {
-    return {0,
-            "bad relative time " + quote(text) + ": use now+N or now-N with unit ms, s, m, h or d"};
+  Result<uint64_t> amount = parse_unsigned(s.substr(0, n), kInt64Max);
+  if (n == 0 || factor == 0 || !amount.ok()) {
+    return Status::Invalid("bad relative time " + quote(text) +
+                           ": use now+N or now-N with unit ms, s, m, h or d");
   }
-  if (amount > static_cast<uint64_t>(kInt64Max / factor)) {
-    return {0, "relative time " + quote(text) + " is out of range"};
+  if (*amount > static_cast<uint64_t>(kInt64Max / factor)) {
+    return Status::Invalid("relative time " + quote(text) + " is out of range");
   }
-  const int64_t delta = static_cast<int64_t>(amount) * factor;
-  if (!minus && now_ms > kInt64Max - delta) return {0, "time " + quote(text) + " is out of range"};
-  return {minus ? now_ms - delta : now_ms + delta, ""};
+  const int64_t delta = static_cast<int64_t>(*amount) * factor;
+  if (!minus && now_ms > kInt64Max - delta) {
+    return Status::Invalid("time " + quote(text) + " is out of range");
+  }
+  return minus ? now_ms - delta : now_ms + delta;
 }
 
 // ---- Seed rows ----
@@ -134,61 +136,67 @@ int column_of(std::string_view name) {
   return -1;
 }
 
-// Sets one field of `req` from its text (non-empty). "" or why not.
-std::string set_field(int column, std::string_view value, int64_t now_ms, proto::SkuSetReq& req) {
+// Sets one field of `req` from its text (non-empty). Ok or why not.
+Status set_field(int column, std::string_view value, int64_t now_ms, proto::SkuSetReq& req) {
   const std::string name(kColumnNames[column]);
-  uint64_t number = 0;
-  std::string error;
   switch (column) {
     case kSku:
-      error = check_sku(value);
-      if (error.empty()) req.sku = std::string(value);
-      return error.empty() ? "" : "sku " + quote(value) + " " + error;
+      if (Status s = check_sku(value); !s.ok()) {
+        return Status::Invalid("sku " + quote(value) + " " + s.message());
+      }
+      req.sku = std::string(value);
+      return Status::Ok();
     case kTotal:
-      error = parse_unsigned(value, kTotalMax, number);
-      req.total = number;
-      req.mask |= proto::kSetTotal;
-      break;
-    case kPerUserLimit:
-      error = parse_unsigned(value, UINT32_MAX, number);
-      req.per_user_limit = static_cast<uint32_t>(number);
-      req.mask |= proto::kSetPerUserLimit;
-      break;
+    case kPerUserLimit: {
+      Result<uint64_t> n = parse_unsigned(value, column == kTotal ? kTotalMax : UINT32_MAX);
+      if (!n.ok()) return Status::Invalid(name + " " + quote(value) + " " + n.status().message());
+      if (column == kTotal) {
+        req.total = *n;
+        req.mask |= proto::kSetTotal;
+      } else {
+        req.per_user_limit = static_cast<uint32_t>(*n);
+        req.mask |= proto::kSetPerUserLimit;
+      }
+      return Status::Ok();
+    }
     case kOpensAt:
     case kClosesAt: {
-      TimeParse t = parse_time(value, now_ms);
-      if (!t.error.empty()) return name + ": " + t.error;
-      (column == kOpensAt ? req.opens_at_ms : req.closes_at_ms) = t.ms;
+      Result<int64_t> t = parse_time(value, now_ms);
+      if (!t.ok()) return t.status().context(name);
+      (column == kOpensAt ? req.opens_at_ms : req.closes_at_ms) = *t;
       req.mask |= column == kOpensAt ? proto::kSetOpensAt : proto::kSetClosesAt;
-      break;
+      return Status::Ok();
     }
   }
-  return error.empty() ? "" : name + " " + quote(value) + " " + error;
+  return Status::Invalid("unknown column " + name);
 }
 
-// Checks a whole row once its fields are set. "" or why not.
-std::string check_row(const proto::SkuSetReq& req) {
-  if (req.sku.empty()) return "sku is missing";
+// Checks a whole row once its fields are set. Ok or why not.
+Status check_row(const proto::SkuSetReq& req) {
+  if (req.sku.empty()) return Status::Invalid("sku is missing");
   const bool both = (req.mask & proto::kSetOpensAt) && (req.mask & proto::kSetClosesAt);
   if (both && req.opens_at_ms != 0 && req.closes_at_ms != 0 &&
       req.closes_at_ms <= req.opens_at_ms) {
-    return "closes_at " + format_time(req.closes_at_ms) + " is not after opens_at " +
-           format_time(req.opens_at_ms);
+    return Status::Invalid("closes_at " + format_time(req.closes_at_ms) +
+                           " is not after opens_at " + format_time(req.opens_at_ms));
   }
-  return "";
+  return Status::Ok();
 }
 
-// Records `row` unless its SKU was seen; "" or the duplicate error.
-std::string add_row(SeedRow row, std::unordered_map<std::string, std::string>& seen,
-                    std::vector<SeedRow>& rows) {
+// Records `row` unless its SKU was seen; Ok or the duplicate error.
+Status add_row(SeedRow row, std::unordered_map<std::string, std::string>& seen,
+               std::vector<SeedRow>& rows) {
   auto [it, fresh] = seen.emplace(row.req.sku, row.where);
-  if (!fresh) return "duplicate sku " + quote(row.req.sku) + " (first at " + it->second + ")";
+  if (!fresh) {
+    return Status::Invalid("duplicate sku " + quote(row.req.sku) + " (first at " + it->second +
+                           ")");
+  }
   rows.push_back(std::move(row));
-  return "";
+  return Status::Ok();
 }
 
 // Splits one CSV line into trimmed fields; "quoted" fields may hold commas, "" is a quote.
-std::string split_csv(std::string_view line, std::vector<std::string>& fields) {
+Status split_csv(std::string_view line, std::vector<std::string>& fields) {
   fields.clear();
   size_t i = 0;
   for (;;) {
@@ -196,115 +204,122 @@ std::string split_csv(std::string_view line, std::vector<std::string>& fields) {
     while (i < line.size() && is_space(line[i])) ++i;
     if (i < line.size() && line[i] == '"') {
       for (++i;; ++i) {
-        if (i >= line.size()) return "unterminated quoted field";
+        if (i >= line.size()) return Status::Invalid("unterminated quoted field");
         if (line[i] == '"' && (i + 1 >= line.size() || line[i + 1] != '"')) break;
         if (line[i] == '"') ++i;
         field += line[i];
       }
       ++i;
       while (i < line.size() && is_space(line[i])) ++i;
-      if (i < line.size() && line[i] != ',') return "text after a quoted field";
+      if (i < line.size() && line[i] != ',') return Status::Invalid("text after a quoted field");
     } else {
       size_t start = i;
       while (i < line.size() && line[i] != ',') {
-        if (line[i] == '"') return "quote inside an unquoted field";
+        if (line[i] == '"') return Status::Invalid("quote inside an unquoted field");
         ++i;
       }
       field = std::string(trim(line.substr(start, i - start)));
     }
     fields.push_back(std::move(field));
-    if (i >= line.size()) return "";
+    if (i >= line.size()) return Status::Ok();
     ++i;  // the comma
   }
 }
 
-// Reads the header line into `columns`. "" or why not.
-std::string parse_header(std::string_view line, std::vector<int>& columns) {
+// Reads the header line into `columns`. Ok or why not.
+Status parse_header(std::string_view line, std::vector<int>& columns) {
   std::vector<std::string> names;
-  std::string error = split_csv(line, names);
-  if (!error.empty()) return "bad header: " + error;
+  if (Status s = split_csv(line, names); !s.ok()) return s.context("bad header");
   std::array<bool, kColumns> present{};
   for (const std::string& name : names) {
     int c = column_of(name);
-    if (c < 0)
-      return "unknown column " + quote(name) + " (expected " + std::string(kHeaderHint) + ")";
-    if (present[c]) return "column " + quote(name) + " appears twice";
+    if (c < 0) {
+      return Status::Invalid("unknown column " + quote(name) + " (expected " +
+                             std::string(kHeaderHint) + ")");
+    }
+    if (present[c]) return Status::Invalid("column " + quote(name) + " appears twice");
     present[c] = true;
     columns.push_back(c);
   }
-  if (!present[kSku])
-    return "the header has no sku column (expected " + std::string(kHeaderHint) + ")";
-  return "";
+  if (!present[kSku]) {
+    return Status::Invalid("the header has no sku column (expected " + std::string(kHeaderHint) +
+                           ")");
+  }
+  return Status::Ok();
 }
 
-// Parses one data line into `req`. "" or why not.
-std::string parse_csv_row(std::string_view line, const std::vector<int>& columns, int64_t now_ms,
-                          proto::SkuSetReq& req) {
+// Parses one data line into `req`. Ok or why not.
+Status parse_csv_row(std::string_view line, const std::vector<int>& columns, int64_t now_ms,
+                     proto::SkuSetReq& req) {
   std::vector<std::string> fields;
-  std::string error = split_csv(line, fields);
-  if (!error.empty()) return error;
+  if (Status s = split_csv(line, fields); !s.ok()) return s;
   if (fields.size() != columns.size()) {
-    return "expected " + std::to_string(columns.size()) + " fields, found " +
-           std::to_string(fields.size());
+    return Status::Invalid("expected " + std::to_string(columns.size()) + " fields, found " +
+                           std::to_string(fields.size()));
   }
   for (size_t i = 0; i < fields.size(); ++i) {
     if (fields[i].empty()) continue;
-    error = set_field(columns[i], fields[i], now_ms, req);
-    if (!error.empty()) return error;
+    if (Status s = set_field(columns[i], fields[i], now_ms, req); !s.ok()) return s;
   }
   return check_row(req);
 }
 
-SeedParse parse_seed_csv(std::string_view name, std::string_view content, int64_t now_ms) {
-  SeedParse out;
+Result<std::vector<SeedRow>> parse_seed_csv(std::string_view name, std::string_view content,
+                                            int64_t now_ms) {
+  std::vector<SeedRow> rows;
   std::vector<int> columns;
   std::unordered_map<std::string, std::string> seen;
   const std::string file(name);
+  Status error;
   for_each_line(content, [&](size_t number, std::string_view line) {
     const std::string where = file + ":" + std::to_string(number);
     if (line.find('\0') != std::string_view::npos) {
-      out.error = where + ": binary data (NUL byte); expected CSV text";
+      error = Status::Invalid(where + ": binary data (NUL byte); expected CSV text");
     } else if (trim(line).empty()) {
       return true;
     } else if (columns.empty()) {
-      std::string error = parse_header(line, columns);
-      if (!error.empty()) out.error = where + ": " + error;
+      error = parse_header(line, columns).context(where);
     } else {
       SeedRow row{{}, where};
-      std::string error = parse_csv_row(line, columns, now_ms, row.req);
-      if (error.empty()) error = add_row(std::move(row), seen, out.rows);
-      if (!error.empty()) out.error = where + ": " + error;
+      error = parse_csv_row(line, columns, now_ms, row.req);
+      if (error.ok()) error = add_row(std::move(row), seen, rows);
+      error = std::move(error).context(where);
     }
-    return out.error.empty();
+    return error.ok();
   });
-  if (out.error.empty() && columns.empty()) out.error = file + ": the file is empty";
-  if (out.error.empty() && out.rows.empty()) out.error = file + ": no rows after the header";
-  if (!out.error.empty()) out.rows.clear();
-  return out;
+  if (!error.ok()) return error;
+  if (columns.empty()) return Status::Invalid(file + ": the file is empty");
+  if (rows.empty()) return Status::Invalid(file + ": no rows after the header");
+  return rows;
 }
 
-// One JSON item -> `req`. "" or why not.
-std::string parse_json_item(const nlohmann::json& item, int64_t now_ms, proto::SkuSetReq& req) {
-  if (!item.is_object()) return std::string("expected an object, found ") + item.type_name();
+// One JSON item -> `req`. Ok or why not.
+Status parse_json_item(const nlohmann::json& item, int64_t now_ms, proto::SkuSetReq& req) {
+  if (!item.is_object()) {
+    return Status::Invalid(std::string("expected an object, found ") + item.type_name());
+  }
   for (const auto& [key, value] : item.items()) {
     const int c = column_of(key);
-    if (c < 0) return "unknown key " + quote(key) + " (expected " + std::string(kHeaderHint) + ")";
+    if (c < 0) {
+      return Status::Invalid("unknown key " + quote(key) + " (expected " +
+                             std::string(kHeaderHint) + ")");
+    }
     if (value.is_null()) continue;
     const bool time = c == kOpensAt || c == kClosesAt;
-    if (c == kSku && !value.is_string()) return "sku must be a string";
+    if (c == kSku && !value.is_string()) return Status::Invalid("sku must be a string");
     if (c != kSku && !value.is_number() && !(time && value.is_string())) {
-      return key + (time ? " must be a number or a time string" : " must be a number");
+      return Status::Invalid(key +
+                             (time ? " must be a number or a time string" : " must be a number"));
     }
     const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
-    if (text.empty()) return key + " is empty";
-    std::string error = set_field(c, text, now_ms, req);
-    if (!error.empty()) return error;
+    if (text.empty()) return Status::Invalid(key + " is empty");
+    if (Status s = set_field(c, text, now_ms, req); !s.ok()) return s;
   }
   return check_row(req);
 }
 
-SeedParse parse_seed_json(std::string_view name, std::string_view content, int64_t now_ms) {
-  SeedParse out;
+Result<std::vector<SeedRow>> parse_seed_json(std::string_view name, std::string_view content,
+                                             int64_t now_ms) {
   const std::string file(name);
   nlohmann::json doc;
   try {
@@ -312,75 +327,72 @@ SeedParse parse_seed_json(std::string_view name, std::string_view content, int64
   } catch (const nlohmann::json::exception& e) {
     std::string what = e.what();
     size_t bracket = what.find("] ");
-    out.error = file + ": invalid JSON: " +
-                (bracket == std::string::npos ? what : what.substr(bracket + 2));
-    return out;
+    return Status::Invalid(file + ": invalid JSON: " +
+                           (bracket == std::string::npos ? what : what.substr(bracket + 2)));
   }
   if (!doc.is_array()) {
-    out.error = file + ": expected a JSON array of objects, found " + doc.type_name();
-    return out;
+    return Status::Invalid(file + ": expected a JSON array of objects, found " + doc.type_name());
   }
-  if (doc.empty()) out.error = file + ": the array is empty";
+  if (doc.empty()) return Status::Invalid(file + ": the array is empty");
+  std::vector<SeedRow> rows;
   std::unordered_map<std::string, std::string> seen;
-  for (size_t i = 0; i < doc.size() && out.error.empty(); ++i) {
+  for (size_t i = 0; i < doc.size(); ++i) {
     SeedRow row{{}, file + ": item " + std::to_string(i + 1)};
-    std::string error = parse_json_item(doc[i], now_ms, row.req);
     const std::string where = row.where;
-    if (error.empty()) error = add_row(std::move(row), seen, out.rows);
-    if (!error.empty()) out.error = where + ": " + error;
+    Status s = parse_json_item(doc[i], now_ms, row.req);
+    if (s.ok()) s = add_row(std::move(row), seen, rows);
+    if (!s.ok()) return std::move(s).context(where);
   }
-  if (!out.error.empty()) out.rows.clear();
-  return out;
+  return rows;
 }
 
 }  // namespace
 
 // ---- Numbers and times ----
 
-std::string parse_unsigned(std::string_view text, uint64_t max, uint64_t& out) {
+Result<uint64_t> parse_unsigned(std::string_view text, uint64_t max) {
   if (text.empty() || !std::all_of(text.begin(), text.end(), is_digit)) {
-    return "is not a non-negative integer";
+    return Status::Invalid("is not a non-negative integer");
   }
   uint64_t v = 0;
   for (char c : text) {
     const auto digit = static_cast<uint64_t>(c - '0');
     if (digit > max || v > (max - digit) / 10)
-      return "is out of range (at most " + std::to_string(max) + ")";
+      return Status::Invalid("is out of range (at most " + std::to_string(max) + ")");
     v = v * 10 + digit;
   }
-  out = v;
-  return "";
+  return v;
 }
 
-std::string parse_signed(std::string_view text, int64_t& out) {
+Result<int64_t> parse_signed(std::string_view text) {
   const bool minus = !text.empty() && text.front() == '-';
   if (!text.empty() && (text.front() == '-' || text.front() == '+')) text.remove_prefix(1);
-  uint64_t magnitude = 0;
-  std::string error =
-      parse_unsigned(text, static_cast<uint64_t>(kInt64Max) + (minus ? 1 : 0), magnitude);
-  if (error == "is not a non-negative integer") return "is not an integer";
-  if (!error.empty()) return "is out of range";
-  out = minus ? static_cast<int64_t>(0 - magnitude) : static_cast<int64_t>(magnitude);
-  return "";
+  if (text.empty() || !std::all_of(text.begin(), text.end(), is_digit)) {
+    return Status::Invalid("is not an integer");
+  }
+  Result<uint64_t> magnitude =
+      parse_unsigned(text, static_cast<uint64_t>(kInt64Max) + (minus ? 1 : 0));
+  if (!magnitude.ok()) return Status::Invalid("is out of range");
+  return minus ? static_cast<int64_t>(0 - *magnitude) : static_cast<int64_t>(*magnitude);
 }
 
-TimeParse parse_time(std::string_view text, int64_t now_ms) {
+Result<int64_t> parse_time(std::string_view text, int64_t now_ms) {
   text = trim(text);
   if (!text.empty() && std::all_of(text.begin(), text.end(), is_digit)) {
-    uint64_t ms = 0;
-    std::string error = parse_unsigned(text, kInt64Max, ms);
-    if (!error.empty()) return {0, "time " + quote(text) + " " + error};
-    return {static_cast<int64_t>(ms), ""};
+    Result<uint64_t> ms = parse_unsigned(text, kInt64Max);
+    if (!ms.ok()) return Status::Invalid("time " + quote(text) + " " + ms.status().message());
+    return static_cast<int64_t>(*ms);
   }
   if (text.substr(0, 3) == "now") return parse_relative(text, now_ms);
   if (std::optional<int64_t> ms = parse_iso(text)) {
-    if (*ms < 0) return {0, "time " + quote(text) + " is before 1970"};
-    return {*ms, ""};
+    if (*ms < 0) return Status::Invalid("time " + quote(text) + " is before 1970");
+    return *ms;
   }
   if (text.size() >= 10 && text[4] == '-' && text.find('T') != std::string_view::npos) {
-    return {0, "bad ISO-8601 time " + quote(text) + ": expected UTC like 2026-11-23T10:00:00Z"};
+    return Status::Invalid("bad ISO-8601 time " + quote(text) +
+                           ": expected UTC like 2026-11-23T10:00:00Z");
   }
-  return {0, "unknown time " + quote(text) + ": " + std::string(kTimeFormats)};
+  return Status::Invalid("unknown time " + quote(text) + ": " + std::string(kTimeFormats));
 }
 
 std::string format_time(int64_t ms) {
@@ -402,16 +414,18 @@ std::string format_time(int64_t ms) {
   return out + "Z";
 }
 
-std::string check_sku(std::string_view sku) {
-  if (sku.empty()) return "is empty";
+Status check_sku(std::string_view sku) {
+  if (sku.empty()) return Status::Invalid("is empty");
   if (sku.size() > proto::kSkuBytesMax) {
-    return "is " + std::to_string(sku.size()) + " bytes, at most " +
-           std::to_string(proto::kSkuBytesMax);
+    return Status::Invalid("is " + std::to_string(sku.size()) + " bytes, at most " +
+                           std::to_string(proto::kSkuBytesMax));
   }
   for (char c : sku) {
-    if (is_control(static_cast<unsigned char>(c))) return "contains a control character";
+    if (is_control(static_cast<unsigned char>(c))) {
+      return Status::Invalid("contains a control character");
+    }
   }
-  return "";
+  return Status::Ok();
 }
 
 std::string quote(std::string_view text) {
@@ -450,7 +464,8 @@ SeedFormat detect_seed_format(std::string_view name, std::string_view content) {
   return !body.empty() && body.front() == '[' ? SeedFormat::kJson : SeedFormat::kCsv;
 }
 
-SeedParse parse_seed(std::string_view name, std::string_view content, int64_t now_ms) {
+Result<std::vector<SeedRow>> parse_seed(std::string_view name, std::string_view content,
+                                        int64_t now_ms) {
   content = strip_bom(content);
   if (detect_seed_format(name, content) == SeedFormat::kJson) {
     return parse_seed_json(name, content, now_ms);
@@ -460,33 +475,34 @@ SeedParse parse_seed(std::string_view name, std::string_view content, int64_t no
 
 // ---- Code files ----
 
-CodesParse parse_codes(std::string_view name, std::string_view content) {
-  CodesParse out;
+Result<std::vector<std::string>> parse_codes(std::string_view name, std::string_view content) {
+  std::vector<std::string> codes;
   const std::string file(name);
   std::unordered_map<std::string_view, size_t> seen;
+  std::string error;  // "" while every line is good
   for_each_line(strip_bom(content), [&](size_t number, std::string_view line) {
     const std::string where = file + ":" + std::to_string(number) + ": ";
     const std::string_view code = trim(line);
     if (code.empty()) return true;
     if (code.size() > proto::kCodeBytesMax) {
-      out.error = where + "code is " + std::to_string(code.size()) + " bytes, at most " +
-                  std::to_string(proto::kCodeBytesMax);
+      error = where + "code is " + std::to_string(code.size()) + " bytes, at most " +
+              std::to_string(proto::kCodeBytesMax);
     } else if (std::any_of(code.begin(), code.end(),
                            [](char c) { return is_control(static_cast<unsigned char>(c)); })) {
-      out.error = where + (code.find('\0') != std::string_view::npos
-                               ? "binary data (NUL byte); expected one code per line"
-                               : "code " + quote(code) + " contains a control character");
+      error = where + (code.find('\0') != std::string_view::npos
+                           ? "binary data (NUL byte); expected one code per line"
+                           : "code " + quote(code) + " contains a control character");
     } else if (auto [it, fresh] = seen.emplace(code, number); !fresh) {
-      out.error = where + "duplicate code " + quote(code) + " (first on line " +
-                  std::to_string(it->second) + ")";
+      error = where + "duplicate code " + quote(code) + " (first on line " +
+              std::to_string(it->second) + ")";
     } else {
-      out.codes.emplace_back(code);
+      codes.emplace_back(code);
     }
-    return out.error.empty();
+    return error.empty();
   });
-  if (out.error.empty() && out.codes.empty()) out.error = file + ": no codes (the file is empty)";
-  if (!out.error.empty()) out.codes.clear();
-  return out;
+  if (!error.empty()) return Status::Invalid(error);
+  if (codes.empty()) return Status::Invalid(file + ": no codes (the file is empty)");
+  return codes;
 }
 
 std::vector<size_t> chunk_codes(std::string_view sku, const std::vector<std::string>& codes,

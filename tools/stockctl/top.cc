@@ -57,15 +57,16 @@ struct Bucket {
 };
 using Buckets = std::vector<Bucket>;
 
-// GET `path` from host:port over a plain socket; the body of a 200 answer, or why not.
-std::string http_get(const ClientOptions& at, const std::string& path, std::string& body) {
+// GET `path` from host:port over a plain socket: the body of a 200 answer; Io when it cannot be
+// fetched, Invalid when the answer is no HTTP or too big, Refused for another HTTP status.
+Result<std::string> http_get(const ClientOptions& at, const std::string& path) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* list = nullptr;
   const std::string port = std::to_string(at.port);
   if (int rc = getaddrinfo(at.host.c_str(), port.c_str(), &hints, &list); rc != 0) {
-    return at.host + ": " + gai_strerror(rc);
+    return Status::Io(at.host + ": " + gai_strerror(rc));
   }
   int fd = -1;
   std::string error = "no address";
@@ -82,7 +83,7 @@ std::string http_get(const ClientOptions& at, const std::string& path, std::stri
     }
   }
   freeaddrinfo(list);
-  if (fd < 0) return error;
+  if (fd < 0) return Status::Io(error);
   const std::string req = "GET " + path + " HTTP/1.1\r\nHost: " + at.host + ":" + port +
                           "\r\nConnection: close\r\n\r\n";
   std::string resp;
@@ -96,36 +97,41 @@ std::string http_get(const ClientOptions& at, const std::string& path, std::stri
     resp.append(chunk, static_cast<size_t>(n));
   }
   ::close(fd);
-  if (!sent) return "send failed";
+  if (!sent) return Status::Io("send failed");
   if (resp.size() > kMetricsResponseBytesMax) {
-    return "answer over " + std::to_string(kMetricsResponseBytesMax) + " bytes";
+    return Status::Invalid("answer over " + std::to_string(kMetricsResponseBytesMax) + " bytes");
   }
   size_t head_end = resp.find("\r\n\r\n");
   if (resp.rfind("HTTP/1.", 0) != 0 || head_end == std::string::npos) {
-    return resp.empty() ? error : "not an HTTP answer";
+    return resp.empty() ? Status::Io(error) : Status::Invalid("not an HTTP answer");
   }
-  if (resp.compare(8, 5, " 200 ") != 0) return "HTTP" + resp.substr(8, resp.find('\r') - 8);
-  body = resp.substr(head_end + 4);
-  return "";
+  if (resp.compare(8, 5, " 200 ") != 0) {
+    return Status::Refused("HTTP" + resp.substr(8, resp.find('\r') - 8));
+  }
+  return resp.substr(head_end + 4);
 }
 
-// The request latency buckets out of a Prometheus text body, or why not.
-std::string parse_latency(const std::string& body, Buckets& out) {
-  out.clear();
+// The request latency buckets out of a Prometheus text body, or Invalid saying why not.
+Result<Buckets> parse_latency(const std::string& body) {
+  Buckets out;
   std::istringstream in(body);
   for (std::string line; std::getline(in, line);) {
     if (line.rfind(kLatencyBucket, 0) != 0) continue;
     size_t le = line.find("le=\"");
     size_t close = line.find("\"}", le);
-    if (le == std::string::npos || close == std::string::npos) return "bad line: " + line;
+    if (le == std::string::npos || close == std::string::npos) {
+      return Status::Invalid("bad line: " + line);
+    }
     Bucket b;
     b.le = std::strtod(line.c_str() + le + 4, nullptr);  // "+Inf" reads as infinity
     b.count = std::strtod(line.c_str() + close + 2, nullptr);
     out.push_back(b);
   }
-  if (out.empty() || !std::isinf(out.back().le)) return "no stockd_request_duration_seconds";
+  if (out.empty() || !std::isinf(out.back().le)) {
+    return Status::Invalid("no stockd_request_duration_seconds");
+  }
   std::sort(out.begin(), out.end(), [](const Bucket& x, const Bucket& y) { return x.le < y.le; });
-  return "";
+  return out;
 }
 
 // cur - prev, bucket by bucket; cur itself when the server restarted in between.
@@ -209,7 +215,7 @@ class Sampler {
     s.own_requests = own_;
     if (!r.ok()) return failed(s, r);
     for (const auto& st : r.body.stats) s.stats[st.name] = st.value;
-    if (std::string e = scan_skus(s, rows); !e.empty()) s.error = e;
+    if (Status e = scan_skus(s, rows); !e.ok()) s.error = e.message();
     if (metrics_) fetch_metrics(s);
     return s;
   }
@@ -223,12 +229,17 @@ class Sampler {
     return s;
   }
 
-  std::string scan_skus(Sample& s, size_t rows) {
+  // Reads every SKU (up to kSkuScanMax) into `s`. Refused or Io (as failed() says) on a failed
+  // page.
+  Status scan_skus(Sample& s, size_t rows) {
     std::string after;
     while (s.skus < kSkuScanMax) {
       own_ += client_.connected() ? 1 : 2;
       auto page = client_.sku_list(after, proto::kSkuListMax);
-      if (!page.ok()) return failed(s, page).error;
+      if (!page.ok()) {
+        failed(s, page);
+        return s.refused ? Status::Refused(s.error) : Status::Io(s.error);
+      }
       auto& skus = page.body.skus;
       if (skus.empty() || skus.back().sku <= after) break;  // done (or no progress)
       after = skus.back().sku;
@@ -247,15 +258,18 @@ class Sampler {
     s.skus_truncated = s.skus >= kSkuScanMax;
     keep_top(s.sold_out, rows, true);
     keep_top(s.top_sold, rows, true);
-    return "";
+    return Status::Ok();
   }
 
   void fetch_metrics(Sample& s) {
-    std::string body;
-    std::string e = http_get(*metrics_, "/metrics", body);
-    if (e.empty()) e = parse_latency(body, s.latency);
-    s.has_metrics = e.empty();
-    if (!e.empty()) s.metrics_error = "/metrics: " + e;
+    Result<std::string> body = http_get(*metrics_, "/metrics");
+    Result<Buckets> latency = body.ok() ? parse_latency(*body) : Result<Buckets>(body.status());
+    s.has_metrics = latency.ok();
+    if (latency.ok()) {
+      s.latency = std::move(latency).value();
+    } else {
+      s.metrics_error = "/metrics: " + latency.status().message();
+    }
   }
 
   Client client_;
@@ -466,8 +480,8 @@ int cmd_top(const Args& a) {
     if (text.rfind("http://", 0) == 0) text = text.substr(7);
     if (size_t slash = text.find('/'); slash != std::string::npos) text.resize(slash);
     metrics.emplace();
-    if (std::string e = parse_endpoint(text, *metrics); !e.empty()) {
-      std::cerr << "--metrics: " << e << '\n';
+    if (Status e = parse_endpoint(text, *metrics); !e.ok()) {
+      std::cerr << "--metrics: " << e.message() << '\n';
       return kExitUsage;
     }
   }

@@ -10,11 +10,11 @@
 
 namespace stockd {
 
-std::string read_secret_file(const std::string& path, std::string& secret, std::string& warning,
-                             size_t max_bytes) {
+Status read_secret_file(const std::string& path, std::string& secret, std::string& warning,
+                        size_t max_bytes) {
   warning.clear();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return "cannot read " + path + ": " + std::strerror(errno);
+  if (fd < 0) return Status::Io("cannot read " + path + ": " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
     char mode[8];
@@ -30,7 +30,7 @@ std::string read_secret_file(const std::string& path, std::string& secret, std::
     if (n < 0) {
       int e = errno;
       ::close(fd);
-      return "cannot read " + path + ": " + std::strerror(e);
+      return Status::Io("cannot read " + path + ": " + std::strerror(e));
     }
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
@@ -38,15 +38,15 @@ std::string read_secret_file(const std::string& path, std::string& secret, std::
   }
   ::close(fd);
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  if (text.empty()) return path + " is empty";
+  if (text.empty()) return Status::Invalid(path + " is empty");
   if (text.find_first_of("\r\n") != std::string::npos) {
-    return path + " has more than one line (one secret per file)";
+    return Status::Invalid(path + " has more than one line (one secret per file)");
   }
   if (text.size() > max_bytes) {
-    return path + " holds more than " + std::to_string(max_bytes) + " bytes";
+    return Status::Invalid(path + " holds more than " + std::to_string(max_bytes) + " bytes");
   }
   secret = std::move(text);
-  return "";
+  return Status::Ok();
 }
 
 bool on_command_line(int argc, char** argv, std::string_view flag) {

@@ -28,6 +28,7 @@
 #include "stockd/hold_ids.h"
 #include "stockd/protocol.h"
 #include "stockd/records.h"
+#include "stockd/status.h"
 
 namespace stockd {
 
@@ -186,8 +187,9 @@ class Book {
 
   // ---- Replay: one logged decision made again through the same code as a live request, with
   // its logged time, sweeps and admission caps off (expiries and forgetting are entries of their
-  // own). "" or why the entry does not follow from the book's state (a damaged or foreign log).
-  std::string replay(const rec::Decision& d, Changes& ch);
+  // own). Ok, or Corruption: the entry does not follow from the book's state (a damaged or
+  // foreign log).
+  Status replay(const rec::Decision& d, Changes& ch);
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);
@@ -200,11 +202,12 @@ class Book {
   // and hold rows restored after it go into the book as they come instead of being collected
   // (a million holds then cost no second copy). A problem found is returned by finish_restore().
   void stage_restore();
-  // Rebuilds indexes; returns "" or what is inconsistent in the restored rows.
-  std::string finish_restore();
+  // Rebuilds indexes; returns ok or what is inconsistent in the restored rows (Corruption; Refused
+  // for rows restored out of order).
+  Status finish_restore();
 
-  // "" when every invariant holds, else a description of the first violation found.
-  std::string check_invariants() const;
+  // Ok when every invariant holds, else Corruption describing the first violation found.
+  Status check_invariants() const;
 
   const BookCounters& counters() const;
   size_t sku_count() const;
@@ -215,7 +218,7 @@ class Book {
   std::unique_ptr<Impl> impl_;
 };
 
-// Validation shared by the book and the server edge: "" if ok, else why not.
-std::string validate(const proto::ReserveReq& req);
+// Validation shared by the book and the server edge: ok, or Invalid saying why not.
+Status validate(const proto::ReserveReq& req);
 
 }  // namespace stockd

@@ -23,7 +23,7 @@ constexpr size_t kRecordsPerGroup = 4096;
 
 // The log entry an earlier outbox record becomes: K (order), L (released) or E (expired), with
 // the record's content.
-std::string append_record(const proto::OutboxRecord& r, rec::LogWriter& w) {
+Status append_record(const proto::OutboxRecord& r, rec::LogWriter& w) {
   const rec::Op op = r.kind == proto::OutboxKind::kReleased  ? rec::Op::kRelease
                      : r.kind == proto::OutboxKind::kExpired ? rec::Op::kExpire
                                                              : rec::Op::kCommit;
@@ -42,13 +42,13 @@ std::string append_record(const proto::OutboxRecord& r, rec::LogWriter& w) {
     size_t line = 0;
     while (line < r.lines.size() && r.lines[line].sku != c.sku) ++line;
     if (line == r.lines.size()) {
-      return "outbox record " + std::to_string(r.seq) + ": code of SKU " + c.sku +
-             " that is not one of its lines";
+      return Status::Corruption("outbox record " + std::to_string(r.seq) + ": code of SKU " +
+                                c.sku + " that is not one of its lines");
     }
     w.var(line);
     w.str(c.code);
   }
-  return "";
+  return Status::Ok();
 }
 
 struct Db {
@@ -76,10 +76,11 @@ bool empty_family(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* h) {
 
 }  // namespace
 
-std::string migrate_earlier_layout(const std::string& dir, std::string& report) {
+Status migrate_earlier_layout(const std::string& dir, std::string& report) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (!fs::exists(fs::path(dir) / "CURRENT", ec)) return dir + " is not a data dir (no CURRENT)";
+  if (!fs::exists(fs::path(dir) / "CURRENT", ec))
+    return Status::Invalid(dir + " is not a data dir (no CURRENT)");
   rocksdb::DBOptions o;
   o.create_if_missing = false;
   o.paranoid_checks = true;
@@ -87,42 +88,44 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
   o.wal_dir = fs::exists(fs::path(dir) / "wal", ec) ? dir + "/wal" : dir;
   Db d;
   if (auto s = rocksdb::DB::ListColumnFamilies(o, dir, &d.names); !s.ok()) {
-    return "cannot read " + dir + ": " + s.ToString();
+    return Status::Io("cannot read " + dir + ": " + s.ToString());
   }
   const auto has = [&d](const char* n) {
     return std::find(d.names.begin(), d.names.end(), n) != d.names.end();
   };
   if (!has("outbox")) {
-    return has("log") ? dir + " already has this version's layout: nothing to migrate"
-                      : dir + " is not a stockd data dir of a known layout";
+    return has("log")
+               ? Status::Refused(dir + " already has this version's layout: nothing to migrate")
+               : Status::Invalid(dir + " is not a stockd data dir of a known layout");
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (const std::string& n : d.names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
   if (auto s = rocksdb::DB::Open(o, dir, cfs, &d.handles, &d.db); !s.ok()) {
-    return "cannot open " + dir + " (is its stockd still running?): " + s.ToString();
+    return Status::Io("cannot open " + dir + " (is its stockd still running?): " + s.ToString());
   }
   rocksdb::ColumnFamilyHandle* def = d.family("default");
   rocksdb::ColumnFamilyHandle* holds = d.family("holds");
   rocksdb::ColumnFamilyHandle* outbox = d.family("outbox");
   rocksdb::ColumnFamilyHandle* log = d.family("log");
-  if (holds == nullptr) return dir + " has no holds family: not a stockd data dir";
+  if (holds == nullptr) return Status::Invalid(dir + " has no holds family: not a stockd data dir");
 
   // The earlier store must be whole: what was acknowledged is there.
   std::string value;
   rec::MetaRow meta;
   if (auto s = d.db->Get(rocksdb::ReadOptions(), def, rec::meta_key(), &value); s.ok()) {
-    std::string why;
-    if (!rec::decode(value, meta, why)) return "meta record is corrupt: " + why;
+    if (Status bad = rec::decode(value, meta); !bad.ok()) {
+      return std::move(bad).context("meta record is corrupt");
+    }
   } else if (!s.IsNotFound()) {
-    return "cannot read the meta row: " + s.ToString();
+    return Status::Io("cannot read the meta row: " + s.ToString());
   }
   uint64_t acked = 0;
   bool found = false;
-  if (std::string e = storage::AckMark::read(dir, acked, found); !e.empty()) return e;
+  if (Status s = storage::AckMark::read(dir, acked, found); !s.ok()) return s;
   if (meta.lsn < acked) {
-    return "the store ends at lsn " + std::to_string(meta.lsn) + " but lsn " +
-           std::to_string(acked) +
-           " was acknowledged (ACKED): its log was lost; restore it from a backup first";
+    return Status::Refused(
+        "the store ends at lsn " + std::to_string(meta.lsn) + " but lsn " + std::to_string(acked) +
+        " was acknowledged (ACKED): its log was lost; restore it from a backup first");
   }
 
   rocksdb::WriteBatch b;
@@ -135,15 +138,17 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(rocksdb::ReadOptions(), holds));
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       rec::HoldRow row;
-      std::string why;
       const std::string k = it->key().ToString();
-      if (!rec::decode(std::string_view(it->value().data(), it->value().size()), row, why)) {
-        return "hold row (key " + std::to_string(k.size()) + " bytes) is corrupt: " + why;
+      if (Status bad = rec::decode(std::string_view(it->value().data(), it->value().size()), row);
+          !bad.ok()) {
+        return std::move(bad).context("hold row (key " + std::to_string(k.size()) +
+                                      " bytes) is corrupt");
       }
       ++hold_rows;
       const uint64_t seq = hold_seq_of(row.id, key);
       if (seq == 0 || seq >= meta.next_hold_id) {
-        return "hold row " + std::to_string(row.id) + " has an id its store never issued";
+        return Status::Corruption("hold row " + std::to_string(row.id) +
+                                  " has an id its store never issued");
       }
       const std::string want = rec::hold_key(seq);
       if (want == k) continue;
@@ -151,7 +156,8 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
       puts.emplace_back(want, it->value().ToString());
       ++rekeyed;
     }
-    if (!it->status().ok()) return "cannot read the hold rows: " + it->status().ToString();
+    if (!it->status().ok())
+      return Status::Io("cannot read the hold rows: " + it->status().ToString());
   }
   for (const auto& [k, v] : puts) (void)b.Put(holds, k, v);
 
@@ -161,7 +167,7 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
   if (log == nullptr) {
     rocksdb::ColumnFamilyOptions lo;
     if (auto s = d.db->CreateColumnFamily(lo, "log", &log); !s.ok()) {
-      return "cannot create the log family: " + s.ToString();
+      return Status::Io("cannot create the log family: " + s.ToString());
     }
     d.handles.push_back(log);
     d.names.emplace_back("log");
@@ -182,26 +188,26 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
     };
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       proto::OutboxRecord r;
-      std::string why;
-      if (!rec::decode(std::string_view(it->value().data(), it->value().size()), r, why)) {
-        return "outbox record is corrupt: " + why;
+      if (Status bad = rec::decode(std::string_view(it->value().data(), it->value().size()), r);
+          !bad.ok()) {
+        return std::move(bad).context("outbox record is corrupt");
       }
       if (expect != 0 && r.seq != expect) {
-        return "outbox sequence gap: expected " + std::to_string(expect) + ", found " +
-               std::to_string(r.seq);
+        return Status::Corruption("outbox sequence gap: expected " + std::to_string(expect) +
+                                  ", found " + std::to_string(r.seq));
       }
       expect = r.seq + 1;
       if (count == kRecordsPerGroup) flush();
       if (count == 0) first = r.seq;
       rec::LogWriter w{entries, base, count};
-      if (std::string e = append_record(r, w); !e.empty()) return e;
+      if (Status s = append_record(r, w); !s.ok()) return s;
       ++records;
     }
-    if (!it->status().ok()) return "cannot read the outbox: " + it->status().ToString();
+    if (!it->status().ok()) return Status::Io("cannot read the outbox: " + it->status().ToString());
     flush();
     if (records > 0 && expect != meta.next_outbox_seq) {
-      return "the outbox ends at " + std::to_string(expect - 1) + " but meta says next is " +
-             std::to_string(meta.next_outbox_seq);
+      return Status::Corruption("the outbox ends at " + std::to_string(expect - 1) +
+                                " but meta says next is " + std::to_string(meta.next_outbox_seq));
     }
     meta.lsn += groups;
     meta.outbox_first = records > 0 ? meta.outbox_first : meta.next_outbox_seq;
@@ -211,15 +217,16 @@ std::string migrate_earlier_layout(const std::string& dir, std::string& report) 
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  if (auto s = d.db->Write(wo, &b); !s.ok()) return "cannot write the migration: " + s.ToString();
+  if (auto s = d.db->Write(wo, &b); !s.ok())
+    return Status::Io("cannot write the migration: " + s.ToString());
   if (auto s = d.db->DropColumnFamily(outbox); !s.ok()) {
-    return "cannot drop the outbox family (run migrate again): " + s.ToString();
+    return Status::Io("cannot drop the outbox family (run migrate again): " + s.ToString());
   }
   report = "migrated " + dir + ": " + std::to_string(hold_rows) + " hold rows (" +
            std::to_string(rekeyed) + " rekeyed by sequence number), " + std::to_string(records) +
            " outbox records into " + std::to_string(groups) + " log groups; checkpoint at lsn " +
            std::to_string(meta.lsn);
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace stockd

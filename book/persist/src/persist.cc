@@ -92,22 +92,22 @@ namespace {
 
 // Scans one table, decoding each value into Row and handing it to `take`.
 template <class Row, class Take>
-std::string load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
-  std::string err;
+Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
+  Status bad;
   const std::string prefix{tag, '/'};
-  storage::Status s = store.scan(prefix, [&](std::string_view k, std::string_view v) {
+  Status s = store.scan(prefix, [&](std::string_view k, std::string_view v) {
     Row row;
-    std::string why;
-    if (!rec::decode(v, row, why)) {
-      err = "record " + std::string(1, tag) + "/... (key " + std::to_string(k.size()) +
-            " bytes) is corrupt: " + why;
+    if (Status d = rec::decode(v, row); !d.ok()) {
+      bad = std::move(d).context("record " + std::string(1, tag) + "/... (key " +
+                                 std::to_string(k.size()) + " bytes) is corrupt");
       return false;
     }
     ++count;
-    return take(k, row, err);
+    take(row);
+    return true;
   });
-  if (!s.ok()) return s.message();
-  return err;
+  if (!s.ok()) return s;
+  return bad;
 }
 
 }  // namespace
@@ -115,75 +115,76 @@ std::string load_table(storage::Store& store, char tag, size_t& count, Take&& ta
 namespace {
 
 // Reads one log group: its header and checksum, and, when `replay`, each entry replayed into
-// `book`. "" or what is wrong.
-std::string read_group(std::string_view value, uint64_t lsn, Book& book, bool replay, Changes& ch,
-                       LogGroupRef& ref, size_t& entries) {
+// `book`. Ok, or Corruption saying what is wrong.
+Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay, Changes& ch,
+                  LogGroupRef& ref, size_t& entries) {
+  const auto corrupt = [lsn](const Status& s) {
+    return s.context("log group at lsn " + std::to_string(lsn) + " is corrupt");
+  };
   rec::GroupReader r;
-  if (!r.open(value))
-    return "log group at lsn " + std::to_string(lsn) + " is corrupt: " + r.error();
+  if (!r.open(value)) return corrupt(r.status());
   if (r.lsn() != lsn) {
-    return "log group stored under lsn " + std::to_string(lsn) + " says lsn " +
-           std::to_string(r.lsn());
+    return Status::Corruption("log group stored under lsn " + std::to_string(lsn) + " says lsn " +
+                              std::to_string(r.lsn()));
   }
   ref = {lsn, r.first_outbox_seq(), r.first_outbox_seq() + r.records(), r.base_ms()};
-  if (!replay) return "";
+  if (!replay) return Status::Ok();
   if (r.count() > 0 && r.first_outbox_seq() != book.meta().next_outbox_seq) {
-    return "log group " + std::to_string(lsn) + " numbers its outbox records from " +
-           std::to_string(r.first_outbox_seq()) + " but the state before it is at " +
-           std::to_string(book.meta().next_outbox_seq);
+    return Status::Corruption(
+        "log group " + std::to_string(lsn) + " numbers its outbox records from " +
+        std::to_string(r.first_outbox_seq()) + " but the state before it is at " +
+        std::to_string(book.meta().next_outbox_seq));
   }
   rec::Decision d;
   uint32_t records = 0;
   while (r.next(d)) {
-    if (std::string why = book.replay(d, ch); !why.empty()) {
-      return "log group " + std::to_string(lsn) + ", entry " + std::to_string(r.read() - 1) +
-             " does not follow from the state before it: " + why;
+    if (Status s = book.replay(d, ch); !s.ok()) {
+      return std::move(s).context("log group " + std::to_string(lsn) + ", entry " +
+                                  std::to_string(r.read() - 1) +
+                                  " does not follow from the state before it");
     }
     ++entries;
     records += d.makes_record() ? 1 : 0;
   }
-  if (!r.error().empty())
-    return "log group at lsn " + std::to_string(lsn) + " is corrupt: " + r.error();
+  if (!r.status().ok()) return corrupt(r.status());
   if (records != r.records()) {
-    return "log group " + std::to_string(lsn) + " says " + std::to_string(r.records()) +
-           " outbox records but its entries make " + std::to_string(records);
+    return Status::Corruption("log group " + std::to_string(lsn) + " says " +
+                              std::to_string(r.records()) +
+                              " outbox records but its entries make " + std::to_string(records));
   }
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace
 
-std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
+Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
   // The checkpoint: the meta row and the rows as of its lsn.
   std::string value;
   bool found = false;
-  if (auto s = store.get(rec::meta_key(), value, found); !s.ok()) return s.message();
+  if (Status s = store.get(rec::meta_key(), value, found); !s.ok()) return s;
   rec::MetaRow meta;
   if (found) {
-    std::string why;
-    if (!rec::decode(value, meta, why)) return "meta record is corrupt: " + why;
+    if (Status s = rec::decode(value, meta); !s.ok()) {
+      return std::move(s).context("meta record is corrupt");
+    }
     book.restore(meta);
   }
   out.checkpoint_lsn = meta.lsn;
-  auto plain = [&book](auto, const auto& row, std::string&) {
-    book.restore(row);
-    return true;
-  };
-  std::string err;
-  if (err = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain); !err.empty()) return err;
-  if (err = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain); !err.empty())
-    return err;
+  auto plain = [&book](const auto& row) { book.restore(row); };
+  Status s = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain);
+  if (s.ok()) s = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain);
+  if (!s.ok()) return s;
   book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
-  auto hold = [&](auto, rec::HoldRow& row, std::string&) {
+  auto hold = [&](rec::HoldRow& row) {
     out.idem += row.key.empty() ? 0 : 1;
     book.restore(std::move(row));
-    return true;
   };
-  if (err = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold); !err.empty())
-    return err;
-  if (err = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain); !err.empty())
-    return err;
-  if (err = book.finish_restore(); !err.empty()) return "restored state is inconsistent: " + err;
+  s = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold);
+  if (s.ok()) s = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain);
+  if (!s.ok()) return s;
+  if (s = book.finish_restore(); !s.ok()) {
+    return std::move(s).context("restored state is inconsistent");
+  }
 
   // The log: every group after the checkpoint is replayed; those at or before it are kept only
   // for their outbox records. Groups are consecutive from the first retained one.
@@ -192,51 +193,54 @@ std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* 
   own.rows = false;
   Changes& ch = changes != nullptr ? *changes : own;
   uint64_t last = meta.lsn, expect = 0;
-  storage::Status s =
-      store.scan(std::string{rec::kTagLog, '/'}, [&](std::string_view k, std::string_view v) {
-        const uint64_t lsn = rec::log_key_lsn(k);
-        if (lsn == 0) {
-          err = "a key of " + std::to_string(k.size()) + " bytes in the log is not a log key";
-          return false;
-        }
-        if (expect == 0 && lsn > meta.lsn + 1) {
-          err = "the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
-                " starts at lsn " + std::to_string(lsn) + ": groups " +
-                std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) + " are missing";
-          return false;
-        }
-        if (expect != 0 && lsn != expect) {
-          err = "log group " + std::to_string(expect) + " is missing (the log goes on at lsn " +
-                std::to_string(lsn) + ")";
-          return false;
-        }
-        expect = lsn + 1;
-        LogGroupRef ref;
-        err = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
-        if (!err.empty()) return false;
-        ++out.log_groups;
-        last = std::max(last, lsn);
-        if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
-        return true;
-      });
-  if (!s.ok()) return s.message();
-  if (!err.empty()) return err;
+  Status bad;
+  s = store.scan(std::string{rec::kTagLog, '/'}, [&](std::string_view k, std::string_view v) {
+    const uint64_t lsn = rec::log_key_lsn(k);
+    if (lsn == 0) {
+      bad = Status::Corruption("a key of " + std::to_string(k.size()) +
+                               " bytes in the log is not a log key");
+      return false;
+    }
+    if (expect == 0 && lsn > meta.lsn + 1) {
+      bad = Status::Refused("the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
+                            " starts at lsn " + std::to_string(lsn) + ": groups " +
+                            std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) +
+                            " are missing");
+      return false;
+    }
+    if (expect != 0 && lsn != expect) {
+      bad = Status::Refused("log group " + std::to_string(expect) +
+                            " is missing (the log goes on at lsn " + std::to_string(lsn) + ")");
+      return false;
+    }
+    expect = lsn + 1;
+    LogGroupRef ref;
+    bad = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
+    if (!bad.ok()) return false;
+    ++out.log_groups;
+    last = std::max(last, lsn);
+    if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
+    return true;
+  });
+  if (!s.ok()) return s;
+  if (!bad.ok()) return bad;
   // Every group up to the acknowledged mark was answered: a store that ends before it lost
   // part of its log, which must never pass for a smaller store.
   if (last < store.acked_lsn()) {
-    return "the store ends at lsn " + std::to_string(last) + " but lsn " +
-           std::to_string(store.acked_lsn()) +
-           " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - last) +
-           " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
-           "short or replaced by an older copy; restore the data dir from a backup (never "
-           "delete files under wal/)";
+    return Status::Refused(
+        "the store ends at lsn " + std::to_string(last) + " but lsn " +
+        std::to_string(store.acked_lsn()) +
+        " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - last) +
+        " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
+        "short or replaced by an older copy; restore the data dir from a backup (never "
+        "delete files under wal/)");
   }
   out.meta = book.meta();
   out.meta.lsn = last;
   out.meta.outbox_first =
       out.outbox_groups.empty() ? out.meta.next_outbox_seq : out.outbox_groups.front().first_seq;
   out.outbox = out.meta.next_outbox_seq - out.meta.outbox_first;
-  return "";
+  return Status::Ok();
 }
 
 // ---- The checkpointer. ----
@@ -277,7 +281,7 @@ void Checkpointer::submit(uint64_t lsn, std::string group) {
 // Replays the durable groups after lsn_ and before `upto` from the store (those not queued).
 bool Checkpointer::catch_up(uint64_t upto) {
   if (broken_ || lsn_ + 1 >= upto) return !broken_;
-  storage::Status s = store_.scan(
+  Status s = store_.scan(
       std::string{rec::kTagLog, '/'},
       [&](std::string_view k, std::string_view v) {
         const uint64_t lsn = rec::log_key_lsn(k);
@@ -286,12 +290,12 @@ bool Checkpointer::catch_up(uint64_t upto) {
       rec::log_key(lsn_ + 1));
   if (!s.ok() && !broken_) {
     broken_ = true;
-    fail("checkpointer: cannot read the log back: " + s.message());
+    fail(std::move(s).context("checkpointer: cannot read the log back"));
   }
   if (!broken_ && lsn_ + 1 < upto) {
     broken_ = true;
-    fail("checkpointer: log groups " + std::to_string(lsn_ + 1) + ".." + std::to_string(upto - 1) +
-         " are not in the store");
+    fail(Status::Refused("checkpointer: log groups " + std::to_string(lsn_ + 1) + ".." +
+                         std::to_string(upto - 1) + " are not in the store"));
   }
   return !broken_;
 }
@@ -311,16 +315,14 @@ size_t Checkpointer::queued() const {
   return queue_.size();
 }
 
-std::string Checkpointer::take_error() {
+Status Checkpointer::take_error() {
   std::lock_guard lock(mu_);
-  std::string e;
-  e.swap(error_);
-  return e;
+  return std::exchange(error_, Status::Ok());
 }
 
-void Checkpointer::fail(std::string why) {
+void Checkpointer::fail(Status why) {
   std::lock_guard lock(mu_);
-  if (error_.empty()) error_ = std::move(why);
+  if (error_.ok()) error_ = std::move(why);
 }
 
 bool Checkpointer::apply(uint64_t lsn, std::string_view group) {
@@ -329,13 +331,14 @@ bool Checkpointer::apply(uint64_t lsn, std::string_view group) {
   size_t entries = 0;
   if (lsn != lsn_ + 1) {
     broken_ = true;
-    fail("checkpointer: group " + std::to_string(lsn) + " follows " + std::to_string(lsn_));
+    fail(Status::Refused("checkpointer: group " + std::to_string(lsn) + " follows " +
+                         std::to_string(lsn_)));
     return false;
   }
-  std::string err = read_group(group, lsn, book_, true, changes_, ref, entries);
-  if (!err.empty()) {
+  if (Status s = read_group(group, lsn, book_, true, changes_, ref, entries); !s.ok()) {
     broken_ = true;
-    fail("checkpointer: " + err + "; no more checkpoints until a restart (the log is kept)");
+    fail(Status::Corruption("checkpointer: " + s.message() +
+                            "; no more checkpoints until a restart (the log is kept)"));
     return false;
   }
   lsn_ = lsn;
@@ -361,15 +364,15 @@ void Checkpointer::checkpoint(int64_t now) {
   const uint64_t first = groups_.empty() ? meta.next_outbox_seq : groups_.front().first_seq;
   std::unique_ptr<storage::CheckpointWriter> w = store_.checkpoint_writer(lsn_);
   write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first);
-  if (storage::Status s = w->commit(); !s.ok()) {
-    fail(s.message() + " (retried in a second; the log is kept meanwhile)");
+  if (Status s = w->commit(); !s.ok()) {
+    fail(Status::Io(s.message() + " (retried in a second; the log is kept meanwhile)"));
     retry_at_ = now + 1000;  // a full disk is not hammered once per group
     return;
   }
   last_bytes_ = w->bytes();
   // The trim after the checkpoint is durable; one lost in a crash is done again.
   if (below > 1) {
-    if (storage::Status s = store_.trim_log(below); !s.ok()) fail(s.message());
+    if (Status s = store_.trim_log(below); !s.ok()) fail(std::move(s));
   }
   changes_.clear();
   entries_since_ = 0;
@@ -387,9 +390,9 @@ void Checkpointer::run() {
   // during a spike (reading back from the log what it did not keep) and catches up after it.
   (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kNice);
   Recovered r;
-  if (std::string err = recover(store_, book_, r, &changes_); !err.empty()) {
+  if (Status s = recover(store_, book_, r, &changes_); !s.ok()) {
     broken_ = true;
-    fail("checkpointer cannot rebuild its book: " + err);
+    fail(std::move(s).context("checkpointer cannot rebuild its book"));
   }
   lsn_ = r.meta.lsn;
   entries_since_ = r.replayed;

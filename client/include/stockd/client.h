@@ -33,8 +33,8 @@ struct ClientOptions {
   TlsOptions tls;                 // tls.enabled: speak TLS (the server runs with --tls-cert)
 };
 
-// Parses "HOST:PORT" into options.host/port; returns "" or why not.
-std::string parse_endpoint(const std::string& text, ClientOptions& options);
+// Parses "HOST:PORT" into options.host/port; ok or why not (Invalid).
+Status parse_endpoint(const std::string& text, ClientOptions& options);
 
 // The outcome of one call. transport_ok() false: nothing was answered (see `error`).
 // Otherwise `status` is the server's answer; for error statuses `error` holds its message.
@@ -57,10 +57,11 @@ class Client {
   Client(Client&&) noexcept;
   Client& operator=(Client&&) noexcept;
 
-  // Connects and says HELLO. "" on success, else why not (also UNAUTHORIZED).
+  // Connects and says HELLO. Ok, else why not: Io, or Refused when the server refused the HELLO
+  // (UNAUTHORIZED etc.).
   // Calls connect by themselves when needed; a HELLO the server refuses is then reported as
   // that call's answer (transport true, status UNAUTHORIZED etc., `error` = its message).
-  std::string connect();
+  Status connect();
   bool connected() const;
   void close();
 
@@ -91,7 +92,7 @@ class Client {
   std::vector<Reply<proto::Response>> flush();
 
   // Low level, for benchmarks: write bytes of already-encoded frames; read one answer.
-  bool send_raw(const std::string& bytes, std::string& error);
+  Status send_raw(const std::string& bytes);
   Reply<proto::Response> receive(uint32_t& request_id, proto::Opcode& op);
 
   const ClientOptions& options() const { return options_; }
@@ -105,17 +106,17 @@ class Client {
   Reply<T> call(proto::Opcode op, const proto::Request& req);  // resent per the opcode's row
   // `reached` tells whether a connection was up when the call failed (a retry may help).
   Reply<proto::Response> call_once(proto::Opcode op, const proto::Request& req, bool& reached);
-  // One TCP connect + HELLO. "" or why not; a refused HELLO also fills `refusal`.
-  std::string connect_once(Reply<proto::Response>& refusal);
+  // One TCP connect + HELLO. Ok or why not; a refused HELLO also fills `refusal`.
+  Status connect_once(Reply<proto::Response>& refusal);
   // Connects when needed, up to reconnect_attempts times. false: `failure` says why.
   bool ensure_connected(Reply<proto::Response>& failure);
-  bool write_all(const std::string& bytes, Deadline deadline, std::string& error);
-  bool read_more(Deadline deadline, std::string& error);
+  Status write_all(const std::string& bytes, Deadline deadline);  // closes on failure
+  Status read_more(Deadline deadline);
   // Takes one buffered answer: 1 taken, 0 need more bytes, -1 malformed (`error` says why).
-  int take_answer(Reply<proto::Response>& out, uint32_t& id, proto::Opcode& op, std::string& error);
+  int take_answer(Reply<proto::Response>& out, uint32_t& id, proto::Opcode& op, Status& error);
   bool read_answer(Deadline deadline, Reply<proto::Response>& out, uint32_t& id, proto::Opcode& op);
   size_t pump(const std::string& bytes, const std::vector<size_t>& ends,
-              std::vector<Reply<proto::Response>>& out, std::string& error);
+              std::vector<Reply<proto::Response>>& out, Status& error);
 
   // ::send / ::recv, through TLS when it is on.
   ssize_t io_send(const char* data, size_t n);

@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "stockd/status.h"
+
 using SSL_CTX = struct ssl_ctx_st;
 using SSL = struct ssl_st;
 
@@ -25,10 +27,10 @@ class TlsConnection {
  public:
   // Runs the handshake on `fd` (connected, non-blocking) within `timeout_ms`, verifying the
   // server's certificate against options.ca_file and the name `host` (or options.server_name).
-  // nullptr and `error` if it fails.
-  static std::unique_ptr<TlsConnection> start(int fd, const TlsOptions& options,
-                                              const std::string& host, int timeout_ms,
-                                              std::string& error);
+  // Invalid (a CA, certificate or key file that does not load), Refused (the server's
+  // certificate is not trusted) or Io (the handshake failed or timed out) if it fails.
+  static Result<std::unique_ptr<TlsConnection>> start(int fd, const TlsOptions& options,
+                                                      const std::string& host, int timeout_ms);
   ~TlsConnection();
   TlsConnection(const TlsConnection&) = delete;
   TlsConnection& operator=(const TlsConnection&) = delete;

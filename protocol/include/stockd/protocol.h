@@ -24,6 +24,8 @@
 #include <variant>
 #include <vector>
 
+#include "stockd/status.h"
+
 namespace stockd::proto {
 
 inline constexpr uint16_t kMagic = 0x4B53;
@@ -405,17 +407,15 @@ void encode_header(const FrameHeader& h, std::string& out);
 
 // ---- Bodies ----
 
-// Decodes a request body for `op`. On failure returns std::nullopt and sets `reason`.
+// Decodes a request body for `op`; Invalid, with the field that failed, when it does not decode.
 // Trailing bytes, strings over their limit and counts past the body are failures.
-std::optional<Request> decode_request(Opcode op, std::span<const uint8_t> body,
-                                      std::string& reason);
+stockd::Result<Request> decode_request(Opcode op, std::span<const uint8_t> body);
 // The same into `into`, reusing its strings and lists when it already holds the message type of
 // `op` (a server decoding request after request allocates nothing once they are big enough).
-// False, with `reason` set and `into` unspecified, when the body does not decode.
-bool decode_request(Opcode op, std::span<const uint8_t> body, Request& into, std::string& reason);
+// Invalid, with `into` unspecified, when the body does not decode.
+stockd::Status decode_request(Opcode op, std::span<const uint8_t> body, Request& into);
 // Decodes a response body for `op` with `status` (ErrorResp when status >= 64).
-std::optional<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body,
-                                        std::string& reason);
+stockd::Result<Response> decode_response(Opcode op, Status status, std::span<const uint8_t> body);
 
 // Append a whole frame (header + body) to `out`. The request's opcode follows from its type,
 // except HoldReq (COMMIT/RELEASE/HOLD_GET) and SkuReq (SKU_GET/SALE_CLOSE), hence `op`.

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "stockd/status.h"
+
 namespace stockd {
 
 enum class Durability {
@@ -71,8 +73,8 @@ struct Config {
 // Whether HOST (an IP literal or "localhost") is a loopback address.
 bool is_loopback(const std::string& host);
 
-// "" if the config is usable, else the first problem, phrased for the operator.
-std::string validate(const Config& c);
+// Ok if the config is usable, else Invalid naming the first problem, phrased for the operator.
+Status validate(const Config& c);
 
 // Secrets from files: read_secret_file() in stockd/secret_file.h (util/).
 

@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 
+#include "stockd/status.h"
+
 namespace stockd::storage {
 
 inline constexpr const char* kAckMarkFile = "ACKED";
@@ -23,24 +25,24 @@ inline constexpr size_t kAckMarkBytes = 24;
 
 // The bytes of a mark for `lsn` (tests write them to simulate a crash before an ack).
 std::string encode_ack_mark(uint64_t lsn);
-// "" and `lsn` set, or what is wrong with `bytes`.
-std::string decode_ack_mark(const std::string& bytes, uint64_t& lsn);
+// Ok and `lsn` set, or what is wrong with `bytes` (Corruption).
+Status decode_ack_mark(const std::string& bytes, uint64_t& lsn);
 
 class AckMark {
  public:
   // Opens the mark of `dir`, creating it with lsn 0 (fsynced, with its directory) when `create`
-  // and it does not exist. nullptr and `error` set on failure or damage.
-  static std::unique_ptr<AckMark> open(const std::string& dir, bool create, std::string& error);
-  // Reads the mark without opening it for writing: "" (and found=false) if there is none.
-  static std::string read(const std::string& dir, uint64_t& lsn, bool& found);
+  // and it does not exist. Refused when it is missing and not `create`; Io or Corruption.
+  static Result<std::unique_ptr<AckMark>> open(const std::string& dir, bool create);
+  // Reads the mark without opening it for writing: ok (and found=false) if there is none.
+  static Status read(const std::string& dir, uint64_t& lsn, bool& found);
   ~AckMark();  // fsyncs the last mark
   AckMark(const AckMark&) = delete;
   AckMark& operator=(const AckMark&) = delete;
 
   uint64_t lsn() const { return lsn_; }
-  // Records that every group up to `lsn` is durable. "" or why the write failed (the caller
+  // Records that every group up to `lsn` is durable. Ok or why the write failed (the caller
   // treats it as a store failure: an answer must not leave without its mark).
-  std::string advance(uint64_t lsn);
+  Status advance(uint64_t lsn);
 
  private:
   AckMark(int fd, uint64_t lsn) : fd_(fd), lsn_(lsn) {}

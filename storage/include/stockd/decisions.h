@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/status.h"
 
 namespace stockd::rec {
 
@@ -102,8 +103,8 @@ std::string log_key(uint64_t lsn);
 uint64_t log_key_lsn(std::string_view key);
 
 // Reads a group value entry by entry. open() checks the envelope (length, version, tag,
-// checksum); next() decodes one entry, false at the end or on damage (then error() says what
-// and where).
+// checksum); next() decodes one entry, false at the end or on damage (then status() is
+// Corruption, saying what and where; ok at the end).
 class GroupReader {
  public:
   bool open(std::string_view value);  // the entries' views point into `value`: keep it alive
@@ -115,7 +116,7 @@ class GroupReader {
   int64_t base_ms() const { return base_ms_; }
   uint32_t count() const { return count_; }
   uint32_t read() const { return read_; }  // entries decoded so far
-  const std::string& error() const { return error_; }
+  const Status& status() const { return status_; }
 
  private:
   bool fail(std::string why);
@@ -124,7 +125,7 @@ class GroupReader {
   uint64_t lsn_ = 0, first_seq_ = 0;
   int64_t base_ms_ = 0;
   uint32_t records_ = 0, count_ = 0, read_ = 0;
-  std::string error_;
+  Status status_;
 };
 
 // The outbox record an entry makes (makes_record()), numbered `seq`, into `out` (its strings and

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "stockd/protocol.h"
+#include "stockd/status.h"
 
 namespace stockd::rec {
 
@@ -109,12 +110,12 @@ std::string encode(const Row& r) {
   return out;
 }
 
-// Decoders return false, with `why` set, on a bad version, checksum, length or field.
-bool decode(std::string_view in, SkuRow& out, std::string& why);
-bool decode(std::string_view in, HoldRow& out, std::string& why);
-bool decode(std::string_view in, UserRow& out, std::string& why);
-bool decode(std::string_view in, CodeRow& out, std::string& why);
-bool decode(std::string_view in, MetaRow& out, std::string& why);
-bool decode(std::string_view in, proto::OutboxRecord& out, std::string& why);
+// Decoders return Corruption, saying what is wrong, on a bad version, checksum, length or field.
+Status decode(std::string_view in, SkuRow& out);
+Status decode(std::string_view in, HoldRow& out);
+Status decode(std::string_view in, UserRow& out);
+Status decode(std::string_view in, CodeRow& out);
+Status decode(std::string_view in, MetaRow& out);
+Status decode(std::string_view in, proto::OutboxRecord& out);
 
 }  // namespace stockd::rec

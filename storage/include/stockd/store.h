@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include "stockd/status.h"
+
 namespace rocksdb {
 class ColumnFamilyHandle;
 class Env;
@@ -24,20 +26,6 @@ class WriteBatch;
 }  // namespace rocksdb
 
 namespace stockd::storage {
-
-// The result of an I/O operation. ok() or a message naming what failed and why.
-class [[nodiscard]] Status {
- public:
-  static Status Ok() { return Status(); }
-  static Status Error(std::string message) { return Status(std::move(message)); }
-  bool ok() const { return message_.empty(); }
-  const std::string& message() const { return message_; }
-
- private:
-  Status() = default;
-  explicit Status(std::string m) : message_(m.empty() ? "unknown error" : std::move(m)) {}
-  std::string message_;
-};
 
 // Puts and deletes applied atomically, in order. Built straight into a RocksDB WriteBatch (one
 // buffer; put/del copy the bytes in), which the WAL thread writes as it is: no allocation per
@@ -59,15 +47,15 @@ class Batch {
   size_t size() const { return ops_; }  // puts and deletes
   bool empty() const { return ops_ == 0; }
 
-  // For the store: the batch, and what went wrong building it ("" if nothing).
+  // For the store: the batch, and what went wrong building it (ok if nothing).
   rocksdb::WriteBatch& rep() { return *rep_; }
-  const std::string& error() const { return error_; }
+  const Status& status() const { return status_; }
 
  private:
   std::unique_ptr<rocksdb::WriteBatch> rep_;
   Families families_;
   size_t ops_ = 0;
-  std::string error_;
+  Status status_;
 };
 
 // A checkpoint written as table files and added to the store whole (RocksDB's external file
@@ -95,10 +83,10 @@ class Store {
  public:
   // Opens (or creates) a RocksDB store in `dir` with options chosen for safety:
   // kTolerateCorruptedTailRecords WAL recovery, paranoid checks, checksums verified on read.
-  // On failure returns nullptr and sets `error` (naming the file and the problem when RocksDB
-  // reports corruption).
-  static std::unique_ptr<Store> open(const std::string& dir, const StoreOptions& options,
-                                     std::string& error);
+  // On failure says why, naming the file and the problem: Corruption (a damaged log, table or
+  // manifest), Refused (a lost log or mark, an earlier layout: the message says what to do),
+  // Invalid or Io.
+  static Result<std::unique_ptr<Store>> open(const std::string& dir, const StoreOptions& options);
   virtual ~Store() = default;
 
   // Writes `batch` atomically; with sync, returns only after it is on stable storage and the

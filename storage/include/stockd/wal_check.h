@@ -26,6 +26,8 @@
 #include <string>
 #include <string_view>
 
+#include "stockd/status.h"
+
 namespace stockd::storage {
 
 // CRC-32C (Castagnoli, reflected polynomial 0x82F63B78): crc32c(data) is the checksum of
@@ -36,16 +38,16 @@ uint32_t crc32c_extend_portable(uint32_t crc, std::string_view data);
 inline uint32_t crc32c(std::string_view data) { return crc32c_extend(0, data); }
 
 // Reads the write-ahead logs of the RocksDB data dir `dir` (the files NNNNNN.log, in the order
-// of their numbers) and returns "" when RocksDB may open it: every fragment is whole, or the
+// of their numbers) and returns ok when RocksDB may open it: every fragment is whole, or the
 // first bad one (a wrong checksum, a length running past its block or the file, an unknown
 // type, a zeroed header) is followed by nothing but bytes that hold no whole fragment. A torn
 // last record and zeros or garbage after the last record pass.
 //
-// Otherwise returns why not, starting with "Corruption: " and naming the file, the byte offset
-// of the bad fragment, what is wrong with it, how many whole fragments (physical records)
-// follow it -- counted on from the first one found, and in each later log up to its first bad
-// fragment -- and where the first is. Returns a message naming the file if a log cannot be
-// read. Returns "" if `dir` cannot be listed (no store yet, or not a directory: RocksDB then
+// Otherwise returns Corruption, its message starting with "Corruption: " and naming the file, the
+// byte offset of the bad fragment, what is wrong with it, how many whole fragments (physical
+// records) follow it -- counted on from the first one found, and in each later log up to its first
+// bad fragment -- and where the first is. Returns Io naming the file if a log cannot be read.
+// Returns ok if `dir` cannot be listed (no store yet, or not a directory: RocksDB then
 // says what is wrong).
 //
 // Every log present is read, the MANIFEST is not: a log RocksDB has flushed but not deleted yet
@@ -59,6 +61,6 @@ inline uint32_t crc32c(std::string_view data) { return crc32c_extend(0, data); }
 // except after a bad fragment, where each later byte offset whose type and length could start
 // a fragment costs one checksum of at most a block; the search stops at the first whole
 // fragment found.
-[[nodiscard]] std::string check_wal_tail(const std::string& dir);
+Status check_wal_tail(const std::string& dir);
 
 }  // namespace stockd::storage

@@ -48,15 +48,16 @@ struct Recovered {
 
 // Loads the checkpoint into an empty `book`, replays every log group after it, checks each
 // record and entry, the log for gaps, the acknowledged mark and the book's invariants.
-// "" on success, else what is wrong (naming the key or the group). With `changes`, the rows the
-// replayed decisions touched are named there (the checkpointer's next checkpoint must write
-// them: its meta row will cover those groups).
-std::string recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
+// Ok, else what is wrong, naming the key or the group: Corruption (a damaged row, group or
+// entry), Refused (a lost part of the log), Io. With `changes`, the rows the replayed decisions
+// touched are named there (the checkpointer's next checkpoint must write them: its meta row will
+// cover those groups).
+Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
 
 // Converts a data dir of the layout before the log of decisions, with its server stopped
-// (docs/storage.md, "Moving an earlier data dir"). "" and a one-line `report`, or why not
+// (docs/storage.md, "Moving an earlier data dir"). Ok and a one-line `report`, or why not
 // (nothing changed then, or a rerun finishes it).
-std::string migrate_earlier_layout(const std::string& dir, std::string& report);
+Status migrate_earlier_layout(const std::string& dir, std::string& report);
 
 struct CheckpointOptions {
   uint64_t every_entries = 500'000;  // a checkpoint after this many replayed decisions,
@@ -95,7 +96,7 @@ class Checkpointer {
   int64_t last_checkpoint_us() const { return last_us_.load(); }
   uint64_t last_checkpoint_bytes() const { return last_bytes_.load(); }
   size_t queued() const;
-  std::string take_error();  // "" if nothing went wrong since the last call
+  Status take_error();  // ok if nothing went wrong since the last call
 
  private:
   static constexpr size_t kQueueBytesMax = 64 << 20;
@@ -106,7 +107,7 @@ class Checkpointer {
   bool catch_up(uint64_t upto);
   void checkpoint(int64_t now_ms);
   bool trimmable(int64_t now_ms) const;
-  void fail(std::string why);
+  void fail(Status why);  // keeps the first until take_error()
 
   storage::Store& store_;
   const CheckpointOptions options_;
@@ -124,7 +125,7 @@ class Checkpointer {
   size_t queued_bytes_ = 0;
   uint64_t durable_ = 0;  // the last durable group submitted (kept or not)
   bool stop_ = false, final_ = false;
-  std::string error_;
+  Status error_;
   std::atomic<uint64_t> checkpoint_lsn_{0}, trimmed_below_{0}, outbox_first_{1}, checkpoints_{0};
   std::atomic<int64_t> last_us_{0};
   std::atomic<uint64_t> last_bytes_{0};
