@@ -258,48 +258,33 @@ uint32_t line_of(const Hold& h, const book_detail::HoldCode& c) {
   return i;
 }
 
-void log_lines_and_codes(rec::LogWriter& w, const Hold& h) {
-  w.var(h.lines.size());
-  for (const book_detail::HoldLine& l : h.lines) {
-    w.str(l.sku->id);
-    w.var(l.qty);
-  }
-  w.var(h.codes.size());
+// The entry of a decision about `h` (the log's fields: rec::entry_fields): its id, buyer, key,
+// lines and codes, as views into the book.
+rec::Decision& hold_entry(rec::Op op, const Hold& h, int64_t at) {
+  rec::Decision& d = book_detail::new_entry(op, at);
+  d.hold_id = h.id;
+  d.user = h.user;
+  d.key = h.key;
+  d.created_at_ms = h.created_at;
+  for (const book_detail::HoldLine& l : h.lines) d.lines.push_back({l.sku->id, l.qty});
   for (const book_detail::HoldCode& c : h.codes) {
-    w.var(line_of(h, c));
-    w.str(*c.sku->codes[c.index].code);
+    d.codes.push_back({line_of(h, c), *c.sku->codes[c.index].code});
   }
+  return d;
 }
 
-// RESERVE:  'R' at user key ttl_ms hold_id lines codes;  CLAIM: 'C' at user key hold_id sku code.
 void log_reserve(const Hold& h, bool claim, uint32_t ttl_ms, int64_t now, Changes& ch) {
-  rec::LogWriter w = ch.writer();
-  w.begin(claim ? rec::Op::kClaim : rec::Op::kReserve, now);
-  w.str(h.user);
-  w.str(h.key);
-  if (claim) {
-    w.u64(h.id);
-    w.str(h.lines.front().sku->id);
-    w.str(*h.codes.front().sku->codes[h.codes.front().index].code);
-    return;
-  }
-  w.var(ttl_ms);
-  w.u64(h.id);
-  log_lines_and_codes(w, h);
+  rec::Decision& d = hold_entry(claim ? rec::Op::kClaim : rec::Op::kReserve, h, now);
+  d.ttl_ms = ttl_ms;
+  ch.writer().append(d);
 }
 
 }  // namespace
 
-// COMMIT, RELEASE, EXPIRE: 'K' | 'L' | 'E' at hold_id user key created_at lines codes: the order
-// (or what went back) in full, so that its outbox record is read from the log alone.
+// COMMIT, RELEASE, EXPIRE: the order (or what went back) in full, so that its outbox record is
+// read from the log alone.
 void Book::Impl::log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch) const {
-  rec::LogWriter w = ch.writer();
-  w.begin(op, at);
-  w.u64(h.id);
-  w.str(h.user);
-  w.str(h.key);
-  w.zig(at - h.created_at);
-  log_lines_and_codes(w, h);
+  ch.writer().append(hold_entry(op, h, at));
 }
 
 void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,

@@ -109,15 +109,15 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
   s->closes_at = closes;
   m.changed(*s, ch);
   sku_view(*s, out);
-  if (ch.log) {  // 'S' at sku mask total per_user_limit opens_at closes_at
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kSkuSet, now);
-    w.str(req.sku);
-    w.var(req.mask);
-    w.var(req.total);
-    w.var(req.per_user_limit);
-    w.zig(req.opens_at_ms);
-    w.zig(req.closes_at_ms);
+  if (ch.log) {
+    rec::Decision& d = book_detail::new_entry(rec::Op::kSkuSet, now);
+    d.sku = req.sku;
+    d.mask = req.mask;
+    d.total = req.total;
+    d.per_user_limit = req.per_user_limit;
+    d.opens_at_ms = req.opens_at_ms;
+    d.closes_at_ms = req.closes_at_ms;
+    ch.writer().append(d);
   }
   return proto::Status::kOk;
 }
@@ -150,11 +150,11 @@ Verdict Book::restock(const proto::RestockReq& req, int64_t now, proto::SkuView&
   }
   if (req.delta != 0) impl_->changed(*s, ch);
   sku_view(*s, out);
-  if (req.delta != 0 && ch.log) {  // 'T' at sku delta
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kRestock, now);
-    w.str(req.sku);
-    w.zig(req.delta);
+  if (req.delta != 0 && ch.log) {
+    rec::Decision& d = book_detail::new_entry(rec::Op::kRestock, now);
+    d.sku = req.sku;
+    d.delta = req.delta;
+    ch.writer().append(d);
   }
   return proto::Status::kOk;
 }
@@ -204,12 +204,11 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
   }
   m.changed(*s, ch);
   sku_view(*s, out.sku);
-  if (ch.log) {  // 'P' at sku codes
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kCodesLoad, now);
-    w.str(req.sku);
-    w.var(req.codes.size());
-    for (const std::string& c : req.codes) w.str(c);
+  if (ch.log) {
+    rec::Decision& d = book_detail::new_entry(rec::Op::kCodesLoad, now);
+    d.sku = req.sku;
+    d.pool.assign(req.codes.begin(), req.codes.end());
+    ch.writer().append(d);
   }
   return proto::Status::kOk;
 }
@@ -223,10 +222,10 @@ Verdict Book::sale_close(std::string_view sku, int64_t now, proto::SkuView& out,
   if (!s->closed) {
     s->closed = true;
     impl_->changed(*s, ch);
-    if (ch.log) {  // 'X' at sku
-      rec::LogWriter w = ch.writer();
-      w.begin(rec::Op::kSaleClose, now);
-      w.str(sku);
+    if (ch.log) {
+      rec::Decision& d = book_detail::new_entry(rec::Op::kSaleClose, now);
+      d.sku = sku;
+      ch.writer().append(d);
     }
   }
   sku_view(*s, out);

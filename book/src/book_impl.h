@@ -106,6 +106,18 @@ struct Hold {
 using HoldTable = HoldTableOf<Hold>;
 
 // Whether a caller acting for `user` may see and settle `h`: empty = any user (admin, outbox).
+// The log entry about to be written (Changes::log), reset for `op` at `at_ms`: one per thread (a
+// book belongs to one thread), so its lists keep their capacity from one decision to the next.
+inline rec::Decision& new_entry(rec::Op op, int64_t at_ms) {
+  thread_local rec::Decision d;
+  d.op = op;
+  d.at_ms = at_ms;
+  d.lines.clear();
+  d.codes.clear();
+  d.pool.clear();
+  return d;
+}
+
 inline bool owned_by(const Hold& h, std::string_view user) {
   return user.empty() || h.user == user;
 }

@@ -96,10 +96,10 @@ bool Book::set_hold_id_key(const HoldIdKey& key, int64_t now, Changes& ch) {
   impl_->id_key = key;
   ch.meta = true;
   if (ch.log) {
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kHoldIdKey, now);
-    w.u64(key.k0);
-    w.u64(key.k1);
+    rec::Decision& d = book_detail::new_entry(rec::Op::kHoldIdKey, now);
+    d.key0 = key.k0;
+    d.key1 = key.k1;
+    ch.writer().append(d);
   }
   return true;
 }
@@ -109,9 +109,9 @@ void Book::outbox_ack(uint64_t upto, int64_t now, Changes& ch) {
   impl_->outbox_acked = upto;
   ch.meta = true;
   if (ch.log) {
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kOutboxAck, now);
-    w.var(upto);
+    rec::Decision& d = book_detail::new_entry(rec::Op::kOutboxAck, now);
+    d.upto = upto;
+    ch.writer().append(d);
   }
 }
 

@@ -168,9 +168,9 @@ void Book::Impl::forget(Hold& h, int64_t now, Changes& ch) {
   holds.erase(&h);                        // codes it bought keep it as owner: they stay sold
   if (ch.rows) ch.hold_changed(id, seq);
   if (ch.log) {
-    rec::LogWriter w = ch.writer();
-    w.begin(rec::Op::kForget, now);
-    w.u64(id);
+    rec::Decision& d = book_detail::new_entry(rec::Op::kForget, now);
+    d.hold_id = id;
+    ch.writer().append(d);
   }
 }
 

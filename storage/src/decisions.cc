@@ -1,5 +1,6 @@
 #include "stockd/decisions.h"
 
+#include "stockd/check.h"
 #include "stockd/wire.h"
 
 namespace stockd::rec {
@@ -12,6 +13,53 @@ void LogWriter::begin(Op op, int64_t at_ms) {
   ++count;
   out.push_back(static_cast<char>(op));
   zig(at_ms - base_ms);
+}
+
+namespace {
+
+// entry_fields() as a writer: each field from a const Decision into the group's buffer.
+struct EntryOut {
+  LogWriter& w;
+  template <class T>
+  void var(const T& x, const char*) {
+    w.var(static_cast<uint64_t>(x));
+  }
+  void zig(int64_t x, const char*) { w.zig(x); }
+  void u64(uint64_t x, const char*) { w.u64(x); }
+  void str(std::string_view s, const char*, size_t) { w.str(s); }
+  void before_at(int64_t t, int64_t at, const char*) { w.zig(at - t); }
+  void lines(const Decision& d) {
+    w.var(d.lines.size());
+    for (const LineRef& l : d.lines) {
+      w.str(l.sku);
+      w.var(l.qty);
+    }
+  }
+  void codes(const Decision& d) {
+    w.var(d.codes.size());
+    for (const CodeRef& c : d.codes) {
+      w.var(c.line);
+      w.str(c.code);
+    }
+  }
+  void claimed(const Decision& d) {
+    STOCKD_CHECK(d.lines.size() == 1 && d.codes.size() == 1, "a claim takes one code");
+    w.str(d.lines.front().sku);
+    w.str(d.codes.front().code);
+  }
+  void pool(const std::vector<std::string_view>& p) {
+    w.var(p.size());
+    for (std::string_view c : p) w.str(c);
+  }
+  void unknown(Op) { STOCKD_CHECK(false, "an entry of a known type is written"); }
+};
+
+}  // namespace
+
+void LogWriter::append(const Decision& d) {
+  begin(d.op, d.at_ms);
+  EntryOut o{*this};
+  entry_fields(o, d);
 }
 
 void LogWriter::var(uint64_t v) {
@@ -144,24 +192,49 @@ struct Cursor {
   }
 };
 
-void read_lines(Cursor& c, Decision& d) {
-  const uint64_t n = c.count("lines", proto::kReserveLinesMax);
-  for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
-    LineRef& l = d.lines.emplace_back();
-    l.sku = c.str("sku", proto::kSkuBytesMax);
-    l.qty = static_cast<uint32_t>(c.var("qty"));
+// entry_fields() as a reader: each field from the entry's bytes into a Decision (views into
+// the group value), the first failure naming the field.
+struct EntryIn {
+  Cursor& c;
+  bool unknown_op = false;
+  template <class T>
+  void var(T& x, const char* field) {
+    x = static_cast<T>(c.var(field));
   }
-}
-
-void read_codes(Cursor& c, Decision& d) {
-  const uint64_t n = c.count("codes", proto::kHoldCodesMax);
-  for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
-    CodeRef& r = d.codes.emplace_back();
-    r.line = static_cast<uint32_t>(c.var("code line"));
-    r.code = c.str("code", proto::kCodeBytesMax);
-    if (r.line >= d.lines.size()) c.bad = "code line";
+  void zig(int64_t& x, const char* field) { x = c.zig(field); }
+  void u64(uint64_t& x, const char* field) { x = c.u64(field); }
+  void str(std::string_view& s, const char* field, size_t max) { s = c.str(field, max); }
+  void before_at(int64_t& t, int64_t at, const char* field) { t = at - c.zig(field); }
+  void lines(Decision& d) {
+    const uint64_t n = c.count("lines", proto::kReserveLinesMax);
+    for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+      LineRef& l = d.lines.emplace_back();
+      l.sku = c.str("sku", proto::kSkuBytesMax);
+      l.qty = static_cast<uint32_t>(c.var("qty"));
+    }
   }
-}
+  void codes(Decision& d) {
+    const uint64_t n = c.count("codes", proto::kHoldCodesMax);
+    for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+      CodeRef& r = d.codes.emplace_back();
+      r.line = static_cast<uint32_t>(c.var("code line"));
+      r.code = c.str("code", proto::kCodeBytesMax);
+      if (r.line >= d.lines.size()) c.bad = "code line";
+    }
+  }
+  void claimed(Decision& d) {
+    d.sku = c.str("sku", proto::kSkuBytesMax);
+    d.lines.push_back({d.sku, 1});
+    d.codes.push_back({0, c.str("code", proto::kCodeBytesMax)});
+  }
+  void pool(std::vector<std::string_view>& p) {
+    const uint64_t n = c.count("codes", UINT32_MAX);
+    for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
+      p.push_back(c.str("code", proto::kCodeBytesMax));
+    }
+  }
+  void unknown(Op) { unknown_op = true; }
+};
 
 }  // namespace
 
@@ -182,69 +255,10 @@ bool GroupReader::next(Decision& d) {
   d.op = static_cast<Op>(body_[pos_++]);
   Cursor c{body_, pos_};
   d.at_ms = base_ms_ + c.zig("at");
-  switch (d.op) {
-    case Op::kReserve:
-      d.user = c.str("user", proto::kUserBytesMax);
-      d.key = c.str("key", proto::kKeyBytesMax);
-      d.ttl_ms = static_cast<uint32_t>(c.var("ttl_ms"));
-      d.hold_id = c.u64("hold_id");
-      read_lines(c, d);
-      read_codes(c, d);
-      break;
-    case Op::kClaim: {
-      d.user = c.str("user", proto::kUserBytesMax);
-      d.key = c.str("key", proto::kKeyBytesMax);
-      d.hold_id = c.u64("hold_id");
-      d.sku = c.str("sku", proto::kSkuBytesMax);
-      d.lines.push_back({d.sku, 1});
-      d.codes.push_back({0, c.str("code", proto::kCodeBytesMax)});
-      break;
-    }
-    case Op::kCommit:
-    case Op::kRelease:
-    case Op::kExpire:
-      d.hold_id = c.u64("hold_id");
-      d.user = c.str("user", proto::kUserBytesMax);
-      d.key = c.str("key", proto::kKeyBytesMax);
-      d.created_at_ms = d.at_ms - c.zig("created_at");
-      read_lines(c, d);
-      read_codes(c, d);
-      break;
-    case Op::kForget:
-      d.hold_id = c.u64("hold_id");
-      break;
-    case Op::kSkuSet:
-      d.sku = c.str("sku", proto::kSkuBytesMax);
-      d.mask = static_cast<uint8_t>(c.var("mask"));
-      d.total = c.var("total");
-      d.per_user_limit = static_cast<uint32_t>(c.var("per_user_limit"));
-      d.opens_at_ms = c.zig("opens_at");
-      d.closes_at_ms = c.zig("closes_at");
-      break;
-    case Op::kRestock:
-      d.sku = c.str("sku", proto::kSkuBytesMax);
-      d.delta = c.zig("delta");
-      break;
-    case Op::kCodesLoad: {
-      d.sku = c.str("sku", proto::kSkuBytesMax);
-      const uint64_t n = c.count("codes", UINT32_MAX);
-      for (uint64_t i = 0; i < n && c.bad == nullptr; ++i) {
-        d.pool.push_back(c.str("code", proto::kCodeBytesMax));
-      }
-      break;
-    }
-    case Op::kSaleClose:
-      d.sku = c.str("sku", proto::kSkuBytesMax);
-      break;
-    case Op::kHoldIdKey:
-      d.key0 = c.u64("key0");
-      d.key1 = c.u64("key1");
-      break;
-    case Op::kOutboxAck:
-      d.upto = c.var("upto");
-      break;
-    default:
-      return fail("unknown entry type " + std::to_string(static_cast<unsigned>(d.op)));
+  EntryIn in{c};
+  entry_fields(in, d);
+  if (in.unknown_op) {
+    return fail("unknown entry type " + std::to_string(static_cast<unsigned>(d.op)));
   }
   if (c.bad != nullptr) return fail(std::string("truncated or out of range reading ") + c.bad);
   ++read_;

@@ -24,30 +24,26 @@ constexpr size_t kRecordsPerGroup = 4096;
 // The log entry an earlier outbox record becomes: K (order), L (released) or E (expired), with
 // the record's content.
 Status append_record(const proto::OutboxRecord& r, rec::LogWriter& w) {
-  const rec::Op op = r.kind == proto::OutboxKind::kReleased  ? rec::Op::kRelease
-                     : r.kind == proto::OutboxKind::kExpired ? rec::Op::kExpire
-                                                             : rec::Op::kCommit;
-  w.begin(op, r.at_ms);
-  w.u64(r.order_id);
-  w.str(r.user);
-  w.str(r.key);
-  w.zig(r.at_ms - r.created_at_ms);
-  w.var(r.lines.size());
-  for (const proto::Line& l : r.lines) {
-    w.str(l.sku);
-    w.var(l.qty);
-  }
-  w.var(r.codes.size());
+  rec::Decision d;
+  d.op = r.kind == proto::OutboxKind::kReleased  ? rec::Op::kRelease
+         : r.kind == proto::OutboxKind::kExpired ? rec::Op::kExpire
+                                                 : rec::Op::kCommit;
+  d.at_ms = r.at_ms;
+  d.hold_id = r.order_id;
+  d.user = r.user;
+  d.key = r.key;
+  d.created_at_ms = r.created_at_ms;
+  for (const proto::Line& l : r.lines) d.lines.push_back({l.sku, l.qty});
   for (const proto::SkuCode& c : r.codes) {
-    size_t line = 0;
+    uint32_t line = 0;
     while (line < r.lines.size() && r.lines[line].sku != c.sku) ++line;
     if (line == r.lines.size()) {
       return Status::Corruption("outbox record " + std::to_string(r.seq) + ": code of SKU " +
                                 c.sku + " that is not one of its lines");
     }
-    w.var(line);
-    w.str(c.code);
+    d.codes.push_back({line, c.code});
   }
+  w.append(d);
   return Status::Ok();
 }
 

@@ -78,6 +78,74 @@ struct Decision {
   }
 };
 
+// ---- Each entry's layout, declared once: after its op byte and its time (a zigzag varint delta
+// from the group's base_ms), the fields below, in order. The writer (LogWriter::append) and the
+// reader (GroupReader::next) both walk this list, with a visitor that writes or reads:
+//   var: LEB128 varint; zig: zigzag varint; u64: 8 bytes little-endian; str: varint length +
+//   bytes (read: at most `max`); lines: varint count, then (str sku, var qty) each; codes:
+//   varint count, then (var line, str code) each, `line` indexing the entry's lines; claimed: a
+//   claim's one line and code, as str sku, str code; before_at: a time before the entry's, as a
+//   zig of the difference; pool: varint count, then str each. ----
+template <class V, class D>  // D: Decision (reading) or const Decision (writing)
+void entry_fields(V& v, D& d) {
+  switch (d.op) {
+    case Op::kReserve:
+      v.str(d.user, "user", proto::kUserBytesMax);
+      v.str(d.key, "key", proto::kKeyBytesMax);
+      v.var(d.ttl_ms, "ttl_ms");
+      v.u64(d.hold_id, "hold_id");
+      v.lines(d);
+      v.codes(d);
+      return;
+    case Op::kClaim:
+      v.str(d.user, "user", proto::kUserBytesMax);
+      v.str(d.key, "key", proto::kKeyBytesMax);
+      v.u64(d.hold_id, "hold_id");
+      v.claimed(d);
+      return;
+    case Op::kCommit:
+    case Op::kRelease:
+    case Op::kExpire:
+      v.u64(d.hold_id, "hold_id");
+      v.str(d.user, "user", proto::kUserBytesMax);
+      v.str(d.key, "key", proto::kKeyBytesMax);
+      v.before_at(d.created_at_ms, d.at_ms, "created_at");
+      v.lines(d);
+      v.codes(d);
+      return;
+    case Op::kForget:
+      v.u64(d.hold_id, "hold_id");
+      return;
+    case Op::kSkuSet:
+      v.str(d.sku, "sku", proto::kSkuBytesMax);
+      v.var(d.mask, "mask");
+      v.var(d.total, "total");
+      v.var(d.per_user_limit, "per_user_limit");
+      v.zig(d.opens_at_ms, "opens_at");
+      v.zig(d.closes_at_ms, "closes_at");
+      return;
+    case Op::kRestock:
+      v.str(d.sku, "sku", proto::kSkuBytesMax);
+      v.zig(d.delta, "delta");
+      return;
+    case Op::kCodesLoad:
+      v.str(d.sku, "sku", proto::kSkuBytesMax);
+      v.pool(d.pool);
+      return;
+    case Op::kSaleClose:
+      v.str(d.sku, "sku", proto::kSkuBytesMax);
+      return;
+    case Op::kHoldIdKey:
+      v.u64(d.key0, "key0");
+      v.u64(d.key1, "key1");
+      return;
+    case Op::kOutboxAck:
+      v.var(d.upto, "upto");
+      return;
+  }
+  v.unknown(d.op);
+}
+
 // ---- Writing entries into a group's buffer (no allocation once `out` has grown). begin() starts
 // an entry: the first entry of a group sets `base_ms`, and every entry stores its time as a
 // delta from it. Strings must be within their protocol limits (the book checked them). ----
@@ -85,6 +153,8 @@ struct LogWriter {
   std::string& out;
   int64_t& base_ms;
   uint32_t& count;
+  // One whole entry: begin(d.op, d.at_ms), then d's fields as entry_fields() lists them.
+  void append(const Decision& d);
   void begin(Op op, int64_t at_ms);
   void var(uint64_t v);
   void zig(int64_t v) { var((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63)); }
