@@ -38,17 +38,10 @@ bool Book::hold_row(uint64_t id, rec::HoldRow& out) const {
   const Hold* found = impl_->holds.find(id);
   if (found == nullptr) return false;
   const Hold& h = *found;
-  out.id = h.id;
-  out.state = h.state;
-  out.user.assign(h.user);
-  out.key.assign(h.key);
+  impl_->hold_view(h, out.hold);
   out.fingerprint = h.fingerprint;
   out.first_available = h.first_available;
-  out.created_at_ms = h.created_at;
-  out.expires_at_ms = h.expires_at;
   out.finished_at_ms = h.finished_at;
-  hold_lines(h, out.lines);
-  hold_codes(h, out.codes);
   return true;
 }
 
@@ -215,45 +208,45 @@ stockd::Status Book::Impl::restore_codes(Restoring& r) {
 
 stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
   // Built only for a refusal: a million holds restore without a string each.
-  const auto at = [&row] { return "hold " + std::to_string(row.id) + ": "; };
-  const uint64_t seq = hold_seq_of(row.id, id_key);
+  const auto at = [&row] { return "hold " + std::to_string(row.hold.hold_id) + ": "; };
+  const uint64_t seq = hold_seq_of(row.hold.hold_id, id_key);
   if (seq == 0 || seq >= next_hold_seq)
     return bad_row(at() + "an id never issued (past next_hold_id)");
-  if (row.state < HoldState::kHeld || row.state > HoldState::kExpired)
+  if (row.hold.state < HoldState::kHeld || row.hold.state > HoldState::kExpired)
     return bad_row(at() + "bad state");
-  if (row.lines.empty() || row.lines.size() > proto::kReserveLinesMax)
+  if (row.hold.lines.empty() || row.hold.lines.size() > proto::kReserveLinesMax)
     return bad_row(at() + "bad lines");
-  if (row.state == HoldState::kHeld && row.finished_at_ms != 0)
+  if (row.hold.state == HoldState::kHeld && row.finished_at_ms != 0)
     return bad_row(at() + "held but finished");
-  Hold* made = holds.emplace(row.id);
+  Hold* made = holds.emplace(row.hold.hold_id);
   if (made == nullptr) return bad_row(at() + "two rows");
   Hold& h = *made;
   h.seq = seq;
-  h.state = row.state;
-  h.user = std::move(row.user);
-  h.key = std::move(row.key);
+  h.state = row.hold.state;
+  h.user = std::move(row.hold.user);
+  h.key = std::move(row.hold.key);
   h.fingerprint = row.fingerprint;
   h.first_available = row.first_available;
-  h.created_at = row.created_at_ms;
-  h.expires_at = row.expires_at_ms;
+  h.created_at = row.hold.created_at_ms;
+  h.expires_at = row.hold.expires_at_ms;
   h.finished_at = row.finished_at_ms;
-  for (const proto::Line& l : row.lines) {
+  for (const proto::Line& l : row.hold.lines) {
     Sku* s = find_sku(l.sku);
     if (s == nullptr || l.qty == 0)
       return bad_row(at() + "line of unknown SKU " + l.sku + " or qty 0");
     h.lines.push_back({s, l.qty});
   }
-  const bool owns = row.state == HoldState::kHeld || row.state == HoldState::kCommitted;
-  for (const proto::SkuCode& c : row.codes) {
+  const bool owns = row.hold.state == HoldState::kHeld || row.hold.state == HoldState::kCommitted;
+  for (const proto::SkuCode& c : row.hold.codes) {
     auto loc = codes.find(c.code);
     if (loc == codes.end() || loc->second.sku->id != c.sku)
       return bad_row(at() + "unknown code " + c.code);
-    if (owns && loc->second.sku->codes[loc->second.index].owner != row.id) {
+    if (owns && loc->second.sku->codes[loc->second.index].owner != row.hold.hold_id) {
       return bad_row(at() + "code " + c.code + " is owned by another hold");
     }
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
-  if (row.state == HoldState::kHeld) heap_push(h);
+  if (row.hold.state == HoldState::kHeld) heap_push(h);
   if (!h.key.empty() && !idem.insert(&h)) {
     return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
   }
@@ -264,8 +257,8 @@ stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
 void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
   if (!r.status.ok()) return;
   r.status = restore_hold(row);
-  if (r.status.ok() && row.state != HoldState::kHeld) {
-    r.finished.emplace_back(row.finished_at_ms, row.id);
+  if (r.status.ok() && row.hold.state != HoldState::kHeld) {
+    r.finished.emplace_back(row.finished_at_ms, row.hold.hold_id);
   }
 }
 

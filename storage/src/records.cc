@@ -311,19 +311,21 @@ void fields(V& v, F<V, SkuRow>& m) {
   v.flag("code_pool", m.code_pool);
 }
 
+// The hold's answer fields (HoldView's, in its order) with the stored-only ones between them.
 template <class V>
 void fields(V& v, F<V, HoldRow>& m) {
-  v.num("id", m.id);
-  proto::hold_state(v, m.state);
-  v.text("user", m.user, proto::kUserBytesMax, false);
-  v.text("key", m.key, proto::kKeyBytesMax, false);
+  auto& h = m.hold;
+  v.num("id", h.hold_id);
+  proto::hold_state(v, h.state);
+  v.text("user", h.user, proto::kUserBytesMax, false);
+  v.text("key", h.key, proto::kKeyBytesMax, false);
   v.num("fingerprint", m.fingerprint);
   v.num("first_available", m.first_available);
-  v.num("created_at_ms", m.created_at_ms);
-  v.num("expires_at_ms", m.expires_at_ms);
+  v.num("created_at_ms", h.created_at_ms);
+  v.num("expires_at_ms", h.expires_at_ms);
   v.num("finished_at_ms", m.finished_at_ms);
-  proto::lines(v, m.lines, 0, proto::field_limits::kU16Max);
-  proto::codes(v, m.codes);
+  proto::lines(v, h.lines, 0, proto::field_limits::kU16Max);
+  proto::codes(v, h.codes);
 }
 
 template <class V>

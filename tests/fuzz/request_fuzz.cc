@@ -150,10 +150,11 @@ std::string describe(const std::optional<rec::SkuRow>& r) {
 }
 std::string describe(const std::optional<rec::HoldRow>& r) {
   if (!r) return "absent";
-  return "state " + std::string(proto::hold_state_name(r->state)) + " user '" + r->user +
-         "' key '" + r->key + "' expires " + std::to_string(r->expires_at_ms - kT0) + " finished " +
-         std::to_string(r->finished_at_ms - kT0) + " lines " + std::to_string(r->lines.size()) +
-         " codes " + std::to_string(r->codes.size());
+  const proto::HoldView& h = r->hold;
+  return "state " + std::string(proto::hold_state_name(h.state)) + " user '" + h.user + "' key '" +
+         h.key + "' expires " + std::to_string(h.expires_at_ms - kT0) + " finished " +
+         std::to_string(r->finished_at_ms - kT0) + " lines " + std::to_string(h.lines.size()) +
+         " codes " + std::to_string(h.codes.size());
 }
 std::string describe(const std::optional<rec::UserRow>& r) {
   return r ? "units " + std::to_string(r->units) : "absent";
@@ -192,8 +193,8 @@ void same_books(const Book& a, const Book& b, const Touched& t, const char* an, 
   for (uint64_t id : t.holds) {
     auto ha = a.hold_row(id);
     same_row(ha, b.hold_row(id), "hold " + std::to_string(id), an, bn);
-    if (ha && !ha->key.empty() && a.idem_answer(ha->key) != b.idem_answer(ha->key)) {
-      fail("first answer under key '" + ha->key + "' differs between " + pair);
+    if (ha && !ha->hold.key.empty() && a.idem_answer(ha->hold.key) != b.idem_answer(ha->hold.key)) {
+      fail("first answer under key '" + ha->hold.key + "' differs between " + pair);
     }
   }
   for (const auto& [s, u] : t.users) {

@@ -50,20 +50,21 @@ Earlier write_earlier_layout(const fs::path& dir) {
     const uint64_t id = hold_id_of(seq, kKey);
     e.ids.push_back(id);
     const int64_t at = kT0 + static_cast<int64_t>(seq);
-    rec::HoldRow hold{id,
-                      proto::HoldState::kCommitted,
-                      "u" + std::to_string(seq),
-                      "k" + std::to_string(seq),
+    rec::HoldRow hold{{id,
+                       proto::HoldState::kCommitted,
+                       "u" + std::to_string(seq),
+                       "k" + std::to_string(seq),
+                       at,
+                       0,
+                       {{"tee", 1}},
+                       {}},
                       0,
                       0,
-                      at,
-                      0,
-                      at,
-                      {{"tee", 1}},
-                      {}};
+                      at};
     (void)b.Put(h[1], rec::hold_key(id), rec::encode(hold));
     proto::OutboxRecord r{
-        seq, proto::OutboxKind::kOrder, id, hold.user, hold.key, at, at, {{"tee", 1}}, {}};
+        seq, proto::OutboxKind::kOrder, id, hold.hold.user, hold.hold.key, at, at, {{"tee", 1}},
+        {}};
     (void)b.Put(h[2], rec::outbox_key(seq), rec::encode(r));
     e.records.push_back(r);
   }

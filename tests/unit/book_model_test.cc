@@ -813,7 +813,7 @@ class SeedRun {
   void check_step() {
     for (uint64_t id : ch_.holds) {
       auto it = rows_.holds.find(id);
-      if (!book_->hold_row(id) && it != rows_.holds.end() && !it->second.key.empty()) {
+      if (!book_->hold_row(id) && it != rows_.holds.end() && !it->second.hold.key.empty()) {
         saw("forget", "key");
       }
     }

@@ -92,8 +92,8 @@ void expect_same_book(const Book& a, const Book& b, const RowMirror& m) {
     EXPECT_EQ(a.hold_row(id), b.hold_row(id)) << "hold " << id;
   }
   for (const auto& [id, r] : m.holds) {
-    if (r.key.empty()) continue;
-    EXPECT_EQ(a.idem_answer(r.key), b.idem_answer(r.key)) << r.key;
+    if (r.hold.key.empty()) continue;
+    EXPECT_EQ(a.idem_answer(r.hold.key), b.idem_answer(r.hold.key)) << r.hold.key;
   }
   for (const auto& [k, r] : m.users)
     EXPECT_EQ(a.user_row(k.first, k.second), b.user_row(k.first, k.second));
@@ -554,7 +554,7 @@ TEST_F(BookTest, RefusalIsNotRememberedUnderTheKey) {
   // The key, its request's fingerprint and the first answer's `available` are in the hold row.
   auto row = book.hold_row(r.hold_id);
   ASSERT_TRUE(row);
-  EXPECT_EQ(row->key, "key");
+  EXPECT_EQ(row->hold.key, "key");
   EXPECT_NE(row->fingerprint, 0u);
   EXPECT_EQ(row->first_available, r.available);
 }
@@ -798,10 +798,10 @@ TEST_F(BookTest, ClaimHandsOutDistinctCodes) {
     EXPECT_TRUE(got.insert(c.code).second) << c.code;
     auto h = book.hold_row(c.order_id);
     ASSERT_TRUE(h);
-    EXPECT_EQ(h->state, HoldState::kCommitted);
-    EXPECT_EQ(h->codes, (std::vector<proto::SkuCode>{{"cp", c.code}}));
+    EXPECT_EQ(h->hold.state, HoldState::kCommitted);
+    EXPECT_EQ(h->hold.codes, (std::vector<proto::SkuCode>{{"cp", c.code}}));
     ASSERT_EQ(ch.outbox.size(), 1u);
-    EXPECT_EQ(ch.outbox[0].codes, h->codes);
+    EXPECT_EQ(ch.outbox[0].codes, h->hold.codes);
     EXPECT_EQ(book.code_row("cp", static_cast<uint32_t>(i))->owner, c.order_id);
   }
   proto::ClaimResp c;
@@ -942,7 +942,7 @@ TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
   // A hold row with an id the key never made is refused on restore.
   RowMirror forged = rows;
   rec::HoldRow row = forged.holds.begin()->second;
-  row.id = 7;
+  row.hold.hold_id = 7;
   forged.holds[7] = row;
   Book bad;
   EXPECT_NE(forged.restore_into(bad), "");
@@ -972,7 +972,7 @@ TEST_F(BookTest, ChangesNameEverythingTouched) {
   ASSERT_EQ(reserve("ann", "k", 60'000, {{"tee", 2}, {"cp", 1}}, &r), Status::kOk);
   EXPECT_EQ(ch.skus, (std::vector<std::string>{"tee", "cp"}));
   EXPECT_EQ(ch.holds, std::vector<uint64_t>{r.hold_id});
-  EXPECT_EQ(book.hold_row(r.hold_id)->key, "k");  // the key is part of the hold row
+  EXPECT_EQ(book.hold_row(r.hold_id)->hold.key, "k");  // the key is part of the hold row
   using UserKey = std::pair<std::string, std::string>;
   EXPECT_EQ(ch.users, (std::vector<UserKey>{{"tee", "ann"}, {"cp", "ann"}}));
   using CodeKey = std::pair<std::string, uint32_t>;
@@ -1078,7 +1078,7 @@ TEST_F(BookTest, RestoreRoundTripOfABusyBook) {
 
   EXPECT_GE(rows.holds.size(), 6u);
   EXPECT_TRUE(std::any_of(rows.holds.begin(), rows.holds.end(),
-                          [](const auto& kv) { return !kv.second.key.empty(); }));
+                          [](const auto& kv) { return !kv.second.hold.key.empty(); }));
   EXPECT_FALSE(rows.users.empty());
   EXPECT_EQ(rows.codes.size(), 6u);
   Book copy;
@@ -1120,7 +1120,8 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
   {
     Book b;
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
-    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
+    b.restore(
+        rec::HoldRow{{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, {{"zz", 1}}, {}}, 0, 0, 0});
     EXPECT_NE(b.finish_restore().message(), "");  // unknown SKU
   }
   {
@@ -1128,8 +1129,8 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::MetaRow{0, 5, 1, 0, 1});
     b.restore(rec::SkuRow{"tee", 2, 0, 2, 0, 0, 0, 0, false, false});
     for (uint64_t id : {1, 2}) {
-      b.restore(
-          rec::HoldRow{id, HoldState::kHeld, "ann", "k", 7, 0, kT0, kT0 + 1, 0, {{"tee", 1}}, {}});
+      b.restore(rec::HoldRow{
+          {id, HoldState::kHeld, "ann", "k", kT0, kT0 + 1, {{"tee", 1}}, {}}, 7, 0, 0});
     }
     EXPECT_NE(b.finish_restore().message().find("idempotency key k is also another hold's"),
               std::string::npos);
@@ -1140,10 +1141,11 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::SkuRow{"tee", 2, 0, 2, 0, 0, 0, 0, false, false});
     b.stage_restore();
     for (uint64_t id : {1, 2}) {
-      b.restore(
-          rec::HoldRow{id, HoldState::kHeld, "ann", "k", 7, 0, kT0, kT0 + 1, 0, {{"tee", 1}}, {}});
+      b.restore(rec::HoldRow{
+          {id, HoldState::kHeld, "ann", "k", kT0, kT0 + 1, {{"tee", 1}}, {}}, 7, 0, 0});
     }
-    b.restore(rec::HoldRow{3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"zz", 1}}, {}});
+    b.restore(
+        rec::HoldRow{{3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, {{"zz", 1}}, {}}, 0, 0, 0});
     // The first problem is the one reported.
     EXPECT_NE(b.finish_restore().message().find("idempotency key k is also another hold's"),
               std::string::npos);
@@ -1161,7 +1163,7 @@ TEST_F(BookTest, RestoreRefusesInconsistentRows) {
     b.restore(rec::CodeRow{"cp", 0, "c0", 3});
     b.restore(rec::CodeRow{"cp", 1, "c1", 3});
     b.restore(rec::HoldRow{
-        3, HoldState::kHeld, "ann", "", 0, 0, kT0, kT0 + 1, 0, {{"cp", 1}}, {{"cp", "c0"}}});
+        {3, HoldState::kHeld, "ann", "", kT0, kT0 + 1, {{"cp", 1}}, {{"cp", "c0"}}}, 0, 0, 0});
     // c1 is owned by hold 3, which exists but does not list it.
     EXPECT_NE(b.finish_restore().message(), "");
   }

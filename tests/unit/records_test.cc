@@ -63,27 +63,27 @@ SkuRow sample_sku() {
 }
 
 HoldRow sample_hold() {
-  HoldRow r{.id = 0x0102030405060708ull,
-            .state = HoldState::kCommitted,
-            .user = bytes_of(proto::kUserBytesMax, 'a'),
-            .key = bytes_of(proto::kKeyBytesMax, '0'),
+  HoldRow r{.hold = {.hold_id = 0x0102030405060708ull,
+                     .state = HoldState::kCommitted,
+                     .user = bytes_of(proto::kUserBytesMax, 'a'),
+                     .key = bytes_of(proto::kKeyBytesMax, '0'),
+                     .created_at_ms = 1767225600000,
+                     .expires_at_ms = 1767225900000,
+                     .lines = {},
+                     .codes = {}},
             .fingerprint = 0xFEDCBA9876543210ull,
             .first_available = kU64Max,
-            .created_at_ms = 1767225600000,
-            .expires_at_ms = 1767225900000,
-            .finished_at_ms = -1,
-            .lines = {},
-            .codes = {}};
+            .finished_at_ms = -1};
   for (uint32_t i = 0; i < proto::kReserveLinesMax; ++i) {
-    r.lines.push_back(Line{.sku = "sku-" + std::to_string(i), .qty = i * 1000 + 1});
+    r.hold.lines.push_back(Line{.sku = "sku-" + std::to_string(i), .qty = i * 1000 + 1});
   }
-  r.lines.push_back(Line{.sku = "", .qty = 0});
+  r.hold.lines.push_back(Line{.sku = "", .qty = 0});
   for (int i = 0; i < 300; ++i) {
-    r.codes.push_back(SkuCode{
+    r.hold.codes.push_back(SkuCode{
         .sku = "sku-" + std::to_string(i % 7),
         .code = i == 0 ? bytes_of(proto::kCodeBytesMax, 'c') : "CODE-" + std::to_string(i)});
   }
-  r.codes.push_back(SkuCode{.sku = "", .code = ""});
+  r.hold.codes.push_back(SkuCode{.sku = "", .code = ""});
   return r;
 }
 
@@ -199,9 +199,9 @@ TEST(RecordsTest, RoundTripHold) {
   expect_round_trip(HoldRow{});
   for (uint8_t s = 0; s <= 4; ++s) {
     HoldRow r;
-    r.id = s;
-    r.state = static_cast<HoldState>(s);
-    r.user = "u";
+    r.hold.hold_id = s;
+    r.hold.state = static_cast<HoldState>(s);
+    r.hold.user = "u";
     expect_round_trip(r);
   }
 }
@@ -461,13 +461,13 @@ TEST(RecordsDeathTest, EncodeRefusesRowsItCouldNotDecode) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(encode(SkuRow{.sku = bytes_of(proto::kSkuBytesMax + 1, 'A')}), "refusing to encode");
   HoldRow bad_state;
-  bad_state.state = static_cast<HoldState>(9);
+  bad_state.hold.state = static_cast<HoldState>(9);
   EXPECT_DEATH(encode(bad_state), "refusing to encode");
   proto::OutboxRecord bad_kind;
   bad_kind.kind = static_cast<OutboxKind>(0);
   EXPECT_DEATH(encode(bad_kind), "refusing to encode");
   HoldRow long_code;
-  long_code.codes.push_back(SkuCode{.sku = "s", .code = bytes_of(200, 'c')});
+  long_code.hold.codes.push_back(SkuCode{.sku = "s", .code = bytes_of(200, 'c')});
   EXPECT_DEATH(encode(long_code), "refusing to encode");
 }
 

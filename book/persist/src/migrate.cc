@@ -141,9 +141,9 @@ Status migrate_earlier_layout(const std::string& dir, std::string& report) {
                                       " bytes) is corrupt");
       }
       ++hold_rows;
-      const uint64_t seq = hold_seq_of(row.id, key);
+      const uint64_t seq = hold_seq_of(row.hold.hold_id, key);
       if (seq == 0 || seq >= meta.next_hold_id) {
-        return Status::Corruption("hold row " + std::to_string(row.id) +
+        return Status::Corruption("hold row " + std::to_string(row.hold.hold_id) +
                                   " has an id its store never issued");
       }
       const std::string want = rec::hold_key(seq);

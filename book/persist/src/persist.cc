@@ -176,7 +176,7 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   if (!s.ok()) return s;
   book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
   auto hold = [&](rec::HoldRow& row) {
-    out.idem += row.key.empty() ? 0 : 1;
+    out.idem += row.hold.key.empty() ? 0 : 1;
     book.restore(std::move(row));
   };
   s = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold);

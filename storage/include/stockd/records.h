@@ -36,18 +36,14 @@ struct SkuRow {
   bool operator==(const SkuRow&) const = default;
 };
 
+// A hold as stored: what HOLD_GET answers of it (its id, state, buyer, idempotency key, times,
+// lines and codes), plus what only the book needs back after a restart. The bytes interleave
+// the two (docs/storage.md, "HoldRow").
 struct HoldRow {
-  uint64_t id = 0;
-  proto::HoldState state = proto::HoldState::kNone;
-  std::string user;
-  std::string key;               // idempotency key; "" = none
+  proto::HoldView hold;          // expires_at_ms: the deadline while held; 0 for buy-now
   uint64_t fingerprint = 0;      // with a key: hash of the request, a different one conflicts
   uint64_t first_available = 0;  // with a key: `available` of the first answer
-  int64_t created_at_ms = 0;
-  int64_t expires_at_ms = 0;   // deadline while held; 0 for buy-now
-  int64_t finished_at_ms = 0;  // committed, released or expired at; 0 while held
-  std::vector<proto::Line> lines;
-  std::vector<proto::SkuCode> codes;
+  int64_t finished_at_ms = 0;    // committed, released or expired at; 0 while held
   bool operator==(const HoldRow&) const = default;
 };
 
