@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <string>
+#include <utility>
 
 #include "stockd/protocol.h"
 
@@ -56,59 +58,71 @@ Status check_exposure(const Config& c) {
 }  // namespace
 
 namespace {
+
 constexpr uint32_t kFrameBytesMaxMax = 64u << 20;  // --frame-bytes-max at most
+constexpr uint64_t kNoMax = UINT64_MAX;
+
+// A flag within [lo, hi]: the check and its message are made from the same two numbers, so
+// the message can never quote a limit other than the one enforced. Compares across signedness.
+template <class T>
+Status bounded(const char* flag, T value, int64_t lo, uint64_t hi = kNoMax) {
+  if (!std::cmp_less(value, lo) && !std::cmp_greater(value, hi)) return Status::Ok();
+  std::string m = std::string(flag) + " must be ";
+  if (hi == kNoMax) {
+    m += "at least " + std::to_string(lo);
+  } else if (lo == 0) {
+    m += "at most " + std::to_string(hi);
+  } else {
+    m += "in " + std::to_string(lo) + ".." + std::to_string(hi);
+  }
+  return Status::Invalid(std::move(m));
+}
+
 }  // namespace
 
 Status validate(const Config& c) {
   if (c.listen_host.empty()) return Status::Invalid("--listen: host is empty");
   if (c.durability != Durability::kOff && c.data_dir.empty())
     return Status::Invalid("--data-dir is required");
-  if (c.wal_spin_us > 10000) return Status::Invalid("--wal-spin-us must be at most 10000");
-  if (c.fsync_interval_ms < 1 || c.fsync_interval_ms > 10000)
-    return Status::Invalid("--fsync-interval-ms must be in 1..10000");
-  if (c.connections_max < 1) return Status::Invalid("--connections-max must be at least 1");
-  if (c.inflight_max < 1 || c.inflight_max > 1'000'000)
-    return Status::Invalid("--inflight-max must be in 1..1000000");
-  if (c.frame_bytes_max < proto::kFrameBytesMin || c.frame_bytes_max > kFrameBytesMaxMax)
-    return Status::Invalid("--frame-bytes-max must be in " + std::to_string(proto::kFrameBytesMin) +
-                           ".." + std::to_string(kFrameBytesMaxMax) +
-                           " (every answer must fit a frame)");
-  if (c.metrics_sku_max > proto::kSkuListMax)
-    return Status::Invalid("--metrics-sku-max must be at most " +
-                           std::to_string(proto::kSkuListMax));
+  const Status bounds[] = {
+      bounded("--wal-spin-us", c.wal_spin_us, 0, 10'000),
+      bounded("--fsync-interval-ms", c.fsync_interval_ms, 1, 10'000),
+      bounded("--connections-max", c.connections_max, 1),
+      bounded("--inflight-max", c.inflight_max, 1, 1'000'000),
+      bounded("--frame-bytes-max", c.frame_bytes_max, proto::kFrameBytesMin, kFrameBytesMaxMax),
+      bounded("--metrics-sku-max", c.metrics_sku_max, 0, proto::kSkuListMax),
+      bounded("--idle-timeout-ms", c.idle_timeout_ms, 100),
+      bounded("--hello-timeout-ms", c.hello_timeout_ms, 100),
+      bounded("--frame-timeout-ms", c.frame_timeout_ms, 100),
+      bounded("--hello-pending-max", c.hello_pending_max, 1),
+      bounded("--write-timeout-ms", c.write_timeout_ms, 100),
+      bounded("--shutdown-timeout-ms", c.shutdown_timeout_ms, 0, 600'000),
+      bounded("--http-connections-max", c.http_connections_max, 1),
+      bounded("--http-timeout-ms", c.http_timeout_ms, 100),
+      bounded("--user-holds-max", c.user_holds_max, 1),
+      bounded("--live-holds-max", c.live_holds_max, 1),
+      bounded("--idem-retention-ms", c.idem_retention_ms, 1000),
+      bounded("--holds-expected", c.holds_expected, 0, 1'000'000'000),
+      bounded("--checkpoint-every", c.checkpoint_every, 1),
+      bounded("--checkpoint-interval-ms", c.checkpoint_interval_ms, 10, 24 * 3600 * 1000LL),
+      bounded("--hello-fail-burst", c.hello_fail_burst, 1),
+      bounded("--hello-fail-refill-ms", c.hello_fail_refill_ms, 1),
+  };
+  for (const Status& s : bounds) {
+    if (!s.ok()) return s;
+  }
+  // Between flags: a budget must hold what one peer may.
   if (c.read_buffer_budget < 2ull * c.frame_bytes_max)
     return Status::Invalid("--read-buffer-budget must be at least twice --frame-bytes-max");
-  if (c.idle_timeout_ms < 100) return Status::Invalid("--idle-timeout-ms must be at least 100");
-  if (c.hello_timeout_ms < 100) return Status::Invalid("--hello-timeout-ms must be at least 100");
-  if (c.frame_timeout_ms < 100) return Status::Invalid("--frame-timeout-ms must be at least 100");
-  if (c.hello_pending_max < 1) return Status::Invalid("--hello-pending-max must be at least 1");
   if (c.output_bytes_max < c.frame_bytes_max)
     return Status::Invalid("--output-bytes-max must be at least --frame-bytes-max");
   if (c.output_budget < c.output_bytes_max)
     return Status::Invalid("--output-budget must be at least --output-bytes-max");
-  if (c.write_timeout_ms < 100) return Status::Invalid("--write-timeout-ms must be at least 100");
-  if (c.shutdown_timeout_ms > 600000)
-    return Status::Invalid("--shutdown-timeout-ms must be at most 600000");
-  if (c.http_connections_max < 1)
-    return Status::Invalid("--http-connections-max must be at least 1");
-  if (c.http_timeout_ms < 100) return Status::Invalid("--http-timeout-ms must be at least 100");
-  if (c.user_holds_max < 1) return Status::Invalid("--user-holds-max must be at least 1");
-  if (c.live_holds_max < 1) return Status::Invalid("--live-holds-max must be at least 1");
-  if (c.idem_retention_ms < 1000)
-    return Status::Invalid("--idem-retention-ms must be at least 1000");
-  if (c.holds_expected > 1'000'000'000)
-    return Status::Invalid("--holds-expected must be at most 1000000000");
-  if (c.checkpoint_every < 1) return Status::Invalid("--checkpoint-every must be at least 1");
-  if (c.checkpoint_interval_ms < 10 || c.checkpoint_interval_ms > 24 * 3600 * 1000LL)
-    return Status::Invalid("--checkpoint-interval-ms must be 10..86400000");
   if (c.admin_token.size() > proto::kTokenBytesMax ||
       c.outbox_token.size() > proto::kTokenBytesMax ||
       c.client_token.size() > proto::kTokenBytesMax)
     return Status::Invalid("tokens must be at most " + std::to_string(proto::kTokenBytesMax) +
                            " bytes");
-  if (c.hello_fail_burst < 1) return Status::Invalid("--hello-fail-burst must be at least 1");
-  if (c.hello_fail_refill_ms < 1)
-    return Status::Invalid("--hello-fail-refill-ms must be at least 1");
   if (c.tls_cert.empty() != c.tls_key.empty())
     return Status::Invalid("--tls-cert and --tls-key go together");
   if (!c.tls_client_ca.empty() && c.tls_cert.empty())

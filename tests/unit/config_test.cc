@@ -60,6 +60,36 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   EXPECT_EQ(validate(edge).message(), "");
 }
 
+TEST(ConfigTest, AMessageQuotesTheBoundItEnforces) {
+  const auto why = [](const std::function<void(Config&)>& set) {
+    Config c;
+    set(c);
+    return validate(c).message();
+  };
+  EXPECT_EQ(why([](Config& c) { c.wal_spin_us = 10001; }), "--wal-spin-us must be at most 10000");
+  EXPECT_EQ(why([](Config& c) { c.fsync_interval_ms = 10001; }),
+            "--fsync-interval-ms must be in 1..10000");
+  EXPECT_EQ(why([](Config& c) { c.idle_timeout_ms = 99; }),
+            "--idle-timeout-ms must be at least 100");
+  // Signed flags below zero are out of range, not huge unsigned numbers that pass.
+  EXPECT_EQ(why([](Config& c) { c.fsync_interval_ms = -5; }),
+            "--fsync-interval-ms must be in 1..10000");
+  EXPECT_EQ(why([](Config& c) { c.idem_retention_ms = -1; }),
+            "--idem-retention-ms must be at least 1000");
+  EXPECT_EQ(why([](Config& c) { c.checkpoint_interval_ms = 86'400'001; }),
+            "--checkpoint-interval-ms must be in 10..86400000");
+  // The largest unsigned value is not "below the minimum".
+  EXPECT_EQ(why([](Config& c) { c.live_holds_max = UINT64_MAX; }), "");
+  EXPECT_EQ(validate(Config{}).code(), Status::Code::kOk);
+  EXPECT_EQ(validate([] {
+              Config c;
+              c.inflight_max = 0;
+              return c;
+            }())
+                .code(),
+            Status::Code::kInvalid);
+}
+
 TEST(ConfigTest, TheOutboxTokenIsNeverTheAdminToken) {
   Config c;
   c.admin_token = "same";
