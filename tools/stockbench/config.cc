@@ -228,8 +228,8 @@ Status validate(const Config& c) {
                              " bytes");
   }
   if (c.zipf < 0) return Status::Invalid("--zipf must not be negative");
-  if (c.users < 1 || c.users > (1ULL << 32))
-    return Status::Invalid("--users must be 1..4294967296");
+  if (c.users < 1 || c.users > kUsersMax)
+    return Status::Invalid("--users must be 1.." + std::to_string(kUsersMax));
   if (c.qty < 1) return Status::Invalid("--qty must be at least 1");
   if (c.hold_ttl_ms < 1 || c.hold_ttl_ms > proto::kHoldTtlMsMax)
     return Status::Invalid("--hold-ttl-ms must be 1.." + std::to_string(proto::kHoldTtlMsMax));

@@ -51,6 +51,7 @@ inline constexpr uint32_t kConnectionsMax = 10'000;
 inline constexpr uint32_t kPipelineMax = 1'024;
 inline constexpr uint32_t kThreadsMax = 64;
 inline constexpr uint64_t kSkusMax = 1'000'000;
+inline constexpr uint64_t kUsersMax = 1ULL << 32;  // --users at most
 
 struct Config {
   // Where to send load.
