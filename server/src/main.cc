@@ -19,7 +19,6 @@
 
 namespace {
 
-// "HOST:PORT" (IPv6 as [::1]:PORT) into host and port; "" or why not.
 // A token given as --NAME T / STOCKD_NAME, or as a file --NAME-file F / STOCKD_NAME_FILE.
 struct TokenSource {
   const char* flag;       // "--admin-token"
