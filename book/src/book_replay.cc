@@ -67,6 +67,20 @@ stockd::Status Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
   return stockd::Status::Ok();
 }
 
+void Book::prefetch(const rec::Decision& d) const {
+  using rec::Op;
+  if (d.op != Op::kReserve && d.op != Op::kClaim && d.op != Op::kCommit && d.op != Op::kRelease &&
+      d.op != Op::kExpire) {
+    return;
+  }
+  prefetch(d.hold_id, d.op == Op::kReserve || d.op == Op::kClaim ? d.key : std::string_view());
+}
+
+void Book::prefetch(uint64_t hold_id, std::string_view key) const {
+  impl_->holds.prefetch(hold_id);
+  if (!key.empty()) impl_->idem.prefetch(key);
+}
+
 stockd::Status Book::replay(const rec::Decision& d, Changes& ch) {
   Impl& m = *impl_;
   Replaying on(m.replaying);

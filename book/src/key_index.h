@@ -94,6 +94,11 @@ class KeyIndex {
     if (n * 4 > slots_.size() * 3) rebuild(std::bit_ceil(n * 4 / 3 + 1));
   }
 
+  // Asks the CPU to fetch the slot `key` hashes to (see HoldTableOf::prefetch).
+  void prefetch(std::string_view key) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[hash(key) & mask()], 1);
+  }
+
   T* find(std::string_view key) const {
     if (slots_.empty()) return nullptr;
     const uint64_t h = hash(key);

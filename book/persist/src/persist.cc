@@ -135,16 +135,22 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
         std::to_string(r.first_outbox_seq()) + " but the state before it is at " +
         std::to_string(book.meta().next_outbox_seq));
   }
-  rec::Decision d;
-  uint32_t records = 0;
-  while (r.next(d)) {
+  // One entry read ahead: its hold's and key's index slots are fetched while the one before it
+  // is replayed (two cache misses per decision otherwise, a third of a million-order replay).
+  rec::Decision d, ahead;
+  uint32_t records = 0, index = 0;
+  for (bool have = r.next(d); have; ++index) {
+    const bool more = r.next(ahead);
+    if (more) book.prefetch(ahead);
     if (Status s = book.replay(d, ch); !s.ok()) {
       return std::move(s).context("log group " + std::to_string(lsn) + ", entry " +
-                                  std::to_string(r.read() - 1) +
+                                  std::to_string(index) +
                                   " does not follow from the state before it");
     }
     ++entries;
     records += d.makes_record() ? 1 : 0;
+    std::swap(d, ahead);
+    have = more;
   }
   if (!r.status().ok()) return corrupt(r.status());
   if (records != r.records()) {
@@ -175,11 +181,19 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   if (s.ok()) s = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain);
   if (!s.ok()) return s;
   book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
+  // One row read ahead, as for the log's entries below: its slots are fetched while the row
+  // before it is restored.
+  rec::HoldRow pending;
+  bool have = false;
   auto hold = [&](rec::HoldRow& row) {
     out.idem += row.hold.key.empty() ? 0 : 1;
-    book.restore(std::move(row));
+    book.prefetch(row.hold.hold_id, row.hold.key);
+    if (have) book.restore(std::move(pending));
+    pending = std::move(row);
+    have = true;
   };
   s = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold);
+  if (have) book.restore(std::move(pending));
   if (s.ok()) s = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain);
   if (!s.ok()) return s;
   if (s = book.finish_restore(); !s.ok()) {
