@@ -63,12 +63,27 @@ std::vector<uint64_t> log_lsns(storage::Store& store) {
   return out;
 }
 
+// A store in a temp dir of its own, closed and removed at the end of the test.
+struct TempStore {
+  fs::path dir;
+  std::unique_ptr<storage::Store> store;
+  explicit TempStore(const std::string& name)
+      : dir(fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()))) {
+    fs::remove_all(dir);
+    auto opened = storage::Store::open(dir.string(), {});
+    EXPECT_TRUE(opened.ok()) << opened.status().message();
+    if (opened.ok()) store = std::move(*opened);
+  }
+  ~TempStore() {
+    store.reset();
+    fs::remove_all(dir);
+  }
+};
+
 TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
-  const fs::path dir = fs::temp_directory_path() / ("stockd-persist-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  auto opened = storage::Store::open(dir.string(), {});
-  ASSERT_TRUE(opened.ok()) << opened.status().message();
-  std::unique_ptr<storage::Store> store = std::move(*opened);
+  TempStore temp("stockd-persist");
+  ASSERT_NE(temp.store, nullptr);
+  std::unique_ptr<storage::Store>& store = temp.store;
   CheckpointOptions o;
   o.every_entries = 50;
   o.every_ms = 3'600'000;
@@ -165,19 +180,15 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
     EXPECT_EQ(more.book.hold_get(id, x), fourth.hold_get(id, y)) << "hold " << id;
     EXPECT_EQ(x, y) << "hold " << id;
   }
-  store.reset();
-  fs::remove_all(dir);
 }
 
 // Recovery reads a group one entry ahead (to prefetch what the next replay touches): an entry
 // that does not follow from the state before it is still named by its own index, and what comes
 // before it is replayed first (a refusal is the entry's, not the one read ahead of it).
 TEST(Recover, NamesTheEntryThatDoesNotFollow) {
-  const fs::path dir = fs::temp_directory_path() / ("stockd-recover-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  auto opened = storage::Store::open(dir.string(), {});
-  ASSERT_TRUE(opened.ok()) << opened.status().message();
-  std::unique_ptr<storage::Store> store = std::move(*opened);
+  TempStore temp("stockd-recover");
+  ASSERT_NE(temp.store, nullptr);
+  std::unique_ptr<storage::Store>& store = temp.store;
   Book book;
   Changes ch;
   ch.rows = false;
@@ -212,8 +223,6 @@ TEST(Recover, NamesTheEntryThatDoesNotFollow) {
       << s.message();
   ASSERT_EQ(again.sku_get("tee", v), proto::Status::kOk);
   EXPECT_EQ(v.sold, 2u) << "the entries before the bad one were replayed, the one after was not";
-  store.reset();
-  fs::remove_all(dir);
 }
 
 }  // namespace
