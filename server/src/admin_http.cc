@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "linger.h"
 #include "stockd/endpoint.h"
 
 namespace stockd {
@@ -13,7 +14,11 @@ struct HttpConn {
   std::string request;
   std::string response;
   uv_write_t wreq{};
+  uv_shutdown_t sreq{};
   bool answered = false;
+  bool lingering = false;  // the answer is out, FIN sent: input is dropped until the peer closes
+  bool peer_done = false;  // the peer half-closed: it sends no more
+  Linger linger;
   int64_t accepted_ms = 0;
   std::vector<HttpConn*>* open = nullptr;  // AdminHttp::conns_, left in the close callback
   AdminHttp* owner = nullptr;
@@ -32,6 +37,19 @@ void close_http(HttpConn* h) {
   });
 }
 
+// After the answer: FIN, and what the peer still sends is read and dropped (linger.h).
+void linger(HttpConn* h) {
+  h->lingering = true;
+  h->linger.start(wall_ms());
+  h->sreq.data = h;
+  if (uv_shutdown(&h->sreq, reinterpret_cast<uv_stream_t*>(&h->tcp), [](uv_shutdown_t* r, int st) {
+        if (st < 0) close_http(static_cast<HttpConn*>(r->data));
+      }) != 0) {
+    close_http(h);
+  }
+}
+
+// The one answer of a connection (input after it is dropped); then it lingers.
 void respond(HttpConn* h, int code, const char* reason, const char* type, const std::string& body) {
   h->answered = true;
   char head[256];
@@ -41,11 +59,14 @@ void respond(HttpConn* h, int code, const char* reason, const char* type, const 
                 code, reason, type, body.size());
   h->response = head;
   h->response += body;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&h->tcp));
   uv_buf_t b = uv_buf_init(h->response.data(), static_cast<unsigned>(h->response.size()));
   h->wreq.data = h;
-  uv_write(&h->wreq, reinterpret_cast<uv_stream_t*>(&h->tcp), &b, 1,
-           [](uv_write_t* w, int) { close_http(static_cast<HttpConn*>(w->data)); });
+  uv_write(&h->wreq, reinterpret_cast<uv_stream_t*>(&h->tcp), &b, 1, [](uv_write_t* w, int st) {
+    auto* h = static_cast<HttpConn*>(w->data);
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&h->tcp))) return;
+    if (st < 0 || h->peer_done) return close_http(h);  // nothing unread: no reset
+    linger(h);
+  });
 }
 
 }  // namespace
@@ -95,12 +116,6 @@ void AdminHttp::on_accept() {
     close_http(h);
     return;
   }
-  if (conns_.size() > config_.http_connections_max) {
-    ++metrics_.http_rejected;
-    respond(h, 503, "Service Unavailable", "text/plain",
-            "too many metrics connections (--http-connections-max)\n");
-    return;
-  }
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&h->tcp),
       [](uv_handle_t* t, size_t, uv_buf_t* buf) {
@@ -110,8 +125,13 @@ void AdminHttp::on_accept() {
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
         auto* h = static_cast<HttpConn*>(s->data);
+        if (n == UV_EOF && h->answered && !h->lingering) {  // the answer is still being written
+          h->peer_done = true;
+          uv_read_stop(s);
+          return;
+        }
         if (n < 0) return close_http(h);
-        if (h->answered) return;
+        if (h->answered) return;  // after the answer, input is dropped
         h->request.append(buf->base, static_cast<size_t>(n));
         if (h->request.size() > kHttpRequestBytesMax) {
           return respond(h, 431, "Request Header Fields Too Large", "text/plain", "too large\n");
@@ -119,6 +139,11 @@ void AdminHttp::on_accept() {
         if (h->request.find("\r\n\r\n") == std::string::npos) return;
         h->owner->answer(h);
       });
+  if (conns_.size() > config_.http_connections_max) {
+    ++metrics_.http_rejected;
+    respond(h, 503, "Service Unavailable", "text/plain",
+            "too many metrics connections (--http-connections-max)\n");
+  }
 }
 
 void AdminHttp::answer(HttpConn* h) {
@@ -148,7 +173,11 @@ void AdminHttp::answer(HttpConn* h) {
 
 void AdminHttp::sweep(int64_t now) {
   for (HttpConn* h : std::vector<HttpConn*>(conns_)) {
-    if (now - h->accepted_ms >= static_cast<int64_t>(config_.http_timeout_ms)) close_http(h);
+    if (h->lingering
+            ? h->linger.over(reinterpret_cast<uv_stream_t*>(&h->tcp), now, config_.http_timeout_ms)
+            : now - h->accepted_ms >= static_cast<int64_t>(config_.http_timeout_ms)) {
+      close_http(h);
+    }
   }
 }
 

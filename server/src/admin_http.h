@@ -1,5 +1,5 @@
 // The operator's HTTP endpoint: GET /metrics (Prometheus text) and GET /healthz, on the loop.
-// A tiny HTTP/1.x responder: one request per connection, then close. At most
+// A tiny HTTP/1.x responder: one request per connection, then FIN and close (linger.h). At most
 // --http-connections-max are open; each must be read and answered within --http-timeout-ms
 // (sweep), so half-sent requests cannot pile up. What the pages say is the server's (Pages).
 #pragma once
@@ -35,7 +35,7 @@ class AdminHttp {
 
   // Listens on --metrics-listen when it is set. false: it cannot (logged).
   bool start();
-  void sweep(int64_t now);  // closes connections past --http-timeout-ms
+  void sweep(int64_t now);  // closes those past --http-timeout-ms, and lingering ones (linger.h)
   void close_all();         // stopping: the listener and every connection
 
  private:

@@ -16,11 +16,6 @@ constexpr size_t kTurnOutBytesMax = 256 * 1024;
 // every answer in it) stays bounded whatever a thousand pipelines send at once.
 constexpr uint32_t kGroupEntriesMax = 16384;
 constexpr size_t kGroupBytesMax = 4 << 20;
-// After its last answer, a closing connection is half-closed and drained this long at most
-// before the socket is closed (so that unread input does not turn into an RST that destroys
-// the answers the peer has not read yet).
-constexpr int64_t kLingerMsMax = 2000;
-
 }  // namespace
 
 void Conn::fail_unreleased(uint64_t durable) {
@@ -118,13 +113,13 @@ void Connections::finish_conn(Conn* c) {
 }
 
 // Once a finishing (or, while stopping_, any) connection has written every answer: FIN, then
-// read and drop until the peer closes or kLingerMsMax passes (sweep_conns closes it then).
+// read and drop until the peer closes or its Linger is over (sweep closes it then).
 void Connections::linger_if_done(Conn* c) {
   if (c->closing() || c->state == Conn::State::kLingering) return;
   if (c->state == Conn::State::kOpen && !stopping_) return;
   if (!c->marks.empty() || c->write_active || c->deferred) return;
   set_state(c, Conn::State::kLingering);
-  c->linger_started_ms = wall_ms();
+  c->linger.start(wall_ms());
   if (c->tls) {  // close_notify, so the client sees a clean end (best effort: a few bytes)
     c->tls->close_notify();
     std::string alert;
@@ -173,7 +168,7 @@ void Connections::sweep(int64_t now) {
   for (Conn* c : std::vector<Conn*>(conns_)) {
     if (c->closing()) continue;
     if (c->state == Conn::State::kLingering) {
-      if (over(c->linger_started_ms, kLingerMsMax)) close_conn(c);
+      if (c->linger.over(c->stream(), now, config_.write_timeout_ms)) close_conn(c);
       continue;
     }
     if (c->write_active) {

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "dispatch.h"
+#include "linger.h"
 #include "stockd/check.h"
 #include "tls.h"
 
@@ -65,7 +66,7 @@ struct Conn {
   int64_t accepted_ms = 0;
   int64_t last_active_ms = 0;
   int64_t frame_started_ms = 0;   // first byte of the incomplete frame in rbuf; 0 if none
-  int64_t linger_started_ms = 0;  // when the FIN went (kLingering)
+  Linger linger;                  // kLingering: when the socket may be closed
   int64_t write_progress_ms = 0;  // last time the write in flight was seen to move
   size_t write_queue_seen = 0;    // its unsent bytes then
 

@@ -126,10 +126,16 @@ class Peer {
   using Got = RawConn::Got;
 
   // `rcvbuf` > 0: a receive buffer that small (set before connecting, so that the window the
-  // server sees is small too).
+  // server sees is small too), with an Ethernet-sized segment as a network client has: on
+  // loopback (64 KiB segments) a window this small meets the kernel's SWS avoidance and the
+  // server's TCP stops sending for seconds, a stall no real client sees.
   explicit Peer(int port, int rcvbuf = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    if (rcvbuf > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+      int mss = 1448;
+      ::setsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
+    }
     sockaddr_in a = loopback(port);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       ::close(fd_);
@@ -1059,6 +1065,65 @@ TEST(MetricsPort, HalfRequestsAreCappedAndTimedOut) {
   expect_serving(*server, "a metrics-port flood");
 }
 
+// A request too large for the metrics port, its sender still sending, gets its 431, and a
+// scrape with a body its whole page, though the sender's receive window is smaller than the
+// page: the answer is not destroyed by a reset when the server closes with bytes unread.
+TEST(MetricsPort, AnAnswerIsNotDestroyedByBytesTheServerDidNotRead) {
+  std::unique_ptr<StockdProcess> server;
+  int mport = 0;
+  for (int attempt = 0; attempt < 3 && !server; ++attempt) {  // the port may be taken meanwhile
+    mport = free_port();
+    server = std::make_unique<StockdProcess>(
+        std::vector<std::string>{"--metrics-listen", "127.0.0.1:" + std::to_string(mport)});
+    if (!server->start()) server.reset();
+  }
+  ASSERT_TRUE(server) << "stockd with the metrics flags did not start (does it know them?)";
+  const std::string filler = "X-Filler: " + std::string(100, 'a') + "\r\n";
+  std::string huge = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  while (huge.size() < (256u << 10)) huge += filler;
+  const std::string with_body =
+      "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 262144\r\n\r\n" +
+      std::string(256u << 10, 'b');
+  const std::pair<const char*, const std::string*> cases[] = {{"431", &huge}, {"200", &with_body}};
+  for (const auto& [want, bytes] : cases) {
+    SCOPED_TRACE(std::string("expecting ") + want);
+    for (int round = 0; round < 5; ++round) {
+      Peer p(mport, 4 << 10);
+      ASSERT_TRUE(p.ok());
+      // The sender goes on while the server answers and closes; then it reads the answer.
+      std::atomic<bool> stop{false};
+      std::thread sender([&] {
+        std::string_view left = *bytes;
+        while (!stop && !left.empty() && !p.gone()) {
+          left.remove_prefix(p.send_some(left));
+          p.wait_writable(20);
+        }
+      });
+      std::this_thread::sleep_for(milliseconds(300));
+      std::string resp;
+      const auto until = Clock::now() + milliseconds(5000 * kSlow);
+      for (;;) {
+        pollfd pf{p.fd(), POLLIN, 0};
+        if (::poll(&pf, 1, static_cast<int>(std::max<int64_t>(0, -ms_since(until)))) != 1) break;
+        char buf[4096];
+        ssize_t n = ::recv(p.fd(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (n <= 0) break;
+        resp.append(buf, static_cast<size_t>(n));
+      }
+      stop = true;
+      sender.join();
+      ASSERT_EQ(resp.substr(0, 12), std::string("HTTP/1.1 ") + want) << "round " << round;
+      const size_t head_end = resp.find("\r\n\r\n");
+      const size_t length_at = resp.find("Content-Length: ");
+      ASSERT_TRUE(head_end != std::string::npos && length_at < head_end) << resp.substr(0, 200);
+      EXPECT_EQ(resp.size() - head_end - 4, std::stoul(resp.substr(length_at + 16)))
+          << "round " << round << ": the answer was cut";
+    }
+  }
+  expect_serving(*server, "requests larger than the metrics port reads");
+}
+
 // ---- 11. SIGTERM under load: every applied purchase was answered before the close. ----
 
 // 20 clients (16 KiB receive buffers) pipeline buy-now RESERVEs and count the OK answers they
@@ -1156,6 +1221,63 @@ TEST(GracefulStop, EveryAppliedPurchaseIsAnsweredBeforeTheClose) {
     sold_before = sku.body.sold;
   }
   expect_serving(server, "SIGTERM under load");
+}
+
+// A peer that takes no answers for longer than the server's linger after a SIGTERM, and still
+// sends, gets every answer once it reads: the server does not close a connection whose answers
+// the peer's kernel has not taken (with input unread, that close is a reset that destroys them).
+TEST(GracefulStop, APeerThatPausesPastTheLingerStillGetsEveryAnswer) {
+  constexpr uint32_t kBuys = 20000;  // answers well past the peer's receive window
+  StockdProcess server;
+  ASSERT_TRUE(started(server));
+  {
+    Client admin = server.admin();
+    make_sku(admin, "SLOW-1", 1'000'000);
+  }
+  Peer p(server.port(), 256 << 10);
+  ASSERT_TRUE(p.ok() && p.hello(Role::kBuyer, ""));
+  std::string buys;
+  for (uint32_t n = 0; n < kBuys; ++n) {
+    buys += frame(Opcode::kReserve, 2 + n,
+                  reserve_req("slow-user", "slow-" + std::to_string(n), 0, {{"SLOW-1", 1}}));
+  }
+  ASSERT_TRUE(p.send(buys));
+  std::this_thread::sleep_for(milliseconds(500));  // all applied; answers wait in the buffers
+  server.signal(SIGTERM);
+  // The peer keeps sending (a request every 20 ms) and reads nothing for 3.5 s.
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    const std::string ping = frame(Opcode::kPing, 1, proto::PingReq{});
+    while (!done && !p.gone()) {
+      p.send_some(ping);
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(3500));
+  uint64_t ok = 0;
+  for (;;) {
+    Peer::Frame f;
+    auto got = p.read(f, 20000 * kSlow);
+    if (got != Peer::Got::kFrame) {
+      EXPECT_EQ(got, Peer::Got::kClosed) << "no close within 20 s";
+      break;
+    }
+    if (f.header.opcode == static_cast<uint16_t>(Opcode::kReserve) && f.status() == Status::kOk) {
+      ++ok;
+    }
+  }
+  done = true;
+  writer.join();
+  ASSERT_TRUE(server.wait_exit_for(20000 * kSlow)) << "stockd did not stop after SIGTERM";
+
+  ASSERT_TRUE(started(server)) << "restart on the same data";
+  Client admin = server.admin();
+  auto sku = admin.sku_get("SLOW-1");
+  ASSERT_TRUE(sku.ok()) << sku.error;
+  std::printf("[ measured ] %llu OK answers read, %llu units sold\n",
+              static_cast<unsigned long long>(ok), static_cast<unsigned long long>(sku.body.sold));
+  EXPECT_EQ(sku.body.sold, kBuys);
+  EXPECT_EQ(ok, kBuys) << "purchases applied but their answers destroyed with the connection";
 }
 
 // ---- 12. SIGHUP is not a way to kill the server. ----

@@ -1,0 +1,53 @@
+// The end of a connection that has written its last answer (the client port's and the metrics
+// port's): it is half-closed (FIN) and its input is read and dropped until the peer closes.
+// Closing a socket while input is unread sends a reset, and a reset destroys what the kernel
+// still holds for the peer, answers included. So the socket is closed early only once the
+// peer's kernel has acknowledged every byte and kDrainedMs passed, or when the peer took none
+// of what is left for `stuck_ms` (the caller's write timeout).
+#pragma once
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <limits>
+
+namespace stockd {
+
+class Linger {
+ public:
+  static constexpr int64_t kDrainedMs = 2000;
+
+  void start(int64_t now) {
+    progress_ms_ = now;
+    unacked_seen_ = std::numeric_limits<int>::max();
+  }
+
+  // Checked once per tick: true when the socket may be closed now.
+  bool over(uv_stream_t* s, int64_t now, uint32_t stuck_ms) {
+    const int unacked = unacked_bytes(s);
+    if (unacked < unacked_seen_) {
+      unacked_seen_ = unacked;
+      progress_ms_ = now;
+    }
+    return now - progress_ms_ >= (unacked > 0 ? static_cast<int64_t>(stuck_ms) : kDrainedMs);
+  }
+
+ private:
+  // Bytes the kernel holds for the peer that the peer's kernel has not acknowledged (SIOCOUTQ:
+  // sent or not); 0 if it cannot tell.
+  static int unacked_bytes(uv_stream_t* s) {
+    uv_os_fd_t fd = -1;
+    int n = 0;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(s), &fd) != 0 || ::ioctl(fd, SIOCOUTQ, &n) != 0) {
+      return 0;
+    }
+    return n;
+  }
+
+  int64_t progress_ms_ = 0;  // when it began, or the peer last acknowledged bytes
+  int unacked_seen_ = std::numeric_limits<int>::max();
+};
+
+}  // namespace stockd
