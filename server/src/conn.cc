@@ -168,7 +168,14 @@ void Connections::sweep(int64_t now) {
   for (Conn* c : std::vector<Conn*>(conns_)) {
     if (c->closing()) continue;
     if (c->state == Conn::State::kLingering) {
-      if (c->linger.over(c->stream(), now, config_.write_timeout_ms)) close_conn(c);
+      if (c->linger.over(c->stream(), now, config_.write_timeout_ms)) {
+        if (c->linger.stuck()) {
+          ++metrics_.write_timeouts;
+          log_->debug("closing a finished connection whose last answers did not move for {} ms",
+                      config_.write_timeout_ms);
+        }
+        close_conn(c);
+      }
       continue;
     }
     if (c->write_active) {

@@ -33,6 +33,8 @@ class Linger {
     }
     return now - progress_ms_ >= (unacked > 0 ? static_cast<int64_t>(stuck_ms) : kDrainedMs);
   }
+  // After over(): the peer had not taken every byte (a write timeout: closing loses them).
+  bool stuck() const { return unacked_seen_ > 0; }
 
  private:
   // Bytes the kernel holds for the peer that the peer's kernel has not acknowledged (SIOCOUTQ:

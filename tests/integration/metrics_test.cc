@@ -244,6 +244,71 @@ TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
   EXPECT_EQ(post.code, 405);
 }
 
+// A connection closed for bad input whose peer never takes its last answers is closed at the
+// write timeout (not kept, not closed sooner), and counted as one: those answers are lost.
+TEST(MetricsCloses, AFinishedConnectionWhoseAnswersDoNotMoveIsCountedAsAWriteTimeout) {
+  constexpr int kWriteTimeoutMs = 1500;
+  std::unique_ptr<StockdProcess> server;
+  int mport = 0;
+  for (int attempt = 0; attempt < 3 && !server; ++attempt) {
+    mport = free_port();
+    server = std::make_unique<StockdProcess>(
+        std::vector<std::string>{"--metrics-listen", "127.0.0.1:" + std::to_string(mport),
+                                 "--write-timeout-ms", std::to_string(kWriteTimeoutMs)});
+    if (!server->start()) server.reset();
+  }
+  ASSERT_TRUE(server) << "stockd with --metrics-listen did not come up";
+  const auto write_timeouts = [&] {
+    return sample(get(mport, "/metrics").body, "stockd_connection_closes_total",
+                  {{"reason", "write_timeout"}})
+        .value_or(-1);
+  };
+  ASSERT_EQ(write_timeouts(), 0);
+
+  {
+    Client admin = server->admin();
+    make_sku(admin, "WT-1", 1'000'000);
+  }
+  // A peer (with an Ethernet-sized segment) that pipelines 20,000 buy-now RESERVEs, whose
+  // answers outgrow its receive window, then bytes that are no frame, and reads nothing.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int rcvbuf = 256 << 10, mss = 1448;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(server->port()));
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string bytes;
+  proto::encode_request(proto::Opcode::kHello, 1, proto::HelloReq{1, Role::kBuyer, "", "raw"},
+                        bytes);
+  for (uint32_t i = 0; i < 20000; ++i) {
+    proto::encode_request(proto::Opcode::kReserve, 2 + i, reserve("wt", "WT-1", 1), bytes);
+  }
+  bytes += std::string(32, '\xff');
+  std::atomic<bool> stop{false};
+  std::thread sender([&] {
+    std::string_view left = bytes;
+    while (!stop && !left.empty()) {
+      ssize_t n = ::send(fd, left.data(), left.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) left.remove_prefix(static_cast<size_t>(n));
+      if (n < 0 && errno != EAGAIN && errno != EINTR) break;
+      if (n <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  const auto t0 = Clock::now();
+  const bool counted =
+      eventually((kWriteTimeoutMs + 5000) * kSlow, [&] { return write_timeouts() == 1; }, 50);
+  const int64_t after = ms_since(t0);
+  stop = true;
+  sender.join();
+  ::close(fd);
+  std::printf("[ measured ] closed and counted after %lld ms\n", static_cast<long long>(after));
+  EXPECT_TRUE(counted) << "write_timeout closes: " << write_timeouts();
+  EXPECT_GE(after, kWriteTimeoutMs - 200) << "closed before the write timeout";
+}
+
 TEST_F(MetricsTest, TopPrintsOneJsonObjectPerRefresh) {
   Client admin = server_->admin();
   make_sku(admin, "T-GONE", 1);
