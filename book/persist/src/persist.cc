@@ -95,17 +95,20 @@ template <class Row, class Take>
 Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
   Status bad;
   const std::string prefix{tag, '/'};
-  Status s = store.scan(prefix, [&](std::string_view k, std::string_view v) {
-    Row row;
-    if (Status d = rec::decode(v, row); !d.ok()) {
-      bad = std::move(d).context("record " + std::string(1, tag) + "/... (key " +
-                                 std::to_string(k.size()) + " bytes) is corrupt");
-      return false;
-    }
-    ++count;
-    take(row);
-    return true;
-  });
+  Status s = store.scan(
+      prefix,
+      [&](std::string_view k, std::string_view v) {
+        Row row;
+        if (Status d = rec::decode(v, row); !d.ok()) {
+          bad = std::move(d).context("record " + std::string(1, tag) + "/... (key " +
+                                     std::to_string(k.size()) + " bytes) is corrupt");
+          return false;
+        }
+        ++count;
+        take(row);
+        return true;
+      },
+      {}, /*bulk=*/true);
   if (!s.ok()) return s;
   return bad;
 }
@@ -208,34 +211,37 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   Changes& ch = changes != nullptr ? *changes : own;
   uint64_t last = meta.lsn, expect = 0;
   Status bad;
-  s = store.scan(std::string{rec::kTagLog, '/'}, [&](std::string_view k, std::string_view v) {
-    const uint64_t lsn = rec::log_key_lsn(k);
-    if (lsn == 0) {
-      bad = Status::Corruption("a key of " + std::to_string(k.size()) +
-                               " bytes in the log is not a log key");
-      return false;
-    }
-    if (expect == 0 && lsn > meta.lsn + 1) {
-      bad = Status::Refused("the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
-                            " starts at lsn " + std::to_string(lsn) + ": groups " +
-                            std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) +
-                            " are missing");
-      return false;
-    }
-    if (expect != 0 && lsn != expect) {
-      bad = Status::Refused("log group " + std::to_string(expect) +
-                            " is missing (the log goes on at lsn " + std::to_string(lsn) + ")");
-      return false;
-    }
-    expect = lsn + 1;
-    LogGroupRef ref;
-    bad = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
-    if (!bad.ok()) return false;
-    ++out.log_groups;
-    last = std::max(last, lsn);
-    if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
-    return true;
-  });
+  s = store.scan(
+      std::string{rec::kTagLog, '/'},
+      [&](std::string_view k, std::string_view v) {
+        const uint64_t lsn = rec::log_key_lsn(k);
+        if (lsn == 0) {
+          bad = Status::Corruption("a key of " + std::to_string(k.size()) +
+                                   " bytes in the log is not a log key");
+          return false;
+        }
+        if (expect == 0 && lsn > meta.lsn + 1) {
+          bad = Status::Refused("the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
+                                " starts at lsn " + std::to_string(lsn) + ": groups " +
+                                std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) +
+                                " are missing");
+          return false;
+        }
+        if (expect != 0 && lsn != expect) {
+          bad = Status::Refused("log group " + std::to_string(expect) +
+                                " is missing (the log goes on at lsn " + std::to_string(lsn) + ")");
+          return false;
+        }
+        expect = lsn + 1;
+        LogGroupRef ref;
+        bad = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
+        if (!bad.ok()) return false;
+        ++out.log_groups;
+        last = std::max(last, lsn);
+        if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
+        return true;
+      },
+      {}, /*bulk=*/true);
   if (!s.ok()) return s;
   if (!bad.ok()) return bad;
   // Every group up to the acknowledged mark was answered: a store that ends before it lost
@@ -301,7 +307,7 @@ bool Checkpointer::catch_up(uint64_t upto) {
         const uint64_t lsn = rec::log_key_lsn(k);
         return lsn < upto && apply(lsn, v);
       },
-      rec::log_key(lsn_ + 1));
+      rec::log_key(lsn_ + 1), /*bulk=*/true);
   if (!s.ok() && !broken_) {
     broken_ = true;
     fail(std::move(s).context("checkpointer: cannot read the log back"));

@@ -106,10 +106,11 @@ class Store {
   // an older one that had no mark yet (logged when open() creates it).
   virtual uint64_t acked_lsn() const = 0;
   // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
-  // order, until it returns false. Values are verified by RocksDB's block checksums.
+  // order, until it returns false. Values are verified by RocksDB's block checksums. A `bulk`
+  // scan (recovery's passes over whole tables) reads ahead and leaves the block cache as it was.
   virtual Status scan(std::string_view prefix,
                       const std::function<bool(std::string_view, std::string_view)>& fn,
-                      std::string_view from = {}) = 0;
+                      std::string_view from = {}, bool bulk = false) = 0;
   virtual Status get(std::string_view key, std::string& value, bool& found) = 0;
 };
 
