@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "stockd/ack_mark.h"
 #include "stockd/wal_check.h"
@@ -97,11 +98,42 @@ std::string log_key_be(uint64_t lsn) {
 // that gets rows, moved into the store by ingestion (or removed).
 std::string checkpoint_tmp_dir(const std::string& dir) { return dir + "/checkpoint.tmp"; }
 
+// Every use of the log's file: the WAL thread's writes, the checkpointer's sync and trim, the
+// interval mode's sync. Once one failed, RocksDB's writer of the log file carries the error and
+// any later sync of it is an assertion failure (abort) in the RocksDB built with assertions, as
+// Debian's is; so the first failure is kept and every later use gets it without touching the
+// log, until the store is reopened. The lock makes "failed" and the next use one step (the WAL
+// thread and the checkpointer's thread).
+class LogGuard {
+ public:
+  // Runs `use` (a RocksDB status) unless an earlier use failed; keeps its failure.
+  template <class Use>
+  Status run(Use&& use, const char* what) {
+    std::lock_guard lock(mu_);
+    if (!failed_.ok()) {
+      return Status::Io(std::string(what) + ": an earlier write or sync of the log failed (" +
+                        failed_.message() + "); the store must be reopened");
+    }
+    Status s = to_status(use(), what);
+    if (!s.ok()) failed_ = s;
+    return s;
+  }
+
+ private:
+  std::mutex mu_;
+  Status failed_;
+};
+
 class RocksCheckpoint final : public CheckpointWriter {
  public:
-  RocksCheckpoint(rocksdb::DB* db, const Batch::Families& families,
+  RocksCheckpoint(rocksdb::DB* db, LogGuard& log, const Batch::Families& families,
                   const std::array<rocksdb::Options, 3>& options, std::string tmp_dir, uint64_t lsn)
-      : db_(db), families_(families), options_(options), tmp_(std::move(tmp_dir)), lsn_(lsn) {}
+      : db_(db),
+        log_(log),
+        families_(families),
+        options_(options),
+        tmp_(std::move(tmp_dir)),
+        lsn_(lsn) {}
   ~RocksCheckpoint() override { remove_files(); }
 
   void put(std::string_view key, std::string_view value) override {
@@ -129,7 +161,7 @@ class RocksCheckpoint final : public CheckpointWriter {
     // The log groups the checkpoint covers must be durable before it says so: with durability
     // `interval` they may still be in the OS's hands, and a power loss would leave a checkpoint
     // holding decisions whose outbox records (log entries) were lost.
-    Status s = to_status(db_->FlushWAL(true), "sync the log before a checkpoint");
+    Status s = log_.run([&] { return db_->FlushWAL(true); }, "sync the log before a checkpoint");
     if (s.ok() && !args.empty()) {
       s = to_status(db_->IngestExternalFiles(args), "checkpoint at lsn " + std::to_string(lsn_));
     }
@@ -163,6 +195,7 @@ class RocksCheckpoint final : public CheckpointWriter {
   }
 
   rocksdb::DB* db_;
+  LogGuard& log_;
   Batch::Families families_;
   std::array<rocksdb::Options, 3> options_;
   std::string tmp_;
@@ -196,26 +229,28 @@ class RocksStore final : public Store {
     if (!batch.status().ok()) return batch.status().context("building batch");
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    Status s = to_status(db_->Write(wo, &batch.rep()), "write lsn " + std::to_string(batch.lsn));
+    const std::string what = "write lsn " + std::to_string(batch.lsn);
+    Status s = log_.run([&] { return db_->Write(wo, &batch.rep()); }, what.c_str());
     if (!s.ok()) return s;
     written_lsn_ = std::max(written_lsn_, batch.lsn);
     return sync ? advance_mark(batch.lsn) : s;
   }
 
   std::unique_ptr<CheckpointWriter> checkpoint_writer(uint64_t lsn) override {
-    return std::make_unique<RocksCheckpoint>(db_, families_, options_, checkpoint_tmp_dir(dir_),
-                                             lsn);
+    return std::make_unique<RocksCheckpoint>(db_, log_, families_, options_,
+                                             checkpoint_tmp_dir(dir_), lsn);
   }
 
   Status trim_log(uint64_t lsn) override {
     rocksdb::WriteBatch b;
     rocksdb::Status s = b.DeleteRange(families_[2], log_key_be(0), log_key_be(lsn));
-    if (s.ok()) s = db_->Write(rocksdb::WriteOptions(), &b);
-    return to_status(s, "trim the log below lsn " + std::to_string(lsn));
+    if (!s.ok()) return to_status(s, "trim the log");
+    const std::string what = "trim the log below lsn " + std::to_string(lsn);
+    return log_.run([&] { return db_->Write(rocksdb::WriteOptions(), &b); }, what.c_str());
   }
 
   Status sync_wal() override {
-    Status s = to_status(db_->SyncWAL(), "sync WAL");
+    Status s = log_.run([&] { return db_->SyncWAL(); }, "sync WAL");
     return s.ok() ? advance_mark(written_lsn_) : s;
   }
 
@@ -262,6 +297,7 @@ class RocksStore final : public Store {
   std::unique_ptr<AckMark> mark_;  // null when read-only
   uint64_t acked_at_open_ = 0;
   uint64_t written_lsn_ = 0;  // the last lsn written (synced or not)
+  LogGuard log_;
 };
 
 // The write-ahead log lives in <dir>/wal/, named so that nobody takes it for disposable logs.

@@ -141,6 +141,11 @@ void FaultFs::power_off() {
   power_on_ = false;
 }
 
+void FaultFs::power_on() {
+  std::unique_lock lock(power_mu_);
+  power_on_ = true;
+}
+
 void FaultFs::track(const std::string& path, bool existed, uint64_t size) {
   std::lock_guard lock(mu_);
   const std::string p = norm(path);

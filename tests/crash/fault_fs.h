@@ -48,6 +48,8 @@ class FaultFs : public rocksdb::FileSystemWrapper {
 
   // The crash. Idempotent.
   void power_off();
+  // The disk answers again: what failed in between models a transient I/O error (EIO once).
+  void power_on();
 
   struct Dropped {
     std::string file;

@@ -11,6 +11,9 @@
 
 #include "fault_fs.h"
 #include "in_process.h"
+#include "stockd/decisions.h"
+#include "stockd/records.h"
+#include "stockd/store.h"
 
 namespace stockd::crash {
 namespace {
@@ -93,6 +96,46 @@ TEST(StoreFailure, SurvivesAStoreThatStaysFailed) { expect_survives({.failed_for
 // RocksDB linked here (built with assertions) answers with an assertion failure and abort().
 TEST(StoreFailure, IntervalModeSurvivesAFailedWrite) {
   expect_survives({.durability = Durability::kInterval, .fsync_interval_ms = 200});
+}
+
+// The store alone. A write of the log fails once (an I/O error; then the disk answers again):
+// the log's file writer in RocksDB now carries the error, and any later sync of it is an
+// assertion failure and abort() in the RocksDB linked here. The checkpointer's thread syncs the
+// log before each checkpoint, and the interval mode's WAL thread syncs it every interval: after
+// a failed write both must get an error, not touch the log. (Seen once as an abort of
+// PowerLoss.SyncModeKeepsEveryAcknowledgedAnswer: the power went off between a checkpoint's
+// table files and its log sync.)
+[[noreturn]] void run_after_a_failed_write() {
+  std::string tmpl = (fs::temp_directory_path() / "stockd-storefail-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) fail("mkdtemp failed");
+  auto faulty = std::make_shared<FaultFs>(rocksdb::FileSystem::Default());
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(faulty);
+  auto opened = storage::Store::open(tmpl + "/data", {.env = env.get()});
+  if (!opened.ok()) fail("open: " + opened.status().message());
+  std::unique_ptr<storage::Store> store = std::move(*opened);
+  const auto write = [&](uint64_t lsn) {
+    storage::Batch b = store->batch();
+    b.lsn = lsn;
+    b.put(rec::log_key(lsn), "group " + std::to_string(lsn));
+    return store->write(b, true);
+  };
+  if (Status s = write(1); !s.ok()) fail("the first write failed: " + s.message());
+  faulty->power_off();
+  if (write(2).ok()) fail("a write with the power off succeeded");
+  faulty->power_on();
+  auto cp = store->checkpoint_writer(1);
+  cp->put(rec::sku_key("mug"), "row");
+  if (cp->commit().ok()) fail("a checkpoint after a failed write of the log succeeded");
+  if (store->sync_wal().ok()) fail("a sync of the log after a failed write succeeded");
+  if (write(3).ok()) fail("a write after a failed write succeeded (reopen first)");
+  store.reset();
+  fs::remove_all(tmpl);
+  std::_Exit(0);
+}
+
+TEST(StoreFailure, AfterAFailedWriteTheLogIsNotSyncedAgain) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(run_after_a_failed_write(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
