@@ -1245,7 +1245,15 @@ TEST_F(OutboxSql, PostgresOutageDuringLoad) {
   SidecarProcess sidecar(*server, url, {"--batch", "200", "--status-file", status.string()});
   sidecar.start();
   Load load(*server, 4, 1000000);
-  std::this_thread::sleep_for(700ms);
+  // The outage comes while the sidecar is copying: once it has committed some records (on a
+  // busy machine its start alone can take longer than a fixed pause, and an outage before its
+  // first write is a different case: "waiting for SQL").
+  for (int i = 0; i < 200 && status_field(status, "cursor") == 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_GT(status_field(status, "cursor"), 0u) << "the sidecar copied nothing in 10 s\n"
+                                                << sidecar.log();
+  std::this_thread::sleep_for(300ms);
   pg->stop();
   Client outbox(server->options(proto::Role::kOutbox));
   const int sold_before = load.promised.ok_answers.load();
@@ -1267,7 +1275,7 @@ TEST_F(OutboxSql, PostgresOutageDuringLoad) {
     std::this_thread::sleep_for(50ms);
   }
   EXPECT_EQ(sidecar.term(), 0) << sidecar.log();
-  EXPECT_NE(sidecar.log().find("SQL write of records"), std::string::npos);
+  EXPECT_NE(sidecar.log().find("SQL write of records"), std::string::npos) << sidecar.log();
   expect_exact(dump_pg(url), *server, load.promised);
 }
 
