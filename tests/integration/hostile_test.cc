@@ -1230,10 +1230,8 @@ TEST(GracefulStop, APeerThatPausesPastTheLingerStillGetsEveryAnswer) {
   constexpr uint32_t kBuys = 20000;  // answers well past the peer's receive window
   StockdProcess server;
   ASSERT_TRUE(started(server));
-  {
-    Client admin = server.admin();
-    make_sku(admin, "SLOW-1", 1'000'000);
-  }
+  Client admin = server.admin();
+  make_sku(admin, "SLOW-1", 1'000'000);
   Peer p(server.port(), 256 << 10);
   ASSERT_TRUE(p.ok() && p.hello(Role::kBuyer, ""));
   std::string buys;
@@ -1242,7 +1240,10 @@ TEST(GracefulStop, APeerThatPausesPastTheLingerStillGetsEveryAnswer) {
                   reserve_req("slow-user", "slow-" + std::to_string(n), 0, {{"SLOW-1", 1}}));
   }
   ASSERT_TRUE(p.send(buys));
-  std::this_thread::sleep_for(milliseconds(500));  // all applied; answers wait in the buffers
+  // All applied (however slow this build is); their answers wait in the buffers.
+  ASSERT_TRUE(eventually(
+      30000 * kSlow, [&] { return admin.sku_get("SLOW-1").body.sold == kBuys; }, 50))
+      << "sold " << admin.sku_get("SLOW-1").body.sold;
   server.signal(SIGTERM);
   // The peer keeps sending (a request every 20 ms) and reads nothing for 3.5 s.
   std::atomic<bool> done{false};
@@ -1271,8 +1272,8 @@ TEST(GracefulStop, APeerThatPausesPastTheLingerStillGetsEveryAnswer) {
   ASSERT_TRUE(server.wait_exit_for(20000 * kSlow)) << "stockd did not stop after SIGTERM";
 
   ASSERT_TRUE(started(server)) << "restart on the same data";
-  Client admin = server.admin();
-  auto sku = admin.sku_get("SLOW-1");
+  Client again = server.admin();
+  auto sku = again.sku_get("SLOW-1");
   ASSERT_TRUE(sku.ok()) << sku.error;
   std::printf("[ measured ] %llu OK answers read, %llu units sold\n",
               static_cast<unsigned long long>(ok), static_cast<unsigned long long>(sku.body.sold));
