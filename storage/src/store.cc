@@ -106,17 +106,20 @@ std::string checkpoint_tmp_dir(const std::string& dir) { return dir + "/checkpoi
 // thread and the checkpointer's thread).
 class LogGuard {
  public:
-  // Runs `use` (a RocksDB status) unless an earlier use failed; keeps its failure.
+  // Runs `use` (a RocksDB status) unless an earlier use failed; keeps its failure. `what` and
+  // `lsn` (if not 0) name the use in a message, made only on failure.
   template <class Use>
-  Status run(Use&& use, const char* what) {
+  Status run(Use&& use, const char* what, uint64_t lsn = 0) {
+    const auto named = [&] { return lsn == 0 ? std::string(what) : what + std::to_string(lsn); };
     std::lock_guard lock(mu_);
     if (!failed_.ok()) {
-      return Status::Io(std::string(what) + ": an earlier write or sync of the log failed (" +
+      return Status::Io(named() + ": an earlier write or sync of the log failed (" +
                         failed_.message() + "); the store must be reopened");
     }
-    Status s = to_status(use(), what);
-    if (!s.ok()) failed_ = s;
-    return s;
+    const rocksdb::Status r = use();
+    if (r.ok()) return Status::Ok();
+    failed_ = to_status(r, named());
+    return failed_;
   }
 
  private:
@@ -229,8 +232,7 @@ class RocksStore final : public Store {
     if (!batch.status().ok()) return batch.status().context("building batch");
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    const std::string what = "write lsn " + std::to_string(batch.lsn);
-    Status s = log_.run([&] { return db_->Write(wo, &batch.rep()); }, what.c_str());
+    Status s = log_.run([&] { return db_->Write(wo, &batch.rep()); }, "write lsn ", batch.lsn);
     if (!s.ok()) return s;
     written_lsn_ = std::max(written_lsn_, batch.lsn);
     return sync ? advance_mark(batch.lsn) : s;
@@ -245,8 +247,8 @@ class RocksStore final : public Store {
     rocksdb::WriteBatch b;
     rocksdb::Status s = b.DeleteRange(families_[2], log_key_be(0), log_key_be(lsn));
     if (!s.ok()) return to_status(s, "trim the log");
-    const std::string what = "trim the log below lsn " + std::to_string(lsn);
-    return log_.run([&] { return db_->Write(rocksdb::WriteOptions(), &b); }, what.c_str());
+    return log_.run([&] { return db_->Write(rocksdb::WriteOptions(), &b); },
+                    "trim the log below lsn ", lsn);
   }
 
   Status sync_wal() override {
