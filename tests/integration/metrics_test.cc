@@ -2,6 +2,8 @@
 // against the answers the test got), /healthz, 404 and 405, and `stockctl top`.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -10,6 +12,7 @@
 #include <atomic>
 #include <cstdio>
 #include <map>
+#include <thread>
 
 #include "harness.h"
 
@@ -18,6 +21,7 @@ namespace {
 
 using proto::Role;
 using proto::Status;
+using std::chrono::milliseconds;
 
 struct HttpAnswer {
   int code = 0;  // 0: no HTTP answer
@@ -392,7 +396,9 @@ pid_t start_sidecar(const std::vector<std::string>& args) {
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());
     argv.push_back(nullptr);
-    if (FILE* f = std::freopen("/dev/null", "w", stderr)) (void)f;
+    if (!std::getenv("STOCKD_TEST_SIDECAR_LOG")) {  // set it to see the sidecar's log
+      if (FILE* f = std::freopen("/dev/null", "w", stderr)) (void)f;
+    }
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
@@ -449,6 +455,103 @@ TEST_F(MetricsTest, SidecarExportsItsProgressAndSqlOutages) {
   EXPECT_EQ(get(down_port, "/healthz").code, 503);
   stop_sidecar(good);
   stop_sidecar(down);
+  std::filesystem::remove_all(dir);
+}
+
+// The sidecar's metrics port against peers an operator's scraper never is: one that trickles its
+// request a byte at a time must not keep a scrape waiting, and one that sends more than the
+// port reads while its receive window is smaller than the page still gets the whole page (a
+// close with bytes unread is a reset, which destroys what the peer has not taken yet).
+TEST_F(MetricsTest, SidecarMetricsPortServesScrapesPastHostilePeers) {
+  auto dir = make_temp_dir("sidecar-hostile");
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  int port = 0;
+  pid_t sidecar = -1;
+  for (int attempt = 0; attempt < 3 && sidecar < 0; ++attempt) {  // the port may be taken
+    port = free_port();
+    sidecar = start_sidecar({"--server", server, "--token", StockdProcess::kOutboxToken, "--sql",
+                             "sqlite:" + (dir / "o.db").string(), "--metrics-listen",
+                             "127.0.0.1:" + std::to_string(port)});
+    if (!eventually(5000, [&] { return get(port, "/healthz").code == 200; })) {
+      stop_sidecar(sidecar);
+      sidecar = -1;
+    }
+  }
+  ASSERT_GT(sidecar, 0) << "stockd-outbox with --metrics-listen did not come up";
+  const auto connect_to = [&](int rcvbuf) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (rcvbuf > 0) {  // a small window, and segments small enough to fill it
+      int mss = 536;
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+      ::setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
+    }
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    return fd;
+  };
+
+  {  // A trickler sends a byte every 200 ms for 4 s; a scrape meanwhile is answered at once.
+    int slow = connect_to(0);
+    std::atomic<bool> stop{false};
+    std::thread trickler([&] {
+      const std::string req = "GET /metrics HTTP/1.1\r\nX-Slow: " + std::string(200, 'a');
+      for (size_t i = 0; i < req.size() && !stop; ++i) {
+        if (::send(slow, &req[i], 1, MSG_NOSIGNAL) != 1) break;
+        for (int t = 0; t < 20 && !stop; ++t) std::this_thread::sleep_for(milliseconds(10));
+      }
+    });
+    std::this_thread::sleep_for(milliseconds(300));
+    const auto t0 = Clock::now();
+    HttpAnswer h = get(port, "/metrics");
+    const int64_t took = ms_since(t0);
+    stop = true;
+    trickler.join();
+    ::close(slow);
+    EXPECT_EQ(h.code, 200);
+    EXPECT_LT(took, 1000) << "a scrape waited " << took << " ms behind a trickling peer";
+  }
+
+  const std::string with_body =
+      "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 262144\r\n\r\n" +
+      std::string(256u << 10, 'b');
+  for (int round = 0; round < 5; ++round) {
+    int fd = connect_to(1);  // the kernel's smallest receive buffer: a window under the page
+    std::atomic<bool> stop{false};
+    std::thread sender([&] {  // goes on sending while the sidecar answers and closes
+      std::string_view left = with_body;
+      while (!stop && !left.empty()) {
+        ssize_t n = ::send(fd, left.data(), left.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) left.remove_prefix(static_cast<size_t>(n));
+        if (n < 0 && errno != EAGAIN && errno != EINTR) break;
+        if (n <= 0) std::this_thread::sleep_for(milliseconds(5));
+      }
+    });
+    std::this_thread::sleep_for(milliseconds(300));  // a busy scraper: reads a moment later
+    std::string resp;
+    for (;;) {
+      pollfd pf{fd, POLLIN, 0};
+      if (::poll(&pf, 1, 5000) != 1) break;
+      char buf[4096];
+      ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n <= 0) break;
+      resp.append(buf, static_cast<size_t>(n));
+    }
+    stop = true;
+    sender.join();
+    ::close(fd);
+    ASSERT_EQ(resp.substr(0, 12), "HTTP/1.1 200") << "round " << round << ": " << resp.size();
+    const size_t head_end = resp.find("\r\n\r\n");
+    const size_t length_at = resp.find("Content-Length: ");
+    ASSERT_TRUE(head_end != std::string::npos && length_at < head_end) << resp.substr(0, 200);
+    EXPECT_EQ(resp.size() - head_end - 4, std::stoul(resp.substr(length_at + 16)))
+        << "round " << round << ": the page was cut";
+  }
+  EXPECT_EQ(get(port, "/healthz").code, 200) << get(port, "/metrics").body;
+  stop_sidecar(sidecar);
   std::filesystem::remove_all(dir);
 }
 

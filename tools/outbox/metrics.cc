@@ -6,23 +6,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 namespace stockd::outbox {
 namespace {
 
 constexpr int kPollMs = 200;               // how often the HTTP thread checks for stop
 constexpr size_t kRequestBytesMax = 8192;  // a bigger request head is refused
-constexpr int kClientTimeoutMs = 2000;     // a client must send its request within this
-
-void send_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
+constexpr int kClientTimeoutMs = 2000;     // for its request, for each part of the answer
+constexpr size_t kClientsMax = 16;         // peers served at once; more wait in the backlog
 
 std::string http(int code, const char* reason, const std::string& type, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(code) + " " + reason + "\r\nContent-Type: " + type +
@@ -93,36 +87,95 @@ std::string MetricsServer::render() const {
   return out;
 }
 
-void MetricsServer::serve() {
-  while (!stop_) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, kPollMs) <= 0) continue;
-    int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    std::string req;
-    char buf[1024];
-    while (req.find("\r\n\r\n") == std::string::npos && req.size() < kRequestBytesMax) {
-      pollfd q{c, POLLIN, 0};
-      if (::poll(&q, 1, kClientTimeoutMs) <= 0) break;
-      ssize_t n = ::recv(c, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      req.append(buf, static_cast<size_t>(n));
-    }
-    if (req.rfind("GET /metrics", 0) == 0) {
-      send_all(c, http(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render()));
-    } else if (req.rfind("GET /healthz", 0) == 0) {
-      bool up;
-      {
-        std::lock_guard lock(mu_);
-        up = gauges_.sql_up && gauges_.stockd_up;
-      }
-      send_all(c, up ? http(200, "OK", "text/plain", "ok\n")
-                     : http(503, "Service Unavailable", "text/plain", "sql or stockd down\n"));
-    } else {
-      send_all(c, http(404, "Not Found", "text/plain", "try /metrics or /healthz\n"));
-    }
-    ::close(c);
+std::string MetricsServer::answer(const std::string& request) const {
+  if (request.rfind("GET /metrics", 0) == 0) {
+    return http(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render());
   }
+  if (request.rfind("GET /healthz", 0) == 0) {
+    bool up;
+    {
+      std::lock_guard lock(mu_);
+      up = gauges_.sql_up && gauges_.stockd_up;
+    }
+    return up ? http(200, "OK", "text/plain", "ok\n")
+              : http(503, "Service Unavailable", "text/plain", "sql or stockd down\n");
+  }
+  return http(404, "Not Found", "text/plain", "try /metrics or /healthz\n");
+}
+
+// A few peers at once, none able to hold the others up: each has kClientTimeoutMs to send its
+// request head, then gets its answer (sent as the peer takes it, the same time to take each
+// part), then the connection is half-closed and what the peer still sends is read and dropped
+// until it closes or the time is up. Closing with bytes unread would be a reset, which destroys
+// whatever part of the answer the peer has not taken yet.
+void MetricsServer::serve() {
+  using Clock = std::chrono::steady_clock;
+  enum class Phase { kReading, kWriting, kDraining };
+  struct Peer {
+    int fd;
+    Phase phase = Phase::kReading;
+    std::string in, out;
+    size_t sent = 0;
+    Clock::time_point deadline;
+  };
+  std::vector<Peer> peers;
+  const auto later = [] { return Clock::now() + std::chrono::milliseconds(kClientTimeoutMs); };
+  while (!stop_) {
+    std::vector<pollfd> fds;
+    for (const Peer& p : peers) {
+      fds.push_back({p.fd, static_cast<short>(p.phase == Phase::kWriting ? POLLOUT : POLLIN), 0});
+    }
+    if (peers.size() < kClientsMax) fds.push_back({fd_, POLLIN, 0});  // else the backlog waits
+    if (::poll(fds.data(), fds.size(), kPollMs) < 0) continue;
+    const auto now = Clock::now();
+    for (size_t i = 0; i < peers.size(); ++i) {
+      Peer& p = peers[i];
+      bool done = false;
+      if (fds[i].revents != 0) {
+        char buf[4096];
+        if (p.phase == Phase::kWriting) {
+          ssize_t n = ::send(p.fd, p.out.data() + p.sent, p.out.size() - p.sent,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+          if (n > 0) {
+            p.sent += static_cast<size_t>(n);
+            p.deadline = later();
+          } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            done = true;
+          }
+          if (!done && p.sent == p.out.size()) {
+            ::shutdown(p.fd, SHUT_WR);
+            p.phase = Phase::kDraining;
+            p.deadline = later();
+          }
+        } else {
+          ssize_t n = ::recv(p.fd, buf, sizeof buf, MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            done = true;  // the peer closed (or reset): nothing more to give it
+          } else if (n > 0 && p.phase == Phase::kReading) {
+            p.in.append(buf, static_cast<size_t>(n));
+            if (p.in.find("\r\n\r\n") != std::string::npos || p.in.size() >= kRequestBytesMax) {
+              p.out = answer(p.in);
+              p.in.clear();
+              p.phase = Phase::kWriting;
+              p.deadline = later();
+            }
+          }
+        }
+      }
+      if (done || now >= p.deadline) {
+        ::close(p.fd);
+        peers[i] = std::move(peers.back());
+        fds[i] = fds[peers.size() - 1];
+        peers.pop_back();
+        --i;
+      }
+    }
+    if (peers.size() < kClientsMax && (fds.back().fd == fd_ && fds.back().revents != 0)) {
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c >= 0) peers.push_back(Peer{c, Phase::kReading, {}, {}, 0, later()});
+    }
+  }
+  for (const Peer& p : peers) ::close(p.fd);
 }
 
 }  // namespace stockd::outbox

@@ -38,6 +38,7 @@ class MetricsServer {
  private:
   void serve();
   std::string render() const;
+  std::string answer(const std::string& request) const;  // the whole HTTP answer to a request
   int fd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -181,6 +181,7 @@ Next Sidecar::Impl::connect_stockd() {
       head = r.body.head_seq;
       log->info("connected to stockd at {}: outbox head {}, acked {}, first retained {}; cursor {}",
                 endpoint(cfg.server), r.body.head_seq, r.body.acked_seq, r.body.first_seq, cursor);
+      write_status();  // /healthz says so now, not after the first long poll (up to 2 s)
       return std::nullopt;
     }
     client.close();
