@@ -5,6 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <type_traits>
 #include <unordered_set>
 
 #include "stockd/decisions.h"
@@ -90,7 +95,8 @@ void build_batch(storage::Batch& b, const Book& book, const Changes& ch, uint64_
 
 namespace {
 
-// Scans one table, decoding each value into Row and handing it to `take`.
+// Scans one table, decoding each value into Row and handing it to `take`, which may return
+// false to end the scan early.
 template <class Row, class Take>
 Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
   Status bad;
@@ -105,12 +111,79 @@ Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
           return false;
         }
         ++count;
-        take(row);
-        return true;
+        if constexpr (std::is_same_v<decltype(take(row)), bool>) {
+          return take(row);
+        } else {
+          take(row);
+          return true;
+        }
       },
       {}, /*bulk=*/true);
   if (!s.ok()) return s;
   return bad;
+}
+
+// The hold rows, the bulk of a checkpoint: read and decoded (RocksDB's scan, each record's
+// checksum) on a thread of their own, in batches, while this thread puts the batch before into
+// the book, one row ahead so that the slots a row lands in are fetched while the row before it
+// is restored. A few batches at most wait between the two.
+Status load_holds(storage::Store& store, Book& book, Recovered& out) {
+  constexpr size_t kBatchRows = 2048;
+  constexpr size_t kBatchesMax = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::vector<rec::HoldRow>> ready;
+  bool done = false, stop = false;
+  Status read;
+  std::thread reader([&] {
+    std::vector<rec::HoldRow> batch;
+    const auto hand_over = [&] {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return ready.size() < kBatchesMax || stop; });
+      if (stop) return false;
+      ready.push_back(std::move(batch));
+      batch = {};
+      cv.notify_all();
+      return true;
+    };
+    Status s = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, [&](rec::HoldRow& row) {
+      if (batch.empty()) batch.reserve(kBatchRows);
+      batch.push_back(std::move(row));
+      return batch.size() < kBatchRows || hand_over();
+    });
+    if (s.ok() && !batch.empty()) hand_over();
+    std::lock_guard lock(mu);
+    read = std::move(s);
+    done = true;
+    cv.notify_all();
+  });
+  rec::HoldRow* pending = nullptr;
+  std::vector<rec::HoldRow> current, previous;  // `pending` may point into the previous batch
+  for (;;) {
+    {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return !ready.empty() || done; });
+      if (ready.empty()) break;
+      previous.swap(current);
+      current = std::move(ready.front());
+      ready.pop_front();
+      cv.notify_all();
+    }
+    for (rec::HoldRow& row : current) {
+      out.idem += row.hold.key.empty() ? 0 : 1;
+      book.prefetch(row.hold.hold_id, row.hold.key);
+      if (pending != nullptr) book.restore(std::move(*pending));
+      pending = &row;
+    }
+  }
+  if (pending != nullptr) book.restore(std::move(*pending));
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+    cv.notify_all();
+  }
+  reader.join();
+  return read;
 }
 
 }  // namespace
@@ -184,19 +257,7 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   if (s.ok()) s = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain);
   if (!s.ok()) return s;
   book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
-  // One row read ahead, as for the log's entries below: its slots are fetched while the row
-  // before it is restored.
-  rec::HoldRow pending;
-  bool have = false;
-  auto hold = [&](rec::HoldRow& row) {
-    out.idem += row.hold.key.empty() ? 0 : 1;
-    book.prefetch(row.hold.hold_id, row.hold.key);
-    if (have) book.restore(std::move(pending));
-    pending = std::move(row);
-    have = true;
-  };
-  s = load_table<rec::HoldRow>(store, rec::kTagHold, out.holds, hold);
-  if (have) book.restore(std::move(pending));
+  s = load_holds(store, book, out);
   if (s.ok()) s = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain);
   if (!s.ok()) return s;
   if (s = book.finish_restore(); !s.ok()) {
