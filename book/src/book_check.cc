@@ -2,6 +2,7 @@
 // path never does. Returns the first violation found, naming what is wrong.
 #include <algorithm>
 #include <map>
+#include <thread>
 #include <unordered_map>
 
 #include "book_impl.h"
@@ -208,13 +209,27 @@ stockd::Status Book::Impl::check_indexes() const {
   return stockd::Status::Ok();
 }
 
+// A big book (a start from a checkpoint of millions of holds) has its indexes checked on a
+// second thread while this one checks the rest: the checks only read, and each walks every
+// hold with a cache miss or two per hold. The first violation in the order below is returned.
 stockd::Status Book::check_invariants() const {
+  constexpr size_t kHoldsForTwoThreads = 100'000;
   const Impl& m = *impl_;
-  for (auto check :
-       {&Impl::check_skus, &Impl::check_holds, &Impl::check_codes, &Impl::check_indexes}) {
-    if (stockd::Status s = (m.*check)(); !s.ok()) return s;
+  stockd::Status indexes;
+  std::thread second;
+  if (m.holds.size() >= kHoldsForTwoThreads) {
+    second = std::thread([&] { indexes = m.check_indexes(); });
   }
-  return stockd::Status::Ok();
+  stockd::Status first;
+  for (auto check : {&Impl::check_skus, &Impl::check_holds, &Impl::check_codes}) {
+    if (first = (m.*check)(); !first.ok()) break;
+  }
+  if (second.joinable()) {
+    second.join();
+  } else if (first.ok()) {
+    indexes = m.check_indexes();
+  }
+  return first.ok() ? indexes : first;
 }
 
 }  // namespace stockd

@@ -310,7 +310,12 @@ stockd::Status Book::finish_restore() {
   if (!m.restoring->staged) m.stage(*m.restoring);
   std::unique_ptr<Restoring> r = std::move(m.restoring);
   if (!r->status.ok()) return r->status;
-  std::sort(r->finished.begin(), r->finished.end());
+  // By finishing time; rows come in sequence order, which is mostly that order already (a
+  // buy-now finishes as it is made), and holds finished in the same millisecond keep it.
+  const auto earlier = [](const auto& a, const auto& b) { return a.first < b.first; };
+  if (!std::is_sorted(r->finished.begin(), r->finished.end(), earlier)) {
+    std::stable_sort(r->finished.begin(), r->finished.end(), earlier);
+  }
   for (const auto& [at, id] : r->finished) m.finished_fifo.emplace_back(at, id);
   if (stockd::Status s = m.restore_users(*r); !s.ok()) return s;
   for (const auto& [id, s] : m.skus) {
