@@ -7,8 +7,8 @@
 // then nothing points at it: it is not HELD), and its storage is reused by a later hold.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -25,6 +25,7 @@
 #include "key_index.h"
 #include "stockd/book.h"
 #include "stockd/check.h"
+#include "stockd/ring.h"
 
 namespace stockd::book_detail {
 
@@ -191,6 +192,7 @@ struct Book::Impl {
   explicit Impl(BookLimits l) : limits(l) {
     holds.reserve(l.holds_expected);
     idem.reserve(l.holds_expected);
+    finished_fifo.reserve(std::min(l.holds_expected, l.finished_holds_max));
   }
 
   BookLimits limits;
@@ -210,7 +212,7 @@ struct Book::Impl {
   // first answer is rebuilt from the hold, see first_answer()).
   book_detail::KeyIndex<Hold> idem;
   // Retention queue in time order.
-  std::deque<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id)
+  Ring<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id), oldest first
   uint64_t next_hold_seq = 1;  // the next hold's sequence number; its id is hold_id_of(seq)
   HoldIdKey id_key;            // all zero: ids are the sequence numbers
   // Whether `id` was ever handed out (live, finished or forgotten).

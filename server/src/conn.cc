@@ -16,6 +16,8 @@ constexpr size_t kTurnOutBytesMax = 256 * 1024;
 // every answer in it) stays bounded whatever a thousand pipelines send at once.
 constexpr uint32_t kGroupEntriesMax = 16384;
 constexpr size_t kGroupBytesMax = 4 << 20;
+// Room for answers in flight a connection keeps when it has none: a burst's is given back.
+constexpr size_t kMarksKeptIdle = 256;
 }  // namespace
 
 void Conn::fail_unreleased(uint64_t durable) {
@@ -535,7 +537,8 @@ void Connections::flush(Conn* c) {
     c->out.erase(0, bytes);
   }
   c->out_base = end;
-  c->marks.erase(c->marks.begin(), c->marks.begin() + static_cast<long>(n));
+  c->marks.pop_front(n);
+  c->marks.release_if_idle(kMarksKeptIdle);
   c->unanswered -= static_cast<uint32_t>(n);
 
   uv_buf_t b = uv_buf_init(c->writing.data(), static_cast<unsigned>(c->writing.size()));

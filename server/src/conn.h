@@ -13,13 +13,13 @@
 #include <uv.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 
 #include "dispatch.h"
 #include "linger.h"
 #include "stockd/check.h"
+#include "stockd/ring.h"
 #include "tls.h"
 
 namespace stockd {
@@ -53,8 +53,8 @@ struct Conn {
   std::string out;          // encoded answers not yet handed to a write
   uint64_t out_base = 0;    // absolute offset of out[0]
   size_t out_counted = 0;   // out + writing as counted in Server::Impl::out_bytes
-  std::deque<Mark> marks;
-  std::string writing;  // bytes of the write in flight
+  Ring<Mark> marks;         // a ring: a pipeline of answers allocates nothing once it has room
+  std::string writing;      // bytes of the write in flight
   uv_write_t wreq{};
   uv_shutdown_t sreq{};
   bool write_active = false;

@@ -1,9 +1,16 @@
 #include "group_commit.h"
 
+#include <algorithm>
+
 #include "stockd/check.h"
 #include "stockd/decisions.h"
 
 namespace stockd {
+namespace {
+// A group's buffer is reused for the next group up to this size; a spike's largest is let go.
+constexpr size_t kGroupBufferKept = 1u << 20;
+constexpr size_t kGroupBufferMin = 16u << 10;
+}  // namespace
 
 Status GroupCommit::open(const storage::StoreOptions& options) {
   Result<std::unique_ptr<storage::Store>> store = storage::Store::open(config_.data_dir, options);
@@ -48,8 +55,13 @@ void GroupCommit::close() {
 // its own; the value stays in inflight_group_ for the checkpointer.
 storage::Batch GroupCommit::group_batch(uint64_t lsn, int64_t base_ms, uint32_t records,
                                         uint32_t count, std::string_view entries) {
-  storage::Batch b = store_->batch();
+  storage::Batch b = wal_ ? wal_->recycled() : store_->batch();
   b.lsn = lsn;
+  // Room to spare: the buffer goes round through the checkpointer's queue and comes back for a
+  // later group, which is often a little larger (groups follow the load).
+  const size_t need = entries.size() + 64;
+  if (inflight_group_.capacity() < need)
+    inflight_group_.reserve(std::max(need + need / 2, kGroupBufferMin));
   rec::encode_group(lsn, base_ms, group_first_seq_, records, count, entries, inflight_group_);
   b.put(rec::log_key(lsn), inflight_group_);
   return b;
@@ -94,8 +106,9 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     durable_seq_ = inflight_seq_;
     inflight_seq_ = 0;
     advanced = true;
-    if (checkpointer_) checkpointer_->submit(d.lsn, std::move(inflight_group_));
+    if (checkpointer_) checkpointer_->submit(d.lsn, inflight_group_);  // swapped for a used one
     inflight_group_.clear();
+    if (inflight_group_.capacity() > kGroupBufferKept) std::string().swap(inflight_group_);
   }
   return advanced;
 }

@@ -30,7 +30,8 @@ void OutboxFeed::reset(storage::Store* store, uint64_t acked, uint64_t first, ui
   acked_ = acked;
   first_ = first;
   durable_head_ = inflight_head_ = head;
-  groups_.assign(groups.begin(), groups.end());
+  groups_.clear();
+  for (const LogGroupRef& g : groups) groups_.push_back(g);
 }
 
 void OutboxFeed::trimmed(uint64_t lsn, uint64_t first) {

@@ -9,7 +9,6 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "stockd/config.h"
 #include "stockd/persist.h"
 #include "stockd/protocol.h"
+#include "stockd/ring.h"
 #include "stockd/store.h"
 
 namespace stockd {
@@ -76,7 +76,7 @@ class OutboxFeed {
   uint64_t acked_ = 0;
   uint64_t first_ = 1;
   std::vector<Poll> polls_;
-  std::deque<LogGroupRef> groups_;  // retained log groups with records, in lsn (and seq) order
+  Ring<LogGroupRef> groups_;  // retained log groups with records, in lsn (and seq) order
 };
 
 }  // namespace stockd

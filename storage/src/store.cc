@@ -82,6 +82,8 @@ class RocksLogger final : public rocksdb::Logger {
 // stay in the default family. A key's table tag (its first byte, records.h) picks its family,
 // so callers never name one.
 constexpr const char* kFamilyNames[] = {"default", "holds", "log"};
+constexpr size_t kSpareBatches = 2;          // written batches a WalWriter keeps for recycled()
+constexpr size_t kSpareBytesMax = 1u << 20;  // but not the buffer of a spike's largest group
 
 size_t family_of(std::string_view key) {
   const char tag = key.empty() ? '\0' : key[0];
@@ -377,6 +379,13 @@ Batch::~Batch() = default;
 Batch::Batch(Batch&&) noexcept = default;
 Batch& Batch::operator=(Batch&&) noexcept = default;
 
+void Batch::clear() {
+  rep_->Clear();
+  lsn = 0;
+  ops_ = 0;
+  status_ = Status::Ok();
+}
+
 void Batch::put(std::string_view key, std::string_view value) {
   rocksdb::Status s = rep_->Put(families_[family_of(key)], slice(key), slice(value));
   if (!s.ok() && status_.ok()) status_ = Status::Io(s.ToString());
@@ -524,6 +533,8 @@ WalWriter::WalWriter(Store& store, bool sync, int interval_ms, std::function<voi
       interval_ms_(interval_ms),
       spin_us_(spin_us),
       notify_(std::move(notify)) {
+  queue_.reserve(kSpareBatches);
+  spare_.reserve(kSpareBatches);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -534,6 +545,18 @@ WalWriter::~WalWriter() {
   }
   cv_.notify_one();
   thread_.join();
+}
+
+Batch WalWriter::recycled() {
+  {
+    std::lock_guard lock(mu_);
+    if (!spare_.empty()) {
+      Batch b = std::move(spare_.back());
+      spare_.pop_back();
+      return b;
+    }
+  }
+  return store_.batch();
 }
 
 void WalWriter::submit(Batch batch) {
@@ -602,7 +625,7 @@ void WalWriter::run() {
       continue;
     }
     Batch b = std::move(queue_.front());
-    queue_.pop_front();
+    queue_.erase(queue_.begin());
     lock.unlock();
     auto start = Clock::now();
     Status s = failed_.empty() ? store_.write(b, sync_)
@@ -612,6 +635,10 @@ void WalWriter::run() {
     if (!s.ok() && failed_.empty()) failed_ = s.message();
     unsynced = unsynced || !sync_;
     done_.push_back({b.lsn, b.size(), us.count(), std::move(s)});
+    if (spare_.size() < kSpareBatches && b.rep().Data().capacity() <= kSpareBytesMax) {
+      b.clear();
+      spare_.push_back(std::move(b));
+    }
     lock.unlock();
     notify_();
     lock.lock();

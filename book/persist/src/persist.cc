@@ -345,7 +345,7 @@ Checkpointer::~Checkpointer() {
   if (thread_.joinable()) stop(false);
 }
 
-void Checkpointer::submit(uint64_t lsn, std::string group) {
+void Checkpointer::submit(uint64_t lsn, std::string& group) {
   {
     std::lock_guard lock(mu_);
     durable_ = lsn;
@@ -353,7 +353,9 @@ void Checkpointer::submit(uint64_t lsn, std::string group) {
     // durable there), so a checkpointer that lags behind a spike holds no more than this.
     if (queued_bytes_ + group.size() <= kQueueBytesMax) {
       queued_bytes_ += group.size();
-      queue_.emplace_back(lsn, std::move(group));
+      auto& [at, value] = queue_.push_slot();  // a slot keeps the string of a group before
+      at = lsn;
+      value.swap(group);
     }
   }
   cv_.notify_one();
@@ -481,7 +483,9 @@ void Checkpointer::run() {
   outbox_first_ = r.meta.outbox_first;
   groups_.assign(r.outbox_groups.begin(), r.outbox_groups.end());
   int64_t last = now_ms();
-  std::deque<std::pair<uint64_t, std::string>> work;
+  constexpr size_t kSlotsKept = 64;
+  constexpr size_t kGroupBytesKept = 256 << 10;
+  Ring<std::pair<uint64_t, std::string>> work;  // swapped with queue_: its strings are reused
   for (;;) {
     bool stopping = false, final = false;
     uint64_t durable = 0;
@@ -502,7 +506,16 @@ void Checkpointer::run() {
         last = now_ms();
       }
     }
-    work.clear();
+    // The groups' strings stay in their slots for the loop's next groups (swapped in submit),
+    // but not a spike's: its large groups, or its many (up to kQueueBytesMax queued).
+    for (auto& [at, group] : work) {
+      if (group.capacity() > kGroupBytesKept) std::string().swap(group);
+    }
+    if (work.capacity() > kSlotsKept) {
+      work = {};
+    } else {
+      work.clear();
+    }
     catch_up(durable + 1);
     if (broken_) {
       if (stopping) return;

@@ -46,6 +46,7 @@ class Batch {
   void del_range(std::string_view from, std::string_view to);
   size_t size() const { return ops_; }  // puts and deletes
   bool empty() const { return ops_ == 0; }
+  void clear();  // empty again, its buffer kept for the next batch
 
   // For the store: the batch, and what went wrong building it (ok if nothing).
   rocksdb::WriteBatch& rep() { return *rep_; }
@@ -135,6 +136,9 @@ class WalWriter {
   ~WalWriter();  // finishes what was submitted, then joins
   void submit(Batch batch);
   std::vector<Done> take_done();
+  // An empty batch for the next submit: one written before (its buffer kept, so a steady stream
+  // of groups allocates nothing), or a new one.
+  Batch recycled();
   size_t in_flight() const;
 
  private:
@@ -146,7 +150,8 @@ class WalWriter {
   std::function<void()> notify_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Batch> queue_;
+  std::vector<Batch> queue_;  // one group in flight at a time: a vector keeps its room
+  std::vector<Batch> spare_;  // written batches, emptied, for recycled()
   std::vector<Done> done_;
   size_t in_flight_ = 0;
   bool stop_ = false;

@@ -10,13 +10,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "stockd/book.h"
+#include "stockd/ring.h"
 #include "stockd/store.h"
 
 namespace stockd {
@@ -82,8 +82,10 @@ class Checkpointer {
   Checkpointer& operator=(const Checkpointer&) = delete;
 
   // A durable group (the loop thread). Groups come in lsn order. Past kQueueBytesMax queued,
-  // the group is not kept and is read back from the log instead.
-  void submit(uint64_t lsn, std::string group);
+  // the group is not kept and is read back from the log instead. A kept group's bytes are
+  // swapped with a used string, which `group` holds after the call (contents unspecified, its
+  // capacity kept for the caller's next group).
+  void submit(uint64_t lsn, std::string& group);
   // Replays what was submitted, writes a last checkpoint when `final` (a clean stop: the next
   // start replays nothing), and joins.
   void stop(bool final);
@@ -121,7 +123,7 @@ class Checkpointer {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<uint64_t, std::string>> queue_;
+  Ring<std::pair<uint64_t, std::string>> queue_;
   size_t queued_bytes_ = 0;
   uint64_t durable_ = 0;  // the last durable group submitted (kept or not)
   bool stop_ = false, final_ = false;
