@@ -7,11 +7,13 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -341,6 +343,35 @@ Status move_logs_into_wal_dir(const std::string& dir) {
   return Status::Ok();
 }
 
+// RocksDB 7.8 keeps the empty log a start creates when nothing is written before the next start
+// (its issue 11313, fixed in 8.x): a crash loop, or restarts of an idle server, would leave one
+// more file each time. With the store open, and so its lock held (no other process writes
+// here), an empty log older than the live one holds nothing and is removed.
+void remove_empty_old_logs(rocksdb::DB* db, const std::string& wal_dir) {
+  namespace fs = std::filesystem;
+  std::unique_ptr<rocksdb::LogFile> live;
+  if (!db->GetCurrentWalFile(&live).ok() || live == nullptr) return;
+  size_t removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(wal_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    uint64_t number = 0;
+    const auto [ptr, err] = std::from_chars(name.data(), name.data() + name.size(), number);
+    std::error_code size_ec;
+    if (err != std::errc() || std::string_view(ptr) != ".log" || number >= live->LogNumber() ||
+        !it->is_regular_file(size_ec) || it->file_size(size_ec) != 0 || size_ec) {
+      continue;
+    }
+    if (fs::remove(it->path(), size_ec)) ++removed;
+  }
+  if (removed == 0) return;
+  const int fd = ::open(wal_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    (void)::fsync(fd);
+    ::close(fd);
+  }
+}
+
 // The mark for a store in `dir`: created with a new store; required by a store made since marks
 // exist (it has a wal/ dir); created for an older one (which could not be checked this once).
 // Sets `mark` (left empty when read-only) and `acked`.
@@ -514,6 +545,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
   if (!options.read_only) {  // a checkpoint cut short by a crash left its files behind
     std::error_code ec;
     std::filesystem::remove_all(checkpoint_tmp_dir(dir), ec);
+    remove_empty_old_logs(db, o.wal_dir);
   }
   auto store = std::make_unique<RocksStore>(db, handles, dir, per_family);
   // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.

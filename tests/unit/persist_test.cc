@@ -82,6 +82,37 @@ struct TempStore {
   }
 };
 
+// Restarts with nothing written between them (a crash loop, an idle server restarted) leave no
+// empty log files behind: RocksDB 7.8 kept one per start. A group written in between is kept,
+// and so is the live log of a store that is open.
+TEST(Store, RestartsLeaveNoEmptyLogsBehind) {
+  TempStore temp("stockd-restarts");
+  ASSERT_NE(temp.store, nullptr);
+  const auto logs = [&] {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(temp.dir / "wal")) {
+      n += e.path().extension() == ".log" ? 1 : 0;
+    }
+    return n;
+  };
+  storage::Batch b = temp.store->batch();
+  b.lsn = 1;
+  b.put(rec::log_key(1), "kept");
+  ASSERT_TRUE(temp.store->write(b, true).ok());
+  for (int start = 0; start < 12; ++start) {
+    temp.store.reset();
+    auto opened = storage::Store::open(temp.dir.string(), {});
+    ASSERT_TRUE(opened.ok()) << "start " << start << ": " << opened.status().message();
+    temp.store = std::move(*opened);
+  }
+  EXPECT_LE(logs(), 3u) << "empty logs pile up, one per start";
+  std::string v;
+  bool found = false;
+  ASSERT_TRUE(temp.store->get(rec::log_key(1), v, found).ok());
+  EXPECT_TRUE(found);
+  EXPECT_EQ(v, "kept");
+}
+
 // A written group's batch comes back empty with its buffer, so that a steady stream of groups
 // allocates none; the recycled batch writes the next group like a new one.
 TEST(WalWriter, AWrittenBatchComesBackEmptyWithItsBuffer) {
