@@ -291,8 +291,12 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
                                std::span<const Want> wants, uint64_t fingerprint, int64_t now,
                                proto::ReserveResp& out, Changes& ch, bool claim) {
   const uint64_t seq = next_hold_seq++;
-  const uint64_t id = hold_id_of(seq, id_key);
+  const uint64_t id = seq == ahead.seq ? ahead.id : hold_id_of(seq, id_key);
   Hold& h = *holds.emplace(id);  // a new id: hold ids never repeat
+  // The next hold's id, made now: its index slot (random memory) is fetched while this
+  // request is answered, instead of stalling the next one.
+  ahead = {next_hold_seq, hold_id_of(next_hold_seq, id_key)};
+  holds.prefetch(ahead.id);
   h.seq = seq;
   h.user.assign(user);
   h.key.assign(key);

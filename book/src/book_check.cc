@@ -188,8 +188,18 @@ stockd::Status Book::Impl::check_indexes() const {
   }
   if (finished_fifo.size() != holds.size() - live) return violated("finished-hold queue size");
   if (!std::is_sorted(finished_fifo.begin(), finished_fifo.end(),
-                      [](const auto& a, const auto& b) { return a.first < b.first; })) {
+                      [](const auto& a, const auto& b) { return a.at < b.at; })) {
     return violated("finished-hold queue order");
+  }
+  for (const book_detail::Finished& e : finished_fifo) {
+    if (holds.find(e.id) != e.hold || e.hold->state == HoldState::kHeld) {
+      return violated("the finished-hold queue names hold " + std::to_string(e.id) +
+                      ", which is not a finished hold of the book");
+    }
+    if (e.key_hash != (e.hold->key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(e.hold->key))) {
+      return violated("the finished-hold queue has another key hash for hold " +
+                      std::to_string(e.id));
+    }
   }
   size_t keyed = 0;
   for (const auto& [id, h] : holds) {

@@ -25,6 +25,7 @@
 #include "key_index.h"
 #include "stockd/book.h"
 #include "stockd/check.h"
+#include "stockd/prefetch.h"
 #include "stockd/ring.h"
 
 namespace stockd::book_detail {
@@ -137,6 +138,17 @@ struct Deadline {  // one entry of the indexed min-heap of live holds, ordered b
   Hold* hold = nullptr;
 };
 
+// One entry of the retention queue: a finished hold, oldest first. Past --finished-holds-max a
+// sale forgets one per request, and that hold, its index slot and its key's slot are memory
+// nobody touched since it finished (tens of MB of holds): the entry carries what forgetting
+// reads, so that the entries a few places behind the front can be fetched ahead (prefetch).
+struct Finished {
+  int64_t at = 0;  // finished_at (or a later time, to keep the queue sorted)
+  uint64_t id = 0;
+  Hold* hold = nullptr;   // valid while hold->id == id: the pool keeps storage, ids never repeat
+  uint64_t key_hash = 0;  // KeyIndex::hash(hold->key), if it has a key
+};
+
 struct Want {  // one checked line of a reservation
   Sku* sku = nullptr;
   uint32_t qty = 0;
@@ -212,9 +224,22 @@ struct Book::Impl {
   // first answer is rebuilt from the hold, see first_answer()).
   book_detail::KeyIndex<Hold> idem;
   // Retention queue in time order.
-  Ring<std::pair<int64_t, uint64_t>> finished_fifo;  // (finished_at, hold id), oldest first
+  Ring<book_detail::Finished> finished_fifo;  // oldest first
+  // How far behind the front forget_finished() fetches: a request or two of work hides a miss.
+  static constexpr size_t kForgetAhead = 4;
+  void prefetch_forget(size_t i) const {
+    if (i >= finished_fifo.size()) return;
+    const book_detail::Finished& e = finished_fifo[i];
+    stockd::prefetch(e.hold);
+    stockd::prefetch(reinterpret_cast<const char*>(e.hold) + 64);
+    holds.prefetch(e.id);
+    if (e.key_hash != 0) idem.prefetch_hash(e.key_hash);
+  }
   uint64_t next_hold_seq = 1;  // the next hold's sequence number; its id is hold_id_of(seq)
   HoldIdKey id_key;            // all zero: ids are the sequence numbers
+  struct {
+    uint64_t seq = 0, id = 0;  // hold_id_of(seq, id_key), made one hold ahead (seq 0: none)
+  } ahead;
   // Whether `id` was ever handed out (live, finished or forgotten).
   bool issued(uint64_t id) const {
     const uint64_t seq = hold_seq_of(id, id_key);
@@ -263,7 +288,7 @@ struct Book::Impl {
   // Replay helpers (book_replay.cc).
   stockd::Status expire_logged(uint64_t hold_id, int64_t at, Changes& ch);
   stockd::Status forget_logged(uint64_t hold_id, Changes& ch);
-  void forget(Hold& h, int64_t now, Changes& ch);
+  void forget(const book_detail::Finished& e, int64_t now, Changes& ch);
   void take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch);
   // Records that `s` changed (its row is written with the group), once its change is complete:
   // the never-oversell invariant is checked here, in every build, for every SKU that moves.

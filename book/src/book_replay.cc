@@ -55,15 +55,20 @@ stockd::Status Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& 
 stockd::Status Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
   Hold* h = holds.find(hold_id);
   if (h == nullptr || h->state == HoldState::kHeld) return logged_wrong("no such finished hold");
-  // The retention queue names it near its front; its entry goes with it.
-  if (!finished_fifo.empty() && finished_fifo.front().second == hold_id) {
-    finished_fifo.pop_front();  // the usual case: forgotten oldest first
+  // The retention queue names it, near its front; its entry goes with it.
+  book_detail::Finished e;
+  if (!finished_fifo.empty() && finished_fifo.front().id == hold_id) {
+    e = finished_fifo.front();  // the usual case: forgotten oldest first
+    prefetch_forget(kForgetAhead);
+    finished_fifo.pop_front();
   } else {
     auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
-                          [hold_id](const auto& e) { return e.second == hold_id; });
-    if (q != finished_fifo.end()) finished_fifo.erase(q);
+                          [hold_id](const book_detail::Finished& f) { return f.id == hold_id; });
+    if (q == finished_fifo.end()) return logged_wrong("a finished hold not in the retention queue");
+    e = *q;
+    finished_fifo.erase(q);
   }
-  forget(*h, h->finished_at, ch);
+  forget(e, h->finished_at, ch);
   return stockd::Status::Ok();
 }
 
@@ -78,6 +83,10 @@ void Book::prefetch(const rec::Decision& d) const {
 
 void Book::prefetch(uint64_t hold_id, std::string_view key) const {
   impl_->holds.prefetch(hold_id);
+  prefetch_key(key);
+}
+
+void Book::prefetch_key(std::string_view key) const {
   if (!key.empty()) impl_->idem.prefetch(key);
 }
 

@@ -87,6 +87,7 @@ rec::MetaRow Book::meta() const {
 bool Book::set_hold_id_key(const HoldIdKey& key, int64_t now, Changes& ch) {
   if (impl_->next_hold_seq != 1) return false;  // ids were handed out under the old key
   impl_->id_key = key;
+  impl_->ahead = {};
   ch.meta = true;
   if (ch.log) {
     rec::Decision& d = book_detail::new_entry(rec::Op::kHoldIdKey, now);
@@ -276,6 +277,7 @@ void Book::Impl::stage(Restoring& r) {
     }
     next_hold_seq = r.meta->next_hold_id;
     id_key = {r.meta->hold_id_key0, r.meta->hold_id_key1};
+    ahead = {};
     next_outbox_seq = r.meta->next_outbox_seq;
     outbox_acked = r.meta->outbox_acked;
     outbox_first = r.meta->outbox_first;
@@ -316,7 +318,12 @@ stockd::Status Book::finish_restore() {
   if (!std::is_sorted(r->finished.begin(), r->finished.end(), earlier)) {
     std::stable_sort(r->finished.begin(), r->finished.end(), earlier);
   }
-  for (const auto& [at, id] : r->finished) m.finished_fifo.emplace_back(at, id);
+  for (const auto& [at, id] : r->finished) {
+    Hold* h = m.holds.find(id);
+    if (h == nullptr) return stockd::Status::Corruption("restore: a finished hold vanished");
+    m.finished_fifo.push_back(
+        {at, id, h, h->key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(h->key)});
+  }
   if (stockd::Status s = m.restore_users(*r); !s.ok()) return s;
   for (const auto& [id, s] : m.skus) {
     m.units.total += s.total;

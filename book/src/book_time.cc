@@ -83,8 +83,9 @@ void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
   h.finished_at = at;
   // The queue must stay sorted: a late-swept expiry (finished at its past deadline) is queued
   // at the newest time instead, which only keeps it a little longer than its retention.
-  const int64_t key = finished_fifo.empty() ? at : std::max(at, finished_fifo.back().first);
-  finished_fifo.emplace_back(key, h.id);
+  const int64_t key = finished_fifo.empty() ? at : std::max(at, finished_fifo.back().at);
+  finished_fifo.push_back(
+      {key, h.id, &h, h.key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(h.key)});
 }
 
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
@@ -151,21 +152,25 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
 // limits.finished_holds_max are kept (a repeat of a forgotten key is then a new request).
 void Book::Impl::forget_finished(int64_t now, Changes& ch) {
   for (size_t n = 0; n < limits.expire_per_call_max && !finished_fifo.empty(); ++n) {
-    const auto [at, id] = finished_fifo.front();
+    const book_detail::Finished e = finished_fifo.front();
     if (finished_fifo.size() <= limits.finished_holds_max &&
-        !book_detail::retention_over(at, limits.finished_hold_retention_ms, now)) {
+        !book_detail::retention_over(e.at, limits.finished_hold_retention_ms, now)) {
       break;
     }
+    prefetch_forget(kForgetAhead);  // the one this loop, or the next requests', forgets then
     finished_fifo.pop_front();
-    if (Hold* h = holds.find(id)) forget(*h, now, ch);  // gone already if a replay forgot it
+    forget(e, now, ch);
   }
 }
 
-// F: 'F' at hold_id.
-void Book::Impl::forget(Hold& h, int64_t now, Changes& ch) {
+// F: 'F' at hold_id. `e` has been taken off the retention queue.
+void Book::Impl::forget(const book_detail::Finished& e, int64_t now, Changes& ch) {
+  Hold& h = *e.hold;
+  STOCKD_CHECK(h.id == e.id && h.state != HoldState::kHeld,
+               "a retention queue entry must name a finished hold");
   const uint64_t id = h.id, seq = h.seq;
-  if (!h.key.empty()) idem.erase(h.key);  // its key goes with it, first
-  holds.erase(&h);                        // codes it bought keep it as owner: they stay sold
+  if (!h.key.empty()) idem.erase_owner(&h, e.key_hash);  // its key goes with it, first
+  holds.erase(&h);  // codes it bought keep it as owner: they stay sold
   if (ch.rows) ch.hold_changed(id, seq);
   if (ch.log) {
     rec::Decision& d = book_detail::new_entry(rec::Op::kForget, now);

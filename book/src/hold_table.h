@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "key_index.h"
+#include "stockd/prefetch.h"
 
 namespace stockd::book_detail {
 
@@ -40,7 +41,7 @@ class HoldTableOf {
   // Asks the CPU to fetch the slot `id` hashes to (a replay does it one decision ahead, so the
   // cache miss overlaps the work before it).
   void prefetch(uint64_t id) const {
-    if (!slots_.empty()) __builtin_prefetch(&slots_[home(id)], 1);
+    if (!slots_.empty()) stockd::prefetch(&slots_[home(id)]);
   }
 
   // A hold with every field at its default (strings and lists emptied, their capacity kept),

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <vector>
 
+#include "stockd/prefetch.h"
+
 namespace stockd::book_detail {
 
 // Allocates big arrays on 2 MiB boundaries and asks for transparent huge pages: a lookup is a
@@ -94,9 +96,13 @@ class KeyIndex {
     if (n * 4 > slots_.size() * 3) rebuild(std::bit_ceil(n * 4 / 3 + 1));
   }
 
+  // The hash a key is indexed under (kept by callers that erase by owner, below).
+  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+
   // Asks the CPU to fetch the slot `key` hashes to (see HoldTableOf::prefetch).
-  void prefetch(std::string_view key) const {
-    if (!slots_.empty()) __builtin_prefetch(&slots_[hash(key) & mask()], 1);
+  void prefetch(std::string_view key) const { prefetch_hash(hash(key)); }
+  void prefetch_hash(uint64_t h) const {
+    if (!slots_.empty()) stockd::prefetch(&slots_[h & mask()]);
   }
 
   T* find(std::string_view key) const {
@@ -138,6 +144,20 @@ class KeyIndex {
     return true;
   }
 
+  // Removes `owner`, indexed under hash `h`, without reading its key (a forgotten hold's key
+  // is cold memory); false if it is not there.
+  bool erase_owner(const T* owner, uint64_t h) {
+    if (slots_.empty()) return false;
+    size_t i = h & mask();
+    for (;; i = (i + 1) & mask()) {
+      if (slots_[i].owner == nullptr) return false;
+      if (slots_[i].owner == owner) break;
+    }
+    erase_slot(slots_, i, [this](const Slot& s) { return s.hash & mask(); });
+    --size_;
+    return true;
+  }
+
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   size_t capacity() const { return slots_.size(); }
@@ -148,7 +168,6 @@ class KeyIndex {
     T* owner = nullptr;  // nullptr: empty
   };
 
-  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
   size_t mask() const { return slots_.size() - 1; }
 
   void rebuild(size_t capacity) {

@@ -389,6 +389,7 @@ void Connections::account_out(Conn* c) {
 Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
   Stop stop = Stop::kNeedMore;
   const size_t out_start = c->out.size();
+  proto::FrameDecode next;  // the frame after the one being answered, once decoded
   for (size_t frames = 0;; ++frames) {
     if (!c->open() || stopping_ || c->deferred || c->unanswered >= config_.inflight_max) {
       stop = Stop::kBlocked;
@@ -410,7 +411,10 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
     proto::Limits limits{
         hello ? config_.frame_bytes_max
               : static_cast<uint32_t>(proto::kHeaderBytes + proto::kHelloBodyBytesMax)};
-    proto::FrameDecode d = proto::decode_frame(data.subspan(used), limits);
+    proto::FrameDecode d = next.kind == proto::DecodeKind::kFrame
+                               ? std::move(next)
+                               : proto::decode_frame(data.subspan(used), limits);
+    next.kind = proto::DecodeKind::kNeedMore;
     if (d.kind == proto::DecodeKind::kNeedMore) break;
     if (d.kind == proto::DecodeKind::kInvalid) {
       // The stream cannot be framed any more: say why once, then close.
@@ -426,6 +430,10 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
       break;
     }
     used += d.consumed;
+    if (hello) {  // one frame ahead: the next request's first lookup is fetched during this one
+      next = proto::decode_frame(data.subspan(used), limits);
+      if (next.kind == proto::DecodeKind::kFrame) host_.prefetch(next.header, next.body);
+    }
     answer_frame(c, d.header, d.body);
   }
   account_out(c);

@@ -33,6 +33,8 @@ class Connections {
     // The answer to one request frame of `c`, appended to `out`.
     virtual DispatchOutcome answer(Conn* c, const proto::FrameHeader& h,
                                    std::span<const uint8_t> body, std::string& out) = 0;
+    // A hint: the frame after the one being answered (see Dispatcher::prefetch).
+    virtual void prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body) = 0;
     // `c` begins to close: what the server keeps for it (a long poll) goes.
     virtual void closing(Conn* c) = 0;
     // A connection was freed: a stop may be complete.

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "stockd/wire.h"
+
 namespace stockd {
 namespace {
 
@@ -85,6 +87,18 @@ proto::Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::H
   resp.inflight_max = config_.inflight_max;
   resp.idle_timeout_ms = config_.idle_timeout_ms;
   return proto::Status::kOk;
+}
+
+void Dispatcher::prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body) const {
+  wire::Reader in(body);
+  if (h.opcode == static_cast<uint16_t>(proto::Opcode::kClaim)) {
+    (void)in.view(proto::kSkuBytesMax);  // ClaimReq: sku, user, key
+  } else if (h.opcode != static_cast<uint16_t>(proto::Opcode::kReserve)) {
+    return;
+  }
+  (void)in.view(proto::kUserBytesMax);  // ReserveReq: user, key, ...
+  const std::string_view key = in.view(proto::kKeyBytesMax);
+  if (in.ok()) book_.prefetch_key(key);
 }
 
 DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,

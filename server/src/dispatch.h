@@ -42,6 +42,12 @@ class Dispatcher {
                          std::span<const uint8_t> body, int64_t now, bool writes_allowed,
                          Changes& changes, std::string& out);
 
+  // A hint, no effect: a RESERVE's or CLAIM's idempotency key is looked up first, in an index
+  // of millions (a cache miss); this starts fetching its slot. Called for the frames after the
+  // one being handled, so that their misses overlap its work. Anything malformed is ignored
+  // (handle() says what is wrong with it).
+  void prefetch(const proto::FrameHeader& header, std::span<const uint8_t> body) const;
+
   // The request just handled, decoded (for an outcome with `loop` set).
   const proto::Request& request() const { return req_; }
 

@@ -143,6 +143,41 @@ TEST_F(DispatchTest, FailedHellosLockTheAddressOut) {
 }
 
 // The always-on invariant check stops the process and says what broke (release builds too).
+// The server hands the frame after the one it answers to prefetch(): whatever a peer sent,
+// cut at any byte, it reads only that frame's body (ASan checks each cut in its own buffer) and
+// changes nothing.
+TEST_F(DispatchTest, ThePrefetchHintReadsOnlyItsFrameAndChangesNothing) {
+  Session admin;
+  ASSERT_EQ(status(hello(Role::kAdmin, "adm", admin)), Status::kOk);
+  ASSERT_EQ(status(send(Opcode::kSkuSet, proto::SkuSetReq{"tee", 0x01, 10, 0, 0, 0}, admin)),
+            Status::kOk);
+  const std::pair<Opcode, proto::Request> requests[] = {
+      {Opcode::kReserve, proto::ReserveReq{"ann", "key-1", 0, {{"tee", 1}}}},
+      {Opcode::kClaim, proto::ClaimReq{"pool", "ann", "key-2"}},
+      {Opcode::kPing, proto::PingReq{}},
+  };
+  for (const auto& [op, req] : requests) {
+    std::string frame;
+    proto::encode_request(op, 7, req, frame);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(frame.data());
+    proto::FrameDecode in = proto::decode_frame({bytes, frame.size()}, proto::Limits{});
+    ASSERT_EQ(in.kind, proto::DecodeKind::kFrame);
+    for (size_t cut = 0; cut <= in.body.size(); ++cut) {
+      std::vector<uint8_t> body(in.body.begin(), in.body.begin() + static_cast<ptrdiff_t>(cut));
+      dispatcher.prefetch(in.header, body);
+      body.assign(cut, 0xFF);  // lengths that point past the end
+      dispatcher.prefetch(in.header, body);
+    }
+  }
+  EXPECT_EQ(book.counters().reserves_ok, 0u);
+  ASSERT_EQ(status(hello(Role::kBuyer, "", session)), Status::kOk);
+  auto r = send(Opcode::kReserve, proto::ReserveReq{"ann", "key-1", 0, {{"tee", 1}}});
+  ASSERT_EQ(status(r), Status::kOk);
+  EXPECT_EQ(std::get<proto::ReserveResp>(*r.body).available, 9u);
+  EXPECT_EQ(book.counters().idem_hits, 0u);  // a first request: the hint recorded no key
+  EXPECT_TRUE(book.check_invariants().ok());
+}
+
 TEST(Check, StopsTheProcessNamingTheInvariant) {
   const int two = 2;
   EXPECT_DEATH(STOCKD_CHECK(two + two == 5, "arithmetic holds"),

@@ -191,10 +191,12 @@ class Book {
   // foreign log).
   Status replay(const rec::Decision& d, Changes& ch);
   // Hints, no effect on state: start fetching what replaying `d`, or restoring a hold row with
-  // this id and key, will touch (the hold's index slot, the key's). Recovery calls them one
-  // entry or row ahead, so that the cache misses overlap the work before.
+  // this id and key, or a request with this idempotency key, will touch (the hold's index slot,
+  // the key's). Recovery calls them one entry or row ahead, the server one frame ahead, so that
+  // the cache misses overlap the work before.
   void prefetch(const rec::Decision& d) const;
   void prefetch(uint64_t hold_id, std::string_view key) const;
+  void prefetch_key(std::string_view key) const;
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);
