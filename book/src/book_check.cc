@@ -192,7 +192,8 @@ stockd::Status Book::Impl::check_indexes() const {
     return violated("finished-hold queue order");
   }
   for (const book_detail::Finished& e : finished_fifo) {
-    if (holds.find(e.id) != e.hold || e.hold->state == HoldState::kHeld) {
+    // e.hold->id == e.id: it is the pool's hold of that id (check_indexes: pool == index).
+    if (e.id == 0 || e.hold->id != e.id || e.hold->state == HoldState::kHeld) {
       return violated("the finished-hold queue names hold " + std::to_string(e.id) +
                       ", which is not a finished hold of the book");
     }

@@ -160,9 +160,9 @@ struct Restoring {  // rows handed to restore(), applied by stage_restore() / fi
   std::vector<rec::UserRow> users;
   std::vector<rec::CodeRow> codes;
   std::optional<rec::MetaRow> meta;
-  bool staged = false;                                 // meta, SKUs and codes applied
-  stockd::Status status;                               // the first problem found once staged
-  std::vector<std::pair<int64_t, uint64_t>> finished;  // (finished_at, id) of restored holds
+  bool staged = false;             // meta, SKUs and codes applied
+  stockd::Status status;           // the first problem found once staged
+  std::vector<Finished> finished;  // the restored finished holds
 };
 
 // SKU ids never contain a NUL byte: stored keys separate the SKU from a user or code index with
@@ -308,7 +308,7 @@ struct Book::Impl {
   stockd::Status restore_codes(book_detail::Restoring& r);
   void stage(book_detail::Restoring& r);
   void restore_hold(book_detail::Restoring& r, rec::HoldRow& row);  // takes its strings
-  stockd::Status restore_hold(rec::HoldRow& row);
+  stockd::Status restore_hold(rec::HoldRow& row, book_detail::Finished& made);
   stockd::Status restore_users(const book_detail::Restoring& r);
 
   // book_check.cc: invariants, O(book).

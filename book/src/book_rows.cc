@@ -207,7 +207,7 @@ stockd::Status Book::Impl::restore_codes(Restoring& r) {
   return stockd::Status::Ok();
 }
 
-stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
+stockd::Status Book::Impl::restore_hold(rec::HoldRow& row, book_detail::Finished& done) {
   // Built only for a refusal: a million holds restore without a string each.
   const auto at = [&row] { return "hold " + std::to_string(row.hold.hold_id) + ": "; };
   const uint64_t seq = hold_seq_of(row.hold.hold_id, id_key);
@@ -248,8 +248,12 @@ stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.hold.state == HoldState::kHeld) heap_push(h);
-  if (!h.key.empty() && !idem.insert(&h)) {
-    return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
+  done = {h.finished_at, h.id, &h, 0};
+  if (!h.key.empty()) {
+    done.key_hash = book_detail::KeyIndex<Hold>::hash(h.key);
+    if (!idem.insert(&h, done.key_hash)) {
+      return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
+    }
   }
   return stockd::Status::Ok();
 }
@@ -257,10 +261,9 @@ stockd::Status Book::Impl::restore_hold(rec::HoldRow& row) {
 // One hold row into the book (after stage()): the first problem is kept for finish_restore().
 void Book::Impl::restore_hold(Restoring& r, rec::HoldRow& row) {
   if (!r.status.ok()) return;
-  r.status = restore_hold(row);
-  if (r.status.ok() && row.hold.state != HoldState::kHeld) {
-    r.finished.emplace_back(row.finished_at_ms, row.hold.hold_id);
-  }
+  book_detail::Finished done;
+  r.status = restore_hold(row, done);
+  if (r.status.ok() && row.hold.state != HoldState::kHeld) r.finished.push_back(done);
 }
 
 // The meta row, the SKUs and the codes: what hold rows link to.
@@ -314,16 +317,11 @@ stockd::Status Book::finish_restore() {
   if (!r->status.ok()) return r->status;
   // By finishing time; rows come in sequence order, which is mostly that order already (a
   // buy-now finishes as it is made), and holds finished in the same millisecond keep it.
-  const auto earlier = [](const auto& a, const auto& b) { return a.first < b.first; };
+  const auto earlier = [](const auto& a, const auto& b) { return a.at < b.at; };
   if (!std::is_sorted(r->finished.begin(), r->finished.end(), earlier)) {
     std::stable_sort(r->finished.begin(), r->finished.end(), earlier);
   }
-  for (const auto& [at, id] : r->finished) {
-    Hold* h = m.holds.find(id);
-    if (h == nullptr) return stockd::Status::Corruption("restore: a finished hold vanished");
-    m.finished_fifo.push_back(
-        {at, id, h, h->key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(h->key)});
-  }
+  for (const book_detail::Finished& e : r->finished) m.finished_fifo.push_back(e);
   if (stockd::Status s = m.restore_users(*r); !s.ok()) return s;
   for (const auto& [id, s] : m.skus) {
     m.units.total += s.total;

@@ -117,10 +117,11 @@ class KeyIndex {
   }
 
   // Indexes `owner` under index_key(*owner); false (and nothing changes) if the key is there.
-  bool insert(T* owner) {
+  bool insert(T* owner) { return insert(owner, hash(index_key(*owner))); }
+  // The same, with the key's hash(), already made.
+  bool insert(T* owner, uint64_t h) {
     reserve(size_ + 1);
     const std::string_view key = index_key(*owner);
-    const uint64_t h = hash(key);
     size_t i = h & mask();
     for (; slots_[i].owner != nullptr; i = (i + 1) & mask()) {
       if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) return false;
