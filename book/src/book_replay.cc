@@ -86,6 +86,13 @@ void Book::prefetch(uint64_t hold_id, std::string_view key) const {
   prefetch_key(key);
 }
 
+void Book::prefetch_hold(uint64_t hold_id) const {
+  if (const Hold* h = impl_->holds.find(hold_id)) {
+    stockd::prefetch(h);
+    stockd::prefetch(reinterpret_cast<const char*>(h) + 64);
+  }
+}
+
 void Book::prefetch_key(std::string_view key) const {
   if (!key.empty()) impl_->idem.prefetch(key);
 }

@@ -29,7 +29,9 @@ struct Loop {
   Changes ch;
   uint64_t lsn = 0;
   uint64_t first_seq = 1;
-  Loop(storage::Store& s, Checkpointer& c) : store(s), cp(c) { ch.rows = false; }
+  Loop(storage::Store& s, Checkpointer& c, BookLimits limits = {}) : store(s), cp(c), book(limits) {
+    ch.rows = false;
+  }
 
   void seal() {
     if (ch.entry_count == 0) return;
@@ -248,6 +250,62 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
     EXPECT_EQ(more.book.hold_get(id, x), fourth.hold_get(id, y)) << "hold " << id;
     EXPECT_EQ(x, y) << "hold " << id;
   }
+}
+
+// Past --finished-holds-max the oldest finished holds are forgotten, many of them between the
+// same two checkpoints: a hold some checkpoint wrote has its row deleted by the next one, one
+// made and forgotten in between never gets a row (and needs no delete). Whatever the cadence,
+// the store ends with exactly the rows of the holds the book keeps.
+TEST(Checkpointer, ForgottenHoldsLeaveNoRowBehind) {
+  TempStore temp("stockd-persist-forget");
+  ASSERT_NE(temp.store, nullptr);
+  storage::Store& store = *temp.store;
+  CheckpointOptions o;
+  o.every_entries = 7;  // not a multiple of a group's entries: checkpoints fall mid-pattern
+  o.every_ms = 3'600'000;
+  o.limits.finished_holds_max = 5;
+  auto cp = std::make_unique<Checkpointer>(store, o);
+  Loop loop(store, *cp, o.limits);
+  proto::SkuView v;
+  ASSERT_EQ(loop.book.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}, kT0, v, loop.ch),
+            proto::Status::kOk);
+  loop.seal();
+  for (int g = 0; g < 12; ++g) {  // 36 buy-nows in groups of 3; each past the 5th forgets one
+    for (int i = 0; i < 3; ++i) loop.buy(g * 3 + i, kT0 + g);
+    loop.seal();
+  }
+  cp->stop(true);
+  EXPECT_EQ(cp->take_error().message(), "");
+  EXPECT_GE(cp->checkpoints(), 5u);
+
+  std::vector<uint64_t> kept;  // hold ids of the rows in the store
+  ASSERT_TRUE(store
+                  .scan(std::string{rec::kTagHold, '/'},
+                        [&](std::string_view, std::string_view value) {
+                          rec::HoldRow row;
+                          EXPECT_TRUE(rec::decode(value, row).ok());
+                          kept.push_back(row.hold.hold_id);
+                          return true;
+                        })
+                  .ok());
+  std::vector<uint64_t> held;  // what the book keeps: 5, and the newest (a sweep runs first)
+  for (uint64_t id = 1; id < loop.book.meta().next_hold_id; ++id) {
+    proto::HoldView x;
+    if (loop.book.hold_get(id, x) == proto::Status::kOk) held.push_back(id);
+  }
+  EXPECT_EQ(held.size(), 6u);
+  EXPECT_EQ(kept, held);
+
+  Book again(o.limits);
+  Recovered r;
+  ASSERT_EQ(recover(store, again, r).message(), "");
+  EXPECT_EQ(r.replayed, 0u);
+  for (uint64_t id = 1; id < loop.book.meta().next_hold_id; ++id) {
+    proto::HoldView x, y;
+    EXPECT_EQ(loop.book.hold_get(id, x), again.hold_get(id, y)) << "hold " << id;
+    EXPECT_EQ(x, y) << "hold " << id;
+  }
+  EXPECT_EQ(again.check_invariants().message(), "");
 }
 
 // Recovery reads a group one entry ahead (to prefetch what the next replay touches): an entry

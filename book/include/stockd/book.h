@@ -197,6 +197,7 @@ class Book {
   void prefetch(const rec::Decision& d) const;
   void prefetch(uint64_t hold_id, std::string_view key) const;
   void prefetch_key(std::string_view key) const;
+  void prefetch_hold(uint64_t hold_id) const;  // the hold itself (its index slot is read now)
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);

@@ -56,9 +56,11 @@ void write_row(Sink& b, const std::string& key, const Row* row, std::string& val
 // order within each family (a checkpoint's table files need it): codes c/, meta m/, SKUs s/,
 // users u/ (the default family); holds h/, keyed by their sequence number, which rises with
 // time, so that each checkpoint's new holds form a key range of their own.
+//
+// A hold of sequence number `unwritten_seq` or later has no row yet: if gone, nothing is written.
 template <class Sink>
 void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint64_t outbox_acked,
-                uint64_t outbox_first) {
+                uint64_t outbox_first, uint64_t unwritten_seq = UINT64_MAX) {
   thread_local Scratch x;
   each_once(ch.codes, x.codes, [&](const std::pair<std::string, uint32_t>& c) {
     const auto row = book.code_row(c.first, c.second);
@@ -80,8 +82,17 @@ void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint
   for (size_t i = 0; i < ch.holds.size(); ++i) x.holds.emplace_back(ch.hold_seqs[i], ch.holds[i]);
   std::sort(x.holds.begin(), x.holds.end());
   x.holds.erase(std::unique(x.holds.begin(), x.holds.end()), x.holds.end());
-  for (const auto& [seq, id] : x.holds) {
-    write_row(b, rec::hold_key(seq), book.hold_row(id, x.hold) ? &x.hold : nullptr, x.value);
+  // In sequence order, which is neither the index's nor the pool's: the hold `kAhead` rows on
+  // is fetched while this one is encoded, and the index slot of the one 2 * kAhead on.
+  constexpr size_t kAhead = 4;
+  for (size_t i = 0; i < x.holds.size(); ++i) {
+    if (i + 2 * kAhead < x.holds.size()) book.prefetch(x.holds[i + 2 * kAhead].second, {});
+    if (i + kAhead < x.holds.size()) book.prefetch_hold(x.holds[i + kAhead].second);
+    const auto [seq, id] = x.holds[i];
+    const bool exists = book.hold_row(id, x.hold);
+    if (exists || seq < unwritten_seq) {
+      write_row(b, rec::hold_key(seq), exists ? &x.hold : nullptr, x.value);
+    }
   }
 }
 
@@ -446,7 +457,7 @@ void Checkpointer::checkpoint(int64_t now) {
   const uint64_t below = groups_.empty() ? lsn_ + 1 : std::min(groups_.front().lsn, lsn_ + 1);
   const uint64_t first = groups_.empty() ? meta.next_outbox_seq : groups_.front().first_seq;
   std::unique_ptr<storage::CheckpointWriter> w = store_.checkpoint_writer(lsn_);
-  write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first);
+  write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first, unwritten_seq_);
   if (Status s = w->commit(); !s.ok()) {
     fail(Status::Io(s.message() + " (retried in a second; the log is kept meanwhile)"));
     retry_at_ = now + 1000;  // a full disk is not hammered once per group
@@ -459,6 +470,7 @@ void Checkpointer::checkpoint(int64_t now) {
   }
   changes_.clear();
   entries_since_ = 0;
+  unwritten_seq_ = meta.next_hold_id;  // every hold before it is in this checkpoint or gone
   checkpoint_lsn_ = lsn_;
   trimmed_below_ = below;
   outbox_first_ = first;

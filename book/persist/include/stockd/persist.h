@@ -117,6 +117,10 @@ class Checkpointer {
   Changes changes_;   // rows changed since the last checkpoint
   uint64_t lsn_ = 0;  // the last group replayed
   uint64_t entries_since_ = 0;
+  // Holds of this sequence number or later were made after the last checkpoint: none has a row
+  // on disk, so one made and forgotten since then needs no delete (most of a buy-now sale's).
+  // Until this process's first checkpoint, unknown: every gone hold is deleted.
+  uint64_t unwritten_seq_ = UINT64_MAX;
   std::deque<LogGroupRef> groups_;  // retained groups with outbox records
   bool broken_ = false;             // a replay failed: no more checkpoints from this book
   int64_t retry_at_ = 0;            // after a failed checkpoint, no other before this time
