@@ -270,6 +270,12 @@ TEST(Checkpointer, ForgottenHoldsLeaveNoRowBehind) {
   ASSERT_EQ(loop.book.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}, kT0, v, loop.ch),
             proto::Status::kOk);
   loop.seal();
+  // Groups handed over before the checkpointer rebuilt its book are replayed there, with no
+  // checkpoint between them: wait until it takes its queue (see the test above).
+  for (int i = 0; i < 5000 && cp->queued() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(cp->queued(), 0u);
   for (int g = 0; g < 12; ++g) {  // 36 buy-nows in groups of 3; each past the 5th forgets one
     for (int i = 0; i < 3; ++i) loop.buy(g * 3 + i, kT0 + g);
     loop.seal();
