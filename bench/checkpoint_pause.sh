@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # What a checkpoint costs the requests: the same durable buy-now load (stockbench, 50 conns x 16,
-# BENCH_SECONDS each, default 20) against a stockd `sync` that writes a checkpoint every 500,000
-# decisions (the default: one every few seconds here) and against one that writes none, alternated
-# BENCH_ROUNDS times (default 2). Prints throughput, p99 and p99.9 of each run and the
-# checkpoints the first one wrote.
+# BENCH_SECONDS each, default 20) against a stockd `sync` that writes a checkpoint every
+# 2,000,000 decisions (the default: one every few seconds here; EVERY=N for another count) and
+# against one that writes none, alternated BENCH_ROUNDS times (default 2). Prints throughput,
+# p99 and p99.9 of each run and the checkpoints the first one wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 SECS=${BENCH_SECONDS:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
+EVERY=${EVERY:-2000000}
 
 log() { echo "checkpoint_pause: $*" >&2; }
 die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for, bench_workdir
+source bench/lib.sh # wait_for, bench_workdir, thousands
 
 [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
 bench_workdir pause
@@ -52,7 +53,7 @@ EOF
 echo "| stockd sync, 50 x 16 buy-now, ${SECS} s | req/s | p50 ms | p99 ms | p99.9 ms | checkpoints | verdict |"
 echo "|---|---:|---:|---:|---:|---:|---|"
 for _ in $(seq "$ROUNDS"); do
-  run "a checkpoint every 500,000 decisions (the default)" --checkpoint-every 500000
+  run "a checkpoint every $(thousands "$EVERY") decisions" --checkpoint-every "$EVERY"
   run "no checkpoint during the run" --checkpoint-every 1000000000 \
     --checkpoint-interval-ms 86400000
 done

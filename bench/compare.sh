@@ -21,7 +21,7 @@ PG_CLIENTS=50
 log() { echo "compare: $*" >&2; }
 die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh  # as_pg, free_port, wait_for
+source bench/lib.sh  # as_pg, free_port, wait_for, thousands
 
 [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
 command -v redis-server >/dev/null || die "redis-server is missing (scripts/deps.sh installs it)"
@@ -119,7 +119,6 @@ run_bench() {
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 rps() { awk -v r="$1" 'BEGIN { printf "%.0f", r }'; }
-thousands() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 
 start_stockd stockd-sync sync
 SYNC_PORT=$STOCKD_PORT

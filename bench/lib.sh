@@ -39,3 +39,6 @@ bench_workdir() {
   TOKEN_FILE=$WORK/admin-token
   (umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
 }
+
+# thousands N: N with a comma every three digits (1234567 -> 1,234,567), for the tables.
+thousands() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }

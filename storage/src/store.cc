@@ -126,6 +126,10 @@ class LogGuard {
     return failed_;
   }
 
+  // Whether a group was written without sync since the log was last synced (durability
+  // `interval`): only read and written inside run().
+  bool unsynced = false;
+
  private:
   std::mutex mu_;
   Status failed_;
@@ -168,7 +172,16 @@ class RocksCheckpoint final : public CheckpointWriter {
     // The log groups the checkpoint covers must be durable before it says so: with durability
     // `interval` they may still be in the OS's hands, and a power loss would leave a checkpoint
     // holding decisions whose outbox records (log entries) were lost.
-    Status s = log_.run([&] { return db_->FlushWAL(true); }, "sync the log before a checkpoint");
+    // With durability `sync` they are (each was written with sync before it was handed over),
+    // and a sync here would hold the log's lock, and the next group, for an fsync of nothing.
+    Status s = log_.run(
+        [&] {
+          if (!log_.unsynced) return rocksdb::Status::OK();
+          rocksdb::Status r = db_->FlushWAL(true);
+          if (r.ok()) log_.unsynced = false;
+          return r;
+        },
+        "sync the log before a checkpoint");
     if (s.ok() && !args.empty()) {
       s = to_status(db_->IngestExternalFiles(args), "checkpoint at lsn " + std::to_string(lsn_));
     }
@@ -236,7 +249,13 @@ class RocksStore final : public Store {
     if (!batch.status().ok()) return batch.status().context("building batch");
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    Status s = log_.run([&] { return db_->Write(wo, &batch.rep()); }, "write lsn ", batch.lsn);
+    Status s = log_.run(
+        [&] {
+          rocksdb::Status r = db_->Write(wo, &batch.rep());
+          if (r.ok()) log_.unsynced = log_.unsynced || !sync;
+          return r;
+        },
+        "write lsn ", batch.lsn);
     if (!s.ok()) return s;
     written_lsn_ = std::max(written_lsn_, batch.lsn);
     return sync ? advance_mark(batch.lsn) : s;
@@ -256,7 +275,13 @@ class RocksStore final : public Store {
   }
 
   Status sync_wal() override {
-    Status s = log_.run([&] { return db_->SyncWAL(); }, "sync WAL");
+    Status s = log_.run(
+        [&] {
+          rocksdb::Status r = db_->SyncWAL();
+          if (r.ok()) log_.unsynced = false;
+          return r;
+        },
+        "sync WAL");
     return s.ok() ? advance_mark(written_lsn_) : s;
   }
 

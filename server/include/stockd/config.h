@@ -64,7 +64,7 @@ struct Config {
   int64_t idem_retention_ms = 24 * 3600 * 1000LL;        // finished holds and their keys kept
   uint64_t holds_expected = 1'000'000;                   // hash buckets reserved at start
   int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
-  uint64_t checkpoint_every = 500'000;     // a checkpoint after this many logged decisions,
+  uint64_t checkpoint_every = 2'000'000;   // a checkpoint after this many logged decisions,
   int64_t checkpoint_interval_ms = 30000;  // or this long after the last (if anything changed)
   std::string log_level = "info";
   std::string ready_file;  // if set, "host port\n" is written here once listening

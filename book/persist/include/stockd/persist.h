@@ -60,9 +60,9 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
 Status migrate_earlier_layout(const std::string& dir, std::string& report);
 
 struct CheckpointOptions {
-  uint64_t every_entries = 500'000;  // a checkpoint after this many replayed decisions,
-  int64_t every_ms = 30'000;         // or this long after the last one (if anything changed)
-  int64_t outbox_retention_ms = 0;   // acknowledged records are kept this long
+  uint64_t every_entries = 2'000'000;  // a checkpoint after this many replayed decisions,
+  int64_t every_ms = 30'000;           // or this long after the last one (if anything changed)
+  int64_t outbox_retention_ms = 0;     // acknowledged records are kept this long
   BookLimits limits;
 };
 
