@@ -79,6 +79,8 @@ void Book::prefetch(const rec::Decision& d) const {
     return;
   }
   prefetch(d.hold_id, d.op == Op::kReserve || d.op == Op::kClaim ? d.key : std::string_view());
+  if (d.op == Op::kReserve && !d.lines.empty()) prefetch_sku(d.lines[0].sku);
+  if (d.op == Op::kClaim) prefetch_sku(d.sku);
 }
 
 void Book::prefetch(uint64_t hold_id, std::string_view key) const {
@@ -90,6 +92,16 @@ void Book::prefetch_hold(uint64_t hold_id) const {
   if (const Hold* h = impl_->holds.find(hold_id)) {
     stockd::prefetch(h);
     stockd::prefetch(reinterpret_cast<const char*>(h) + 64);
+  }
+}
+
+void Book::prefetch_sku(std::string_view sku) const { impl_->sku_index.prefetch(sku); }
+
+void Book::prefetch_sku_itself(std::string_view sku) const {
+  if (const book_detail::Sku* s = impl_->sku_index.home_owner(sku)) {
+    // Its id is the key of the node that holds it, just before it (book_impl.h: Impl::skus).
+    stockd::prefetch(reinterpret_cast<const char*>(s) - sizeof(std::string));
+    stockd::prefetch(s);
   }
 }
 

@@ -145,6 +145,15 @@ class KeyIndex {
     return true;
   }
 
+  // The owner of `key`'s home slot, if that slot holds the key's hash (most keys live in their
+  // home slot), else nullptr: for a prefetch after prefetch(key) brought the slot, no key is read.
+  const T* home_owner(std::string_view key) const {
+    if (slots_.empty()) return nullptr;
+    const uint64_t h = hash(key);
+    const Slot& s = slots_[h & mask()];
+    return s.hash == h ? s.owner : nullptr;
+  }
+
   // Removes `owner`, indexed under hash `h`, without reading its key (a forgotten hold's key
   // is cold memory); false if it is not there.
   bool erase_owner(const T* owner, uint64_t h) {

@@ -390,6 +390,7 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
   Stop stop = Stop::kNeedMore;
   const size_t out_start = c->out.size();
   proto::FrameDecode next;  // the frame after the one being answered, once decoded
+  if (c->session.hello_done) prefetch_ahead(data.subspan(used));
   for (size_t frames = 0;; ++frames) {
     if (!c->open() || stopping_ || c->deferred || c->unanswered >= config_.inflight_max) {
       stop = Stop::kBlocked;
@@ -432,13 +433,26 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
     used += d.consumed;
     if (hello) {  // one frame ahead: the next request's first lookup is fetched during this one
       next = proto::decode_frame(data.subspan(used), limits);
-      if (next.kind == proto::DecodeKind::kFrame) host_.prefetch(next.header, next.body);
+      if (next.kind == proto::DecodeKind::kFrame) host_.prefetch(next.header, next.body, false);
     }
     answer_frame(c, d.header, d.body);
   }
   account_out(c);
   mark_flush(c);
   return stop;
+}
+
+// The frames after the first that one read brought (a pipelining client's): the slots of their
+// first lookups are fetched at once, so that the misses overlap each other and the work before.
+void Connections::prefetch_ahead(std::span<const uint8_t> data) {
+  const proto::Limits limits{config_.frame_bytes_max};
+  size_t at = 0;
+  for (size_t n = 0; n < kTurnFramesMax; ++n) {
+    const proto::FrameDecode d = proto::decode_frame(data.subspan(at), limits);
+    if (d.kind != proto::DecodeKind::kFrame) return;
+    if (n > 0) host_.prefetch(d.header, d.body, true);
+    at += d.consumed;
+  }
 }
 
 void Connections::answer_frame(Conn* c, const proto::FrameHeader& h,

@@ -33,8 +33,9 @@ class Connections {
     // The answer to one request frame of `c`, appended to `out`.
     virtual DispatchOutcome answer(Conn* c, const proto::FrameHeader& h,
                                    std::span<const uint8_t> body, std::string& out) = 0;
-    // A hint: the frame after the one being answered (see Dispatcher::prefetch).
-    virtual void prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body) = 0;
+    // A hint about a frame to be answered soon (see Dispatcher::prefetch).
+    virtual void prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body,
+                          bool early) = 0;
     // `c` begins to close: what the server keeps for it (a long poll) goes.
     virtual void closing(Conn* c) = 0;
     // A connection was freed: a stop may be complete.
@@ -96,6 +97,7 @@ class Connections {
   void on_eof(Conn* c);
   void take_input(Conn* c, const char* data, size_t n);
   Stop process(Conn* c, std::span<const uint8_t> data, size_t& used);
+  void prefetch_ahead(std::span<const uint8_t> data);
   void process_kept(Conn* c);
   void after_process(Conn* c, Stop stop);
   void add_backlog(Conn* c);

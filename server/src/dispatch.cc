@@ -89,16 +89,29 @@ proto::Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::H
   return proto::Status::kOk;
 }
 
-void Dispatcher::prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body) const {
+void Dispatcher::prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body,
+                          bool early) const {
   wire::Reader in(body);
-  if (h.opcode == static_cast<uint16_t>(proto::Opcode::kClaim)) {
-    (void)in.view(proto::kSkuBytesMax);  // ClaimReq: sku, user, key
-  } else if (h.opcode != static_cast<uint16_t>(proto::Opcode::kReserve)) {
+  std::string_view sku, key;
+  if (h.opcode == static_cast<uint16_t>(proto::Opcode::kClaim)) {  // ClaimReq: sku, user, key
+    sku = in.view(proto::kSkuBytesMax);
+    (void)in.view(proto::kUserBytesMax);
+    key = in.view(proto::kKeyBytesMax);
+  } else if (h.opcode == static_cast<uint16_t>(proto::Opcode::kReserve)) {
+    (void)in.view(proto::kUserBytesMax);  // ReserveReq: user, key, ttl_ms, lines (sku, qty)...
+    key = in.view(proto::kKeyBytesMax);
+    (void)in.u32();
+    if (in.u16() > 0) sku = in.view(proto::kSkuBytesMax);
+  } else {
     return;
   }
-  (void)in.view(proto::kUserBytesMax);  // ReserveReq: user, key, ...
-  const std::string_view key = in.view(proto::kKeyBytesMax);
-  if (in.ok()) book_.prefetch_key(key);
+  if (!in.ok()) return;
+  if (early) {
+    book_.prefetch_key(key);
+    if (!sku.empty()) book_.prefetch_sku(sku);
+  } else if (!sku.empty()) {
+    book_.prefetch_sku_itself(sku);
+  }
 }
 
 DispatchOutcome Dispatcher::handle(Session& session, const proto::FrameHeader& h,

@@ -46,7 +46,9 @@ class Dispatcher {
   // of millions (a cache miss); this starts fetching its slot. Called for the frames after the
   // one being handled, so that their misses overlap its work. Anything malformed is ignored
   // (handle() says what is wrong with it).
-  void prefetch(const proto::FrameHeader& header, std::span<const uint8_t> body) const;
+  // `early` (frames further ahead): the key's slot and the first SKU's slot; else (the next
+  // frame, its slots fetched by an early call): the SKU itself.
+  void prefetch(const proto::FrameHeader& header, std::span<const uint8_t> body, bool early) const;
 
   // The request just handled, decoded (for an outcome with `loop` set).
   const proto::Request& request() const { return req_; }

@@ -102,8 +102,8 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
   // Connections::Host: what a request means (the dispatcher, then the loop's own operations).
   DispatchOutcome answer(Conn* c, const proto::FrameHeader& h, std::span<const uint8_t> body,
                          std::string& out) override;
-  void prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body) override {
-    dispatcher->prefetch(h, body);
+  void prefetch(const proto::FrameHeader& h, std::span<const uint8_t> body, bool early) override {
+    dispatcher->prefetch(h, body, early);
   }
   void closing(Conn* c) override { outbox_feed.forget(c); }
   void closed() override { finish_stop_if_drained(); }

@@ -164,9 +164,11 @@ TEST_F(DispatchTest, ThePrefetchHintReadsOnlyItsFrameAndChangesNothing) {
     ASSERT_EQ(in.kind, proto::DecodeKind::kFrame);
     for (size_t cut = 0; cut <= in.body.size(); ++cut) {
       std::vector<uint8_t> body(in.body.begin(), in.body.begin() + static_cast<ptrdiff_t>(cut));
-      dispatcher.prefetch(in.header, body);
-      body.assign(cut, 0xFF);  // lengths that point past the end
-      dispatcher.prefetch(in.header, body);
+      for (bool early : {true, false}) {
+        dispatcher.prefetch(in.header, body, early);
+        std::vector<uint8_t> junk(cut, 0xFF);  // lengths that point past the end
+        dispatcher.prefetch(in.header, junk, early);
+      }
     }
   }
   EXPECT_EQ(book.counters().reserves_ok, 0u);

@@ -198,6 +198,9 @@ class Book {
   void prefetch(uint64_t hold_id, std::string_view key) const;
   void prefetch_key(std::string_view key) const;
   void prefetch_hold(uint64_t hold_id) const;  // the hold itself (its index slot is read now)
+  // A SKU in two steps, some work apart: its index slot, then the SKU (reading that slot).
+  void prefetch_sku(std::string_view sku) const;
+  void prefetch_sku_itself(std::string_view sku) const;
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
   void restore(const rec::SkuRow& r);
