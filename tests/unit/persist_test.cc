@@ -47,6 +47,21 @@ struct Loop {
     first_seq = end;
     ch.clear();
   }
+  // The SKU "tee" (1,000 units) in the first group, then a wait until the checkpointer takes
+  // its queue. It first rebuilds its book from the store, and groups written before that are
+  // replayed there, not checkpointed one by one: the wait makes the cadence a test counts the
+  // one of groups handed over (on a loaded machine a late thread otherwise replays them all at
+  // once, and checkpoints fewer times).
+  void start() {
+    proto::SkuView v;
+    ASSERT_EQ(book.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}, kT0, v, ch),
+              proto::Status::kOk);
+    seal();
+    for (int i = 0; i < 5000 && cp.queued() > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(cp.queued(), 0u);
+  }
   void buy(int n, int64_t at) {
     proto::ReserveResp r;
     ASSERT_EQ(book.reserve({"u" + std::to_string(n), "k" + std::to_string(n), 0, {{"tee", 1}}}, at,
@@ -160,18 +175,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   o.outbox_retention_ms = 0;
   auto cp = std::make_unique<Checkpointer>(*store, o);
   Loop loop(*store, *cp);
-  proto::SkuView v;
-  ASSERT_EQ(loop.book.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}, kT0, v, loop.ch),
-            proto::Status::kOk);
-  loop.seal();
-  // The checkpointer first rebuilds its book from the store; groups written before that are
-  // replayed there, not checkpointed one by one. It takes its queue only once rebuilt: wait for
-  // that, so that the cadence counted below is the one of groups handed over (on a loaded
-  // machine a late thread otherwise replays them all at once, and checkpoints fewer times).
-  for (int i = 0; i < 5000 && cp->queued() > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_EQ(cp->queued(), 0u);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
   // 200 buy-nows in groups of 10 (orders 1..200), then the sidecar acknowledges 1..100.
   for (int g = 0; g < 20; ++g) {
     for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
@@ -266,16 +270,7 @@ TEST(Checkpointer, ForgottenHoldsLeaveNoRowBehind) {
   o.limits.finished_holds_max = 5;
   auto cp = std::make_unique<Checkpointer>(store, o);
   Loop loop(store, *cp, o.limits);
-  proto::SkuView v;
-  ASSERT_EQ(loop.book.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}, kT0, v, loop.ch),
-            proto::Status::kOk);
-  loop.seal();
-  // Groups handed over before the checkpointer rebuilt its book are replayed there, with no
-  // checkpoint between them: wait until it takes its queue (see the test above).
-  for (int i = 0; i < 5000 && cp->queued() > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  ASSERT_EQ(cp->queued(), 0u);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
   for (int g = 0; g < 12; ++g) {  // 36 buy-nows in groups of 3; each past the 5th forgets one
     for (int i = 0; i < 3; ++i) loop.buy(g * 3 + i, kT0 + g);
     loop.seal();
