@@ -188,9 +188,9 @@ void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
 }
 
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
-proto::Status Book::Impl::replay(std::string_view key, uint64_t fingerprint,
+proto::Status Book::Impl::replay(std::string_view key, uint64_t key_hash, uint64_t fingerprint,
                                  proto::ReserveResp& out, bool& found) {
-  const Hold* h = idem.find(key);
+  const Hold* h = idem.find(key, key_hash);
   found = h != nullptr;
   if (!found) return proto::Status::kOk;
   if (h->fingerprint != fingerprint) return proto::Status::kKeyConflict;
@@ -287,9 +287,9 @@ void Book::Impl::log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch
   ch.writer().append(hold_entry(op, h, at));
 }
 
-void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
-                               std::span<const Want> wants, uint64_t fingerprint, int64_t now,
-                               proto::ReserveResp& out, Changes& ch, bool claim) {
+void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint64_t key_hash,
+                               uint32_t ttl_ms, std::span<const Want> wants, uint64_t fingerprint,
+                               int64_t now, proto::ReserveResp& out, Changes& ch, bool claim) {
   const uint64_t seq = next_hold_seq++;
   const uint64_t id = seq == ahead.seq ? ahead.id : hold_id_of(seq, id_key);
   Hold& h = *holds.emplace(id);  // a new id: hold ids never repeat
@@ -321,7 +321,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     h.expires_at = now + ttl_ms;
     heap_push(h);
   } else {
-    finish(h, HoldState::kCommitted, now);
+    finish(h, HoldState::kCommitted, now, key_hash);
     emit(proto::OutboxKind::kOrder, h, now, ch);
   }
   if (ch.rows) ch.hold_changed(id, seq);
@@ -335,7 +335,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   hold_codes(h, out.codes);
   if (!key.empty()) {
     h.first_available = left;
-    idem.insert(&h);  // not there: replay() looked
+    idem.insert(&h, key_hash);  // not there: replay() looked
   }
 }
 
@@ -346,9 +346,10 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
   m.sweep(now, ch);
   if (stockd::Status bad = validate(req); !bad.ok()) return m.refuse("reserve: " + bad.message());
   const uint64_t fingerprint = reserve_fingerprint(req);
+  const uint64_t key_hash = book_detail::key_hash(req.key);
   if (!req.key.empty()) {
     bool found = false;
-    const proto::Status st = m.replay(req.key, fingerprint, out, found);
+    const proto::Status st = m.replay(req.key, key_hash, fingerprint, out, found);
     if (found) return st;
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
@@ -373,8 +374,8 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
     return m.refuse("reserve: a hold takes at most " + std::to_string(proto::kHoldCodesMax) +
                     " unique codes; this one asks for " + std::to_string(codes));
   }
-  m.apply_reserve(req.user, req.key, req.ttl_ms, std::span<const Want>(wants, req.lines.size()),
-                  fingerprint, now, out, ch);
+  m.apply_reserve(req.user, req.key, key_hash, req.ttl_ms,
+                  std::span<const Want>(wants, req.lines.size()), fingerprint, now, out, ch);
   ++m.counters.reserves_ok;
   return proto::Status::kOk;
 }
@@ -388,10 +389,11 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
                     book_detail::size_rule("user", proto::kUserBytesMax) + ", " +
                     book_detail::size_rule("key", proto::kKeyBytesMax, true));
   const uint64_t fingerprint = claim_fingerprint(req);
+  const uint64_t key_hash = book_detail::key_hash(req.key);
   proto::ReserveResp r;
   if (!req.key.empty()) {
     bool found = false;
-    const proto::Status st = m.replay(req.key, fingerprint, r, found);
+    const proto::Status st = m.replay(req.key, key_hash, fingerprint, r, found);
     if (found) {
       out.order_id = r.hold_id;
       if (!r.codes.empty()) out.code = r.codes.front().code;
@@ -409,8 +411,8 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
   const proto::Status st = m.check_line(s, req.user, 1, now, out.available);
   if (st != proto::Status::kOk) return st;
   const Want want{s, 1};
-  m.apply_reserve(req.user, req.key, 0, std::span<const Want>(&want, 1), fingerprint, now, r, ch,
-                  true);
+  m.apply_reserve(req.user, req.key, key_hash, 0, std::span<const Want>(&want, 1), fingerprint, now,
+                  r, ch, true);
   out.order_id = r.hold_id;
   out.code = r.codes.front().code;
   out.available = s->available;

@@ -197,7 +197,7 @@ stockd::Status Book::Impl::check_indexes() const {
       return violated("the finished-hold queue names hold " + std::to_string(e.id) +
                       ", which is not a finished hold of the book");
     }
-    if (e.key_hash != (e.hold->key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(e.hold->key))) {
+    if (e.key_hash != book_detail::key_hash(e.hold->key)) {
       return violated("the finished-hold queue has another key hash for hold " +
                       std::to_string(e.id));
     }

@@ -126,6 +126,10 @@ inline bool owned_by(const Hold& h, std::string_view user) {
 
 inline std::string_view index_key(const Sku& s) { return s.id; }
 inline std::string_view index_key(const Hold& h) { return h.key; }
+// What an idempotency key is indexed under (0 for no key); made once per request.
+inline uint64_t key_hash(std::string_view key) {
+  return key.empty() ? 0 : KeyIndex<Hold>::hash(key);
+}
 
 struct CodeLoc {
   Sku* sku = nullptr;
@@ -270,19 +274,20 @@ struct Book::Impl {
   // COMMIT (commit = true) or RELEASE of a hold: both expire a hold past its deadline first.
   proto::Status settle(uint64_t hold_id, std::string_view user, int64_t now, bool commit,
                        proto::HoldView& out, Changes& ch);
-  void finish(Hold& h, HoldState to, int64_t at);
+  void finish(Hold& h, HoldState to, int64_t at, uint64_t key_hash);  // key_hash(h.key)
   void emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch);
   void forget_finished(int64_t now, Changes& ch);
 
   // book.cc: buyer operations.
-  proto::Status replay(std::string_view key, uint64_t fingerprint, proto::ReserveResp& out,
-                       bool& found);
+  proto::Status replay(std::string_view key, uint64_t key_hash, uint64_t fingerprint,
+                       proto::ReserveResp& out, bool& found);
   proto::Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
                            uint64_t& available);
   stockd::Status live_cap(std::string_view user) const;  // Refused: the user's holds are capped
-  void apply_reserve(std::string_view user, std::string_view key, uint32_t ttl_ms,
-                     std::span<const book_detail::Want> wants, uint64_t fingerprint, int64_t now,
-                     proto::ReserveResp& out, Changes& ch, bool claim = false);
+  void apply_reserve(std::string_view user, std::string_view key, uint64_t key_hash,
+                     uint32_t ttl_ms, std::span<const book_detail::Want> wants,
+                     uint64_t fingerprint, int64_t now, proto::ReserveResp& out, Changes& ch,
+                     bool claim = false);
   // Log entries (stockd/decisions.h) of the decisions that end or forget a hold.
   void log_hold_end(rec::Op op, const Hold& h, int64_t at, Changes& ch) const;
   // Replay helpers (book_replay.cc).

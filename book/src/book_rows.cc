@@ -248,12 +248,9 @@ stockd::Status Book::Impl::restore_hold(rec::HoldRow& row, book_detail::Finished
     h.codes.push_back({loc->second.sku, loc->second.index});
   }
   if (row.hold.state == HoldState::kHeld) heap_push(h);
-  done = {h.finished_at, h.id, &h, 0};
-  if (!h.key.empty()) {
-    done.key_hash = book_detail::KeyIndex<Hold>::hash(h.key);
-    if (!idem.insert(&h, done.key_hash)) {
-      return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
-    }
+  done = {h.finished_at, h.id, &h, book_detail::key_hash(h.key)};
+  if (!h.key.empty() && !idem.insert(&h, done.key_hash)) {
+    return bad_row(at() + "idempotency key " + h.key + " is also another hold's");
   }
   return stockd::Status::Ok();
 }

@@ -78,14 +78,13 @@ void Book::Impl::heap_erase(Hold& h) {
 
 // ---- Finishing holds. ----
 
-void Book::Impl::finish(Hold& h, HoldState to, int64_t at) {
+void Book::Impl::finish(Hold& h, HoldState to, int64_t at, uint64_t key_hash) {
   h.state = to;
   h.finished_at = at;
   // The queue must stay sorted: a late-swept expiry (finished at its past deadline) is queued
   // at the newest time instead, which only keeps it a little longer than its retention.
   const int64_t key = finished_fifo.empty() ? at : std::max(at, finished_fifo.back().at);
-  finished_fifo.push_back(
-      {key, h.id, &h, h.key.empty() ? 0 : book_detail::KeyIndex<Hold>::hash(h.key)});
+  finished_fifo.push_back({key, h.id, &h, key_hash});
 }
 
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
@@ -123,7 +122,7 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
     std::push_heap(s.free.begin(), s.free.end(), std::greater<>());
     if (ch.rows) ch.codes.emplace_back(std::string(s.id), c.index);
   }
-  finish(h, to, at);
+  finish(h, to, at, book_detail::key_hash(h.key));
   const bool released = to == HoldState::kReleased;
   emit(released ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h, at, ch);
   if (ch.rows) ch.hold_changed(h.id, h.seq);
@@ -140,7 +139,7 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
     units.sold += l.qty;
     changed(*l.sku, ch);
   }
-  finish(h, HoldState::kCommitted, now);
+  finish(h, HoldState::kCommitted, now, book_detail::key_hash(h.key));
   emit(proto::OutboxKind::kOrder, h, now, ch);
   if (ch.rows) ch.hold_changed(h.id, h.seq);
   if (ch.log) log_hold_end(rec::Op::kCommit, h, now, ch);

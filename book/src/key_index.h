@@ -105,9 +105,10 @@ class KeyIndex {
     if (!slots_.empty()) stockd::prefetch(&slots_[h & mask()]);
   }
 
-  T* find(std::string_view key) const {
+  T* find(std::string_view key) const { return find(key, hash(key)); }
+  // The same, with the key's hash(), already made.
+  T* find(std::string_view key, uint64_t h) const {
     if (slots_.empty()) return nullptr;
-    const uint64_t h = hash(key);
     for (size_t i = h & mask(); slots_[i].owner != nullptr; i = (i + 1) & mask()) {
       if (slots_[i].hash == h && index_key(*slots_[i].owner) == key) {
         return slots_[i].owner;

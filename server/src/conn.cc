@@ -7,9 +7,9 @@
 namespace stockd {
 namespace {
 
-// One connection's share of a loop turn: frames framed and answer bytes made before the others
-// get theirs. A pipeline of the most expensive request waits for the next turn past this.
-constexpr size_t kTurnFramesMax = 64;
+// One connection's share of a loop turn: answer bytes made before the others get theirs (and
+// Connections::kTurnFramesMax frames). A pipeline of the most expensive request waits for the
+// next turn past this.
 constexpr size_t kTurnOutBytesMax = 256 * 1024;
 // A group's share: past this many decisions (or bytes of log entries) the filling group takes
 // no more this turn, as leveldb caps a write group, so that one group's write (and the wait of
@@ -389,8 +389,7 @@ void Connections::account_out(Conn* c) {
 Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, size_t& used) {
   Stop stop = Stop::kNeedMore;
   const size_t out_start = c->out.size();
-  proto::FrameDecode next;  // the frame after the one being answered, once decoded
-  if (c->session.hello_done) prefetch_ahead(data.subspan(used));
+  const size_t ahead = c->session.hello_done ? decode_ahead(c, data.subspan(used)) : 0;
   for (size_t frames = 0;; ++frames) {
     if (!c->open() || stopping_ || c->deferred || c->unanswered >= config_.inflight_max) {
       stop = Stop::kBlocked;
@@ -412,10 +411,15 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
     proto::Limits limits{
         hello ? config_.frame_bytes_max
               : static_cast<uint32_t>(proto::kHeaderBytes + proto::kHelloBodyBytesMax)};
-    proto::FrameDecode d = next.kind == proto::DecodeKind::kFrame
-                               ? std::move(next)
-                               : proto::decode_frame(data.subspan(used), limits);
-    next.kind = proto::DecodeKind::kNeedMore;
+    proto::FrameDecode d;
+    if (frames < ahead) {
+      d.kind = proto::DecodeKind::kFrame;
+      d.header = ahead_[frames].header;
+      d.body = ahead_[frames].body;
+      d.consumed = ahead_[frames].consumed;
+    } else {
+      d = proto::decode_frame(data.subspan(used), limits);
+    }
     if (d.kind == proto::DecodeKind::kNeedMore) break;
     if (d.kind == proto::DecodeKind::kInvalid) {
       // The stream cannot be framed any more: say why once, then close.
@@ -431,10 +435,8 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
       break;
     }
     used += d.consumed;
-    if (hello) {  // one frame ahead: the next request's first lookup is fetched during this one
-      next = proto::decode_frame(data.subspan(used), limits);
-      if (next.kind == proto::DecodeKind::kFrame) host_.prefetch(next.header, next.body, false);
-    }
+    if (frames + 1 < ahead)
+      host_.prefetch(ahead_[frames + 1].header, ahead_[frames + 1].body, false);
     answer_frame(c, d.header, d.body);
   }
   account_out(c);
@@ -442,17 +444,24 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
   return stop;
 }
 
-// The frames after the first that one read brought (a pipelining client's): the slots of their
-// first lookups are fetched at once, so that the misses overlap each other and the work before.
-void Connections::prefetch_ahead(std::span<const uint8_t> data) {
+// Frames the call of process() for `c` may answer (after HELLO; at most this turn's share and
+// the room left in flight), decoded once into ahead_; returns how many. For those after the
+// first (a pipelining client's) the slots of their first lookups are fetched at once, so that the
+// misses overlap each other and the work before; process() then fetches the next one's SKU.
+size_t Connections::decode_ahead(const Conn* c, std::span<const uint8_t> data) {
   const proto::Limits limits{config_.frame_bytes_max};
-  size_t at = 0;
-  for (size_t n = 0; n < kTurnFramesMax; ++n) {
+  const size_t room = c->unanswered < config_.inflight_max
+                          ? std::min<size_t>(kTurnFramesMax, config_.inflight_max - c->unanswered)
+                          : 0;
+  size_t n = 0, at = 0;
+  for (; n < room; ++n) {
     const proto::FrameDecode d = proto::decode_frame(data.subspan(at), limits);
-    if (d.kind != proto::DecodeKind::kFrame) return;
+    if (d.kind != proto::DecodeKind::kFrame) break;
+    ahead_[n] = {d.header, d.body, d.consumed};
     if (n > 0) host_.prefetch(d.header, d.body, true);
     at += d.consumed;
   }
+  return n;
 }
 
 void Connections::answer_frame(Conn* c, const proto::FrameHeader& h,

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -97,7 +98,7 @@ class Connections {
   void on_eof(Conn* c);
   void take_input(Conn* c, const char* data, size_t n);
   Stop process(Conn* c, std::span<const uint8_t> data, size_t& used);
-  void prefetch_ahead(std::span<const uint8_t> data);
+  size_t decode_ahead(const Conn* c, std::span<const uint8_t> data);
   void process_kept(Conn* c);
   void after_process(Conn* c, Stop stop);
   void add_backlog(Conn* c);
@@ -129,11 +130,19 @@ class Connections {
   std::vector<Conn*> backlog_;     // connections with complete frames kept for a later turn
   uv_idle_t backlog_idle_{};       // active while backlog_ is not (no blocking poll)
   bool stopping_ = false;
-  size_t hello_pending_ = 0;             // open connections that have not completed HELLO
-  size_t authed_ = 0;                    // connections that completed HELLO, until closed
-  size_t out_bytes_ = 0;                 // unwritten answers of all connections (Conn::out_counted)
-  size_t rbuf_bytes_ = 0;                // incomplete frames kept by all connections (Conn::rbuf)
-  char read_buf_[64 * 1024];             // every read lands here first
+  size_t hello_pending_ = 0;  // open connections that have not completed HELLO
+  size_t authed_ = 0;         // connections that completed HELLO, until closed
+  size_t out_bytes_ = 0;      // unwritten answers of all connections (Conn::out_counted)
+  size_t rbuf_bytes_ = 0;     // incomplete frames kept by all connections (Conn::rbuf)
+  char read_buf_[64 * 1024];  // every read lands here first
+  // Frames one connection may answer in a loop turn (its share, so that the others get theirs).
+  static constexpr size_t kTurnFramesMax = 64;
+  struct Framed {  // a frame of process()'s input, decoded ahead (views into that input)
+    proto::FrameHeader header;
+    std::span<const uint8_t> body;
+    size_t consumed = 0;
+  };
+  std::array<Framed, kTurnFramesMax> ahead_;
   std::unique_ptr<TlsContext> tls_ctx_;  // --tls-cert: the client port speaks TLS
   std::string tls_plain_;                // what one TLS read decrypted (reused)
   uint64_t accepted_total_ = 0;
