@@ -64,10 +64,18 @@ struct Sku {
   int64_t closes_at = 0;
   bool closed = false;
   bool pool = false;
-  std::vector<CodeSlot> codes;  // by index, dense from 0
-  std::vector<uint32_t> free;   // min-heap (std::greater) of free indexes: lowest goes first
-  StrMap<uint64_t> users;       // units held or bought per user, kept only while limit != 0
+  std::vector<CodeSlot> codes;    // by index, dense from 0
+  std::vector<uint32_t> free;     // min-heap (std::greater) of free indexes: lowest goes first
+  StrMap<uint64_t> users;         // units held or bought per user, kept only while limit != 0
+  mutable uint64_t named_in = 0;  // Changes::first_naming
 };
+
+// Asks the CPU to fetch a SKU and its id: the key of the node that holds it, just before it
+// (Impl::skus).
+inline void prefetch_sku_node(const Sku* s) {
+  stockd::prefetch(reinterpret_cast<const char*>(s) - sizeof(std::string));
+  stockd::prefetch(s);
+}
 
 struct HoldLine {
   Sku* sku = nullptr;
@@ -92,6 +100,7 @@ struct Hold {
   std::vector<HoldLine> lines;
   std::vector<HoldCode> codes;  // kept after release/expiry, for the view and the outbox
   size_t heap_pos = kNoPos;     // index in Impl::deadlines while HELD
+  uint64_t named_in = 0;        // Changes::first_naming
   // Every field back to its default, the strings' and lists' capacity kept (HoldTable reuse).
   void reset() {
     id = seq = 0;
@@ -103,6 +112,7 @@ struct Hold {
     lines.clear();
     codes.clear();
     heap_pos = kNoPos;
+    named_in = 0;
   }
 };
 using HoldTable = HoldTableOf<Hold>;
@@ -212,9 +222,12 @@ struct Book::Impl {
   }
 
   BookLimits limits;
-  book_detail::StrMap<Sku> skus;                 // owns the SKUs (nodes never move)
-  book_detail::KeyIndex<Sku> sku_index;          // the lookup: one slot read per SKU
-  std::set<std::string_view> sku_order;          // views of the keys of `skus`, for sku_list
+  book_detail::StrMap<Sku> skus;         // owns the SKUs (nodes never move)
+  book_detail::KeyIndex<Sku> sku_index;  // the lookup: one slot read per SKU
+  std::set<std::string_view> sku_order;  // views of the keys of `skus`, for sku_list
+  // The SKUs in name order, for named_sku_rows(): rebuilt when SKUs were added since (SKUs are
+  // never removed), with the SKUs it picks.
+  mutable std::vector<const Sku*> skus_by_name, skus_picked;
   book_detail::HoldTable holds;                  // live and retained finished holds
   std::vector<book_detail::Deadline> deadlines;  // indexed min-heap of HELD holds
   book_detail::StrMap<uint32_t> live_per_user;   // HELD holds per user (users with any)
@@ -300,9 +313,9 @@ struct Book::Impl {
   void changed(const Sku& s, Changes& ch) {
     STOCKD_CHECK(s.available + s.held + s.sold == s.total && s.total <= uint64_t{INT64_MAX},
                  "a SKU's available + held + sold must equal its total");
-    // A hot SKU changes with every request: named once per run of them, not a million times
-    // for the checkpoint to sort (the rows are written once each anyway).
-    if (ch.rows && (ch.skus.empty() || ch.skus.back() != s.id)) ch.skus.emplace_back(s.id);
+    // Named once per Changes: a hot SKU changes with every request, and the checkpointer's
+    // Changes span millions of them.
+    if (ch.rows && ch.first_naming(s.named_in)) ch.skus.emplace_back(s.id);
   }
   void first_answer(const Hold& h, proto::ReserveResp& out) const;
   void hold_view(const Hold& h, proto::HoldView& out) const;

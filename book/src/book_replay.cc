@@ -83,26 +83,38 @@ void Book::prefetch(const rec::Decision& d) const {
   if (d.op == Op::kClaim) prefetch_sku(d.sku);
 }
 
+void Book::prefetch_sku_of(const rec::Decision& d) const {
+  if (d.op == rec::Op::kReserve && !d.lines.empty()) prefetch_sku_itself(d.lines[0].sku);
+  if (d.op == rec::Op::kClaim) prefetch_sku_itself(d.sku);
+}
+
 void Book::prefetch(uint64_t hold_id, std::string_view key) const {
   impl_->holds.prefetch(hold_id);
   prefetch_key(key);
 }
 
-void Book::prefetch_hold(uint64_t hold_id) const {
-  if (const Hold* h = impl_->holds.find(hold_id)) {
-    stockd::prefetch(h);
-    stockd::prefetch(reinterpret_cast<const char*>(h) + 64);
+void Book::prefetch_hold(uint64_t hold_id, HoldPart part) const {
+  const Hold* h = impl_->holds.find(hold_id);
+  if (h == nullptr) return;
+  switch (part) {
+    case HoldPart::kHold:
+      stockd::prefetch(h);
+      stockd::prefetch(reinterpret_cast<const char*>(h) + 64);
+      return;
+    case HoldPart::kLines:
+      if (!h->lines.empty()) stockd::prefetch(h->lines.data());
+      return;
+    case HoldPart::kSku:
+      if (!h->lines.empty()) book_detail::prefetch_sku_node(h->lines.front().sku);
+      return;
   }
 }
 
 void Book::prefetch_sku(std::string_view sku) const { impl_->sku_index.prefetch(sku); }
 
 void Book::prefetch_sku_itself(std::string_view sku) const {
-  if (const book_detail::Sku* s = impl_->sku_index.home_owner(sku)) {
-    // Its id is the key of the node that holds it, just before it (book_impl.h: Impl::skus).
-    stockd::prefetch(reinterpret_cast<const char*>(s) - sizeof(std::string));
-    stockd::prefetch(s);
-  }
+  if (const book_detail::Sku* s = impl_->sku_index.home_owner(sku))
+    book_detail::prefetch_sku_node(s);
 }
 
 void Book::prefetch_key(std::string_view key) const {

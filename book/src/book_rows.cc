@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "book_impl.h"
+#include "stockd/prefetch.h"
 
 namespace stockd {
 
@@ -19,13 +20,54 @@ using proto::HoldState;
 
 // ---- Rows. ----
 
+namespace {
+void sku_row_of(const Sku& s, rec::SkuRow& out) {
+  sku_fields(s, out);
+  out.closed = s.closed;
+  out.code_pool = s.pool;
+}
+}  // namespace
+
 bool Book::sku_row(std::string_view sku, rec::SkuRow& out) const {
   const Sku* s = impl_->find_sku(sku);
   if (s == nullptr) return false;
-  sku_fields(*s, out);
-  out.closed = s->closed;
-  out.code_pool = s->pool;
+  sku_row_of(*s, out);
   return true;
+}
+
+void Book::named_sku_rows(
+    const Changes& ch, rec::SkuRow& row,
+    const std::function<void(std::string_view, const rec::SkuRow*)>& fn) const {
+  const Impl& x = *impl_;
+  std::vector<const Sku*>& picked = x.skus_picked;
+  picked.clear();
+  if (ch.skus.size() * 16 >= x.skus.size()) {
+    std::vector<const Sku*>& all = x.skus_by_name;
+    if (all.size() != x.skus.size()) {
+      all.clear();
+      for (const auto& [id, s] : x.skus) all.push_back(&s);
+      std::sort(all.begin(), all.end(), [](const Sku* a, const Sku* b) { return a->id < b->id; });
+    }
+    constexpr size_t kAhead = 8;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (i + kAhead < all.size()) stockd::prefetch(&all[i + kAhead]->named_in);
+      if (ch.named(all[i]->named_in)) picked.push_back(all[i]);
+    }
+  }
+  // Each SKU `ch` names was marked by it unless another Changes marked it since, or `ch` is a
+  // copy: then (and when it names few) by name.
+  if (picked.size() == ch.skus.size()) {
+    for (size_t i = 0; i < picked.size(); ++i) {
+      if (i + 8 < picked.size()) book_detail::prefetch_sku_node(picked[i + 8]);
+      sku_row_of(*picked[i], row);
+      fn(picked[i]->id, &row);
+    }
+    return;
+  }
+  std::vector<std::string_view> names(ch.skus.begin(), ch.skus.end());
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  for (std::string_view id : names) fn(id, sku_row(id, row) ? &row : nullptr);
 }
 
 std::optional<rec::SkuRow> Book::sku_row(std::string_view sku) const {

@@ -866,6 +866,94 @@ TEST_F(BookTest, ReleasedAndExpiredCodesAreReused) {
   EXPECT_EQ(counts("cp"), (U{3, 1, 0, 2}));
 }
 
+// The checkpointer keeps one Changes over millions of decisions: it must name each SKU and hold
+// once however often it changed (a hold made, sold and forgotten; a hot SKU per order), in the
+// order of their first change, until clear(); a copy names rows again rather than missing one.
+TEST(BookChangesTest, NamesEachRowOnceUntilCleared) {
+  Book book(BookLimits{.finished_holds_max = 2});
+  Changes ch;
+  ch.log = false;
+  proto::SkuView v;
+  for (const char* id : {"hot", "cold"}) {
+    ASSERT_EQ(book.sku_set({id, proto::kSetTotal, 100, 0, 0, 0}, kT0, v, ch), Status::kOk);
+  }
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    proto::ReserveResp r;
+    const std::string sku = i == 3 ? "cold" : "hot";
+    ASSERT_EQ(book.reserve({"ann", "", i % 2 == 0 ? 0u : 60'000u, {{sku, 1}}}, kT0 + i, r, ch),
+              Status::kOk);
+    ids.push_back(r.hold_id);
+  }
+  proto::HoldView view;
+  ASSERT_EQ(book.commit(ids[1], kT0 + 10, view, ch), Status::kOk);
+  ASSERT_EQ(book.release(ids[3], kT0 + 11, view, ch), Status::kOk);
+  book.expire(kT0 + 12, ch);  // forgets the oldest finished holds past 2
+  EXPECT_EQ(ch.skus, (std::vector<std::string>{"hot", "cold"}));
+  EXPECT_EQ(ch.holds, ids);  // each once, in the order made, though most changed again
+  std::vector<uint64_t> seqs = ch.hold_seqs;
+  EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end()));
+  EXPECT_EQ(std::set<uint64_t>(seqs.begin(), seqs.end()).size(), seqs.size());
+
+  Changes copy = ch;
+  ASSERT_EQ(book.commit(ids[5], kT0 + 13, view, copy), Status::kOk);
+  EXPECT_EQ(copy.holds.back(), ids[5]);
+  EXPECT_EQ(copy.skus.back(), "hot");
+
+  ch.clear();
+  proto::ReserveResp r;
+  ASSERT_EQ(book.reserve({"bob", "", 0, {{"hot", 1}}}, kT0 + 15, r, ch), Status::kOk);
+  EXPECT_EQ(ch.skus, std::vector<std::string>{"hot"});
+  EXPECT_EQ(std::count(ch.holds.begin(), ch.holds.end(), r.hold_id), 1);
+}
+
+// A checkpoint writes the SKUs a Changes named in key order, each once, with their current
+// rows: by walking the book's SKUs when most were named, by name when few were, and by name
+// when another Changes marked some of them since (so none is missed).
+TEST(BookChangesTest, NamedSkuRowsComeOnceEachInKeyOrder) {
+  Book book;
+  Changes setup;
+  proto::SkuView v;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back("s" + std::to_string((i * 17) % 40));
+  for (const std::string& id : ids) {
+    ASSERT_EQ(book.sku_set({id, proto::kSetTotal, 50, 0, 0, 0}, kT0, v, setup), Status::kOk);
+  }
+  const auto listed = [&book](const Changes& ch) {
+    std::vector<std::pair<std::string, uint64_t>> out;
+    rec::SkuRow row;
+    book.named_sku_rows(ch, row, [&](std::string_view id, const rec::SkuRow* r) {
+      EXPECT_NE(r, nullptr) << id;
+      EXPECT_EQ(r->sku, id);
+      out.emplace_back(std::string(id), r->sold);
+    });
+    return out;
+  };
+  Changes ch;
+  std::vector<std::pair<std::string, uint64_t>> want;
+  for (int i = 0; i < 30; ++i) {  // 30 of 40 SKUs, some twice: the walk
+    proto::ReserveResp r;
+    ASSERT_EQ(book.reserve({"ann", "", 0, {{ids[i % 25], 1}}}, kT0 + i, r, ch), Status::kOk);
+  }
+  for (int i = 0; i < 25; ++i) want.emplace_back(ids[i], i < 5 ? 2 : 1);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(listed(ch), want);
+  EXPECT_EQ(ch.skus.size(), 25u);
+
+  Changes other;  // marks one of them for itself: `ch` must still list it
+  proto::ReserveResp r;
+  ASSERT_EQ(book.reserve({"bob", "", 0, {{ids[7], 1}}}, kT0 + 40, r, other), Status::kOk);
+  for (auto& [id, sold] : want) sold += id == ids[7] ? 1 : 0;
+  EXPECT_EQ(listed(ch), want);
+  EXPECT_EQ(listed(other), (std::vector<std::pair<std::string, uint64_t>>{{ids[7], 2}}));
+
+  Changes copy = ch;  // a copy names rows again: still each once
+  ASSERT_EQ(book.reserve({"cy", "", 0, {{ids[0], 1}}}, kT0 + 41, r, copy), Status::kOk);
+  for (auto& [id, sold] : want) sold += id == ids[0] ? 1 : 0;
+  EXPECT_EQ(copy.skus.size(), 26u);
+  EXPECT_EQ(listed(copy), want);
+}
+
 // ---- Retention. ----
 
 class BookRetentionTest : public BookTest {

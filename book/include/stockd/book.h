@@ -14,8 +14,10 @@
 // while it is live and for `finished_hold_retention_ms` after it finished.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -59,7 +61,19 @@ struct Changes {
     holds.push_back(id);
     hold_seqs.push_back(seq);
   }
+  // Whether a SKU or hold whose mark is `mark` is named here for the first time since the last
+  // clear(); marks it named. The book keeps a mark in each SKU and hold, so that the checkpointer,
+  // whose Changes span two million decisions, gets each row named once (not once per order, to be
+  // sorted and coalesced). Stamps are unique per process, so a mark never vouches for another
+  // Changes; a copy gets a stamp of its own (it may then name a row twice, never miss one).
+  bool named(uint64_t mark) const { return mark == stamp_.value; }
+  bool first_naming(uint64_t& mark) const {
+    if (mark == stamp_.value) return false;
+    mark = stamp_.value;
+    return true;
+  }
   void clear() {  // keeps the vectors' capacity, and the records' buffers, for the next group
+    stamp_ = Stamp();
     entry_count = 0;
     entries.clear();
     skus.clear();
@@ -81,6 +95,20 @@ struct Changes {
   }
 
  private:
+  struct Stamp {
+    static uint64_t next() {
+      static std::atomic<uint64_t> last{0};
+      return last.fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    uint64_t value = next();
+    Stamp() = default;
+    Stamp(const Stamp&) : value(next()) {}
+    Stamp& operator=(const Stamp&) {
+      value = next();
+      return *this;
+    }
+  };
+  Stamp stamp_;
   std::vector<proto::OutboxRecord> spare_outbox_;
 };
 
@@ -169,6 +197,13 @@ class Book {
   // The same into a row the caller keeps (its strings and vectors are reused: no allocation once
   // they are big enough); false, `out` unspecified, if there is no such row.
   bool sku_row(std::string_view sku, rec::SkuRow& out) const;
+  // The SKUs `ch` named, each once, in key order (a checkpoint's table file needs it):
+  // fn(id, row) with the row filled into `row`, or nullptr if there is no such SKU. When `ch`
+  // names most SKUs (a sale spread over a million, between two checkpoints), the book walks its
+  // SKUs in name order and takes those `ch` marked, instead of sorting the names and looking
+  // each up (a cache miss each).
+  void named_sku_rows(const Changes& ch, rec::SkuRow& row,
+                      const std::function<void(std::string_view, const rec::SkuRow*)>& fn) const;
   bool hold_row(uint64_t id, rec::HoldRow& out) const;
   // The first answer given under an idempotency key, if the key is remembered.
   std::optional<proto::ReserveResp> idem_answer(std::string_view key) const;
@@ -195,9 +230,13 @@ class Book {
   // the key's). Recovery calls them one entry or row ahead, the server one frame ahead, so that
   // the cache misses overlap the work before.
   void prefetch(const rec::Decision& d) const;
+  void prefetch_sku_of(const rec::Decision& d) const;  // then its SKU (reading the slot fetched)
   void prefetch(uint64_t hold_id, std::string_view key) const;
   void prefetch_key(std::string_view key) const;
-  void prefetch_hold(uint64_t hold_id) const;  // the hold itself (its index slot is read now)
+  // A hold in steps, some work apart (each reads what the one before fetched): the hold itself
+  // (its index slot is read now), then its lines, then its first line's SKU.
+  enum class HoldPart { kHold, kLines, kSku };
+  void prefetch_hold(uint64_t hold_id, HoldPart part = HoldPart::kHold) const;
   // A SKU in two steps, some work apart: its index slot, then the SKU (reading that slot).
   void prefetch_sku(std::string_view sku) const;
   void prefetch_sku_itself(std::string_view sku) const;

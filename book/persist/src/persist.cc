@@ -35,11 +35,31 @@ struct Scratch {
   std::string value;
   rec::SkuRow sku;
   rec::HoldRow hold;
-  std::vector<const std::string*> skus;
   std::vector<std::pair<uint64_t, uint64_t>> holds;  // (sequence number, id)
+  std::vector<std::pair<uint64_t, uint64_t>> older, fresh;
   std::vector<const std::pair<std::string, std::string>*> users;
   std::vector<const std::pair<std::string, uint32_t>*> codes;
 };
+
+// The holds `ch` names, as (sequence number, id) in sequence order, each once, into x.holds.
+// The book names each hold once per Changes, in the order of its first change: holds made since
+// the last checkpoint (from `unwritten_seq` on) in the order they were made, older ones in the
+// order they finished. So each of the two runs is sorted as it comes, and they are merged rather
+// than sorted (two million entries per checkpoint of a buy-now sale); sorted all the same if not.
+void sorted_holds(const Changes& ch, uint64_t unwritten_seq, Scratch& x) {
+  x.older.clear();
+  x.fresh.clear();
+  for (size_t i = 0; i < ch.holds.size(); ++i) {
+    (ch.hold_seqs[i] < unwritten_seq ? x.older : x.fresh)
+        .emplace_back(ch.hold_seqs[i], ch.holds[i]);
+  }
+  for (auto* run : {&x.older, &x.fresh}) {
+    if (!std::is_sorted(run->begin(), run->end())) std::sort(run->begin(), run->end());
+  }
+  x.holds.resize(x.older.size() + x.fresh.size());
+  std::merge(x.older.begin(), x.older.end(), x.fresh.begin(), x.fresh.end(), x.holds.begin());
+  x.holds.erase(std::unique(x.holds.begin(), x.holds.end()), x.holds.end());
+}
 
 // Puts `row` (encoded into `value`) under `key`, or deletes `key` when there is no row.
 template <class Sink, class Row>
@@ -71,23 +91,23 @@ void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint
   meta.outbox_acked = outbox_acked;
   meta.outbox_first = outbox_first;
   write_row(b, rec::meta_key(), &meta, x.value);
-  each_once(ch.skus, x.skus, [&](const std::string& sku) {
-    write_row(b, rec::sku_key(sku), book.sku_row(sku, x.sku) ? &x.sku : nullptr, x.value);
+  book.named_sku_rows(ch, x.sku, [&](std::string_view sku, const rec::SkuRow* row) {
+    write_row(b, rec::sku_key(sku), row, x.value);
   });
   each_once(ch.users, x.users, [&](const std::pair<std::string, std::string>& u) {
     const auto row = book.user_row(u.first, u.second);
     write_row(b, rec::user_key(u.first, u.second), row ? &*row : nullptr, x.value);
   });
-  x.holds.clear();
-  for (size_t i = 0; i < ch.holds.size(); ++i) x.holds.emplace_back(ch.hold_seqs[i], ch.holds[i]);
-  std::sort(x.holds.begin(), x.holds.end());
-  x.holds.erase(std::unique(x.holds.begin(), x.holds.end()), x.holds.end());
-  // In sequence order, which is neither the index's nor the pool's: the hold `kAhead` rows on
-  // is fetched while this one is encoded, and the index slot of the one 2 * kAhead on.
-  constexpr size_t kAhead = 4;
-  for (size_t i = 0; i < x.holds.size(); ++i) {
-    if (i + 2 * kAhead < x.holds.size()) book.prefetch(x.holds[i + 2 * kAhead].second, {});
-    if (i + kAhead < x.holds.size()) book.prefetch_hold(x.holds[i + kAhead].second);
+  sorted_holds(ch, unwritten_seq, x);
+  // In sequence order, which is neither the index's nor the pool's: while one row is encoded,
+  // the CPU fetches the index slot of the hold 8 rows on, that hold 6 on, its lines 4 on and
+  // the SKU of its first line 2 on (a row names its SKUs: over a million SKUs, a miss each).
+  const size_t n = x.holds.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 8 < n) book.prefetch(x.holds[i + 8].second, {});
+    if (i + 6 < n) book.prefetch_hold(x.holds[i + 6].second, Book::HoldPart::kHold);
+    if (i + 4 < n) book.prefetch_hold(x.holds[i + 4].second, Book::HoldPart::kLines);
+    if (i + 2 < n) book.prefetch_hold(x.holds[i + 2].second, Book::HoldPart::kSku);
     const auto [seq, id] = x.holds[i];
     const bool exists = book.hold_row(id, x.hold);
     if (exists || seq < unwritten_seq) {
@@ -222,13 +242,21 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
         std::to_string(r.first_outbox_seq()) + " but the state before it is at " +
         std::to_string(book.meta().next_outbox_seq));
   }
-  // One entry read ahead: its hold's and key's index slots are fetched while the one before it
-  // is replayed (two cache misses per decision otherwise, a third of a million-order replay).
-  rec::Decision d, ahead;
+  // Two entries read ahead: the index slots of an entry's hold, key and SKU are fetched two
+  // entries before it is replayed, its SKU (read through its slot) one before, so that the
+  // cache misses overlap the replays before (a miss each per decision otherwise, a third of a
+  // million-order replay; the SKU's two over a million SKUs).
+  rec::Decision d, next, ahead;
+  const auto read = [&](rec::Decision& into) {
+    if (!r.next(into)) return false;
+    book.prefetch(into);
+    return true;
+  };
+  bool have = read(d), have_next = have && read(next);
   uint32_t records = 0, index = 0;
-  for (bool have = r.next(d); have; ++index) {
-    const bool more = r.next(ahead);
-    if (more) book.prefetch(ahead);
+  for (; have; ++index) {
+    const bool have_ahead = have_next && read(ahead);
+    if (have_next) book.prefetch_sku_of(next);
     if (Status s = book.replay(d, ch); !s.ok()) {
       return std::move(s).context("log group " + std::to_string(lsn) + ", entry " +
                                   std::to_string(index) +
@@ -236,8 +264,10 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
     }
     ++entries;
     records += d.makes_record() ? 1 : 0;
-    std::swap(d, ahead);
-    have = more;
+    std::swap(d, next);
+    std::swap(next, ahead);
+    have = have_next;
+    have_next = have_ahead;
   }
   if (!r.status().ok()) return corrupt(r.status());
   if (records != r.records()) {
