@@ -445,9 +445,10 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
 }
 
 // Frames the call of process() for `c` may answer (after HELLO; at most this turn's share and
-// the room left in flight), decoded once into ahead_; returns how many. For those after the
-// first (a pipelining client's) the slots of their first lookups are fetched at once, so that the
-// misses overlap each other and the work before; process() then fetches the next one's SKU.
+// the room left in flight), decoded once into ahead_; returns how many. The slots of each one's
+// first lookups are fetched as it is decoded, so that the misses overlap each other and the
+// decoding of the frames after it; then the first one's SKU (through its slot), and process()
+// fetches each next one's SKU as it answers one.
 size_t Connections::decode_ahead(const Conn* c, std::span<const uint8_t> data) {
   const proto::Limits limits{config_.frame_bytes_max};
   const size_t room = c->unanswered < config_.inflight_max
@@ -458,9 +459,10 @@ size_t Connections::decode_ahead(const Conn* c, std::span<const uint8_t> data) {
     const proto::FrameDecode d = proto::decode_frame(data.subspan(at), limits);
     if (d.kind != proto::DecodeKind::kFrame) break;
     ahead_[n] = {d.header, d.body, d.consumed};
-    if (n > 0) host_.prefetch(d.header, d.body, true);
+    host_.prefetch(d.header, d.body, true);
     at += d.consumed;
   }
+  if (n > 0) host_.prefetch(ahead_[0].header, ahead_[0].body, false);
   return n;
 }
 
