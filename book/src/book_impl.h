@@ -336,6 +336,7 @@ struct Book::Impl {
   stockd::Status check_holds() const;
   stockd::Status check_codes() const;
   stockd::Status check_indexes() const;
+  stockd::Status check_key_indexes() const;
 };
 
 // The fields a SkuView (an answer) and a SkuRow (the stored row) share.

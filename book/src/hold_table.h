@@ -81,7 +81,12 @@ class HoldTableOf {
   // id, each hold of the pool is in one slot; else what is wrong. One pass over each.
   const char* check() const {
     size_t indexed = 0, pooled = 0;
-    for (const Slot& s : slots_) {
+    constexpr size_t kAhead = 16;  // each slot's hold is at random: fetched this many slots ahead
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (i + kAhead < slots_.size() && slots_[i + kAhead].owner != nullptr) {
+        stockd::prefetch(slots_[i + kAhead].owner);
+      }
+      const Slot& s = slots_[i];
       if (s.owner == nullptr) continue;
       ++indexed;
       if (s.owner->id != s.id || s.id == 0) return "a hold is indexed under another id";
