@@ -44,11 +44,13 @@ log "making $ORDERS buy-now orders"
 LOG_BYTES=$(bytes)
 kill -9 "$PID"
 wait "$PID" 2>/dev/null || true
+sync
 start replay.log
 REPLAY_S=$(recovered replay.log)
 kill -TERM "$PID"
 wait "$PID" 2>/dev/null || true
 CKPT_BYTES=$(bytes)
+sync # the checkpoint just written (1.8 GB at 10M) is not still being written back during the start
 start checkpoint.log
 CKPT_S=$(recovered checkpoint.log)
 kill -TERM "$PID"
