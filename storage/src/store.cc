@@ -1,6 +1,7 @@
 #include "stockd/store.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
@@ -641,6 +642,7 @@ size_t WalWriter::in_flight() const {
 }
 
 void WalWriter::run() {
+  (void)pthread_setname_np(pthread_self(), "stockd-wal");  // for top -H, perf, /proc/PID/task
   using Clock = std::chrono::steady_clock;
   const bool periodic = !sync_ && interval_ms_ > 0;
   auto next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);

@@ -1,5 +1,6 @@
 #include "stockd/persist.h"
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -514,6 +515,7 @@ void Checkpointer::run() {
   // The loop comes first: on a machine with few cores the checkpointer takes what is left, lags
   // during a spike (reading back from the log what it did not keep) and catches up after it.
   (void)setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kNice);
+  (void)pthread_setname_np(pthread_self(), "stockd-ckpt");
   Recovered r;
   if (Status s = recover(store_, book_, r, &changes_); !s.ok()) {
     broken_ = true;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Buy-now spread over many SKUs against one hot SKU (issue 13's target: spread >= 0.9x hot).
+# Each round starts two fresh stockd `sync` servers in turn:
+#   - spread: SKUS SKUs (default 1,000,000) made by a first, untimed stockbench run of 100,000
+#     orders, then 6 s for the checkpointer to catch up, then BENCH_SECONDS (default 8) of
+#     buy-now, each order on a SKU at random;
+#   - hot: BENCH_SECONDS of buy-now on one SKU.
+# 50 conns x 16, keyed. Prints both rates and their ratio per round (BENCH_ROUNDS, default 3),
+# and the CPU seconds of stockd's threads during each timed run (loop, WAL, checkpointer: the
+# figure that moves least on a shared machine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/bin}
+SECS=${BENCH_SECONDS:-8}
+ROUNDS=${BENCH_ROUNDS:-3}
+SKUS=${SKUS:-1000000}
+
+log() { echo "spread: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # wait_for, bench_workdir, thousands
+
+[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
+bench_workdir spread
+
+# cpu: "tid:name:centiseconds" for each thread of $PID (the loop is `stockd`, the WAL thread
+# `stockd-wal`, the checkpointer `stockd-ckpt`).
+cpu() {
+  local tk t st
+  tk=$(getconf CLK_TCK)
+  for t in /proc/"$PID"/task/*; do
+    read -r -a st <<<"$(sed 's/.*) //' "$t/stat")"
+    echo "${t##*/}:$(cat "$t/comm"):$(((st[11] + st[12]) * 100 / tk))"
+  done
+}
+# cpu_delta BEFORE AFTER: the threads that used more than 0.1 s between the two, in seconds.
+cpu_delta() {
+  join -t: <(tr ' ' '\n' <<<"$1" | sort) <(tr ' ' '\n' <<<"$2" | sort) |
+    awk -F: '{ d = ($5 - $3) / 100; if (d > 0.1) printf "%s %.2f, ", $2, d }' | sed 's/, $//'
+}
+
+bench() {
+  "$BIN/stockbench" --server "127.0.0.1:$PORT" --admin-token-file "$TOKEN_FILE" \
+    --connections 50 --pipeline 16 --no-progress --json "$@" 2>"$WORK/bench.log" ||
+    die "stockbench: $(tail -3 "$WORK/bench.log")"
+}
+
+# run seed|hot: one fresh server, one timed run; prints "req/s|cpu".
+run() {
+  rm -rf "$WORK/data" "$WORK/ready"
+  "$BIN/stockd" --listen 127.0.0.1:0 --data-dir "$WORK/data" --durability sync \
+    --admin-token-file "$TOKEN_FILE" --ready-file "$WORK/ready" --log-level warn \
+    >"$WORK/stockd.log" 2>&1 &
+  PID=$!
+  wait_for 30 stockd test -s "$WORK/ready"
+  PORT=$(awk '{print $2}' "$WORK/ready")
+  local args=(--sku hot)
+  if [[ $1 == spread ]]; then
+    bench --skus "$SKUS" --requests 100000 >/dev/null
+    sleep 6
+    args=(--skus "$SKUS" --no-seed)
+  fi
+  local before after rps
+  before=$(cpu | tr '\n' ' ')
+  rps=$(bench "${args[@]}" --duration "${SECS}s" | grep -o '"requests_per_sec":[0-9]*' | cut -d: -f2)
+  after=$(cpu | tr '\n' ' ')
+  kill "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=""
+  echo "$rps|$(cpu_delta "$before" "$after")"
+}
+
+echo "| round | spread over $(thousands "$SKUS") SKUs req/s | hot SKU req/s | spread / hot | CPU s, spread | CPU s, hot |"
+echo "|---|---:|---:|---:|---|---|"
+for round in $(seq "$ROUNDS"); do
+  log "round $round"
+  IFS='|' read -r s_rps s_cpu <<<"$(run spread)"
+  IFS='|' read -r h_rps h_cpu <<<"$(run hot)"
+  ratio=$(awk -v s="$s_rps" -v h="$h_rps" 'BEGIN { printf "%.2f", s / h }')
+  echo "| $round | $(thousands "$s_rps") | $(thousands "$h_rps") | $ratio | $s_cpu | $h_cpu |"
+done
