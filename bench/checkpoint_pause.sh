@@ -11,13 +11,9 @@ SECS=${BENCH_SECONDS:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
 EVERY=${EVERY:-2000000}
 
-log() { echo "checkpoint_pause: $*" >&2; }
-die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for, bench_workdir, thousands
-
-[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
-bench_workdir pause
+source bench/lib.sh # bench_start, wait_for, thousands
+bench_start checkpoint_pause
 
 # run NAME FLAGS...: one stockd with FLAGS, one stockbench run, one table row.
 run() {

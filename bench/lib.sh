@@ -30,6 +30,19 @@ wait_for() {
   die "$what did not come up${WAIT_HINT:+ ($WAIT_HINT)}"
 }
 
+# bench_start NAME: how the scripts that run their own stockd begin: log and die, naming NAME;
+# the binaries in $BIN, built if missing; bench_workdir NAME.
+bench_start() {
+  BENCH_NAME=$1
+  log() { echo "$BENCH_NAME: $*" >&2; }
+  die() {
+    log "$*"
+    exit 1
+  }
+  [[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
+  bench_workdir "$1"
+}
+
 # bench_workdir NAME: WORK, a temp dir removed on exit (and stockd $PID, if set, killed then),
 # with TOKEN_FILE in it: a random admin token, mode 600 (a token on a command line shows in ps).
 bench_workdir() {

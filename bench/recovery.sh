@@ -13,13 +13,9 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 ORDERS=${ORDERS:-1000000}
 
-log() { echo "recovery: $*" >&2; }
-die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for, bench_workdir
-
-[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
-bench_workdir recovery
+source bench/lib.sh # bench_start, wait_for
+bench_start recovery
 DATA=$WORK/data
 
 # start LOG: stockd on $DATA; no checkpoint by count or time during the run (only at a stop).

@@ -15,13 +15,9 @@ SECS=${BENCH_SECONDS:-8}
 ROUNDS=${BENCH_ROUNDS:-3}
 SKUS=${SKUS:-1000000}
 
-log() { echo "spread: $*" >&2; }
-die() { log "$*"; exit 1; }
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # wait_for, bench_workdir, thousands
-
-[[ -x $BIN/stockbench && -x $BIN/stockd ]] || scripts/build.sh
-bench_workdir spread
+source bench/lib.sh # bench_start, wait_for, thousands
+bench_start spread
 
 # cpu: "tid:name:centiseconds" for each thread of $PID (the loop is `stockd`, the WAL thread
 # `stockd-wal`, the checkpointer `stockd-ckpt`).
