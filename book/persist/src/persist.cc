@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -247,16 +248,20 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
   // entries before it is replayed, its SKU (read through its slot) one before, so that the
   // cache misses overlap the replays before (a miss each per decision otherwise, a third of a
   // million-order replay; the SKU's two over a million SKUs).
-  rec::Decision d, next, ahead;
+  // Three entries in turn (the one replayed, the next, the one after): rotated by index, not
+  // swapped (a Decision's strings and lists would be moved twice per entry).
+  std::array<rec::Decision, 3> window;
   const auto read = [&](rec::Decision& into) {
     if (!r.next(into)) return false;
     book.prefetch(into);
     return true;
   };
-  bool have = read(d), have_next = have && read(next);
+  bool have = read(window[0]), have_next = have && read(window[1]);
   uint32_t records = 0, index = 0;
   for (; have; ++index) {
-    const bool have_ahead = have_next && read(ahead);
+    rec::Decision& d = window[index % 3];
+    rec::Decision& next = window[(index + 1) % 3];
+    const bool have_ahead = have_next && read(window[(index + 2) % 3]);
     if (have_next) book.prefetch_sku_of(next);
     if (Status s = book.replay(d, ch); !s.ok()) {
       return std::move(s).context("log group " + std::to_string(lsn) + ", entry " +
@@ -265,8 +270,6 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
     }
     ++entries;
     records += d.makes_record() ? 1 : 0;
-    std::swap(d, next);
-    std::swap(next, ahead);
     have = have_next;
     have_next = have_ahead;
   }
