@@ -212,23 +212,22 @@ stockd::Status Book::Impl::check_key_indexes() const {
   // Each keyed hold is looked up by its key: a slot at random, fetched kAhead holds before it
   // is read (a miss per hold otherwise: seconds for ten million).
   constexpr size_t kAhead = 8;
-  std::array<std::pair<const Hold*, uint64_t>, kAhead> ring{};
+  std::array<std::pair<const Hold*, uint64_t>, kAhead> ring{};  // (hold, its key's hash)
+  const auto unindexed = [this](const std::pair<const Hold*, uint64_t>& e) {
+    return e.first != nullptr && idem.find(e.first->key, e.second) != e.first;
+  };
   size_t keyed = 0;
   for (const auto& [id, h] : holds) {
     if (h.key.empty()) continue;
     const uint64_t hash = book_detail::key_hash(h.key);
     idem.prefetch_hash(hash);
-    auto& [was, was_hash] = ring[keyed++ % kAhead];
-    if (was != nullptr && idem.find(was->key, was_hash) != was) {
-      return violated(hold_at(*was) + "its idempotency key is not indexed");
-    }
-    was = &h;
-    was_hash = hash;
+    auto& slot = ring[keyed++ % kAhead];
+    if (unindexed(slot))
+      return violated(hold_at(*slot.first) + "its idempotency key is not indexed");
+    slot = {&h, hash};
   }
-  for (const auto& [h, hash] : ring) {
-    if (h != nullptr && idem.find(h->key, hash) != h) {
-      return violated(hold_at(*h) + "its idempotency key is not indexed");
-    }
+  for (const auto& e : ring) {
+    if (unindexed(e)) return violated(hold_at(*e.first) + "its idempotency key is not indexed");
   }
   if (keyed != idem.size()) return violated("the idempotency index has keys of no hold");
   if (sku_order.size() != skus.size()) return violated("SKU order index size");

@@ -247,9 +247,8 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
   // Two entries read ahead: the index slots of an entry's hold, key and SKU are fetched two
   // entries before it is replayed, its SKU (read through its slot) one before, so that the
   // cache misses overlap the replays before (a miss each per decision otherwise, a third of a
-  // million-order replay; the SKU's two over a million SKUs).
-  // Three entries in turn (the one replayed, the next, the one after): rotated by index, not
-  // swapped (a Decision's strings and lists would be moved twice per entry).
+  // million-order replay; the SKU's two over a million SKUs). The three entries (replayed, next,
+  // the one after) take turns in `window` by index: a Decision is never moved.
   std::array<rec::Decision, 3> window;
   const auto read = [&](rec::Decision& into) {
     if (!r.next(into)) return false;
