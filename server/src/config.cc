@@ -86,6 +86,7 @@ Status validate(const Config& c) {
     return Status::Invalid("--data-dir is required");
   const Status bounds[] = {
       bounded("--wal-spin-us", c.wal_spin_us, 0, 10'000),
+      bounded("--group-gather-us", c.group_gather_us, 0, 10'000),
       bounded("--fsync-interval-ms", c.fsync_interval_ms, 1, 10'000),
       bounded("--connections-max", c.connections_max, 1),
       bounded("--inflight-max", c.inflight_max, 1, 1'000'000),

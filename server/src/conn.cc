@@ -99,7 +99,7 @@ void Connections::answer_then_close(Conn* c, uint32_t request_id, proto::Status 
                                     const std::string& why) {
   uint64_t begin = c->out_base + c->out.size();
   Dispatcher::encode_error(0, request_id, st, why, c->out);
-  c->mark_answer(commit_.filling(), begin, 0, request_id);
+  mark(c, commit_.filling(), begin, 0, request_id);
   finish_conn(c);
 }
 
@@ -506,7 +506,7 @@ void Connections::answer_frame(Conn* c, const proto::FrameHeader& h,
                              "the answer would not fit a frame", c->out);
     o.status = proto::Status::kInternal;
   }
-  c->mark_answer(commit_.filling(), begin, h.opcode, h.request_id);
+  mark(c, commit_.filling(), begin, h.opcode, h.request_id);
   metrics_.count_answer(h.opcode, static_cast<uint16_t>(o.status));
   if (o.close) finish_conn(c);
 }
@@ -653,13 +653,20 @@ void Connections::end_of_turn() {
   if (backlog_.empty() && !stopping_) uv_idle_stop(&backlog_idle_);
 }
 
+void Connections::mark(Conn* c, uint64_t tag, uint64_t begin, uint16_t opcode,
+                       uint32_t request_id) {
+  const uint64_t newest = c->marks.empty() ? 0 : c->marks.back().tag;
+  c->mark_answer(tag, begin, opcode, request_id);
+  commit_.waits_on(newest, tag);
+}
+
 void Connections::fail_unreleased(uint64_t durable) {
   for (Conn* c : conns_) c->fail_unreleased(durable);
 }
 
 void Connections::answered_later(Conn* c, uint64_t begin, const proto::FrameHeader& h, uint64_t tag,
                                  int64_t now) {
-  c->mark_answer(tag, begin, h.opcode, h.request_id);
+  mark(c, tag, begin, h.opcode, h.request_id);
   c->deferred = false;
   c->last_active_ms = now;  // the idle clock restarts once the poll is answered
   account_out(c);

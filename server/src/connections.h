@@ -114,6 +114,8 @@ class Connections {
   void close_conn(Conn* c);
   void conn_closed(Conn* c);
   void flush(Conn* c);
+  // c->mark_answer, and tells group commit where c's newest answer waits (its gathering).
+  void mark(Conn* c, uint64_t tag, uint64_t begin, uint16_t opcode, uint32_t request_id);
   void after_write(Conn* c);
   void flush_all();
   void mark_flush(Conn* c);

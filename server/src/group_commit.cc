@@ -1,6 +1,8 @@
 #include "group_commit.h"
 
 #include <algorithm>
+#include <chrono>
+#include <utility>
 
 #include "stockd/check.h"
 #include "stockd/decisions.h"
@@ -67,11 +69,14 @@ storage::Batch GroupCommit::group_batch(uint64_t lsn, int64_t base_ms, uint32_t 
   return b;
 }
 
-void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
+void GroupCommit::seal(const Book& book, OutboxFeed& feed, Metrics& metrics) {
   STOCKD_CHECK(inflight_seq_ == 0, "one group in flight at a time");
   STOCKD_CHECK(durable_seq_ < fill_seq_, "groups become durable in sequence");
+  if (gather_target_ != 0 && conns_filling_ >= gather_target_) ++metrics.gathers_full;
+  gather_target_ = 0;
   if (changes_.entry_count == 0 || config_.durability == Durability::kOff) {
-    changes_.clear();  // nothing decided, or no store (and no outbox) to write it to
+    conns_filling_ = 0;  // their answers are released with this turn's
+    changes_.clear();    // nothing decided, or no store (and no outbox) to write it to
     group_first_seq_ = book.meta().next_outbox_seq;
     durable_seq_ = fill_seq_++;
     return;
@@ -86,6 +91,7 @@ void GroupCommit::seal(const Book& book, OutboxFeed& feed) {
   inflight_entries_ = changes_.entry_count;
   changes_.clear();
   inflight_seq_ = fill_seq_++;
+  conns_inflight_ = std::exchange(conns_filling_, 0);
   feed.sealed(end - 1);
   wal_->submit(std::move(b));
 }
@@ -106,17 +112,40 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     durable_seq_ = inflight_seq_;
     inflight_seq_ = 0;
     advanced = true;
+    // Gather for clients that wait for each answer before they send again (about one decision
+    // per answered connection). A pipelining client's turnaround is a whole batch of work for
+    // the loop: waiting for it would leave the disk idle for as long, so it is not waited for.
+    const uint32_t answered_idle = std::exchange(conns_inflight_, 0);
+    if (config_.durability == Durability::kSync && config_.group_gather_us > 0 &&
+        answered_idle > 0 && inflight_entries_ <= 2 * answered_idle) {
+      gather_target_ = conns_filling_ + answered_idle;
+      gather_token_ = d.lsn;
+      wal_->wake_at(
+          std::chrono::steady_clock::now() + std::chrono::microseconds(config_.group_gather_us),
+          d.lsn);
+    }
     if (checkpointer_) checkpointer_->submit(d.lsn, inflight_group_);  // swapped for a used one
     inflight_group_.clear();
     if (inflight_group_.capacity() > kGroupBufferKept) std::string().swap(inflight_group_);
   }
+  if (gather_target_ != 0 && wal_->take_woken() == gather_token_) {
+    gather_target_ = 0;
+    if (conns_filling_ > 0) ++metrics.gathers_timed_out;  // somebody waited for nothing
+  }
   return advanced;
+}
+
+void GroupCommit::waits_on(uint64_t newest, uint64_t tag) {
+  if (newest == tag) return;
+  if (tag == fill_seq_) ++conns_filling_;
+  if (newest != 0 && newest == inflight_seq_ && conns_inflight_ > 0) --conns_inflight_;
 }
 
 void GroupCommit::fail(const Status& why) {
   failed_ = true;
   error_ = why;
   inflight_seq_ = 0;
+  conns_filling_ = conns_inflight_ = gather_target_ = 0;
   changes_.clear();
   inflight_group_.clear();
 }

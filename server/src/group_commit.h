@@ -3,6 +3,15 @@
 // log group value (stockd/decisions.h) for the WAL thread; answers tagged with a group are
 // released once it is durable, and the durable group goes on to the checkpointer. One group is
 // in flight at a time, and groups become durable in rising sequence.
+//
+// Gathering (sync durability, --group-gather-us): when clients send one request at a time, the
+// ones answered by a durable group send their next requests while the loop already sealed the
+// group behind it from the others' requests; left alone, each half then waits for two writes
+// per request (two groups alternate, each half the clients). So when a group becomes durable
+// and some connections have nothing left waiting (their newest answer was in it: they are
+// likely to send again), the next group is sealed once that many more connections wait on it,
+// or when the window ends, whichever comes first. A client pipelining requests always has some
+// waiting, so nothing is gathered for it; a lone client is sealed for at once.
 #pragma once
 
 #include <cstdint>
@@ -51,10 +60,14 @@ class GroupCommit {
   // Seals the filling group: durable at once when it decided nothing (or durability is off),
   // else one log group for the WAL thread (and its records for `feed`). Only while nothing is in
   // flight.
-  void seal(const Book& book, OutboxFeed& feed);
+  void seal(const Book& book, OutboxFeed& feed, Metrics& metrics);
   // Takes the writes the WAL thread finished. True when the group in flight became durable;
   // `failure` is set (and the group dropped) when a write or sync failed.
   bool collect(Metrics& metrics, Status& failure);
+  // A connection's newest answer now waits on group `tag` instead of `newest` (0: none waiting).
+  void waits_on(uint64_t newest, uint64_t tag);
+  // Whether the filling group may be sealed now: false while it gathers (see above).
+  bool ready_to_seal() const { return conns_filling_ >= gather_target_; }
 
   // ---- Failure. ----
   // A write failed: nothing in flight or filling may be acknowledged; writes are refused.
@@ -85,6 +98,10 @@ class GroupCommit {
   uint64_t durable_seq_ = 0;       // every group <= this is durable (or was empty)
   uint64_t inflight_seq_ = 0;      // group being written by the WAL thread, 0 if none
   uint64_t lsn_ = 0;               // our log sequence number: +1 per written batch
+  uint32_t conns_filling_ = 0;     // connections whose newest answer waits on the filling group
+  uint32_t conns_inflight_ = 0;    // ... on the group in flight
+  uint32_t gather_target_ = 0;     // seal once this many wait on the filling group (0: now)
+  uint64_t gather_token_ = 0;      // lsn of the group whose durability began the gathering
   bool failed_ = false;
   Status error_;
 };

@@ -81,6 +81,12 @@ std::string Server::Impl::metrics_text() const {
        double(outbox_feed.head() - std::min(outbox_feed.head(), outbox_feed.acked())));
   line(out, "stockd_store_errors_total", "counter", "Failed store writes or syncs.",
        double(metrics.store_errors));
+  line(out, "stockd_group_gathers_full_total", "counter",
+       "Groups sealed once every client answered by the group before sent again.",
+       double(metrics.gathers_full));
+  line(out, "stockd_group_gathers_timed_out_total", "counter",
+       "Groups sealed when --group-gather-us ran out before the answered clients sent again.",
+       double(metrics.gathers_timed_out));
   line(out, "stockd_store_failed", "gauge", "1 while writes are refused after a store failure.",
        commit.failed() ? 1 : 0);
   line(out, "stockd_bad_frames_total", "counter", "Connections closed for unframeable input.",

@@ -92,6 +92,12 @@ int main(int argc, char** argv) {
                  "group before sleeping (0 = sleep at once)")
       ->envname("STOCKD_WAL_SPIN_US")
       ->capture_default_str();
+  app.add_option("--group-gather-us", c.group_gather_us,
+                 "sync: after a group is durable, wait up to this long for the clients it "
+                 "answered to send their next requests, so they join the next group instead "
+                 "of the one after it (0 = write the next group at once)")
+      ->envname("STOCKD_GROUP_GATHER_US")
+      ->capture_default_str();
   std::array<TokenSource, 3> tokens = {{{"--admin-token", nullptr, nullptr, "", &c.admin_token},
                                         {"--outbox-token", nullptr, nullptr, "", &c.outbox_token},
                                         {"--client-token", nullptr, nullptr, "", &c.client_token}}};

@@ -41,6 +41,8 @@ struct Metrics {
   // Store operations per group.
   Histogram<12> batch_ops{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096}};
   uint64_t store_errors = 0;
+  uint64_t gathers_full = 0;       // gatherings ended by every answered client sending again
+  uint64_t gathers_timed_out = 0;  // ... by --group-gather-us
   uint64_t bad_frames = 0;
   uint64_t read_budget_closes = 0;  // connections closed over --read-buffer-budget
   // Connections closed by a deadline or a cap (docs/protocol.md, "Limits").

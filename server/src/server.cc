@@ -377,7 +377,9 @@ void Server::Impl::finish_stop_if_drained() {
 // Group commit.
 
 void Server::Impl::end_of_turn() {
-  if (!commit.in_flight()) commit.seal(*book, outbox_feed);
+  // A stop gathers nothing: no answered client will send again.
+  if (!commit.in_flight() && (commit.ready_to_seal() || connections.stopping()))
+    commit.seal(*book, outbox_feed, metrics);
   connections.end_of_turn();
   arm_expiry();
   finish_stop_if_drained();
@@ -445,6 +447,8 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
   s.push_back({"groups_written", metrics.batch_ops.count});
   s.push_back({"group_ops_total", static_cast<uint64_t>(metrics.batch_ops.sum)});
   s.push_back({"group_write_us_total", static_cast<uint64_t>(metrics.fsync_seconds.sum * 1e6)});
+  s.push_back({"group_gathers_full", metrics.gathers_full});
+  s.push_back({"group_gathers_timed_out", metrics.gathers_timed_out});
   s.push_back({"lsn", commit.lsn()});
   if (const Checkpointer* cp = commit.checkpointer()) {
     s.push_back({"checkpoint_lsn", cp->checkpoint_lsn()});

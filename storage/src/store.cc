@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <utility>
 
 #include "stockd/ack_mark.h"
 #include "stockd/wal_check.h"
@@ -622,8 +623,49 @@ void WalWriter::submit(Batch batch) {
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(batch));
     ++in_flight_;
+    wake_token_ = 0;
   }
   cv_.notify_one();
+}
+
+void WalWriter::wake_at(std::chrono::steady_clock::time_point at, uint64_t token) {
+  {
+    std::lock_guard lock(mu_);
+    wake_at_ = at;
+    wake_token_ = token;
+  }
+  cv_.notify_one();
+}
+
+uint64_t WalWriter::take_woken() {
+  std::lock_guard lock(mu_);
+  return std::exchange(woken_, 0);
+}
+
+// Sync mode: sleeps until a batch comes or the writer stops; an armed wake that comes due first
+// calls notify_ (the loop then seals what it gathered) and the wait goes on.
+void WalWriter::wait_for_batch(std::unique_lock<std::mutex>& lock) {
+  using Clock = std::chrono::steady_clock;
+  // Wait a little by yielding before sleeping: the next group usually comes within a group
+  // write's time, and a futex wake-up on a busy machine costs more than that.
+  const auto until = Clock::now() + std::chrono::microseconds(spin_us_);
+  while (queue_.empty() && !stop_ && Clock::now() < until) {
+    lock.unlock();
+    std::this_thread::yield();
+    lock.lock();
+  }
+  const auto ready = [this] { return stop_ || !queue_.empty(); };
+  while (!ready()) {
+    if (wake_token_ == 0) {
+      cv_.wait(lock, [&] { return ready() || wake_token_ != 0; });
+    } else if (!cv_.wait_until(lock, wake_at_, [&] { return ready() || wake_token_ == 0; }) &&
+               wake_token_ != 0) {
+      woken_ = std::exchange(wake_token_, 0);
+      lock.unlock();
+      notify_();
+      lock.lock();
+    }
+  }
 }
 
 std::vector<WalWriter::Done> WalWriter::take_done() {
@@ -652,15 +694,7 @@ void WalWriter::run() {
     if (periodic) {
       cv_.wait_until(lock, next_sync, [this] { return stop_ || !queue_.empty(); });
     } else {
-      // Wait a little by yielding before sleeping: the next group usually comes within a
-      // group write's time, and a futex wake-up on a busy machine costs more than that.
-      const auto until = Clock::now() + std::chrono::microseconds(spin_us_);
-      while (queue_.empty() && !stop_ && Clock::now() < until) {
-        lock.unlock();
-        std::this_thread::yield();
-        lock.lock();
-      }
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      wait_for_batch(lock);
     }
     if (periodic && unsynced && failed_.empty() &&
         (Clock::now() >= next_sync || (stop_ && queue_.empty()))) {

@@ -516,5 +516,88 @@ TEST_F(ServerTest, BuyersSeeAndSettleOnlyTheirOwnHolds) {
   EXPECT_EQ(admin_->sku_get("MINE-1").body.sold, 3u);
 }
 
+// Group commit's gathering (--group-gather-us, server/src/group_commit.h). Buyers that each
+// wait for an answer before buying again share one group per write instead of alternating
+// between two; a lone buyer is written for at once, not after the window; and a buyer that
+// stops sending costs the others at most the window, never an answer.
+struct GroupTotals {
+  uint64_t groups = 0, ops = 0, full = 0, timed_out = 0;
+};
+GroupTotals group_totals(Client& admin) {
+  auto m = stats_map(admin);
+  return {m["groups_written"], m["group_ops_total"], m["group_gathers_full"],
+          m["group_gathers_timed_out"]};
+}
+// `buyers` connections, each buying `rounds` times one unit, one call in flight each.
+void buy_in_closed_loop(StockdProcess& server, const std::string& sku, size_t buyers, size_t rounds,
+                        const std::string& prefix) {
+  std::vector<std::thread> threads;
+  std::atomic<size_t> ok{0};
+  for (size_t b = 0; b < buyers; ++b) {
+    threads.emplace_back([&, b] {
+      Client c(server.options());
+      if (!c.connect().ok()) return;
+      for (size_t r = 0; r < rounds; ++r) {
+        const std::string key = prefix + std::to_string(b) + "-" + std::to_string(r);
+        auto got = c.reserve(reserve_req("u" + std::to_string(b), key, 0, {{sku, 1}}));
+        if (got.ok()) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), buyers * rounds) << "every buy is answered OK";
+}
+
+TEST(GatherTest, BuyersThatWaitForEachAnswerShareOneGroupPerWrite) {
+  StockdProcess server({"--group-gather-us", "10000"});
+  ASSERT_TRUE(server.start());
+  Client admin(server.options(Role::kAdmin));
+  connect_or_fail(admin);
+  make_sku(admin, "GATHER-1", 1'000'000);
+  constexpr size_t kBuyers = 8, kRounds = 40;
+  const GroupTotals before = group_totals(admin);
+  buy_in_closed_loop(server, "GATHER-1", kBuyers, kRounds, "g-");
+  const GroupTotals after = group_totals(admin);
+  const double groups = static_cast<double>(after.groups - before.groups);
+  const double ops = static_cast<double>(after.ops - before.ops);
+  ASSERT_EQ(ops, kBuyers * kRounds);
+  // Without gathering the buyers split into two halves that alternate (about 4 per group).
+  EXPECT_GE(ops / groups, 6.0) << groups << " groups for " << ops << " buys";
+  EXPECT_GT(after.full - before.full, kRounds / 2) << "few gatherings saw every buyer back";
+  EXPECT_EQ(admin.sku_get("GATHER-1").body.sold, kBuyers * kRounds);
+}
+
+TEST(GatherTest, ALoneBuyerIsWrittenForAtOnce) {
+  StockdProcess server({"--group-gather-us", "10000"});
+  ASSERT_TRUE(server.start());
+  Client admin(server.options(Role::kAdmin));
+  connect_or_fail(admin);
+  make_sku(admin, "GATHER-2", 1'000);
+  const GroupTotals before = group_totals(admin);
+  buy_in_closed_loop(server, "GATHER-2", 1, 50, "lone-");
+  const GroupTotals after = group_totals(admin);
+  EXPECT_EQ(after.timed_out, before.timed_out) << "a lone buyer waited out the window";
+  EXPECT_GE(after.full - before.full, 45u);
+}
+
+TEST(GatherTest, ABuyerThatStopsCostsTheOthersAtMostTheWindow) {
+  StockdProcess server({"--group-gather-us", "10000"});
+  ASSERT_TRUE(server.start());
+  Client admin(server.options(Role::kAdmin));
+  connect_or_fail(admin);
+  make_sku(admin, "GATHER-3", 1'000);
+  // Two buyers in step; then one stops after each round (it closes), and the other buys on:
+  // every one of its calls is gathered for a buyer that never comes back, and is answered.
+  const GroupTotals before = group_totals(admin);
+  std::thread quitter([&] { buy_in_closed_loop(server, "GATHER-3", 1, 3, "quit-"); });
+  buy_in_closed_loop(server, "GATHER-3", 1, 30, "stay-");
+  quitter.join();
+  const GroupTotals after = group_totals(admin);
+  EXPECT_EQ(admin.sku_get("GATHER-3").body.sold, 33u);
+  EXPECT_EQ(after.ops - before.ops, 33u);
+  EXPECT_LE(after.timed_out - before.timed_out, 4u)
+      << "the window is armed only for connections that had an answer in the group";
+}
+
 }  // namespace
 }  // namespace stockd::test

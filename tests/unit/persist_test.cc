@@ -165,6 +165,48 @@ TEST(WalWriter, AWrittenBatchComesBackEmptyWithItsBuffer) {
   }
 }
 
+// Group commit's gathering window: an armed wake calls notify when it comes due and hands its
+// token over once; a batch submitted first disarms it, and a later wake replaces an earlier one.
+TEST(WalWriter, AWakeComesDueOnceUnlessABatchComesFirst) {
+  TempStore temp("stockd-walwake");
+  ASSERT_NE(temp.store, nullptr);
+  std::atomic<int> notified{0};
+  storage::WalWriter wal(
+      *temp.store, true, 0, [&] { ++notified; }, 0);
+  const auto wait_notified = [&](int n) {
+    for (int i = 0; i < 500 && notified < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return notified.load();
+  };
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  wal.wake_at(t0 + std::chrono::milliseconds(30), 7);
+  EXPECT_EQ(wal.take_woken(), 0u) << "came due before its time";
+  ASSERT_EQ(wait_notified(1), 1);
+  EXPECT_GE(Clock::now() - t0, std::chrono::milliseconds(30));
+  EXPECT_EQ(wal.take_woken(), 7u);
+  EXPECT_EQ(wal.take_woken(), 0u) << "a wake is handed over once";
+
+  // Replaced: only the second token comes due.
+  wal.wake_at(Clock::now() + std::chrono::milliseconds(5), 8);
+  wal.wake_at(Clock::now() + std::chrono::milliseconds(20), 9);
+  ASSERT_EQ(wait_notified(2), 2);
+  EXPECT_EQ(wal.take_woken(), 9u);
+
+  // Disarmed by a batch: its write notifies, the wake never does.
+  wal.wake_at(Clock::now() + std::chrono::milliseconds(50), 10);
+  storage::Batch b = wal.recycled();
+  b.lsn = 1;
+  b.put(rec::log_key(1), "group");
+  wal.submit(std::move(b));
+  ASSERT_EQ(wait_notified(3), 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  EXPECT_EQ(notified.load(), 3) << "a disarmed wake still came due";
+  EXPECT_EQ(wal.take_woken(), 0u);
+  for (const auto& d : wal.take_done()) EXPECT_TRUE(d.status.ok()) << d.status.message();
+}
+
 TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   TempStore temp("stockd-persist");
   ASSERT_NE(temp.store, nullptr);

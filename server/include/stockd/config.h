@@ -27,11 +27,13 @@ struct Config {
   uint32_t metrics_sku_max = 100;  // SKU-level gauges for at most this many SKUs
   std::string data_dir = "./data";
   Durability durability = Durability::kSync;
-  int fsync_interval_ms = 100;  // interval mode: most a crash can lose
-  uint32_t wal_spin_us = 0;     // WAL thread: yield-wait for the next group before sleeping
-  std::string admin_token;      // required for admin operations; empty = admin off
-  std::string outbox_token;     // for the sidecar; empty = outbox role off (admin may read)
-  std::string client_token;     // buyers' token; empty = buyers need none
+  int fsync_interval_ms = 100;     // interval mode: most a crash can lose
+  uint32_t wal_spin_us = 0;        // WAL thread: yield-wait for the next group before sleeping
+  uint32_t group_gather_us = 500;  // sync: wait this long at most for answered clients' next
+                                   // requests before sealing a group (0 = seal at once)
+  std::string admin_token;         // required for admin operations; empty = admin off
+  std::string outbox_token;        // for the sidecar; empty = outbox role off (admin may read)
+  std::string client_token;        // buyers' token; empty = buyers need none
   bool outbox_accepts_admin_token = false;  // outbox role without --outbox-token takes the admin
                                             // token (old behaviour; off: the role is disabled)
   bool sequential_hold_ids = false;      // a new data dir hands out ids 1, 2, 3... (tests, demos)

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -140,9 +141,15 @@ class WalWriter {
   // of groups allocates nothing), or a new one.
   Batch recycled();
   size_t in_flight() const;
+  // Group commit's gathering window (server/src/group_commit.h): unless a batch is submitted
+  // first, the thread calls `notify` at `at` (sync mode only) and take_woken() then returns
+  // `token` once. A later wake_at() replaces an armed one; submit() disarms it.
+  void wake_at(std::chrono::steady_clock::time_point at, uint64_t token);
+  uint64_t take_woken();  // the token of the wake that came due since last asked, or 0
 
  private:
   void run();
+  void wait_for_batch(std::unique_lock<std::mutex>& lock);
   Store& store_;
   const bool sync_;
   const int interval_ms_;
@@ -154,6 +161,9 @@ class WalWriter {
   std::vector<Batch> spare_;  // written batches, emptied, for recycled()
   std::vector<Done> done_;
   size_t in_flight_ = 0;
+  std::chrono::steady_clock::time_point wake_at_{};
+  uint64_t wake_token_ = 0;  // armed wake, 0 if none
+  uint64_t woken_ = 0;       // token of the wake that came due, until take_woken()
   bool stop_ = false;
   std::string failed_;  // the first failure; after it nothing more is written or synced
   std::thread thread_;
