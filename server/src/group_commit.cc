@@ -12,6 +12,8 @@ namespace {
 // A group's buffer is reused for the next group up to this size; a spike's largest is let go.
 constexpr size_t kGroupBufferKept = 1u << 20;
 constexpr size_t kGroupBufferMin = 16u << 10;
+// Groups not gathered for after a gathering's window ran out.
+constexpr uint32_t kGatherSkipAfterTimeout = 8;
 }  // namespace
 
 Status GroupCommit::open(const storage::StoreOptions& options) {
@@ -115,8 +117,12 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     // Gather for clients that wait for each answer before they send again (about one decision
     // per answered connection). A pipelining client's turnaround is a whole batch of work for
     // the loop: waiting for it would leave the disk idle for as long, so it is not waited for.
+    // After a window ran out (the clients take longer than it to send again, and writing
+    // while they do is better), the next groups are not gathered for.
     const uint32_t answered_idle = std::exchange(conns_inflight_, 0);
-    if (config_.durability == Durability::kSync && config_.group_gather_us > 0 &&
+    const bool skip = gather_skip_ > 0;
+    if (skip) --gather_skip_;
+    if (config_.durability == Durability::kSync && config_.group_gather_us > 0 && !skip &&
         answered_idle > 0 && inflight_entries_ <= 2 * answered_idle) {
       gather_target_ = conns_filling_ + answered_idle;
       gather_token_ = d.lsn;
@@ -130,7 +136,10 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
   }
   if (gather_target_ != 0 && wal_->take_woken() == gather_token_) {
     gather_target_ = 0;
-    if (conns_filling_ > 0) ++metrics.gathers_timed_out;  // somebody waited for nothing
+    if (conns_filling_ > 0) {  // somebody waited for nothing
+      ++metrics.gathers_timed_out;
+      gather_skip_ = kGatherSkipAfterTimeout;
+    }
   }
   return advanced;
 }

@@ -28,6 +28,7 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   const std::vector<Case> cases = {
       {"--fsync-interval-ms", [](Config& c) { c.fsync_interval_ms = 0; }},
       {"--wal-spin-us", [](Config& c) { c.wal_spin_us = 10001; }},
+      {"--group-gather-us", [](Config& c) { c.group_gather_us = 10001; }},
       {"--inflight-max", [](Config& c) { c.inflight_max = 0; }},
       {"--frame-bytes-max", [](Config& c) { c.frame_bytes_max = 100; }},
       {"--idle-timeout-ms", [](Config& c) { c.idle_timeout_ms = 5; }},
@@ -56,6 +57,7 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   }
   Config edge;
   edge.wal_spin_us = 10000;
+  edge.group_gather_us = 10000;
   edge.holds_expected = 0;
   EXPECT_EQ(validate(edge).message(), "");
 }
