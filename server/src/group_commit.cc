@@ -117,14 +117,16 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     // Gather for clients that wait for each answer before they send again (about one decision
     // per answered connection). A pipelining client's turnaround is a whole batch of work for
     // the loop: waiting for it would leave the disk idle for as long, so it is not waited for.
-    // After a window ran out (the clients take longer than it to send again, and writing
-    // while they do is better), the next groups are not gathered for.
+    // After a window ran out with fewer than half of the clients back (they take longer than
+    // it to send again, and writing while they do is better), the next groups are not gathered
+    // for.
     const uint32_t answered_idle = std::exchange(conns_inflight_, 0);
     const bool skip = gather_skip_ > 0;
     if (skip) --gather_skip_;
     if (config_.durability == Durability::kSync && config_.group_gather_us > 0 && !skip &&
         answered_idle > 0 && inflight_entries_ <= 2 * answered_idle) {
       gather_target_ = conns_filling_ + answered_idle;
+      gather_expected_ = answered_idle;
       gather_token_ = d.lsn;
       wal_->wake_at(
           std::chrono::steady_clock::now() + std::chrono::microseconds(config_.group_gather_us),
@@ -135,11 +137,11 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     if (inflight_group_.capacity() > kGroupBufferKept) std::string().swap(inflight_group_);
   }
   if (gather_target_ != 0 && wal_->take_woken() == gather_token_) {
+    const uint32_t base = gather_target_ - gather_expected_;  // waiting when it began
+    const uint32_t back = conns_filling_ > base ? conns_filling_ - base : 0;
+    if (2 * back < gather_expected_) gather_skip_ = kGatherSkipAfterTimeout;
+    if (conns_filling_ > 0) ++metrics.gathers_timed_out;  // somebody waited
     gather_target_ = 0;
-    if (conns_filling_ > 0) {  // somebody waited for nothing
-      ++metrics.gathers_timed_out;
-      gather_skip_ = kGatherSkipAfterTimeout;
-    }
   }
   return advanced;
 }

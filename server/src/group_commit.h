@@ -103,6 +103,7 @@ class GroupCommit {
   uint32_t gather_target_ = 0;     // seal once this many wait on the filling group (0: now)
   uint64_t gather_token_ = 0;      // lsn of the group whose durability began the gathering
   uint32_t gather_skip_ = 0;       // groups not to gather for (after a window ran out)
+  uint32_t gather_expected_ = 0;   // answered connections the gathering waits for
   bool failed_ = false;
   Status error_;
 };
