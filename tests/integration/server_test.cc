@@ -548,52 +548,50 @@ void buy_in_closed_loop(StockdProcess& server, const std::string& sku, size_t bu
   EXPECT_EQ(ok.load(), buyers * rounds) << "every buy is answered OK";
 }
 
-TEST(GatherTest, BuyersThatWaitForEachAnswerShareOneGroupPerWrite) {
-  StockdProcess server({"--group-gather-us", "10000"});
-  ASSERT_TRUE(server.start());
-  Client admin(server.options(Role::kAdmin));
-  connect_or_fail(admin);
-  make_sku(admin, "GATHER-1", 1'000'000);
+// A server whose gathering window (10 ms) is longer than any client here takes to send again.
+class GatherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_.start()) << "stockd did not come up";
+    admin_ = std::make_unique<Client>(server_.options(Role::kAdmin));
+    connect_or_fail(*admin_);
+    make_sku(*admin_, "GATHER", 1'000'000);
+  }
+  StockdProcess server_{{"--group-gather-us", "10000"}};
+  std::unique_ptr<Client> admin_;
+};
+
+TEST_F(GatherTest, BuyersThatWaitForEachAnswerShareOneGroupPerWrite) {
   constexpr size_t kBuyers = 8, kRounds = 40;
-  const GroupTotals before = group_totals(admin);
-  buy_in_closed_loop(server, "GATHER-1", kBuyers, kRounds, "g-");
-  const GroupTotals after = group_totals(admin);
+  const GroupTotals before = group_totals(*admin_);
+  buy_in_closed_loop(server_, "GATHER", kBuyers, kRounds, "g-");
+  const GroupTotals after = group_totals(*admin_);
   const double groups = static_cast<double>(after.groups - before.groups);
   const double ops = static_cast<double>(after.ops - before.ops);
   ASSERT_EQ(ops, kBuyers * kRounds);
   // Without gathering the buyers split into two halves that alternate (about 4 per group).
   EXPECT_GE(ops / groups, 6.0) << groups << " groups for " << ops << " buys";
   EXPECT_GT(after.full - before.full, kRounds / 2) << "few gatherings saw every buyer back";
-  EXPECT_EQ(admin.sku_get("GATHER-1").body.sold, kBuyers * kRounds);
+  EXPECT_EQ(admin_->sku_get("GATHER").body.sold, kBuyers * kRounds);
 }
 
-TEST(GatherTest, ALoneBuyerIsWrittenForAtOnce) {
-  StockdProcess server({"--group-gather-us", "10000"});
-  ASSERT_TRUE(server.start());
-  Client admin(server.options(Role::kAdmin));
-  connect_or_fail(admin);
-  make_sku(admin, "GATHER-2", 1'000);
-  const GroupTotals before = group_totals(admin);
-  buy_in_closed_loop(server, "GATHER-2", 1, 50, "lone-");
-  const GroupTotals after = group_totals(admin);
+TEST_F(GatherTest, ALoneBuyerIsWrittenForAtOnce) {
+  const GroupTotals before = group_totals(*admin_);
+  buy_in_closed_loop(server_, "GATHER", 1, 50, "lone-");
+  const GroupTotals after = group_totals(*admin_);
   EXPECT_EQ(after.timed_out, before.timed_out) << "a lone buyer waited out the window";
   EXPECT_GE(after.full - before.full, 45u);
 }
 
-TEST(GatherTest, ABuyerThatStopsCostsTheOthersAtMostTheWindow) {
-  StockdProcess server({"--group-gather-us", "10000"});
-  ASSERT_TRUE(server.start());
-  Client admin(server.options(Role::kAdmin));
-  connect_or_fail(admin);
-  make_sku(admin, "GATHER-3", 1'000);
-  // Two buyers in step; then one stops after each round (it closes), and the other buys on:
-  // every one of its calls is gathered for a buyer that never comes back, and is answered.
-  const GroupTotals before = group_totals(admin);
-  std::thread quitter([&] { buy_in_closed_loop(server, "GATHER-3", 1, 3, "quit-"); });
-  buy_in_closed_loop(server, "GATHER-3", 1, 30, "stay-");
+TEST_F(GatherTest, ABuyerThatStopsCostsTheOthersAtMostTheWindow) {
+  // Two buyers in step; one closes its connection after 3 buys while the other buys on. The
+  // gathering after the quitter's last answer waits for it in vain, once: every call is answered.
+  const GroupTotals before = group_totals(*admin_);
+  std::thread quitter([&] { buy_in_closed_loop(server_, "GATHER", 1, 3, "quit-"); });
+  buy_in_closed_loop(server_, "GATHER", 1, 30, "stay-");
   quitter.join();
-  const GroupTotals after = group_totals(admin);
-  EXPECT_EQ(admin.sku_get("GATHER-3").body.sold, 33u);
+  const GroupTotals after = group_totals(*admin_);
+  EXPECT_EQ(admin_->sku_get("GATHER").body.sold, 33u);
   EXPECT_EQ(after.ops - before.ops, 33u);
   EXPECT_LE(after.timed_out - before.timed_out, 4u)
       << "the window is armed only for connections that had an answer in the group";
