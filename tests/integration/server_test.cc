@@ -562,15 +562,16 @@ class GatherTest : public ::testing::Test {
 };
 
 TEST_F(GatherTest, BuyersThatWaitForEachAnswerShareOneGroupPerWrite) {
-  constexpr size_t kBuyers = 8, kRounds = 40;
+  constexpr size_t kBuyers = 8, kRounds = 60;
   const GroupTotals before = group_totals(*admin_);
   buy_in_closed_loop(server_, "GATHER", kBuyers, kRounds, "g-");
   const GroupTotals after = group_totals(*admin_);
   const double groups = static_cast<double>(after.groups - before.groups);
   const double ops = static_cast<double>(after.ops - before.ops);
   ASSERT_EQ(ops, kBuyers * kRounds);
-  // Without gathering the buyers split into two halves that alternate (about 4 per group).
-  EXPECT_GE(ops / groups, 6.0) << groups << " groups for " << ops << " buys";
+  // Without gathering the buyers split into two halves that alternate (3.7 per group with the
+  // window at 0); gathering makes 8, less where a stall of the machine ran a window out.
+  EXPECT_GE(ops / groups, 5.0) << groups << " groups for " << ops << " buys";
   EXPECT_GT(after.full - before.full, kRounds / 2) << "few gatherings saw every buyer back";
   EXPECT_EQ(admin_->sku_get("GATHER").body.sold, kBuyers * kRounds);
 }
