@@ -324,7 +324,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
     finish(h, HoldState::kCommitted, now, key_hash);
     emit(proto::OutboxKind::kOrder, h, now, ch);
   }
-  if (ch.rows && ch.first_naming(h.named_in)) ch.hold_changed(id, seq);
+  ch.name_hold(h.named_in, id, seq);
   ch.meta = true;
   if (ch.log) log_reserve(h, claim, ttl_ms, now, ch);
   out.hold_id = id;

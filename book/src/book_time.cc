@@ -125,7 +125,7 @@ void Book::Impl::end_hold(Hold& h, HoldState to, int64_t at, Changes& ch) {
   finish(h, to, at, book_detail::key_hash(h.key));
   const bool released = to == HoldState::kReleased;
   emit(released ? proto::OutboxKind::kReleased : proto::OutboxKind::kExpired, h, at, ch);
-  if (ch.rows && ch.first_naming(h.named_in)) ch.hold_changed(h.id, h.seq);
+  ch.name_hold(h.named_in, h.id, h.seq);
   if (ch.log) log_hold_end(released ? rec::Op::kRelease : rec::Op::kExpire, h, at, ch);
 }
 
@@ -141,7 +141,7 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
   }
   finish(h, HoldState::kCommitted, now, book_detail::key_hash(h.key));
   emit(proto::OutboxKind::kOrder, h, now, ch);
-  if (ch.rows && ch.first_naming(h.named_in)) ch.hold_changed(h.id, h.seq);
+  ch.name_hold(h.named_in, h.id, h.seq);
   if (ch.log) log_hold_end(rec::Op::kCommit, h, now, ch);
 }
 
@@ -167,11 +167,10 @@ void Book::Impl::forget(const book_detail::Finished& e, int64_t now, Changes& ch
   Hold& h = *e.hold;
   STOCKD_CHECK(h.id == e.id && h.state != HoldState::kHeld,
                "a retention queue entry must name a finished hold");
-  const uint64_t id = h.id, seq = h.seq;
-  const bool first = ch.rows && ch.first_naming(h.named_in);
+  const uint64_t id = h.id;
+  ch.name_hold(h.named_in, id, h.seq);
   if (!h.key.empty()) idem.erase_owner(&h, e.key_hash);  // its key goes with it, first
   holds.erase(&h);  // codes it bought keep it as owner: they stay sold
-  if (first) ch.hold_changed(id, seq);
   if (ch.log) {
     rec::Decision& d = book_detail::new_entry(rec::Op::kForget, now);
     d.hold_id = id;

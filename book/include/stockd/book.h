@@ -72,6 +72,10 @@ struct Changes {
     mark = stamp_.value;
     return true;
   }
+  // Names the row of hold `id` (key `seq`), whose mark is `mark`, unless it was named already.
+  void name_hold(uint64_t& mark, uint64_t id, uint64_t seq) {
+    if (rows && first_naming(mark)) hold_changed(id, seq);
+  }
   void clear() {  // keeps the vectors' capacity, and the records' buffers, for the next group
     stamp_ = Stamp();
     entry_count = 0;
