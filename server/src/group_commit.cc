@@ -74,8 +74,8 @@ storage::Batch GroupCommit::group_batch(uint64_t lsn, int64_t base_ms, uint32_t 
 void GroupCommit::seal(const Book& book, OutboxFeed& feed, Metrics& metrics) {
   STOCKD_CHECK(inflight_seq_ == 0, "one group in flight at a time");
   STOCKD_CHECK(durable_seq_ < fill_seq_, "groups become durable in sequence");
-  if (gather_target_ != 0 && conns_filling_ >= gather_target_) ++metrics.gathers_full;
-  gather_target_ = 0;
+  if (gather_expected_ != 0 && gathered() >= gather_expected_) ++metrics.gathers_full;
+  gather_expected_ = 0;
   if (changes_.entry_count == 0 || config_.durability == Durability::kOff) {
     conns_filling_ = 0;  // their answers are released with this turn's
     changes_.clear();    // nothing decided, or no store (and no outbox) to write it to
@@ -125,7 +125,7 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     if (skip) --gather_skip_;
     if (config_.durability == Durability::kSync && config_.group_gather_us > 0 && !skip &&
         answered_idle > 0 && inflight_entries_ <= 2 * answered_idle) {
-      gather_target_ = conns_filling_ + answered_idle;
+      gather_base_ = conns_filling_;
       gather_expected_ = answered_idle;
       gather_token_ = d.lsn;
       wal_->wake_at(
@@ -136,12 +136,10 @@ bool GroupCommit::collect(Metrics& metrics, Status& failure) {
     inflight_group_.clear();
     if (inflight_group_.capacity() > kGroupBufferKept) std::string().swap(inflight_group_);
   }
-  if (gather_target_ != 0 && wal_->take_woken() == gather_token_) {
-    const uint32_t base = gather_target_ - gather_expected_;  // waiting when it began
-    const uint32_t back = conns_filling_ > base ? conns_filling_ - base : 0;
-    if (2 * back < gather_expected_) gather_skip_ = kGatherSkipAfterTimeout;
+  if (gather_expected_ != 0 && wal_->take_woken() == gather_token_) {
+    if (2 * gathered() < gather_expected_) gather_skip_ = kGatherSkipAfterTimeout;
     if (conns_filling_ > 0) ++metrics.gathers_timed_out;  // somebody waited
-    gather_target_ = 0;
+    gather_expected_ = 0;
   }
   return advanced;
 }
@@ -156,7 +154,7 @@ void GroupCommit::fail(const Status& why) {
   failed_ = true;
   error_ = why;
   inflight_seq_ = 0;
-  conns_filling_ = conns_inflight_ = gather_target_ = 0;
+  conns_filling_ = conns_inflight_ = gather_expected_ = 0;
   changes_.clear();
   inflight_group_.clear();
 }

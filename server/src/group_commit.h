@@ -67,7 +67,7 @@ class GroupCommit {
   // A connection's newest answer now waits on group `tag` instead of `newest` (0: none waiting).
   void waits_on(uint64_t newest, uint64_t tag);
   // Whether the filling group may be sealed now: false while it gathers (see above).
-  bool ready_to_seal() const { return conns_filling_ >= gather_target_; }
+  bool ready_to_seal() const { return gather_expected_ == 0 || gathered() >= gather_expected_; }
 
   // ---- Failure. ----
   // A write failed: nothing in flight or filling may be acknowledged; writes are refused.
@@ -83,6 +83,10 @@ class GroupCommit {
   Status resume(std::function<void()> notify, const BookLimits& limits);
 
  private:
+  // Answered connections that sent again since the gathering began.
+  uint32_t gathered() const {
+    return conns_filling_ > gather_base_ ? conns_filling_ - gather_base_ : 0;
+  }
   storage::Batch group_batch(uint64_t lsn, int64_t base_ms, uint32_t records, uint32_t count,
                              std::string_view entries);
 
@@ -100,10 +104,10 @@ class GroupCommit {
   uint64_t lsn_ = 0;               // our log sequence number: +1 per written batch
   uint32_t conns_filling_ = 0;     // connections whose newest answer waits on the filling group
   uint32_t conns_inflight_ = 0;    // ... on the group in flight
-  uint32_t gather_target_ = 0;     // seal once this many wait on the filling group (0: now)
+  uint32_t gather_base_ = 0;       // connections waiting on the filling group when it began
   uint64_t gather_token_ = 0;      // lsn of the group whose durability began the gathering
   uint32_t gather_skip_ = 0;       // groups not to gather for (after a window ran out)
-  uint32_t gather_expected_ = 0;   // answered connections the gathering waits for
+  uint32_t gather_expected_ = 0;   // answered connections it waits for; 0: not gathering
   bool failed_ = false;
   Status error_;
 };

@@ -658,8 +658,7 @@ void WalWriter::wait_for_batch(std::unique_lock<std::mutex>& lock) {
   while (!ready()) {
     if (wake_token_ == 0) {
       cv_.wait(lock, [&] { return ready() || wake_token_ != 0; });
-    } else if (!cv_.wait_until(lock, wake_at_, [&] { return ready() || wake_token_ == 0; }) &&
-               wake_token_ != 0) {
+    } else if (!cv_.wait_until(lock, wake_at_, [&] { return ready() || wake_token_ == 0; })) {
       woken_ = std::exchange(wake_token_, 0);
       lock.unlock();
       notify_();

@@ -39,6 +39,8 @@ std::vector<std::string> make_codes(const std::string& prefix, size_t n) {
 
 class ServerTest : public ::testing::Test {
  protected:
+  ServerTest() = default;
+  explicit ServerTest(std::vector<std::string> args) : server_(std::move(args)) {}
   void SetUp() override {
     ASSERT_TRUE(server_.start()) << "stockd did not come up";
     admin_ = std::make_unique<Client>(server_.options(Role::kAdmin));
@@ -549,16 +551,13 @@ void buy_in_closed_loop(StockdProcess& server, const std::string& sku, size_t bu
 }
 
 // A server whose gathering window (10 ms) is longer than any client here takes to send again.
-class GatherTest : public ::testing::Test {
+class GatherTest : public ServerTest {
  protected:
+  GatherTest() : ServerTest({"--group-gather-us", "10000"}) {}
   void SetUp() override {
-    ASSERT_TRUE(server_.start()) << "stockd did not come up";
-    admin_ = std::make_unique<Client>(server_.options(Role::kAdmin));
-    connect_or_fail(*admin_);
+    ServerTest::SetUp();
     make_sku(*admin_, "GATHER", 1'000'000);
   }
-  StockdProcess server_{{"--group-gather-us", "10000"}};
-  std::unique_ptr<Client> admin_;
 };
 
 TEST_F(GatherTest, BuyersThatWaitForEachAnswerShareOneGroupPerWrite) {
