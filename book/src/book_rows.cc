@@ -115,6 +115,18 @@ std::optional<rec::CodeRow> Book::code_row(std::string_view sku, uint32_t index)
   return rec::CodeRow{std::string(s->id), index, *s->codes[index].code, s->codes[index].owner};
 }
 
+void Book::name_all_rows(Changes& ch) const {
+  const Impl& x = *impl_;
+  for (const auto& [id, s] : x.skus) {
+    ch.skus.emplace_back(id);
+    for (const auto& [user, units] : s.users) ch.users.emplace_back(id, user);
+    for (uint32_t i = 0; i < s.codes.size(); ++i) ch.codes.emplace_back(id, i);
+  }
+  for (const auto [id, h] : x.holds) ch.hold_changed(id, h.seq);
+}
+
+void Book::reset() { impl_ = std::make_unique<Impl>(impl_->limits); }
+
 rec::MetaRow Book::meta() const {
   rec::MetaRow m;
   m.next_hold_id = impl_->next_hold_seq;

@@ -17,6 +17,7 @@ constexpr uint32_t kGatherSkipAfterTimeout = 8;
 }  // namespace
 
 Status GroupCommit::open(const storage::StoreOptions& options) {
+  options_ = options;
   Result<std::unique_ptr<storage::Store>> store = storage::Store::open(config_.data_dir, options);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
@@ -25,6 +26,17 @@ Status GroupCommit::open(const storage::StoreOptions& options) {
 
 Status GroupCommit::recover_into(Book& book, Recovered& r) {
   Status s = recover(*store_, book, r);
+  // Fell back on a snapshot: the damaged tables go, the recovered state is the checkpoint, and
+  // the store is opened again (as a store with no damage: a damaged file left is refused).
+  if (s.ok() && r.snapshot_lsn != 0) {
+    s = rewrite_state(*store_, book, r);
+    store_.reset();
+    if (s.ok()) s = open(options_);
+    if (s.ok() && !store_->damage_found_at_open().empty()) {
+      s = Status::Corruption("a damaged table file is left after the repair: " +
+                             store_->damage_found_at_open());
+    }
+  }
   if (s.ok()) {
     lsn_ = r.meta.lsn;
     group_first_seq_ = book.meta().next_outbox_seq;
@@ -44,6 +56,7 @@ void GroupCommit::start_checkpointer(const BookLimits& limits) {
   o.every_entries = config_.checkpoint_every;
   o.every_ms = config_.checkpoint_interval_ms;
   o.outbox_retention_ms = config_.outbox_retention_ms;
+  o.snapshot_every = config_.snapshot_every;
   o.limits = limits;
   checkpointer_ = std::make_unique<Checkpointer>(*store_, o);
 }

@@ -92,6 +92,7 @@ class GroupCommit {
 
   const Config& config_;
   std::unique_ptr<storage::Store> store_;
+  storage::StoreOptions options_;  // as opened, to open it again after a repair
   std::unique_ptr<storage::WalWriter> wal_;
   std::unique_ptr<Checkpointer> checkpointer_;
   Changes changes_;

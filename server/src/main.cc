@@ -237,6 +237,12 @@ int main(int argc, char** argv) {
                  "recovery replays at most about this many")
       ->envname("STOCKD_CHECKPOINT_EVERY")
       ->capture_default_str();
+  app.add_option("--snapshot-every", c.snapshot_every,
+                 "write a snapshot (the whole state, in data/snapshots/) at the first checkpoint "
+                 "after this many decisions; the log is kept back to it, so that a start finding "
+                 "the checkpoint damaged falls back on it (0: no snapshots, no fallback)")
+      ->envname("STOCKD_SNAPSHOT_EVERY")
+      ->capture_default_str();
   app.add_option("--checkpoint-interval-ms", c.checkpoint_interval_ms,
                  "or this long after the last checkpoint, if anything was decided since")
       ->envname("STOCKD_CHECKPOINT_INTERVAL_MS")

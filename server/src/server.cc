@@ -46,6 +46,12 @@ bool Server::Impl::open_and_recover() {
     return false;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (r.snapshot_lsn != 0) {
+    log->error(
+        "{}: fell back on the snapshot at lsn {} and replayed the log after it; the state is "
+        "written anew as the checkpoint and the damaged table files are gone",
+        r.damaged, r.snapshot_lsn);
+  }
   log->info(
       "recovered a checkpoint at lsn {} ({} skus, {} holds, {} keys, {} codes) and replayed {} "
       "decisions of {} log groups to lsn {} ({} outbox records retained) in {:.3f}s",

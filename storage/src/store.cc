@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/memtablerep.h>
+#include <rocksdb/metadata.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
+#include <rocksdb/sst_file_reader.h>
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
@@ -104,6 +108,23 @@ std::string log_key_be(uint64_t lsn) {
 // that gets rows, moved into the store by ingestion (or removed).
 std::string checkpoint_tmp_dir(const std::string& dir) { return dir + "/checkpoint.tmp"; }
 
+// Snapshots: <dir>/snapshots/<lsn, 20 digits>/<family>.sst, written in <lsn>.tmp/ and renamed
+// once complete and synced, so that a directory with a bare number for a name is whole.
+constexpr size_t kSnapshotNameDigits = 20;
+std::string snapshots_dir(const std::string& dir) { return dir + "/snapshots"; }
+std::string snapshot_name(uint64_t lsn) {
+  std::string n = std::to_string(lsn);
+  return std::string(kSnapshotNameDigits - n.size(), '0') + n;
+}
+
+// The lsn a snapshot directory's name says, or 0 if the name is not a snapshot's.
+uint64_t snapshot_lsn(const std::string& name) {
+  uint64_t lsn = 0;
+  if (name.size() != kSnapshotNameDigits) return 0;
+  const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), lsn);
+  return ec == std::errc() && end == name.data() + name.size() ? lsn : 0;
+}
+
 // Every use of the log's file: the WAL thread's writes, the checkpointer's sync and trim, the
 // interval mode's sync. Once one failed, RocksDB's writer of the log file carries the error and
 // any later sync of it is an assertion failure (abort) in the RocksDB built with assertions, as
@@ -137,17 +158,25 @@ class LogGuard {
   Status failed_;
 };
 
+// A checkpoint's files, ingested into the store; or, with `snapshots` (the snapshots' directory),
+// a snapshot's, published there under the lsn (docs/storage.md, "Snapshots").
 class RocksCheckpoint final : public CheckpointWriter {
  public:
   RocksCheckpoint(rocksdb::DB* db, LogGuard& log, const Batch::Families& families,
-                  const std::array<rocksdb::Options, 3>& options, std::string tmp_dir, uint64_t lsn)
+                  const std::array<rocksdb::Options, 3>& options, std::string tmp_dir, uint64_t lsn,
+                  std::string snapshots = {})
       : db_(db),
         log_(log),
         families_(families),
         options_(options),
         tmp_(std::move(tmp_dir)),
-        lsn_(lsn) {}
-  ~RocksCheckpoint() override { remove_files(); }
+        lsn_(lsn),
+        snapshots_(std::move(snapshots)) {}
+  ~RocksCheckpoint() override {
+    remove_files();
+    std::error_code ec;
+    if (!snapshots_.empty()) std::filesystem::remove_all(tmp_, ec);  // unless published
+  }
 
   void put(std::string_view key, std::string_view value) override {
     if (rocksdb::SstFileWriter* w = writer(family_of(key))) note(w->Put(slice(key), slice(value)));
@@ -169,8 +198,8 @@ class RocksCheckpoint final : public CheckpointWriter {
       arg.options.move_files = true;
       args.push_back(std::move(arg));
     }
-    if (!error_.empty())
-      return Status::Io("checkpoint at lsn " + std::to_string(lsn_) + ": " + error_);
+    if (!error_.empty()) return Status::Io(what() + ": " + error_);
+    if (!snapshots_.empty()) return publish();
     // The log groups the checkpoint covers must be durable before it says so: with durability
     // `interval` they may still be in the OS's hands, and a power loss would leave a checkpoint
     // holding decisions whose outbox records (log entries) were lost.
@@ -185,7 +214,7 @@ class RocksCheckpoint final : public CheckpointWriter {
         },
         "sync the log before a checkpoint");
     if (s.ok() && !args.empty()) {
-      s = to_status(db_->IngestExternalFiles(args), "checkpoint at lsn " + std::to_string(lsn_));
+      s = to_status(db_->IngestExternalFiles(args), what());
     }
     remove_files();
     return s;
@@ -198,7 +227,8 @@ class RocksCheckpoint final : public CheckpointWriter {
     if (!writers_[family]) {
       std::error_code ec;
       std::filesystem::create_directories(tmp_, ec);
-      paths_[family] = tmp_ + "/" + kFamilyNames[family] + "-" + std::to_string(lsn_) + ".sst";
+      paths_[family] = tmp_ + "/" + kFamilyNames[family] +
+                       (snapshots_.empty() ? "-" + std::to_string(lsn_) : "") + ".sst";
       writers_[family] = std::make_unique<rocksdb::SstFileWriter>(
           rocksdb::EnvOptions(), options_[family], families_[family]);
       note(writers_[family]->Open(paths_[family]));
@@ -207,6 +237,33 @@ class RocksCheckpoint final : public CheckpointWriter {
   }
   void note(const rocksdb::Status& s) {
     if (!s.ok() && error_.empty()) error_ = s.ToString();
+  }
+  std::string what() const {
+    return (snapshots_.empty() ? "checkpoint at lsn " : "snapshot at lsn ") + std::to_string(lsn_);
+  }
+  // The snapshot's files are finished and synced (SstFileWriter::Finish): the directory is
+  // synced and renamed to its lsn, the snapshots' directory synced, and the older snapshots go.
+  // Through RocksDB's file system, as the store's own files (the crash tests' power cuts).
+  Status publish() {
+    const std::string to = snapshots_ + "/" + snapshot_name(lsn_);
+    std::error_code ec;
+    if (std::filesystem::exists(to, ec)) return Status::Ok();  // this state, written before
+    rocksdb::FileSystem& fs = *options_[0].env->GetFileSystem();
+    const auto sync_dir = [&](const std::string& path) {
+      std::unique_ptr<rocksdb::FSDirectory> d;
+      rocksdb::IOStatus r = fs.NewDirectory(path, rocksdb::IOOptions(), &d, nullptr);
+      if (r.ok()) r = d->Fsync(rocksdb::IOOptions(), nullptr);
+      return r;
+    };
+    rocksdb::IOStatus r = sync_dir(tmp_);
+    if (r.ok()) r = fs.RenameFile(tmp_, to, rocksdb::IOOptions(), nullptr);
+    if (r.ok()) r = sync_dir(snapshots_);
+    if (!r.ok()) return to_status(r, what());
+    for (const auto& e : std::filesystem::directory_iterator(snapshots_, ec)) {
+      const uint64_t lsn = snapshot_lsn(e.path().filename().string());
+      if (lsn != 0 && lsn < lsn_) std::filesystem::remove_all(e.path(), ec);
+    }
+    return Status::Ok();
   }
   void remove_files() {
     for (size_t i = 0; i < writers_.size(); ++i) {
@@ -222,10 +279,86 @@ class RocksCheckpoint final : public CheckpointWriter {
   std::array<rocksdb::Options, 3> options_;
   std::string tmp_;
   uint64_t lsn_;
+  std::string snapshots_;  // a snapshot's: where it is published
   std::array<std::unique_ptr<rocksdb::SstFileWriter>, 3> writers_;
   std::array<std::string, 3> paths_;
   std::string error_;
   uint64_t bytes_ = 0;
+};
+
+// A snapshot's rows, read from its files (one per family that had rows; the default family's,
+// which holds the meta row, always exists).
+class SnapshotRows final : public RowSource {
+ public:
+  static Result<std::unique_ptr<SnapshotRows>> open(
+      const std::string& dir, uint64_t lsn, const std::array<rocksdb::Options, 3>& options) {
+    auto rows = std::unique_ptr<SnapshotRows>(new SnapshotRows());
+    rows->name_ = "snapshot at lsn " + std::to_string(lsn);
+    for (size_t i = 0; i < rows->readers_.size(); ++i) {
+      const std::string path = dir + "/" + kFamilyNames[i] + ".sst";
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec)) {
+        if (i == 0) return Status::Corruption(rows->name_ + ": " + path + " is missing");
+        continue;  // no rows of that family
+      }
+      auto reader = std::make_unique<rocksdb::SstFileReader>(options[i]);
+      if (rocksdb::Status r = reader->Open(path); !r.ok()) {
+        return Status::Corruption(rows->name_ + ": " + path + ": " + r.ToString());
+      }
+      rows->readers_[i] = std::move(reader);
+    }
+    return rows;
+  }
+
+  Status verify() {
+    for (const auto& reader : readers_) {
+      if (!reader) continue;
+      if (rocksdb::Status r = reader->VerifyChecksum(); !r.ok()) {
+        return Status::Corruption(name_ + ": " + r.ToString());
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status scan(std::string_view prefix,
+              const std::function<bool(std::string_view, std::string_view)>& fn,
+              std::string_view from, bool bulk) override {
+    rocksdb::SstFileReader* reader = readers_[family_of(prefix)].get();
+    if (reader == nullptr) return Status::Ok();
+    rocksdb::ReadOptions ro;
+    ro.verify_checksums = true;
+    if (bulk) {
+      ro.fill_cache = false;
+      ro.readahead_size = 2 << 20;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(reader->NewIterator(ro));
+    for (it->Seek(slice(from > prefix ? from : prefix)); it->Valid(); it->Next()) {
+      rocksdb::Slice k = it->key();
+      if (!k.starts_with(slice(prefix))) break;
+      rocksdb::Slice v = it->value();
+      if (!fn(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) break;
+    }
+    return to_status(it->status(), name_);
+  }
+
+  Status get(std::string_view key, std::string& value, bool& found) override {
+    found = false;
+    return scan(
+        key,
+        [&](std::string_view k, std::string_view v) {
+          if (k == key) {
+            value.assign(v);
+            found = true;
+          }
+          return false;
+        },
+        {}, false);
+  }
+
+ private:
+  SnapshotRows() = default;
+  std::string name_;
+  std::array<std::unique_ptr<rocksdb::SstFileReader>, 2> readers_;  // default, holds
 };
 
 class RocksStore final : public Store {
@@ -268,6 +401,79 @@ class RocksStore final : public Store {
                                              checkpoint_tmp_dir(dir_), lsn);
   }
 
+  std::vector<uint64_t> snapshots() const override {
+    std::vector<uint64_t> found;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(snapshots_dir(dir_), ec)) {
+      const uint64_t lsn = snapshot_lsn(e.path().filename().string());
+      if (lsn != 0 && e.is_directory(ec)) found.push_back(lsn);
+    }
+    std::sort(found.rbegin(), found.rend());
+    return found;
+  }
+
+  std::unique_ptr<CheckpointWriter> snapshot_writer(uint64_t lsn) override {
+    return std::make_unique<RocksCheckpoint>(
+        db_, log_, families_, options_, snapshots_dir(dir_) + "/" + snapshot_name(lsn) + ".tmp",
+        lsn, snapshots_dir(dir_));
+  }
+
+  Result<std::unique_ptr<RowSource>> open_snapshot(uint64_t lsn) override {
+    auto rows = SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
+    if (!rows.ok()) return rows.status();
+    return std::unique_ptr<RowSource>(std::move(*rows));
+  }
+
+  Status verify_snapshot(uint64_t lsn) override {
+    auto rows = SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
+    return rows.ok() ? (*rows)->verify() : rows.status();
+  }
+
+  // RocksDB deletes the files of levels 1 and up in a range without reading them; a file of
+  // level 0, or the last file of its key range, only one at a time (the oldest of level 0
+  // first). So: the memtable flushed, compactions paused (one running on a damaged file fails
+  // and is not retried), the levels emptied by range, then file by file until none is left.
+  Status drop_state() override {
+    for (size_t f = 0; f < 2; ++f) {
+      const std::string family = kFamilyNames[f];
+      rocksdb::FlushOptions fo;
+      if (rocksdb::Status r = db_->Flush(fo, families_[f]); !r.ok()) {
+        return to_status(r, "drop the state's tables: flush " + family);
+      }
+      if (rocksdb::Status r = db_->PauseBackgroundWork(); !r.ok()) {
+        return to_status(r, "drop the state's tables: pause compactions");
+      }
+      rocksdb::Status r = rocksdb::DeleteFilesInRange(db_, families_[f], nullptr, nullptr);
+      for (int round = 0; r.ok() && round < 1000; ++round) {
+        rocksdb::ColumnFamilyMetaData md;
+        db_->GetColumnFamilyMetaData(families_[f], &md);
+        std::string name;  // the oldest file of the lowest level that has any
+        uint64_t oldest = UINT64_MAX;
+        for (const rocksdb::LevelMetaData& level : md.levels) {
+          for (const rocksdb::SstFileMetaData& file : level.files) {
+            if (file.smallest_seqno < oldest) {
+              oldest = file.smallest_seqno;
+              name = file.name;
+            }
+          }
+          if (!name.empty()) break;
+        }
+        if (name.empty()) break;
+        r = db_->DeleteFile(name);
+        if (!r.ok()) r = rocksdb::Status::Corruption("cannot delete " + name, r.ToString());
+      }
+      (void)db_->ContinueBackgroundWork();
+      if (!r.ok()) return to_status(r, "drop the state's tables (" + family + ")");
+      rocksdb::ColumnFamilyMetaData md;
+      db_->GetColumnFamilyMetaData(families_[f], &md);
+      if (md.file_count != 0) {
+        return Status::Io("drop the state's tables: " + std::to_string(md.file_count) +
+                          " files of " + family + " remain");
+      }
+    }
+    return Status::Ok();
+  }
+
   Status trim_log(uint64_t lsn) override {
     rocksdb::WriteBatch b;
     rocksdb::Status s = b.DeleteRange(families_[2], log_key_be(0), log_key_be(lsn));
@@ -288,6 +494,8 @@ class RocksStore final : public Store {
   }
 
   uint64_t acked_lsn() const override { return acked_at_open_; }
+  const std::string& damage_found_at_open() const override { return damage_at_open; }
+  std::string damage_at_open;
 
   Status scan(std::string_view prefix,
               const std::function<bool(std::string_view, std::string_view)>& fn,
@@ -545,9 +753,24 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
   o.create_missing_column_families = options.create_if_missing && !exists;
   rocksdb::DB* db = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::Status s = options.read_only
-                          ? rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db)
-                          : rocksdb::DB::Open(o, dir, families, &handles, &db);
+  const auto open_db = [&] {
+    return options.read_only ? rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db)
+                             : rocksdb::DB::Open(o, dir, families, &handles, &db);
+  };
+  rocksdb::Status s = open_db();
+  // A damaged table file (its footer, index or properties, which the open reads) stops the open
+  // with paranoid checks. It may be a file of the state, which recovery can do without (it falls
+  // back on a snapshot, then drops those files): opened again without them, the damage is kept
+  // to be reported (damage_at_open()), and recovery treats the checkpoint as damaged. A damaged
+  // file of the log still stops recovery, when the log is read.
+  std::string damage;
+  if (s.IsCorruption() && s.ToString().find(".sst") != std::string::npos &&
+      std::filesystem::exists(snapshots_dir(dir), ec)) {
+    damage = cannot + ": " + s.ToString();
+    o.paranoid_checks = false;
+    handles.clear();
+    s = open_db();
+  }
   if (!s.ok()) {
     std::string error = cannot + ": " + s.ToString();
     if (s.IsInvalidArgument() && exists) {
@@ -572,9 +795,13 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
   if (!options.read_only) {  // a checkpoint cut short by a crash left its files behind
     std::error_code ec;
     std::filesystem::remove_all(checkpoint_tmp_dir(dir), ec);
+    for (const auto& e : std::filesystem::directory_iterator(snapshots_dir(dir), ec)) {
+      if (e.path().extension() == ".tmp") std::filesystem::remove_all(e.path(), ec);  // cut short
+    }
     remove_empty_old_logs(db, o.wal_dir);
   }
   auto store = std::make_unique<RocksStore>(db, handles, dir, per_family);
+  store->damage_at_open = std::move(damage);
   // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.
   uint64_t acked = 0;
   std::unique_ptr<AckMark> mark;

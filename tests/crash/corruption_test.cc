@@ -11,12 +11,15 @@
 // is flushed to a table file), its last record a restock whose answer the test does not count as
 // acknowledged. Every case works on a fresh copy of that data dir.
 #include <gtest/gtest.h>
+#include <rocksdb/options.h>
+#include <rocksdb/sst_file_reader.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "ledger_util.h"
 #include "stockd/ack_mark.h"
@@ -487,46 +490,167 @@ TEST(LostLog, DeletedWhileRunningThenStoppedCleanlyKeepsEverything) {
   fs::remove_all(base);
 }
 
-// A checkpoint's table file damaged on disk (a bit flip in the middle of a block): its block
-// checksum no longer matches, and the start is refused naming the file. There is no older whole
-// checkpoint to fall back on (a checkpoint writes only the rows that changed; compaction merges
-// them with the earlier ones), so refusing is the one honest answer: restore from a backup.
-TEST(CheckpointDamage, AFlippedBitInACheckpointFileRefusesToStart) {
-  const fs::path base = test::make_temp_dir("ckpt");
-  const fs::path dir = base / "data";
-  {
-    StockdProcess p({"--sequential-hold-ids"}, dir.string());
-    p.set_log_file((base / "first.log").string());
-    ASSERT_TRUE(p.start());
-    Client admin = p.admin();
-    ASSERT_TRUE(admin.sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}).ok());
-    Client buyer = p.buyer();
-    for (int i = 0; i < 200; ++i) {
-      const std::string n = std::to_string(i);
-      ASSERT_TRUE(buyer.reserve({"u" + n, "k" + n, 0, {{"tee", 1}}}).ok());
-    }
-    EXPECT_EQ(p.stop(), 0);  // a clean stop writes a checkpoint
-  }
-  size_t flipped = 0;
+// A bit flipped in a file, by default a third of the way in: the block there no longer matches
+// its checksum. In a small table file that is its properties block, which the store's open
+// reads; its first block (`at` 16) holds rows, read when the rows are.
+void flip_a_bit(const fs::path& file, std::streamoff at = -1) {
+  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+  if (at < 0) at = static_cast<std::streamoff>(fs::file_size(file) / 3);
+  io.seekg(at);
+  char c = 0;
+  io.get(c);
+  io.seekp(at);
+  io.put(static_cast<char>(c ^ 0x10));
+}
+
+// The table files of the state (the checkpoint's rows: every family but the log's) in `dir`.
+std::vector<fs::path> state_table_files(const fs::path& dir) {
+  std::vector<fs::path> out;
   for (const auto& f : fs::directory_iterator(dir)) {
-    if (f.path().extension() != ".sst" || f.file_size() < 64) continue;
-    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
-    const auto at = static_cast<std::streamoff>(f.file_size() / 3);
-    io.seekg(at);
-    char c = 0;
-    io.get(c);
-    io.seekp(at);
-    io.put(static_cast<char>(c ^ 0x10));
-    ++flipped;
+    if (f.path().extension() != ".sst") continue;
+    rocksdb::SstFileReader reader{rocksdb::Options()};
+    EXPECT_TRUE(reader.Open(f.path().string()).ok()) << f.path();
+    std::unique_ptr<rocksdb::Iterator> it(reader.NewIterator(rocksdb::ReadOptions()));
+    it->SeekToFirst();
+    if (it->Valid() && !it->key().starts_with("l/")) out.push_back(f.path());
   }
-  ASSERT_GT(flipped, 0u) << "the clean stop wrote no checkpoint file";
-  StockdProcess again({"--sequential-hold-ids"}, dir.string());
-  again.set_log_file((base / "second.log").string());
-  EXPECT_FALSE(again.start(5000)) << "started on a damaged checkpoint";
-  const std::string log = slurp(base / "second.log");
-  EXPECT_NE(log.find("checksum mismatch"), std::string::npos) << log;
-  EXPECT_NE(log.find(".sst"), std::string::npos) << "the message names the file:\n" << log;
-  fs::remove_all(base);
+  return out;
+}
+
+struct Bought {
+  std::vector<std::pair<proto::ReserveReq, uint64_t>> keyed;  // each buy and its hold
+};
+
+// `n` keyed buy-nows of one "tee" each, from `from` on.
+void buy(StockdProcess& p, int from, int n, Bought& b) {
+  Client buyer = p.buyer();
+  for (int i = from; i < from + n; ++i) {
+    const std::string k = std::to_string(i);
+    proto::ReserveReq req{"u" + k, "k" + k, 0, {{"tee", 1}}};
+    auto r = buyer.reserve(req);
+    ASSERT_TRUE(r.ok()) << reply_text(r);
+    b.keyed.emplace_back(req, r.body.hold_id);
+  }
+}
+
+// A data dir whose checkpoint (200 buys, then 100 more: two clean stops) is newer than its
+// snapshot (written at the first checkpoint, after 50 decisions), the log kept back to it.
+struct Damaged {
+  fs::path base = test::make_temp_dir("ckpt");
+  fs::path dir = base / "data";
+  Bought bought;
+  std::vector<std::string> flags = {"--sequential-hold-ids", "--checkpoint-every", "50"};
+  std::string make() {
+    for (int run = 0; run < 2; ++run) {
+      StockdProcess p(flags, dir.string());
+      p.set_log_file((base / "make.log").string());
+      if (!p.start()) return "stockd did not start";
+      if (run == 0 && !p.admin().sku_set({"tee", proto::kSetTotal, 1000, 0, 0, 0}).ok()) {
+        return "SKU_SET failed";
+      }
+      buy(p, run * 200, run == 0 ? 200 : 100, bought);
+      if (p.stop() != 0) return "a clean stop failed";  // it writes a checkpoint
+    }
+    return "";
+  }
+  ~Damaged() { fs::remove_all(base); }
+};
+
+// A checkpoint's table files damaged on disk (a bit flip in a block the open reads, or in one
+// of rows): the start falls back on the snapshot, replays the log after it, and writes the state
+// anew, so that every acknowledged buy is there, a keyed retry gets its hold back, and the next
+// start needs no fallback.
+class CheckpointDamageAt : public ::testing::TestWithParam<std::streamoff> {};
+
+TEST_P(CheckpointDamageAt, FallsBackOnTheSnapshot) {
+  Damaged d;
+  ASSERT_EQ(d.make(), "");
+  ASSERT_TRUE(fs::exists(d.dir / "snapshots")) << "no snapshot was written";
+  const std::vector<fs::path> state = state_table_files(d.dir);
+  ASSERT_FALSE(state.empty()) << "the clean stops wrote no checkpoint file";
+  for (const fs::path& f : state) flip_a_bit(f, GetParam());
+  {
+    StockdProcess again(d.flags, d.dir.string());
+    again.set_log_file((d.base / "second.log").string());
+    ASSERT_TRUE(again.start(20000)) << slurp(d.base / "second.log");
+    const std::string log = slurp(d.base / "second.log");
+    EXPECT_NE(log.find("checksum mismatch"), std::string::npos) << log;
+    EXPECT_NE(log.find("fell back on the snapshot at lsn"), std::string::npos) << log;
+    auto sku = again.admin().sku_get("tee");
+    ASSERT_TRUE(sku.ok()) << reply_text(sku);
+    EXPECT_EQ(sku.body.sold, 300u);
+    EXPECT_EQ(sku.body.available, 700u);
+    Client buyer = again.buyer();
+    for (const auto& [req, hold] : d.bought.keyed) {
+      auto r = buyer.reserve(req);
+      ASSERT_TRUE(r.ok()) << reply_text(r);
+      EXPECT_EQ(r.body.hold_id, hold) << "a retry of " << req.key;
+    }
+    EXPECT_EQ(again.stop(), 0);
+  }
+  StockdProcess third(d.flags, d.dir.string());
+  third.set_log_file((d.base / "third.log").string());
+  ASSERT_TRUE(third.start()) << slurp(d.base / "third.log");
+  const std::string log = slurp(d.base / "third.log");
+  EXPECT_EQ(log.find("fell back"), std::string::npos) << "the repair did not hold:\n" << log;
+  auto sku = third.admin().sku_get("tee");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.sold, 300u);
+}
+
+INSTANTIATE_TEST_SUITE_P(CheckpointDamage, CheckpointDamageAt,
+                         ::testing::Values(std::streamoff{-1}, std::streamoff{16}),
+                         [](const auto& info) {
+                           return info.param < 0 ? std::string("InABlockTheOpenReads")
+                                                 : std::string("InABlockOfRows");
+                         });
+
+// With the snapshot damaged too (a flipped bit, or a file cut short), the start is refused,
+// naming both; with only the snapshot damaged, the checkpoint is used and it is not needed.
+TEST(CheckpointDamage, ADamagedSnapshotToFallBackOnRefusesToStart) {
+  for (const bool torn : {false, true}) {
+    Damaged d;
+    ASSERT_EQ(d.make(), "");
+    std::vector<fs::path> snapshot_files;
+    for (const auto& f : fs::recursive_directory_iterator(d.dir / "snapshots")) {
+      if (f.path().extension() == ".sst") snapshot_files.push_back(f.path());
+    }
+    ASSERT_FALSE(snapshot_files.empty());
+    for (const fs::path& f : snapshot_files) {
+      if (torn) {
+        fs::resize_file(f, fs::file_size(f) / 2);
+      } else {
+        flip_a_bit(f);
+      }
+    }
+    {
+      StockdProcess fine(d.flags, d.dir.string());
+      fine.set_log_file((d.base / "fine.log").string());
+      ASSERT_TRUE(fine.start()) << "a damaged snapshot that is not needed stopped the start:\n"
+                                << slurp(d.base / "fine.log");
+      auto sku = fine.admin().sku_get("tee");
+      ASSERT_TRUE(sku.ok());
+      EXPECT_EQ(sku.body.sold, 300u);
+      // The checkpointer reads the snapshot whole at start, and says so (within a tick).
+      for (int i = 0;
+           i < 50 && slurp(d.base / "fine.log").find("snapshot is damaged") == std::string::npos;
+           ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      EXPECT_NE(slurp(d.base / "fine.log").find("the newest snapshot is damaged"),
+                std::string::npos)
+          << slurp(d.base / "fine.log");
+      fine.kill9();  // no clean stop: it would write a new snapshot over the damaged one
+    }
+    for (const fs::path& f : state_table_files(d.dir)) flip_a_bit(f);
+    StockdProcess again(d.flags, d.dir.string());
+    again.set_log_file((d.base / "second.log").string());
+    EXPECT_FALSE(again.start(5000)) << "started with no valid state";
+    const std::string log = slurp(d.base / "second.log");
+    EXPECT_NE(log.find("the checkpoint in the store is damaged"), std::string::npos) << log;
+    EXPECT_NE(log.find("cannot be used"), std::string::npos) << log;
+    EXPECT_NE(log.find(torn ? "default.sst" : "checksum mismatch"), std::string::npos) << log;
+  }
 }
 
 // Damaged or wrong data dirs refuse with a message naming the problem.

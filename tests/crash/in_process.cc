@@ -41,12 +41,14 @@ Config config_for(const std::string& dir, Durability d, int interval_ms) {
   c.data_dir = dir;
   c.durability = d;
   c.sequential_hold_ids = true;  // the ledger walks hold ids in sequence
-  // In sync mode a checkpoint every few hundred decisions, so that the power goes off before,
-  // during and after checkpoints: table files half written or not synced, ingested, the trim
-  // not synced. In interval mode none: a checkpoint syncs the log first, which would close the
-  // very window the negative power-loss test must see answers lost in.
+  // In sync mode a checkpoint every few hundred decisions (and a snapshot every thousand or
+  // so), so that the power goes off before, during and after checkpoints and snapshots: table
+  // files half written or not synced, ingested or renamed, the trim not synced. In interval mode
+  // none: a checkpoint syncs the log first, which would close the very window the negative
+  // power-loss test must see answers lost in.
   c.checkpoint_every = d == Durability::kSync ? 300 : 1'000'000'000;
   c.checkpoint_interval_ms = d == Durability::kSync ? 30'000 : 86'400'000;
+  c.snapshot_every = 1000;
   c.fsync_interval_ms = interval_ms;
   c.admin_token = kAdminToken;
   c.ready_file = dir + ".ready";

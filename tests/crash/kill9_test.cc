@@ -57,9 +57,11 @@ TEST(Kill9, CrashLoopUnderLoadKeepsEveryAcknowledgedAnswer) {
               static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(seed);
   // The ledger walks hold ids in sequence to find the holds it was never told about. A
-  // checkpoint every few hundred decisions: the kills land before, during and after checkpoints
-  // (their table files half written, ingested, the log not yet trimmed) as well as in the log.
-  StockdProcess p({"--sequential-hold-ids", "--checkpoint-every", "300"});
+  // checkpoint every few hundred decisions and a snapshot every thousand or so: the kills land
+  // before, during and after checkpoints and snapshots (their table files half written,
+  // ingested or renamed, the log not yet trimmed) as well as in the log.
+  StockdProcess p(
+      {"--sequential-hold-ids", "--checkpoint-every", "300", "--snapshot-every", "1000"});
   const std::string log = p.data_dir() + ".log";
   p.set_log_file(log);
   ASSERT_TRUE(p.start()) << tail_of(log);

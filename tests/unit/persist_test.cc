@@ -215,6 +215,7 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   o.every_entries = 50;
   o.every_ms = 3'600'000;
   o.outbox_retention_ms = 0;
+  o.snapshot_every = 0;  // the trim behind the acks alone (a snapshot keeps the log back to it)
   auto cp = std::make_unique<Checkpointer>(*store, o);
   Loop loop(*store, *cp);
   ASSERT_NO_FATAL_FAILURE(loop.start());
@@ -349,6 +350,113 @@ TEST(Checkpointer, ForgottenHoldsLeaveNoRowBehind) {
     EXPECT_EQ(x, y) << "hold " << id;
   }
   EXPECT_EQ(again.check_invariants().message(), "");
+}
+
+// Every row of `book`'s hold `id` and SKU "tee" is the same in `other`.
+void expect_same_book(const Book& book, const Book& other) {
+  proto::SkuView a, b;
+  ASSERT_EQ(book.sku_get("tee", a), proto::Status::kOk);
+  ASSERT_EQ(other.sku_get("tee", b), proto::Status::kOk);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(book.meta().next_hold_id, other.meta().next_hold_id);
+  EXPECT_EQ(book.meta().next_outbox_seq, other.meta().next_outbox_seq);
+  for (uint64_t id = 1; id < book.meta().next_hold_id; ++id) {
+    proto::HoldView x, y;
+    EXPECT_EQ(book.hold_get(id, x), other.hold_get(id, y)) << "hold " << id;
+    EXPECT_EQ(x, y) << "hold " << id;
+  }
+  EXPECT_EQ(other.check_invariants().message(), "");
+}
+
+// A damaged checkpoint (here a hold row that fails its checksum) is not the end: recovery falls
+// back on the snapshot, the whole state as of an older lsn in files of its own, and replays the
+// longer log after it, which the checkpointer kept for that. rewrite_state() then drops the
+// damaged tables and writes the recovered state as the checkpoint: the next recovery needs no
+// fallback. With the snapshot damaged too, recovery refuses, naming both.
+TEST(Snapshot, ADamagedCheckpointFallsBackOnTheSnapshotAndTheLogAfterIt) {
+  TempStore temp("stockd-snapshot");
+  ASSERT_NE(temp.store, nullptr);
+  storage::Store& store = *temp.store;
+  CheckpointOptions o;
+  o.every_entries = 50;
+  o.every_ms = 3'600'000;
+  o.snapshot_every = 120;
+  auto cp = std::make_unique<Checkpointer>(store, o);
+  Loop loop(store, *cp);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
+  for (int g = 0; g < 30; ++g) {  // 300 buy-nows in groups of 10
+    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
+    loop.seal();
+  }
+  cp->stop(true);
+  EXPECT_EQ(cp->take_error().message(), "");
+  EXPECT_GE(cp->snapshots(), 2u) << "one at the first checkpoint, one 120 decisions on";
+  const std::vector<uint64_t> snaps = store.snapshots();
+  ASSERT_EQ(snaps.size(), 1u) << "a new snapshot removes the older";
+  const uint64_t snap = snaps[0];
+  EXPECT_EQ(cp->snapshot_lsn(), snap);
+  EXPECT_LT(snap, loop.lsn) << "the last checkpoint (at the stop) is newer than the snapshot";
+  const std::vector<uint64_t> lsns = log_lsns(store);
+  ASSERT_FALSE(lsns.empty());
+  EXPECT_LE(lsns.front(), snap + 1) << "the log is kept back to the snapshot";
+  EXPECT_EQ(lsns.back(), loop.lsn);
+
+  // The checkpoint's row of hold 3 no longer decodes.
+  const auto damage = [&] {
+    storage::Batch b = store.batch();
+    b.put(rec::hold_key(3), "not a hold row");
+    ASSERT_TRUE(store.write(b, true).ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(damage());
+  Book again;
+  Recovered r;
+  ASSERT_EQ(recover(store, again, r).message(), "");
+  EXPECT_EQ(r.snapshot_lsn, snap);
+  EXPECT_NE(r.damaged.find("record h/"), std::string::npos) << r.damaged;
+  EXPECT_EQ(r.checkpoint_lsn, snap);
+  EXPECT_EQ(r.meta.lsn, loop.lsn);
+  EXPECT_GT(r.replayed, 0u) << "the decisions after the snapshot were replayed";
+  ASSERT_NO_FATAL_FAILURE(expect_same_book(loop.book, again));
+
+  ASSERT_EQ(rewrite_state(store, again, r).message(), "");
+  Book repaired;
+  Recovered r2;
+  ASSERT_EQ(recover(store, repaired, r2).message(), "");
+  EXPECT_EQ(r2.snapshot_lsn, 0u) << "no fallback after the repair: " << r2.damaged;
+  EXPECT_EQ(r2.checkpoint_lsn, loop.lsn);
+  EXPECT_EQ(r2.replayed, 0u);
+  ASSERT_NO_FATAL_FAILURE(expect_same_book(loop.book, repaired));
+
+  // A repair cut short between dropping the tables and writing the state: a store with a
+  // snapshot and no checkpoint falls back again (rather than replaying a log that starts late).
+  ASSERT_EQ(store.drop_state().message(), "");
+  Book halfway;
+  Recovered r4;
+  ASSERT_EQ(recover(store, halfway, r4).message(), "");
+  EXPECT_EQ(r4.snapshot_lsn, snap);
+  EXPECT_NE(r4.damaged.find("meta row is missing"), std::string::npos) << r4.damaged;
+  ASSERT_NO_FATAL_FAILURE(expect_same_book(loop.book, halfway));
+  ASSERT_EQ(rewrite_state(store, halfway, r4).message(), "");
+
+  // Damage both: the checkpoint again, and the snapshot's file cut short (a torn write).
+  ASSERT_NO_FATAL_FAILURE(damage());
+  bool cut = false;
+  for (const auto& e : fs::recursive_directory_iterator(temp.dir / "snapshots")) {
+    if (e.path().filename() == "default.sst") {
+      fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
+      cut = true;
+    }
+  }
+  ASSERT_TRUE(cut);
+  Book none;
+  Recovered r3;
+  const Status s = recover(store, none, r3);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption);
+  EXPECT_NE(s.message().find("the checkpoint in the store is damaged"), std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("the snapshot at lsn " + std::to_string(snap) + " cannot be used"),
+            std::string::npos)
+      << s.message();
 }
 
 // Recovery reads a group one entry ahead (to prefetch what the next replay touches): an entry

@@ -214,6 +214,9 @@ class Book {
   std::optional<rec::UserRow> user_row(std::string_view sku, std::string_view user) const;
   std::optional<rec::CodeRow> code_row(std::string_view sku, uint32_t index) const;
   rec::MetaRow meta() const;  // lsn is the store's business and left 0
+  // Names every row of the book in `ch` (a snapshot's rows: the whole state), without marking
+  // any: the marks stay those of the Changes that set them.
+  void name_all_rows(Changes& ch) const;
 
   // Hold ids are hold_id_of(sequence number, key) (stockd/hold_ids.h); the key is in meta().
   // It may be set only while no hold was ever made (false otherwise): a new store takes a random
@@ -246,6 +249,7 @@ class Book {
   void prefetch_sku_itself(std::string_view sku) const;
 
   // ---- Recovery: restore rows in any order, then finish_restore() once. ----
+  void reset();  // empty again, with the same limits (a recovery that starts over)
   void restore(const rec::SkuRow& r);
   void restore(const rec::HoldRow& r);
   void restore(rec::HoldRow&& r);

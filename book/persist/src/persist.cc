@@ -131,7 +131,7 @@ namespace {
 // Scans one table, decoding each value into Row and handing it to `take`, which may return
 // false to end the scan early.
 template <class Row, class Take>
-Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
+Status load_table(storage::RowSource& store, char tag, size_t& count, Take&& take) {
   Status bad;
   const std::string prefix{tag, '/'};
   Status s = store.scan(
@@ -160,7 +160,7 @@ Status load_table(storage::Store& store, char tag, size_t& count, Take&& take) {
 // checksum) on a thread of their own, in batches, while this thread puts the batch before into
 // the book, one row ahead so that the slots a row lands in are fetched while the row before it
 // is restored. A few batches at most wait between the two.
-Status load_holds(storage::Store& store, Book& book, Recovered& out) {
+Status load_holds(storage::RowSource& store, Book& book, Recovered& out) {
   constexpr size_t kBatchRows = 2048;
   constexpr size_t kBatchesMax = 4;
   std::mutex mu;
@@ -236,7 +236,7 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
     return Status::Corruption("log group stored under lsn " + std::to_string(lsn) + " says lsn " +
                               std::to_string(r.lsn()));
   }
-  ref = {lsn, r.first_outbox_seq(), r.first_outbox_seq() + r.records(), r.base_ms()};
+  ref = {lsn, r.first_outbox_seq(), r.first_outbox_seq() + r.records(), r.base_ms(), r.count()};
   if (!replay) return Status::Ok();
   if (r.count() > 0 && r.first_outbox_seq() != book.meta().next_outbox_seq) {
     return Status::Corruption(
@@ -283,11 +283,14 @@ Status read_group(std::string_view value, uint64_t lsn, Book& book, bool replay,
 
 }  // namespace
 
-Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
-  // The checkpoint: the meta row and the rows as of its lsn.
+namespace {
+
+// A state (the checkpoint in the store, or a snapshot): the meta row and the rows as of its lsn,
+// into an empty `book`.
+Status load_state(storage::RowSource& rows, Book& book, Recovered& out) {
   std::string value;
   bool found = false;
-  if (Status s = store.get(rec::meta_key(), value, found); !s.ok()) return s;
+  if (Status s = rows.get(rec::meta_key(), value, found); !s.ok()) return s;
   rec::MetaRow meta;
   if (found) {
     if (Status s = rec::decode(value, meta); !s.ok()) {
@@ -297,26 +300,77 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   }
   out.checkpoint_lsn = meta.lsn;
   auto plain = [&book](const auto& row) { book.restore(row); };
-  Status s = load_table<rec::SkuRow>(store, rec::kTagSku, out.skus, plain);
-  if (s.ok()) s = load_table<rec::CodeRow>(store, rec::kTagCode, out.codes, plain);
+  Status s = load_table<rec::SkuRow>(rows, rec::kTagSku, out.skus, plain);
+  if (s.ok()) s = load_table<rec::CodeRow>(rows, rec::kTagCode, out.codes, plain);
   if (!s.ok()) return s;
   book.stage_restore();  // what holds link to is in: each hold row goes into the book as read
-  s = load_holds(store, book, out);
-  if (s.ok()) s = load_table<rec::UserRow>(store, rec::kTagUser, out.users, plain);
+  s = load_holds(rows, book, out);
+  if (s.ok()) s = load_table<rec::UserRow>(rows, rec::kTagUser, out.users, plain);
   if (!s.ok()) return s;
   if (s = book.finish_restore(); !s.ok()) {
     return std::move(s).context("restored state is inconsistent");
   }
+  return Status::Ok();
+}
 
+// `since`: the lsn after which the log's entries are counted (Recovered::logged_since).
+Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* changes,
+                  uint64_t since);
+
+}  // namespace
+
+Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
+  const std::vector<uint64_t> snapshots = store.snapshots();
+  Status s = store.damage_found_at_open().empty()
+                 ? load_state(store, book, out)
+                 : Status::Corruption(store.damage_found_at_open());
+  // A store with snapshots had a checkpoint (each snapshot follows one): without its meta row,
+  // its state was lost (a repair below cut short by a crash).
+  if (s.ok() && out.checkpoint_lsn == 0 && !snapshots.empty()) {
+    s = Status::Corruption("its meta row is missing");
+  }
+  if (s.ok()) return replay_log(store, book, out, changes, snapshots.empty() ? 0 : snapshots[0]);
+  if (s.code() != Status::Code::kCorruption) return s;
+  // The checkpoint is damaged: the newest snapshot that loads, with the longer log after it.
+  const std::string damaged = "the checkpoint in the store is damaged (" + s.message() + ")";
+  if (snapshots.empty()) return Status::Corruption(damaged + " and there is no snapshot");
+  std::string why;
+  for (uint64_t lsn : snapshots) {
+    book.reset();
+    out = Recovered{};
+    if (changes != nullptr) changes->clear();
+    Result<std::unique_ptr<storage::RowSource>> rows = store.open_snapshot(lsn);
+    Status f = rows.ok() ? load_state(**rows, book, out) : rows.status();
+    if (f.ok() && out.checkpoint_lsn != lsn) {
+      f = Status::Corruption("its meta row says lsn " + std::to_string(out.checkpoint_lsn));
+    }
+    if (f.ok()) f = replay_log(store, book, out, changes, lsn);
+    if (f.ok()) {
+      out.snapshot_lsn = lsn;
+      out.damaged = damaged;
+      return f;
+    }
+    why += "; the snapshot at lsn " + std::to_string(lsn) + " cannot be used: " + f.message();
+  }
+  return Status::Corruption(damaged + why);
+}
+
+namespace {
+
+// The log after the state `book` holds (out.checkpoint_lsn): replayed, and indexed for the
+// outbox; then the acknowledged mark is checked.
+Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* changes,
+                  uint64_t since) {
+  const uint64_t from = out.checkpoint_lsn;
   // The log: every group after the checkpoint is replayed; those at or before it are kept only
   // for their outbox records. Groups are consecutive from the first retained one.
   Changes own;
   own.log = false;
   own.rows = false;
   Changes& ch = changes != nullptr ? *changes : own;
-  uint64_t last = meta.lsn, expect = 0;
+  uint64_t last = from, expect = 0;
   Status bad;
-  s = store.scan(
+  Status s = store.scan(
       std::string{rec::kTagLog, '/'},
       [&](std::string_view k, std::string_view v) {
         const uint64_t lsn = rec::log_key_lsn(k);
@@ -325,10 +379,10 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
                                    " bytes in the log is not a log key");
           return false;
         }
-        if (expect == 0 && lsn > meta.lsn + 1) {
-          bad = Status::Refused("the log after the checkpoint at lsn " + std::to_string(meta.lsn) +
+        if (expect == 0 && lsn > from + 1) {
+          bad = Status::Refused("the log after the checkpoint at lsn " + std::to_string(from) +
                                 " starts at lsn " + std::to_string(lsn) + ": groups " +
-                                std::to_string(meta.lsn + 1) + ".." + std::to_string(lsn - 1) +
+                                std::to_string(from + 1) + ".." + std::to_string(lsn - 1) +
                                 " are missing");
           return false;
         }
@@ -339,8 +393,9 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
         }
         expect = lsn + 1;
         LogGroupRef ref;
-        bad = read_group(v, lsn, book, lsn > meta.lsn, ch, ref, out.replayed);
+        bad = read_group(v, lsn, book, lsn > from, ch, ref, out.replayed);
         if (!bad.ok()) return false;
+        if (lsn > since) out.logged_since += ref.entries;
         ++out.log_groups;
         last = std::max(last, lsn);
         if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
@@ -366,6 +421,17 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
       out.outbox_groups.empty() ? out.meta.next_outbox_seq : out.outbox_groups.front().first_seq;
   out.outbox = out.meta.next_outbox_seq - out.meta.outbox_first;
   return Status::Ok();
+}
+
+}  // namespace
+
+Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r) {
+  if (Status s = store.drop_state(); !s.ok()) return s;
+  Changes all;
+  book.name_all_rows(all);
+  std::unique_ptr<storage::CheckpointWriter> w = store.checkpoint_writer(r.meta.lsn);
+  write_rows(*w, book, all, r.meta.lsn, r.meta.outbox_acked, r.meta.outbox_first);
+  return w->commit().context("write the state anew");
 }
 
 // ---- The checkpointer. ----
@@ -470,6 +536,7 @@ bool Checkpointer::apply(uint64_t lsn, std::string_view group) {
   }
   lsn_ = lsn;
   entries_since_ += entries;
+  entries_since_snapshot_ += entries;
   if (ref.end_seq > ref.first_seq) groups_.push_back(ref);
   return true;
 }
@@ -487,7 +554,7 @@ void Checkpointer::checkpoint(int64_t now) {
   const auto start = std::chrono::steady_clock::now();
   const rec::MetaRow meta = book_.meta();
   while (trimmable(now)) groups_.pop_front();
-  const uint64_t below = groups_.empty() ? lsn_ + 1 : std::min(groups_.front().lsn, lsn_ + 1);
+  uint64_t below = groups_.empty() ? lsn_ + 1 : std::min(groups_.front().lsn, lsn_ + 1);
   const uint64_t first = groups_.empty() ? meta.next_outbox_seq : groups_.front().first_seq;
   std::unique_ptr<storage::CheckpointWriter> w = store_.checkpoint_writer(lsn_);
   write_rows(*w, book_, changes_, lsn_, meta.outbox_acked, first, unwritten_seq_);
@@ -497,6 +564,11 @@ void Checkpointer::checkpoint(int64_t now) {
     return;
   }
   last_bytes_ = w->bytes();
+  if (options_.snapshot_every > 0) {
+    if (entries_since_snapshot_ >= options_.snapshot_every) snapshot(meta.outbox_acked, first);
+    // The log is kept back to the snapshot, for a recovery that falls back on it.
+    if (snapshot_lsn_ != 0) below = std::min(below, snapshot_lsn_ + 1);
+  }
   // The trim after the checkpoint is durable; one lost in a crash is done again.
   if (below > 1) {
     if (Status s = store_.trim_log(below); !s.ok()) fail(std::move(s));
@@ -513,6 +585,28 @@ void Checkpointer::checkpoint(int64_t now) {
                  .count();
 }
 
+// The whole state as of lsn_ (just written as a checkpoint too), as a snapshot of its own. A
+// failure keeps the older one (and the log back to it) and is retried at the next checkpoint.
+void Checkpointer::snapshot(uint64_t outbox_acked, uint64_t outbox_first) {
+  const auto start = std::chrono::steady_clock::now();
+  Changes all;
+  book_.name_all_rows(all);
+  std::unique_ptr<storage::CheckpointWriter> w = store_.snapshot_writer(lsn_);
+  write_rows(*w, book_, all, lsn_, outbox_acked, outbox_first);
+  if (Status s = w->commit(); !s.ok()) {
+    fail(Status::Io(s.message() + " (retried at the next checkpoint; the older snapshot and the "
+                                  "log back to it are kept)"));
+    return;
+  }
+  snapshot_lsn_ = lsn_;
+  entries_since_snapshot_ = 0;
+  last_snapshot_lsn_ = lsn_;
+  ++snapshots_;
+  last_snapshot_us_ = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+}
+
 void Checkpointer::run() {
   // The loop comes first: on a machine with few cores the checkpointer takes what is left, lags
   // during a spike (reading back from the log what it did not keep) and catches up after it.
@@ -525,6 +619,20 @@ void Checkpointer::run() {
   }
   lsn_ = r.meta.lsn;
   entries_since_ = r.replayed;
+  const std::vector<uint64_t> snapshots = store_.snapshots();
+  snapshot_lsn_ = snapshots.empty() ? 0 : snapshots.front();
+  last_snapshot_lsn_ = snapshot_lsn_;
+  // Without a snapshot, one comes with the first checkpoint; so it does when the newest is
+  // damaged (read whole here, off the loop, so that the damage is found before it is needed).
+  entries_since_snapshot_ = snapshot_lsn_ == 0 ? options_.snapshot_every : r.logged_since;
+  if (snapshot_lsn_ != 0 && options_.snapshot_every > 0 && !broken_) {
+    if (Status s = store_.verify_snapshot(snapshot_lsn_); !s.ok()) {
+      fail(
+          std::move(s).context("the newest snapshot is damaged (a new one comes with the next "
+                               "checkpoint; until then a damaged checkpoint cannot be recovered)"));
+      entries_since_snapshot_ = options_.snapshot_every;
+    }
+  }
   checkpoint_lsn_ = r.checkpoint_lsn;
   outbox_first_ = r.meta.outbox_first;
   groups_.assign(r.outbox_groups.begin(), r.outbox_groups.end());

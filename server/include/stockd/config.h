@@ -68,6 +68,7 @@ struct Config {
   int64_t outbox_retention_ms = 7 * 24 * 3600 * 1000LL;  // acked outbox records kept this long
   uint64_t checkpoint_every = 2'000'000;   // a checkpoint after this many logged decisions,
   int64_t checkpoint_interval_ms = 30000;  // or this long after the last (if anything changed)
+  uint64_t snapshot_every = 10'000'000;    // a whole-state snapshot after this many (0: none)
   std::string log_level = "info";
   std::string ready_file;  // if set, "host port\n" is written here once listening
 };

@@ -81,7 +81,20 @@ struct StoreOptions {
   rocksdb::Env* env = nullptr;  // tests only: a fault-injecting file system; not owned
 };
 
-class Store {
+// Rows to load a state from: the store's tables, or a snapshot's files.
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
+  // order, until it returns false. Values are verified by RocksDB's block checksums. A `bulk`
+  // scan (recovery's passes over whole tables) reads ahead and leaves the block cache as it was.
+  virtual Status scan(std::string_view prefix,
+                      const std::function<bool(std::string_view, std::string_view)>& fn,
+                      std::string_view from = {}, bool bulk = false) = 0;
+  virtual Status get(std::string_view key, std::string& value, bool& found) = 0;
+};
+
+class Store : public RowSource {
  public:
   // Opens (or creates) a RocksDB store in `dir` with options chosen for safety:
   // kTolerateCorruptedTailRecords WAL recovery, paranoid checks, checksums verified on read.
@@ -89,7 +102,6 @@ class Store {
   // manifest), Refused (a lost log or mark, an earlier layout: the message says what to do),
   // Invalid or Io.
   static Result<std::unique_ptr<Store>> open(const std::string& dir, const StoreOptions& options);
-  virtual ~Store() = default;
 
   // Writes `batch` atomically; with sync, returns only after it is on stable storage and the
   // acknowledged mark (ack_mark.h) names its lsn.
@@ -107,13 +119,29 @@ class Store {
   // last lsn is below it lost part of its log (recover() refuses it). 0 for a new store, or
   // an older one that had no mark yet (logged when open() creates it).
   virtual uint64_t acked_lsn() const = 0;
-  // Calls `fn(key, value)` for every key starting with `prefix` and not below `from`, in key
-  // order, until it returns false. Values are verified by RocksDB's block checksums. A `bulk`
-  // scan (recovery's passes over whole tables) reads ahead and leaves the block cache as it was.
-  virtual Status scan(std::string_view prefix,
-                      const std::function<bool(std::string_view, std::string_view)>& fn,
-                      std::string_view from = {}, bool bulk = false) = 0;
-  virtual Status get(std::string_view key, std::string& value, bool& found) = 0;
+  // ---- Snapshots (docs/storage.md, "Snapshots"): a whole state as of one lsn, in files of
+  // their own under <dir>/snapshots/, which recovery falls back on when the checkpoint in the
+  // store is damaged (the log is kept back to the oldest snapshot for that). ----
+  // The lsns of the snapshots present, newest first (complete ones: a cut-short one is removed
+  // when the store opens).
+  virtual std::vector<uint64_t> snapshots() const = 0;
+  // A snapshot's writer (any thread but the WAL thread's; one at a time): every row of a state,
+  // in key order within each family, as for a checkpoint. commit() makes it durable under
+  // `lsn`, then removes every older snapshot.
+  virtual std::unique_ptr<CheckpointWriter> snapshot_writer(uint64_t lsn) = 0;
+  // A snapshot's rows. Its files are opened (a torn one fails here); their blocks are verified
+  // as they are read.
+  virtual Result<std::unique_ptr<RowSource>> open_snapshot(uint64_t lsn) = 0;
+  // A damaged table file found when the store was opened ("" if none). Such a store opens all
+  // the same when it has snapshots: recovery then falls back on one (the file may be the
+  // checkpoint's) and the store must be reopened once the state is written anew.
+  virtual const std::string& damage_found_at_open() const = 0;
+  // Reads every block of a snapshot's files: ok, or Corruption saying which is damaged.
+  virtual Status verify_snapshot(uint64_t lsn) = 0;
+  // Removes every table file of the state's families (all but the log), without reading them:
+  // the repair of a damaged checkpoint, before the whole state is written anew. With the WAL
+  // thread not started.
+  virtual Status drop_state() = 0;
 };
 
 // The WAL thread: writes submitted batches one at a time, in order, and calls `notify` (from

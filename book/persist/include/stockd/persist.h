@@ -33,6 +33,7 @@ struct LogGroupRef {
   uint64_t first_seq = 0;  // its records are first_seq .. end_seq - 1
   uint64_t end_seq = 0;
   int64_t at_ms = 0;  // its time (base_ms: its first entry's; a group spans one loop turn)
+  uint32_t entries = 0;
 };
 
 struct Recovered {
@@ -44,15 +45,28 @@ struct Recovered {
   size_t replayed = 0;                     // entries replayed (groups after the checkpoint)
   size_t outbox = 0;                       // outbox records retained
   std::vector<LogGroupRef> outbox_groups;  // in lsn order
+  // When the checkpoint in the store was damaged: why, and the snapshot recovery fell back on
+  // (the state then comes from it and the longer log after it; the store's state must be
+  // written anew, rewrite_state(), before a checkpointer reads it).
+  std::string damaged;
+  uint64_t snapshot_lsn = 0;
+  size_t logged_since = 0;  // entries in the log after the newest snapshot (or the one used)
 };
 
 // Loads the checkpoint into an empty `book`, replays every log group after it, checks each
 // record and entry, the log for gaps, the acknowledged mark and the book's invariants.
 // Ok, else what is wrong, naming the key or the group: Corruption (a damaged row, group or
-// entry), Refused (a lost part of the log), Io. With `changes`, the rows the replayed decisions
+// entry), Refused (a lost part of the log), Io. A damaged checkpoint (Corruption while loading
+// it) falls back to the newest snapshot that loads and replays the log after it (out.damaged
+// says so); Corruption naming each if none does. With `changes`, the rows the replayed decisions
 // touched are named there (the checkpointer's next checkpoint must write them: its meta row will
 // cover those groups).
 Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
+
+// The repair after a recovery that fell back on a snapshot: the store's state tables are dropped
+// (unread: they hold the damage) and `book`'s whole state is written as the checkpoint at
+// r.meta.lsn. Before the WAL thread and the checkpointer start.
+Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r);
 
 // Converts a data dir of the layout before the log of decisions, with its server stopped
 // (docs/storage.md, "Moving an earlier data dir"). Ok and a one-line `report`, or why not
@@ -63,6 +77,9 @@ struct CheckpointOptions {
   uint64_t every_entries = 2'000'000;  // a checkpoint after this many replayed decisions,
   int64_t every_ms = 30'000;           // or this long after the last one (if anything changed)
   int64_t outbox_retention_ms = 0;     // acknowledged records are kept this long
+  // A snapshot (the whole state, in files of its own) at the first checkpoint after this many
+  // decisions since the last one; the log is kept back to it. 0: none (and no fallback).
+  uint64_t snapshot_every = 10'000'000;
   BookLimits limits;
 };
 
@@ -97,6 +114,9 @@ class Checkpointer {
   uint64_t checkpoints() const { return checkpoints_.load(); }
   int64_t last_checkpoint_us() const { return last_us_.load(); }
   uint64_t last_checkpoint_bytes() const { return last_bytes_.load(); }
+  uint64_t snapshots() const { return snapshots_.load(); }             // written by this process
+  uint64_t snapshot_lsn() const { return last_snapshot_lsn_.load(); }  // the newest's, or 0
+  int64_t last_snapshot_us() const { return last_snapshot_us_.load(); }
   size_t queued() const;
   Status take_error();  // ok if nothing went wrong since the last call
 
@@ -108,6 +128,7 @@ class Checkpointer {
   bool apply(uint64_t lsn, std::string_view group);
   bool catch_up(uint64_t upto);
   void checkpoint(int64_t now_ms);
+  void snapshot(uint64_t outbox_acked, uint64_t outbox_first);
   bool trimmable(int64_t now_ms) const;
   void fail(Status why);  // keeps the first until take_error()
 
@@ -117,6 +138,8 @@ class Checkpointer {
   Changes changes_;   // rows changed since the last checkpoint
   uint64_t lsn_ = 0;  // the last group replayed
   uint64_t entries_since_ = 0;
+  uint64_t snapshot_lsn_ = 0;  // the newest snapshot's (0: none)
+  uint64_t entries_since_snapshot_ = 0;
   // Holds of this sequence number or later were made after the last checkpoint: none has a row
   // on disk, so one made and forgotten since then needs no delete (most of a buy-now sale's).
   // Until this process's first checkpoint, unknown: every gone hold is deleted.
@@ -135,6 +158,8 @@ class Checkpointer {
   std::atomic<uint64_t> checkpoint_lsn_{0}, trimmed_below_{0}, outbox_first_{1}, checkpoints_{0};
   std::atomic<int64_t> last_us_{0};
   std::atomic<uint64_t> last_bytes_{0};
+  std::atomic<uint64_t> snapshots_{0}, last_snapshot_lsn_{0};
+  std::atomic<int64_t> last_snapshot_us_{0};
   std::thread thread_;
 };
 
