@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# What a checkpoint costs the requests: the same durable buy-now load (stockbench, 50 conns x 16,
-# BENCH_SECONDS each, default 20) against a stockd `sync` that writes a checkpoint every
-# 2,000,000 decisions (the default: one every few seconds here; EVERY=N for another count) and
-# against one that writes none, alternated BENCH_ROUNDS times (default 2). Prints throughput,
-# p99 and p99.9 of each run and the checkpoints the first one wrote.
+# What checkpoints and snapshots cost the requests: the same durable buy-now load (stockbench,
+# 50 conns x 16, BENCH_SECONDS each, default 20) against a stockd `sync` that writes a checkpoint
+# every 2,000,000 decisions (the default: one every few seconds here; EVERY=N for another count)
+# with a snapshot at each (the worst case: the default is one per 10,000,000 decisions;
+# SNAPSHOT_EVERY=N for another), the same without snapshots, and one that writes neither,
+# alternated BENCH_ROUNDS times (default 2). Prints throughput, p99 and p99.9 of each run and the
+# checkpoints and snapshots it wrote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 SECS=${BENCH_SECONDS:-20}
 ROUNDS=${BENCH_ROUNDS:-2}
 EVERY=${EVERY:-2000000}
+SNAPSHOT_EVERY=${SNAPSHOT_EVERY:-$EVERY}
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh # bench_start, wait_for, thousands
@@ -30,13 +33,14 @@ run() {
   "$BIN/stockbench" --server "127.0.0.1:$port" --admin-token-file "$TOKEN_FILE" --sku hot \
     --connections 50 --pipeline 16 --duration "${SECS}s" --no-progress --json \
     >"$WORK/bench.json" 2>"$WORK/bench.log" || die "stockbench: $(tail -3 "$WORK/bench.log")"
-  local written
-  written=$("$BIN/stockctl" --server "127.0.0.1:$port" --token-file "$TOKEN_FILE" --json stats |
-    grep -o '"checkpoints_written":[0-9]*' | cut -d: -f2)
+  local stats written snapshots
+  stats=$("$BIN/stockctl" --server "127.0.0.1:$port" --token-file "$TOKEN_FILE" --json stats)
+  written=$(grep -o '"checkpoints_written":[0-9]*' <<<"$stats" | cut -d: -f2)
+  snapshots=$(grep -o '"snapshots_written":[0-9]*' <<<"$stats" | cut -d: -f2)
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""
-  python3 - "$WORK/bench.json" "$name" "${written:-?}" <<'EOF'
+  python3 - "$WORK/bench.json" "$name" "${written:-?} / ${snapshots:-?}" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 l = d["latency_us"]
@@ -46,10 +50,13 @@ print("| %s | %d | %.2f | %.2f | %.2f | %s | %s |" % (sys.argv[2], d["requests_p
 EOF
 }
 
-echo "| stockd sync, 50 x 16 buy-now, ${SECS} s | req/s | p50 ms | p99 ms | p99.9 ms | checkpoints | verdict |"
+echo "| stockd sync, 50 x 16 buy-now, ${SECS} s | req/s | p50 ms | p99 ms | p99.9 ms | checkpoints / snapshots | verdict |"
 echo "|---|---:|---:|---:|---:|---:|---|"
 for _ in $(seq "$ROUNDS"); do
-  run "a checkpoint every $(thousands "$EVERY") decisions" --checkpoint-every "$EVERY"
+  run "a checkpoint every $(thousands "$EVERY"), a snapshot every $(thousands "$SNAPSHOT_EVERY")" \
+    --checkpoint-every "$EVERY" --snapshot-every "$SNAPSHOT_EVERY"
+  run "a checkpoint every $(thousands "$EVERY"), no snapshot" --checkpoint-every "$EVERY" \
+    --snapshot-every 0
   run "no checkpoint during the run" --checkpoint-every 1000000000 \
     --checkpoint-interval-ms 86400000
 done

@@ -460,6 +460,9 @@ void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {
     s.push_back({"checkpoint_lsn", cp->checkpoint_lsn()});
     s.push_back({"checkpoints_written", cp->checkpoints()});
     s.push_back({"checkpoint_last_us", static_cast<uint64_t>(cp->last_checkpoint_us())});
+    s.push_back({"snapshot_lsn", cp->snapshot_lsn()});
+    s.push_back({"snapshots_written", cp->snapshots()});
+    s.push_back({"snapshot_last_us", static_cast<uint64_t>(cp->last_snapshot_us())});
   }
   s.push_back({"store_failed", commit.failed() ? 1u : 0u});
   s.push_back({"outbox_head", outbox_feed.head()});

@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "integration/harness.h"
 #include "ledger_util.h"
 #include "stockd/ack_mark.h"
 #include "stockd/decisions.h"
@@ -569,6 +570,12 @@ TEST_P(CheckpointDamageAt, FallsBackOnTheSnapshot) {
   const std::vector<fs::path> state = state_table_files(d.dir);
   ASSERT_FALSE(state.empty()) << "the clean stops wrote no checkpoint file";
   for (const fs::path& f : state) flip_a_bit(f, GetParam());
+  // stockctl verify: a start would recover (exit 0), and the damage is said.
+  const test::ToolResult verify = test::run_tool(STOCKCTL_BIN, {"verify", "--data-dir", d.dir});
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_NE(verify.err.find("WARNING: the checkpoint in the store is damaged"), std::string::npos)
+      << verify.err;
+  EXPECT_NE(verify.out.find("OK: a snapshot at lsn"), std::string::npos) << verify.out;
   {
     StockdProcess again(d.flags, d.dir.string());
     again.set_log_file((d.base / "second.log").string());
@@ -645,6 +652,10 @@ TEST(CheckpointDamage, ADamagedSnapshotToFallBackOnRefusesToStart) {
     for (const fs::path& f : state_table_files(d.dir)) flip_a_bit(f);
     StockdProcess again(d.flags, d.dir.string());
     again.set_log_file((d.base / "second.log").string());
+    const test::ToolResult verify =
+        test::run_tool(STOCKCTL_BIN, {"verify", "--data-dir", d.dir.string()});
+    EXPECT_EQ(verify.exit_code, 1) << verify.out;
+    EXPECT_NE(verify.err.find("DAMAGED: "), std::string::npos) << verify.err;
     EXPECT_FALSE(again.start(5000)) << "started with no valid state";
     const std::string log = slurp(d.base / "second.log");
     EXPECT_NE(log.find("the checkpoint in the store is damaged"), std::string::npos) << log;

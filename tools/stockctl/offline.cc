@@ -110,16 +110,26 @@ int cmd_verify(const Args& a) {
   Opened o;
   if (int rc = open_offline(a, o); rc != kExitOk) return rc;
   const Status problem = o.error.ok() ? o.book.check_invariants() : o.error;
+  // A damaged checkpoint with a snapshot to fall back on: a start recovers (and writes the state
+  // anew), so exit 0, but the damage is said.
+  const bool fallback = problem.ok() && o.rec.snapshot_lsn != 0;
+  if (fallback) {
+    std::cerr << "WARNING: " << o.rec.damaged << "; a start falls back on the snapshot at lsn "
+              << o.rec.snapshot_lsn << ", replays the log after it and writes the state anew\n";
+  }
   if (a.json) {
     std::cout << Json{{"status", problem.ok() ? "OK" : "DAMAGED"},
                       {"lsn", o.rec.meta.lsn},
-                      {"problem", problem.message()}}
+                      {"problem", problem.message()},
+                      {"checkpoint_damaged", o.rec.damaged},
+                      {"fallback_snapshot_lsn", o.rec.snapshot_lsn}}
                      .dump()
               << '\n';
   } else if (problem.ok()) {
-    std::cout << "OK: a checkpoint at lsn " << o.rec.checkpoint_lsn << " (" << o.rec.skus
-              << " skus, " << o.rec.holds << " holds), " << o.rec.replayed
-              << " decisions replayed from " << o.rec.log_groups << " log groups, " << o.rec.outbox
+    std::cout << "OK: " << (fallback ? "a snapshot" : "a checkpoint") << " at lsn "
+              << o.rec.checkpoint_lsn << " (" << o.rec.skus << " skus, " << o.rec.holds
+              << " holds), " << o.rec.replayed << " decisions replayed from " << o.rec.log_groups
+              << " log groups, " << o.rec.outbox
               << " outbox records retained, invariants hold, lsn " << o.rec.meta.lsn << '\n';
   }
   if (!problem.ok()) {
