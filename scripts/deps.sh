@@ -11,8 +11,10 @@ PACKAGES=(
 )
 if [[ ${1:-all} != run ]]; then
   # GoogleTest, a PostgreSQL server for the SQL tests, Redis and pgbench for the comparison,
-  # promtool for the metrics format, clang-format for the style check, openssl for test certs.
-  PACKAGES+=(libgtest-dev libgmock-dev postgresql redis-server prometheus clang openssl)
+  # promtool for the metrics format, clang-format for the style check, openssl for test certs,
+  # sst_dump (rocksdb-tools) for bench/recovery.sh to find the checkpoint's table files.
+  PACKAGES+=(libgtest-dev libgmock-dev postgresql redis-server prometheus clang openssl
+    rocksdb-tools)
 fi
 
 missing=()

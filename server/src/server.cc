@@ -53,10 +53,10 @@ bool Server::Impl::open_and_recover() {
         r.damaged, r.snapshot_lsn);
   }
   log->info(
-      "recovered a checkpoint at lsn {} ({} skus, {} holds, {} keys, {} codes) and replayed {} "
+      "recovered {} at lsn {} ({} skus, {} holds, {} keys, {} codes) and replayed {} "
       "decisions of {} log groups to lsn {} ({} outbox records retained) in {:.3f}s",
-      r.checkpoint_lsn, r.skus, r.holds, r.idem, r.codes, r.replayed, r.log_groups, commit.lsn(),
-      r.outbox, secs);
+      r.snapshot_lsn != 0 ? "the snapshot" : "a checkpoint", r.checkpoint_lsn, r.skus, r.holds,
+      r.idem, r.codes, r.replayed, r.log_groups, commit.lsn(), r.outbox, secs);
   commit.start_wal([this] { uv_async_send(&wal_done); });
   commit.start_checkpointer(book_limits());
   return true;

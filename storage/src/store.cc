@@ -230,7 +230,7 @@ class RocksCheckpoint final : public CheckpointWriter {
       paths_[family] = tmp_ + "/" + kFamilyNames[family] +
                        (snapshots_.empty() ? "-" + std::to_string(lsn_) : "") + ".sst";
       writers_[family] = std::make_unique<rocksdb::SstFileWriter>(
-          rocksdb::EnvOptions(), options_[family], families_[family]);
+          rocksdb::EnvOptions(options_[family]), options_[family], families_[family]);
       note(writers_[family]->Open(paths_[family]));
     }
     return error_.empty() ? writers_[family].get() : nullptr;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "stockd/decisions.h"
@@ -457,6 +458,33 @@ TEST(Snapshot, ADamagedCheckpointFallsBackOnTheSnapshotAndTheLogAfterIt) {
   EXPECT_NE(s.message().find("the snapshot at lsn " + std::to_string(snap) + " cannot be used"),
             std::string::npos)
       << s.message();
+}
+
+// A snapshot cut short by a crash (its .tmp directory) is removed when the store opens and never
+// listed; a whole one stays.
+TEST(Snapshot, OneCutShortIsRemovedAtOpen) {
+  TempStore temp("stockd-snapshot-tmp");
+  ASSERT_NE(temp.store, nullptr);
+  {
+    std::unique_ptr<storage::CheckpointWriter> w = temp.store->snapshot_writer(7);
+    rec::MetaRow meta;
+    meta.lsn = 7;
+    std::string value;
+    rec::encode(meta, value);
+    w->put(rec::meta_key(), value);
+    ASSERT_EQ(w->commit().message(), "");
+  }
+  const fs::path cut = temp.dir / "snapshots" / "00000000000000000009.tmp";
+  fs::create_directories(cut);
+  std::ofstream(cut / "default.sst") << "half a table file";
+  EXPECT_EQ(temp.store->snapshots(), std::vector<uint64_t>{7});
+  temp.store.reset();
+  auto reopened = storage::Store::open(temp.dir.string(), {});
+  ASSERT_TRUE(reopened.ok()) << reopened.status().message();
+  temp.store = std::move(*reopened);
+  EXPECT_FALSE(fs::exists(cut));
+  EXPECT_EQ(temp.store->snapshots(), std::vector<uint64_t>{7});
+  EXPECT_EQ(temp.store->verify_snapshot(7).message(), "");
 }
 
 // Recovery reads a group one entry ahead (to prefetch what the next replay touches): an entry
