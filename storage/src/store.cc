@@ -229,8 +229,12 @@ class RocksCheckpoint final : public CheckpointWriter {
       std::filesystem::create_directories(tmp_, ec);
       paths_[family] = tmp_ + "/" + kFamilyNames[family] +
                        (snapshots_.empty() ? "-" + std::to_string(lsn_) : "") + ".sst";
+      // A checkpoint's pages stay in the OS's cache once written (RocksDB drops them by
+      // default): the next start reads them back, often right after a clean stop. A snapshot,
+      // read only if a checkpoint is damaged, leaves the cache as it was.
       writers_[family] = std::make_unique<rocksdb::SstFileWriter>(
-          rocksdb::EnvOptions(options_[family]), options_[family], families_[family]);
+          rocksdb::EnvOptions(options_[family]), options_[family], families_[family],
+          /*invalidate_page_cache=*/!snapshots_.empty());
       note(writers_[family]->Open(paths_[family]));
     }
     return error_.empty() ? writers_[family].get() : nullptr;
