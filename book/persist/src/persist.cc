@@ -42,6 +42,7 @@ struct Scratch {
   std::vector<const std::pair<std::string, std::string>*> users;
   std::vector<const std::pair<std::string, uint32_t>*> codes;
 };
+thread_local Scratch scratch;  // write_rows' (a checkpoint's, a snapshot's)
 
 // The holds `ch` names, as (sequence number, id) in sequence order, each once, into x.holds.
 // The book names each hold once per Changes, in the order of its first change: holds made since
@@ -83,7 +84,7 @@ void write_row(Sink& b, const std::string& key, const Row* row, std::string& val
 template <class Sink>
 void write_rows(Sink& b, const Book& book, const Changes& ch, uint64_t lsn, uint64_t outbox_acked,
                 uint64_t outbox_first, uint64_t unwritten_seq = UINT64_MAX) {
-  thread_local Scratch x;
+  Scratch& x = scratch;
   each_once(ch.codes, x.codes, [&](const std::pair<std::string, uint32_t>& c) {
     const auto row = book.code_row(c.first, c.second);
     write_row(b, rec::code_key(c.first, c.second), row ? &*row : nullptr, x.value);
@@ -431,6 +432,7 @@ Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r
   book.name_all_rows(all);
   std::unique_ptr<storage::CheckpointWriter> w = store.checkpoint_writer(r.meta.lsn);
   write_rows(*w, book, all, r.meta.lsn, r.meta.outbox_acked, r.meta.outbox_first);
+  scratch = Scratch();  // sized for the whole state: let it go
   return w->commit().context("write the state anew");
 }
 
@@ -593,6 +595,7 @@ void Checkpointer::snapshot(uint64_t outbox_acked, uint64_t outbox_first) {
   book_.name_all_rows(all);
   std::unique_ptr<storage::CheckpointWriter> w = store_.snapshot_writer(lsn_);
   write_rows(*w, book_, all, lsn_, outbox_acked, outbox_first);
+  scratch = Scratch();  // sized for every hold: a checkpoint's changes are a fraction of that
   if (Status s = w->commit(); !s.ok()) {
     fail(Status::Io(s.message() + " (retried at the next checkpoint; the older snapshot and the "
                                   "log back to it are kept)"));
