@@ -158,6 +158,15 @@ class LogGuard {
   Status failed_;
 };
 
+// Removes the snapshots in `dir` (the snapshots' directory) older than `lsn`.
+void remove_snapshots_below(const std::string& dir, uint64_t lsn) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const uint64_t at = snapshot_lsn(e.path().filename().string());
+    if (at != 0 && at < lsn) std::filesystem::remove_all(e.path(), ec);
+  }
+}
+
 // A checkpoint's files, ingested into the store; or, with `snapshots` (the snapshots' directory),
 // a snapshot's, published there under the lsn (docs/storage.md, "Snapshots").
 class RocksCheckpoint final : public CheckpointWriter {
@@ -263,10 +272,7 @@ class RocksCheckpoint final : public CheckpointWriter {
     if (r.ok()) r = fs.RenameFile(tmp_, to, rocksdb::IOOptions(), nullptr);
     if (r.ok()) r = sync_dir(snapshots_);
     if (!r.ok()) return to_status(r, what());
-    for (const auto& e : std::filesystem::directory_iterator(snapshots_, ec)) {
-      const uint64_t lsn = snapshot_lsn(e.path().filename().string());
-      if (lsn != 0 && lsn < lsn_) std::filesystem::remove_all(e.path(), ec);
-    }
+    remove_snapshots_below(snapshots_, lsn_);
     return Status::Ok();
   }
   void remove_files() {
@@ -426,6 +432,10 @@ class RocksStore final : public Store {
     auto rows = SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
     if (!rows.ok()) return rows.status();
     return std::unique_ptr<RowSource>(std::move(*rows));
+  }
+
+  void remove_snapshots(uint64_t below) override {
+    remove_snapshots_below(snapshots_dir(dir_), below);
   }
 
   Status verify_snapshot(uint64_t lsn) override {

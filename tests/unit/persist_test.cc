@@ -460,6 +460,48 @@ TEST(Snapshot, ADamagedCheckpointFallsBackOnTheSnapshotAndTheLogAfterIt) {
       << s.message();
 }
 
+// With snapshots turned off (--snapshot-every 0) after some were written, the next checkpoint
+// removes them: the log is no longer kept back to them, so they could never be used.
+TEST(Snapshot, TurnedOffTheOldOnesGoAtTheNextCheckpoint) {
+  TempStore temp("stockd-snapshot-off");
+  ASSERT_NE(temp.store, nullptr);
+  storage::Store& store = *temp.store;
+  CheckpointOptions o;
+  o.every_entries = 20;
+  o.every_ms = 3'600'000;
+  o.outbox_retention_ms = 0;
+  uint64_t lsn = 0, first_seq = 1;
+  for (const uint64_t every : {uint64_t{1'000'000}, uint64_t{0}}) {
+    o.snapshot_every = every;
+    Checkpointer cp(store, o);
+    Loop loop(store, cp);
+    loop.lsn = lsn;
+    loop.first_seq = first_seq;
+    Recovered r;
+    ASSERT_EQ(recover(store, loop.book, r).message(), "");
+    if (every != 0) {
+      ASSERT_NO_FATAL_FAILURE(loop.start());
+    }
+    for (int g = 0; g < 5; ++g) {
+      for (int i = 0; i < 10; ++i) loop.buy(static_cast<int>(every % 7) * 100 + g * 10 + i, kT0);
+      loop.seal();
+    }
+    loop.book.outbox_ack(loop.book.meta().next_outbox_seq - 1, kT0 + 1, loop.ch);
+    loop.seal();
+    cp.stop(true);
+    EXPECT_EQ(cp.take_error().message(), "");
+    lsn = loop.lsn;
+    first_seq = loop.first_seq;
+    if (every != 0) {
+      EXPECT_EQ(store.snapshots().size(), 1u) << "the first checkpoint writes one";
+      EXPECT_LE(log_lsns(store).front(), store.snapshots()[0] + 1) << "the log kept back to it";
+    } else {
+      EXPECT_TRUE(store.snapshots().empty());
+      EXPECT_TRUE(log_lsns(store).empty()) << "every group acknowledged: the log is trimmed";
+    }
+  }
+}
+
 // A snapshot cut short by a crash (its .tmp directory) is removed when the store opens and never
 // listed; a whole one stays.
 TEST(Snapshot, OneCutShortIsRemovedAtOpen) {

@@ -570,6 +570,12 @@ void Checkpointer::checkpoint(int64_t now) {
     if (entries_since_snapshot_ >= options_.snapshot_every) snapshot(meta.outbox_acked, first);
     // The log is kept back to the snapshot, for a recovery that falls back on it.
     if (snapshot_lsn_ != 0) below = std::min(below, snapshot_lsn_ + 1);
+  } else if (snapshot_lsn_ != 0) {
+    // Snapshots were turned off: the log is no longer kept back to the ones written before,
+    // so they could not be used; they go.
+    store_.remove_snapshots(UINT64_MAX);
+    snapshot_lsn_ = 0;
+    last_snapshot_lsn_ = 0;
   }
   // The trim after the checkpoint is durable; one lost in a crash is done again.
   if (below > 1) {

@@ -136,6 +136,8 @@ class Store : public RowSource {
   // the same when it has snapshots: recovery then falls back on one (the file may be the
   // checkpoint's) and the store must be reopened once the state is written anew.
   virtual const std::string& damage_found_at_open() const = 0;
+  // Removes the snapshots older than `lsn` (all of them: UINT64_MAX).
+  virtual void remove_snapshots(uint64_t below) = 0;
   // Reads every block of a snapshot's files: ok, or Corruption saying which is damaged.
   virtual Status verify_snapshot(uint64_t lsn) = 0;
   // Removes every table file of the state's families (all but the log), without reading them:
