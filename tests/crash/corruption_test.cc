@@ -576,6 +576,13 @@ TEST_P(CheckpointDamageAt, FallsBackOnTheSnapshot) {
   EXPECT_NE(verify.err.find("WARNING: the checkpoint in the store is damaged"), std::string::npos)
       << verify.err;
   EXPECT_NE(verify.out.find("OK: a snapshot at lsn"), std::string::npos) << verify.out;
+  const test::ToolResult inspect =
+      test::run_tool(STOCKCTL_BIN, {"inspect", "--data-dir", d.dir, "--json"});
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_NE(inspect.out.find("\"checkpoint_damaged\":\"the checkpoint in the store is damaged"),
+            std::string::npos)
+      << inspect.out;
+  EXPECT_NE(inspect.out.find("\"sold\":300"), std::string::npos) << inspect.out;
   {
     StockdProcess again(d.flags, d.dir.string());
     again.set_log_file((d.base / "second.log").string());

@@ -31,6 +31,7 @@ TEST(OfflineTest, InspectAndVerifyReadAStoppedServersData) {
   EXPECT_NE(in.out.find("\"available\":5"), std::string::npos) << in.out;
   EXPECT_NE(in.out.find("\"held\":2"), std::string::npos) << in.out;
   EXPECT_NE(in.out.find("\"sold\":3"), std::string::npos) << in.out;
+  EXPECT_NE(in.out.find("\"snapshots\":[]"), std::string::npos) << "no checkpoint yet:\n" << in.out;
 
   ToolResult ok = run_tool(STOCKCTL_BIN, {"verify", "--data-dir", server.data_dir()});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;

@@ -76,6 +76,8 @@ int cmd_inspect(const Args& a) {
               {"outbox_acked", m.outbox_acked},
               {"outbox_first", m.outbox_first},
               {"checkpoint_lsn", o.rec.checkpoint_lsn},
+              {"snapshots", o.store->snapshots()},
+              {"checkpoint_damaged", o.rec.damaged},
               {"log", {{"groups", o.rec.log_groups}, {"replayed", o.rec.replayed}}},
               {"rows",
                {{"skus", o.rec.skus},
@@ -97,7 +99,12 @@ int cmd_inspect(const Args& a) {
             << " holds (" << o.book.live_holds() << " live), " << o.rec.idem << " keys, "
             << o.rec.codes << " codes (the checkpoint at lsn " << o.rec.checkpoint_lsn << "), "
             << o.rec.outbox << " outbox\nlog            " << o.rec.log_groups << " groups, "
-            << o.rec.replayed << " decisions replayed after the checkpoint\n";
+            << o.rec.replayed << " decisions replayed after the checkpoint\nsnapshots      ";
+  for (uint64_t lsn : o.store->snapshots()) std::cout << "lsn " << lsn << ' ';
+  std::cout << (o.rec.snapshot_lsn != 0 ? "(the checkpoint is damaged: the state above comes "
+                                          "from the snapshot and the log after it)"
+                                        : "")
+            << '\n';
   for (const auto& s : js) {
     std::cout << "  " << s["sku"].get<std::string>() << ": total=" << s["total"]
               << " available=" << s["available"] << " held=" << s["held"] << " sold=" << s["sold"]
