@@ -268,7 +268,18 @@ class RocksCheckpoint final : public CheckpointWriter {
       if (r.ok()) r = d->Fsync(rocksdb::IOOptions(), nullptr);
       return r;
     };
-    rocksdb::IOStatus r = sync_dir(tmp_);
+    // A family without rows gets an empty <family>.none instead of its table file, so that a
+    // table file missing from a snapshot is damage, never "no rows".
+    rocksdb::IOStatus r;
+    for (size_t i = 0; i < writers_.size() - 1 && r.ok(); ++i) {
+      if (writers_[i]) continue;
+      std::unique_ptr<rocksdb::FSWritableFile> none;
+      r = fs.NewWritableFile(tmp_ + "/" + kFamilyNames[i] + ".none", rocksdb::FileOptions(), &none,
+                             nullptr);
+      if (r.ok()) r = none->Sync(rocksdb::IOOptions(), nullptr);
+      if (r.ok()) r = none->Close(rocksdb::IOOptions(), nullptr);
+    }
+    if (r.ok()) r = sync_dir(tmp_);
     if (r.ok()) r = fs.RenameFile(tmp_, to, rocksdb::IOOptions(), nullptr);
     if (r.ok()) r = sync_dir(snapshots_);
     if (!r.ok()) return to_status(r, what());
@@ -308,8 +319,9 @@ class SnapshotRows final : public RowSource {
       const std::string path = dir + "/" + kFamilyNames[i] + ".sst";
       std::error_code ec;
       if (!std::filesystem::exists(path, ec)) {
-        if (i == 0) return Status::Corruption(rows->name_ + ": " + path + " is missing");
-        continue;  // no rows of that family
+        // No rows of that family, if the snapshot says so (the default family's has the meta row).
+        if (i != 0 && std::filesystem::exists(dir + "/" + kFamilyNames[i] + ".none", ec)) continue;
+        return Status::Corruption(rows->name_ + ": " + path + " is missing");
       }
       auto reader = std::make_unique<rocksdb::SstFileReader>(options[i]);
       if (rocksdb::Status r = reader->Open(path); !r.ok()) {

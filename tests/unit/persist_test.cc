@@ -527,6 +527,38 @@ TEST(Snapshot, OneCutShortIsRemovedAtOpen) {
   EXPECT_FALSE(fs::exists(cut));
   EXPECT_EQ(temp.store->snapshots(), std::vector<uint64_t>{7});
   EXPECT_EQ(temp.store->verify_snapshot(7).message(), "");
+  EXPECT_TRUE(fs::exists(temp.dir / "snapshots" / "00000000000000000007" / "holds.none"))
+      << "a snapshot without hold rows says so";
+}
+
+// A table file missing from a snapshot is damage: read as "no rows of that family", a fallback
+// would lose the holds (and their idempotency keys) of the state it stands for.
+TEST(Snapshot, AMissingTableFileIsDamage) {
+  TempStore temp("stockd-snapshot-missing");
+  ASSERT_NE(temp.store, nullptr);
+  storage::Store& store = *temp.store;
+  CheckpointOptions o;
+  o.every_entries = 1'000'000;
+  o.every_ms = 3'600'000;
+  auto cp = std::make_unique<Checkpointer>(store, o);
+  Loop loop(store, *cp);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
+  for (int i = 0; i < 10; ++i) loop.buy(i, kT0);
+  loop.seal();
+  cp->stop(true);  // its first checkpoint, and a snapshot with it
+  ASSERT_EQ(store.snapshots().size(), 1u);
+  const uint64_t snap = store.snapshots()[0];
+  EXPECT_EQ(store.verify_snapshot(snap).message(), "");
+  std::string name = std::to_string(snap);
+  name.insert(0, 20 - name.size(), '0');  // the snapshot's directory: its lsn in 20 digits
+  const fs::path dir = temp.dir / "snapshots" / name;
+  ASSERT_TRUE(fs::exists(dir / "holds.sst")) << dir;
+  EXPECT_FALSE(fs::exists(dir / "holds.none"));
+  fs::remove(dir / "holds.sst");
+  const Status s = store.verify_snapshot(snap);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption);
+  EXPECT_NE(s.message().find("holds.sst is missing"), std::string::npos) << s.message();
+  EXPECT_FALSE(store.open_snapshot(snap).ok());
 }
 
 // Recovery reads a group one entry ahead (to prefetch what the next replay touches): an entry
