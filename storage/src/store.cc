@@ -567,6 +567,23 @@ class RocksStore final : public Store {
   LogGuard log_;
 };
 
+// The first table file of `family` that cannot be opened (its footer, index and properties read,
+// as a paranoid open does), with why; "" if every one opens.
+std::string unreadable_log_file(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                                const rocksdb::Options& options) {
+  rocksdb::ColumnFamilyMetaData md;
+  db->GetColumnFamilyMetaData(family, &md);
+  for (const rocksdb::LevelMetaData& level : md.levels) {
+    for (const rocksdb::SstFileMetaData& file : level.files) {
+      rocksdb::SstFileReader reader(options);
+      if (rocksdb::Status r = reader.Open(file.db_path + file.name); !r.ok()) {
+        return file.db_path + file.name + ": " + r.ToString();
+      }
+    }
+  }
+  return "";
+}
+
 // The write-ahead log lives in <dir>/wal/, named so that nobody takes it for disposable logs.
 // A store of an earlier version kept its NNNNNN.log files in <dir> itself: they are moved in
 // (each rename is atomic; the directories are fsynced) before RocksDB opens the store.
@@ -787,15 +804,30 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
   // A damaged table file (its footer, index or properties, which the open reads) stops the open
   // with paranoid checks. It may be a file of the state, which recovery can do without (it falls
   // back on a snapshot, then drops those files): opened again without them, the damage is kept
-  // to be reported (damage_at_open()), and recovery treats the checkpoint as damaged. A damaged
-  // file of the log still stops recovery, when the log is read.
+  // to be reported (damage_found_at_open()), and recovery treats the checkpoint as damaged. Only
+  // if every table file of the log opens: a snapshot does not replace decisions, and RocksDB
+  // 7.8 fails an assertion (aborts) reading a family whose file is missing.
   std::string damage;
-  if (s.IsCorruption() && s.ToString().find(".sst") != std::string::npos &&
+  const std::string why = s.ToString();  // a table file is named *.sst (or *.ldb, its old name)
+  if (s.IsCorruption() &&
+      (why.find(".sst") != std::string::npos || why.find(".ldb") != std::string::npos) &&
       std::filesystem::exists(snapshots_dir(dir), ec)) {
-    damage = cannot + ": " + s.ToString();
+    damage = cannot + ": " + why;
     o.paranoid_checks = false;
+    // First read-only (a refusal changes nothing in the data dir), to check the log's files.
     handles.clear();
-    s = open_db();
+    s = rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db);
+    if (s.ok()) {
+      const std::string bad = unreadable_log_file(db, handles[2], {o, families[2].options});
+      for (rocksdb::ColumnFamilyHandle* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+      delete db;
+      db = nullptr;
+      if (!bad.empty()) {
+        return Status::Corruption(damage + " (a table file of the log: " + bad + ")");
+      }
+      handles.clear();
+      s = open_db();
+    }
   }
   if (!s.ok()) {
     std::string error = cannot + ": " + s.ToString();
