@@ -446,6 +446,10 @@ class RocksStore final : public Store {
     return std::unique_ptr<RowSource>(std::move(*rows));
   }
 
+  Status verify_tables() override {
+    return to_status(db_->VerifyChecksum(rocksdb::ReadOptions()), "verify the table files");
+  }
+
   void remove_snapshots(uint64_t below) override {
     remove_snapshots_below(snapshots_dir(dir_), below);
   }

@@ -404,17 +404,26 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
       },
       {}, /*bulk=*/true);
   if (!s.ok()) return s;
+  // Groups missing from the log (at its start, in the middle, at its end): RocksDB 7.8 can step
+  // over a damaged block of a table file without an error (its merging iterator, with the
+  // trims' range tombstones), so the tables' checksums are read to name the damage, if that
+  // was it.
+  const auto explained = [&store](Status gap) {
+    if (Status v = store.verify_tables(); !v.ok()) return std::move(v).context(gap.message());
+    return gap;
+  };
+  if (bad.code() == Status::Code::kRefused) return explained(std::move(bad));
   if (!bad.ok()) return bad;
   // Every group up to the acknowledged mark was answered: a store that ends before it lost
   // part of its log, which must never pass for a smaller store.
   if (last < store.acked_lsn()) {
-    return Status::Refused(
+    return explained(Status::Refused(
         "the store ends at lsn " + std::to_string(last) + " but lsn " +
         std::to_string(store.acked_lsn()) +
         " was acknowledged (ACKED): " + std::to_string(store.acked_lsn() - last) +
         " acknowledged groups are missing. The write-ahead log in wal/ was deleted, cut "
         "short or replaced by an older copy; restore the data dir from a backup (never "
-        "delete files under wal/)");
+        "delete files under wal/)"));
   }
   out.meta = book.meta();
   out.meta.lsn = last;

@@ -136,6 +136,8 @@ class Store : public RowSource {
   // the same when it has snapshots: recovery then falls back on one (the file may be the
   // checkpoint's) and the store must be reopened once the state is written anew.
   virtual const std::string& damage_found_at_open() const = 0;
+  // Reads every block of every table file of the store: ok, or Corruption naming the file.
+  virtual Status verify_tables() = 0;
   // Removes the snapshots older than `lsn` (all of them: UINT64_MAX).
   virtual void remove_snapshots(uint64_t below) = 0;
   // Reads every block of a snapshot's files: ok, or Corruption saying which is damaged.
