@@ -441,7 +441,7 @@ class RocksStore final : public Store {
   }
 
   Result<std::unique_ptr<RowSource>> open_snapshot(uint64_t lsn) override {
-    auto rows = SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
+    auto rows = snapshot_rows(lsn);
     if (!rows.ok()) return rows.status();
     return std::unique_ptr<RowSource>(std::move(*rows));
   }
@@ -455,8 +455,12 @@ class RocksStore final : public Store {
   }
 
   Status verify_snapshot(uint64_t lsn) override {
-    auto rows = SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
+    auto rows = snapshot_rows(lsn);
     return rows.ok() ? (*rows)->verify() : rows.status();
+  }
+
+  Result<std::unique_ptr<SnapshotRows>> snapshot_rows(uint64_t lsn) const {
+    return SnapshotRows::open(snapshots_dir(dir_) + "/" + snapshot_name(lsn), lsn, options_);
   }
 
   // RocksDB deletes the files of levels 1 and up in a range without reading them; a file of

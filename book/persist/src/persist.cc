@@ -435,13 +435,22 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
 
 }  // namespace
 
-Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r) {
-  if (Status s = store.drop_state(); !s.ok()) return s;
+namespace {
+// Every row of `book` into `w`, as of `lsn`: a snapshot, or the state written anew after a
+// fallback. The scratch sized for every hold is let go after it.
+void write_whole_state(storage::CheckpointWriter& w, const Book& book, uint64_t lsn,
+                       uint64_t outbox_acked, uint64_t outbox_first) {
   Changes all;
   book.name_all_rows(all);
+  write_rows(w, book, all, lsn, outbox_acked, outbox_first);
+  scratch = Scratch();  // a checkpoint's changes are a fraction of that
+}
+}  // namespace
+
+Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r) {
+  if (Status s = store.drop_state(); !s.ok()) return s;
   std::unique_ptr<storage::CheckpointWriter> w = store.checkpoint_writer(r.meta.lsn);
-  write_rows(*w, book, all, r.meta.lsn, r.meta.outbox_acked, r.meta.outbox_first);
-  scratch = Scratch();  // sized for the whole state: let it go
+  write_whole_state(*w, book, r.meta.lsn, r.meta.outbox_acked, r.meta.outbox_first);
   return w->commit().context("write the state anew");
 }
 
@@ -606,11 +615,8 @@ void Checkpointer::checkpoint(int64_t now) {
 // failure keeps the older one (and the log back to it) and is retried at the next checkpoint.
 void Checkpointer::snapshot(uint64_t outbox_acked, uint64_t outbox_first) {
   const auto start = std::chrono::steady_clock::now();
-  Changes all;
-  book_.name_all_rows(all);
   std::unique_ptr<storage::CheckpointWriter> w = store_.snapshot_writer(lsn_);
-  write_rows(*w, book_, all, lsn_, outbox_acked, outbox_first);
-  scratch = Scratch();  // sized for every hold: a checkpoint's changes are a fraction of that
+  write_whole_state(*w, book_, lsn_, outbox_acked, outbox_first);
   if (Status s = w->commit(); !s.ok()) {
     fail(Status::Io(s.message() + " (retried at the next checkpoint; the older snapshot and the "
                                   "log back to it are kept)"));
