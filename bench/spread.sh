@@ -7,7 +7,7 @@
 #   - hot: BENCH_SECONDS of buy-now on one SKU.
 # 50 conns x 16, keyed. Prints both rates and their ratio per round (BENCH_ROUNDS, default 3),
 # and the CPU seconds of stockd's threads during each timed run (loop, WAL, checkpointer: the
-# figure that moves least on a shared machine).
+# figure that moves least on a shared machine) and of stockbench, which shares the cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
@@ -56,14 +56,19 @@ run() {
     sleep 6
     args=(--skus "$SKUS" --no-seed)
   fi
-  local before after rps
+  local before after rps gen
   before=$(cpu | tr '\n' ' ')
-  rps=$(bench "${args[@]}" --duration "${SECS}s" | grep -o '"requests_per_sec":[0-9]*' | cut -d: -f2)
+  # The load generator's CPU too: it shares the two cores, and a spread run costs it misses of
+  # its own (its per-SKU tallies).
+  local TIMEFORMAT='%U %S'
+  { time bench "${args[@]}" --duration "${SECS}s" >"$WORK/bench.json"; } 2>"$WORK/bench.time"
   after=$(cpu | tr '\n' ' ')
+  rps=$(grep -o '"requests_per_sec":[0-9]*' "$WORK/bench.json" | cut -d: -f2)
+  gen=$(awk '{ printf "stockbench %.2f", $1 + $2 }' "$WORK/bench.time")
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""
-  echo "$rps|$(cpu_delta "$before" "$after")"
+  echo "$rps|$(cpu_delta "$before" "$after"), $gen"
 }
 
 echo "| round | spread over $(thousands "$SKUS") SKUs req/s | hot SKU req/s | spread / hot | CPU s, spread | CPU s, hot |"

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "codecs.h"
 #include "config.h"
 #include "histogram.h"
 #include "schedule.h"
@@ -106,6 +107,22 @@ TEST(ParseTest, DurationsStagesAndTargets) {
   EXPECT_TRUE(validate(c).ok());
   c.qty = 0;
   EXPECT_EQ(validate(c).message(), "--qty must be at least 1");
+}
+
+// The requests name SKUs by sku_text(), which builds a numbered SKU's name instead of reading
+// Config::skus: the names must be the ones seeded and checked (Config::skus).
+TEST(ParseTest, SkuNamesInRequestsAreTheListed) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"stockbench", "--skus", "12", "--sku-prefix", "drop-"},
+        std::vector<std::string>{"stockbench", "--skus", "3"},
+        std::vector<std::string>{"stockbench", "--sku", "the-one"}}) {
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    Config c;
+    ASSERT_EQ(parse_args(static_cast<int>(argv.size()), argv.data(), c), -1) << args[1];
+    ASSERT_FALSE(c.skus.empty());
+    for (uint32_t i = 0; i < c.skus.size(); ++i) EXPECT_EQ(sku_text(c, i), c.skus[i]) << i;
+  }
 }
 
 }  // namespace

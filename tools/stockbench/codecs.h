@@ -16,6 +16,8 @@ namespace stockd::bench {
 // The text of buyer `user` and idempotency key `key` for this run: unique per run.
 std::string user_text(const Config& c, uint32_t user);
 std::string key_text(const Config& c, uint64_t key);
+// The name of SKU `sku` (Config::skus[sku]), built without reading the list when numbered.
+std::string sku_text(const Config& c, uint32_t sku);
 
 std::unique_ptr<Codec> make_stockd_codec(const Config& c);
 

@@ -327,6 +327,8 @@ int parse_args(int argc, char** argv, Config& c) {
   c.skus.clear();
   if (skus == 0) c.skus.push_back(sku);
   for (uint64_t i = 0; i < skus && i <= kSkusMax; ++i) c.skus.push_back(prefix + std::to_string(i));
+  c.skus_numbered = skus > 0;
+  c.sku_prefix = prefix;
   if (c.run_id.empty()) c.run_id = random_run_id();
   if (err.ok()) err = validate(c);
   if (!err.ok()) {

@@ -79,6 +79,11 @@ struct Config {
   Workload workload = Workload::kBuyNow;
   std::vector<MixEntry> mix;  // for kMixed
   std::vector<std::string> skus;
+  // With --skus N, skus[i] is sku_prefix + i: the requests build the name, so that a run over
+  // a million SKUs does not read a random name of 32 MB per request (a miss, and a page walk,
+  // of the load generator that shares the server's cores).
+  bool skus_numbered = false;
+  std::string sku_prefix;
   double zipf = 0;              // 0 = uniform over skus
   uint64_t stock = 0;           // units (or codes) per SKU; 0 = not given
   uint32_t per_user_limit = 0;  // 0 = none

@@ -47,7 +47,7 @@ class StockdCodec final : public Codec {
         r.user = user_text(c_, op.user);
         if (op.key != 0) r.key = key_text(c_, op.key);
         r.ttl_ms = op.kind == OpKind::kBuyNow ? 0 : c_.hold_ttl_ms;
-        r.lines.push_back({c_.skus[op.sku], op.qty});
+        r.lines.push_back({sku_text(c_, op.sku), op.qty});
         proto::encode_request(code, id, r, out);
         return;
       }
@@ -57,12 +57,12 @@ class StockdCodec final : public Codec {
         return;
       case OpKind::kClaim:
         proto::encode_request(code, id,
-                              proto::ClaimReq{c_.skus[op.sku], user_text(c_, op.user),
+                              proto::ClaimReq{sku_text(c_, op.sku), user_text(c_, op.user),
                                               op.key != 0 ? key_text(c_, op.key) : std::string()},
                               out);
         return;
       case OpKind::kQuery:
-        proto::encode_request(code, id, proto::SkuReq{c_.skus[op.sku]}, out);
+        proto::encode_request(code, id, proto::SkuReq{sku_text(c_, op.sku)}, out);
         return;
     }
   }
@@ -119,6 +119,10 @@ class StockdCodec final : public Codec {
 };
 
 }  // namespace
+
+std::string sku_text(const Config& c, uint32_t sku) {
+  return c.skus_numbered ? c.sku_prefix + std::to_string(sku) : c.skus[sku];
+}
 
 std::string user_text(const Config& c, uint32_t user) {
   return "u" + c.run_id + "-" + std::to_string(user);

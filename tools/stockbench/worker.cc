@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 
+#include "stockd/prefetch.h"
+
 namespace stockd::bench {
 
 namespace {
@@ -18,6 +20,7 @@ constexpr size_t kReadChunk = 64 * 1024;  // bytes per recv
 constexpr size_t kBacklogMax = 1u << 20;  // open loop: due operations waiting for a slot
 constexpr int64_t kTickNs = 10'000'000;   // longest epoll wait
 constexpr int64_t kNsPerSecond = 1'000'000'000;
+constexpr size_t kTallyAhead = 32;  // answers whose tally slots parse() fetches first
 constexpr int64_t kForever = std::numeric_limits<int64_t>::max();
 
 }  // namespace
@@ -173,6 +176,12 @@ bool Worker::read_once(Conn& k) {
 }
 
 size_t Worker::parse(Conn& k, std::span<const uint8_t> in, int64_t now) {
+  // Each answer is counted in its SKU's tally, over many SKUs a cache miss each: the slots of
+  // the answers this read may bring are fetched first, so that the misses overlap.
+  if (tally_.sold.size() > 1) {
+    const size_t n = std::min(k.inflight.size(), kTallyAhead);
+    for (size_t i = 0; i < n; ++i) stockd::prefetch(&tally_.sold[k.inflight[i].op.sku]);
+  }
   size_t pos = 0;
   while (!k.inflight.empty() && !k.dead) {
     const Pending& front = k.inflight.front();
