@@ -15,7 +15,7 @@ EVERY=${EVERY:-2000000}
 SNAPSHOT_EVERY=${SNAPSHOT_EVERY:-$EVERY}
 
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # bench_start, wait_for, thousands
+source bench/lib.sh # bench_start, wait_for, thousands, server_stats, stat_of
 bench_start checkpoint_pause
 
 # run NAME FLAGS...: one stockd with FLAGS, one stockbench run, one table row.
@@ -34,9 +34,9 @@ run() {
     --connections 50 --pipeline 16 --duration "${SECS}s" --no-progress --json \
     >"$WORK/bench.json" 2>"$WORK/bench.log" || die "stockbench: $(tail -3 "$WORK/bench.log")"
   local stats written snapshots
-  stats=$("$BIN/stockctl" --server "127.0.0.1:$port" --token-file "$TOKEN_FILE" --json stats)
-  written=$(grep -o '"checkpoints_written":[0-9]*' <<<"$stats" | cut -d: -f2)
-  snapshots=$(grep -o '"snapshots_written":[0-9]*' <<<"$stats" | cut -d: -f2)
+  stats=$(server_stats "$port")
+  written=$(stat_of checkpoints_written "$stats")
+  snapshots=$(stat_of snapshots_written "$stats")
   kill "$PID"
   wait "$PID" 2>/dev/null || true
   PID=""

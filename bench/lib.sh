@@ -53,5 +53,12 @@ bench_workdir() {
   (umask 077 && od -An -N12 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
 }
 
+# server_stats PORT: STATS of the stockd on that loopback port, as JSON (admin, $TOKEN_FILE).
+server_stats() {
+  "$BIN/stockctl" --server "127.0.0.1:$1" --token-file "$TOKEN_FILE" --json stats
+}
+# stat_of NAME JSON: that counter of server_stats' JSON ("" if absent).
+stat_of() { grep -o "\"$1\":[0-9]*" <<<"$2" | cut -d: -f2; }
+
 # thousands N: N with a comma every three digits (1234567 -> 1,234,567), for the tables.
 thousands() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }

@@ -16,7 +16,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SKUS=${SKUS:-1000000}
 
 # shellcheck source=bench/lib.sh
-source bench/lib.sh # bench_start, wait_for, thousands
+source bench/lib.sh # bench_start, wait_for, thousands, server_stats, stat_of
 bench_start spread
 
 # cpu: "tid:name:centiseconds" for each thread of $PID (the loop is `stockd`, the WAL thread
@@ -41,12 +41,6 @@ bench() {
     die "stockbench: $(tail -3 "$WORK/bench.log")"
 }
 
-# stat NAME: that STATS counter of the running server.
-stat() {
-  "$BIN/stockctl" --server "127.0.0.1:$PORT" --token-file "$TOKEN_FILE" --json stats |
-    grep -o "\"$1\":[0-9]*" | cut -d: -f2
-}
-
 # run spread|hot: one fresh server, one timed run; prints "req/s|cpu".
 # Both kinds start the same way: an untimed run of 100,000 orders (the spread one makes the
 # SKUs), then a wait for the server's first checkpoint (at most --checkpoint-interval-ms, 30 s,
@@ -68,11 +62,15 @@ run() {
   [[ $1 == spread ]] && args=(--skus "$SKUS")
   bench "${args[@]}" --requests 100000 >/dev/null
   args+=(--no-seed)
+  local stats
   for _ in $(seq 450); do
-    [[ $(stat checkpoints_written) -ge 1 && $(stat checkpoint_lsn) -eq $(stat lsn) ]] && break
+    stats=$(server_stats "$PORT")
+    [[ $(stat_of checkpoints_written "$stats") -ge 1 &&
+      $(stat_of checkpoint_lsn "$stats") -eq $(stat_of lsn "$stats") ]] && break
     sleep 0.1
   done
-  [[ $(stat checkpoints_written) -ge 1 ]] || die "no checkpoint 45 s after the untimed run"
+  [[ $(stat_of checkpoints_written "$stats") -ge 1 ]] ||
+    die "no checkpoint 45 s after the untimed run"
   local before after rps gen
   before=$(cpu | tr '\n' ' ')
   # The load generator's CPU too: it shares the two cores, and a spread run costs it misses of
