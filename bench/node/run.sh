@@ -2,8 +2,9 @@
 # Durable buy-now from one Node.js process: the stockd Node client against stockd
 # (--durability sync) vs ioredis running the Lua "decrement if enough" script against
 # redis-server (--appendonly yes --appendfsync always). Starts both servers on free loopback
-# ports in a temp dir, runs bench.js against each in turn (alternating, same run), prints a
-# markdown table with the ratios, and stops both by PID on exit. See docs/performance.md.
+# ports in a temp dir, fresh for every run, runs bench.js against each in turn (alternating,
+# same run), prints a markdown table with the ratios, and stops each by PID. See
+# docs/performance.md.
 #
 #   bench/node/run.sh                     # 10 s per run (+2 s warm-up), about 2 minutes
 #   BENCH_SECONDS=5 BENCH_ROUNDS=2 bench/node/run.sh
@@ -37,20 +38,48 @@ cleanup() {
 }
 trap cleanup EXIT
 
-
-
 (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$WORK/admin-token")
-"$BIN/stockd" --listen 127.0.0.1:0 --ready-file "$WORK/stockd.ready" --data-dir "$WORK/stockd" \
-  --durability sync --admin-token-file "$WORK/admin-token" --log-level warn >"$WORK/stockd.log" 2>&1 &
-PIDS+=($!)
-wait_for 30 stockd test -s "$WORK/stockd.ready"
-STOCKD_PORT=$(awk '{print $2}' "$WORK/stockd.ready")
-REDIS_PORT=$(free_port)
-mkdir -p "$WORK/redis"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
-  --appendonly yes --appendfsync always --daemonize no --logfile "$WORK/redis/log" &
-PIDS+=($!)
-wait_for 30 redis-server redis-cli -p "$REDIS_PORT" ping
+
+# Each run gets fresh servers, stopped after it: a run then never shares the machine with the
+# work an earlier run left behind (a stockd checkpoint of the ~1,000,000 decisions of a
+# 50 x 16 run used to fall into the 50 x 1 run after it), and every stockd run starts with an
+# empty book, as every Redis run starts with an empty AOF.
+SERVER_PID=""
+stop_server() {
+  [[ -n $SERVER_PID ]] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+# start_stockd / start_redis: a fresh server; sets PORT.
+start_stockd() {
+  rm -rf "$WORK/stockd" "$WORK/stockd.ready"
+  "$BIN/stockd" --listen 127.0.0.1:0 --ready-file "$WORK/stockd.ready" --data-dir "$WORK/stockd" \
+    --durability sync --admin-token-file "$WORK/admin-token" --log-level warn >"$WORK/stockd.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  wait_for 30 stockd test -s "$WORK/stockd.ready"
+  PORT=$(awk '{print $2}' "$WORK/stockd.ready")
+}
+start_redis() {
+  rm -rf "$WORK/redis"
+  mkdir -p "$WORK/redis"
+  local _
+  for _ in 1 2 3; do # a free port may be taken before Redis binds it: try another
+    PORT=$(free_port)
+    redis-server --port "$PORT" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
+      --appendonly yes --appendfsync always --daemonize no --logfile "$WORK/redis/log" &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    for _ in $(seq 100); do
+      redis-cli -p "$PORT" ping >/dev/null 2>&1 && return 0
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    stop_server
+  done
+  die "redis-server did not come up: $(tail -3 "$WORK/redis/log")"
+}
 
 # run NAME ARGS...: one bench.js run; its JSON line goes to $WORK/NAME.json.
 run() {
@@ -59,8 +88,16 @@ run() {
   log "$name (${SECS} s)"
   node bench.js --seconds "$SECS" "$@" >"$WORK/$name.json" || die "$name failed: $(cat "$WORK/$name.json")"
 }
-stockd_run() { run "$1" --target stockd --port "$STOCKD_PORT" --admin-token-file "$WORK/admin-token" "${@:2}"; }
-redis_run() { run "$1" --target redis --port "$REDIS_PORT" "${@:2}"; }
+stockd_run() {
+  start_stockd
+  run "$1" --target stockd --port "$PORT" --admin-token-file "$WORK/admin-token" "${@:2}"
+  stop_server
+}
+redis_run() {
+  start_redis
+  run "$1" --target redis --port "$PORT" "${@:2}"
+  stop_server
+}
 
 CASES=("50 16" "50 1")
 for r in $(seq "$ROUNDS"); do
