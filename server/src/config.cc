@@ -60,6 +60,9 @@ Status check_exposure(const Config& c) {
 namespace {
 
 constexpr uint32_t kFrameBytesMaxMax = 64u << 20;  // --frame-bytes-max at most
+// --output-bytes-max at most: one write takes a connection's whole pending output, and libuv's
+// buffers and write results count it in 32 bits.
+constexpr uint64_t kOutputBytesMaxMax = 1ull << 30;
 constexpr uint64_t kNoMax = UINT64_MAX;
 
 // A flag within [lo, hi]: the check and its message are made from the same two numbers, so
@@ -96,6 +99,7 @@ Status validate(const Config& c) {
       bounded("--hello-timeout-ms", c.hello_timeout_ms, 100),
       bounded("--frame-timeout-ms", c.frame_timeout_ms, 100),
       bounded("--hello-pending-max", c.hello_pending_max, 1),
+      bounded("--output-bytes-max", c.output_bytes_max, 0, kOutputBytesMaxMax),
       bounded("--write-timeout-ms", c.write_timeout_ms, 100),
       bounded("--shutdown-timeout-ms", c.shutdown_timeout_ms, 0, 600'000),
       bounded("--http-connections-max", c.http_connections_max, 1),

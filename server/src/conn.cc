@@ -58,13 +58,12 @@ void Connections::accept(uv_stream_t* listener) {
   c->accepted_ms = c->last_active_ms = wall_ms();
   conns_.push_back(c);
   ++hello_pending_;
-  // Descriptors are bounded: authenticated slots plus slots for peers still to say HELLO.
-  if (conns_.size() > size_t{config_.connections_max} + config_.hello_pending_max) {
+  // Descriptors are bounded: authenticated slots plus slots for peers still to say HELLO (and
+  // kRefusalsMax refusals lingering).
+  if (conns_.size() - refusals_ > size_t{config_.connections_max} + config_.hello_pending_max) {
     ++rejected_total_;
-    answer_then_close(
-        c, 0, proto::Status::kBusy,
-        "too many connections (" + std::to_string(config_.connections_max) + "); try again later");
-    mark_flush(c);
+    refuse(c, "too many connections (" + std::to_string(config_.connections_max) +
+                  "); try again later");
     return;
   }
   // Peers that never finish HELLO cannot hold the door: the oldest of them makes room. A real
@@ -78,13 +77,24 @@ void Connections::evict_oldest_pending() {
   for (Conn* c : conns_) {
     if (c->open() && !c->session.hello_done) {
       ++metrics_.hello_evictions;
-      answer_then_close(c, 0, proto::Status::kBusy,
-                        "too many connections waiting for HELLO (--hello-pending-max); the "
-                        "oldest is closed");
-      mark_flush(c);
+      refuse(c,
+             "too many connections waiting for HELLO (--hello-pending-max); the oldest is closed");
       return;
     }
   }
+}
+
+// A peer turned away before HELLO: BUSY, then it lingers; or, with kRefusalsMax refusals already
+// lingering, closed at once.
+void Connections::refuse(Conn* c, const std::string& why) {
+  if (refusals_ >= kRefusalsMax) {
+    close_conn(c);
+    return;
+  }
+  c->refusal = true;
+  ++refusals_;
+  answer_then_close(c, 0, proto::Status::kBusy, why);
+  mark_flush(c);
 }
 
 // Every state change goes through here, so that the slot counts follow the lifecycle.
@@ -154,6 +164,7 @@ void Connections::conn_closed(Conn* c) {
   rbuf_bytes_ -= c->rbuf_counted;
   out_bytes_ -= c->out_counted;
   if (c->session.hello_done) --authed_;
+  if (c->refusal) --refusals_;
   std::erase(conns_, c);
   if (c->in_flush_list) std::erase(flush_list_, c);
   if (c->in_backlog) std::erase(backlog_, c);
@@ -334,7 +345,7 @@ void Connections::run_backlog() {
     if (c->open() && !stopping_) process_kept(c);
   }
   // The idle handle stays active until end_of_turn has sealed and flushed what was just
-  // answered: stopping_ it here would let the next poll block with those answers unsent.
+  // answered: stopping it here would let the next poll block with those answers unsent.
 }
 
 // Incomplete frames held by all connections stay under --read-buffer-budget. Past it the hogs
@@ -592,7 +603,7 @@ void Connections::flush(Conn* c) {
   c->write_progress_ms = wall_ms();
   c->write_queue_seen = c->writing.size() - done;
   c->wreq.data = c;
-  uv_write(&c->wreq, c->stream(), &b, 1, [](uv_write_t* req, int status) {
+  const int queued = uv_write(&c->wreq, c->stream(), &b, 1, [](uv_write_t* req, int status) {
     auto* c = static_cast<Conn*>(req->data);
     Connections* self = c->home;
     c->write_active = false;
@@ -607,6 +618,11 @@ void Connections::flush(Conn* c) {
     self->flush(c);
     self->mark_flush(c);
   });
+  if (queued < 0) {  // refused at once (EPIPE after a shutdown): no callback will come
+    c->write_active = false;
+    close_conn(c);
+    return;
+  }
   account_out(c);
 }
 
@@ -666,6 +682,9 @@ void Connections::fail_unreleased(uint64_t durable) {
 
 void Connections::answered_later(Conn* c, uint64_t begin, const proto::FrameHeader& h, uint64_t tag,
                                  int64_t now) {
+  // Answers pipelined before the poll may wait on a later group than `tag` (the one filling when
+  // they were made): the poll's answer, after them in the stream, waits for it too.
+  if (!c->marks.empty()) tag = std::max(tag, c->marks.back().tag);
   mark(c, tag, begin, h.opcode, h.request_id);
   c->deferred = false;
   c->last_active_ms = now;  // the idle clock restarts once the poll is answered

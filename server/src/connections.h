@@ -27,6 +27,12 @@ int64_t wall_ms();  // the book's clock: ms since the Unix epoch (server.cc)
 
 class Connections {
  public:
+  // Peers refused before HELLO (over the socket cap, or the oldest of those still to say it) get
+  // a BUSY frame and linger like any finished connection, so that they can read why; at most
+  // this many at a time, apart from the slots. Past it a refused peer is closed without a word:
+  // a flood of them cannot hold descriptors, or keep newcomers out, for as long as each lingers.
+  static constexpr size_t kRefusalsMax = 64;
+
   // What connections ask of the server.
   class Host {
    public:
@@ -75,7 +81,8 @@ class Connections {
   // Deadlines, once per tick.
   void sweep(int64_t now);
   // A deferred answer (a long poll) was appended to c->out at stream offset `begin`, waiting on
-  // group `tag`: send it, then frame what waited behind it.
+  // group `tag` (or on the group of the answer before it, if later): send it, then frame what
+  // waited behind it.
   void answered_later(Conn* c, uint64_t begin, const proto::FrameHeader& h, uint64_t tag,
                       int64_t now);
 
@@ -91,6 +98,7 @@ class Connections {
   enum class Stop { kNeedMore, kBlocked, kQuota };  // why process() stopped framing
 
   void evict_oldest_pending();
+  void refuse(Conn* c, const std::string& why);
   void set_state(Conn* c, Conn::State to);
   void start_reading(Conn* c);
   void stop_reading(Conn* c);
@@ -133,6 +141,7 @@ class Connections {
   uv_idle_t backlog_idle_{};       // active while backlog_ is not (no blocking poll)
   bool stopping_ = false;
   size_t hello_pending_ = 0;  // open connections that have not completed HELLO
+  size_t refusals_ = 0;       // connections of conns_ with `refusal` set
   size_t authed_ = 0;         // connections that completed HELLO, until closed
   size_t out_bytes_ = 0;      // unwritten answers of all connections (Conn::out_counted)
   size_t rbuf_bytes_ = 0;     // incomplete frames kept by all connections (Conn::rbuf)

@@ -181,8 +181,8 @@ int main(int argc, char** argv) {
       ->envname("STOCKD_HELLO_PENDING_MAX")
       ->capture_default_str();
   app.add_option("--output-bytes-max", c.output_bytes_max,
-                 "unwritten answers per connection, in bytes, before its requests are no "
-                 "longer read")
+                 "unwritten answers per connection, in bytes (at most 1 GiB), before its "
+                 "requests are no longer read")
       ->envname("STOCKD_OUTPUT_BYTES_MAX")
       ->capture_default_str();
   app.add_option("--output-budget", c.output_budget,

@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string_view>
 #include <thread>
@@ -709,6 +710,55 @@ TEST(Slowloris, TricklingHellosAreClosedAndDoNotStarveBuyers) {
   expect_serving(server, "200 trickling HELLOs");
 }
 
+// Descriptors held by stockd (0 if /proc cannot tell).
+size_t open_descriptors(pid_t pid) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// A flood of connections that never say HELLO: each new one past --hello-pending-max evicts the
+// oldest, and past the socket cap each is refused. The refused used to linger with their BUSY
+// frame (2 s, or the write timeout when the peer does not acknowledge) outside any bound, so a
+// flood held one descriptor per refusal and kept real buyers out with BUSY meanwhile.
+TEST(Slowloris, AFloodOfSilentPeersHoldsBoundedDescriptors) {
+  constexpr int kConnsMax = 8, kPendingMax = 8, kFlood = 400;
+  constexpr size_t kRefusalsMax = 64;  // refusals that linger at a time (docs/protocol.md)
+  StockdProcess server({"--connections-max", std::to_string(kConnsMax), "--hello-pending-max",
+                        std::to_string(kPendingMax)});
+  ASSERT_TRUE(started(server));
+  Client admin = server.admin();
+  make_sku(admin, "FLOOD-1", 100);
+  const size_t before = open_descriptors(server.pid());
+  ASSERT_GT(before, 0u);
+  std::vector<std::unique_ptr<Peer>> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    flood.push_back(std::make_unique<Peer>(server.port()));
+    ASSERT_TRUE(flood.back()->ok()) << "connection " << i;
+  }
+  std::this_thread::sleep_for(milliseconds(300));  // every one accepted (they never leave)
+  const size_t during = open_descriptors(server.pid());
+  std::printf("[ measured ] stockd descriptors: %zu before, %zu with %d silent peers connected\n",
+              before, during, kFlood);
+  // Slots for the peers still to say HELLO and the admin's, the lingering refusals, and room
+  // for what the server itself opens meanwhile.
+  EXPECT_LE(during, before + kPendingMax + kRefusalsMax + 16);
+  // A real buyer gets in while the flood is still connected.
+  ClientOptions o = server.options(Role::kBuyer);
+  o.timeout_ms = 3000 * kSlow;
+  o.reconnect_attempts = 1;
+  Client buyer(o);
+  EXPECT_EQ(buyer.connect().message(), "");
+  auto r = buyer.reserve(reserve_req("real-buyer", "flood-1", 0, {{"FLOOD-1", 1}}));
+  EXPECT_TRUE(r.ok()) << proto::status_name(r.status) << " " << r.error;
+  flood.clear();
+  expect_serving(server, "a flood of silent peers");
+}
+
 TEST(Slowloris, AHalfFrameAfterHelloIsClosedByTheFrameTimeout) {
   constexpr int kFrameTimeoutMs = 1000;
   StockdProcess server({"--frame-timeout-ms", std::to_string(kFrameTimeoutMs)});
@@ -1254,7 +1304,15 @@ TEST(GracefulStop, APeerThatPausesPastTheLingerStillGetsEveryAnswer) {
       std::this_thread::sleep_for(milliseconds(20));
     }
   });
-  std::this_thread::sleep_for(milliseconds(3500));
+  // While it waits for the peer, the server has nothing to do: it must not spin.
+  std::this_thread::sleep_for(milliseconds(500));
+  const double cpu_before = cpu_seconds(server.pid());
+  std::this_thread::sleep_for(milliseconds(2500));
+  const double lingering_cpu = cpu_seconds(server.pid()) - cpu_before;
+  std::this_thread::sleep_for(milliseconds(500));
+  std::printf("[ measured ] CPU of the lingering server over 2.5 s: %.2f s\n", lingering_cpu);
+  EXPECT_GE(cpu_before, 0);
+  EXPECT_LT(lingering_cpu, 0.5) << "the server spins while it lingers";
   uint64_t ok = 0;
   for (;;) {
     Peer::Frame f;
@@ -1318,6 +1376,64 @@ TEST(LongPoll, AnOutstandingLongPollIsNotIdle) {
   EXPECT_GE(took, 1900);                 // the poll's wait, not an early answer
   EXPECT_LE(took, 2000 + 1500 * kSlow);  // bound: wait_ms + 1.5 s
   expect_serving(server, "a long poll");
+}
+
+// A long poll answered when a group becomes durable must not overtake the answers before it on
+// its connection: they wait on a later group (the one filling when they were made). Pipelined
+// OUTBOX_STATUS + OUTBOX_READ{wait} while a buy's group is being written: the poll is woken by
+// that group's records, the STATUS answer waits on the group after it. The server used to tag the
+// poll's answer with the durable group, an earlier one, and abort on its order check.
+TEST(LongPoll, APollPipelinedBehindAnotherAnswerKeepsTheOrder) {
+  StockdProcess server;
+  ASSERT_TRUE(started(server));
+  {
+    Client admin = server.admin();
+    make_sku(admin, "POLL-1", 1'000'000);
+  }
+  Peer buyer(server.port());
+  ASSERT_TRUE(buyer.hello(Role::kBuyer, ""));
+  Peer outbox(server.port());
+  ASSERT_TRUE(outbox.hello(Role::kOutbox, StockdProcess::kOutboxToken));
+  auto read_answer = [](Peer& p, Opcode op, uint32_t id) -> std::optional<proto::Response> {
+    Peer::Frame f;
+    if (p.read(f, 5000 * kSlow) != Peer::Got::kFrame) return std::nullopt;
+    EXPECT_EQ(f.header.request_id, id) << "answers out of request order";
+    EXPECT_EQ(f.status(), Status::kOk) << describe(f);
+    auto r = proto::decode_response(
+        op, f.status(), {reinterpret_cast<const uint8_t*>(f.body.data()), f.body.size()});
+    if (!r.ok()) return std::nullopt;
+    return std::move(*r);
+  };
+  // The head before the first buy.
+  ASSERT_TRUE(outbox.send(frame(Opcode::kOutboxStatus, 2, proto::OutboxStatusReq{})));
+  auto st = read_answer(outbox, Opcode::kOutboxStatus, 2);
+  ASSERT_TRUE(st.has_value());
+  uint64_t head = std::get<proto::OutboxStatusResp>(*st).head_seq;
+  uint32_t id = 10;
+  // Each round: one buy, then (a little later, so that it lands while the buy's group is
+  // written) the pipelined pair; the delay varies over the rounds to meet the window.
+  for (int round = 0; round < 60; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const uint32_t buy_id = id++, status_id = id++, read_id = id++;
+    const std::string key = "poll-" + std::to_string(round);
+    ASSERT_TRUE(buyer.send(
+        frame(Opcode::kReserve, buy_id, reserve_req("poll-u", key, 0, {{"POLL-1", 1}}))));
+    std::this_thread::sleep_for(std::chrono::microseconds(25 * (round % 12)));
+    ASSERT_TRUE(
+        outbox.send(frame(Opcode::kOutboxStatus, status_id, proto::OutboxStatusReq{}) +
+                    frame(Opcode::kOutboxRead, read_id, proto::OutboxReadReq{head, 100, 3000})));
+    auto bought = read_answer(buyer, Opcode::kReserve, buy_id);
+    ASSERT_TRUE(bought.has_value()) << "the server stopped answering the buyer";
+    auto status = read_answer(outbox, Opcode::kOutboxStatus, status_id);
+    ASSERT_TRUE(status.has_value()) << "the server stopped answering the outbox";
+    auto polled = read_answer(outbox, Opcode::kOutboxRead, read_id);
+    ASSERT_TRUE(polled.has_value()) << "the long poll was not answered";
+    const auto& records = std::get<proto::OutboxReadResp>(*polled).records;
+    ASSERT_FALSE(records.empty()) << "the poll ended without the buy's order";
+    EXPECT_EQ(records.front().seq, head + 1);
+    head = records.back().seq;
+  }
+  expect_serving(server, "long polls pipelined behind other answers");
 }
 
 // ---- Protocol edges. ----

@@ -41,6 +41,11 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
       {"--frame-timeout-ms", [](Config& c) { c.frame_timeout_ms = 0; }},
       {"--hello-pending-max", [](Config& c) { c.hello_pending_max = 0; }},
       {"--output-bytes-max", [](Config& c) { c.output_bytes_max = 1000; }},
+      {"--output-bytes-max",
+       [](Config& c) {
+         c.output_bytes_max = (1ull << 30) + 1;  // one write's size must fit 32 bits
+         c.output_budget = 8ull << 30;
+       }},
       {"--output-budget", [](Config& c) { c.output_budget = c.output_bytes_max - 1; }},
       {"--write-timeout-ms", [](Config& c) { c.write_timeout_ms = 1; }},
       {"--shutdown-timeout-ms", [](Config& c) { c.shutdown_timeout_ms = 700000; }},
@@ -59,6 +64,8 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
   edge.wal_spin_us = 10000;
   edge.group_gather_us = 10000;
   edge.holds_expected = 0;
+  edge.output_bytes_max = 1ull << 30;
+  edge.output_budget = 1ull << 30;
   EXPECT_EQ(validate(edge).message(), "");
 }
 
