@@ -21,6 +21,7 @@ struct HttpConn {
   Linger linger;
   int64_t accepted_ms = 0;
   std::vector<HttpConn*>* open = nullptr;  // AdminHttp::conns_, left in the close callback
+  size_t* refusals = nullptr;              // AdminHttp::refusals_ if refused, counted down then
   AdminHttp* owner = nullptr;
 };
 
@@ -33,6 +34,7 @@ void close_http(HttpConn* h) {
   uv_close(reinterpret_cast<uv_handle_t*>(&h->tcp), [](uv_handle_t* t) {
     auto* h = static_cast<HttpConn*>(t->data);
     std::erase(*h->open, h);
+    if (h->refusals != nullptr) --*h->refusals;
     delete h;
   });
 }
@@ -139,8 +141,11 @@ void AdminHttp::on_accept() {
         if (h->request.find("\r\n\r\n") == std::string::npos) return;
         h->owner->answer(h);
       });
-  if (conns_.size() > config_.http_connections_max) {
+  if (conns_.size() - refusals_ > config_.http_connections_max) {
     ++metrics_.http_rejected;
+    if (refusals_ >= kRefusalsMax) return close_http(h);
+    h->refusals = &refusals_;
+    ++refusals_;
     respond(h, 503, "Service Unavailable", "text/plain",
             "too many metrics connections (--http-connections-max)\n");
   }

@@ -21,6 +21,10 @@ struct HttpConn;
 
 class AdminHttp {
  public:
+  // Peers over --http-connections-max get a 503 and linger like any answered connection; at
+  // most this many at a time, apart from the slots. Past it one is closed without an answer.
+  static constexpr size_t kRefusalsMax = 16;
+
   struct Pages {
     virtual ~Pages() = default;
     virtual std::string metrics_text() const = 0;  // GET /metrics
@@ -50,6 +54,7 @@ class AdminHttp {
   uv_tcp_t listener_{};
   bool listening_ = false;
   std::vector<HttpConn*> conns_;
+  size_t refusals_ = 0;  // connections of conns_ refused with a 503 (HttpConn::refusals set)
   char read_buf_[4096];
 };
 

@@ -239,7 +239,8 @@ void Server::Impl::write_ready_file() const {
 // limit is raised to fit, or the start is refused with what to change.
 bool Server::Impl::fit_descriptor_limit() {
   const rlim_t need = rlim_t{config.connections_max} + config.hello_pending_max +
-                      Connections::kRefusalsMax + config.http_connections_max + kStoreDescriptors;
+                      Connections::kRefusalsMax + config.http_connections_max +
+                      AdminHttp::kRefusalsMax + kStoreDescriptors;
   rlimit rl{};
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return true;
   if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= need) return true;
