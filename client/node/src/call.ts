@@ -36,6 +36,11 @@ export interface CallSpec<T> {
   retrySafe: boolean;
   /** Changes state, so an unanswered send leaves the outcome unknown. */
   changesState: boolean;
+  /**
+   * A waiting OUTBOX_READ: the server runs nothing sent after it on its connection until it
+   * is answered (section 5), so its connection takes no other call meanwhile.
+   */
+  holdsBack?: boolean;
   timeoutMs: number;
   signal?: AbortSignal;
   /**
@@ -43,9 +48,12 @@ export interface CallSpec<T> {
    * rejects it. Done here so that a call is one promise, settled once, with no await between
    * the answer and the caller.
    */
-  decode?: (a: Answer, ctx: string) => T;
-  /** Passed to `decode` (a reserve's or claim's key), so that it need not be a closure. */
-  ctx?: string;
+  decode?: (a: Answer, key: string) => T;
+  /**
+   * A reserve's or claim's idempotency key ('' for none). Passed to `decode`, so that it need
+   * not be a closure, and named by an error that leaves the outcome unknown.
+   */
+  key?: string;
 }
 
 const expireTimeout = (call: Call) => call.expireNow('timeout');
@@ -56,6 +64,7 @@ export class Call<T = any> {
   readonly frame: Buffer;
   readonly retrySafe: boolean;
   readonly changesState: boolean;
+  readonly holdsBack: boolean;
   readonly timeoutMs: number;
   readonly promise: Promise<T>;
   settled = false;
@@ -67,8 +76,8 @@ export class Call<T = any> {
   carrier: Carrier | undefined;
   private resolveFn!: (v: T) => void;
   private rejectFn!: (e: Error) => void;
-  private readonly decode: ((a: Answer, ctx: string) => T) | undefined;
-  private readonly ctx: string;
+  private readonly decode: ((a: Answer, key: string) => T) | undefined;
+  private readonly key: string;
   private readonly timer: NodeJS.Timeout;
   private readonly signal: AbortSignal | undefined;
   private onAbort: (() => void) | undefined;
@@ -81,9 +90,10 @@ export class Call<T = any> {
     this.frame = spec.frame;
     this.retrySafe = spec.retrySafe;
     this.changesState = spec.changesState;
+    this.holdsBack = spec.holdsBack ?? false;
     this.timeoutMs = spec.timeoutMs;
     this.decode = spec.decode;
-    this.ctx = spec.ctx ?? '';
+    this.key = spec.key ?? '';
     this.promise = new Promise<T>((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -102,7 +112,7 @@ export class Call<T = any> {
     if (this.decode === undefined) return this.resolveFn(a as T);
     let v: T;
     try {
-      v = this.decode(a, this.ctx);
+      v = this.decode(a, this.key);
     } catch (e) {
       return this.rejectFn(e as Error);
     }
@@ -110,7 +120,10 @@ export class Call<T = any> {
   }
 
   fail(e: Error): void {
-    if (this.finish()) this.rejectFn(e);
+    if (!this.finish()) return;
+    // Errors that leave the outcome unknown are made for one call each: the key is this call's.
+    if (this.key !== '' && e instanceof StockdError && e.outcomeUnknown) e.idempotencyKey = this.key;
+    this.rejectFn(e);
   }
 
   private finish(): boolean {

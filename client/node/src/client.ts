@@ -4,8 +4,9 @@
 import { EventEmitter } from 'events';
 import { Answer, Call, CallOptions } from './call';
 import * as codec from './codec';
+import { helloFrame } from './connection';
 import type { TlsOptions } from './dial';
-import { serverError } from './errors';
+import { serverError, StockdProtocolError } from './errors';
 import { Pool, ReconnectOptions } from './pool';
 import * as res from './results';
 import { uuidv7 } from './uuid';
@@ -17,17 +18,17 @@ export interface StockdClientOptions {
   port?: number;
   /** Default 'buyer'. */
   role?: codec.Role;
-  /** The role's token (--client-token, --admin-token, --outbox-token); default ''. */
+  /** The role's token (--client-token, --admin-token, --outbox-token), at most 256 bytes; default ''. */
   token?: string;
-  /** Sent in HELLO for the server's logs; default 'stockd-node'. */
+  /** Sent in HELLO for the server's logs, at most 128 bytes; default 'stockd-node'. */
   clientName?: string;
   /** Connections in the pool; default 1. */
   connections?: number;
-  /** Default deadline of every call, retries included; default 5000. */
+  /** Default deadline of every call, retries included (1..2147483647 ms); default 5000. */
   timeoutMs?: number;
-  /** Deadline of one dial: TCP, TLS and HELLO; default 5000. */
+  /** Deadline of one dial: TCP, TLS and HELLO, and of a close's last answers; default 5000. */
   connectTimeoutMs?: number;
-  /** Redial backoff; default 50 ms doubling to 2000 ms, with jitter. */
+  /** Redial backoff (each 1..2147483647 ms); default 50 ms doubling to 2000 ms, with jitter. */
   reconnect?: ReconnectOptions;
   /** PING a quiet connection before the server's idle timeout closes it; default true. */
   keepAlive?: boolean;
@@ -59,7 +60,17 @@ export interface SkuSetInput {
 /** The server checks long-poll deadlines once a second. */
 const LONG_POLL_SLACK_MS = 1000;
 
-type Shape = { retrySafe: boolean; changesState: boolean; extraMs?: number };
+/** Node runs a timer of more (or of NaN) after 1 ms: every call would time out at once. */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
+function checkMs(name: string, v: number): number {
+  if (typeof v !== 'number' || !(v >= 1 && v <= TIMER_MS_MAX)) {
+    throw new RangeError(`${name} must be a number of ms from 1 to ${TIMER_MS_MAX}, got ${String(v)}`);
+  }
+  return v;
+}
+
+type Shape = { retrySafe: boolean; changesState: boolean; extraMs?: number; holdsBack?: boolean };
 const READ: Shape = { retrySafe: true, changesState: false };
 const SAFE_WRITE: Shape = { retrySafe: true, changesState: true };
 const UNSAFE_WRITE: Shape = { retrySafe: false, changesState: true };
@@ -95,23 +106,35 @@ export class StockdClient extends EventEmitter {
 
   constructor(options: StockdClientOptions = {}) {
     super();
+    // Settings are checked here, where a throw reaches the caller: at a dial, in a socket's
+    // event, one would crash the process or leave calls waiting for a connection that never comes.
     const connections = options.connections ?? 1;
     if (!Number.isInteger(connections) || connections < 1) throw new RangeError('connections must be an integer >= 1');
-    this.timeoutMs = options.timeoutMs ?? 5000;
-    this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
-    if (!(this.timeoutMs > 0) || !(this.connectTimeoutMs > 0)) throw new RangeError('timeouts must be > 0 ms');
+    const host = options.host ?? '127.0.0.1';
+    if (typeof host !== 'string' || host === '') throw new RangeError(`host must be a non-empty string, got ${String(host)}`);
+    const port = options.port ?? 7070;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`port must be an integer from 1 to 65535, got ${String(port)}`);
+    this.timeoutMs = checkMs('timeoutMs', options.timeoutMs ?? 5000);
+    this.connectTimeoutMs = checkMs('connectTimeoutMs', options.connectTimeoutMs ?? 5000);
+    const minDelayMs = checkMs('reconnect.minDelayMs', options.reconnect?.minDelayMs ?? 50);
+    const maxDelayMs = checkMs('reconnect.maxDelayMs', options.reconnect?.maxDelayMs ?? 2000);
+    let hello: Buffer;
+    try {
+      hello = helloFrame(options.role ?? 'buyer', options.token ?? '', options.clientName ?? 'stockd-node');
+    } catch (e) {
+      if (e instanceof codec.CodecError) throw new RangeError(`role, token or clientName does not fit HELLO: ${e.message}`);
+      throw e;
+    }
     this.pool = new Pool(
       {
-        host: options.host ?? '127.0.0.1',
-        port: options.port ?? 7070,
-        role: options.role ?? 'buyer',
-        token: options.token ?? '',
-        clientName: options.clientName ?? 'stockd-node',
+        host,
+        port,
+        hello,
         connectTimeoutMs: this.connectTimeoutMs,
         keepAlive: options.keepAlive ?? true,
         tls: options.tls,
         connections,
-        reconnect: { minDelayMs: options.reconnect?.minDelayMs ?? 50, maxDelayMs: options.reconnect?.maxDelayMs ?? 2000 },
+        reconnect: { minDelayMs, maxDelayMs },
       },
       this,
     );
@@ -124,7 +147,11 @@ export class StockdClient extends EventEmitter {
 
   /** Dials now (calls dial by themselves); resolves once one connection said HELLO. */
   connect(timeoutMs = this.connectTimeoutMs): Promise<void> {
-    return this.pool.whenReady(timeoutMs);
+    try {
+      return this.pool.whenReady(checkMs('timeoutMs', timeoutMs));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** Takes no new calls, waits for the accepted ones (each within its deadline), closes. */
@@ -144,15 +171,16 @@ export class StockdClient extends EventEmitter {
 
   /**
    * The call's promise, resolved with `decode(answer)`: one promise per call, no await in
-   * between (the hot operations use this directly; the others await `send`).
+   * between (the hot operations use this directly; the others await `send`). `key` is a
+   * reserve's or claim's idempotency key.
    */
   private start<K extends codec.OpName, T>(
     op: K,
     body: codec.ReqOf<K>,
     shape: Shape,
     o: CallOptions | undefined,
-    decode: ((a: Answer, ctx: string) => T) | undefined,
-    ctx = '',
+    decode: ((a: Answer, key: string) => T) | undefined,
+    key = '',
   ): Promise<T> {
     let frame: Buffer;
     try {
@@ -161,11 +189,11 @@ export class StockdClient extends EventEmitter {
       if (e instanceof codec.CodecError) throw serverError(codec.STATUS.BAD_REQUEST, e.message, true);
       throw e;
     }
-    const timeoutMs = (o?.timeoutMs ?? this.timeoutMs) + (shape.extraMs ?? 0);
-    const call = new Call<T>(
-      { op, frame, retrySafe: shape.retrySafe, changesState: shape.changesState, timeoutMs, signal: o?.signal, decode, ctx },
-      this.pool,
-    );
+    const callMs = o?.timeoutMs === undefined ? this.timeoutMs : checkMs('timeoutMs', o.timeoutMs);
+    // A long poll's wait on top of the largest deadline still fits a timer (held at its cap).
+    const timeoutMs = Math.min(TIMER_MS_MAX, callMs + (shape.extraMs ?? 0));
+    const { retrySafe, changesState, holdsBack } = shape;
+    const call = new Call<T>({ op, frame, retrySafe, changesState, holdsBack, timeoutMs, signal: o?.signal, decode, key }, this.pool);
     this.pool.submit(call);
     return call.promise;
   }
@@ -238,8 +266,13 @@ export class StockdClient extends EventEmitter {
     for (;;) {
       const page = await this.skuList({ after, limit: input.pageSize ?? 1000 }, o);
       if (page.length === 0) return;
+      const last = page[page.length - 1].sku;
+      // A page that ends at or before `after` would be asked for again and again.
+      if (Buffer.compare(Buffer.from(last), Buffer.from(after)) <= 0) {
+        throw new StockdProtocolError(`sku_list: the page after ${JSON.stringify(after)} ends at ${JSON.stringify(last)}, not past it`);
+      }
       yield* page;
-      after = page[page.length - 1].sku;
+      after = last;
     }
   }
 
@@ -303,7 +336,8 @@ export class StockdClient extends EventEmitter {
   ): Promise<codec.OutboxReadResp> {
     const waitMs = input.waitMs ?? 0;
     const body = { afterSeq: u64('outbox_read', 'after_seq', input.afterSeq), maxRecords: input.maxRecords ?? 1000, waitMs };
-    const a = await this.send('OUTBOX_READ', body, { ...READ, extraMs: waitMs > 0 ? waitMs + LONG_POLL_SLACK_MS : 0 }, o);
+    const longPoll = waitMs > 0;
+    const a = await this.send('OUTBOX_READ', body, { ...READ, extraMs: longPoll ? waitMs + LONG_POLL_SLACK_MS : 0, holdsBack: longPoll }, o);
     res.onlyOk('outbox_read', a.status);
     return a.body as codec.OutboxReadResp;
   }

@@ -9,14 +9,14 @@ import type * as net from 'net';
 import type { Call, Carrier } from './call';
 import * as codec from './codec';
 import { dial, socketError, TlsOptions } from './dial';
-import { serverError, StockdConnectionError, StockdError, StockdProtocolError, StockdTimeoutError } from './errors';
+import { serverError, StockdConnectionError, StockdError, StockdProtocolError, StockdTimeoutError, StockdTlsError } from './errors';
 
 export interface ConnectionOptions {
   host: string;
   port: number;
-  role: codec.Role;
-  token: string;
-  clientName: string;
+  /** The HELLO frame (helloFrame()), made once by the client: every connection sends it. */
+  hello: Buffer;
+  /** Deadline of one dial: TCP, TLS and HELLO; also of a graceful close (drain). */
   connectTimeoutMs: number;
   keepAlive: boolean;
   tls?: TlsOptions;
@@ -45,6 +45,13 @@ type State = 'connecting' | 'hello' | 'ready' | 'draining' | 'dead';
 
 const HELLO_ID = 1;
 
+/** The HELLO frame of these settings; throws CodecError for one that HELLO cannot carry. */
+export function helloFrame(role: codec.Role, token: string, clientName: string): Buffer {
+  const body = { version: codec.PROTOCOL_VERSION, role, token, clientName };
+  // A copy: a view would keep the codec's whole slab alive with the client.
+  return Buffer.from(codec.encodeRequest('HELLO', HELLO_ID, body));
+}
+
 /**
  * Connections with frames to write, flushed together once per turn of the event loop: one
  * setImmediate for all of them (every client in the process), not one per connection.
@@ -59,7 +66,8 @@ function flushAll(): void {
 export class Connection implements Carrier {
   state: State = 'connecting';
   hello: codec.HelloResp | undefined;
-  private socket!: net.Socket;
+  /** Unset when dial() threw. */
+  private socket: net.Socket | undefined;
   private readonly reader = new codec.FrameReader();
   private readonly inflight: Entry[] = [];
   private unflushed: Entry[] = [];
@@ -67,7 +75,13 @@ export class Connection implements Carrier {
   private lastSendMs = Date.now();
   private connectTimer: NodeJS.Timeout | undefined;
   private keepAliveTimer: NodeJS.Timeout | undefined;
-  /** Requests it can take now without passing the server's inflight_max (0 unless ready). */
+  private drainTimer: NodeJS.Timeout | undefined;
+  /** The waiting OUTBOX_READ in flight, if any: nothing else is sent until it is answered. */
+  private longPoll: Entry | undefined;
+  /**
+   * Requests it can take now without passing the server's inflight_max: inflightMax minus
+   * the requests in flight while ready, 0 otherwise and while a long poll waits.
+   */
   free = 0;
 
   /** Ready with nothing in flight: no connection has more room. */
@@ -86,24 +100,34 @@ export class Connection implements Carrier {
 
   open(): void {
     const { host, port, tls } = this.opts;
-    this.socket = dial(host, port, tls, () => this.sayHello(), (chunk) => this.onData(chunk));
+    let socket: net.Socket;
+    try {
+      socket = dial(host, port, tls, () => this.sayHello(), (chunk) => this.onData(chunk));
+    } catch (e) {
+      // A setting net or tls refuses outright (a key that is not PEM) fails this dial like
+      // a refused one, once the pool's turn that called open() is over. A TLS setting will
+      // fail every dial, so it is a StockdTlsError: calls fail at once, not at their deadline.
+      const msg = `connection to ${this.address} failed: ${(e as Error).message}`;
+      const err = tls ? new StockdTlsError(msg, { cause: e }) : new StockdConnectionError(msg, { cause: e });
+      process.nextTick(() => this.die(err));
+      return;
+    }
+    this.socket = socket;
     this.connectTimer = setTimeout(() => {
       this.die(new StockdConnectionError(`connect to ${this.address} took over ${this.opts.connectTimeoutMs} ms`));
     }, this.opts.connectTimeoutMs);
-    this.socket.on('error', (e) => this.die(socketError(this.address, e, tls !== undefined)));
+    socket.on('error', (e) => this.die(socketError(this.address, e, tls !== undefined)));
     // The server half-closes when it stops (section 9) or after an error frame: no answer
     // can follow, so the connection is over.
-    this.socket.on('end', () => this.die(new StockdConnectionError(`${this.address} closed the connection`)));
-    this.socket.on('close', () => this.die(new StockdConnectionError(`connection to ${this.address} closed`)));
+    socket.on('end', () => this.die(new StockdConnectionError(`${this.address} closed the connection`)));
+    socket.on('close', () => this.die(new StockdConnectionError(`connection to ${this.address} closed`)));
   }
 
   private sayHello(): void {
     this.state = 'hello';
-    const { role, token, clientName } = this.opts;
-    const body = { version: codec.PROTOCOL_VERSION, role, token, clientName };
-    const frame = codec.encodeRequest('HELLO', HELLO_ID, body);
+    const frame = this.opts.hello;
     this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, frame, written: true, answered: false });
-    this.socket.write(frame);
+    this.socket!.write(frame);
   }
 
   /** Precondition: `free > 0`, frame within `hello.frameBytesMax`. */
@@ -119,6 +143,11 @@ export class Connection implements Carrier {
     this.free--;
     this.unflushed.push(e);
     if (call) call.carrier = this;
+    if (call?.holdsBack) {
+      // A call placed behind it would wait for the long poll, and time out (section 5).
+      this.longPoll = e;
+      this.free = 0;
+    }
     // After the loop's I/O callbacks, not after this one (nextTick): the requests that a turn's
     // events make (HTTP requests, a batch of answers) share one write. A syscall per event was
     // a large part of a busy client's CPU.
@@ -155,7 +184,7 @@ export class Connection implements Carrier {
       e.written = true;
       if (e.call) e.call.sent = true;
       e.frame.writeUInt32LE(e.id, 12);
-      this.socket.write(e.frame);
+      this.socket!.write(e.frame);
       return;
     }
     // One buffer, each frame copied in and stamped with its request id.
@@ -169,15 +198,24 @@ export class Connection implements Carrier {
       out.writeUInt32LE(e.id, at + 12);
       at += e.frame.length;
     }
-    this.socket.write(out);
+    this.socket!.write(out);
   }
 
   /** Takes a never-written request off the books (no answer will come for it). */
   private forget(e: Entry): void {
     e.answered = true; // ends its stale check too
     this.inflight.splice(this.inflight.lastIndexOf(e), 1);
-    if (this.state === 'ready') this.free++;
+    this.freed(e);
     if (e.call) e.call.carrier = undefined;
+  }
+
+  /** `e` left the books (answered or forgotten): its slot is free, and all of them if it was the long poll. */
+  private freed(e: Entry): void {
+    if (this.state !== 'ready') return;
+    if (e === this.longPoll) {
+      this.longPoll = undefined;
+      this.free = this.hello!.inflightMax - this.inflight.length;
+    } else if (this.longPoll === undefined) this.free++;
   }
 
   /**
@@ -197,17 +235,24 @@ export class Connection implements Carrier {
     }, graceMs).unref();
   }
 
-  /** Graceful close: no new requests; half-close once every answer is in. */
+  /**
+   * Graceful close: no new requests; half-close once every answer is in. What is still in
+   * flight has no caller waiting (a keep-alive PING, late answers), so an answer that does
+   * not come within connectTimeoutMs, or a server that does not close, no longer holds it open.
+   */
   drain(): void {
     if (this.state === 'dead') return;
     if (this.state !== 'ready') return this.die(new StockdConnectionError('client closed'));
     this.state = 'draining';
     this.free = 0;
+    const ms = this.opts.connectTimeoutMs;
+    this.drainTimer = setTimeout(() => this.die(new StockdConnectionError(`close of ${this.address} took over ${ms} ms`)), ms);
+    this.drainTimer.unref();
     this.endIfDrained();
   }
 
   private endIfDrained(): void {
-    if (this.state === 'draining' && this.inflight.length === 0) this.socket.end();
+    if (this.state === 'draining' && this.inflight.length === 0) this.socket!.end();
   }
 
   /** Closes now; unanswered calls are reported to the pool. */
@@ -217,7 +262,8 @@ export class Connection implements Carrier {
     this.free = 0;
     clearTimeout(this.connectTimer);
     clearInterval(this.keepAliveTimer);
-    this.socket.destroy();
+    clearTimeout(this.drainTimer);
+    this.socket?.destroy();
     const unanswered = this.inflight
       .filter((e) => e.call && !e.call.settled)
       .map((e) => ({ call: e.call as Call, written: e.written }));
@@ -242,7 +288,11 @@ export class Connection implements Carrier {
   private protocolError(msg: string): void {
     const err = new StockdProtocolError(`${this.address}: ${msg}`);
     const head = this.inflight.shift();
-    head?.call?.fail(err);
+    const call = head?.call;
+    // Written, it may have been applied before its answer came garbled, as when a connection
+    // is lost: its own error says so (the pool and the 'error' event get `err`).
+    if (call && head!.written && call.changesState) call.fail(new StockdProtocolError(err.message, { outcomeUnknown: true }));
+    else call?.fail(err);
     this.die(err);
   }
 
@@ -265,7 +315,7 @@ export class Connection implements Carrier {
     head.answered = true;
     if (head.call) head.call.carrier = undefined;
     if (this.state === 'hello') return this.onHello(answer);
-    if (this.state === 'ready') this.free++;
+    this.freed(head);
     if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
     else head.call?.resolve(answer);
     this.endIfDrained();

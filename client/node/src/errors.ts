@@ -11,6 +11,12 @@ export class StockdError extends Error {
    * and no answer came. Find out before trying again (HOLD_GET, SKU_GET, or a keyed repeat).
    */
   outcomeUnknown = false;
+  /**
+   * Set when `outcomeUnknown` on the error of a `reserve` or `claim` that carried a key (its
+   * own, or the one the client made): resend the same request with this key to learn the
+   * outcome; a new key could buy twice.
+   */
+  idempotencyKey: string | undefined = undefined;
 
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -55,11 +61,16 @@ export class StockdAbortError extends StockdError {
   }
 }
 
-/** The server sent bytes that break docs/protocol.md; the connection was closed. */
+/**
+ * The server sent bytes that break docs/protocol.md (the connection was closed), or SKU_LIST
+ * pages that do not move past `after` (skus()). `outcomeUnknown` when the garbled answer was
+ * to a request that changes state: it may have been applied.
+ */
 export class StockdProtocolError extends StockdError {
   override name = 'StockdProtocolError';
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; outcomeUnknown?: boolean }) {
     super('PROTOCOL', message, options);
+    this.outcomeUnknown = options?.outcomeUnknown ?? false;
   }
 }
 

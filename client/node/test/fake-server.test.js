@@ -387,3 +387,103 @@ test('a call aborted before its frame left is never sent (outcome known: not app
       assert.equal(fake.received.filter((r) => r.op === 'RESERVE').length, 0);
     },
   ));
+
+const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+test('a keyed RESERVE that timed out once sent: the error carries the key the server saw', () =>
+  withFake(
+    () => {},
+    async (c, fake) => {
+      const err = await c.reserve(reserveReq(), { timeoutMs: 200 }).then(() => assert.fail('answered'), (e) => e);
+      assert.ok(err instanceof s.StockdTimeoutError && err.outcomeUnknown, err.message);
+      const sent = fake.received.filter((r) => r.op === 'RESERVE');
+      assert.equal(sent.length, 1);
+      assert.match(err.idempotencyKey, UUID_V7);
+      assert.equal(err.idempotencyKey, sent[0].body.key);
+      const ping = await c.ping({ timeoutMs: 100 }).catch((e) => e);
+      assert.equal(ping.idempotencyKey, undefined, 'only keyed calls carry one');
+    },
+  ));
+
+test('a keyed CLAIM resent over lost connections until its deadline: the error carries its key', () =>
+  withFake(
+    (req) => req.op === 'CLAIM' && req.sock.destroy(),
+    async (c, fake) => {
+      const p = c.claim({ sku: 'A', user: 'u', key: 'my-key' }, { timeoutMs: 300 });
+      await assert.rejects(p, (e) => e instanceof s.StockdTimeoutError && e.outcomeUnknown && e.idempotencyKey === 'my-key');
+      assert.ok(fake.received.filter((r) => r.op === 'CLAIM').length >= 2, 'resent');
+    },
+  ));
+
+test('garbage in answer to a write: StockdProtocolError with outcome unknown (and the key); to a read: known', () =>
+  withFake(
+    (req) => req.op !== 'HELLO' && req.replyRaw(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n')),
+    async (c, fake) => {
+      await assert.rejects(c.restock({ sku: 'A', delta: 1 }), (e) => e instanceof s.StockdProtocolError && e.outcomeUnknown === true);
+      const err = await c.reserve(reserveReq()).then(() => assert.fail('answered'), (e) => e);
+      assert.ok(err instanceof s.StockdProtocolError && err.outcomeUnknown, err.message);
+      assert.equal(err.idempotencyKey, fake.received.find((r) => r.op === 'RESERVE').body.key);
+      await assert.rejects(c.skuGet('A'), (e) => e instanceof s.StockdProtocolError && e.outcomeUnknown === false);
+    },
+    { client: { role: 'admin', token: 't' } },
+  ));
+
+/** A SKU_LIST answer for `ids` (Buffers): encoded with stand-ins of the same length, then the real bytes written over them. */
+function skuListFrame(req, ids) {
+  const f = codec.encodeResponse('SKU_LIST', req.id, 0, { skus: ids.map((id) => ({ ...SKU, sku: 'x'.repeat(id.length) })) });
+  let at = 16 + 4; // header, count
+  for (const id of ids) {
+    id.copy(f, at + 2);
+    at += 2 + id.length + 53; // u16 length, the id, the 53 bytes after it
+  }
+  return f;
+}
+
+test('a SKU id that is not UTF-8: skus() fails with StockdProtocolError, never pages with a wrong `after`', () => {
+  const ids = [Buffer.from('A'), Buffer.from([0x42, 0xff]), Buffer.from('C')];
+  return withFake(
+    (req) => {
+      if (req.op !== 'SKU_LIST') return;
+      const after = Buffer.from(req.body.after);
+      req.replyRaw(skuListFrame(req, ids.filter((id) => Buffer.compare(id, after) > 0).slice(0, req.body.limit)));
+    },
+    async (c) => {
+      // Read as 'B\uFFFD', its `after` (42 EF BF BD) sorts before 42 FF: the same page forever.
+      const seen = [];
+      const walk = async () => {
+        for await (const v of c.skus({ pageSize: 1 })) if (seen.push(v.sku) > 10) break;
+      };
+      await assert.rejects(walk(), (e) => e instanceof s.StockdProtocolError && /sku 0 sku is not valid UTF-8/.test(e.message));
+      assert.deepEqual(seen, ['A']);
+    },
+  );
+});
+
+test('SKU_LIST pages that do not move past `after`: skus() fails with StockdProtocolError, no endless loop', () =>
+  withFake(
+    (req) => req.op === 'SKU_LIST' && req.replyRaw(skuListFrame(req, [Buffer.from('A'), Buffer.from('B')])),
+    async (c) => {
+      const seen = [];
+      const walk = async () => {
+        for await (const v of c.skus({ pageSize: 2 })) if (seen.push(v.sku) > 10) break;
+      };
+      await assert.rejects(walk(), (e) => e instanceof s.StockdProtocolError && /after "B" ends at "B", not past it/.test(e.message));
+      assert.deepEqual(seen, ['A', 'B']);
+    },
+  ));
+
+test('close() ends a connection whose keep-alive PING is never answered, within connectTimeoutMs', () =>
+  withFake(
+    () => {},
+    async (c, fake) => {
+      await c.connect();
+      for (let i = 0; i < 100 && !fake.received.some((r) => r.op === 'PING'); i++) await sleep(10);
+      assert.ok(fake.received.some((r) => r.op === 'PING'), 'a keep-alive PING is in flight');
+      const t0 = Date.now();
+      await c.close();
+      for (let i = 0; i < 200 && !fake.closed(0); i++) await sleep(10);
+      assert.ok(fake.closed(0), 'the connection was closed');
+      assert.ok(Date.now() - t0 < 1000, `closed after ${Date.now() - t0} ms`);
+    },
+    { hello: { ...HELLO, idleTimeoutMs: 300 }, client: { connectTimeoutMs: 400 } },
+  ));

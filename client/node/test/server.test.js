@@ -4,6 +4,7 @@ const { describe: nodeDescribe, it, before, after } = require('node:test');
 // A deadline per suite: a bug shows as a failure, never as a hung run.
 const describe = (name, fn) => nodeDescribe(name, { timeout: 60_000 }, fn);
 const assert = require('node:assert/strict');
+const net = require('net');
 const s = require('../dist');
 const { StockdClient } = s;
 const { TOKENS, startStockd, sleep } = require('./helpers/stockd');
@@ -200,6 +201,40 @@ describe('buyer: holds', () => {
   });
 });
 
+describe('buyer: a lost answer', () => {
+  it("a keyed reserve whose answer is lost: the error names its key; resent with it, it is the same purchase", async (t) => {
+    const sku = await makeSku(5);
+    // A proxy to stockd that stops passing the server's answers once `mute` is set.
+    let mute = false;
+    const proxy = net.createServer((down) => {
+      const up = net.connect(srv.port, srv.host);
+      down.on('error', () => {});
+      up.on('error', () => {});
+      down.pipe(up);
+      up.on('data', (d) => mute || down.write(d));
+      down.on('close', () => up.destroy());
+      up.on('close', () => down.destroy());
+    });
+    await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+    const lossy = client('buyer', { port: proxy.address().port });
+    t.after(() => {
+      lossy.destroy();
+      proxy.close();
+    });
+    await lossy.connect();
+    mute = true;
+    const req = { user: 'nina', ttlMs: 60000, lines: [{ sku, qty: 1 }] };
+    const err = await lossy.reserve(req, { timeoutMs: 300 }).then(() => assert.fail('answered'), (e) => e);
+    assert.ok(err instanceof s.StockdTimeoutError && err.outcomeUnknown, err.message);
+    assert.match(err.idempotencyKey, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal((await buyer.skuGet(sku)).sku.held, 1n, 'the server applied it');
+    const again = await buyer.reserve({ ...req, key: err.idempotencyKey });
+    assert.equal(again.status, 'OK');
+    assert.equal((await buyer.holdGet({ holdId: again.holdId, user: 'nina' })).hold.key, err.idempotencyKey);
+    assert.equal((await buyer.skuGet(sku)).sku.held, 1n, 'the resend is the same purchase');
+  });
+});
+
 describe('buyer: code pools', () => {
   it('codesLoad, DUPLICATE_CODE, claim, SOLD_OUT, NOT_FOUND', async () => {
     const sku = `POOL-${Date.now()}`;
@@ -250,6 +285,25 @@ describe('outbox', () => {
     const empty = await outbox.outboxRead({ afterSeq: (await admin.outboxStatus()).headSeq, waitMs: 1200 }, { timeoutMs: 1000 });
     assert.equal(empty.records.length, 0);
     assert.ok(Date.now() - t0 >= 900, 'the long poll waited (its deadline is timeoutMs + waitMs)');
+  });
+
+  it('a waiting outboxRead holds its connection: other calls wait in the client, not behind it', async (t) => {
+    const poller = client('outbox');
+    t.after(() => poller.destroy());
+    const trouble = [];
+    poller.on('error', (e) => trouble.push(e.message));
+    poller.on('reconnecting', (e) => trouble.push(`reconnecting: ${e.error.message}`));
+    const head = (await poller.outboxStatus()).headSeq;
+    const t0 = Date.now();
+    const poll = poller.outboxRead({ afterSeq: head, waitMs: 2000 }, { timeoutMs: 1000 });
+    // On the poll's connection the server would run it only after the poll (section 5): it
+    // would time out there, and its connection be presumed stuck a second later.
+    await assert.rejects(poller.outboxStatus({ timeoutMs: 300 }), s.StockdTimeoutError);
+    const later = poller.outboxStatus({ timeoutMs: 5000 });
+    assert.equal((await poll).records.length, 0);
+    assert.ok(Date.now() - t0 >= 1500, 'the poll waited');
+    assert.ok((await later).headSeq >= head);
+    assert.deepEqual(trouble, [], 'the connection was kept');
   });
 });
 

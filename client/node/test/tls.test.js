@@ -83,6 +83,28 @@ describe('TLS client against a fake TLS server', { skip: noOpenssl, timeout: 60_
   });
 });
 
+describe('TLS settings Node cannot load', { timeout: 20_000 }, () => {
+  it('a key that is not PEM: calls fail at once with StockdTlsError; nothing left to crash later', async () => {
+    const unhandled = [];
+    const onUnhandled = (e) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // tls.connect throws this synchronously, before any byte is sent (port 9: nothing there).
+      const c = tryClient(9, { ca: 'not a CA', cert: 'not a certificate', key: 'not a key' }, { timeoutMs: 300 });
+      const t0 = Date.now();
+      await assert.rejects(c.ping(), (e) => e instanceof s.StockdTlsError && /PEM/.test(e.message));
+      await assert.rejects(c.connect(), s.StockdTlsError);
+      await assert.rejects(c.ping(), s.StockdTlsError);
+      assert.ok(Date.now() - t0 < 250, 'at once, not at the deadline');
+      await c.close();
+      await new Promise((r) => setTimeout(r, 400)); // past the calls' deadlines
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
+
 describe('TLS against a real stockd', { skip: noOpenssl || serverLacksTls, timeout: 60_000 }, () => {
   it('--tls-cert/--tls-key: a client with the CA buys; a plain client does not get through', async () => {
     const srv = await startStockd({ args: ['--tls-cert', certs.paths.serverCert, '--tls-key', certs.paths.serverKey] });

@@ -29,8 +29,10 @@ export const SKU_CLOSED = 0x01;
 export const SKU_CODE_POOL = 0x02;
 
 const NON_EMPTY = { nonEmpty: true };
-const sku = str(SKU_BYTES_MAX);
-const skuReq = str(SKU_BYTES_MAX, NON_EMPTY);
+// SKU ids are decoded exactly: one read wrong would be sent back as another id (SKU_LIST's
+// `after`, a RESERVE line) and page over, or buy, the wrong SKU.
+const sku = str(SKU_BYTES_MAX, { exact: true });
+const skuReq = str(SKU_BYTES_MAX, { nonEmpty: true, exact: true });
 const user = str(USER_BYTES_MAX);
 const key = str(KEY_BYTES_MAX);
 

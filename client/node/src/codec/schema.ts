@@ -97,8 +97,11 @@ export function timeMs(): Type<number> {
   };
 }
 
-/** `str`: u16 length then UTF-8 bytes; `max` in bytes (section 3). */
-export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string> {
+/**
+ * `str`: u16 length then UTF-8 bytes; `max` in bytes (section 3). `exact`: bytes that are not
+ * UTF-8 fail the decode instead of being replaced (an id that must round-trip).
+ */
+export function str(max: number, opts: { nonEmpty?: boolean; exact?: boolean } = {}): Type<string> {
   return {
     enc(w, v, path) {
       if (typeof v !== 'string') w.fail(path, `must be a string, got ${typeof v}`);
@@ -112,7 +115,7 @@ export function str(max: number, opts: { nonEmpty?: boolean } = {}): Type<string
       const n = r.u16(path);
       if (opts.nonEmpty && n === 0) r.fail(path, 'is empty');
       if (n > max) r.fail(path, `is ${n} bytes, max ${max}`);
-      return r.utf8(n, path);
+      return opts.exact ? r.utf8Exact(n, path) : r.utf8(n, path);
     },
   };
 }

@@ -144,6 +144,8 @@ export function utf8Length(s: string): number {
   return s.length;
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 export class Reader {
   private at: number;
 
@@ -211,6 +213,23 @@ export class Reader {
   utf8(n: number, path: Path): string {
     const at = this.take(n, path);
     return this.buf.toString('utf8', at, at + n);
+  }
+  /**
+   * `n` bytes that must be valid UTF-8: an id that the caller sends back (a SKU_LIST `after`)
+   * must encode to the same bytes, which a byte replaced by U+FFFD does not.
+   */
+  utf8Exact(n: number, path: Path): string {
+    const at = this.take(n, path);
+    for (let i = at; i < at + n; i++) {
+      if (this.buf[i] > 0x7f) {
+        try {
+          return STRICT_UTF8.decode(this.buf.subarray(at, at + n));
+        } catch {
+          return this.fail(path, 'is not valid UTF-8');
+        }
+      }
+    }
+    return this.buf.toString('latin1', at, at + n); // ASCII
   }
   /** "Nothing after the last field" (section 3). */
   expectEnd(): void {
