@@ -16,6 +16,11 @@ constexpr size_t kTurnOutBytesMax = 256 * 1024;
 // every answer in it) stays bounded whatever a thousand pipelines send at once.
 constexpr uint32_t kGroupEntriesMax = 16384;
 constexpr size_t kGroupBytesMax = 4 << 20;
+
+// No more decisions fit the filling group until it is sealed.
+bool group_full(const Changes& group) {
+  return group.entry_count >= kGroupEntriesMax || group.entries.size() >= kGroupBytesMax;
+}
 // Room for answers in flight a connection keeps when it has none: a burst's is given back.
 constexpr size_t kMarksKeptIdle = 256;
 }  // namespace
@@ -331,6 +336,10 @@ void Connections::add_backlog(Conn* c) {
   if (c->in_backlog) return;
   c->in_backlog = true;
   backlog_.push_back(c);
+  start_backlog_idle();
+}
+
+void Connections::start_backlog_idle() {
   uv_idle_start(&backlog_idle_,
                 [](uv_idle_t* h) { static_cast<Connections*>(h->data)->run_backlog(); });
 }
@@ -413,7 +422,7 @@ Connections::Stop Connections::process(Conn* c, std::span<const uint8_t> data, s
     }
     const Changes& group = commit_.changes();
     if (frames >= kTurnFramesMax || c->out.size() - out_start >= kTurnOutBytesMax ||
-        group.entry_count >= kGroupEntriesMax || group.entries.size() >= kGroupBytesMax) {
+        group_full(group)) {
       stop = Stop::kQuota;
       break;
     }
@@ -666,7 +675,18 @@ void Connections::close_handles() {
 
 void Connections::end_of_turn() {
   flush_all();
-  if (backlog_.empty() && !stopping_) uv_idle_stop(&backlog_idle_);
+  if (stopping_) return;
+  if (backlog_.empty()) {
+    uv_idle_stop(&backlog_idle_);
+  } else if (group_full(commit_.changes())) {
+    // Nothing kept can be framed before the full group is sealed, which waits for the group
+    // being written (or the gathering window): an event, the WAL thread's, ends both. Until
+    // then the loop polls for it instead of running the backlog without waiting (a core spent
+    // for as long as a slow fsync lasts).
+    uv_idle_stop(&backlog_idle_);
+  } else {
+    start_backlog_idle();  // again, after a full group was sealed
+  }
 }
 
 void Connections::mark(Conn* c, uint64_t tag, uint64_t begin, uint16_t opcode,

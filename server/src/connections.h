@@ -110,6 +110,7 @@ class Connections {
   void process_kept(Conn* c);
   void after_process(Conn* c, Stop stop);
   void add_backlog(Conn* c);
+  void start_backlog_idle();
   void run_backlog();
   void account_rbuf(Conn* c);
   static bool hog_before(const Conn& a, const Conn& b);

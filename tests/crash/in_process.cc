@@ -1,5 +1,6 @@
 #include "in_process.h"
 
+#include <pthread.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -74,6 +75,7 @@ InProcess::InProcess(Config c, storage::StoreOptions so)
     : ready_file_(c.ready_file), server_(std::make_unique<Server>(c, so)) {
   fs::remove(ready_file_);
   thread_ = std::thread([s = server_.get(), run = run_] {
+    (void)pthread_setname_np(pthread_self(), "stockd-loop");  // tests find its CPU by name
     run->rc = s->run();
     run->done = true;
   });
