@@ -2,7 +2,7 @@
 // signal, whether it may be resent after a lost connection, and the promise the caller holds.
 // A call settles exactly once; whatever happens to it afterwards (a late answer) is dropped.
 import type { OpName } from './codec/ops';
-import { StockdAbortError, StockdError, StockdTimeoutError } from './errors';
+import { errorForCall, StockdAbortError, StockdError, StockdTimeoutError } from './errors';
 
 export interface CallOptions {
   /** Deadline of this call in ms, from the moment it is made, retries included. */
@@ -124,6 +124,15 @@ export class Call<T = any> {
     // Errors that leave the outcome unknown are made for one call each: the key is this call's.
     if (this.key !== '' && e instanceof StockdError && e.outcomeUnknown) e.idempotencyKey = this.key;
     this.rejectFn(e);
+  }
+
+  /**
+   * Fails this call with its own copy of `shared`, an error that fails many calls at once (a
+   * destroy, a refused HELLO): outcome unknown when this call was sent (on this connection or
+   * an earlier one) and changes state, whatever the shared error says.
+   */
+  failShared(shared: StockdError): void {
+    if (!this.settled) this.fail(errorForCall(shared, this.op, this.sent && this.changesState));
   }
 
   private finish(): boolean {

@@ -38,6 +38,8 @@ interface Entry {
   /** The encoded request; its request id is stamped when it is written (flush). */
   frame: Buffer;
   written: boolean;
+  /** The call had been written on an earlier connection: this is a resend. */
+  resend: boolean;
   answered: boolean;
 }
 
@@ -126,7 +128,7 @@ export class Connection implements Carrier {
   private sayHello(): void {
     this.state = 'hello';
     const frame = this.opts.hello;
-    this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, frame, written: true, answered: false });
+    this.inflight.push({ id: HELLO_ID, opcode: codec.OPS.HELLO.code, call: null, frame, written: true, resend: false, answered: false });
     this.socket!.write(frame);
   }
 
@@ -138,7 +140,7 @@ export class Connection implements Carrier {
   private enqueue(call: Call | null, frame: Buffer): void {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_ffff ? HELLO_ID + 1 : this.nextId + 1;
-    const e: Entry = { id, opcode: frame.readUInt16LE(8), call, frame, written: false, answered: false };
+    const e: Entry = { id, opcode: frame.readUInt16LE(8), call, frame, written: false, resend: call?.sent ?? false, answered: false };
     this.inflight.push(e);
     this.free--;
     this.unflushed.push(e);
@@ -289,9 +291,10 @@ export class Connection implements Carrier {
     const err = new StockdProtocolError(`${this.address}: ${msg}`);
     const head = this.inflight.shift();
     const call = head?.call;
-    // Written, it may have been applied before its answer came garbled, as when a connection
-    // is lost: its own error says so (the pool and the 'error' event get `err`).
-    if (call && head!.written && call.changesState) call.fail(new StockdProtocolError(err.message, { outcomeUnknown: true }));
+    // Written (here or on an earlier connection), it may have been applied before its answer
+    // came garbled, as when a connection is lost: its own error says so (the pool and the
+    // 'error' event get `err`).
+    if (call && call.sent && call.changesState) call.fail(new StockdProtocolError(err.message, { outcomeUnknown: true }));
     else call?.fail(err);
     this.die(err);
   }
@@ -329,7 +332,9 @@ export class Connection implements Carrier {
     // A FRAME_TOO_LARGE names the request it could not frame: that one gets the error.
     if (head && h.requestId === head.id && h.status === codec.STATUS.FRAME_TOO_LARGE) {
       this.inflight.shift();
-      head.call?.fail(err);
+      // Not run here; but a resend may have been applied the first time.
+      if (head.resend) head.call?.failShared(err);
+      else head.call?.fail(err);
     }
     this.die(this.state === 'hello' ? err : new StockdConnectionError(`${this.address} closed the connection: ${err.message}`, { cause: err }));
   }

@@ -155,3 +155,30 @@ export function serverError(status: number, message: string, local = false): Sto
   const Kind = BY_STATUS[status] ?? StockdServerError;
   return new Kind(status, message, local);
 }
+
+type MessageCtor = new (message: string, options: { cause?: unknown; outcomeUnknown?: boolean }) => StockdError;
+
+/**
+ * A new error of `shared`'s class and code, for one of the calls that a failure of the whole
+ * pool fails (destroy(), a refused HELLO while calls wait to be resent): each call gets its
+ * own, so that `outcomeUnknown` (and the `idempotencyKey` Call.fail sets) are that call's.
+ * `op` and `outcomeUnknown` are the call's; `shared` is the cause.
+ */
+export function errorForCall(shared: StockdError, op: string, outcomeUnknown: boolean): StockdError {
+  const tail = outcomeUnknown ? `; ${op} had been sent, so its outcome is unknown` : '';
+  let e: StockdError;
+  if (shared instanceof StockdServerError) {
+    e = serverError(shared.status, shared.serverMessage, shared.local);
+    e.message += tail;
+    Object.defineProperty(e, 'cause', { value: shared, writable: true, configurable: true });
+  } else if (shared instanceof StockdRefusedError) {
+    e = new StockdRefusedError(shared.status, op);
+    e.message = shared.message + tail;
+    Object.defineProperty(e, 'cause', { value: shared, writable: true, configurable: true });
+  } else {
+    // Every other class is made from (message, options).
+    e = new (shared.constructor as MessageCtor)(shared.message + tail, { cause: shared, outcomeUnknown });
+  }
+  e.outcomeUnknown = outcomeUnknown;
+  return e;
+}

@@ -35,6 +35,12 @@ interface Slot {
   conn: Connection | undefined;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
+  /**
+   * Set when a refused dial left no call waiting: the slot is not redialled until a call (or
+   * connect()) needs it, and then not before this time (its backoff), so that an idle client
+   * with a wrong token does not spend the server's per-address allowance of failed HELLOs.
+   */
+  parkedUntil: number | undefined;
 }
 
 export class Pool implements CallHooks {
@@ -64,7 +70,7 @@ export class Pool implements CallHooks {
     private readonly opts: PoolOptions,
     private readonly emitter: EventEmitter,
   ) {
-    this.slots = Array.from({ length: opts.connections }, () => ({ conn: undefined, attempt: 0, timer: undefined }));
+    this.slots = Array.from({ length: opts.connections }, () => ({ conn: undefined, attempt: 0, timer: undefined, parkedUntil: undefined }));
   }
 
   /** The limits the server gave the most recent HELLO. */
@@ -85,6 +91,7 @@ export class Pool implements CallHooks {
     this.start();
     if (this.slots.some((s) => s.conn?.state === 'ready')) return Promise.resolve();
     if (this.isClosing) return Promise.reject(new StockdConnectionError('client is closed'));
+    this.wakeParked();
     return new Promise((resolve, reject) => {
       const w = {
         resolve: () => (clearTimeout(t), resolve()),
@@ -102,7 +109,9 @@ export class Pool implements CallHooks {
   submit(call: Call): void {
     if (call.settled) return;
     if (this.isClosing) return call.fail(new StockdConnectionError('client is closed'));
-    if (this.fatal && !this.anyReady()) return call.fail(this.fatal);
+    // After a refusal, a call fails at once with it; unless a slot parked since then is due
+    // for its redial: then the call waits for that dial's answer.
+    if (this.fatal && !this.anyReady() && !this.wakeParked()) return call.failShared(this.fatal);
     call.accepted = true;
     this.live++;
     this.queue.push(call);
@@ -175,6 +184,7 @@ export class Pool implements CallHooks {
   private onReady(slot: Slot, conn: Connection): void {
     slot.attempt = 0;
     this.fatal = undefined;
+    this.wakeParked();
     this.hello = conn.hello;
     this.emitter.emit('connect', { address: conn.address, hello: conn.hello });
     for (const w of this.readyWaiters.splice(0)) w.resolve();
@@ -195,7 +205,8 @@ export class Pool implements CallHooks {
     for (const { call, written } of unanswered) {
       if (!this.closed && (!written || call.retrySafe)) requeue.push(call);
       else {
-        const unknown = written && call.changesState;
+        // Sent on an earlier connection counts too: a resend waiting to be written here.
+        const unknown = call.sent && call.changesState;
         const what = unknown ? '; the outcome is unknown' : '';
         const msg = `connection lost before the answer to ${call.op}${what} (${err.message})`;
         call.fail(new StockdConnectionError(msg, { cause: err, outcomeUnknown: unknown }));
@@ -211,6 +222,11 @@ export class Pool implements CallHooks {
     const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(slot.attempt, 30));
     const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);
     slot.attempt++;
+    if (this.fatal !== undefined && this.live === 0 && this.readyWaiters.length === 0) {
+      // Refused, and nobody waits (no call, no connect()): no redial until one needs it.
+      slot.parkedUntil = Date.now() + delayMs;
+      return;
+    }
     this.emitter.emit('reconnecting', { address: conn.address, attempt: slot.attempt, delayMs, error: err });
     slot.timer = setTimeout(() => this.dial(slot), delayMs);
     // Redialling for nobody does not keep the process alive; a waiting call's deadline does.
@@ -218,11 +234,36 @@ export class Pool implements CallHooks {
     this.pump();
   }
 
+  /**
+   * Redials the slots parked after a refusal: now if their backoff delay has passed, else when
+   * it does. Returns whether one dials now (a call can wait for its answer).
+   */
+  private wakeParked(): boolean {
+    if (this.isClosing) return false;
+    let now = false;
+    for (const slot of this.slots) {
+      if (slot.parkedUntil === undefined) continue;
+      const delayMs = slot.parkedUntil - Date.now();
+      slot.parkedUntil = undefined;
+      if (delayMs <= 0) {
+        now = true;
+        this.dial(slot);
+        continue;
+      }
+      const error = this.fatal ?? this.lastError;
+      this.emitter.emit('reconnecting', { address: `${this.opts.host}:${this.opts.port}`, attempt: slot.attempt, delayMs, error });
+      slot.timer = setTimeout(() => this.dial(slot), delayMs);
+      if (this.live === 0) slot.timer.unref();
+    }
+    return now;
+  }
+
   /** A refusal will come again: fail what waits instead of letting it time out. */
   private refused(err: StockdError): void {
     this.fatal = err;
     if (this.anyReady()) return;
-    for (const call of this.queue.splice(0)) call.fail(err);
+    // Each its own error: a call resent after a lost connection may have been applied.
+    for (const call of this.queue.splice(0)) call.failShared(err);
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
   }
 
@@ -243,7 +284,8 @@ export class Pool implements CallHooks {
     if (this.closed) return;
     this.closing = true;
     const err = new StockdConnectionError(reason);
-    for (const call of this.queue.splice(0)) call.fail(err);
+    // Each its own error: a call waiting to be resent after a lost connection may have been applied.
+    for (const call of this.queue.splice(0)) call.failShared(err);
     this.shutdown(err); // fails the calls in flight too, which ends a close() waiting on them
   }
 

@@ -428,6 +428,146 @@ test('garbage in answer to a write: StockdProtocolError with outcome unknown (an
     { client: { role: 'admin', token: 't' } },
   ));
 
+// A pool-wide failure (destroy(), a refused HELLO on the redial) fails each waiting call with an
+// error of its own: a keyed write already sent may have been applied, so it says so and names its
+// key; a call never sent says the outcome is known.
+
+/** Resolves to what `p` rejected with (fails the test if it resolves). */
+const rejection = (p) => p.then((v) => assert.fail(`answered: ${JSON.stringify(v, (k, x) => (typeof x === 'bigint' ? String(x) : x))}`), (e) => e);
+
+async function redialled(fake) {
+  for (let i = 0; i < 200 && fake.connections < 2; i++) await sleep(10);
+  assert.ok(fake.connections >= 2, 'redialled');
+}
+
+test('destroy() while a sent keyed RESERVE waits to be resent: its own error, outcome unknown, with the key the server saw; an unsent call: known', () =>
+  withFake(
+    (req) => {
+      if (req.op === 'HELLO') return req.conn === 0 ? undefined : 'handled'; // the redial's HELLO is never answered
+      if (req.op === 'RESERVE') req.sock.destroy();
+    },
+    async (c, fake) => {
+      const sent = rejection(c.reserve(reserveReq()));
+      await redialled(fake);
+      const unsent = rejection(c.reserve(reserveReq('never-sent')));
+      c.destroy();
+      const [w, u] = await Promise.all([sent, unsent]);
+      const seen = fake.received.filter((r) => r.op === 'RESERVE');
+      assert.equal(seen.length, 1);
+      assert.ok(w instanceof s.StockdConnectionError && w.outcomeUnknown === true, w.message);
+      assert.equal(w.idempotencyKey, seen[0].body.key);
+      assert.match(w.message, /outcome is unknown/);
+      assert.ok(u instanceof s.StockdConnectionError && u.outcomeUnknown === false, u.message);
+      assert.equal(u.idempotencyKey, undefined);
+      assert.notEqual(w, u, 'an error of its own');
+    },
+  ));
+
+test('a refused HELLO on the redial fails a sent keyed CLAIM with outcome unknown and its key; an unsent call: known', () =>
+  withFake(
+    (req) => {
+      if (req.op === 'HELLO') {
+        if (req.conn === 0) return undefined;
+        setTimeout(() => {
+          req.reply(65, { message: 'bad token for role buyer' });
+          req.sock.end();
+        }, 100);
+        return 'handled';
+      }
+      if (req.op === 'CLAIM') req.sock.destroy();
+    },
+    async (c, fake) => {
+      const sent = rejection(c.claim({ sku: 'A', user: 'u', key: 'claim-key' }));
+      await redialled(fake);
+      const unsent = rejection(c.reserve(reserveReq('never-sent')));
+      const [w, u] = await Promise.all([sent, unsent]);
+      assert.equal(fake.received.filter((r) => r.op === 'CLAIM').length, 1);
+      assert.equal(fake.received.filter((r) => r.op === 'RESERVE').length, 0);
+      assert.ok(w instanceof s.StockdUnauthorizedError && w.outcomeUnknown === true, w.message);
+      assert.equal(w.serverMessage, 'bad token for role buyer');
+      assert.equal(w.idempotencyKey, 'claim-key');
+      assert.ok(u instanceof s.StockdUnauthorizedError && u.outcomeUnknown === false, u.message);
+      assert.equal(u.idempotencyKey, undefined);
+      assert.notEqual(w, u, 'an error of its own');
+    },
+    { client: { timeoutMs: 3000 } },
+  ));
+
+test('destroy() after the redial is ready but before the resend is written: outcome unknown, with the key', () =>
+  withFake(
+    (req) => req.op === 'RESERVE' && req.conn === 0 && req.sock.destroy(),
+    async (c, fake) => {
+      let connects = 0;
+      // The resend is queued on the new connection in this turn and written in a later one.
+      c.on('connect', () => ++connects === 2 && process.nextTick(() => c.destroy()));
+      const err = await rejection(c.reserve(reserveReq()));
+      const seen = fake.received.filter((r) => r.op === 'RESERVE');
+      assert.equal(seen.length, 1, 'not resent');
+      assert.equal(connects, 2);
+      assert.ok(err instanceof s.StockdConnectionError && err.outcomeUnknown === true, err.message);
+      assert.equal(err.idempotencyKey, seen[0].body.key);
+    },
+  ));
+
+test('FRAME_TOO_LARGE naming a resent keyed RESERVE: outcome unknown (the first send may have been applied), with its key', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'RESERVE') return;
+      if (req.conn === 0) return req.sock.destroy();
+      req.replyRaw(codec.encodeResponse(0, req.id, 70, { message: 'frame too large' }));
+      req.sock.end();
+    },
+    async (c, fake) => {
+      const err = await rejection(c.reserve(reserveReq()));
+      const seen = fake.received.filter((r) => r.op === 'RESERVE');
+      assert.equal(seen.length, 2);
+      assert.ok(err instanceof s.StockdFrameTooLargeError && err.outcomeUnknown === true, err.message);
+      assert.equal(err.idempotencyKey, seen[0].body.key);
+    },
+  ));
+
+test('garbage right after the redial\'s HELLO, before the resend is written: outcome unknown, with the key', () =>
+  withFake(
+    (req) => {
+      if (req.op === 'RESERVE') return req.sock.destroy();
+      if (req.op !== 'HELLO' || req.conn === 0) return undefined;
+      // One chunk: the resend is queued on the new connection when the garbage is read.
+      req.replyRaw(Buffer.concat([codec.encodeResponse('HELLO', req.id, 0, HELLO), Buffer.from('garbage garbage garbage')]));
+      return 'handled';
+    },
+    async (c, fake) => {
+      const err = await rejection(c.reserve(reserveReq()));
+      const seen = fake.received.filter((r) => r.op === 'RESERVE');
+      assert.equal(seen.length, 1, 'not resent');
+      assert.ok(err instanceof s.StockdProtocolError && err.outcomeUnknown === true, err.message);
+      assert.equal(err.idempotencyKey, seen[0].body.key);
+    },
+  ));
+
+test('after a refused HELLO an idle client does not redial; a call does, and waits for that dial', () => {
+  let refuse = true;
+  return withFake(
+    (req) => {
+      if (req.op === 'PING') return req.reply(0, {});
+      if (req.op !== 'HELLO' || !refuse) return undefined;
+      req.reply(65, { message: 'bad token for role buyer' });
+      req.sock.end();
+      return 'handled';
+    },
+    async (c, fake) => {
+      await assert.rejects(c.ping(), s.StockdUnauthorizedError);
+      await assert.rejects(c.ping(), s.StockdUnauthorizedError, 'at once, within the backoff');
+      await sleep(500); // redial delays of 10..50 ms: many redials, were there any
+      const dials = fake.connections;
+      assert.ok(dials <= 2, `${dials} dials: redialled for nobody`);
+      refuse = false; // the token is fixed
+      await sleep(60); // past the backoff
+      await c.ping();
+      assert.equal(fake.connections, dials + 1);
+    },
+  );
+});
+
 /** A SKU_LIST answer for `ids` (Buffers): encoded with stand-ins of the same length, then the real bytes written over them. */
 function skuListFrame(req, ids) {
   const f = codec.encodeResponse('SKU_LIST', req.id, 0, { skus: ids.map((id) => ({ ...SKU, sku: 'x'.repeat(id.length) })) });
