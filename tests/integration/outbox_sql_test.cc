@@ -27,6 +27,7 @@
 #include "records.h"
 #include "sink.h"
 #include "support/process.h"
+#include "support/small_disk.h"
 
 namespace stockd::test {
 namespace {
@@ -1281,6 +1282,61 @@ TEST_F(OutboxSql, PostgresOutageDuringLoad) {
 
 // (e) A database whose cursor is ahead of stockd's outbox (stockd restored from an empty data
 // dir) is refused, exit 3; so are records trimmed before this database copied them.
+// A stockd whose store failed (its disk full) answers the outbox STORAGE_UNAVAILABLE until it
+// recovers by itself. The sidecar must wait that out like an outage, then copy every order:
+// it used to exit 2 as if misconfigured, which its systemd unit does not restart.
+TEST_F(OutboxSql, SidecarWaitsOutAStoreThatFailed) {
+  SmallDisk disk(16);
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
+  StockdProcess server({}, (disk.dir() / "data").string());
+  ASSERT_TRUE(server.start());
+  {
+    Client admin = server.admin();
+    ASSERT_TRUE(admin.sku_set({"disk", proto::kSetTotal, 1'000'000'000, 0, 0, 0}).ok());
+  }
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  SidecarProcess sidecar(server, lite);
+  sidecar.start();
+  Client buyer = server.buyer();
+  std::set<std::string> acked;  // order ids answered OK
+  auto buy = [&](const std::string& key) {
+    auto r = buyer.reserve({"u", key, 0, {{"disk", 1}}});
+    if (r.ok()) acked.insert(std::to_string(r.body.hold_id));
+    return r;
+  };
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(buy("before-" + std::to_string(i)).ok());
+  disk.fill_leaving(150 * 1024);
+  bool failed = false;
+  for (int i = 0; i < 20000 && !failed; ++i) {
+    auto r = buy("during-" + std::to_string(i));
+    failed = r.transport_ok() && r.status == proto::Status::kStorageUnavailable;
+  }
+  ASSERT_TRUE(failed) << "the disk never filled up";
+  std::this_thread::sleep_for(3s);  // the sidecar meets the failed store, and reconnects
+  EXPECT_TRUE(sidecar.running()) << "the sidecar exited while stockd's store was failed:\n"
+                                 << sidecar.log();
+  disk.free_filler();
+  bool resumed = false;
+  for (int i = 0; i < 100 && !resumed; ++i) {
+    resumed = buy("after-" + std::to_string(i)).ok();
+    if (!resumed) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(resumed) << "stockd did not resume after space was freed";
+  size_t missing = acked.size();
+  for (int i = 0; i < 150 && missing > 0; ++i) {
+    std::this_thread::sleep_for(100ms);
+    std::set<std::string> in_sql;
+    for (const std::string& row : dump_sqlite(lite.substr(7)).orders) {
+      in_sql.insert(row.substr(0, row.find('|')));
+    }
+    missing = 0;
+    for (const std::string& id : acked) missing += in_sql.count(id) == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(missing, 0u) << "acknowledged orders not in SQLite 15 s after the store recovered:\n"
+                         << sidecar.log();
+  EXPECT_TRUE(sidecar.running());
+}
+
 TEST_F(OutboxSql, RefusesAnOutboxBehindTheCursor) {
   const std::string lite = sqlite_url(dir_, "orders.db");
   {

@@ -2,7 +2,6 @@
 // STORAGE_UNAVAILABLE (never a false OK), stay up, resume once space is freed, and keep every
 // acknowledged order across a kill -9.
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 
 #include <atomic>
 #include <filesystem>
@@ -12,42 +11,13 @@
 #include <thread>
 
 #include "support/process.h"
+#include "support/small_disk.h"
 
 namespace stockd::test {
 namespace {
 
 namespace fs = std::filesystem;
 using proto::Status;
-
-// A tmpfs of `mb` MiB mounted on a fresh temp dir; unmounted on destruction.
-class SmallDisk {
- public:
-  explicit SmallDisk(int mb) : dir_(make_temp_dir("tmpfs")) {
-    std::string opts = "size=" + std::to_string(mb) + "m";
-    mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, opts.c_str()) == 0;
-  }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-    fs::remove_all(dir_);
-  }
-  bool mounted() const { return mounted_; }
-  const fs::path& dir() const { return dir_; }
-  // Writes a filler file that leaves about `keep` bytes free.
-  void fill_leaving(uintmax_t keep) {
-    auto space = fs::space(dir_);
-    uintmax_t n = space.available > keep ? space.available - keep : 0;
-    std::ofstream f(dir_ / "filler", std::ios::binary);
-    std::string block(1 << 16, 'x');
-    for (uintmax_t w = 0; w < n; w += block.size()) {
-      f.write(block.data(), static_cast<std::streamsize>(std::min<uintmax_t>(block.size(), n - w)));
-    }
-  }
-  void free_filler() { fs::remove(dir_ / "filler"); }
-
- private:
-  fs::path dir_;
-  bool mounted_ = false;
-};
 
 TEST(DiskFull, TypedErrorsNoFalseOkThenResumes) {
   SmallDisk disk(16);

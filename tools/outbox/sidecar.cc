@@ -186,8 +186,12 @@ Next Sidecar::Impl::connect_stockd() {
     }
     client.close();
     stockd_up = false;
+    // A wrong token, or a stockd without an outbox (durability off), stays so: exit for the
+    // operator. A stockd whose store failed (a full disk) answers STORAGE_UNAVAILABLE too,
+    // until it recovers by itself: wait for it like for a stockd that is down.
     if (r.transport_ok() && (r.status == proto::Status::kUnauthorized ||
-                             r.status == proto::Status::kStorageUnavailable)) {
+                             (r.status == proto::Status::kStorageUnavailable &&
+                              r.error.find("durability is off") != std::string::npos))) {
       log->critical("stockd at {} refuses the outbox reader: {}", endpoint(cfg.server), why_not(r));
       return kExitConfig;
     }
