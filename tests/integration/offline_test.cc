@@ -47,6 +47,30 @@ TEST(OfflineTest, InspectAndVerifyReadAStoppedServersData) {
   EXPECT_EQ(v.body.held, 2u);
 }
 
+// A running server's data dir is refused, not read while it changes (stale answers, or damage
+// that is not there); and a SKU id that is not UTF-8 (the server takes any bytes but NUL) is
+// printed with its bad bytes replaced: --json used to end in an "internal error" (exit 3).
+TEST(OfflineTest, RefusesARunningServerAndPrintsIdsThatAreNotUtf8) {
+  StockdProcess server;
+  ASSERT_TRUE(server.start());
+  Client admin(server.options(Role::kAdmin));
+  connect_or_fail(admin);
+  make_sku(admin, "Caf\xE9", 10, 0);
+  for (const char* cmd : {"inspect", "verify"}) {
+    ToolResult r = run_tool(STOCKCTL_BIN, {cmd, "--data-dir", server.data_dir()});
+    EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.out << r.err;
+    EXPECT_NE(r.err.find("a server is running on this data dir"), std::string::npos)
+        << cmd << ": " << r.err;
+  }
+  server.kill9();
+  ToolResult in = run_tool(STOCKCTL_BIN, {"inspect", "--data-dir", server.data_dir(), "--json"});
+  ASSERT_EQ(in.exit_code, 0) << in.err;
+  EXPECT_NE(in.out.find("\"sku\":\"Caf\xEF\xBF\xBD\""), std::string::npos) << in.out;
+  ToolResult v = run_tool(STOCKCTL_BIN, {"verify", "--data-dir", server.data_dir(), "--json"});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_NE(v.out.find("\"status\":\"OK\""), std::string::npos) << v.out;
+}
+
 TEST(OfflineTest, RefusesWhatIsNotADataDirAndReportsDamage) {
   auto dir = make_temp_dir("offline");
   ToolResult none = run_tool(STOCKCTL_BIN, {"verify", "--data-dir", (dir / "missing").string()});

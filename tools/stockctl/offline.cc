@@ -1,6 +1,9 @@
 // stockctl inspect / verify: read a stopped server's data dir without starting a server.
 // Opens the RocksDB store read-only and rebuilds the book through the same recovery code the
 // server runs, so "verify OK" means "stockd would start on this data".
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -21,6 +24,19 @@ struct Opened {
   Status error;  // a recovery problem, ok if none
 };
 
+// The process that holds the RocksDB LOCK of `dir` (a running server: RocksDB takes a POSIX
+// record lock on it), 0 if none or if it cannot tell.
+pid_t store_locked_by(const std::string& dir) {
+  const int fd = ::open((std::filesystem::path(dir) / "LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct flock l {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  const bool locked = ::fcntl(fd, F_GETLK, &l) == 0 && l.l_type != F_UNLCK;
+  ::close(fd);
+  return locked ? l.l_pid : 0;
+}
+
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
 int open_offline(const Args& a, Opened& o) {
   if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
@@ -30,6 +46,13 @@ int open_offline(const Args& a, Opened& o) {
   if (!std::filesystem::exists(std::filesystem::path(a.data_dir) / "CURRENT")) {
     std::cerr << a.data_dir << ": not a stockd data dir (no RocksDB CURRENT file)\n";
     return kExitUsage;
+  }
+  // A running server's store changes under a read-only open (its logs are written, trimmed,
+  // deleted): what would be read is stale, or looks damaged when it is not.
+  if (pid_t pid = store_locked_by(a.data_dir); pid != 0) {
+    std::cerr << a.data_dir << ": a server is running on this data dir (pid " << pid
+              << " holds its LOCK); stop it first (stockctl stats reads a running one)\n";
+    return kExitRefused;
   }
   storage::StoreOptions so;
   so.create_if_missing = false;
@@ -89,7 +112,7 @@ int cmd_inspect(const Args& a) {
               {"live_holds", o.book.live_holds()},
               {"skus", js}};
   if (a.json) {
-    std::cout << out.dump() << '\n';
+    std::cout << dump(out) << '\n';  // bytes that are not UTF-8 (a SKU id) replaced, not thrown
     return kExitOk;
   }
   std::cout << "data dir       " << a.data_dir << "\nlast lsn       " << m.lsn
@@ -125,12 +148,11 @@ int cmd_verify(const Args& a) {
               << o.rec.snapshot_lsn << ", replays the log after it and writes the state anew\n";
   }
   if (a.json) {
-    std::cout << Json{{"status", problem.ok() ? "OK" : "DAMAGED"},
-                      {"lsn", o.rec.meta.lsn},
-                      {"problem", problem.message()},
-                      {"checkpoint_damaged", o.rec.damaged},
-                      {"fallback_snapshot_lsn", o.rec.snapshot_lsn}}
-                     .dump()
+    std::cout << dump(Json{{"status", problem.ok() ? "OK" : "DAMAGED"},
+                           {"lsn", o.rec.meta.lsn},
+                           {"problem", problem.message()},
+                           {"checkpoint_damaged", o.rec.damaged},
+                           {"fallback_snapshot_lsn", o.rec.snapshot_lsn}})
               << '\n';
   } else if (problem.ok()) {
     std::cout << "OK: " << (fallback ? "a snapshot" : "a checkpoint") << " at lsn "
@@ -157,7 +179,7 @@ int cmd_migrate(const Args& a) {
     return kExitRefused;
   }
   if (a.json) {
-    std::cout << Json{{"status", "OK"}, {"report", report}}.dump() << '\n';
+    std::cout << dump(Json{{"status", "OK"}, {"report", report}}) << '\n';
   } else {
     std::cout << report << '\n';
   }
