@@ -33,6 +33,7 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
       {"--frame-bytes-max", [](Config& c) { c.frame_bytes_max = 100; }},
       {"--idle-timeout-ms", [](Config& c) { c.idle_timeout_ms = 5; }},
       {"--idem-retention-ms", [](Config& c) { c.idem_retention_ms = 10; }},
+      {"--outbox-retention-ms", [](Config& c) { c.outbox_retention_ms = -1; }},
       {"--holds-expected", [](Config& c) { c.holds_expected = 2'000'000'000; }},
       {"--metrics-sku-max", [](Config& c) { c.metrics_sku_max = 5000; }},
       {"--read-buffer-budget", [](Config& c) { c.read_buffer_budget = c.frame_bytes_max; }},

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "stockd/decisions.h"
@@ -206,6 +207,33 @@ TEST(WalWriter, AWakeComesDueOnceUnlessABatchComesFirst) {
   EXPECT_EQ(notified.load(), 3) << "a disarmed wake still came due";
   EXPECT_EQ(wal.take_woken(), 0u);
   for (const auto& d : wal.take_done()) EXPECT_TRUE(d.status.ok()) << d.status.message();
+}
+
+// --outbox-retention-ms "forever" (INT64_MAX) keeps acknowledged records: the retention used to
+// be added to a record's time, which wrapped negative and trimmed them at once.
+TEST(Checkpointer, ARetentionOfForeverKeepsAcknowledgedRecords) {
+  TempStore temp("stockd-persist");
+  ASSERT_NE(temp.store, nullptr);
+  CheckpointOptions o;
+  o.every_entries = 50;
+  o.every_ms = 3'600'000;
+  o.outbox_retention_ms = std::numeric_limits<int64_t>::max();
+  o.snapshot_every = 0;
+  auto cp = std::make_unique<Checkpointer>(*temp.store, o);
+  Loop loop(*temp.store, *cp);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
+  for (int g = 0; g < 20; ++g) {
+    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
+    loop.seal();
+  }
+  loop.book.outbox_ack(200, kT0 + 100, loop.ch);  // every record acknowledged
+  loop.seal();
+  cp->stop(true);
+  EXPECT_EQ(cp->take_error().message(), "");
+  EXPECT_GE(cp->checkpoints(), 4u);
+  const std::vector<uint64_t> lsns = log_lsns(*temp.store);
+  ASSERT_FALSE(lsns.empty());
+  EXPECT_LE(lsns.front(), 2u) << "acknowledged records were trimmed within their retention";
 }
 
 TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {

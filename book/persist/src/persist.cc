@@ -566,8 +566,9 @@ bool Checkpointer::apply(uint64_t lsn, std::string_view group) {
 bool Checkpointer::trimmable(int64_t now) const {
   if (groups_.empty()) return false;
   const LogGroupRef& g = groups_.front();
+  // now - at_ms, not at_ms + retention: a retention of "forever" (INT64_MAX) must not wrap.
   return g.lsn <= lsn_ && g.end_seq - 1 <= book_.meta().outbox_acked &&
-         g.at_ms + options_.outbox_retention_ms <= now;
+         now - g.at_ms >= options_.outbox_retention_ms;
 }
 
 void Checkpointer::checkpoint(int64_t now) {
