@@ -236,6 +236,43 @@ TEST(Checkpointer, ARetentionOfForeverKeepsAcknowledgedRecords) {
   EXPECT_LE(lsns.front(), 2u) << "acknowledged records were trimmed within their retention";
 }
 
+// Groups missing at the end of the log, at or before the checkpoint (its records not yet
+// acknowledged, so kept for the sidecar): a log that keeps any group keeps every one up to the
+// checkpoint's, so a start is refused. It used to pass, and the sidecar then met a hole.
+TEST(Checkpointer, GroupsMissingBeforeTheCheckpointAreRefused) {
+  TempStore temp("stockd-persist");
+  ASSERT_NE(temp.store, nullptr);
+  CheckpointOptions o;
+  o.every_entries = 50;
+  o.every_ms = 3'600'000;
+  o.outbox_retention_ms = 0;
+  o.snapshot_every = 0;
+  auto cp = std::make_unique<Checkpointer>(*temp.store, o);
+  Loop loop(*temp.store, *cp);
+  ASSERT_NO_FATAL_FAILURE(loop.start());
+  for (int g = 0; g < 20; ++g) {
+    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
+    loop.seal();
+  }
+  cp->stop(true);  // a checkpoint at the last group; nothing acknowledged: the log is kept
+  ASSERT_EQ(cp->checkpoint_lsn(), loop.lsn);
+  const std::vector<uint64_t> lsns = log_lsns(*temp.store);
+  ASSERT_GE(lsns.size(), 5u);
+  ASSERT_EQ(lsns.back(), loop.lsn);
+  storage::Batch cut = temp.store->batch();
+  for (uint64_t lsn = loop.lsn - 2; lsn <= loop.lsn; ++lsn) cut.del(rec::log_key(lsn));
+  ASSERT_EQ(temp.store->write(cut, true).message(), "");
+
+  Book again;
+  Recovered r;
+  const Status s = recover(*temp.store, again, r);
+  EXPECT_EQ(s.code(), Status::Code::kRefused) << s.message();
+  EXPECT_NE(s.message().find("groups " + std::to_string(loop.lsn - 2) + ".." +
+                             std::to_string(loop.lsn) + " are missing"),
+            std::string::npos)
+      << s.message();
+}
+
 TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   TempStore temp("stockd-persist");
   ASSERT_NE(temp.store, nullptr);

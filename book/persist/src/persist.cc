@@ -369,7 +369,7 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
   own.log = false;
   own.rows = false;
   Changes& ch = changes != nullptr ? *changes : own;
-  uint64_t last = from, expect = 0;
+  uint64_t last = from, expect = 0, seen = 0;  // seen: the log's last group (0: none)
   Status bad;
   Status s = store.scan(
       std::string{rec::kTagLog, '/'},
@@ -399,6 +399,7 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
         if (lsn > since) out.logged_since += ref.entries;
         ++out.log_groups;
         last = std::max(last, lsn);
+        seen = lsn;
         if (ref.end_seq > ref.first_seq) out.outbox_groups.push_back(ref);
         return true;
       },
@@ -414,6 +415,13 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
   };
   if (bad.code() == Status::Code::kRefused) return explained(std::move(bad));
   if (!bad.ok()) return bad;
+  // Trims cut a prefix, so a log that keeps any group keeps every one up to the checkpoint's.
+  if (seen != 0 && seen < from) {
+    return explained(Status::Refused("the log ends at lsn " + std::to_string(seen) +
+                                     ", before the checkpoint at lsn " + std::to_string(from) +
+                                     ": groups " + std::to_string(seen + 1) + ".." +
+                                     std::to_string(from) + " are missing"));
+  }
   // Every group up to the acknowledged mark was answered: a store that ends before it lost
   // part of its log, which must never pass for a smaller store.
   if (last < store.acked_lsn()) {
