@@ -209,23 +209,35 @@ TEST(WalWriter, AWakeComesDueOnceUnlessABatchComesFirst) {
   for (const auto& d : wal.take_done()) EXPECT_TRUE(d.status.ok()) << d.status.message();
 }
 
+// A checkpoint every 50 decisions (and not by time), no snapshots: the trim behind the acks and
+// the retention alone (a snapshot keeps the log back to it).
+CheckpointOptions every_50(int64_t outbox_retention_ms) {
+  CheckpointOptions o;
+  o.every_entries = 50;
+  o.every_ms = 3'600'000;
+  o.outbox_retention_ms = outbox_retention_ms;
+  o.snapshot_every = 0;
+  return o;
+}
+
+// Orders 1..200: buy-nows in 20 groups of 10.
+void buy_200_in_20_groups(Loop& loop) {
+  for (int g = 0; g < 20; ++g) {
+    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
+    loop.seal();
+  }
+}
+
 // --outbox-retention-ms "forever" (INT64_MAX) keeps acknowledged records: the retention used to
 // be added to a record's time, which wrapped negative and trimmed them at once.
 TEST(Checkpointer, ARetentionOfForeverKeepsAcknowledgedRecords) {
   TempStore temp("stockd-persist");
   ASSERT_NE(temp.store, nullptr);
-  CheckpointOptions o;
-  o.every_entries = 50;
-  o.every_ms = 3'600'000;
-  o.outbox_retention_ms = std::numeric_limits<int64_t>::max();
-  o.snapshot_every = 0;
-  auto cp = std::make_unique<Checkpointer>(*temp.store, o);
+  auto cp =
+      std::make_unique<Checkpointer>(*temp.store, every_50(std::numeric_limits<int64_t>::max()));
   Loop loop(*temp.store, *cp);
   ASSERT_NO_FATAL_FAILURE(loop.start());
-  for (int g = 0; g < 20; ++g) {
-    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
-    loop.seal();
-  }
+  buy_200_in_20_groups(loop);
   loop.book.outbox_ack(200, kT0 + 100, loop.ch);  // every record acknowledged
   loop.seal();
   cp->stop(true);
@@ -242,18 +254,10 @@ TEST(Checkpointer, ARetentionOfForeverKeepsAcknowledgedRecords) {
 TEST(Checkpointer, GroupsMissingBeforeTheCheckpointAreRefused) {
   TempStore temp("stockd-persist");
   ASSERT_NE(temp.store, nullptr);
-  CheckpointOptions o;
-  o.every_entries = 50;
-  o.every_ms = 3'600'000;
-  o.outbox_retention_ms = 0;
-  o.snapshot_every = 0;
-  auto cp = std::make_unique<Checkpointer>(*temp.store, o);
+  auto cp = std::make_unique<Checkpointer>(*temp.store, every_50(0));
   Loop loop(*temp.store, *cp);
   ASSERT_NO_FATAL_FAILURE(loop.start());
-  for (int g = 0; g < 20; ++g) {
-    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
-    loop.seal();
-  }
+  buy_200_in_20_groups(loop);
   cp->stop(true);  // a checkpoint at the last group; nothing acknowledged: the log is kept
   ASSERT_EQ(cp->checkpoint_lsn(), loop.lsn);
   const std::vector<uint64_t> lsns = log_lsns(*temp.store);
@@ -277,19 +281,12 @@ TEST(Checkpointer, CheckpointsTrimsBehindTheAcksAndRecoveryRebuildsTheBook) {
   TempStore temp("stockd-persist");
   ASSERT_NE(temp.store, nullptr);
   std::unique_ptr<storage::Store>& store = temp.store;
-  CheckpointOptions o;
-  o.every_entries = 50;
-  o.every_ms = 3'600'000;
-  o.outbox_retention_ms = 0;
-  o.snapshot_every = 0;  // the trim behind the acks alone (a snapshot keeps the log back to it)
+  const CheckpointOptions o = every_50(0);
   auto cp = std::make_unique<Checkpointer>(*store, o);
   Loop loop(*store, *cp);
   ASSERT_NO_FATAL_FAILURE(loop.start());
   // 200 buy-nows in groups of 10 (orders 1..200), then the sidecar acknowledges 1..100.
-  for (int g = 0; g < 20; ++g) {
-    for (int i = 0; i < 10; ++i) loop.buy(g * 10 + i, kT0 + g);
-    loop.seal();
-  }
+  buy_200_in_20_groups(loop);
   loop.book.outbox_ack(100, kT0 + 100, loop.ch);
   loop.seal();
   for (int i = 200; i < 230; ++i) loop.buy(i, kT0 + 200);  // after the last checkpoint: replayed
