@@ -67,8 +67,10 @@ void Connections::accept(uv_stream_t* listener) {
   // kRefusalsMax refusals lingering).
   if (conns_.size() - refusals_ > size_t{config_.connections_max} + config_.hello_pending_max) {
     ++rejected_total_;
-    refuse(c, "too many connections (" + std::to_string(config_.connections_max) +
-                  "); try again later");
+    answer_then_close(
+        c, 0, proto::Status::kBusy,
+        "too many connections (" + std::to_string(config_.connections_max) + "); try again later");
+    mark_flush(c);
     return;
   }
   // Peers that never finish HELLO cannot hold the door: the oldest of them makes room. A real
@@ -82,24 +84,13 @@ void Connections::evict_oldest_pending() {
   for (Conn* c : conns_) {
     if (c->open() && !c->session.hello_done) {
       ++metrics_.hello_evictions;
-      refuse(c,
-             "too many connections waiting for HELLO (--hello-pending-max); the oldest is closed");
+      answer_then_close(c, 0, proto::Status::kBusy,
+                        "too many connections waiting for HELLO (--hello-pending-max); the "
+                        "oldest is closed");
+      mark_flush(c);
       return;
     }
   }
-}
-
-// A peer turned away before HELLO: BUSY, then it lingers; or, with kRefusalsMax refusals already
-// lingering, closed at once.
-void Connections::refuse(Conn* c, const std::string& why) {
-  if (refusals_ >= kRefusalsMax) {
-    close_conn(c);
-    return;
-  }
-  c->refusal = true;
-  ++refusals_;
-  answer_then_close(c, 0, proto::Status::kBusy, why);
-  mark_flush(c);
 }
 
 // Every state change goes through here, so that the slot counts follow the lifecycle.
@@ -126,6 +117,16 @@ void Connections::finish_conn(Conn* c) {
   if (!c->rbuf.empty()) {
     std::string().swap(c->rbuf);
     account_rbuf(c);
+  }
+  // A peer ended before HELLO (refused at the cap, evicted, or by its own bad input) lingers
+  // outside the slots, as one of at most kRefusalsMax; past them it is closed at once.
+  if (!c->session.hello_done) {
+    if (refusals_ >= kRefusalsMax) {
+      close_conn(c);
+      return;
+    }
+    c->refusal = true;
+    ++refusals_;
   }
 }
 

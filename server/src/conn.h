@@ -46,7 +46,7 @@ struct Conn {
   uv_tcp_t tcp{};               // tcp.data points back here
   Connections* home = nullptr;  // the table it is in (libuv callbacks find it here)
   State state = State::kOpen;
-  bool refusal = false;  // refused before HELLO (the socket cap, or the oldest still to say it)
+  bool refusal = false;  // ended before HELLO: lingers as one of Connections::kRefusalsMax
   std::unique_ptr<TlsSession> tls;  // with --tls-cert: every byte in and out passes through it
   Session session;
   std::string rbuf;         // the start of a frame not yet complete, kept for the next read

@@ -27,10 +27,11 @@ int64_t wall_ms();  // the book's clock: ms since the Unix epoch (server.cc)
 
 class Connections {
  public:
-  // Peers refused before HELLO (over the socket cap, or the oldest of those still to say it) get
-  // a BUSY frame and linger like any finished connection, so that they can read why; at most
-  // this many at a time, apart from the slots. Past it a refused peer is closed without a word:
-  // a flood of them cannot hold descriptors, or keep newcomers out, for as long as each lingers.
+  // Peers ended before HELLO (refused over the socket cap, the oldest of those still to say it,
+  // or a bad first frame) get their error frame and linger like any finished connection, so
+  // that they can read why; at most this many at a time, apart from the slots. Past it such a
+  // peer is closed without a word: a flood of them cannot hold descriptors, or keep newcomers
+  // out, for as long as each lingers.
   static constexpr size_t kRefusalsMax = 64;
 
   // What connections ask of the server.
@@ -98,7 +99,6 @@ class Connections {
   enum class Stop { kNeedMore, kBlocked, kQuota };  // why process() stopped framing
 
   void evict_oldest_pending();
-  void refuse(Conn* c, const std::string& why);
   void set_state(Conn* c, Conn::State to);
   void start_reading(Conn* c);
   void stop_reading(Conn* c);

@@ -759,6 +759,33 @@ TEST(Slowloris, AFloodOfSilentPeersHoldsBoundedDescriptors) {
   expect_serving(server, "a flood of silent peers");
 }
 
+// The same flood, each peer sending a bad first frame: each is answered and closed, and
+// lingered inside the slots, so a real buyer got BUSY until they were gone.
+TEST(Slowloris, AFloodOfBadFirstFramesDoesNotKeepBuyersOut) {
+  constexpr int kConnsMax = 8, kPendingMax = 8, kFlood = 200;
+  StockdProcess server({"--connections-max", std::to_string(kConnsMax), "--hello-pending-max",
+                        std::to_string(kPendingMax)});
+  ASSERT_TRUE(started(server));
+  Client admin = server.admin();
+  make_sku(admin, "FLOOD-2", 100);
+  std::vector<std::unique_ptr<Peer>> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    flood.push_back(std::make_unique<Peer>(server.port()));
+    ASSERT_TRUE(flood.back()->ok()) << "connection " << i;
+    flood.back()->send_some(header_only(Opcode::kHello, 1, 1u << 30));  // over any frame limit
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  ClientOptions o = server.options(Role::kBuyer);
+  o.timeout_ms = 3000 * kSlow;
+  o.reconnect_attempts = 1;
+  Client buyer(o);
+  EXPECT_EQ(buyer.connect().message(), "");
+  auto r = buyer.reserve(reserve_req("real-buyer", "flood-2", 0, {{"FLOOD-2", 1}}));
+  EXPECT_TRUE(r.ok()) << proto::status_name(r.status) << " " << r.error;
+  flood.clear();
+  expect_serving(server, "a flood of bad first frames");
+}
+
 TEST(Slowloris, AHalfFrameAfterHelloIsClosedByTheFrameTimeout) {
   constexpr int kFrameTimeoutMs = 1000;
   StockdProcess server({"--frame-timeout-ms", std::to_string(kFrameTimeoutMs)});
