@@ -93,6 +93,11 @@ constexpr const char* kFamilyNames[] = {"default", "holds", "log"};
 constexpr size_t kSpareBatches = 2;          // written batches a WalWriter keeps for recycled()
 constexpr size_t kSpareBytesMax = 1u << 20;  // but not the buffer of a spike's largest group
 
+// Present while the state's tables are dropped and written anew (Store::drop_state() to
+// state_repaired()): a store opened with it holds part of an old state at best. Its tag puts it
+// in the log's family, outside the log's keys (l/ and an lsn), synced through the WAL.
+constexpr std::string_view kRepairMarkKey = "l!repair";
+
 size_t family_of(std::string_view key) {
   const char tag = key.empty() ? '\0' : key[0];
   return tag == 'h' ? 1 : tag == 'l' ? 2 : 0;
@@ -468,6 +473,7 @@ class RocksStore final : public Store {
   // first). So: the memtable flushed, compactions paused (one running on a damaged file fails
   // and is not retried), the levels emptied by range, then file by file until none is left.
   Status drop_state() override {
+    if (Status s = write_repair_mark(true); !s.ok()) return s;
     for (size_t f = 0; f < 2; ++f) {
       const std::string family = kFamilyNames[f];
       rocksdb::FlushOptions fo;
@@ -506,6 +512,18 @@ class RocksStore final : public Store {
       }
     }
     return Status::Ok();
+  }
+
+  Status state_repaired() override { return write_repair_mark(false); }
+
+  Status write_repair_mark(bool on) {
+    rocksdb::WriteBatch b;
+    rocksdb::Status r = on ? b.Put(families_[2], slice(kRepairMarkKey), rocksdb::Slice())
+                           : b.Delete(families_[2], slice(kRepairMarkKey));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    if (r.ok()) r = db_->Write(wo, &b);
+    return to_status(r, on ? "mark the store as under repair" : "clear the repair mark");
   }
 
   Status trim_log(uint64_t lsn) override {
@@ -865,6 +883,19 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
       if (e.path().extension() == ".tmp") std::filesystem::remove_all(e.path(), ec);  // cut short
     }
     remove_empty_old_logs(db, o.wal_dir);
+  }
+  // A repair cut short: the state's tables hold what its drop left of them.
+  std::string repair;
+  if (rocksdb::Status m =
+          db->Get(rocksdb::ReadOptions(), handles[2], slice(kRepairMarkKey), &repair);
+      m.ok()) {
+    damage += std::string(damage.empty() ? "" : "; ") +
+              "a repair of the state was cut short: its table files were being dropped to be "
+              "written anew";
+  } else if (!m.IsNotFound()) {
+    for (rocksdb::ColumnFamilyHandle* h : handles) (void)db->DestroyColumnFamilyHandle(h);
+    delete db;
+    return to_status(m, cannot + ": read the repair mark");
   }
   auto store = std::make_unique<RocksStore>(db, handles, dir, per_family);
   store->damage_at_open = std::move(damage);

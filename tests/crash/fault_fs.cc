@@ -245,7 +245,18 @@ IOStatus FaultFs::NewDirectory(const std::string& name, const IOOptions& o,
   return s;
 }
 
+void FaultFs::power_off_at_delete(std::function<bool(const std::string&)> when) {
+  std::lock_guard lock(mu_);
+  off_at_delete_ = std::move(when);
+}
+
 IOStatus FaultFs::DeleteFile(const std::string& f, const IOOptions& o, IODebugContext* dbg) {
+  bool off = false;
+  {
+    std::lock_guard lock(mu_);
+    off = off_at_delete_ && off_at_delete_(f);
+  }
+  if (off) power_off();
   Power p(*this);
   if (!p.on()) return off_error();
   IOStatus s = target()->DeleteFile(f, o, dbg);

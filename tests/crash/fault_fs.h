@@ -29,6 +29,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +51,9 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   void power_off();
   // The disk answers again: what failed in between models a transient I/O error (EIO once).
   void power_on();
+  // The crash lands on the first delete of a file whose path `when` accepts (that delete fails):
+  // a crash between two steps of a multi-step change, such as dropping a family's files.
+  void power_off_at_delete(std::function<bool(const std::string&)> when);
 
   struct Dropped {
     std::string file;
@@ -122,8 +126,9 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   mutable std::shared_mutex power_mu_;
   bool power_on_ = true;
   std::mutex mu_;
-  std::map<std::string, FileState> files_;              // normalized path -> state
-  std::map<std::string, std::set<std::string>> fresh_;  // dir -> files created since its fsync
+  std::function<bool(const std::string&)> off_at_delete_;  // guarded by mu_
+  std::map<std::string, FileState> files_;                 // normalized path -> state
+  std::map<std::string, std::set<std::string>> fresh_;     // dir -> files created since its fsync
 };
 
 }  // namespace stockd::crash

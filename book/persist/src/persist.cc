@@ -459,7 +459,8 @@ Status rewrite_state(storage::Store& store, const Book& book, const Recovered& r
   if (Status s = store.drop_state(); !s.ok()) return s;
   std::unique_ptr<storage::CheckpointWriter> w = store.checkpoint_writer(r.meta.lsn);
   write_whole_state(*w, book, r.meta.lsn, r.meta.outbox_acked, r.meta.outbox_first);
-  return w->commit().context("write the state anew");
+  if (Status s = w->commit(); !s.ok()) return s.context("write the state anew");
+  return store.state_repaired();
 }
 
 // ---- The checkpointer. ----

@@ -144,8 +144,11 @@ class Store : public RowSource {
   virtual Status verify_snapshot(uint64_t lsn) = 0;
   // Removes every table file of the state's families (all but the log), without reading them:
   // the repair of a damaged checkpoint, before the whole state is written anew. With the WAL
-  // thread not started.
+  // thread not started. First marks the store as under repair (durably): until
+  // state_repaired() clears the mark, an open reports the state as damaged
+  // (damage_found_at_open()), since a crash in between leaves part of it.
   virtual Status drop_state() = 0;
+  virtual Status state_repaired() = 0;
 };
 
 // The WAL thread: writes submitted batches one at a time, in order, and calls `notify` (from
