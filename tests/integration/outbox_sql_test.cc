@@ -194,9 +194,9 @@ class PgCluster {
   std::string url(const std::string& db) const {
     return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + db;
   }
-  std::string password_url(const std::string& password) const {
+  std::string password_url(const std::string& password, const std::string& db = "pwdb") const {
     return std::string("postgresql://") + kPasswordUser + ":" + password +
-           "@127.0.0.1:" + std::to_string(port_) + "/pwdb";
+           "@127.0.0.1:" + std::to_string(port_) + "/" + db;
   }
   uint16_t port() const { return port_; }
 
@@ -880,6 +880,32 @@ TEST_P(SinkTest, CursorIsCompareAndSet) {
   EXPECT_EQ(d.orders.size() + d.events.size(), 10u);  // nothing of the refused batch
 }
 
+// totals() reads back what the tables hold for a range of seqs, outside a batch: the sidecar
+// compares stockd's record at the cursor with it. An order, a hold event, a range, and seqs
+// the tables do not hold.
+TEST_P(SinkTest, TotalsAreWhatTheTablesHoldForTheSeqs) {
+  auto s = sink();
+  const std::vector<proto::OutboxRecord> batch = records(1, 30);
+  ASSERT_TRUE(s->write_batch(0, batch, 1).ok());
+  for (auto [first, last] : {std::pair<uint64_t, uint64_t>{1, 1}, {5, 5}, {3, 17}, {1, 30}}) {
+    outbox::BatchTotals found;
+    ASSERT_TRUE(s->totals(first, last, found).ok());
+    EXPECT_EQ(
+        outbox::compare_totals(
+            outbox::batch_totals(std::span(batch).subspan(first - 1, last - first + 1)), found)
+            .message(),
+        "")
+        << first << ".." << last;
+  }
+  outbox::BatchTotals none;
+  ASSERT_TRUE(s->totals(31, 40, none).ok());
+  EXPECT_EQ(none, outbox::BatchTotals{});
+  outbox::BatchTotals other;
+  ASSERT_TRUE(s->totals(2, 2, other).ok());
+  EXPECT_FALSE(outbox::compare_totals(outbox::batch_totals(records(3, 3)), other).ok())
+      << "another order at the seq looks the same";
+}
+
 TEST_P(SinkTest, ReapplyingABatchIsIdempotent) {
   auto s = sink();
   ASSERT_TRUE(s->write_batch(0, records(1, 50), 1).ok());
@@ -1353,6 +1379,40 @@ TEST_F(OutboxSql, RefusesAnOutboxBehindTheCursor) {
   EXPECT_NE(r.log.find("is behind this database's cursor"), std::string::npos) << r.log;
 }
 
+// A stockd on an empty data dir that has sold past this database's cursor by the time the
+// sidecar meets it passes the head check; copied from the cursor on, its first records would
+// never reach SQL. Its record at the cursor is not the one the database holds, so the sidecar
+// refuses (exit 3) and writes nothing. The stockd it copied from, met again, passes.
+TEST_F(OutboxSql, RefusesAStockdWhoseRecordAtTheCursorIsAnother) {
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  {
+    auto server = start_stockd();
+    ASSERT_NO_FATAL_FAILURE(seed(*server));
+    Load(*server, 2, 50).finish();
+    ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
+    Load(*server, 1, 10).finish();
+    SidecarRun again = SidecarProcess(*server, lite).once();
+    ASSERT_EQ(again.code, 0) << again.log;
+  }
+  const uint64_t cursor = dump_sqlite(lite.substr(7)).cursor;
+  ASSERT_GT(cursor, 0u);
+  auto fresh = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*fresh));
+  Client outbox(fresh->options(proto::Role::kOutbox));
+  for (int round = 0; round < 20; ++round) {
+    auto st = outbox.outbox_status();
+    ASSERT_TRUE(st.ok());
+    if (st.body.head_seq > cursor) break;
+    Load(*fresh, 2, 50).finish();
+  }
+  SidecarRun r = SidecarProcess(*fresh, lite).once();
+  EXPECT_EQ(r.code, 3) << r.log;
+  EXPECT_NE(r.log.find("record " + std::to_string(cursor) + " is not the one this database holds"),
+            std::string::npos)
+      << r.log;
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, cursor) << "records of the other stockd copied";
+}
+
 // (e) Records stockd trimmed before this database copied them: refused (exit 3) unless the
 // operator passes --accept-gap.
 TEST_F(OutboxSql, RefusesTrimmedRecordsUnlessAccepted) {
@@ -1633,6 +1693,88 @@ TEST_F(OutboxSql, BadConfigurationExitsTwo) {
   EXPECT_NE(r.log.find("password authentication failed"), std::string::npos) << r.log;
   r = SidecarProcess(*server, pg->password_url(PgCluster::kPassword)).once();
   EXPECT_EQ(r.code, 0) << r.log;
+}
+
+// A PostgreSQL with no connection left for the sidecar's role ("too many connections for
+// role", refused after the password was accepted) is an outage to wait out, like a server that
+// is down: the sidecar took every failure after a password for wrong credentials and exited 2,
+// which its systemd unit does not restart.
+TEST_F(OutboxSql, APostgresWithNoConnectionLeftIsWaitedOut) {
+  REQUIRE_PG(pg);
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load load(*server, 1, 30);
+  load.finish();
+  const std::string role = PgCluster::kPasswordUser;
+  ASSERT_EQ(pg->exec("postgres", "CREATE DATABASE capped OWNER " + role), "");
+  ASSERT_EQ(pg->exec("postgres", "ALTER ROLE " + role + " CONNECTION LIMIT 0"), "");
+  SidecarProcess sidecar(*server, pg->password_url(PgCluster::kPassword, "capped"));
+  sidecar.start();
+  std::string log;
+  for (int i = 0; i < 100 && log.find("too many connections") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(100ms);
+    log = sidecar.log();
+  }
+  EXPECT_NE(log.find("waiting for SQL"), std::string::npos) << log;
+  EXPECT_TRUE(sidecar.running()) << "the sidecar gave up on a full PostgreSQL:\n" << log;
+  ASSERT_EQ(pg->exec("postgres", "ALTER ROLE " + role + " CONNECTION LIMIT -1"), "");
+  Client outbox(server->options(proto::Role::kOutbox));
+  auto st = outbox.outbox_status();
+  ASSERT_TRUE(st.ok());
+  const std::string head = std::to_string(st.body.head_seq);
+  std::string cursor;
+  for (int i = 0; i < 150 && cursor != head; ++i) {
+    std::this_thread::sleep_for(100ms);
+    cursor = query_one(pg->url("capped"), "SELECT seq FROM stockd_outbox_cursor");
+  }
+  EXPECT_EQ(cursor, head) << sidecar.log();
+  EXPECT_EQ(sidecar.term(), 0);
+  expect_exact(dump_pg(pg->url("capped")), *server, load.promised);
+}
+
+// A lock the sidecar waits on (a LOCK TABLE or ALTER TABLE left open in an operator's psql
+// session) does not freeze it: with --sql-timeout-ms each wait ends, the batch is retried and
+// the log says why; once the lock goes, every order is copied. (Without a timeout the sidecar
+// waited as long as the lock was held, silent, and a SIGTERM waited with it.)
+TEST_F(OutboxSql, ALockOnTheCursorIsWaitedOutInBoundedSteps) {
+  REQUIRE_PG(pg);
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  const std::string url = pg->create_db("locked");
+  ASSERT_EQ(SidecarProcess(*server, url).once().code, 0);  // the schema, to lock a table of it
+  Load load(*server, 1, 40);
+  load.finish();
+  PGconn* holder = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(holder), CONNECTION_OK);
+  PQclear(PQexec(holder, "BEGIN"));
+  PGresult* locked = PQexec(holder, "LOCK TABLE stockd_outbox_cursor IN ACCESS EXCLUSIVE MODE");
+  ASSERT_EQ(PQresultStatus(locked), PGRES_COMMAND_OK) << PQresultErrorMessage(locked);
+  PQclear(locked);
+  SidecarProcess sidecar(*server, url, {"--sql-timeout-ms", "300"});
+  sidecar.start();
+  std::string log;
+  // (statement_timeout and lock_timeout are the same: PostgreSQL names the statement's.)
+  const std::string timed_out = "canceling statement due to statement timeout";
+  for (int i = 0; i < 100 && log.find(timed_out) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(100ms);
+    log = sidecar.log();
+  }
+  EXPECT_NE(log.find(timed_out), std::string::npos) << log;
+  EXPECT_TRUE(sidecar.running()) << log;
+  PQclear(PQexec(holder, "COMMIT"));
+  PQfinish(holder);
+  Client outbox(server->options(proto::Role::kOutbox));
+  auto st = outbox.outbox_status();
+  ASSERT_TRUE(st.ok());
+  const std::string head = std::to_string(st.body.head_seq);
+  std::string cursor;
+  for (int i = 0; i < 150 && cursor != head; ++i) {
+    std::this_thread::sleep_for(100ms);
+    cursor = query_one(url, "SELECT seq FROM stockd_outbox_cursor");
+  }
+  EXPECT_EQ(cursor, head) << sidecar.log();
+  EXPECT_EQ(sidecar.term(), 0);
+  expect_exact(dump_pg(url), *server, load.promised);
 }
 
 }  // namespace

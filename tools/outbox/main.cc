@@ -58,6 +58,7 @@ struct Args {
   std::string log_level = "info";
   std::optional<uint64_t> reset_cursor;
   std::string metrics_listen;  // HOST:PORT for /metrics and /healthz; empty = none
+  int sql_timeout_ms = stockd::outbox::kSqlTimeoutMsDefault;
   stockd::outbox::SidecarConfig cfg;
 };
 
@@ -86,6 +87,13 @@ void add_options(CLI::App& app, Args& a) {
   app.add_option("--batch", a.cfg.batch, "records per read and per SQL transaction")
       ->envname("STOCKD_OUTBOX_BATCH")
       ->check(CLI::Range(1u, stockd::proto::kOutboxReadMax))
+      ->capture_default_str();
+  app.add_option("--sql-timeout-ms", a.sql_timeout_ms,
+                 "PostgreSQL: the longest a connect, a statement or a lock wait may take, and how "
+                 "soon a silent connection is dropped, before the batch is retried (unless the "
+                 "URL, the role or the database sets statement_timeout and the like)")
+      ->envname("STOCKD_OUTBOX_SQL_TIMEOUT_MS")
+      ->check(CLI::Range(100, 3'600'000))
       ->capture_default_str();
   app.add_flag("--once", a.cfg.once, "copy until caught up with stockd, then exit 0")
       ->envname("STOCKD_OUTBOX_ONCE");
@@ -198,7 +206,7 @@ int run(Args& a, const std::vector<std::string>& warnings) {
   }
   a.cfg.server.token = a.token;
   stockd::imply_tls(a.cfg.server.tls);
-  stockd::Result<std::unique_ptr<Sink>> made = make_sink(a.sql);
+  stockd::Result<std::unique_ptr<Sink>> made = make_sink(a.sql, a.sql_timeout_ms);
   if (!made.ok()) {
     std::fprintf(stderr, "stockd-outbox: %s\n", made.status().message().c_str());
     return kExitConfig;

@@ -80,8 +80,10 @@ constexpr int kMergeBatchesAfterConflict = 16;
 const char* const kUniqueViolation = "23505";
 
 // Failures at connect time that retrying will not fix.
+// (A password that was used says nothing: a server that accepted it may then refuse the
+// connection for a reason that passes, such as "too many connections for role".)
 bool is_config_failure(PGconn* c) {
-  if (PQconnectionNeedsPassword(c) || PQconnectionUsedPassword(c)) return true;
+  if (PQconnectionNeedsPassword(c)) return true;
   const char* m = PQerrorMessage(c);
   for (const char* needle : {"authentication failed", "does not exist", "no pg_hba.conf entry",
                              "password", "permission denied"}) {
@@ -185,13 +187,15 @@ class CopyRows {
 
 class PgSink final : public Sink {
  public:
-  explicit PgSink(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+  PgSink(std::string conninfo, int timeout_ms)
+      : conninfo_(std::move(conninfo)), timeout_ms_(timeout_ms) {}
   ~PgSink() override { close(); }
 
   SinkStatus open() override;
   SinkStatus read_cursor(uint64_t& cursor) override;
   SinkStatus write_batch(uint64_t expected_cursor, std::span<const proto::OutboxRecord> records,
                          int64_t now_ms) override;
+  SinkStatus totals(uint64_t first, uint64_t last, BatchTotals& found) override;
   SinkStatus reset_cursor(uint64_t cursor, int64_t now_ms) override;
   void close() override {
     PQclear(last_);
@@ -212,13 +216,19 @@ class PgSink final : public Sink {
   bool copy(const TableColumns& table, const char* into, const CopyRows& rows);
   // Rejected naming the first column the sidecar writes that a table lacks, else Ok.
   SinkStatus check_columns();
+  // The batch check's read-back of seqs first..last (in last_ after a failure).
+  bool read_totals(int64_t first, int64_t last, BatchTotals& found);
   void stage(const proto::OutboxRecord& r);
   // One attempt at the batch staged in the CopyRows, as a transaction. On a unique violation
   // in the fast path (merge false) it rolls back and sets `conflict`.
   SinkStatus transact(int64_t expected, int64_t first, int64_t last, int64_t now_ms, bool merge,
                       bool& conflict);
 
+  // Connects with the deadlines below unless conninfo_ sets them; nullptr if out of memory.
+  PGconn* connect() const;
+
   std::string conninfo_;
+  const int timeout_ms_;
   PGconn* conn_ = nullptr;
   PGresult* last_ = nullptr;
   CopyRows rows_[4];           // orders, order_lines, order_codes, hold_events (kTargets' order)
@@ -283,10 +293,28 @@ SinkStatus PgSink::fail(const std::string& what, bool retry) {
   return SinkStatus::Unavailable(msg);
 }
 
+// No wait on the database is unbounded: a connect, a dead peer that never answers (TCP
+// keepalives, and tcp_user_timeout for data it never acknowledges), a statement or a lock wait
+// (statement_timeout, lock_timeout), and a transaction left open by a sidecar that stopped
+// (idle_in_transaction_session_timeout, which frees the cursor row for another sidecar). Each
+// is a default: the connection string's own keywords, and settings made for the role or the
+// database, win.
+PGconn* PgSink::connect() const {
+  const std::string connect_s = std::to_string(std::max(2, (timeout_ms_ + 999) / 1000));
+  const std::string timeout = std::to_string(timeout_ms_);
+  // Later keywords override earlier ones; conninfo_, expanded as dbname, comes last.
+  const char* keys[] = {
+      "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+      "keepalives_count", "tcp_user_timeout", "dbname",          nullptr};
+  const char* values[] = {connect_s.c_str(), "1",    "10", "5", "3", timeout.c_str(),
+                          conninfo_.c_str(), nullptr};
+  return PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+}
+
 SinkStatus PgSink::open() {
   if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return SinkStatus::Ok();
   close();
-  conn_ = PQconnectdb(conninfo_.c_str());
+  conn_ = connect();
   if (conn_ == nullptr) return SinkStatus::Unavailable("postgresql: out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
     std::string msg = "postgresql: cannot connect: " + one_line(PQerrorMessage(conn_));
@@ -297,6 +325,11 @@ SinkStatus PgSink::open() {
   PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
   if (PQsetClientEncoding(conn_, "UTF8") != 0) return fail("cannot set client_encoding UTF8");
   if (!run("SET client_min_messages = warning")) return fail("cannot configure the session");
+  const std::string timeouts =
+      "SELECT set_config(name, '" + std::to_string(timeout_ms_) +
+      "', false) FROM (VALUES ('statement_timeout'), ('lock_timeout'),"
+      " ('idle_in_transaction_session_timeout')) AS t(name) WHERE current_setting(name) = '0'";
+  if (!run(timeouts.c_str())) return fail("cannot configure the session");
   // Two sidecars creating the schema at once may collide (a unique violation in the catalog,
   // "relation already exists"): the loser retries and finds it. A schema it cannot use is
   // check_columns()'s to say.
@@ -447,20 +480,37 @@ SinkStatus PgSink::transact(int64_t expected, int64_t first, int64_t last, int64
     }
   }
   // Part 2, the read-back: the tables hold the batch's orders and hold events by seq.
-  if (!run_params(kBatchCheckSql, {first, last}) || PQntuples(last_) != 1 ||
-      PQnfields(last_) != BatchTotals::kColumns) {
-    return fail("cannot check records " + range);
-  }
   BatchTotals found;
-  for (int i = 0; i < BatchTotals::kColumns; ++i) {
-    found[i] = std::strtoll(PQgetvalue(last_, 0, i), nullptr, 10);
-  }
+  if (!read_totals(first, last, found)) return fail("cannot check records " + range);
   if (Status why = compare_totals(want_, found); !why.ok()) {
     run("ROLLBACK");
     return SinkStatus::Rejected(failed + why.message());
   }
   if (!run("COMMIT") || std::strcmp(PQcmdStatus(last_), "COMMIT") != 0) {
     return fail("cannot commit records " + range);
+  }
+  PQclear(last_);
+  last_ = nullptr;
+  return SinkStatus::Ok();
+}
+
+bool PgSink::read_totals(int64_t first, int64_t last, BatchTotals& found) {
+  if (!run_params(kBatchCheckSql, {first, last}) || PQntuples(last_) != 1 ||
+      PQnfields(last_) != BatchTotals::kColumns) {
+    return false;
+  }
+  for (int i = 0; i < BatchTotals::kColumns; ++i) {
+    found[i] = std::strtoll(PQgetvalue(last_, 0, i), nullptr, 10);
+  }
+  return true;
+}
+
+SinkStatus PgSink::totals(uint64_t first, uint64_t last, BatchTotals& found) {
+  if (SinkStatus s = open(); !s.ok()) return s;
+  if (!read_totals(static_cast<int64_t>(first), static_cast<int64_t>(last), found)) {
+    return fail(
+        "cannot read the rows of records " + std::to_string(first) + ".." + std::to_string(last),
+        true);
   }
   PQclear(last_);
   last_ = nullptr;
@@ -477,8 +527,8 @@ SinkStatus PgSink::reset_cursor(uint64_t cursor, int64_t now_ms) {
 
 }  // namespace
 
-std::unique_ptr<Sink> make_pg_sink(const std::string& conninfo) {
-  return std::make_unique<PgSink>(conninfo);
+std::unique_ptr<Sink> make_pg_sink(const std::string& conninfo, int timeout_ms) {
+  return std::make_unique<PgSink>(conninfo, timeout_ms);
 }
 
 }  // namespace stockd::outbox

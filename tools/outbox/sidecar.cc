@@ -90,6 +90,7 @@ struct Sidecar::Impl {
   bool sleep_ms(int ms);
   Next start_sql();
   Next connect_stockd();
+  Next check_same_history(const proto::OutboxStatusResp& st, std::string& why);
   Next step();
   Next check_positions(const proto::OutboxReadResp& resp);
   Next commit(const std::vector<proto::OutboxRecord>& records);
@@ -176,7 +177,11 @@ Next Sidecar::Impl::connect_stockd() {
   auto deadline = Clock::now() + std::chrono::milliseconds(cfg.once_start_timeout_ms);
   for (int attempt = 1; !stop.load(); ++attempt) {
     Reply<proto::OutboxStatusResp> r = client.outbox_status();
+    std::string why = r.ok() ? "" : why_not(r);
     if (r.ok()) {
+      if (Next n = check_same_history(r.body, why)) return *n;
+    }
+    if (why.empty()) {
       stockd_up = true;
       head = r.body.head_seq;
       log->info("connected to stockd at {}: outbox head {}, acked {}, first retained {}; cursor {}",
@@ -192,23 +197,66 @@ Next Sidecar::Impl::connect_stockd() {
     if (r.transport_ok() && (r.status == proto::Status::kUnauthorized ||
                              (r.status == proto::Status::kStorageUnavailable &&
                               r.error.find("durability is off") != std::string::npos))) {
-      log->critical("stockd at {} refuses the outbox reader: {}", endpoint(cfg.server), why_not(r));
+      log->critical("stockd at {} refuses the outbox reader: {}", endpoint(cfg.server), why);
       return kExitConfig;
     }
-    last_error = "stockd: " + why_not(r);
+    last_error = "stockd: " + why;
     ++stockd_failures;
     write_status();
     if (cfg.once && Clock::now() >= deadline) {
       log->critical("gave up waiting for stockd at {} after {} ms (--once): {}",
-                    endpoint(cfg.server), cfg.once_start_timeout_ms, why_not(r));
+                    endpoint(cfg.server), cfg.once_start_timeout_ms, why);
       return kExitConfig;
     }
     int d = backoff.next();
     log->warn("waiting for stockd at {}: {} (attempt {}, retrying in {} ms)", endpoint(cfg.server),
-              why_not(r), attempt, d);
+              why, attempt, d);
     sleep_ms(d);
   }
   return kExitOk;
+}
+
+// The record at the cursor, while stockd still has it, must be the one this database holds for
+// that seq. A stockd started on an empty data dir, or restored from an old backup, that has sold
+// past the cursor since passes the head check (check_positions); without this one its records
+// up to the cursor would never reach SQL, and the sidecar would go on from there silently.
+// `why`: set if the check could not be made (stockd or SQL failed): the connect is retried.
+Next Sidecar::Impl::check_same_history(const proto::OutboxStatusResp& st, std::string& why) {
+  if (cursor == 0 || st.first_seq == 0 || st.first_seq > cursor || st.head_seq < cursor) {
+    return std::nullopt;  // nothing to compare (the head check and the gap check take it)
+  }
+  Reply<proto::OutboxReadResp> r = client.outbox_read({cursor - 1, 1, 0});
+  if (!r.ok()) {
+    why = "OUTBOX_READ of record " + std::to_string(cursor) + " failed: " + why_not(r);
+    return std::nullopt;
+  }
+  if (r.body.records.size() != 1 || r.body.records[0].seq != cursor) {
+    why = "OUTBOX_READ of record " + std::to_string(cursor) + " did not bring it";
+    return std::nullopt;
+  }
+  BatchTotals found;
+  if (SinkStatus s = sink->totals(cursor, cursor, found); !s.ok()) {
+    why = "reading the rows of record " + std::to_string(cursor) + " from SQL failed: " + s.message;
+    return std::nullopt;
+  }
+  if (found.orders == 0 && found.events == 0) {
+    log->warn(
+        "this database holds no row for record {} (its cursor was set by --reset-cursor?): "
+        "cannot check that stockd at {} is the one it copied from",
+        cursor, endpoint(cfg.server));
+    return std::nullopt;
+  }
+  if (Status differs = compare_totals(batch_totals(r.body.records), found); !differs.ok()) {
+    log->critical(
+        "stockd's outbox record {} is not the one this database holds ({}): refusing to "
+        "continue; stockd at {} was probably restored from an old or empty data dir and has "
+        "recorded other decisions since, which would be missing from {}, and it could sell "
+        "again what this database recorded. Point --server and --sql at matching instances, or "
+        "see docs/outbox.md (replay) to start this database over on purpose",
+        cursor, differs.message(), endpoint(cfg.server), sink->describe());
+    return kExitRefused;
+  }
+  return std::nullopt;
 }
 
 void Sidecar::Impl::lost_stockd(const std::string& why) {

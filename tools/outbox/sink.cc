@@ -5,7 +5,7 @@
 
 namespace stockd::outbox {
 
-Result<std::unique_ptr<Sink>> make_sink(const std::string& url) {
+Result<std::unique_ptr<Sink>> make_sink(const std::string& url, int timeout_ms) {
   if (url.rfind("sqlite:", 0) == 0) {
     std::string path = url.substr(7);
     if (path.rfind("//", 0) == 0) path = path.substr(2);  // sqlite://PATH, as some tools write
@@ -25,7 +25,7 @@ Result<std::unique_ptr<Sink>> make_sink(const std::string& url) {
       return Status::Invalid("--sql: not a valid PostgreSQL URL: " + why);
     }
     PQconninfoFree(opts);
-    return make_pg_sink(url);
+    return make_pg_sink(url, timeout_ms);
   }
   return Status::Invalid("--sql " + url +
                          ": expected sqlite:PATH, postgresql://... or postgres://...");

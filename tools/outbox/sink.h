@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 
+#include "records.h"
 #include "stockd/protocol.h"
 #include "stockd/status.h"
 
@@ -63,6 +64,10 @@ class Sink {
   // kRejected are only returned for failures retrying cannot fix, kUnavailable for the others.
   virtual SinkStatus write_batch(uint64_t expected_cursor,
                                  std::span<const proto::OutboxRecord> records, int64_t now_ms) = 0;
+  // What the tables hold for the records with seq first..last (the batch check's read-back,
+  // records.h: BatchTotals), outside any batch: the sidecar compares stockd's record at the
+  // cursor with the rows this database holds for it.
+  virtual SinkStatus totals(uint64_t first, uint64_t last, BatchTotals& found) = 0;
   // Sets the cursor unconditionally (operators' replay tool and tests). Rows are kept.
   virtual SinkStatus reset_cursor(uint64_t cursor, int64_t now_ms) = 0;
   // Drops the connection (open() reconnects).
@@ -73,9 +78,13 @@ class Sink {
 
 // Parses a --sql URL: "sqlite:PATH" or "postgresql://..." / "postgres://..." (any libpq
 // connection URI). Returns the sink (not yet connected), or Invalid (one line, for the operator).
-Result<std::unique_ptr<Sink>> make_sink(const std::string& url);
+// `timeout_ms` bounds every wait on PostgreSQL (pg_sink.cc: connect): the sidecar's
+// --sql-timeout-ms.
+inline constexpr int kSqlTimeoutMsDefault = 30'000;
+Result<std::unique_ptr<Sink>> make_sink(const std::string& url,
+                                        int timeout_ms = kSqlTimeoutMsDefault);
 
 std::unique_ptr<Sink> make_sqlite_sink(const std::string& path);
-std::unique_ptr<Sink> make_pg_sink(const std::string& conninfo);
+std::unique_ptr<Sink> make_pg_sink(const std::string& conninfo, int timeout_ms);
 
 }  // namespace stockd::outbox

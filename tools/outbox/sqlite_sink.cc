@@ -84,6 +84,7 @@ class SqliteSink final : public Sink {
   SinkStatus read_cursor(uint64_t& cursor) override;
   SinkStatus write_batch(uint64_t expected_cursor, std::span<const proto::OutboxRecord> records,
                          int64_t now_ms) override;
+  SinkStatus totals(uint64_t first, uint64_t last, BatchTotals& found) override;
   SinkStatus reset_cursor(uint64_t cursor, int64_t now_ms) override;
   void close() override;
   std::string describe() const override { return "sqlite:" + path_; }
@@ -119,6 +120,8 @@ class SqliteSink final : public Sink {
   // Inserts the rows of `r`: SQLITE_DONE, an error code, or kSkipped with skipped_ saying which
   // row could not be stored.
   int insert_rows(const proto::OutboxRecord& r);
+  // The batch check's read-back of seqs first..last: SQLITE_ROW, or an error code.
+  int read_totals(uint64_t first, uint64_t last, BatchTotals& found);
   // Binds `bind` to the INSERT `ins` and runs it; if its key existed (nothing inserted), binds
   // it to the lookup `same` too: SQLITE_DONE if the existing row is the same, else kSkipped.
   template <class Bind>
@@ -375,21 +378,37 @@ SinkStatus SqliteSink::write_batch(uint64_t expected_cursor,
     }
     if (rc != SQLITE_DONE) return fail(rc, "cannot insert record " + std::to_string(r.seq));
   }
-  sqlite3_stmt* check = stmts_[kCheck];
-  sqlite3_bind_int64(check, 1, static_cast<int64_t>(records.front().seq));
-  sqlite3_bind_int64(check, 2, static_cast<int64_t>(records.back().seq));
   BatchTotals found;
-  if ((rc = sqlite3_step(check)) == SQLITE_ROW) {
-    for (int i = 0; i < BatchTotals::kColumns; ++i) found[i] = sqlite3_column_int64(check, i);
+  if ((rc = read_totals(records.front().seq, records.back().seq, found)) != SQLITE_ROW) {
+    return fail(rc, "cannot check records " + range);
   }
-  sqlite3_reset(check);
-  if (rc != SQLITE_ROW) return fail(rc, "cannot check records " + range);
   if (Status why = compare_totals(batch_totals(records), found); !why.ok()) {
     step(kRollback);
     return SinkStatus::Rejected("sqlite: batch check of records " + range +
                                 " failed: " + why.message());
   }
   if ((rc = step(kCommit)) != SQLITE_DONE) return fail(rc, "cannot commit");
+  return SinkStatus::Ok();
+}
+
+int SqliteSink::read_totals(uint64_t first, uint64_t last, BatchTotals& found) {
+  sqlite3_stmt* check = stmts_[kCheck];
+  sqlite3_bind_int64(check, 1, static_cast<int64_t>(first));
+  sqlite3_bind_int64(check, 2, static_cast<int64_t>(last));
+  const int rc = sqlite3_step(check);
+  if (rc == SQLITE_ROW) {
+    for (int i = 0; i < BatchTotals::kColumns; ++i) found[i] = sqlite3_column_int64(check, i);
+  }
+  sqlite3_reset(check);
+  return rc;
+}
+
+SinkStatus SqliteSink::totals(uint64_t first, uint64_t last, BatchTotals& found) {
+  if (SinkStatus s = open(); !s.ok()) return s;
+  if (int rc = read_totals(first, last, found); rc != SQLITE_ROW) {
+    return fail(rc, "cannot read the rows of records " + std::to_string(first) + ".." +
+                        std::to_string(last));
+  }
   return SinkStatus::Ok();
 }
 
