@@ -1,8 +1,8 @@
 // One request from the caller's point of view: its encoded frame, its deadline and abort
 // signal, whether it may be resent after a lost connection, and the promise the caller holds.
 // A call settles exactly once; whatever happens to it afterwards (a late answer) is dropped.
-import type { OpName } from './codec/ops';
-import { errorForCall, StockdAbortError, StockdError, StockdTimeoutError } from './errors';
+import { STATUS, type OpName } from './codec/ops';
+import { errorForCall, serverError, StockdAbortError, StockdError, StockdTimeoutError } from './errors';
 
 export interface CallOptions {
   /** Deadline of this call in ms, from the moment it is made, retries included. */
@@ -70,6 +70,8 @@ export class Call<T = any> {
   settled = false;
   /** Written to some socket at least once (so it may have been applied). */
   sent = false;
+  /** Written to a connection that was lost before its answer (and then resent). */
+  lostOnce = false;
   /** Counted by the pool as live (accepted by `submit`, not yet settled). */
   accepted = false;
   /** The connection it is in flight on, if any. */
@@ -124,6 +126,21 @@ export class Call<T = any> {
     // Errors that leave the outcome unknown are made for one call each: the key is this call's.
     if (this.key !== '' && e instanceof StockdError && e.outcomeUnknown) e.idempotencyKey = this.key;
     this.rejectFn(e);
+  }
+
+  /**
+   * Fails this call with the server's error answer. After a lost send, STORAGE_UNAVAILABLE
+   * answers the resend only: the server refuses every write while its store is failed, before
+   * it looks the key up, so the first send may have been applied and the outcome is unknown.
+   * (Other refusals come after the key was looked up, or for the request's own bytes.)
+   */
+  failAnswer(status: number, message: string): void {
+    const e = serverError(status, message);
+    if (this.lostOnce && this.changesState && status === STATUS.STORAGE_UNAVAILABLE) {
+      e.outcomeUnknown = true;
+      e.message += `; an earlier send of ${this.op} was lost, so its outcome is unknown`;
+    }
+    this.fail(e);
   }
 
   /**

@@ -319,7 +319,7 @@ export class Connection implements Carrier {
     if (head.call) head.call.carrier = undefined;
     if (this.state === 'hello') return this.onHello(answer);
     this.freed(head);
-    if ('error' in answer) head.call?.fail(serverError(answer.status, answer.error));
+    if ('error' in answer) head.call?.failAnswer(answer.status, answer.error);
     else head.call?.resolve(answer);
     this.endIfDrained();
     this.events.capacity(this);

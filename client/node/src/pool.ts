@@ -203,6 +203,7 @@ export class Pool implements CallHooks {
     // Back to the front in their order: they were sent before anything still queued.
     const requeue: Call[] = [];
     for (const { call, written } of unanswered) {
+      if (written) call.lostOnce = true;
       if (!this.closed && (!written || call.retrySafe)) requeue.push(call);
       else {
         // Sent on an earlier connection counts too: a resend waiting to be written here.

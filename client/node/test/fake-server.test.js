@@ -156,6 +156,46 @@ test('a lost RESERVE is resent on a new connection with the same key', () =>
     },
   ));
 
+// STORAGE_UNAVAILABLE to a resend says nothing of the first send, which may have been applied:
+// the server refuses writes before it looks the key up. Outcome unknown, with the key to retry
+// it. BUSY comes after the key was looked up (the first send was not applied), and a refusal of
+// a first send is a plain refusal.
+test('a lost RESERVE whose resend finds the store failed: outcome unknown, with its key', () => {
+  let fake;
+  return withFake(
+    (req) => {
+      if (req.op !== 'RESERVE') return;
+      const key = req.body.key;
+      if (key !== 'plain' && fake.received.filter((x) => x.op === 'RESERVE' && x.body.key === key).length === 1) {
+        return req.sock.destroy(); // the first send of each key but 'plain' is lost
+      }
+      req.reply(key === 'second' ? 66 : 67, { message: 'the store failed' });
+    },
+    async (c, f) => {
+      fake = f;
+      const err = await c.reserve(reserveReq('first')).then(
+        () => assert.fail('resolved'),
+        (e) => e,
+      );
+      assert.ok(err instanceof s.StockdStorageError, err.message);
+      assert.equal(err.outcomeUnknown, true, err.message);
+      assert.equal(err.idempotencyKey, 'first');
+      assert.match(err.message, /earlier send of RESERVE was lost, so its outcome is unknown/);
+      const busy = await c.reserve(reserveReq('second')).then(
+        () => assert.fail('resolved'),
+        (e) => e,
+      );
+      assert.ok(busy instanceof s.StockdBusyError && busy.outcomeUnknown === false, busy.message);
+      const plain = await c.reserve(reserveReq('plain')).then(
+        () => assert.fail('resolved'),
+        (e) => e,
+      );
+      assert.ok(plain instanceof s.StockdStorageError && plain.outcomeUnknown === false, plain.message);
+      assert.equal(f.received.filter((x) => x.op === 'RESERVE').length, 5);
+    },
+  );
+});
+
 test("a lost RESERVE without a key (key: '') is not resent: outcome unknown", () =>
   withFake(
     (req) => req.op === 'RESERVE' && req.sock.destroy(),
