@@ -19,6 +19,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
+void reopen(const fs::path& dir, std::unique_ptr<storage::Store>& store) {
+  store.reset();
+  auto opened = storage::Store::open(dir.string(), {});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  store = std::move(*opened);
+}
+
 TEST(Repair, APowerLossWhileTheStateIsDroppedFallsBackOnTheSnapshotAgain) {
   std::string tmpl = (fs::temp_directory_path() / "stockd-repair-XXXXXX").string();
   ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
@@ -71,9 +78,7 @@ TEST(Repair, APowerLossWhileTheStateIsDroppedFallsBackOnTheSnapshotAgain) {
   const std::vector<FaultFs::Dropped> dropped = faulty->drop_unsynced(error);
   ASSERT_EQ(error, "");
 
-  opened = storage::Store::open(dir.string(), {});
-  ASSERT_TRUE(opened.ok()) << opened.status().message();
-  store = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(reopen(dir, store));
   Book book;
   Recovered r;
   ASSERT_EQ(recover(*store, book, r).message(), "");
@@ -89,10 +94,7 @@ TEST(Repair, APowerLossWhileTheStateIsDroppedFallsBackOnTheSnapshotAgain) {
 
   // The repair done: the next recovery needs no fallback.
   ASSERT_EQ(rewrite_state(*store, book, r).message(), "");
-  store.reset();
-  opened = storage::Store::open(dir.string(), {});
-  ASSERT_TRUE(opened.ok()) << opened.status().message();
-  store = std::move(*opened);
+  ASSERT_NO_FATAL_FAILURE(reopen(dir, store));
   Book again;
   Recovered r2;
   ASSERT_EQ(recover(*store, again, r2).message(), "");

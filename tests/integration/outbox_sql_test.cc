@@ -1695,6 +1695,19 @@ TEST_F(OutboxSql, BadConfigurationExitsTwo) {
   EXPECT_EQ(r.code, 0) << r.log;
 }
 
+// Whether the database at `url` reaches stockd's outbox head (as it is now) within 15 s.
+bool caught_up(const std::string& url, const StockdProcess& server) {
+  Client outbox(server.options(proto::Role::kOutbox));
+  auto st = outbox.outbox_status();
+  if (!st.ok()) return false;
+  const std::string head = std::to_string(st.body.head_seq);
+  for (int i = 0; i < 150; ++i) {
+    if (query_one(url, "SELECT seq FROM stockd_outbox_cursor") == head) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
 // A PostgreSQL with no connection left for the sidecar's role ("too many connections for
 // role", refused after the password was accepted) is an outage to wait out, like a server that
 // is down: the sidecar took every failure after a password for wrong credentials and exited 2,
@@ -1718,16 +1731,7 @@ TEST_F(OutboxSql, APostgresWithNoConnectionLeftIsWaitedOut) {
   EXPECT_NE(log.find("waiting for SQL"), std::string::npos) << log;
   EXPECT_TRUE(sidecar.running()) << "the sidecar gave up on a full PostgreSQL:\n" << log;
   ASSERT_EQ(pg->exec("postgres", "ALTER ROLE " + role + " CONNECTION LIMIT -1"), "");
-  Client outbox(server->options(proto::Role::kOutbox));
-  auto st = outbox.outbox_status();
-  ASSERT_TRUE(st.ok());
-  const std::string head = std::to_string(st.body.head_seq);
-  std::string cursor;
-  for (int i = 0; i < 150 && cursor != head; ++i) {
-    std::this_thread::sleep_for(100ms);
-    cursor = query_one(pg->url("capped"), "SELECT seq FROM stockd_outbox_cursor");
-  }
-  EXPECT_EQ(cursor, head) << sidecar.log();
+  EXPECT_TRUE(caught_up(pg->url("capped"), *server)) << sidecar.log();
   EXPECT_EQ(sidecar.term(), 0);
   expect_exact(dump_pg(pg->url("capped")), *server, load.promised);
 }
@@ -1763,16 +1767,7 @@ TEST_F(OutboxSql, ALockOnTheCursorIsWaitedOutInBoundedSteps) {
   EXPECT_TRUE(sidecar.running()) << log;
   PQclear(PQexec(holder, "COMMIT"));
   PQfinish(holder);
-  Client outbox(server->options(proto::Role::kOutbox));
-  auto st = outbox.outbox_status();
-  ASSERT_TRUE(st.ok());
-  const std::string head = std::to_string(st.body.head_seq);
-  std::string cursor;
-  for (int i = 0; i < 150 && cursor != head; ++i) {
-    std::this_thread::sleep_for(100ms);
-    cursor = query_one(url, "SELECT seq FROM stockd_outbox_cursor");
-  }
-  EXPECT_EQ(cursor, head) << sidecar.log();
+  EXPECT_TRUE(caught_up(url, *server)) << sidecar.log();
   EXPECT_EQ(sidecar.term(), 0);
   expect_exact(dump_pg(url), *server, load.promised);
 }
