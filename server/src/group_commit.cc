@@ -164,6 +164,9 @@ void GroupCommit::waits_on(uint64_t newest, uint64_t tag) {
 }
 
 void GroupCommit::fail(const Status& why) {
+  // The group in flight is answered STORAGE_UNAVAILABLE, "nothing of it was kept": until the
+  // reopen deletes it, it must not come back (the earliest if a reopen failed too).
+  if (inflight_seq_ != 0 && void_from_ == 0) void_from_ = lsn_;
   failed_ = true;
   error_ = why;
   inflight_seq_ = 0;
@@ -176,7 +179,25 @@ Status GroupCommit::reopen(const storage::StoreOptions& options) {
   wal_.reset();           // a writer that saw a failure stays failed; start a fresh one
   checkpointer_.reset();  // its book is rebuilt from the store with the loop's
   store_.reset();
-  return open(options);
+  if (Status s = open(options); !s.ok()) return s;
+  if (void_from_ == 0) return Status::Ok();
+  uint64_t last = 0;
+  Status s = store_->scan(
+      std::string{rec::kTagLog, '/'},
+      [&](std::string_view k, std::string_view) {
+        last = rec::log_key_lsn(k);
+        return true;
+      },
+      rec::log_key(void_from_));
+  if (s.ok() && last >= void_from_) {
+    storage::Batch b = store_->batch();
+    b.del_range(rec::log_key(void_from_), rec::log_key(last + 1));
+    s = store_->write(b, true);
+    if (s.ok()) voided_ = {void_from_, last};
+  }
+  if (!s.ok()) return s.context("delete the failed group from the log");
+  void_from_ = 0;
+  return Status::Ok();
 }
 
 Status GroupCommit::resume(std::function<void()> notify, const BookLimits& limits) {

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "metrics.h"
@@ -79,7 +80,11 @@ class GroupCommit {
   // While failed, in two steps around rebuilding the book from the store: close and open the
   // store again, as a restart would (RocksDB 7.8's Resume() does not clear a failed WAL
   // append); then start a fresh WAL thread and prove a synced write. Ok or why not.
+  // Reopening also deletes from the log the group whose write failed, if it reached the log
+  // file after all (a failed fsync, the record in the file): its answers said nothing was
+  // kept, so the store must not replay it. Its lsns are in voided() once done.
   Status reopen(const storage::StoreOptions& options);
+  std::pair<uint64_t, uint64_t> take_voided() { return std::exchange(voided_, {}); }
   Status resume(std::function<void()> notify, const BookLimits& limits);
 
  private:
@@ -111,6 +116,8 @@ class GroupCommit {
   uint32_t gather_expected_ = 0;   // answered connections it waits for; 0: not gathering
   bool failed_ = false;
   Status error_;
+  uint64_t void_from_ = 0;                // the failed group's lsn, to delete at reopen (0: none)
+  std::pair<uint64_t, uint64_t> voided_;  // lsns deleted at the last reopen ({0, 0}: none)
 };
 
 }  // namespace stockd

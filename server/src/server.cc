@@ -154,6 +154,12 @@ void Server::Impl::try_recover_store() {
     log->error("store still failing: {}", s.message());
     return;
   }
+  if (auto [from, to] = commit.take_voided(); from != 0) {
+    log->warn(
+        "the log held lsn {}..{}, whose write failed (its answers said nothing was kept): "
+        "deleted",
+        from, to);
+  }
   if (!reload_book()) return;
   if (Status s = commit.resume([this] { uv_async_send(&wal_done); }, book_limits()); !s.ok()) {
     log->error("store still failing: {}", s.message());
