@@ -141,14 +141,26 @@ void AdminHttp::on_accept() {
         if (h->request.find("\r\n\r\n") == std::string::npos) return;
         h->owner->answer(h);
       });
-  if (conns_.size() - refusals_ > config_.http_connections_max) {
-    ++metrics_.http_rejected;
-    if (refusals_ >= kRefusalsMax) return close_http(h);
-    h->refusals = &refusals_;
-    ++refusals_;
-    respond(h, 503, "Service Unavailable", "text/plain",
-            "too many metrics connections (--http-connections-max)\n");
+  // Over the cap the slowest request gives way: the connection that has held a slot longest
+  // without a whole request is closed, so that peers trickling half requests cannot keep a
+  // health probe or a scrape out (a probe sends its request at once and is answered). Only when
+  // every slot has its request (answers being written) is the newcomer refused.
+  size_t busy = 0;
+  HttpConn* slowest = nullptr;
+  for (HttpConn* c : conns_) {
+    if (c == h || c->refusals != nullptr || uv_is_closing(reinterpret_cast<uv_handle_t*>(&c->tcp)))
+      continue;
+    ++busy;
+    if (!c->answered && (slowest == nullptr || c->accepted_ms < slowest->accepted_ms)) slowest = c;
   }
+  if (busy < config_.http_connections_max) return;
+  ++metrics_.http_rejected;
+  if (slowest != nullptr) return close_http(slowest);
+  if (refusals_ >= kRefusalsMax) return close_http(h);
+  h->refusals = &refusals_;
+  ++refusals_;
+  respond(h, 503, "Service Unavailable", "text/plain",
+          "too many metrics connections (--http-connections-max)\n");
 }
 
 void AdminHttp::answer(HttpConn* h) {

@@ -21,8 +21,10 @@ struct HttpConn;
 
 class AdminHttp {
  public:
-  // Peers over --http-connections-max get a 503 and linger like any answered connection; at
-  // most this many at a time, apart from the slots. Past it one is closed without an answer.
+  // Over --http-connections-max the oldest peer without a whole request is closed to make
+  // room; if every slot has its request, the newcomer gets a 503 and lingers like any answered
+  // connection: at most this many at a time, apart from the slots. Past it one is closed
+  // without an answer.
   static constexpr size_t kRefusalsMax = 16;
 
   struct Pages {

@@ -114,7 +114,9 @@ std::string Server::Impl::metrics_text() const {
        "Failed accepts on the client port (EMFILE: out of file descriptors).",
        double(metrics.accept_errors));
   line(out, "stockd_http_rejected_total", "counter",
-       "Metrics connections refused over --http-connections-max.", double(metrics.http_rejected));
+       "Metrics connections refused, or closed half-sent to make room, over "
+       "--http-connections-max.",
+       double(metrics.http_rejected));
   line(out, "stockd_read_buffer_bytes", "gauge",
        "Bytes of incomplete frames held for all connections.", double(connections.rbuf_bytes()));
   line(out, "stockd_read_budget_closes_total", "counter",
