@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <set>
@@ -79,12 +80,19 @@ std::string merge_sql() {
 constexpr int kMergeBatchesAfterConflict = 16;
 const char* const kUniqueViolation = "23505";
 
-// Failures at connect time that retrying will not fix.
-// (A password that was used says nothing: a server that accepted it may then refuse the
-// connection for a reason that passes, such as "too many connections for role".)
+// Failures at connect time that retrying will not fix. After a password was sent, a refusal
+// is taken for wrong credentials (in whatever language the server speaks), unless it says that
+// the server accepted the password and is full, starting or stopping, which passes.
 bool is_config_failure(PGconn* c) {
-  if (PQconnectionNeedsPassword(c)) return true;
   const char* m = PQerrorMessage(c);
+  if (PQconnectionNeedsPassword(c)) return true;
+  if (PQconnectionUsedPassword(c)) {
+    for (const char* passing : {"too many connections", "too many clients", "connection slots",
+                                "starting up", "shutting down", "recovery mode"}) {
+      if (std::strstr(m, passing) != nullptr) return false;
+    }
+    return true;
+  }
   for (const char* needle : {"authentication failed", "does not exist", "no pg_hba.conf entry",
                              "password", "permission denied"}) {
     if (std::strstr(m, needle) != nullptr) return true;
@@ -300,7 +308,11 @@ SinkStatus PgSink::fail(const std::string& what, bool retry) {
 // is a default: the connection string's own keywords, and settings made for the role or the
 // database, win.
 PGconn* PgSink::connect() const {
-  const std::string connect_s = std::to_string(std::max(2, (timeout_ms_ + 999) / 1000));
+  // PGCONNECT_TIMEOUT, when set, is the operator's: the keyword would override it.
+  const char* env_timeout = std::getenv("PGCONNECT_TIMEOUT");
+  const std::string connect_s = env_timeout != nullptr && env_timeout[0] != '\0'
+                                    ? env_timeout
+                                    : std::to_string(std::max(2, (timeout_ms_ + 999) / 1000));
   const std::string timeout = std::to_string(timeout_ms_);
   // Later keywords override earlier ones; conninfo_, expanded as dbname, comes last.
   const char* keys[] = {

@@ -67,6 +67,7 @@ struct Sidecar::Impl {
   bool stockd_up = false;
   bool sql_up = false;
   bool warned_acked_ahead = false;
+  bool warned_no_row = false;  // check_same_history found no row for the cursor (said once)
   bool warned_status_file = false;
   std::string last_error;
   Backoff read_backoff;
@@ -90,7 +91,7 @@ struct Sidecar::Impl {
   bool sleep_ms(int ms);
   Next start_sql();
   Next connect_stockd();
-  Next check_same_history(const proto::OutboxStatusResp& st, std::string& why);
+  Next check_same_history(const proto::OutboxStatusResp& st, std::string& why, bool& sql_failed);
   Next step();
   Next check_positions(const proto::OutboxReadResp& resp);
   Next commit(const std::vector<proto::OutboxRecord>& records);
@@ -178,8 +179,9 @@ Next Sidecar::Impl::connect_stockd() {
   for (int attempt = 1; !stop.load(); ++attempt) {
     Reply<proto::OutboxStatusResp> r = client.outbox_status();
     std::string why = r.ok() ? "" : why_not(r);
+    bool sql_failed = false;  // the check below could not read SQL: stockd is fine
     if (r.ok()) {
-      if (Next n = check_same_history(r.body, why)) return *n;
+      if (Next n = check_same_history(r.body, why, sql_failed)) return *n;
     }
     if (why.empty()) {
       stockd_up = true;
@@ -200,17 +202,18 @@ Next Sidecar::Impl::connect_stockd() {
       log->critical("stockd at {} refuses the outbox reader: {}", endpoint(cfg.server), why);
       return kExitConfig;
     }
-    last_error = "stockd: " + why;
-    ++stockd_failures;
+    const std::string what =
+        sql_failed ? "SQL (" + sink->describe() + ")" : "stockd at " + endpoint(cfg.server);
+    last_error = (sql_failed ? "" : "stockd: ") + why;
+    ++(sql_failed ? sql_failures : stockd_failures);
     write_status();
     if (cfg.once && Clock::now() >= deadline) {
-      log->critical("gave up waiting for stockd at {} after {} ms (--once): {}",
-                    endpoint(cfg.server), cfg.once_start_timeout_ms, why);
+      log->critical("gave up waiting for {} after {} ms (--once): {}", what,
+                    cfg.once_start_timeout_ms, why);
       return kExitConfig;
     }
     int d = backoff.next();
-    log->warn("waiting for stockd at {}: {} (attempt {}, retrying in {} ms)", endpoint(cfg.server),
-              why, attempt, d);
+    log->warn("waiting for {}: {} (attempt {}, retrying in {} ms)", what, why, attempt, d);
     sleep_ms(d);
   }
   return kExitOk;
@@ -221,7 +224,8 @@ Next Sidecar::Impl::connect_stockd() {
 // past the cursor since passes the head check (check_positions); without this one its records
 // up to the cursor would never reach SQL, and the sidecar would go on from there silently.
 // `why`: set if the check could not be made (stockd or SQL failed): the connect is retried.
-Next Sidecar::Impl::check_same_history(const proto::OutboxStatusResp& st, std::string& why) {
+Next Sidecar::Impl::check_same_history(const proto::OutboxStatusResp& st, std::string& why,
+                                       bool& sql_failed) {
   if (cursor == 0 || st.first_seq == 0 || st.first_seq > cursor || st.head_seq < cursor) {
     return std::nullopt;  // nothing to compare (the head check and the gap check take it)
   }
@@ -236,14 +240,28 @@ Next Sidecar::Impl::check_same_history(const proto::OutboxStatusResp& st, std::s
   }
   BatchTotals found;
   if (SinkStatus s = sink->totals(cursor, cursor, found); !s.ok()) {
-    why = "reading the rows of record " + std::to_string(cursor) + " from SQL failed: " + s.message;
+    if (s.code == SinkStatus::Code::kConfig) {
+      log->critical("cannot use {}: {}", sink->describe(), s.message);
+      return kExitConfig;
+    }
+    if (s.code == SinkStatus::Code::kRejected) {
+      log->critical("cannot read from {}: {}", sink->describe(), s.message);
+      return kExitRejected;
+    }
+    sql_up = false;
+    sql_failed = true;
+    why = "reading the rows of record " + std::to_string(cursor) + " failed: " + s.message;
     return std::nullopt;
   }
+  sql_up = true;
   if (found.orders == 0 && found.events == 0) {
-    log->warn(
-        "this database holds no row for record {} (its cursor was set by --reset-cursor?): "
-        "cannot check that stockd at {} is the one it copied from",
-        cursor, endpoint(cfg.server));
+    if (!warned_no_row) {
+      log->warn(
+          "this database holds no row for record {} (its cursor was set by "
+          "--reset-cursor?): cannot check that stockd at {} is the one it copied from",
+          cursor, endpoint(cfg.server));
+    }
+    warned_no_row = true;
     return std::nullopt;
   }
   if (Status differs = compare_totals(batch_totals(r.body.records), found); !differs.ok()) {
