@@ -180,7 +180,7 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
   if (!std::all_of(req.codes.begin(), req.codes.end(), book_detail::code_ok)) {
     return m.refuse("codes_load: every " + book_detail::size_rule("code", proto::kCodeBytesMax));
   }
-  std::unordered_set<std::string_view> seen;
+  std::unordered_set<std::string_view, book_detail::StrHash> seen;
   seen.reserve(req.codes.size());
   for (const std::string& c : req.codes) {
     if (m.codes.contains(c) || !seen.insert(c).second) {

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "stockd/keyed_hash.h"
 #include "stockd/prefetch.h"
 
 namespace stockd::book_detail {
@@ -96,8 +97,9 @@ class KeyIndex {
     if (n * 4 > slots_.size() * 3) rebuild(std::bit_ceil(n * 4 / 3 + 1));
   }
 
-  // The hash a key is indexed under (kept by callers that erase by owner, below).
-  static uint64_t hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+  // The hash a key is indexed under (kept by callers that erase by owner, below): keyed, so that
+  // no peer can make keys of one hash and turn lookups into walks of them (keyed_hash.h).
+  static uint64_t hash(std::string_view key) { return keyed_hash(key); }
 
   // Asks the CPU to fetch the slot `key` hashes to (see HoldTableOf::prefetch).
   void prefetch(std::string_view key) const { prefetch_hash(hash(key)); }

@@ -14,6 +14,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "stockd/keyed_hash.h"
+
 namespace stockd {
 
 struct PeerAddr {
@@ -55,7 +57,10 @@ class HelloGuard {
   int64_t refill_ms_;
   size_t entries_max_;
   int64_t swept_ms_ = 0;
-  std::unordered_map<std::string, Entry> table_;
+  struct AddressHash {  // keyed: a peer picks its addresses (keyed_hash.h)
+    size_t operator()(const std::string& s) const { return keyed_hash(s); }
+  };
+  std::unordered_map<std::string, Entry, AddressHash> table_;
 };
 
 }  // namespace stockd

@@ -43,6 +43,8 @@ void OutboxFeed::read(const proto::OutboxReadReq& req, proto::OutboxReadResp& re
   resp.head_seq = durable_head_;
   resp.acked_seq = acked_;
   resp.first_seq = first_retained();
+  // (after_seq + 1 would wrap at the top: after the last possible seq there is nothing.)
+  if (req.after_seq == UINT64_MAX) return;
   const uint64_t from = std::max(req.after_seq + 1, first_);
   if (from > durable_head_ || store_ == nullptr) return;  // no store: being reopened
   // The first group whose records reach `from`.

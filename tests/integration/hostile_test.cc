@@ -470,6 +470,10 @@ TEST(FrameFit, AHoldOf256LongCodesFitsIn65536ByteFrames) {
   }
   EXPECT_TRUE(found) << "OUTBOX_READ did not return the order (" << read.body.records.size()
                      << " records)";
+  // After the last possible seq there is nothing (after_seq + 1 wrapped to 0: every record).
+  auto top = admin.outbox_read({UINT64_MAX, 100, 0});
+  ASSERT_TRUE(top.ok()) << top.error;
+  EXPECT_EQ(top.body.records.size(), 0u);
   expect_serving(server, "a hold of 256 long codes");
 }
 
