@@ -187,13 +187,16 @@ void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
   hold_codes(h, out.codes);
 }
 
-// If `key` is known: OK with the first answer (same request) or KEY_CONFLICT.
-proto::Status Book::Impl::replay(std::string_view key, uint64_t key_hash, uint64_t fingerprint,
-                                 proto::ReserveResp& out, bool& found) {
+// If `key` is known: OK with the first answer (same request) or KEY_CONFLICT. The user is
+// compared as it is, not only through the fingerprint: a 64-bit FNV-1a can be made to collide
+// on purpose, and a forged request under another user's key must never get that user's answer
+// (its hold id, its codes).
+proto::Status Book::Impl::replay(std::string_view key, uint64_t key_hash, std::string_view user,
+                                 uint64_t fingerprint, proto::ReserveResp& out, bool& found) {
   const Hold* h = idem.find(key, key_hash);
   found = h != nullptr;
   if (!found) return proto::Status::kOk;
-  if (h->fingerprint != fingerprint) return proto::Status::kKeyConflict;
+  if (h->fingerprint != fingerprint || h->user != user) return proto::Status::kKeyConflict;
   first_answer(*h, out);
   ++counters.idem_hits;
   return proto::Status::kOk;
@@ -349,7 +352,7 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
   const uint64_t key_hash = book_detail::key_hash(req.key);
   if (!req.key.empty()) {
     bool found = false;
-    const proto::Status st = m.replay(req.key, key_hash, fingerprint, out, found);
+    const proto::Status st = m.replay(req.key, key_hash, req.user, fingerprint, out, found);
     if (found) return st;
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
@@ -393,7 +396,7 @@ Verdict Book::claim(const proto::ClaimReq& req, int64_t now, proto::ClaimResp& o
   proto::ReserveResp r;
   if (!req.key.empty()) {
     bool found = false;
-    const proto::Status st = m.replay(req.key, key_hash, fingerprint, r, found);
+    const proto::Status st = m.replay(req.key, key_hash, req.user, fingerprint, r, found);
     if (found) {
       out.order_id = r.hold_id;
       if (!r.codes.empty()) out.code = r.codes.front().code;

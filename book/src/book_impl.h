@@ -294,8 +294,8 @@ struct Book::Impl {
   void forget_finished(int64_t now, Changes& ch);
 
   // book.cc: buyer operations.
-  proto::Status replay(std::string_view key, uint64_t key_hash, uint64_t fingerprint,
-                       proto::ReserveResp& out, bool& found);
+  proto::Status replay(std::string_view key, uint64_t key_hash, std::string_view user,
+                       uint64_t fingerprint, proto::ReserveResp& out, bool& found);
   proto::Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
                            uint64_t& available);
   stockd::Status live_cap(std::string_view user) const;  // Refused: the user's holds are capped

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "stockd/wire.h"
+
 namespace stockd::proto {
 void PrintTo(Status s, std::ostream* os) { *os << status_name(s); }
 void PrintTo(HoldState s, std::ostream* os) { *os << hold_state_name(s); }
@@ -1112,6 +1114,50 @@ TEST_F(BookRetentionTest, KeyedHoldIdsSurviveRestoreAndForgetting) {
   forged.holds[7] = row;
   Book bad;
   EXPECT_NE(forged.restore_into(bad), "");
+}
+
+// The fingerprint of a RESERVE as book.cc makes it: FNV-1a 64 over kind 1, the user, ttl_ms and
+// the lines (u32 little-endian integers, u32-length-prefixed strings).
+uint64_t reserve_fingerprint(const std::string& user, uint32_t ttl,
+                             const std::vector<Line>& lines) {
+  uint64_t h = wire::fnv1a64("");
+  const auto u32 = [&](uint32_t v) {
+    const char b[4] = {static_cast<char>(v), static_cast<char>(v >> 8), static_cast<char>(v >> 16),
+                       static_cast<char>(v >> 24)};
+    h = wire::fnv1a64(std::string_view(b, 4), h);
+  };
+  const auto str = [&](std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    h = wire::fnv1a64(s, h);
+  };
+  u32(1);
+  str(user);
+  u32(ttl);
+  u32(static_cast<uint32_t>(lines.size()));
+  for (const Line& l : lines) {
+    str(l.sku);
+    u32(l.qty);
+  }
+  return h;
+}
+
+// A 64-bit FNV-1a can be made to collide on purpose. A hold row whose fingerprint is that of
+// another user's request stands for such a collision: that user, sending the victim's key, must
+// get KEY_CONFLICT, never the victim's answer (its hold id, its codes). It got the answer.
+TEST_F(BookTest, AForgedFingerprintUnderAnotherUsersKeyIsAConflict) {
+  create("tee", 10);
+  proto::ReserveResp ann;
+  ASSERT_EQ(reserve("ann", "k-ann", 60'000, {{"tee", 1}}, &ann), Status::kOk);
+  RowMirror forged = rows;
+  ASSERT_EQ(forged.holds.count(ann.hold_id), 1u);
+  forged.holds[ann.hold_id].fingerprint = reserve_fingerprint("mallory", 60'000, {{"tee", 1}});
+  Book copy;
+  ASSERT_EQ(forged.restore_into(copy), "");
+  proto::ReserveResp r;
+  Changes c;
+  EXPECT_EQ(copy.reserve({"mallory", "k-ann", 60'000, {{"tee", 1}}}, now, r, c),
+            Status::kKeyConflict);
+  EXPECT_NE(r.hold_id, ann.hold_id) << "mallory got ann's hold";
 }
 
 TEST_F(BookRetentionTest, ForgottenOrderKeepsItsCodesSold) {
