@@ -90,6 +90,7 @@ struct Sidecar::Impl {
   int run();
   bool sleep_ms(int ms);
   Next start_sql();
+  Next for_good(const SinkStatus& s);
   Next connect_stockd();
   Next check_same_history(const proto::OutboxStatusResp& st, std::string& why, bool& sql_failed);
   Next step();
@@ -140,6 +141,19 @@ bool Sidecar::Impl::sleep_ms(int ms) {
   return !stop.load();
 }
 
+// The exit for a failure of SQL that retrying cannot fix (configuration, refused for good).
+Next Sidecar::Impl::for_good(const SinkStatus& s) {
+  if (s.code == SinkStatus::Code::kConfig) {
+    log->critical("cannot use {}: {}", sink->describe(), s.message);
+    return kExitConfig;
+  }
+  if (s.code == SinkStatus::Code::kRejected) {
+    log->critical("cannot write to {}: {}", sink->describe(), s.message);
+    return kExitRejected;
+  }
+  return std::nullopt;
+}
+
 Next Sidecar::Impl::start_sql() {
   Backoff backoff(cfg.backoff_min_ms, cfg.backoff_max_ms);
   auto deadline = Clock::now() + std::chrono::milliseconds(cfg.once_start_timeout_ms);
@@ -149,14 +163,7 @@ Next Sidecar::Impl::start_sql() {
       sql_up = true;
       return std::nullopt;
     }
-    if (s.code == SinkStatus::Code::kConfig) {
-      log->critical("cannot use {}: {}", sink->describe(), s.message);
-      return kExitConfig;
-    }
-    if (s.code == SinkStatus::Code::kRejected) {
-      log->critical("cannot write to {}: {}", sink->describe(), s.message);
-      return kExitRejected;
-    }
+    if (Next n = for_good(s)) return n;
     last_error = s.message;
     ++sql_failures;
     write_status();
@@ -240,14 +247,7 @@ Next Sidecar::Impl::check_same_history(const proto::OutboxStatusResp& st, std::s
   }
   BatchTotals found;
   if (SinkStatus s = sink->totals(cursor, cursor, found); !s.ok()) {
-    if (s.code == SinkStatus::Code::kConfig) {
-      log->critical("cannot use {}: {}", sink->describe(), s.message);
-      return kExitConfig;
-    }
-    if (s.code == SinkStatus::Code::kRejected) {
-      log->critical("cannot read from {}: {}", sink->describe(), s.message);
-      return kExitRejected;
-    }
+    if (Next n = for_good(s)) return n;
     sql_up = false;
     sql_failed = true;
     why = "reading the rows of record " + std::to_string(cursor) + " failed: " + s.message;
