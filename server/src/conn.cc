@@ -61,7 +61,9 @@ void Connections::accept(uv_stream_t* listener) {
     c->session.peer = peer_addr(peer);
   }
   c->accepted_ms = c->last_active_ms = wall_ms();
+  c->slot = conns_.size();
   conns_.push_back(c);
+  link_pending(c);
   ++hello_pending_;
   // Descriptors are bounded: authenticated slots plus slots for peers still to say HELLO (and
   // kRefusalsMax refusals lingering).
@@ -80,8 +82,29 @@ void Connections::accept(uv_stream_t* listener) {
   start_reading(c);
 }
 
+void Connections::link_pending(Conn* c) {
+  c->in_pending = true;
+  c->older_pending = pending_newest_;
+  c->newer_pending = nullptr;
+  (pending_newest_ != nullptr ? pending_newest_->newer_pending : pending_oldest_) = c;
+  pending_newest_ = c;
+}
+
+void Connections::unlink_pending(Conn* c) {
+  if (!c->in_pending) return;
+  (c->older_pending != nullptr ? c->older_pending->newer_pending : pending_oldest_) =
+      c->newer_pending;
+  (c->newer_pending != nullptr ? c->newer_pending->older_pending : pending_newest_) =
+      c->older_pending;
+  c->in_pending = false;
+  c->older_pending = c->newer_pending = nullptr;
+}
+
+// The oldest connection still open without HELLO: the head of the pending list (those that said
+// HELLO or ended are taken off it as they are met).
 void Connections::evict_oldest_pending() {
-  for (Conn* c : conns_) {
+  while (Conn* c = pending_oldest_) {
+    unlink_pending(c);
     if (c->open() && !c->session.hello_done) {
       ++metrics_.hello_evictions;
       answer_then_close(c, 0, proto::Status::kBusy,
@@ -171,7 +194,10 @@ void Connections::conn_closed(Conn* c) {
   out_bytes_ -= c->out_counted;
   if (c->session.hello_done) --authed_;
   if (c->refusal) --refusals_;
-  std::erase(conns_, c);
+  unlink_pending(c);
+  conns_[c->slot] = conns_.back();
+  conns_[c->slot]->slot = c->slot;
+  conns_.pop_back();
   if (c->in_flush_list) std::erase(flush_list_, c);
   if (c->in_backlog) std::erase(backlog_, c);
   delete c;
@@ -505,6 +531,7 @@ void Connections::answer_frame(Conn* c, const proto::FrameHeader& h,
   if (!was_authed && c->session.hello_done) {
     --hello_pending_;
     ++authed_;
+    unlink_pending(c);
   }
   if (o.hello_failures_to_log > 0) {
     log_->warn(

@@ -62,6 +62,12 @@ struct Conn {
   bool reading = false;
   bool in_flush_list = false;
   bool in_backlog = false;  // has complete frames kept in rbuf, to frame in a later turn
+  size_t slot = 0;          // its index in Connections::conns_
+  // Connections::pending_: accepted, HELLO not yet done, oldest first (an intrusive list: the
+  // eviction and the close are O(1) however many connections are open).
+  bool in_pending = false;
+  Conn* older_pending = nullptr;
+  Conn* newer_pending = nullptr;
   bool deferred = false;    // a long-poll answer is pending; later frames wait for it
   uint32_t unanswered = 0;  // answers made but not yet written
   int64_t accepted_ms = 0;

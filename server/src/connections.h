@@ -99,6 +99,8 @@ class Connections {
   enum class Stop { kNeedMore, kBlocked, kQuota };  // why process() stopped framing
 
   void evict_oldest_pending();
+  void link_pending(Conn* c);
+  void unlink_pending(Conn* c);
   void set_state(Conn* c, Conn::State to);
   void start_reading(Conn* c);
   void stop_reading(Conn* c);
@@ -136,7 +138,9 @@ class Connections {
   std::shared_ptr<spdlog::logger> log_;
   Host& host_;
 
-  std::vector<Conn*> conns_;       // every open connection
+  std::vector<Conn*> conns_;        // every open connection (Conn::slot; unordered)
+  Conn* pending_oldest_ = nullptr;  // the list of Conn::in_pending, oldest first
+  Conn* pending_newest_ = nullptr;
   std::vector<Conn*> flush_list_;  // connections with answers not yet written
   std::vector<Conn*> backlog_;     // connections with complete frames kept for a later turn
   uv_idle_t backlog_idle_{};       // active while backlog_ is not (no blocking poll)
