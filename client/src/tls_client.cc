@@ -134,4 +134,9 @@ ssize_t TlsConnection::recv(void* data, size_t n) {
 
 bool TlsConnection::pending() const { return SSL_has_pending(ssl_) == 1; }
 
+bool TlsConnection::close_notify() {
+  ERR_clear_error();
+  return SSL_shutdown(ssl_) >= 0;
+}
+
 }  // namespace stockd

@@ -290,7 +290,14 @@ void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
     }
     if (c->tls->has_output()) flush(c);
     if (!tls_plain_.empty()) take_input(c, tls_plain_.data(), tls_plain_.size());
-    if (peer_done) on_eof(c);  // close_notify: the peer sends no more
+    // close_notify: the peer sends no more. It may come in the same read as frames kept for a
+    // later turn (past a turn's share, behind a long poll): the end waits for them, as a plain
+    // connection's EOF waits in the socket while reading is stopped.
+    if (peer_done && c->open() && !c->reading && !stopping_) {
+      c->eof_pending = true;
+    } else if (peer_done) {
+      on_eof(c);
+    }
     return;
   }
   if (nread == UV_EOF) return on_eof(c);
@@ -353,6 +360,10 @@ void Connections::after_process(Conn* c, Stop stop) {
   if (!c->open()) return;
   if (stop == Stop::kQuota) add_backlog(c);
   if (stop == Stop::kNeedMore && !stopping_) {
+    if (c->eof_pending) {
+      c->eof_pending = false;
+      return on_eof(c);
+    }
     start_reading(c);
   } else {
     stop_reading(c);

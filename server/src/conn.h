@@ -61,8 +61,9 @@ struct Conn {
   bool write_active = false;
   bool reading = false;
   bool in_flush_list = false;
-  bool in_backlog = false;  // has complete frames kept in rbuf, to frame in a later turn
-  size_t slot = 0;          // its index in Connections::conns_
+  bool in_backlog = false;   // has complete frames kept in rbuf, to frame in a later turn
+  bool eof_pending = false;  // TLS close_notify came with frames still kept: the end after them
+  size_t slot = 0;           // its index in Connections::conns_
   // Connections::pending_: accepted, HELLO not yet done, oldest first (an intrusive list: the
   // eviction and the close are O(1) however many connections are open).
   bool in_pending = false;

@@ -2,7 +2,10 @@
 // sidecar over TLS against the real stockd; plain clients, untrusted certificates, wrong names
 // and missing client certificates refused at the handshake while the server keeps serving.
 // Certificates come from the openssl command line, made fresh in a temp dir per test binary.
+#include <netinet/tcp.h>
 #include <poll.h>
+
+#include <cstring>
 
 #include "harness.h"
 
@@ -270,6 +273,78 @@ TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
   tls.reset();
   ::close(fd);
   EXPECT_TRUE(admin.ping().ok()) << "the server stopped serving";
+}
+
+// A TLS client that pipelines more frames than a connection's share of one turn (64) and then
+// says close_notify, both in one segment: it gets every answer, as a plain client that half-
+// closes does. The close_notify came in the same read as the frames, and those kept for the
+// next turn were dropped with the connection's input: 64 answers of 201.
+TEST_F(TlsTest, PipelinedFramesBeforeACloseNotifyAreAllAnswered) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(server.port()));
+  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  pollfd pw{fd, POLLOUT, 0};
+  ASSERT_EQ(::poll(&pw, 1, 3000), 1);
+  TlsOptions to;
+  to.enabled = true;
+  to.ca_file = certs().path("ca.pem");
+  auto started = TlsConnection::start(fd, to, "127.0.0.1", 3000);
+  ASSERT_TRUE(started.ok()) << started.status().message();
+  std::unique_ptr<TlsConnection> tls = std::move(*started);
+  constexpr uint32_t kPings = 200;
+  std::string out;
+  proto::encode_request(proto::Opcode::kHello, 1,
+                        proto::HelloReq{1, Role::kAdmin, StockdProcess::kAdminToken, "closer"},
+                        out);
+  for (uint32_t i = 0; i < kPings; ++i) {
+    proto::encode_request(proto::Opcode::kPing, 2 + i, proto::PingReq{}, out);
+  }
+  // Corked: the frames' record and the close_notify leave as one segment, one read.
+  int on = 1, off = 0;
+  ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+  for (size_t sent = 0; sent < out.size();) {
+    ssize_t n = tls->send(out.data() + sent, out.size() - sent);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else {
+      ASSERT_TRUE(n < 0 && errno == EAGAIN) << tls->last_error();
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+    }
+  }
+  ASSERT_TRUE(tls->close_notify());
+  ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off), 0);
+  std::string in;
+  size_t answers = 0;
+  const auto start = Clock::now();
+  for (bool done = false; !done && ms_since(start) < 5000 * kSlow;) {
+    char buf[16384];
+    ssize_t n = tls->recv(buf, sizeof buf);
+    if (n > 0) {
+      in.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      done = true;
+    } else if (errno == EAGAIN) {
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 100);
+    } else {
+      done = true;
+    }
+  }
+  for (size_t at = 0; at + proto::kHeaderBytes <= in.size();) {
+    uint32_t body = 0;
+    std::memcpy(&body, in.data() + at + 4, 4);
+    at += proto::kHeaderBytes + body;
+    if (at <= in.size()) ++answers;
+  }
+  EXPECT_EQ(answers, 1 + kPings) << "answers before the server closed";
+  tls.reset();
+  ::close(fd);
 }
 
 TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {

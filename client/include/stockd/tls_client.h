@@ -37,6 +37,8 @@ class TlsConnection {
 
   ssize_t send(const void* data, size_t n);
   ssize_t recv(void* data, size_t n);
+  // Sends close_notify: this side sends no more (the socket stays open for the answers).
+  bool close_notify();
   // Plaintext (or a record) already inside OpenSSL: readable without the socket being so.
   bool pending() const;
   const std::string& last_error() const { return error_; }
