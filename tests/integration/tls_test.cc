@@ -204,6 +204,24 @@ TEST_F(TlsTest, RenegotiationIsRefused) {
   EXPECT_TRUE(ok.ping().ok()) << "the server stopped serving after a refused renegotiation";
 }
 
+// A TLS session of our own on a non-blocking socket to `server` (the caller closes `fd`).
+void raw_tls(const StockdProcess& server, int& fd, std::unique_ptr<TlsConnection>& tls) {
+  fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(server.port()));
+  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  pollfd pw{fd, POLLOUT, 0};
+  ASSERT_EQ(::poll(&pw, 1, 3000), 1);
+  TlsOptions to;
+  to.enabled = true;
+  to.ca_file = certs().path("ca.pem");
+  auto started = TlsConnection::start(fd, to, "127.0.0.1", 3000);
+  ASSERT_TRUE(started.ok()) << started.status().message();
+  tls = std::move(*started);
+}
+
 // A TLS client that never reads: the encrypted answers count against --output-bytes-max like
 // plain ones (the server stops reading it), and --write-timeout-ms closes it.
 TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
@@ -223,20 +241,9 @@ TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
   const uint64_t base_conns = stat_of(admin, "connections");
   const uint64_t base_rss = rss_bytes(server.pid());
 
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(server.port()));
-  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  pollfd pw{fd, POLLOUT, 0};
-  ASSERT_EQ(::poll(&pw, 1, 3000), 1);
-  TlsOptions to;
-  to.enabled = true;
-  to.ca_file = certs().path("ca.pem");
-  auto started = TlsConnection::start(fd, to, "127.0.0.1", 3000);
-  ASSERT_TRUE(started.ok()) << started.status().message();
-  std::unique_ptr<TlsConnection> tls = std::move(*started);
+  int fd = -1;
+  std::unique_ptr<TlsConnection> tls;
+  ASSERT_NO_FATAL_FAILURE(raw_tls(server, fd, tls));
   // HELLO first, then batches of 64 SKU_LISTs of ~20 KB answers each, never reading.
   std::string pending, batch;
   proto::encode_request(proto::Opcode::kHello, 1,
@@ -282,20 +289,9 @@ TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
 TEST_F(TlsTest, PipelinedFramesBeforeACloseNotifyAreAllAnswered) {
   StockdProcess server(tls_flags());
   ASSERT_TRUE(server.start());
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(server.port()));
-  ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  pollfd pw{fd, POLLOUT, 0};
-  ASSERT_EQ(::poll(&pw, 1, 3000), 1);
-  TlsOptions to;
-  to.enabled = true;
-  to.ca_file = certs().path("ca.pem");
-  auto started = TlsConnection::start(fd, to, "127.0.0.1", 3000);
-  ASSERT_TRUE(started.ok()) << started.status().message();
-  std::unique_ptr<TlsConnection> tls = std::move(*started);
+  int fd = -1;
+  std::unique_ptr<TlsConnection> tls;
+  ASSERT_NO_FATAL_FAILURE(raw_tls(server, fd, tls));
   constexpr uint32_t kPings = 200;
   std::string out;
   proto::encode_request(proto::Opcode::kHello, 1,
