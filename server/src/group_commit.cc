@@ -25,7 +25,10 @@ Status GroupCommit::open(const storage::StoreOptions& options) {
 }
 
 Status GroupCommit::recover_into(Book& book, Recovered& r) {
-  Status s = recover(*store_, book, r);
+  // Right after a failed write the store is still open and may hold the failed group (its write
+  // done, the acknowledged mark's not): it was answered "nothing of it was kept", so it is left
+  // out here, and deleted when the store is reopened.
+  Status s = recover(*store_, book, r, nullptr, void_from_ != 0 ? void_from_ - 1 : UINT64_MAX);
   // Fell back on a snapshot: the damaged tables go, the recovered state is the checkpoint, and
   // the store is opened again (as a store with no damage: a damaged file left is refused).
   if (s.ok() && r.snapshot_lsn != 0) {

@@ -315,12 +315,13 @@ Status load_state(storage::RowSource& rows, Book& book, Recovered& out) {
 }
 
 // `since`: the lsn after which the log's entries are counted (Recovered::logged_since).
+// `upto`: groups after it are left out (recover's).
 Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* changes,
-                  uint64_t since);
+                  uint64_t since, uint64_t upto);
 
 }  // namespace
 
-Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes) {
+Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes, uint64_t upto) {
   const std::vector<uint64_t> snapshots = store.snapshots();
   Status s = store.damage_found_at_open().empty()
                  ? load_state(store, book, out)
@@ -330,7 +331,9 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
   if (s.ok() && out.checkpoint_lsn == 0 && !snapshots.empty()) {
     s = Status::Corruption("its meta row is missing");
   }
-  if (s.ok()) return replay_log(store, book, out, changes, snapshots.empty() ? 0 : snapshots[0]);
+  if (s.ok()) {
+    return replay_log(store, book, out, changes, snapshots.empty() ? 0 : snapshots[0], upto);
+  }
   if (s.code() != Status::Code::kCorruption) return s;
   // The checkpoint is damaged: the newest snapshot that loads, with the longer log after it.
   const std::string damaged = "the checkpoint in the store is damaged (" + s.message() + ")";
@@ -345,7 +348,7 @@ Status recover(storage::Store& store, Book& book, Recovered& out, Changes* chang
     if (f.ok() && out.checkpoint_lsn != lsn) {
       f = Status::Corruption("its meta row says lsn " + std::to_string(out.checkpoint_lsn));
     }
-    if (f.ok()) f = replay_log(store, book, out, changes, lsn);
+    if (f.ok()) f = replay_log(store, book, out, changes, lsn, upto);
     if (f.ok()) {
       out.snapshot_lsn = lsn;
       out.damaged = damaged;
@@ -361,7 +364,7 @@ namespace {
 // The log after the state `book` holds (out.checkpoint_lsn): replayed, and indexed for the
 // outbox; then the acknowledged mark is checked.
 Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* changes,
-                  uint64_t since) {
+                  uint64_t since, uint64_t upto) {
   const uint64_t from = out.checkpoint_lsn;
   // The log: every group after the checkpoint is replayed; those at or before it are kept only
   // for their outbox records. Groups are consecutive from the first retained one.
@@ -375,6 +378,7 @@ Status replay_log(storage::Store& store, Book& book, Recovered& out, Changes* ch
       std::string{rec::kTagLog, '/'},
       [&](std::string_view k, std::string_view v) {
         const uint64_t lsn = rec::log_key_lsn(k);
+        if (lsn > upto && lsn != 0) return false;
         if (lsn == 0) {
           bad = Status::Corruption("a key of " + std::to_string(k.size()) +
                                    " bytes in the log is not a log key");

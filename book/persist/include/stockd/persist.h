@@ -60,8 +60,10 @@ struct Recovered {
 // it) falls back to the newest snapshot that loads and replays the log after it (out.damaged
 // says so); Corruption naming each if none does. With `changes`, the rows the replayed decisions
 // touched are named there (the checkpointer's next checkpoint must write them: its meta row will
-// cover those groups).
-Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr);
+// cover those groups). Log groups after `upto` are left out (a failed write's group, still in
+// the store until it is reopened and the group deleted: server/src/group_commit.h).
+Status recover(storage::Store& store, Book& book, Recovered& out, Changes* changes = nullptr,
+               uint64_t upto = UINT64_MAX);
 
 // The repair after a recovery that fell back on a snapshot: the store's state tables are dropped
 // (unread: they hold the damage) and `book`'s whole state is written as the checkpoint at
