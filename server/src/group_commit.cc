@@ -99,7 +99,9 @@ void GroupCommit::seal(const Book& book, OutboxFeed& feed, Metrics& metrics) {
     durable_seq_ = fill_seq_++;
     return;
   }
-  if (!wal_) return;  // the store is being reopened after a failure: keep filling
+  // The store failed (and is being reopened): keep filling. Nothing decided may be written
+  // while it is failed; sealing it into the failed writer would only fail the store again.
+  if (!wal_ || failed_) return;
   const uint64_t end = book.meta().next_outbox_seq;
   storage::Batch b =
       group_batch(++lsn_, changes_.entry_base_ms, static_cast<uint32_t>(end - group_first_seq_),

@@ -112,7 +112,9 @@ Status Server::Impl::load_book(Recovered& r) {
   auto fresh = std::make_unique<Book>(book_limits());
   if (Status s = commit.recover_into(*fresh, r); !s.ok()) return s;
   book = std::move(fresh);
-  choose_hold_id_key();
+  // After a failed write the key waits for the store to take writes again: its entry, sealed
+  // into the failed writer, would fail the store again at once (a spin, never a reopen).
+  if (!commit.failed()) choose_hold_id_key();
   make_dispatcher();
   outbox_feed.reset(commit.store(), r.meta.outbox_acked, r.meta.outbox_first,
                     book->meta().next_outbox_seq - 1, std::move(r.outbox_groups));
@@ -165,6 +167,7 @@ void Server::Impl::try_recover_store() {
     log->error("store still failing: {}", s.message());
     return;
   }
+  choose_hold_id_key();  // a store that never made a hold (nothing if it has a key)
   log->warn("store recovered at lsn {}; accepting writes again", commit.lsn());
 }
 

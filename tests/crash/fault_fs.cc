@@ -96,6 +96,7 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
   // The disk takes a while; the power may go off meanwhile, and then nothing was synced.
   IOStatus sync() {
     if (fs_.sync_latency().count() > 0) std::this_thread::sleep_for(fs_.sync_latency());
+    fs_.about_to_sync(path_);
     FaultFs::Power p(fs_);
     if (!p.on()) return FaultFs::off_error();
     fs_.synced_all(path_);
@@ -248,6 +249,20 @@ IOStatus FaultFs::NewDirectory(const std::string& name, const IOOptions& o,
 void FaultFs::power_off_at_delete(std::function<bool(const std::string&)> when) {
   std::lock_guard lock(mu_);
   off_at_delete_ = std::move(when);
+}
+
+void FaultFs::power_off_at_sync(std::function<bool(const std::string&)> when) {
+  std::lock_guard lock(mu_);
+  off_at_sync_ = std::move(when);
+}
+
+void FaultFs::about_to_sync(const std::string& path) {
+  bool off = false;
+  {
+    std::lock_guard lock(mu_);
+    off = off_at_sync_ && off_at_sync_(path);
+  }
+  if (off) power_off();
 }
 
 IOStatus FaultFs::DeleteFile(const std::string& f, const IOOptions& o, IODebugContext* dbg) {

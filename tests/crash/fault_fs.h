@@ -54,6 +54,9 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   // The crash lands on the first delete of a file whose path `when` accepts (that delete fails):
   // a crash between two steps of a multi-step change, such as dropping a family's files.
   void power_off_at_delete(std::function<bool(const std::string&)> when);
+  // The crash lands on the first sync of a file whose path `when` accepts (that sync fails):
+  // a write of the log that fails, staged at a chosen point (`when` may count).
+  void power_off_at_sync(std::function<bool(const std::string&)> when);
 
   struct Dropped {
     std::string file;
@@ -113,6 +116,7 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   void synced(const std::string& path, uint64_t from, uint64_t upto);  // bytes [from, upto)
   void synced_all(const std::string& path);
   void dir_synced(const std::string& dir);
+  void about_to_sync(const std::string& path);  // power_off_at_sync's crash, if it lands here
 
  private:
   struct FileState {
@@ -127,6 +131,7 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   bool power_on_ = true;
   std::mutex mu_;
   std::function<bool(const std::string&)> off_at_delete_;  // guarded by mu_
+  std::function<bool(const std::string&)> off_at_sync_;    // guarded by mu_
   std::map<std::string, FileState> files_;                 // normalized path -> state
   std::map<std::string, std::set<std::string>> fresh_;     // dir -> files created since its fsync
 };

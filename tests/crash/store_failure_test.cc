@@ -189,5 +189,50 @@ TEST(StoreFailure, ABuyWhoseFsyncFailedIsNotReplayedWhenTheStoreRecovers) {
   EXPECT_EXIT(run_failed_sync_is_not_replayed(), ::testing::ExitedWithCode(0), "");
 }
 
+// A brand-new store whose very first write of the log fails. The first group carries the key
+// that makes hold ids unguessable (a store without holds takes one at start): rebuilding the
+// book after the failure took a key again, whose entry was sealed into the failed writer, which
+// failed it, which rebuilt the book again: the loop spun on its own failure and never came
+// round to reopening the store, so it refused writes for good.
+[[noreturn]] void run_first_write_fails() {
+  capture_server_log();
+  std::string tmpl = (fs::temp_directory_path() / "stockd-storefail-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) fail("mkdtemp failed");
+  auto faulty = std::make_shared<FaultFs>(rocksdb::FileSystem::Default());
+  // The first sync of the log only (the disk then answers again: a transient EIO).
+  std::atomic<bool> crashed{false};
+  faulty->power_off_at_sync(
+      [&](const std::string& f) { return f.ends_with(".log") && !crashed.exchange(true); });
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(faulty);
+  Config c = config_for(tmpl + "/data");
+  c.sequential_hold_ids = false;  // the key is what the first group writes
+  InProcess s(c, storage::StoreOptions{.env = env.get()});
+  const uint16_t port = s.wait_ready();
+  if (port == 0) fail("the server did not start");
+  for (int i = 0; i < 100 && !crashed; ++i) std::this_thread::sleep_for(10ms);
+  if (!crashed) fail("the first group was not written within 1 s");
+  std::this_thread::sleep_for(300ms);
+  faulty->power_on();
+  Client admin = connect(port, proto::Role::kAdmin);
+  bool resumed = false;
+  for (int i = 0; i < 100 && !resumed; ++i) {
+    resumed = admin.sku_set({"mug", proto::kSetTotal, 10, 0, 0, 0}).ok();
+    if (!resumed) std::this_thread::sleep_for(100ms);
+  }
+  if (!resumed) fail("the store did not recover within 10 s of the disk answering again");
+  Client buyer = connect(port, proto::Role::kBuyer);
+  auto first = buyer.reserve({"u", "first", 0, {{"mug", 1}}});
+  if (!first.ok()) fail("a buy after the recovery failed: " + first.error);
+  if (first.body.hold_id == 1) fail("the first hold id is 1: no key was taken after the recovery");
+  if (!s.stop(5s)) fail("request_stop() did not stop the server within 5 s");
+  fs::remove_all(tmpl);
+  std::_Exit(0);
+}
+
+TEST(StoreFailure, ANewStoreWhoseFirstWriteFailsRecovers) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(run_first_write_fails(), ::testing::ExitedWithCode(0), "");
+}
+
 }  // namespace
 }  // namespace stockd::crash
