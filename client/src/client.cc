@@ -146,11 +146,12 @@ Status parse_endpoint(const std::string& text, ClientOptions& options) {
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {}
 
-Client::~Client() { close(); }
+Client::~Client() { drop(); }
 
 Client::Client(Client&& o) noexcept
     : options_(std::move(o.options_)),
       fd_(std::exchange(o.fd_, -1)),
+      may_connect_(o.may_connect_),
       tls_(std::move(o.tls_)),
       next_id_(o.next_id_),
       frame_bytes_max_(o.frame_bytes_max_),
@@ -166,6 +167,7 @@ Client& Client::operator=(Client&& o) noexcept {
     close();
     options_ = std::move(o.options_);
     fd_ = std::exchange(o.fd_, -1);
+    may_connect_ = o.may_connect_;
     tls_ = std::move(o.tls_);
     next_id_ = o.next_id_;
     frame_bytes_max_ = o.frame_bytes_max_;
@@ -182,6 +184,11 @@ Client& Client::operator=(Client&& o) noexcept {
 bool Client::connected() const { return fd_ >= 0; }
 
 void Client::close() {
+  drop();
+  may_connect_ = true;
+}
+
+void Client::drop() {
   tls_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
@@ -196,13 +203,13 @@ Status Client::connect() {
     Reply<Response> refusal;
     return connect_once(refusal);
   } catch (const std::exception& e) {
-    close();
+    drop();
     return Status::Io(std::string("internal error: ") + e.what());
   }
 }
 
 Status Client::connect_once(Reply<Response>& refusal) {
-  close();
+  drop();
   const std::string where = endpoint_text(options_);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -225,7 +232,7 @@ Status Client::connect_once(Reply<Response>& refusal) {
     Result<std::unique_ptr<TlsConnection>> tls =
         TlsConnection::start(fd_, options_.tls, options_.host, options_.connect_timeout_ms);
     if (!tls.ok()) {
-      close();
+      drop();
       return tls.status().context("cannot connect to " + where);
     }
     tls_ = std::move(*tls);
@@ -245,28 +252,34 @@ Status Client::connect_once(Reply<Response>& refusal) {
   if (!read_answer(deadline, answer, got_id, got_op))
     return Status::Io(hello_to + ": " + answer.error);
   if (got_id != id || got_op != Opcode::kHello) {
-    close();
+    drop();
     return Status::Io(hello_to + ": " + mismatch_text(id, Opcode::kHello, got_id, got_op, answer));
   }
   if (answer.status != proto::Status::kOk) {
-    close();
+    drop();
     refusal = answer;
     std::string why = proto::status_name(answer.status);
     return Status::Refused(answer.error.empty() ? why : why + ": " + answer.error);
   }
   const auto* resp = std::get_if<proto::HelloResp>(&answer.body);
   if (resp == nullptr) {
-    close();
+    drop();
     return Status::Io(hello_to + ": protocol error: wrong answer body");
   }
   if (resp->frame_bytes_max >= proto::kHeaderBytes) frame_bytes_max_ = resp->frame_bytes_max;
   inflight_max_ = resp->inflight_max;
+  may_connect_ = false;  // the next connection is the caller's to ask for (connect_in_calls)
   return Status::Ok();
 }
 
 bool Client::ensure_connected(Reply<Response>& failure) {
-  if (fd_ >= 0 && peer_gone(fd_)) close();  // e.g. the server's idle timeout: start afresh
+  if (fd_ >= 0 && peer_gone(fd_)) drop();  // e.g. the server's idle timeout: start afresh
   if (fd_ >= 0) return true;
+  if (!options_.connect_in_calls && !may_connect_) {
+    failure = transport_failure("the connection to " + endpoint_text(options_) +
+                                " was lost; this client connects again only when told to");
+    return false;
+  }
   const int attempts = std::max(1, options_.reconnect_attempts);
   int backoff_ms = std::max(0, options_.reconnect_backoff_ms);
   for (int i = 0; i < attempts; ++i) {
@@ -314,7 +327,7 @@ Status Client::write_all(const std::string& bytes, Deadline deadline) {
     } else {
       failed = Status::Io(std::string("send: ") + std::strerror(errno));
     }
-    close();
+    drop();
     return failed;
   }
   return Status::Ok();
@@ -392,7 +405,7 @@ bool Client::read_answer(Deadline deadline, Reply<Response>& out, uint32_t& id, 
     if (taken < 0) break;
     if (error = read_more(deadline); !error.ok()) break;
   }
-  close();
+  drop();
   out = transport_failure(error.message());
   return false;
 }
@@ -428,7 +441,7 @@ Reply<Response> Client::call_once(Opcode op, const Request& req, bool& reached) 
     return transport_failure(what + ": " + answer.error + after);
   }
   if (got_id != id || got_op != op) {
-    close();
+    drop();
     return transport_failure(what + ": " + mismatch_text(id, op, got_id, got_op, answer));
   }
   return answer;
@@ -441,9 +454,11 @@ Reply<T> Client::call(Opcode op, const Request& req) {
   try {
     bool reached = false;
     raw = call_once(op, req, reached);
-    if (!raw.transport && retry_safe && reached) raw = call_once(op, req, reached);
+    if (!raw.transport && retry_safe && reached && options_.connect_in_calls) {
+      raw = call_once(op, req, reached);
+    }
   } catch (const std::exception& e) {
-    close();
+    drop();
     raw = transport_failure(std::string("internal error: ") + e.what());
   }
   Reply<T> out;
@@ -454,7 +469,7 @@ Reply<T> Client::call(Opcode op, const Request& req) {
   if (auto* body = std::get_if<T>(&raw.body)) {
     out.body = std::move(*body);
   } else {
-    close();
+    drop();
     out.transport = false;
     out.error =
         std::string("protocol error: unexpected body in the ") + proto::opcode_name(op) + " answer";
@@ -610,7 +625,7 @@ std::vector<Reply<Response>> Client::flush() {
   }
   queued_.clear();
   if (answered < out.size()) {
-    close();
+    drop();
     const std::string why = "pipeline to " + endpoint_text(options_) + ": " + error.message();
     for (size_t i = answered; i < out.size(); ++i) out[i] = transport_failure(why);
   }
@@ -629,7 +644,7 @@ Status Client::send_raw(const std::string& bytes) {
     }
     return write_all(bytes, after_ms(options_.timeout_ms));
   } catch (const std::exception& e) {
-    close();
+    drop();
     return Status::Io(std::string("internal error: ") + e.what());
   }
 }
@@ -640,7 +655,7 @@ Reply<Response> Client::receive(uint32_t& request_id, Opcode& op) {
   try {
     read_answer(after_ms(options_.timeout_ms), out, request_id, op);
   } catch (const std::exception& e) {
-    close();
+    drop();
     out = transport_failure(std::string("internal error: ") + e.what());
   }
   return out;

@@ -1772,5 +1772,50 @@ TEST_F(OutboxSql, ALockOnTheCursorIsWaitedOutInBoundedSteps) {
   expect_exact(dump_pg(url), *server, load.promised);
 }
 
+// stockd is restarted on an empty data dir while the sidecar waits for SQL (another writer
+// holds the database). The sidecar's calls reconnected by themselves, past the history check
+// of its connects: it acked its batch to the new stockd and went on copying the new stockd's
+// records after the cursor, whose first ones never reached SQL. Every new connection is checked
+// now: exit 3, and nothing of the other stockd is written or acked.
+TEST_F(OutboxSql, AStockdReplacedWhileSqlWaitsIsCheckedBeforeAnyAck) {
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load(*server, 2, 50).finish();
+  SidecarProcess sidecar(*server, lite);
+  sidecar.start();
+  ASSERT_TRUE(caught_up(lite, *server)) << sidecar.log();
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open(lite.substr(7).c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  Load(*server, 1, 10).finish();
+  const uint64_t first_head =
+      Client(server->options(proto::Role::kOutbox)).outbox_status().body.head_seq;
+  std::string log;
+  for (int i = 0; i < 150 && log.find("SQL write of records") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(100ms);
+    log = sidecar.log();
+  }
+  ASSERT_NE(log.find("SQL write of records"), std::string::npos) << log;
+
+  ASSERT_EQ(server->stop(), 0);
+  fs::remove_all(server->data_dir());
+  ASSERT_TRUE(server->start()) << "stockd did not start again on its port";
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Client outbox(server->options(proto::Role::kOutbox));
+  for (int round = 0; round < 20 && outbox.outbox_status().body.head_seq <= first_head; ++round) {
+    Load(*server, 2, 50).finish();
+  }
+  ASSERT_GT(outbox.outbox_status().body.head_seq, first_head);
+  EXPECT_EQ(sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(holder);
+
+  EXPECT_EQ(sidecar.wait(20s), 3) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("is not the one this database holds"), std::string::npos)
+      << sidecar.log();
+  EXPECT_LE(dump_sqlite(lite.substr(7)).cursor, first_head) << "records of the other stockd copied";
+  EXPECT_EQ(outbox.outbox_status().body.acked_seq, 0u) << "acked to the other stockd";
+}
+
 }  // namespace
 }  // namespace stockd::test

@@ -272,5 +272,34 @@ TEST(RestartTest, KillNineThenRestartBringsBackSkusHoldsKeysAndCodes) {
   EXPECT_EQ(commit.body.state, HoldState::kCommitted);
 }
 
+// A client with connect_in_calls off (the outbox sidecar's) does not carry on over a connection
+// it did not ask for: after a restart of the server its calls fail, and nothing is sent, until
+// the caller close()s (or connect()s); then the next call connects. A default client carries
+// on by itself.
+TEST(RestartTest, AClientThatConnectsOnlyWhenToldDoesNotCarryOnAfterARestart) {
+  StockdProcess server;
+  ASSERT_TRUE(server.start());
+  ClientOptions told = server.options(Role::kAdmin);
+  told.connect_in_calls = false;
+  told.reconnect_attempts = 1;
+  Client strict(told);
+  Client easy(server.options(Role::kAdmin));
+  ASSERT_TRUE(strict.ping().ok()) << "the first call connects";
+  ASSERT_TRUE(easy.ping().ok());
+  ASSERT_EQ(server.stop(), 0);
+  ASSERT_TRUE(server.start());
+  auto refused = strict.sku_set({"after", proto::kSetTotal, 5, 0, 0, 0});
+  EXPECT_FALSE(refused.transport_ok()) << "a call connected by itself";
+  EXPECT_NE(refused.error.find("connects again only when told to"), std::string::npos)
+      << refused.error;
+  EXPECT_FALSE(strict.ping().transport_ok()) << "a later call connected by itself";
+  auto carried = easy.ping();
+  EXPECT_TRUE(carried.ok()) << carried.error;
+  auto absent = easy.sku_get("after");
+  EXPECT_EQ(absent.status, Status::kNotFound) << "the refused call reached the server";
+  strict.close();
+  EXPECT_TRUE(strict.ping().ok()) << "after close() the next call connects";
+}
+
 }  // namespace
 }  // namespace stockd::test

@@ -107,6 +107,10 @@ Sidecar::Sidecar(SidecarConfig config, std::unique_ptr<Sink> sink,
                  std::shared_ptr<spdlog::logger> log, const std::atomic<bool>& stop) {
   config.server.role = proto::Role::kOutbox;
   config.server.reconnect_attempts = 1;  // the sidecar paces its own reconnects
+  // Each new connection is checked (connect_stockd) before anything is read or acked on it: a
+  // call that reconnected by itself could reach another stockd (restarted on an empty or old
+  // data dir while SQL was slow) and ack or copy its records without the history check.
+  config.server.connect_in_calls = false;
   if (config.server.client_name.empty() || config.server.client_name == "stockd-client") {
     config.server.client_name = "stockd-outbox";
   }
@@ -182,6 +186,7 @@ Next Sidecar::Impl::start_sql() {
 
 Next Sidecar::Impl::connect_stockd() {
   Backoff backoff(cfg.backoff_min_ms, cfg.backoff_max_ms);
+  client.close();  // the status call below connects: the new connection is checked here
   auto deadline = Clock::now() + std::chrono::milliseconds(cfg.once_start_timeout_ms);
   for (int attempt = 1; !stop.load(); ++attempt) {
     Reply<proto::OutboxStatusResp> r = client.outbox_status();

@@ -31,6 +31,10 @@ struct ClientOptions {
   int reconnect_attempts = 3;
   int reconnect_backoff_ms = 50;  // doubled per attempt
   TlsOptions tls;                 // tls.enabled: speak TLS (the server runs with --tls-cert)
+  // false: once a connection is lost, calls neither open a new one nor resend on it; they fail
+  // until the caller connect()s or close()s. For a caller that must check each connection
+  // before it relies on it (the outbox sidecar compares stockd's history with its database's).
+  bool connect_in_calls = true;
 };
 
 // Parses "HOST:PORT" into options.host/port; ok or why not (Invalid).
@@ -61,6 +65,7 @@ class Client {
   // (UNAUTHORIZED etc.).
   // Calls connect by themselves when needed; a HELLO the server refuses is then reported as
   // that call's answer (transport true, status UNAUTHORIZED etc., `error` = its message).
+  // With connect_in_calls false, only the first call after construction or close() connects.
   Status connect();
   bool connected() const;
   void close();
@@ -123,7 +128,10 @@ class Client {
   ssize_t io_recv(char* data, size_t n);
 
   ClientOptions options_;
+  void
+  drop();  // closes the connection (lost, or given up on); close() also allows calls to connect
   int fd_ = -1;
+  bool may_connect_ = true;             // with connect_in_calls false: whether a call may connect
   std::unique_ptr<TlsConnection> tls_;  // set while connected with options_.tls.enabled
   uint32_t next_id_ = 1;
   uint32_t frame_bytes_max_ = 1 << 20;
