@@ -293,9 +293,11 @@ void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
     // close_notify: the peer sends no more. It may come in the same read as frames kept for a
     // later turn (past a turn's share, behind a long poll): the end waits for them, as a plain
     // connection's EOF waits in the socket while reading is stopped.
+    // A connection already finishing (its last answer an error, e.g. a refused HELLO) closes
+    // once that answer is out: the close_notify changes nothing.
     if (peer_done && c->open() && !c->reading && !stopping_) {
       c->eof_pending = true;
-    } else if (peer_done) {
+    } else if (peer_done && c->state != Conn::State::kFinishing) {
       on_eof(c);
     }
     return;

@@ -286,6 +286,54 @@ TEST_F(TlsTest, AClientThatNeverReadsIsBoundedThenClosed) {
 // says close_notify, both in one segment: it gets every answer, as a plain client that half-
 // closes does. The close_notify came in the same read as the frames, and those kept for the
 // next turn were dropped with the connection's input: 64 answers of 201.
+// Sends `out` and a close_notify as one segment (corked: one read on the server), then reads
+// until the server closes; returns what it said, as whole frames' statuses.
+std::vector<proto::Status> send_then_close_notify(int fd, TlsConnection& tls,
+                                                  const std::string& out) {
+  std::vector<proto::Status> answers;
+  int on = 1, off = 0;
+  EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
+  for (size_t sent = 0; sent < out.size();) {
+    ssize_t n = tls.send(out.data() + sent, out.size() - sent);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else {
+      EXPECT_TRUE(n < 0 && errno == EAGAIN) << tls.last_error();
+      if (n >= 0 || errno != EAGAIN) return answers;
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+    }
+  }
+  EXPECT_TRUE(tls.close_notify());
+  EXPECT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off), 0);
+  std::string in;
+  const auto start = Clock::now();
+  for (bool done = false; !done && ms_since(start) < 5000 * kSlow;) {
+    char buf[16384];
+    ssize_t n = tls.recv(buf, sizeof buf);
+    if (n > 0) {
+      in.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLIN, 0};
+      ::poll(&p, 1, 100);
+    } else {
+      done = true;
+    }
+  }
+  std::span<const uint8_t> rest(reinterpret_cast<const uint8_t*>(in.data()), in.size());
+  for (;;) {
+    proto::FrameDecode f = proto::decode_frame(rest, proto::Limits{});
+    if (f.kind != proto::DecodeKind::kFrame) break;
+    answers.push_back(static_cast<proto::Status>(f.header.status));
+    rest = rest.subspan(f.consumed);
+  }
+  return answers;
+}
+
+// A client pipelines more frames than one turn serves (64), then, before any answer came back,
+// says close_notify, both in one segment: it gets every answer, as a plain client that half-
+// closes does. The close_notify came in the same read as the frames, and those kept for the
+// next turn were dropped with the connection's input: 64 answers of 201.
 TEST_F(TlsTest, PipelinedFramesBeforeACloseNotifyAreAllAnswered) {
   StockdProcess server(tls_flags());
   ASSERT_TRUE(server.start());
@@ -300,45 +348,27 @@ TEST_F(TlsTest, PipelinedFramesBeforeACloseNotifyAreAllAnswered) {
   for (uint32_t i = 0; i < kPings; ++i) {
     proto::encode_request(proto::Opcode::kPing, 2 + i, proto::PingReq{}, out);
   }
-  // Corked: the frames' record and the close_notify leave as one segment, one read.
-  int on = 1, off = 0;
-  ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on), 0);
-  for (size_t sent = 0; sent < out.size();) {
-    ssize_t n = tls->send(out.data() + sent, out.size() - sent);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-    } else {
-      ASSERT_TRUE(n < 0 && errno == EAGAIN) << tls->last_error();
-      pollfd p{fd, POLLOUT, 0};
-      ::poll(&p, 1, 100);
-    }
-  }
-  ASSERT_TRUE(tls->close_notify());
-  ASSERT_EQ(::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off), 0);
-  std::string in;
-  size_t answers = 0;
-  const auto start = Clock::now();
-  for (bool done = false; !done && ms_since(start) < 5000 * kSlow;) {
-    char buf[16384];
-    ssize_t n = tls->recv(buf, sizeof buf);
-    if (n > 0) {
-      in.append(buf, static_cast<size_t>(n));
-    } else if (n == 0) {
-      done = true;
-    } else if (errno == EAGAIN) {
-      pollfd p{fd, POLLIN, 0};
-      ::poll(&p, 1, 100);
-    } else {
-      done = true;
-    }
-  }
-  for (size_t at = 0; at + proto::kHeaderBytes <= in.size();) {
-    uint32_t body = 0;
-    std::memcpy(&body, in.data() + at + 4, 4);
-    at += proto::kHeaderBytes + body;
-    if (at <= in.size()) ++answers;
-  }
-  EXPECT_EQ(answers, 1 + kPings) << "answers before the server closed";
+  EXPECT_EQ(send_then_close_notify(fd, *tls, out).size(), 1 + kPings)
+      << "answers before the server closed";
+  tls.reset();
+  ::close(fd);
+}
+
+// A HELLO the server refuses, then close_notify in the same segment: the refusal is the
+// connection's last answer, sent before it closes (as to a plain client that half-closes). The
+// refusal left the connection finishing, and the close_notify closed it at once: no answer.
+TEST_F(TlsTest, ARefusedHelloIsAnsweredWhenCloseNotifyFollowsIt) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  int fd = -1;
+  std::unique_ptr<TlsConnection> tls;
+  ASSERT_NO_FATAL_FAILURE(raw_tls(server, fd, tls));
+  std::string out;
+  proto::encode_request(proto::Opcode::kHello, 1,
+                        proto::HelloReq{1, Role::kAdmin, "not-the-token", "closer"}, out);
+  const std::vector<proto::Status> answers = send_then_close_notify(fd, *tls, out);
+  ASSERT_EQ(answers.size(), 1u) << "answers before the server closed";
+  EXPECT_EQ(answers[0], proto::Status::kUnauthorized);
   tls.reset();
   ::close(fd);
 }
