@@ -85,7 +85,9 @@ Status TlsSession::feed(std::string_view cipher, std::string& plain, bool& peer_
     handshake_done_ = true;
   }
   // Everything decryptable now, so nothing waits inside OpenSSL unseen by the loop.
+  const size_t pending_before = BIO_ctrl_pending(out_);
   char buf[16384];
+  Status s;
   for (;;) {
     int n = SSL_read(ssl_, buf, sizeof buf);
     if (n > 0) {
@@ -93,13 +95,23 @@ Status TlsSession::feed(std::string_view cipher, std::string& plain, bool& peer_
       continue;
     }
     int e = SSL_get_error(ssl_, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::Ok();
     if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify: the peer is done sending, like EOF
       peer_done = true;
-      return Status::Ok();
+    } else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+      s = openssl_error("TLS record");
     }
-    return openssl_error("TLS record");
+    break;
   }
+  const size_t pending_after = BIO_ctrl_pending(out_);
+  if (s.ok() && pending_after > pending_before) {
+    provoked_ += pending_after - pending_before;
+    if (provoked_ > kProvokedBytesMax) {
+      return Status::Io("TLS: the peer's records made this session send " +
+                        std::to_string(provoked_) +
+                        " bytes of its own (renegotiation attempts, key update requests)");
+    }
+  }
+  return s;
 }
 
 void TlsSession::encrypt(std::string_view plain) {

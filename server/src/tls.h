@@ -8,6 +8,11 @@
 // where the loop could not see it (a connection that stops reading keeps its input in rbuf, as a
 // plain one does). Handshake records, alerts and tickets accumulate in the output BIO and leave
 // with the next write.
+//
+// After the handshake a peer's records can make OpenSSL answer by itself: an alert for each
+// refused renegotiation (a TLS 1.2 record can hold thousands of empty ClientHellos: ~8 bytes out
+// per byte in), a KeyUpdate for each one that asks for it. Those bytes bypass the connection's
+// output limits, so a session that has sent kProvokedBytesMax of them is closed by feed().
 #pragma once
 
 #include <memory>
@@ -45,9 +50,12 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
+  // Records OpenSSL may send in reply to the peer's after the handshake, over the session.
+  static constexpr size_t kProvokedBytesMax = 16 * 1024;
+
   // Takes bytes read from the socket; appends the plaintext they complete to `plain`. Io on a
-  // fatal error (a failed handshake, a bad record); `peer_done` when the peer sent close_notify
-  // (it sends no more, like EOF).
+  // fatal error (a failed handshake, a bad record, past kProvokedBytesMax); `peer_done` when the
+  // peer sent close_notify (it sends no more, like EOF).
   Status feed(std::string_view cipher, std::string& plain, bool& peer_done);
   // Encrypts `plain` (after the handshake; before it the plaintext waits inside OpenSSL).
   void encrypt(std::string_view plain);
@@ -63,6 +71,7 @@ class TlsSession {
   BIO* in_;   // ciphertext from the socket (owned by ssl_)
   BIO* out_;  // ciphertext for the socket (owned by ssl_)
   bool handshake_done_ = false;
+  size_t provoked_ = 0;  // bytes OpenSSL sent in reply to records after the handshake
 };
 
 }  // namespace stockd

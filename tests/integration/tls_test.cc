@@ -3,6 +3,10 @@
 // and missing client certificates refused at the handshake while the server keeps serving.
 // Certificates come from the openssl command line, made fresh in a temp dir per test binary.
 #include <netinet/tcp.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 
 #include <cstring>
@@ -371,6 +375,122 @@ TEST_F(TlsTest, ARefusedHelloIsAnsweredWhenCloseNotifyFollowsIt) {
   EXPECT_EQ(answers[0], proto::Status::kUnauthorized);
   tls.reset();
   ::close(fd);
+}
+
+// A TLS 1.2 session whose records the test writes itself (AES-128-GCM, the client's keys derived
+// from the session's master secret), to send what no TLS library sends on purpose.
+struct RawTls12 {
+  int fd = -1;
+  uint8_t key[16] = {};
+  uint8_t salt[4] = {};
+  uint64_t seq = 1;  // the client's Finished was record 0 of its keys
+
+  ~RawTls12() {
+    if (fd >= 0) ::close(fd);
+  }
+  // The handshake through OpenSSL on a blocking socket; false if it failed.
+  bool start(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return false;
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256");
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    bool ok = SSL_connect(ssl) == 1;
+    if (ok) {
+      uint8_t master[48], seed[13 + 64];
+      ok = SSL_SESSION_get_master_key(SSL_get_session(ssl), master, sizeof master) == 48;
+      std::memcpy(seed, "key expansion", 13);
+      SSL_get_server_random(ssl, seed + 13, 32);
+      SSL_get_client_random(ssl, seed + 45, 32);
+      uint8_t block[40];  // client key, server key, client salt, server salt
+      EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "TLS1-PRF", nullptr);
+      EVP_KDF_CTX* k = EVP_KDF_CTX_new(kdf);
+      char digest[] = "SHA256";
+      OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                             OSSL_PARAM_construct_octet_string("secret", master, sizeof master),
+                             OSSL_PARAM_construct_octet_string("seed", seed, sizeof seed),
+                             OSSL_PARAM_construct_end()};
+      ok = ok && EVP_KDF_derive(k, block, sizeof block, params) == 1;
+      EVP_KDF_CTX_free(k);
+      EVP_KDF_free(kdf);
+      std::memcpy(key, block, 16);
+      std::memcpy(salt, block + 32, 4);
+    }
+    SSL_set_quiet_shutdown(ssl, 1);  // no close_notify: the session goes on by hand
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return ok;
+  }
+  // One encrypted record of `type` holding `plain`.
+  std::string record(uint8_t type, const std::string& plain) {
+    uint8_t be_seq[8], nonce[12], aad[13];
+    for (int i = 0; i < 8; ++i) be_seq[i] = static_cast<uint8_t>(seq >> (56 - 8 * i));
+    ++seq;
+    std::memcpy(nonce, salt, 4);
+    std::memcpy(nonce + 4, be_seq, 8);
+    std::memcpy(aad, be_seq, 8);
+    aad[8] = type;
+    aad[9] = 3;
+    aad[10] = 3;
+    aad[11] = static_cast<uint8_t>(plain.size() >> 8);
+    aad[12] = static_cast<uint8_t>(plain.size());
+    std::string out(5 + 8 + plain.size() + 16, '\0');
+    const size_t body = out.size() - 5;
+    out[0] = static_cast<char>(type);
+    out[1] = out[2] = 3;
+    out[3] = static_cast<char>(body >> 8);
+    out[4] = static_cast<char>(body);
+    std::memcpy(out.data() + 5, be_seq, 8);
+    auto* ct = reinterpret_cast<uint8_t*>(out.data() + 13);
+    EVP_CIPHER_CTX* c = EVP_CIPHER_CTX_new();
+    int n = 0;
+    EVP_EncryptInit_ex(c, EVP_aes_128_gcm(), nullptr, key, nonce);
+    EVP_EncryptUpdate(c, nullptr, &n, aad, sizeof aad);
+    EVP_EncryptUpdate(c, ct, &n, reinterpret_cast<const uint8_t*>(plain.data()),
+                      static_cast<int>(plain.size()));
+    EVP_EncryptFinal_ex(c, ct + n, &n);
+    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, ct + plain.size());
+    EVP_CIPHER_CTX_free(c);
+    return out;
+  }
+};
+
+// A TLS 1.2 peer sends records full of empty ClientHellos (4 bytes each). Renegotiation is
+// refused, and OpenSSL answers each with a warning alert and goes on: ~8 bytes out per byte in,
+// outside every output limit (a peer that reads slowly grew the server by 1.7 MB/s per
+// connection, and held its loop). Past TlsSession::kProvokedBytesMax of such replies the
+// session is closed; the server serves on.
+TEST_F(TlsTest, RecordsOfRenegotiationAttemptsCloseTheSession) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  RawTls12 peer;
+  ASSERT_TRUE(peer.start(server.port())) << "the TLS 1.2 handshake failed";
+  std::string hellos;
+  for (int i = 0; i < 4096; ++i) hellos.append("\x01\x00\x00\x00", 4);
+  std::string out;
+  for (int i = 0; i < 8; ++i) out += peer.record(22, hellos);  // 128 KiB in
+  EXPECT_EQ(::send(peer.fd, out.data(), out.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(out.size()));
+  timeval tv{0, 200 * 1000};
+  ASSERT_EQ(::setsockopt(peer.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  size_t got = 0;
+  bool closed = false;
+  for (const auto start = Clock::now(); !closed && ms_since(start) < 3000 * kSlow;) {
+    char buf[65536];
+    ssize_t n = ::recv(peer.fd, buf, sizeof buf, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+  }
+  EXPECT_TRUE(closed) << "the session is still open after " << got << " bytes of alerts";
+  EXPECT_LT(got, 256u * 1024) << "alerts sent before the close";
+  Client admin(tls_options(server, Role::kAdmin));
+  EXPECT_TRUE(admin.ping().ok()) << "the server is not serving after it";
 }
 
 TEST_F(TlsTest, ClientCertificatesWhenTheServerAsksForThem) {
