@@ -755,6 +755,32 @@ TEST_F(BookTest, CodesLoadMakesAPool) {
   EXPECT_FALSE(book.code_row("cp", 3));
 }
 
+// A SKU that sold counted units, emptied (its holds released or expired, its total 0), becomes
+// a code pool. Its finished holds stay in the book (keys, HOLD_GET) with a line of the SKU and
+// no codes: they never held any. The book's own check, which a start runs on the restored
+// state, took them for damage: the data dir no longer started, past every snapshot.
+TEST_F(BookTest, ACountedSkuEmptiedThenMadeAPoolKeepsItsFinishedHolds) {
+  create("x", 5);
+  const uint64_t released = hold("ann", {{"x", 2}});
+  const uint64_t expired = hold("bob", {{"x", 1}}, 1'000);
+  ASSERT_EQ(release(released), Status::kOk);
+  now += 2'000;
+  ASSERT_EQ(expire(), 1u);
+  ASSERT_EQ(restock("x", -5), Status::kOk);
+  ASSERT_EQ(load("x", {"c1", "c2"}), Status::kOk);
+  EXPECT_EQ(book.check_invariants().message(), "");
+  proto::HoldView v;
+  ASSERT_EQ(book.hold_get(expired, v, "bob"), Status::kOk);
+  EXPECT_EQ(v.state, proto::HoldState::kExpired);
+  EXPECT_TRUE(v.codes.empty());
+  proto::ReserveResp r;
+  ASSERT_EQ(reserve("cy", "", 60'000, {{"x", 1}}, &r), Status::kOk);
+  ASSERT_EQ(r.codes.size(), 1u);
+  Book copy;
+  ASSERT_EQ(rows.restore_into(copy), "");
+  expect_same_book(book, copy, rows);
+}
+
 TEST_F(BookTest, CodesLoadRefusals) {
   create("cp", 0);
   create("tee", 5);
