@@ -154,7 +154,7 @@ void Book::Impl::hold_view(const Hold& h, proto::HoldView& out) const {
   out.created_at_ms = h.created_at;
   out.expires_at_ms = h.expires_at;
   hold_lines(h, out.lines);
-  hold_codes(h, out.codes);
+  shown_codes(h, h.state, out.codes);
 }
 
 void hold_lines(const Hold& h, std::vector<proto::Line>& out) {
@@ -162,6 +162,17 @@ void hold_lines(const Hold& h, std::vector<proto::Line>& out) {
   for (size_t i = 0; i < h.lines.size(); ++i) {
     out[i].sku.assign(h.lines[i].sku->id);
     out[i].qty = h.lines[i].qty;
+  }
+}
+
+// A hold's codes are the buyer's to see once they are sold (COMMITTED): a HELD hold that is
+// released or expires gives them back to the pool, for another buyer; a code its holder had
+// seen would then be known to two.
+void shown_codes(const Hold& h, HoldState as, std::vector<proto::SkuCode>& out) {
+  if (as == HoldState::kCommitted) {
+    hold_codes(h, out);
+  } else {
+    out.clear();
   }
 }
 
@@ -177,14 +188,14 @@ void hold_codes(const Hold& h, std::vector<proto::SkuCode>& out) {
 // ---- Reserve and claim. ----
 
 // The answer the reservation that created `h` got: its state then (held, or committed when
-// bought at once), the units left then, and the codes it took (kept after release or expiry).
+// bought at once), the units left then, and the codes it bought (none when it was held).
 void Book::Impl::first_answer(const Hold& h, proto::ReserveResp& out) const {
   out.hold_id = h.id;
   out.state = h.expires_at != 0 ? HoldState::kHeld : HoldState::kCommitted;
   out.expires_at_ms = h.expires_at;
   out.failed_line = book_detail::kNoLine;
   out.available = h.first_available;
-  hold_codes(h, out.codes);
+  shown_codes(h, out.state, out.codes);
 }
 
 // If `key` is known: OK with the first answer (same request) or KEY_CONFLICT. The user is
@@ -335,7 +346,7 @@ void Book::Impl::apply_reserve(std::string_view user, std::string_view key, uint
   out.expires_at_ms = h.expires_at;
   out.failed_line = book_detail::kNoLine;
   out.available = left;
-  hold_codes(h, out.codes);
+  shown_codes(h, h.state, out.codes);
   if (!key.empty()) {
     h.first_available = left;
     idem.insert(&h, key_hash);  // not there: replay() looked

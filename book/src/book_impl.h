@@ -357,6 +357,8 @@ void sku_view(const book_detail::Sku& s, proto::SkuView& out);
 // A hold's lines / codes as protocol values, into `out` (its strings' capacity reused).
 void hold_lines(const book_detail::Hold& h, std::vector<proto::Line>& out);
 void hold_codes(const book_detail::Hold& h, std::vector<proto::SkuCode>& out);
+// The codes a buyer is shown for `h` in state `as`: all of them once sold, else none.
+void shown_codes(const book_detail::Hold& h, proto::HoldState as, std::vector<proto::SkuCode>& out);
 // A user's units of `s`, kept (and their row named in `ch`) only while `s` has a limit.
 void add_units(book_detail::Sku& s, std::string_view user, uint64_t qty, Changes& ch);
 void sub_units(book_detail::Sku& s, std::string_view user, uint64_t qty, Changes& ch);

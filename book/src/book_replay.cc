@@ -146,7 +146,10 @@ stockd::Status Book::replay(const rec::Decision& d, Changes& ch) {
       if (out.hold_id != d.hold_id) {
         return mismatch(d, "replayed as hold " + std::to_string(out.hold_id));
       }
-      if (!same_codes(d, out.codes)) return mismatch(d, "replayed with other codes");
+      // The hold's codes, not the answer's (a held hold's answer shows none).
+      thread_local std::vector<proto::SkuCode> taken;
+      hold_codes(*m.holds.find(out.hold_id), taken);
+      if (!same_codes(d, taken)) return mismatch(d, "replayed with other codes");
       return stockd::Status::Ok();
     }
     case Op::kClaim: {

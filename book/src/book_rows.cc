@@ -81,6 +81,7 @@ bool Book::hold_row(uint64_t id, rec::HoldRow& out) const {
   if (found == nullptr) return false;
   const Hold& h = *found;
   impl_->hold_view(h, out.hold);
+  hold_codes(h, out.hold.codes);  // every code it took: a buyer sees them once sold
   out.fingerprint = h.fingerprint;
   out.first_available = h.first_available;
   out.finished_at_ms = h.finished_at;

@@ -145,8 +145,12 @@ struct Model {
             static_cast<uint8_t>((s.closed ? proto::kSkuFlagClosed : 0) |
                                  (s.pool ? proto::kSkuFlagCodePool : 0))};
   }
+  // A buyer sees a hold's codes once they are sold.
+  static std::vector<proto::SkuCode> shown(const MHold& h, HoldState as) {
+    return as == HoldState::kCommitted ? h.codes : std::vector<proto::SkuCode>{};
+  }
   static proto::HoldView view(const MHold& h) {
-    return {h.id, h.state, h.user, h.key, h.created, h.expires, h.lines, h.codes};
+    return {h.id, h.state, h.user, h.key, h.created, h.expires, h.lines, shown(h, h.state)};
   }
   uint64_t units_of(const std::string& sku, const std::string& user) const {
     auto it = units.find({sku, user});
@@ -268,7 +272,7 @@ struct Model {
       h.finished = now;
       emit(OutboxKind::kOrder, h, now);
     }
-    return {h.id, h.state, h.expires, 0xFFFF, left, h.codes};
+    return {h.id, h.state, h.expires, 0xFFFF, left, shown(h, h.state)};
   }
 
   Status reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveResp& out) {
@@ -670,7 +674,9 @@ class SeedRun {
     EXPECT_EQ(got, want);
     saw("reserve", gs);
     if (gs == Status::kOk && got.hold_id < next_id) saw("reserve", "replayed");
-    if (gs == Status::kOk && got.hold_id >= next_id) took_codes(got.hold_id, got.codes);
+    if (gs == Status::kOk && got.hold_id >= next_id) {
+      took_codes(got.hold_id, book_->hold_row(got.hold_id)->hold.codes);  // shown or not
+    }
     if (!req.key.empty() && gs == Status::kOk) past_reserves_.push_back(req);
   }
 

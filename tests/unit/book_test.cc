@@ -509,7 +509,8 @@ TEST_F(BookTest, IdempotentRetryReturnsTheFirstAnswer) {
   create_pool("cp", {"c0", "c1", "c2"});
   proto::ReserveResp first, again;
   ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &first), Status::kOk);
-  EXPECT_EQ(first.codes, (std::vector<proto::SkuCode>{{"cp", "c0"}, {"cp", "c1"}}));
+  EXPECT_TRUE(first.codes.empty()) << "a held hold's codes are shown once sold";
+  EXPECT_EQ(book.code_row("cp", 1)->owner, first.hold_id);
   now += 10;
   ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &again), Status::kOk);
   EXPECT_EQ(again, first);
@@ -517,8 +518,10 @@ TEST_F(BookTest, IdempotentRetryReturnsTheFirstAnswer) {
   EXPECT_EQ(counts("cp"), (U{3, 1, 2, 0}));
   EXPECT_EQ(book.counters().idem_hits, 1u);
   EXPECT_EQ(book.counters().reserves_ok, 1u);
-  // Still the first answer after the hold was committed.
-  ASSERT_EQ(commit(first.hold_id), Status::kOk);
+  // Still the first answer after the hold was committed; the commit's answer shows the codes.
+  proto::HoldView sold;
+  ASSERT_EQ(commit(first.hold_id, &sold), Status::kOk);
+  EXPECT_EQ(sold.codes, (std::vector<proto::SkuCode>{{"cp", "c0"}, {"cp", "c1"}}));
   ASSERT_EQ(reserve("ann", "key", 60'000, {{"cp", 2}}, &again), Status::kOk);
   EXPECT_EQ(again, first);
 }
@@ -774,7 +777,7 @@ TEST_F(BookTest, ACountedSkuEmptiedThenMadeAPoolKeepsItsFinishedHolds) {
   EXPECT_EQ(v.state, proto::HoldState::kExpired);
   EXPECT_TRUE(v.codes.empty());
   proto::ReserveResp r;
-  ASSERT_EQ(reserve("cy", "", 60'000, {{"x", 1}}, &r), Status::kOk);
+  ASSERT_EQ(reserve("cy", "", 0, {{"x", 1}}, &r), Status::kOk);
   ASSERT_EQ(r.codes.size(), 1u);
   Book copy;
   ASSERT_EQ(rows.restore_into(copy), "");
@@ -870,23 +873,48 @@ TEST_F(BookTest, ClaimRetryReturnsTheSameCode) {
   EXPECT_EQ(counts("cp"), (U{3, 1, 0, 2}));
 }
 
+// A code a buyer saw is the buyer's: a held hold's codes are not shown (not in its answer, its
+// retries' answers, nor HOLD_GET) until it is committed, so a hold released or run out gives
+// back codes nobody knows. They were shown at once: ann held a gift card, read its code,
+// released it, and the same code was then sold to bob (and ann's retry showed it again).
+TEST_F(BookTest, NoBuyerSeesACodeAnotherBuyerIsSold) {
+  create_pool("gc", {"GC-1"});
+  proto::ReserveResp held, again;
+  ASSERT_EQ(reserve("ann", "k", 60'000, {{"gc", 1}}, &held), Status::kOk);
+  EXPECT_TRUE(held.codes.empty());
+  proto::HoldView v;
+  ASSERT_EQ(book.hold_get(held.hold_id, v, "ann"), Status::kOk);
+  EXPECT_TRUE(v.codes.empty());
+  ASSERT_EQ(release(held.hold_id, &v), Status::kOk);
+  EXPECT_TRUE(v.codes.empty());
+  proto::ClaimResp sold;
+  ASSERT_EQ(claim("gc", "bob", "", &sold), Status::kOk);
+  EXPECT_EQ(sold.code, "GC-1");
+  ASSERT_EQ(reserve("ann", "k", 60'000, {{"gc", 1}}, &again), Status::kOk);
+  EXPECT_TRUE(again.codes.empty());
+  ASSERT_EQ(book.hold_get(held.hold_id, v, "ann"), Status::kOk);
+  EXPECT_TRUE(v.codes.empty());
+}
+
 TEST_F(BookTest, ReleasedAndExpiredCodesAreReused) {
   create_pool("cp", {"c0", "c1", "c2"});
   proto::ReserveResp r;
   ASSERT_EQ(reserve("ann", "", 60'000, {{"cp", 2}}, &r), Status::kOk);
-  ASSERT_EQ(r.codes.size(), 2u);
+  EXPECT_TRUE(r.codes.empty());
   EXPECT_EQ(book.code_row("cp", 0)->owner, r.hold_id);
+  const std::vector<proto::SkuCode> held = {{"cp", "c0"}, {"cp", "c1"}};
   proto::HoldView v;
   ASSERT_EQ(release(r.hold_id, &v), Status::kOk);
-  EXPECT_EQ(v.codes, r.codes);  // the view still names what was held
+  EXPECT_TRUE(v.codes.empty()) << "a released hold shows codes now back in the pool";
   EXPECT_EQ(book.code_row("cp", 0)->owner, 0u);
   ASSERT_EQ(ch.outbox.size(), 1u);
-  EXPECT_EQ(ch.outbox[0].codes, r.codes);
+  EXPECT_EQ(ch.outbox[0].codes, held);  // the record for SQL names what was held
   proto::ClaimResp c;
   ASSERT_EQ(claim("cp", "bob", "", &c), Status::kOk);
   EXPECT_EQ(c.code, "c0");
   ASSERT_EQ(reserve("cat", "", 100, {{"cp", 2}}, &r), Status::kOk);
-  EXPECT_EQ(r.codes, (std::vector<proto::SkuCode>{{"cp", "c1"}, {"cp", "c2"}}));
+  EXPECT_EQ(book.code_row("cp", 1)->owner, r.hold_id);
+  EXPECT_EQ(book.code_row("cp", 2)->owner, r.hold_id);
   EXPECT_EQ(claim("cp", "dan", ""), Status::kSoldOut);
   now += 100;
   ASSERT_EQ(claim("cp", "dan", "", &c), Status::kOk);  // the sweep freed cat's codes

@@ -97,7 +97,7 @@ std::map<std::string, Vector> expected_vectors() {
       {"reserve_request", req(Opcode::kReserve, 3, ReserveReq{"u42", "k-9f1", 600000, kLines})},
       {"reserve_response_ok",
        resp(Opcode::kReserve, 3,
-            ReserveResp{1001, HoldState::kHeld, kT0 + 600000, 0xFFFF, 497, kCodes})},
+            ReserveResp{1001, HoldState::kHeld, kT0 + 600000, 0xFFFF, 497, {}})},
       {"reserve_response_sold_out",
        resp(0x10, 4, Status::kSoldOut, ReserveResp{0, HoldState::kNone, 0, 0, 1, {}})},
       {"commit_request", req(Opcode::kCommit, 5, HoldReq{1001, "u42"})},

@@ -63,7 +63,7 @@ const expected = {
   reserve_response_ok: {
     op: 'RESERVE',
     status: 0,
-    body: { holdId: 1001n, state: 'HELD', expiresAtMs: T0 + 600000, failedLine: 0xffff, available: 497n, codes: [{ sku: 'MUG', code: 'MUG-7Q2X' }] },
+    body: { holdId: 1001n, state: 'HELD', expiresAtMs: T0 + 600000, failedLine: 0xffff, available: 497n, codes: [] },
   },
   reserve_response_sold_out: {
     op: 'RESERVE',
