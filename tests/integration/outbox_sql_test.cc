@@ -1817,5 +1817,95 @@ TEST_F(OutboxSql, AStockdReplacedWhileSqlWaitsIsCheckedBeforeAnyAck) {
   EXPECT_EQ(outbox.outbox_status().body.acked_seq, 0u) << "acked to the other stockd";
 }
 
+// An operator deletes the SQLite file (or puts another at its path) while the sidecar runs. It
+// went on writing into the deleted file, acking every record to stockd: rows no database at
+// that path had, /healthz all green. It stops now (exit 4), nothing more acked; restarted, it
+// copies into the new file from that file's cursor.
+TEST_F(OutboxSql, ASqliteFileDeletedUnderTheSidecarStopsIt) {
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load(*server, 1, 20).finish();
+  SidecarProcess sidecar(*server, lite);
+  sidecar.start();
+  ASSERT_TRUE(caught_up(lite, *server)) << sidecar.log();
+  Client outbox(server->options(proto::Role::kOutbox));
+  const uint64_t acked = outbox.outbox_status().body.acked_seq;
+  for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(lite.substr(7) + suffix);
+  Load(*server, 1, 10).finish();
+  EXPECT_EQ(sidecar.wait(20s), 4) << sidecar.log();
+  EXPECT_NE(sidecar.log().find("was deleted or replaced while stockd-outbox had it open"),
+            std::string::npos)
+      << sidecar.log();
+  EXPECT_EQ(outbox.outbox_status().body.acked_seq, acked) << "records acked past the old file";
+  SidecarRun again = SidecarProcess(*server, lite).once();
+  EXPECT_EQ(again.code, 0) << again.log;
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, outbox.outbox_status().body.head_seq);
+}
+
+// A table the copied records are in is dropped (or renamed) while the sidecar is down. At its
+// start the sidecar made it anew, empty, and went on from its cursor, with a warning at most:
+// the records before were gone from SQL for good. It refuses now, exit 4, creating nothing.
+TEST_F(OutboxSql, ATableDroppedAfterRecordsWereCopiedIsNotMadeAnew) {
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load(*server, 1, 20).finish();
+  ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
+  const uint64_t cursor = dump_sqlite(lite.substr(7)).cursor;
+  ASSERT_GT(cursor, 0u);
+  ASSERT_EQ(exec_sql(lite, "DROP TABLE order_lines"), "");
+  Load(*server, 1, 5).finish();
+  SidecarRun r = SidecarProcess(*server, lite).once();
+  EXPECT_EQ(r.code, 4) << r.log;
+  EXPECT_NE(r.log.find("table order_lines does not exist, while this database's cursor is at " +
+                       std::to_string(cursor)),
+            std::string::npos)
+      << r.log;
+  EXPECT_EQ(query_one(lite, "SELECT count(*) FROM sqlite_master WHERE name = 'order_lines'"), "0")
+      << "the dropped table was made anew";
+  EXPECT_EQ(query_one(lite, "SELECT seq FROM stockd_outbox_cursor"), std::to_string(cursor));
+}
+
+// The cursor row holds 5.5 (an operator's UPDATE): it reads back as 5, and the move from 5
+// never matches. The sidecar retried at once, forever: thousands of log lines a second and a
+// 5,000-record read each time. It stops now, exit 4.
+TEST_F(OutboxSql, ACursorThatDoesNotMoveFromWhatItReadsStopsTheSidecar) {
+  const std::string lite = sqlite_url(dir_, "orders.db");
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load(*server, 1, 20).finish();
+  ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
+  ASSERT_EQ(exec_sql(lite, "UPDATE stockd_outbox_cursor SET seq = 5.5"), "");
+  SidecarRun r = SidecarProcess(*server, lite).once();
+  EXPECT_EQ(r.code, 4) << r.log;
+  EXPECT_NE(r.log.find("reads 5 but does not move from it"), std::string::npos) << r.log;
+}
+
+// A role with the rights on the sidecar's tables but none to create in the schema (a DBA made
+// the tables; PostgreSQL 15 gives nobody CREATE on public by default): the sidecar ran CREATE
+// TABLE IF NOT EXISTS at every connect, which checks that right first, and exited 2.
+TEST_F(OutboxSql, APostgresRoleWithoutCreateCopiesIntoTablesThatExist) {
+  REQUIRE_PG(pg);
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  const std::string url = pg->create_db("least");
+  ASSERT_EQ(SidecarProcess(*server, url).once().code, 0);  // the schema, made as its owner
+  const std::string db = url.substr(url.rfind('/') + 1);
+  ASSERT_EQ(pg->exec(db, "CREATE ROLE copier LOGIN"), "");
+  ASSERT_EQ(pg->exec(db, "REVOKE CREATE ON SCHEMA public FROM PUBLIC"), "");
+  ASSERT_EQ(pg->exec(db,
+                     "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
+                     "TO copier"),
+            "");
+  Load load(*server, 2, 40);
+  load.finish();
+  std::string as_copier = url;
+  as_copier.replace(as_copier.find("postgres@"), 9, "copier@");
+  SidecarRun r = SidecarProcess(*server, as_copier).once();
+  EXPECT_EQ(r.code, 0) << r.log;
+  expect_exact(dump_pg(url), *server, load.promised);
+}
+
 }  // namespace
 }  // namespace stockd::test

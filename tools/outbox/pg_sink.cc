@@ -16,6 +16,8 @@
 #include <cstring>
 #include <iterator>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "records.h"
 #include "schema.h"
@@ -345,9 +347,31 @@ SinkStatus PgSink::open() {
   // Two sidecars creating the schema at once may collide (a unique violation in the catalog,
   // "relation already exists"): the loser retries and finds it. A schema it cannot use is
   // check_columns()'s to say.
-  std::string ddl = "BEGIN;";
-  for (const char* s : kSchemaDdl) ddl += schema_ddl(s, "BYTEA") + ";";
-  if (!run(ddl.c_str())) return fail("cannot create the schema", true);
+  if (!run("BEGIN")) return fail("cannot begin the schema transaction", true);
+  std::vector<std::string> missing;
+  for (const TableColumns& t : kTables) {
+    const std::string q = std::string("SELECT to_regclass('") + t.table + "') IS NULL";
+    if (!run(q.c_str())) return fail("cannot list the tables", true);
+    if (PQgetvalue(last_, 0, 0)[0] == 't') missing.emplace_back(t.table);
+  }
+  uint64_t cursor = 0;
+  if (std::find(missing.begin(), missing.end(), kCursorColumns.table) == missing.end()) {
+    if (!run(kCursorReadSql)) return fail("cannot read the cursor", true);
+    if (PQntuples(last_) > 0) cursor = std::strtoull(PQgetvalue(last_, 0, 0), nullptr, 10);
+  }
+  bool create = false;
+  if (Status plan = schema_plan(missing, cursor, create); !plan.ok()) {
+    run("ROLLBACK");
+    close();
+    return SinkStatus::Rejected("postgresql: " + plan.message());
+  }
+  // A schema that is all there is not created again: CREATE ... IF NOT EXISTS still needs the
+  // CREATE privilege, which a role given only the tables' rights lacks.
+  std::string ddl;
+  for (size_t i = 0; create && i < kSchemaDdl.size(); ++i) {
+    ddl += schema_ddl(kSchemaDdl[i], "BYTEA") + ";";
+  }
+  if (!ddl.empty() && !run(ddl.c_str())) return fail("cannot create the schema", true);
   if (SinkStatus s = check_columns(); !s.ok()) return s;
   if (!run_params(kCursorInitSql, {0}) || !run("COMMIT")) {
     return fail("cannot create the schema", true);

@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "stockd/status.h"
 
@@ -86,6 +87,25 @@ inline std::string schema_ddl(const char* ddl, std::string_view bytes_type) {
     s.replace(at, 5, bytes_type);
   }
   return s;
+}
+
+// Whether open() creates the schema: `missing` lists the kTables that do not exist, `cursor`
+// is the cursor's seq (0 without its table or row). All there: nothing is created (a role
+// without CREATE works). Some missing while the cursor is past 0: Refused, naming the first
+// (a table the copied records are in was dropped or renamed: made anew it would lack them,
+// silently). Else `create` (a new database, or one that never copied a record).
+inline Status schema_plan(const std::vector<std::string>& missing, uint64_t cursor, bool& create) {
+  create = false;
+  if (missing.empty()) return Status::Ok();
+  if (cursor > 0) {
+    return Status::Refused("table " + missing.front() +
+                           " does not exist, while this database's cursor is at " +
+                           std::to_string(cursor) +
+                           " (dropped or renamed?): the records copied into it would be "
+                           "missing; restore it, or point --sql at a new database");
+  }
+  create = true;
+  return Status::Ok();
 }
 
 // Ok if a table with the columns `have` (empty: no such table) has every column of `t`, else

@@ -385,6 +385,15 @@ Next Sidecar::Impl::commit(const std::vector<proto::OutboxRecord>& records) {
       return std::nullopt;
     }
     if (s.code == SinkStatus::Code::kCursorMoved && sink->read_cursor(stored).ok()) {
+      if (stored == cursor) {
+        // It reads back as ours, yet would not move from it: a value that is not a whole
+        // number (5.5 reads as 5), or a trigger. Trying again would loop at once, forever.
+        log->critical(
+            "the cursor row in {} reads {} but does not move from it ({}): not a whole number, "
+            "or a trigger on it? Fix the database, then restart",
+            sink->describe(), stored, s.message);
+        return kExitRejected;
+      }
       if (stored == last) {
         log->info("records {}..{} were already committed (a commit whose answer was lost)", first,
                   last);

@@ -1,6 +1,7 @@
 // SQLite sink: WAL journal, synchronous=FULL (a committed batch survives power loss), a busy
 // timeout for other readers and writers, statements prepared once and reused.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -114,6 +115,9 @@ class SqliteSink final : public Sink {
   SinkStatus open_db();
   // Rejected naming the first column the sidecar writes that a table lacks, else Ok.
   SinkStatus check_columns();
+  SinkStatus survey(std::vector<std::string>& missing, uint64_t& cursor);
+  // Rejected if the file at path_ is not the one open (deleted, or replaced by another).
+  SinkStatus same_file();
   int exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr); }
   // Runs a prepared statement to completion (bound parameters kept until the next bind).
   int step(Stmt s);
@@ -138,6 +142,8 @@ class SqliteSink final : public Sink {
 
   std::string path_;
   sqlite3* db_ = nullptr;
+  dev_t dev_ = 0;  // the open file's, to notice it deleted or replaced under us
+  ino_t ino_ = 0;
   sqlite3_stmt* stmts_[kStmtCount] = {};
   std::string skipped_;  // insert_rows(): the row that was kSkipped
 };
@@ -178,6 +184,10 @@ SinkStatus SqliteSink::open_db() {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
   int rc = sqlite3_open_v2(path_.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) return fail(rc, "cannot open");
+  struct stat st_file {};
+  if (::stat(path_.c_str(), &st_file) != 0) return fail(SQLITE_CANTOPEN, "cannot stat the file");
+  dev_ = st_file.st_dev;
+  ino_ = st_file.st_ino;
   sqlite3_extended_result_codes(db_, 1);
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
   // journal_mode=WAL answers the mode it ended in; anything else means WAL is unavailable.
@@ -217,13 +227,60 @@ SinkStatus SqliteSink::check_columns() {
   return SinkStatus::Rejected("sqlite: " + missing.message());
 }
 
+// Which of kTables do not exist, and the cursor's seq (0 without its table or row).
+SinkStatus SqliteSink::survey(std::vector<std::string>& missing, uint64_t& cursor) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                              -1, &st, nullptr);
+  for (size_t i = 0; rc == SQLITE_OK && i < kTables.size(); ++i) {
+    sqlite3_bind_text(st, 1, kTables[i].table, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) missing.emplace_back(kTables[i].table);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? sqlite3_reset(st) : rc;
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK) return fail(rc, "cannot list the tables");
+  cursor = 0;
+  if (std::find(missing.begin(), missing.end(), kCursorColumns.table) != missing.end()) {
+    return SinkStatus::Ok();
+  }
+  rc = sqlite3_prepare_v2(db_, kCursorReadSql, -1, &st, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) cursor = static_cast<uint64_t>(sqlite3_column_int64(st, 0));
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return fail(rc, "cannot read the cursor");
+  return SinkStatus::Ok();
+}
+
+SinkStatus SqliteSink::same_file() {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
+    return SinkStatus::Ok();
+  }
+  close();
+  return SinkStatus::Rejected(
+      "sqlite: " + path_ +
+      " was deleted or replaced while stockd-outbox had it open: what it copied since is in the "
+      "old file, not at this path; stopping (restarted, it copies into the database now at the "
+      "path from that database's cursor, as far as stockd still keeps its records)");
+}
+
 SinkStatus SqliteSink::open() {
-  if (db_ != nullptr) return SinkStatus::Ok();
+  if (db_ != nullptr) return same_file();
   if (SinkStatus s = open_db(); !s.ok()) return s;
   int rc = exec("BEGIN IMMEDIATE");
   if (rc != SQLITE_OK) return fail(rc, "cannot begin the schema transaction");
-  for (const char* ddl : kSchemaDdl) {
-    if ((rc = exec(schema_ddl(ddl, "BLOB").c_str())) != SQLITE_OK) {
+  std::vector<std::string> missing;
+  uint64_t cursor = 0;
+  if (SinkStatus s = survey(missing, cursor); !s.ok()) return s;
+  bool create = false;
+  if (Status plan = schema_plan(missing, cursor, create); !plan.ok()) {
+    exec("ROLLBACK");
+    close();
+    return SinkStatus::Rejected("sqlite: " + plan.message());
+  }
+  for (size_t i = 0; create && i < kSchemaDdl.size(); ++i) {
+    if ((rc = exec(schema_ddl(kSchemaDdl[i], "BLOB").c_str())) != SQLITE_OK) {
       return fail(rc, "cannot create the schema");
     }
   }
