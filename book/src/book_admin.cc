@@ -53,7 +53,9 @@ Verdict Book::sku_set(const proto::SkuSetReq& req, int64_t now, proto::SkuView& 
   m.sweep(now, ch);  // so that held counts are current before a new total is checked
   if (!book_detail::sku_id_ok(req.sku)) return m.refuse("sku_set: " + book_detail::sku_rule());
   if ((req.mask & ~kSetMask) != 0) return m.refuse("sku_set: unknown mask bits");
-  if (req.opens_at_ms < 0 || req.closes_at_ms < 0) {
+  // Fields outside the mask are ignored, whatever they hold (protocol.md 7.4).
+  if (((req.mask & proto::kSetOpensAt) && req.opens_at_ms < 0) ||
+      ((req.mask & proto::kSetClosesAt) && req.closes_at_ms < 0)) {
     return m.refuse("sku_set: opens_at and closes_at must not be negative");
   }
   if ((req.mask & proto::kSetTotal) && req.total > book_detail::kSkuUnitsMax) {

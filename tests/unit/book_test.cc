@@ -280,6 +280,16 @@ TEST_F(BookTest, PerUserCountsExistOnlyUnderALimit) {
   expect_same_book(book, copy, rows);
 }
 
+// Fields outside the mask are ignored, whatever they hold: a negative opens_at_ms that the mask
+// does not name was refused. In the mask, it still is.
+TEST_F(BookTest, SkuSetIgnoresFieldsOutsideTheMask) {
+  EXPECT_EQ(set({"tee", proto::kSetTotal, 10, 0, -5, -7}), Status::kOk);
+  EXPECT_EQ(sku("tee").opens_at_ms, 0);
+  EXPECT_EQ(sku("tee").closes_at_ms, 0);
+  EXPECT_EQ(set({"tee", proto::kSetOpensAt, 0, 0, -5, 0}), Status::kBadRequest);
+  EXPECT_EQ(set({"tee", proto::kSetClosesAt, 0, 0, 0, -7}), Status::kBadRequest);
+}
+
 TEST_F(BookTest, SkuSetWithoutTotalCreatesAnEmptySku) {
   ASSERT_EQ(set({"coupon", 0, 0, 0, 0, 0}), Status::kOk);
   EXPECT_EQ(counts("coupon"), (U{0, 0, 0, 0}));
