@@ -145,17 +145,26 @@ void AdminHttp::on_accept() {
   // without a whole request is closed, so that peers trickling half requests cannot keep a
   // health probe or a scrape out (a probe sends its request at once and is answered). Only when
   // every slot has its request (answers being written) is the newcomer refused.
+  // Next, a connection lingering after its answer, which the peer's kernel has taken whole:
+  // closing it loses nothing (peers that read their answers and never close held their slots
+  // for the linger's 2 s, and ~70 probes a second kept every newcomer out).
   size_t busy = 0;
   HttpConn* slowest = nullptr;
+  HttpConn* done = nullptr;
   for (HttpConn* c : conns_) {
     if (c == h || c->refusals != nullptr || uv_is_closing(reinterpret_cast<uv_handle_t*>(&c->tcp)))
       continue;
     ++busy;
     if (!c->answered && (slowest == nullptr || c->accepted_ms < slowest->accepted_ms)) slowest = c;
+    if (done == nullptr && c->lingering &&
+        Linger::drained(reinterpret_cast<uv_stream_t*>(&c->tcp))) {
+      done = c;
+    }
   }
   if (busy < config_.http_connections_max) return;
   ++metrics_.http_rejected;
   if (slowest != nullptr) return close_http(slowest);
+  if (done != nullptr) return close_http(done);
   if (refusals_ >= kRefusalsMax) return close_http(h);
   h->refusals = &refusals_;
   ++refusals_;

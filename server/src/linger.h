@@ -35,6 +35,9 @@ class Linger {
   }
   // After over(): the peer had not taken every byte (a write timeout: closing loses them).
   bool stuck() const { return unacked_seen_ > 0; }
+  // After the FIN: the peer's kernel has acknowledged every byte of the answer (the FIN counts
+  // one, and a peer that reads no more may leave it unacknowledged): closing loses nothing.
+  static bool drained(uv_stream_t* s) { return unacked_bytes(s) <= 1; }
 
  private:
   // Bytes the kernel holds for the peer that the peer's kernel has not acknowledged (SIOCOUTQ:

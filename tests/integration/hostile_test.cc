@@ -1162,6 +1162,45 @@ TEST(MetricsPort, HalfRequestsAreCappedAndTimedOut) {
   expect_serving(*server, "a metrics-port flood");
 }
 
+// Peers that send whole requests, read the answers and never close: each answered connection
+// lingers (FIN sent, input drained) up to 2 s and held its slot meanwhile, so some 70 cheap
+// probes a second kept /healthz answering 503 (or closed), which an orchestrator takes for a
+// dead server. Over the cap a lingering connection whose answer the peer's kernel took gives
+// way to a newcomer.
+TEST(MetricsPort, AnsweredPeersThatNeverCloseDoNotKeepAProbeOut) {
+  std::unique_ptr<StockdProcess> server;
+  int mport = 0;
+  for (int attempt = 0; attempt < 3 && !server; ++attempt) {
+    mport = free_port();
+    server = std::make_unique<StockdProcess>(
+        std::vector<std::string>{"--metrics-listen", "127.0.0.1:" + std::to_string(mport),
+                                 "--http-connections-max", "8", "--http-timeout-ms", "10000"});
+    if (!server->start()) server.reset();
+  }
+  ASSERT_TRUE(server);
+  const std::string probe = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::vector<int> held;
+  for (int i = 0; i < 8; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = loopback(mport);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::send(fd, probe.data(), probe.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(probe.size()));
+    std::string in;
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[4096];
+    for (ssize_t n;
+         in.find("ok\n") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      in.append(buf, static_cast<size_t>(n));
+    ASSERT_NE(in.find(" 200 "), std::string::npos) << in;
+    held.push_back(fd);  // answered, never closed
+  }
+  EXPECT_EQ(http_status(mport, "/healthz", 1000), 200) << "a probe past 8 answered peers";
+  for (int fd : held) ::close(fd);
+  expect_serving(*server, "answered metrics peers that never close");
+}
+
 // A request too large for the metrics port, its sender still sending, gets its 431, and a
 // scrape with a body its whole page, though the sender's receive window is smaller than the
 // page: the answer is not destroyed by a reset when the server closes with bytes unread.
