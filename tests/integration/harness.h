@@ -199,12 +199,19 @@ inline std::vector<proto::SkuView> all_skus(Client& c) {
   }
 }
 
-// A loopback port nothing listens on right now (bound to port 0, read back, closed).
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// 127.0.0.1:`port`.
+inline sockaddr_in loopback(int port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  return a;
+}
+
+// A loopback port nothing listens on right now (bound to port 0, read back, closed).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(0);
   socklen_t len = sizeof a;
   int port = -1;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
@@ -213,6 +220,20 @@ inline int free_port() {
   }
   ::close(fd);
   return port;
+}
+
+// A started stockd with `extra` flags and its metrics port on a free loopback port (`mport`);
+// null if it did not start (three tries: the port may be taken meanwhile).
+inline std::unique_ptr<StockdProcess> start_with_metrics(std::vector<std::string> extra,
+                                                         int& mport) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    mport = free_port();
+    std::vector<std::string> args = {"--metrics-listen", "127.0.0.1:" + std::to_string(mport)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto server = std::make_unique<StockdProcess>(args);
+    if (server->start()) return server;
+  }
+  return nullptr;
 }
 
 // ---- Raw socket: bytes in, frames out, no client library in between. ----
@@ -272,10 +293,7 @@ class RawConn {
 
   explicit RawConn(int port) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
+    sockaddr_in a = loopback(port);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       ::close(fd_);
       fd_ = -1;

@@ -111,14 +111,6 @@ std::string describe(const RawConn::Frame& f) {
          " id " + std::to_string(f.header.request_id) + " '" + f.message + "'";
 }
 
-sockaddr_in loopback(int port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  return a;
-}
-
 // A raw client socket that can misbehave: send without reading, send what fits right now, hang
 // up with a FIN or a reset, and tell when the server closed it.
 class Peer {
@@ -1072,15 +1064,9 @@ TEST(RetainedState, LiveHoldsPerUserAndInAllAreCapped) {
 
 TEST(MetricsPort, HalfRequestsAreCappedAndTimedOut) {
   constexpr int kHttpTimeoutMs = 1000;
-  std::unique_ptr<StockdProcess> server;
   int mport = 0;
-  for (int attempt = 0; attempt < 3 && !server; ++attempt) {  // the port may be taken meanwhile
-    mport = free_port();
-    server = std::make_unique<StockdProcess>(std::vector<std::string>{
-        "--metrics-listen", "127.0.0.1:" + std::to_string(mport), "--http-connections-max", "16",
-        "--http-timeout-ms", std::to_string(kHttpTimeoutMs)});
-    if (!server->start()) server.reset();
-  }
+  auto server = start_with_metrics(
+      {"--http-connections-max", "16", "--http-timeout-ms", std::to_string(kHttpTimeoutMs)}, mport);
   ASSERT_TRUE(server) << "stockd with the metrics flags did not start (does it know them?)";
   ASSERT_EQ(http_status(mport, "/healthz", 2000), 200);
   const size_t before = open_descriptors(server->pid());
@@ -1168,15 +1154,9 @@ TEST(MetricsPort, HalfRequestsAreCappedAndTimedOut) {
 // dead server. Over the cap a lingering connection whose answer the peer's kernel took gives
 // way to a newcomer.
 TEST(MetricsPort, AnsweredPeersThatNeverCloseDoNotKeepAProbeOut) {
-  std::unique_ptr<StockdProcess> server;
   int mport = 0;
-  for (int attempt = 0; attempt < 3 && !server; ++attempt) {
-    mport = free_port();
-    server = std::make_unique<StockdProcess>(
-        std::vector<std::string>{"--metrics-listen", "127.0.0.1:" + std::to_string(mport),
-                                 "--http-connections-max", "8", "--http-timeout-ms", "10000"});
-    if (!server->start()) server.reset();
-  }
+  auto server =
+      start_with_metrics({"--http-connections-max", "8", "--http-timeout-ms", "10000"}, mport);
   ASSERT_TRUE(server);
   const std::string probe = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
   std::vector<int> held;

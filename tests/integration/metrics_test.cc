@@ -252,15 +252,8 @@ TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
 // write timeout (not kept, not closed sooner), and counted as one: those answers are lost.
 TEST(MetricsCloses, AFinishedConnectionWhoseAnswersDoNotMoveIsCountedAsAWriteTimeout) {
   constexpr int kWriteTimeoutMs = 1500;
-  std::unique_ptr<StockdProcess> server;
   int mport = 0;
-  for (int attempt = 0; attempt < 3 && !server; ++attempt) {
-    mport = free_port();
-    server = std::make_unique<StockdProcess>(
-        std::vector<std::string>{"--metrics-listen", "127.0.0.1:" + std::to_string(mport),
-                                 "--write-timeout-ms", std::to_string(kWriteTimeoutMs)});
-    if (!server->start()) server.reset();
-  }
+  auto server = start_with_metrics({"--write-timeout-ms", std::to_string(kWriteTimeoutMs)}, mport);
   ASSERT_TRUE(server) << "stockd with --metrics-listen did not come up";
   const auto write_timeouts = [&] {
     return sample(get(mport, "/metrics").body, "stockd_connection_closes_total",

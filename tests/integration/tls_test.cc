@@ -391,10 +391,7 @@ struct RawTls12 {
   // The handshake through OpenSSL on a blocking socket; false if it failed.
   bool start(int port) {
     fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
+    sockaddr_in a = loopback(port);
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return false;
     SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
