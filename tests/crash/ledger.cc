@@ -223,6 +223,7 @@ Ledger::Hold Ledger::hold_of_reserve(const Op& op) {
   h.key = op.reserve.key;
   h.lines = op.reserve.lines;
   h.codes = op.reserved.codes;
+  h.held_first = op.reserved.state == HoldState::kHeld;
   h.state = op.reserved.state;
   h.expires_at_ms = op.reserved.expires_at_ms;
   return h;
@@ -242,8 +243,10 @@ void Ledger::absorb_replay(const Op& op, std::vector<Violation>& out) {
     return;
   }
   const uint64_t got = op.is_claim ? op.claimed.order_id : op.reserved.hold_id;
-  const bool same_codes = op.is_claim ? h.codes.size() == 1 && op.claimed.code == h.codes[0].code
-                                      : op.reserved.codes == h.codes;
+  // The first answer again: a held hold's showed no codes, even once they were sold.
+  const bool same_codes =
+      op.is_claim ? h.codes.size() == 1 && op.claimed.code == h.codes[0].code
+                  : op.reserved.codes == (h.held_first ? std::vector<proto::SkuCode>{} : h.codes);
   if (got != h.id || !same_codes) {
     add(out, Problem::kAppliedTwice,
         "key " + key + " first made " + hold_name(h.id) + " " + codes_text(h.codes) +
@@ -276,8 +279,10 @@ void Ledger::absorb_finish(const Op& op, std::vector<Violation>& out) {
         what + " answered " + proto::status_name(op.status) + " with state " + state_name(s));
     return;
   }
-  std::string why;
-  if (!same_body(h, op.view, why)) add(out, Problem::kServer, what + " answered " + why);
+  std::string why = learn_codes(h, op.view);
+  if (!why.empty() || !same_body(h, op.view, why)) {
+    add(out, Problem::kServer, what + " answered " + why);
+  }
   if (terminal(h.state)) {
     if (s != h.state) {
       add(out, Problem::kLostAck,
@@ -334,6 +339,24 @@ void Ledger::check_transition(const Hold& h, HoldState s, bool commit_sent, bool
   }
 }
 
+std::string Ledger::learn_codes(Hold& h, const proto::HoldView& v) const {
+  if (!h.held_first || !h.codes.empty() || v.state != HoldState::kCommitted) return "";
+  uint64_t units = 0;
+  for (const auto& l : h.lines) units += codes_.contains(l.sku) ? l.qty : 0;
+  if (v.codes.size() != units) {
+    return std::to_string(v.codes.size()) + " codes for " + std::to_string(units) +
+           " pool units, sold";
+  }
+  for (const auto& c : v.codes) {
+    auto pool = codes_.find(c.sku);
+    if (pool == codes_.end() || !pool->second.contains(c.code)) {
+      return "code " + c.code + " that was never loaded for " + c.sku;
+    }
+  }
+  h.codes = v.codes;
+  return "";
+}
+
 bool Ledger::same_body(const Hold& h, const proto::HoldView& v, std::string& why) const {
   auto differs = [&](const std::string& field, const std::string& got, const std::string& want) {
     why = field + " " + got + ", acknowledged " + want;
@@ -343,7 +366,10 @@ bool Ledger::same_body(const Hold& h, const proto::HoldView& v, std::string& why
   if (v.user != h.user) return differs("user", v.user, h.user);
   if (v.key != h.key) return differs("key", v.key, h.key);
   if (v.lines != h.lines) return differs("lines", lines_text(v.lines), lines_text(h.lines));
-  if (v.codes != h.codes) return differs("codes", codes_text(v.codes), codes_text(h.codes));
+  // Shown once sold: a hold not (or not yet known) COMMITTED shows none.
+  const std::vector<proto::SkuCode> none;
+  const auto& want = v.state == HoldState::kCommitted ? h.codes : none;
+  if (v.codes != want) return differs("codes", codes_text(v.codes), codes_text(want));
   if (v.expires_at_ms != h.expires_at_ms) {
     return differs("expires_at_ms", std::to_string(v.expires_at_ms),
                    std::to_string(h.expires_at_ms));
@@ -373,10 +399,12 @@ std::string request_mismatch(const Op& op, HoldState state, const std::vector<pr
              " sent at " + std::to_string(op.sent_ms);
     }
   }
-  uint64_t units = 0;  // one code per unit of every pool line
+  uint64_t units = 0;  // one code per unit of every pool line, shown once sold
   for (const auto& l : lines) units += pools.contains(l.sku) ? l.qty : 0;
-  if (codes.size() != units) {
-    return std::to_string(codes.size()) + " codes for " + std::to_string(units) + " pool units";
+  const uint64_t shown = state == HoldState::kCommitted ? units : 0;
+  if (codes.size() != shown) {
+    return std::to_string(codes.size()) + " codes for " + std::to_string(units) + " pool units (" +
+           state_name(state) + ")";
   }
   for (const auto& c : codes) {
     auto pool = pools.find(c.sku);

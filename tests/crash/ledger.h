@@ -124,7 +124,10 @@ class Ledger {
     int owner = 0;  // load thread that made it
     std::string user, key;
     std::vector<proto::Line> lines;
+    // The codes it took, as far as a buyer was shown them: a hold's codes are shown once it is
+    // sold (its first answer for a buy-now or a claim; COMMIT or HOLD_GET for a held one).
     std::vector<proto::SkuCode> codes;
+    bool held_first = false;  // its first answer was HELD (and showed no codes)
     proto::HoldState state = proto::HoldState::kNone;  // last state known durable
     int64_t expires_at_ms = 0;
     bool maybe_commit = false;   // a COMMIT went unanswered since `state` was known
@@ -148,6 +151,9 @@ class Ledger {
   void check_transition(const Hold& h, proto::HoldState s, bool commit_sent, bool release_sent,
                         int64_t t_begin, int64_t t_end, std::vector<Violation>& out) const;
   bool same_body(const Hold& h, const proto::HoldView& v, std::string& why) const;
+  // A held hold read back COMMITTED shows its codes: the first time, they become the model's
+  // (checked against the pools); "" or what is wrong.
+  std::string learn_codes(Hold& h, const proto::HoldView& v) const;
   bool read_state(Client& admin, bool full, Snapshot& snap, std::vector<Violation>& out);
   void check_hold(const proto::HoldView& v, int64_t t_begin, int64_t t_end,
                   std::vector<Violation>& out);

@@ -143,8 +143,8 @@ void Ledger::check_hold(const proto::HoldView& v, int64_t t_begin, int64_t t_end
                         std::vector<Violation>& out) {
   Hold& h = holds_.at(v.hold_id);
   ++counts_.holds_checked;
-  std::string why;
-  if (!same_body(h, v, why)) {
+  std::string why = learn_codes(h, v);
+  if (!why.empty() || !same_body(h, v, why)) {
     add(out, Problem::kLostAck, hold_name(h.id) + " read back with " + why);
   }
   const HoldState s = v.state;
@@ -207,6 +207,7 @@ void Ledger::check_new_hold(const proto::HoldView& v, int64_t seen_ms,
   h.key = v.key;
   h.lines = v.lines;
   h.codes = v.codes;
+  h.held_first = req.kind != Kind::kClaim && req.reserve.ttl_ms > 0;
   h.state = v.state;
   h.expires_at_ms = v.expires_at_ms;
   h.checked = true;
