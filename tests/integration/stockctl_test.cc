@@ -193,5 +193,61 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   EXPECT_EQ(down_json.exit_code, 3) << show(down_json);
 }
 
+// A SKU_LIST page may hold fewer than asked while more follow (it fits the frame: 1,000 views
+// of 64-byte ids do not fit 64 KiB). `sku list` and `top` took the first short page for the
+// last: 550 SKUs of 1,500, and top's sold-out and top-sold tables silently missed the rest.
+TEST(StockctlPages, ShortPagesAreNotTheEnd) {
+  StockdProcess server({"--frame-bytes-max", "65536"});
+  ASSERT_TRUE(server.start());
+  Client admin = server.admin();
+  constexpr int kSkus = 1500;
+  for (int i = 0; i < kSkus; ++i) {
+    std::string id = "PAGE-" + std::to_string(10000 + i);
+    id.resize(proto::kSkuBytesMax, 'x');
+    admin.queue(proto::Opcode::kSkuSet, proto::SkuSetReq{id, proto::kSetTotal, 0, 0, 0, 0});
+    if (i % 100 == 99) {
+      for (const auto& a : admin.flush()) ASSERT_TRUE(a.ok()) << a.error;
+    }
+  }
+  auto count = [](const std::string& out) {
+    size_t n = 0;
+    for (size_t at = out.find("PAGE-"); at != std::string::npos; at = out.find("PAGE-", at + 1))
+      ++n;
+    return n;
+  };
+  const std::vector<std::string> base = {"--server", "127.0.0.1:" + std::to_string(server.port()),
+                                         "--token", StockdProcess::kAdminToken};
+  std::vector<std::string> list = base;
+  list.insert(list.end(), {"sku", "list", "--json"});
+  ToolResult r = run_tool(STOCKCTL_BIN, list);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.out), static_cast<size_t>(kSkus)) << "SKUs listed";
+  std::vector<std::string> top = base;
+  top.insert(top.end(), {"top", "--iterations", "1", "--json"});
+  r = run_tool(STOCKCTL_BIN, top);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"skus\":" + std::to_string(kSkus)), std::string::npos) << r.out;
+}
+
+// A server that takes the connection and never answers: stockctl gives up after --timeout-ms,
+// exit 3. Each call tried three connections, each waiting the whole timeout for its HELLO: 3.2 s
+// for --timeout-ms 1000 (30 s at the default).
+TEST(StockctlTimeout, ASilentServerIsGivenUpOnAfterTheTimeout) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);  // the kernel completes connects; nobody reads
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const auto t0 = Clock::now();
+  ToolResult r =
+      run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)),
+                              "--timeout-ms", "1000", "stats"});
+  const int64_t took = ms_since(t0);
+  ::close(fd);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_LT(took, 2500 * kSlow) << "ms for --timeout-ms 1000";
+}
+
 }  // namespace
 }  // namespace stockd::test

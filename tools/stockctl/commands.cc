@@ -186,10 +186,10 @@ int cmd_sku_list(const Args& a) {
     auto& skus = page.body.skus;
     if (skus.empty() || skus.back().sku <= after) break;  // done (or a server making no progress)
     after = skus.back().sku;
-    const bool last_page = skus.size() < want;
+    // A page may hold fewer than asked while more follow (it fits the frame): only an empty
+    // one ends the list.
     all.body.skus.insert(all.body.skus.end(), std::make_move_iterator(skus.begin()),
                          std::make_move_iterator(skus.end()));
-    if (last_page) break;
   }
   return finish(
       a, all, [](const proto::SkuListResp& r) { return sku_table(r.skus); },

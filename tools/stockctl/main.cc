@@ -213,6 +213,9 @@ stockd::Status finish_globals(const std::string& server, const std::string& toke
   a.client.client_name = "stockctl";
   a.client.timeout_ms = timeout_ms;
   a.client.connect_timeout_ms = std::min(timeout_ms, kConnectTimeoutMsMax);
+  // One attempt: a server that takes the connection and never answers HELLO is given up on
+  // after --timeout-ms, not after three times that (top: each refresh tries afresh).
+  a.client.reconnect_attempts = 1;
   stockd::imply_tls(a.client.tls);
   return stockd::Status::Ok();
 }

@@ -90,7 +90,7 @@ int cmd_inspect(const Args& a) {
       if (shown++ < limit) js.push_back(to_json(s));
     }
     if (!skus.skus.empty()) after = skus.skus.back().sku;
-  } while (skus.skus.size() == proto::kSkuListMax && shown < limit);
+  } while (!skus.skus.empty() && shown < limit);  // a page may be short while more follow
   Json out = {{"status", "OK"},
               {"data_dir", a.data_dir},
               {"lsn", m.lsn},

@@ -253,7 +253,6 @@ class Sampler {
       }
       keep_top(s.sold_out, rows, false);
       keep_top(s.top_sold, rows, false);
-      if (skus.size() < proto::kSkuListMax) break;
     }
     s.skus_truncated = s.skus >= kSkuScanMax;
     keep_top(s.sold_out, rows, true);
