@@ -649,8 +649,11 @@ Status move_logs_into_wal_dir(const std::string& dir) {
 
 // RocksDB 7.8 keeps the empty log a start creates when nothing is written before the next start
 // (its issue 11313, fixed in 8.x): a crash loop, or restarts of an idle server, would leave one
-// more file each time. With the store open, and so its lock held (no other process writes
-// here), an empty log older than the live one holds nothing and is removed.
+// more file each time. It keeps as well a log whose only record was torn (the first write after
+// a start, cut by a crash or a short write), whose torn bytes read as damage in the middle of
+// the history once a newer log holds records: every later start refused. With the store open,
+// and so its lock held (no other process writes here), a log older than the live one that
+// holds no complete record holds nothing and is removed.
 void remove_empty_old_logs(rocksdb::DB* db, const std::string& wal_dir) {
   namespace fs = std::filesystem;
   std::unique_ptr<rocksdb::LogFile> live;
@@ -663,7 +666,7 @@ void remove_empty_old_logs(rocksdb::DB* db, const std::string& wal_dir) {
     const auto [ptr, err] = std::from_chars(name.data(), name.data() + name.size(), number);
     std::error_code size_ec;
     if (err != std::errc() || std::string_view(ptr) != ".log" || number >= live->LogNumber() ||
-        !it->is_regular_file(size_ec) || it->file_size(size_ec) != 0 || size_ec) {
+        !it->is_regular_file(size_ec) || size_ec || !log_holds_no_record(it->path().string())) {
       continue;
     }
     if (fs::remove(it->path(), size_ec)) ++removed;

@@ -273,6 +273,41 @@ Status Scanner::check() {
 
 }  // namespace
 
+bool log_holds_no_record(const std::string& path) {
+  std::error_code ec;
+  const uint64_t size = fs::file_size(path, ec);
+  if (ec) return false;
+  const std::string name = fs::path(path).filename().string();
+  uint64_t number = 0;
+  (void)std::from_chars(name.data(), name.data() + name.size(), number);
+  std::ifstream in(path, std::ios::binary);
+  std::string block;
+  const uint64_t blocks = (size + kBlockBytes - 1) / kBlockBytes;
+  for (uint64_t offset = 0, loaded = UINT64_MAX; offset < size;) {
+    const uint64_t index = offset / kBlockBytes;
+    if (index != loaded) {
+      block.resize(std::min<uint64_t>(kBlockBytes, size - index * kBlockBytes));
+      in.seekg(static_cast<std::streamoff>(index * kBlockBytes));
+      in.read(block.data(), static_cast<std::streamsize>(block.size()));
+      if (!in) return false;
+      loaded = index;
+    }
+    const Fragment f = inspect(block, offset % kBlockBytes, index + 1 == blocks, number);
+    if (f.kind == Fragment::kPadding) {
+      offset = (index + 1) * kBlockBytes;
+      continue;
+    }
+    if (f.kind != Fragment::kWhole) return true;  // nothing complete before its first bad one
+    constexpr uint8_t kFull = 1, kLast = 4, kRecyclableFull = 5, kRecyclableLast = 8;
+    if (f.type == kFull || f.type == kLast || f.type == kRecyclableFull ||
+        f.type == kRecyclableLast) {
+      return false;
+    }
+    offset += f.bytes;
+  }
+  return true;
+}
+
 namespace {
 
 uint32_t crc32c_table(uint32_t c, std::string_view data) {

@@ -116,6 +116,55 @@ TEST(Store, RestartsLeaveNoEmptyLogsBehind) {
   EXPECT_EQ(v, "kept");
 }
 
+// The first write into the log a start made is torn (a crash, or a short write on a full disk,
+// mid-way through a large group). The next start drops the torn record, as a torn tail; but
+// RocksDB 7.8 keeps a log with no whole record in it, and once a later log holds records the
+// torn one reads as damage in the middle of the history: every later start refused. A log older
+// than the live one that holds no complete record is removed at open.
+TEST(Store, ATornFirstRecordOfALogDoesNotRefuseALaterStart) {
+  TempStore temp("stockd-torn-first");
+  ASSERT_NE(temp.store, nullptr);
+  const auto write = [&](uint64_t lsn) {
+    storage::Batch b = temp.store->batch();
+    b.lsn = lsn;
+    b.put(rec::log_key(lsn), "group " + std::to_string(lsn));
+    return temp.store->write(b, true);
+  };
+  ASSERT_TRUE(write(1).ok());
+  const auto reopen = [&] {
+    temp.store.reset();
+    auto opened = storage::Store::open(temp.dir.string(), {});
+    if (opened.ok()) temp.store = std::move(*opened);
+    return opened.status();
+  };
+  ASSERT_EQ(reopen().message(), "");  // a fresh, empty live log
+  temp.store.reset();
+  fs::path fresh;
+  for (const auto& e : fs::directory_iterator(temp.dir / "wal")) {
+    if (e.path().extension() == ".log" && fs::file_size(e.path()) == 0) fresh = e.path();
+  }
+  ASSERT_FALSE(fresh.empty()) << "no empty live log after the start";
+  {
+    // The start of a group's first fragment: a header whose length runs past the file, then
+    // part of the payload; the rest never reached the disk.
+    std::ofstream torn(fresh, std::ios::binary | std::ios::app);
+    const char header[7] = {0x12, 0x34, 0x56, 0x78, static_cast<char>(0xf4), 0x01, 0x01};
+    torn.write(header, sizeof header);
+    torn << std::string(300, 'p');
+  }
+  ASSERT_EQ(reopen().message(), "") << "a torn tail";
+  ASSERT_TRUE(write(2).ok());
+  for (int start = 0; start < 2; ++start) {
+    ASSERT_EQ(reopen().message(), "") << "start " << start << " after the torn log";
+  }
+  for (uint64_t lsn : {1, 2}) {
+    std::string v;
+    bool found = false;
+    ASSERT_TRUE(temp.store->get(rec::log_key(lsn), v, found).ok());
+    EXPECT_TRUE(found) << "group " << lsn;
+  }
+}
+
 // A written group's batch comes back empty with its buffer, so that a steady stream of groups
 // allocates none; the recycled batch writes the next group like a new one.
 TEST(WalWriter, AWrittenBatchComesBackEmptyWithItsBuffer) {

@@ -63,4 +63,11 @@ inline uint32_t crc32c(std::string_view data) { return crc32c_extend(0, data); }
 // fragment found.
 Status check_wal_tail(const std::string& dir);
 
+// Whether the log file `path` (NNNNNN.log) holds no complete record: no whole fragment that
+// ends one (FULL or LAST) before its first bad fragment. An empty file holds none; false if it
+// cannot be read. RocksDB 7.8 keeps such a log older than the live one after an open (a start
+// that wrote nothing, or whose first record was torn), and its torn bytes would read as damage
+// once a newer log holds records: the store removes it (store.cc).
+bool log_holds_no_record(const std::string& path);
+
 }  // namespace stockd::storage
