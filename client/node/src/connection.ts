@@ -305,7 +305,7 @@ export class Connection implements Carrier {
     try {
       answer = codec.decodeResponse(frame);
     } catch (e) {
-      return this.protocolError(`bad response: ${(e as Error).message}`);
+      return this.undecodable(h, (e as Error).message);
     }
     if (h.opcode === 0 && 'error' in answer) return this.connectionErrorFrame(h, answer.error);
     const head = this.inflight[0];
@@ -321,6 +321,32 @@ export class Connection implements Carrier {
     this.freed(head);
     if ('error' in answer) head.call?.failAnswer(answer.status, answer.error);
     else head.call?.resolve(answer);
+    this.endIfDrained();
+    this.events.capacity(this);
+  }
+
+  /**
+   * A whole frame, the answer the oldest request waits for, whose body this client cannot
+   * decode (a SKU id that is not UTF-8, a time past 2^53: the server stores any bytes and any
+   * i64): that call fails, and the connection, still in step, carries on. Anything else
+   * undecodable is a protocol error that ends the connection.
+   */
+  private undecodable(h: codec.FrameHeader, why: string): void {
+    const head = this.inflight[0];
+    if (this.state !== 'ready' || !head || h.requestId !== head.id || h.opcode !== head.opcode) {
+      return this.protocolError(`bad response: ${why}`);
+    }
+    this.inflight.shift();
+    head.answered = true;
+    const call = head.call;
+    if (call) call.carrier = undefined;
+    this.freed(head);
+    // Answered: applied or not, as the server said, but what it said cannot be read.
+    if (call) {
+      const unknown = call.changesState;
+      const tail = unknown ? '; the outcome is unknown' : '';
+      call.fail(new StockdProtocolError(`${this.address}: undecodable answer to ${call.op}: ${why}${tail}`, { outcomeUnknown: unknown }));
+    }
     this.endIfDrained();
     this.events.capacity(this);
   }

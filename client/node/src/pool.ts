@@ -7,6 +7,7 @@
 //   - written and not safe (admin writes): StockdConnectionError, outcome unknown.
 import type { EventEmitter } from 'events';
 import { Call, CallHooks } from './call';
+import { CallQueue } from './call-queue';
 import * as codec from './codec';
 import { Connection, ConnectionOptions } from './connection';
 import {
@@ -45,7 +46,7 @@ interface Slot {
 
 export class Pool implements CallHooks {
   private readonly slots: Slot[];
-  private readonly queue: Call[] = [];
+  private readonly queue = new CallQueue();
   /**
    * Calls accepted and not settled. A count, not a Set of them: a Set that churns through a
    * call per request rehashes every few dozen, and V8 links each obsolete table to the next
@@ -121,8 +122,7 @@ export class Pool implements CallHooks {
 
   // CallHooks
   expired(call: Call): Error | undefined {
-    const i = this.queue.indexOf(call);
-    if (i >= 0) this.queue.splice(i, 1);
+    if (call.accepted && !call.carrier) this.queue.settledWhileQueued();
     return this.lastError;
   }
   settled(call: Call): void {
@@ -155,8 +155,8 @@ export class Pool implements CallHooks {
         }
       }
       if (!best) return;
-      const call = this.queue.shift() as Call;
-      if (call.settled) continue;
+      const call = this.queue.shift();
+      if (call === undefined) return;
       const max = best.hello!.frameBytesMax;
       if (call.frame.length > max) {
         const msg = `${call.op} frame of ${call.frame.length} bytes exceeds the server's frame_bytes_max ${max}; not sent`;
@@ -213,7 +213,7 @@ export class Pool implements CallHooks {
         call.fail(new StockdConnectionError(msg, { cause: err, outcomeUnknown: unknown }));
       }
     }
-    this.queue.unshift(...requeue);
+    this.queue.unshift(requeue);
     const refusal = err instanceof StockdUnauthorizedError || err instanceof StockdUnsupportedVersionError;
     if (!wasReady && (refusal || err instanceof StockdTlsError)) {
       this.refused(err);
@@ -264,7 +264,7 @@ export class Pool implements CallHooks {
     this.fatal = err;
     if (this.anyReady()) return;
     // Each its own error: a call resent after a lost connection may have been applied.
-    for (const call of this.queue.splice(0)) call.failShared(err);
+    for (const call of this.queue.takeAll()) call.failShared(err);
     for (const w of this.readyWaiters.splice(0)) w.reject(err);
   }
 
@@ -286,7 +286,7 @@ export class Pool implements CallHooks {
     this.closing = true;
     const err = new StockdConnectionError(reason);
     // Each its own error: a call waiting to be resent after a lost connection may have been applied.
-    for (const call of this.queue.splice(0)) call.failShared(err);
+    for (const call of this.queue.takeAll()) call.failShared(err);
     this.shutdown(err); // fails the calls in flight too, which ends a close() waiting on them
   }
 

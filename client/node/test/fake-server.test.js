@@ -667,3 +667,38 @@ test('close() ends a connection whose keep-alive PING is never answered, within 
     },
     { hello: { ...HELLO, idleTimeoutMs: 300 }, client: { connectTimeoutMs: 400 } },
   ));
+
+test('an answer this client cannot decode (a SKU id that is not UTF-8) fails that call; the connection carries on', () =>
+  withFake(
+    (req) => {
+      if (req.op === 'PING') return req.reply(0, {});
+      if (req.op !== 'SKU_GET') return;
+      const f = codec.encodeResponse('SKU_GET', req.id, 0, SKU);
+      f[18] = 0xff; // the SKU id's one byte: legal for the server (any bytes but NUL), not UTF-8
+      req.replyRaw(f);
+    },
+    async (c, fake) => {
+      await c.ping();
+      await assert.rejects(c.skuGet('A'), (e) => e instanceof s.StockdProtocolError && /undecodable answer to SKU_GET/.test(e.message) && !e.outcomeUnknown);
+      await c.ping(); // the same connection answers on
+      assert.ok(!fake.closed(0), 'the connection was closed for a frame that was in step');
+    },
+  ));
+
+test('100,000 calls queued while the server is down all time out at their deadline', async () => {
+  const probe = net.createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const c = new StockdClient({ port, timeoutMs: 1500, reconnect: { minDelayMs: 50, maxDelayMs: 200 } });
+  c.on('error', () => {});
+  const t0 = Date.now();
+  const calls = [];
+  for (let i = 0; i < 100_000; i++) calls.push(c.ping().then(() => 'ok', (e) => e.name));
+  const results = await Promise.all(calls);
+  const took = Date.now() - t0;
+  c.destroy();
+  assert.ok(results.every((r) => r === 'StockdTimeoutError'), 'each a timeout');
+  // The deadlines fire together: the array queue's search per timeout took ~9 s here.
+  assert.ok(took < 4500, `settled ${took} ms after submitting, for a 1500 ms deadline`);
+});
