@@ -57,6 +57,8 @@ class GroupCommit {
   bool in_flight() const { return inflight_seq_ != 0; }
   bool pending() const { return in_flight() || changes_.entry_count > 0; }
   uint64_t lsn() const { return lsn_; }
+  // Every group up to this lsn is synced (WalWriter::synced_lsn; 0 while the store is reopened).
+  uint64_t synced_lsn() const { return wal_ ? wal_->synced_lsn() : 0; }
 
   // Seals the filling group: durable at once when it decided nothing (or durability is off),
   // else one log group for the WAL thread (and its records for `feed`). Only while nothing is in

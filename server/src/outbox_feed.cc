@@ -127,9 +127,20 @@ DispatchOutcome OutboxFeed::handle(Conn* conn, const proto::FrameHeader& h,
   return {.status = proto::Status::kOk};
 }
 
-bool OutboxFeed::durable() {
+bool OutboxFeed::durable(uint64_t synced_lsn) {
   if (inflight_head_ <= durable_head_) return false;
-  durable_head_ = inflight_head_;
+  // The newest group with records that the sync covers (the last one in sync mode; in
+  // interval mode at most the groups of one interval are newer).
+  uint64_t head = durable_head_;
+  for (size_t i = groups_.size(); i-- > 0;) {
+    if (groups_[i].lsn <= synced_lsn) {
+      head = std::max(head, groups_[i].end_seq - 1);
+      break;
+    }
+  }
+  head = std::min(head, inflight_head_);
+  if (head <= durable_head_) return false;
+  durable_head_ = head;
   return true;
 }
 

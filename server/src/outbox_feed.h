@@ -53,10 +53,12 @@ class OutboxFeed {
   // Records after req.after_seq, up to the durable head, within a frame.
   void read(const proto::OutboxReadReq& req, proto::OutboxReadResp& resp) const;
 
-  // A group holding records up to `head` was sealed / became durable. durable() is true when
-  // long polls may now have records.
+  // A group holding records up to `head` was sealed. durable(): the log is synced up to
+  // `synced_lsn` (in interval mode the periodic sync, not the write, makes a group durable: a
+  // record read by the sidecar before it could be lost to a power cut, while SQL keeps it);
+  // true when long polls may now have records.
   void sealed(uint64_t head) { inflight_head_ = head; }
-  bool durable();
+  bool durable(uint64_t synced_lsn);
   // Long polls to answer now: those with records (unless expired_only), past their wait, or all.
   std::vector<Poll> take_ready(bool expired_only, bool all, int64_t now);
   void forget(const Conn* conn);  // the connection closed

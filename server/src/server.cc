@@ -403,7 +403,8 @@ void Server::Impl::end_of_turn() {
 
 void Server::Impl::on_wal_done() {
   Status failure;
-  if (commit.collect(metrics, failure) && outbox_feed.durable()) answer_polls(false);
+  (void)commit.collect(metrics, failure);
+  if (failure.ok() && outbox_feed.durable(commit.synced_lsn())) answer_polls(false);
   if (!failure.ok()) fail_store(failure);
   end_of_turn();
 }

@@ -999,9 +999,14 @@ std::vector<WalWriter::Done> WalWriter::take_done() {
   std::vector<Done> out;
   out.swap(done_);
   for (const auto& d : out) {
-    if (d.lsn != 0) --in_flight_;  // lsn 0: a failed periodic sync, not a submitted batch
+    if (d.lsn != 0) --in_flight_;  // lsn 0: a periodic sync, not a submitted batch
   }
   return out;
+}
+
+uint64_t WalWriter::synced_lsn() const {
+  std::lock_guard lock(mu_);
+  return synced_lsn_;
 }
 
 size_t WalWriter::in_flight() const {
@@ -1024,18 +1029,18 @@ void WalWriter::run() {
     }
     if (periodic && unsynced && failed_.empty() &&
         (Clock::now() >= next_sync || (stop_ && queue_.empty()))) {
+      const uint64_t covered = written_lsn_;  // the batches written before the sync
       lock.unlock();
       Status s = store_.sync_wal();
       lock.lock();
       unsynced = false;
       next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
-      if (!s.ok()) {  // reported to the loop as a store failure
-        failed_ = s.message();
-        done_.push_back({0, 0, 0, std::move(s)});
-        lock.unlock();
-        notify_();
-        lock.lock();
-      }
+      if (s.ok()) synced_lsn_ = std::max(synced_lsn_, covered);
+      if (!s.ok()) failed_ = s.message();        // reported to the loop as a store failure
+      done_.push_back({0, 0, 0, std::move(s)});  // ok: the outbox may serve what it covers
+      lock.unlock();
+      notify_();
+      lock.lock();
     } else if (periodic && Clock::now() >= next_sync) {
       next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
     }
@@ -1052,6 +1057,10 @@ void WalWriter::run() {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
     lock.lock();
     if (!s.ok() && failed_.empty()) failed_ = s.message();
+    if (s.ok()) {
+      written_lsn_ = b.lsn;
+      if (sync_) synced_lsn_ = b.lsn;
+    }
     unsynced = unsynced || !sync_;
     done_.push_back({b.lsn, b.size(), us.count(), std::move(s)});
     if (spare_.size() < kSpareBatches && b.rep().Data().capacity() <= kSpareBytesMax) {

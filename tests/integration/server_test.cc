@@ -597,5 +597,27 @@ TEST_F(GatherTest, ABuyerThatStopsCostsTheOthersAtMostTheWindow) {
       << "the window is armed only for connections that had an answer in the group";
 }
 
+// --durability interval: a buy is answered once written, synced within the interval. The outbox
+// served it to the sidecar at once too, before any sync: a power cut then lost it in stockd
+// (which may sell the unit again, and give its seq and hold id to another order) while SQL kept
+// it. Records are served once the periodic sync covers them.
+TEST(IntervalOutbox, RecordsAreServedOnceSynced) {
+  StockdProcess server({"--durability", "interval", "--fsync-interval-ms", "5000"});
+  ASSERT_TRUE(server.start());  // its first sync is ~5 s away
+  Client admin(server.options(Role::kAdmin));
+  make_sku(admin, "IV-1", 10);
+  Client buyer(server.options());
+  ASSERT_TRUE(buyer.reserve(reserve_req("u", "k-1", 0, {{"IV-1", 1}})).ok());
+  Client outbox(server.options(Role::kOutbox));
+  auto now = outbox.outbox_read({0, 100, 0});
+  ASSERT_TRUE(now.ok()) << now.error;
+  EXPECT_EQ(now.body.records.size(), 0u) << "a record served before the log was synced";
+  EXPECT_EQ(now.body.head_seq, 0u);
+  // The long poll is answered by the sync.
+  auto later = outbox.outbox_read({0, 100, 9000});
+  ASSERT_TRUE(later.ok()) << later.error;
+  EXPECT_EQ(later.body.records.size(), 1u);
+}
+
 }  // namespace
 }  // namespace stockd::test

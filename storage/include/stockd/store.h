@@ -181,6 +181,10 @@ class WalWriter {
   // `token` once. A later wake_at() replaces an armed one; submit() disarms it.
   void wake_at(std::chrono::steady_clock::time_point at, uint64_t token);
   uint64_t take_woken();  // the token of the wake that came due since last asked, or 0
+  // Every batch up to this lsn is synced: each written one in sync mode; in interval mode those
+  // written before the last periodic sync, which, when it succeeds, also calls `notify` (a
+  // Done of lsn 0 and status ok).
+  uint64_t synced_lsn() const;
 
  private:
   void run();
@@ -200,7 +204,9 @@ class WalWriter {
   uint64_t wake_token_ = 0;  // armed wake, 0 if none
   uint64_t woken_ = 0;       // token of the wake that came due, until take_woken()
   bool stop_ = false;
-  std::string failed_;  // the first failure; after it nothing more is written or synced
+  uint64_t written_lsn_ = 0;  // the last batch written
+  uint64_t synced_lsn_ = 0;   // see synced_lsn()
+  std::string failed_;        // the first failure; after it nothing more is written or synced
   std::thread thread_;
 };
 
