@@ -249,5 +249,20 @@ TEST(StockctlTimeout, ASilentServerIsGivenUpOnAfterTheTimeout) {
   EXPECT_LT(took, 2500 * kSlow) << "ms for --timeout-ms 1000";
 }
 
+// A seed "file" that never ends (a device, a wrong path): a clear refusal, exit 2, nothing sent.
+// It was read until memory ran out: std::bad_alloc, "internal error", exit 3 (and without a
+// limit on memory, the OOM killer).
+TEST_F(StockctlTest, AFileThatNeverEndsIsRefused) {
+  const std::string cmd = "ulimit -v 400000; exec " + std::string(STOCKCTL_BIN) +
+                          " --server 127.0.0.1:" + std::to_string(server_.port()) + " --token " +
+                          StockdProcess::kAdminToken + " seed /dev/zero";
+  ToolResult r = run_tool("/bin/sh", {"-c", cmd});
+  EXPECT_EQ(r.exit_code, 2) << show(r);
+  EXPECT_NE(r.err.find("cannot read /dev/zero"), std::string::npos) << show(r);
+  auto skus = admin_->sku_list("", 10);
+  ASSERT_TRUE(skus.ok()) << skus.error;
+  EXPECT_TRUE(skus.body.skus.empty()) << "something was sent";
+}
+
 }  // namespace
 }  // namespace stockd::test

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <new>
 
 #include "commands.h"
 #include "format.h"
@@ -16,16 +17,33 @@ namespace {
 
 constexpr size_t kFailuresShown = 20;  // seed: refused rows printed before "... and N more"
 
-// The whole file, or Io saying why not.
+// Larger than any seed or codes file (a pool's 10,000,000 codes of 128 bytes are 1.3 GB).
+constexpr size_t kFileBytesMax = size_t{2} << 30;
+
+// The whole file, or Io saying why not: unreadable, over kFileBytesMax (a device, a wrong
+// path), or more than memory allows.
 Result<std::string> read_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) return Status::Io("cannot read " + path + ": " + std::strerror(errno));
   std::string content;
   char buf[1 << 16];
   size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) content.append(buf, n);
+  Status error;
+  try {
+    while (error.ok() && (n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+      if (content.size() + n > kFileBytesMax) {
+        error = Status::Io("cannot read " + path + ": larger than 2 GiB, not a seed or codes file");
+      } else {
+        content.append(buf, n);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    error = Status::Io("cannot read " + path + ": out of memory after " +
+                       std::to_string(content.size()) + " bytes");
+  }
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
+  if (!error.ok()) return error;
   if (failed) return Status::Io("cannot read " + path + ": read error");
   return content;
 }
