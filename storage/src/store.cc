@@ -1035,9 +1035,12 @@ void WalWriter::run() {
       lock.lock();
       unsynced = false;
       next_sync = Clock::now() + std::chrono::milliseconds(interval_ms_);
-      if (s.ok()) synced_lsn_ = std::max(synced_lsn_, covered);
-      if (!s.ok()) failed_ = s.message();        // reported to the loop as a store failure
-      done_.push_back({0, 0, 0, std::move(s)});  // ok: the outbox may serve what it covers
+      if (s.ok()) {
+        synced_lsn_ = std::max(synced_lsn_, covered);  // the outbox may serve what it covers
+      } else {
+        failed_ = s.message();  // reported to the loop as a store failure
+      }
+      done_.push_back({0, 0, 0, std::move(s)});
       lock.unlock();
       notify_();
       lock.lock();

@@ -123,13 +123,14 @@ class Client {
   size_t pump(const std::string& bytes, const std::vector<size_t>& ends,
               std::vector<Reply<proto::Response>>& out, Status& error);
 
+  // Closes the connection (lost, or given up on); close() also lets calls connect again.
+  void drop();
+
   // ::send / ::recv, through TLS when it is on.
   ssize_t io_send(const char* data, size_t n);
   ssize_t io_recv(char* data, size_t n);
 
   ClientOptions options_;
-  void
-  drop();  // closes the connection (lost, or given up on); close() also allows calls to connect
   int fd_ = -1;
   bool may_connect_ = true;             // with connect_in_calls false: whether a call may connect
   std::unique_ptr<TlsConnection> tls_;  // set while connected with options_.tls.enabled
