@@ -25,13 +25,18 @@ Status GroupCommit::open(const storage::StoreOptions& options) {
 }
 
 Status GroupCommit::recover_into(Book& book, Recovered& r) {
+  // The store is read with nothing else writing to it: a checkpoint landing between the state's
+  // read and the log's would trim groups the replay needs, and a repair below reopens the store
+  // under the threads that hold it.
+  STOCKD_CHECK(!wal_ && !checkpointer_, "the store is read back with no writer running");
   // Right after a failed write the store is still open and may hold the failed group (its write
   // done, the acknowledged mark's not): it was answered "nothing of it was kept", so it is left
   // out here, and deleted when the store is reopened.
   Status s = recover(*store_, book, r, nullptr, void_from_ != 0 ? void_from_ - 1 : UINT64_MAX);
   // Fell back on a snapshot: the damaged tables go, the recovered state is the checkpoint, and
-  // the store is opened again (as a store with no damage: a damaged file left is refused).
-  if (s.ok() && r.snapshot_lsn != 0) {
+  // the store is opened again (as a store with no damage: a damaged file left is refused). Not
+  // into a store that failed and was not reopened yet: the reload after its reopen repairs it.
+  if (s.ok() && r.snapshot_lsn != 0 && !reopen_due_) {
     s = rewrite_state(*store_, book, r);
     store_.reset();
     if (s.ok()) s = open(options_);
@@ -173,11 +178,17 @@ void GroupCommit::fail(const Status& why) {
   // reopen deletes it, it must not come back (the earliest if a reopen failed too).
   if (inflight_seq_ != 0 && void_from_ == 0) void_from_ = lsn_;
   failed_ = true;
+  reopen_due_ = true;
   error_ = why;
   inflight_seq_ = 0;
   conns_filling_ = conns_inflight_ = gather_expected_ = 0;
   changes_.clear();
   inflight_group_.clear();
+  // The book is read back from the store next, with nothing writing to it: the writer that saw
+  // the failure is done with (resume() starts a fresh one), and so is the checkpointer, whose
+  // book is rebuilt with the loop's (its last durable groups replayed first, no checkpoint).
+  wal_.reset();
+  checkpointer_.reset();
 }
 
 Status GroupCommit::reopen(const storage::StoreOptions& options) {
@@ -185,6 +196,7 @@ Status GroupCommit::reopen(const storage::StoreOptions& options) {
   checkpointer_.reset();  // its book is rebuilt from the store with the loop's
   store_.reset();
   if (Status s = open(options); !s.ok()) return s;
+  reopen_due_ = false;
   if (void_from_ == 0) return Status::Ok();
   uint64_t last = 0;
   Status s = store_->scan(

@@ -39,6 +39,7 @@ class GroupCommit {
   Status open(const storage::StoreOptions& options);
   storage::Store* store() const { return store_.get(); }
   // Rebuilds `book` from the store (persist.h) and takes the store's lsn. Ok or what is wrong.
+  // Only while neither the WAL thread nor the checkpointer runs (at start, and after fail()).
   Status recover_into(Book& book, Recovered& r);
   // Starts the WAL thread; `notify` runs on it when a write finished (uv_async_send).
   void start_wal(std::function<void()> notify);
@@ -73,7 +74,9 @@ class GroupCommit {
   bool ready_to_seal() const { return gather_expected_ == 0 || gathered() >= gather_expected_; }
 
   // ---- Failure. ----
-  // A write failed: nothing in flight or filling may be acknowledged; writes are refused.
+  // A write failed: nothing in flight or filling may be acknowledged; writes are refused. The
+  // WAL thread and the checkpointer are stopped (joined), so that the book can be read back
+  // from the store with nothing writing to it; resume() starts them again.
   void fail(const Status& why);
   // After the book was rebuilt from the store: the failed groups are passed over.
   void skip_failed() { durable_seq_ = fill_seq_++; }
@@ -117,6 +120,7 @@ class GroupCommit {
   uint32_t gather_skip_ = 0;       // groups not to gather for (after a window ran out)
   uint32_t gather_expected_ = 0;   // answered connections it waits for; 0: not gathering
   bool failed_ = false;
+  bool reopen_due_ = false;  // failed, and not reopened since: no repair is written into it
   Status error_;
   uint64_t void_from_ = 0;                // the failed group's lsn, to delete at reopen (0: none)
   std::pair<uint64_t, uint64_t> voided_;  // lsns deleted at the last reopen ({0, 0}: none)
