@@ -191,20 +191,23 @@ stockd::Status Book::Impl::check_indexes() const {
     const book_detail::Deadline& p = deadlines[(i - 1) / 2];
     if (d.at < p.at || (d.at == p.at && d.id < p.id)) return violated("deadline heap order");
   }
-  if (finished_fifo.size() != holds.size() - live) return violated("finished-hold queue size");
-  if (!std::is_sorted(finished_fifo.begin(), finished_fifo.end(),
-                      [](const auto& a, const auto& b) { return a.at < b.at; })) {
-    return violated("finished-hold queue order");
-  }
-  for (const book_detail::Finished& e : finished_fifo) {
-    // e.hold->id == e.id: it is the pool's hold of that id (check_indexes: pool == index).
-    if (e.id == 0 || e.hold->id != e.id || e.hold->state == HoldState::kHeld) {
-      return violated("the finished-hold queue names hold " + std::to_string(e.id) +
-                      ", which is not a finished hold of the book");
+  if (finished_count() != holds.size() - live) return violated("finished-hold queue size");
+  for (const Ring<book_detail::Finished>* fifo : {&sold_fifo, &unsold_fifo}) {
+    if (!std::is_sorted(fifo->begin(), fifo->end(),
+                        [](const auto& a, const auto& b) { return a.at < b.at; })) {
+      return violated("finished-hold queue order");
     }
-    if (e.key_hash != book_detail::key_hash(e.hold->key)) {
-      return violated("the finished-hold queue has another key hash for hold " +
-                      std::to_string(e.id));
+    for (const book_detail::Finished& e : *fifo) {
+      // e.hold->id == e.id: it is the pool's hold of that id (check_indexes: pool == index).
+      if (e.id == 0 || e.hold->id != e.id || e.hold->state == HoldState::kHeld ||
+          (e.hold->state == HoldState::kCommitted) != (fifo == &sold_fifo)) {
+        return violated("a finished-hold queue names hold " + std::to_string(e.id) +
+                        ", which is not a finished hold of the book of its kind");
+      }
+      if (e.key_hash != book_detail::key_hash(e.hold->key)) {
+        return violated("the finished-hold queue has another key hash for hold " +
+                        std::to_string(e.id));
+      }
     }
   }
   if (next_outbox_seq == 0) return violated("next_outbox_seq is 0");

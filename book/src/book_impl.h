@@ -220,7 +220,7 @@ struct Book::Impl {
   explicit Impl(BookLimits l) : limits(l) {
     holds.reserve(l.holds_expected);
     idem.reserve(l.holds_expected);
-    finished_fifo.reserve(std::min(l.holds_expected, l.finished_holds_max));
+    sold_fifo.reserve(std::min(l.holds_expected, l.finished_holds_max));
   }
 
   BookLimits limits;
@@ -242,13 +242,20 @@ struct Book::Impl {
   // Idempotency keys: each views the key of the hold it created, and goes with that hold (the
   // first answer is rebuilt from the hold, see first_answer()).
   book_detail::KeyIndex<Hold> idem;
-  // Retention queue in time order.
-  Ring<book_detail::Finished> finished_fifo;  // oldest first
+  // Retention queues in time order, oldest first: committed holds, and the others (released,
+  // expired). Past limits.finished_holds_max the unsold go first, so that holding and releasing
+  // cannot push out the keys of orders (forget_finished).
+  Ring<book_detail::Finished> sold_fifo;
+  Ring<book_detail::Finished> unsold_fifo;
+  Ring<book_detail::Finished>& fifo_of(const Hold& h) {
+    return h.state == HoldState::kCommitted ? sold_fifo : unsold_fifo;
+  }
+  size_t finished_count() const { return sold_fifo.size() + unsold_fifo.size(); }
   // How far behind the front forget_finished() fetches: a request or two of work hides a miss.
   static constexpr size_t kForgetAhead = 4;
-  void prefetch_forget(size_t i) const {
-    if (i >= finished_fifo.size()) return;
-    const book_detail::Finished& e = finished_fifo[i];
+  void prefetch_forget(const Ring<book_detail::Finished>& fifo, size_t i) const {
+    if (i >= fifo.size()) return;
+    const book_detail::Finished& e = fifo[i];
     stockd::prefetch(e.hold);
     stockd::prefetch(reinterpret_cast<const char*>(e.hold) + 64);
     holds.prefetch(e.id);

@@ -55,18 +55,19 @@ stockd::Status Book::Impl::expire_logged(uint64_t hold_id, int64_t at, Changes& 
 stockd::Status Book::Impl::forget_logged(uint64_t hold_id, Changes& ch) {
   Hold* h = holds.find(hold_id);
   if (h == nullptr || h->state == HoldState::kHeld) return logged_wrong("no such finished hold");
-  // The retention queue names it, near its front; its entry goes with it.
+  // Its retention queue names it, near its front; its entry goes with it.
+  Ring<book_detail::Finished>& fifo = fifo_of(*h);
   book_detail::Finished e;
-  if (!finished_fifo.empty() && finished_fifo.front().id == hold_id) {
-    e = finished_fifo.front();  // the usual case: forgotten oldest first
-    prefetch_forget(kForgetAhead);
-    finished_fifo.pop_front();
+  if (!fifo.empty() && fifo.front().id == hold_id) {
+    e = fifo.front();  // the usual case: forgotten oldest first
+    prefetch_forget(fifo, kForgetAhead);
+    fifo.pop_front();
   } else {
-    auto q = std::find_if(finished_fifo.begin(), finished_fifo.end(),
+    auto q = std::find_if(fifo.begin(), fifo.end(),
                           [hold_id](const book_detail::Finished& f) { return f.id == hold_id; });
-    if (q == finished_fifo.end()) return logged_wrong("a finished hold not in the retention queue");
+    if (q == fifo.end()) return logged_wrong("a finished hold not in the retention queue");
     e = *q;
-    finished_fifo.erase(q);
+    fifo.erase(q);
   }
   forget(e, h->finished_at, ch);
   return stockd::Status::Ok();

@@ -381,7 +381,7 @@ stockd::Status Book::finish_restore() {
   if (!std::is_sorted(r->finished.begin(), r->finished.end(), earlier)) {
     std::stable_sort(r->finished.begin(), r->finished.end(), earlier);
   }
-  for (const book_detail::Finished& e : r->finished) m.finished_fifo.push_back(e);
+  for (const book_detail::Finished& e : r->finished) m.fifo_of(*e.hold).push_back(e);
   if (stockd::Status s = m.restore_users(*r); !s.ok()) return s;
   for (const auto& [id, s] : m.skus) {
     m.units.total += s.total;

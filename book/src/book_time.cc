@@ -83,8 +83,9 @@ void Book::Impl::finish(Hold& h, HoldState to, int64_t at, uint64_t key_hash) {
   h.finished_at = at;
   // The queue must stay sorted: a late-swept expiry (finished at its past deadline) is queued
   // at the newest time instead, which only keeps it a little longer than its retention.
-  const int64_t key = finished_fifo.empty() ? at : std::max(at, finished_fifo.back().at);
-  finished_fifo.push_back({key, h.id, &h, key_hash});
+  Ring<book_detail::Finished>& fifo = fifo_of(h);
+  const int64_t key = fifo.empty() ? at : std::max(at, fifo.back().at);
+  fifo.push_back({key, h.id, &h, key_hash});
 }
 
 void Book::Impl::emit(proto::OutboxKind kind, const Hold& h, int64_t at, Changes& ch) {
@@ -147,18 +148,28 @@ void Book::Impl::commit_hold(Hold& h, int64_t now, Changes& ch) {
 
 // ---- Sweeps. ----
 
-// Finished holds go when their retention ends, or, oldest first, while more than
-// limits.finished_holds_max are kept (a repeat of a forgotten key is then a new request).
+// Finished holds go when their retention ends; then, while more than limits.finished_holds_max
+// are kept, the oldest unsold ones (released, expired), and the oldest orders only when no
+// unsold one is left: a buyer who holds and releases over and over must not push out the keys
+// of orders sold a moment ago (a retry of one would sell again). A repeat of a forgotten key is
+// a new request.
 void Book::Impl::forget_finished(int64_t now, Changes& ch) {
-  for (size_t n = 0; n < limits.expire_per_call_max && !finished_fifo.empty(); ++n) {
-    const book_detail::Finished e = finished_fifo.front();
-    if (finished_fifo.size() <= limits.finished_holds_max &&
-        !book_detail::retention_over(e.at, limits.finished_hold_retention_ms, now)) {
-      break;
-    }
-    prefetch_forget(kForgetAhead);  // the one this loop, or the next requests', forgets then
-    finished_fifo.pop_front();
+  size_t n = 0;
+  const auto forget_front = [&](Ring<book_detail::Finished>& fifo) {
+    const book_detail::Finished e = fifo.front();
+    prefetch_forget(fifo, kForgetAhead);  // the one this loop, or the next requests', forgets
+    fifo.pop_front();
     forget(e, now, ch);
+    ++n;
+  };
+  for (Ring<book_detail::Finished>* fifo : {&unsold_fifo, &sold_fifo}) {
+    while (n < limits.expire_per_call_max && !fifo->empty() &&
+           book_detail::retention_over(fifo->front().at, limits.finished_hold_retention_ms, now)) {
+      forget_front(*fifo);
+    }
+  }
+  while (n < limits.expire_per_call_max && finished_count() > limits.finished_holds_max) {
+    forget_front(unsold_fifo.empty() ? sold_fifo : unsold_fifo);
   }
 }
 

@@ -717,6 +717,72 @@ TEST_F(BookSmallSweepTest, ExpireIsBounded) {
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(rows.outbox[i].at_ms, kT0 + 100 + int64_t(i));
 }
 
+// Past --finished-holds-max the book forgets finished holds, and their keys, to stay bounded.
+// A buyer who holds and releases over and over (up to --user-holds-max live at a time, each
+// release a finished hold) must not push out the keys of orders sold a moment ago: a retry of
+// such an order (its answer lost) would then be a new request and sell a second unit. Unsold
+// holds (released, expired) go first; sold ones only when no unsold one is left.
+class BookCappedTest : public BookTest {
+ protected:
+  BookCappedTest() : BookTest(BookLimits{.finished_holds_max = 4}) {}
+  void churn(int times) {
+    for (int i = 0; i < times; ++i) {
+      const uint64_t id = hold("mallory", {{"tee", 1}});
+      ASSERT_EQ(release(id), Status::kOk);
+      now += 1;
+    }
+  }
+};
+
+TEST_F(BookCappedTest, ReleasedHoldsDoNotPushOutTheKeysOfOrders) {
+  create("tee", 100);
+  std::vector<proto::ReserveResp> sold(3);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(reserve("ann", "order-" + std::to_string(i), 0, {{"tee", 1}}, &sold[i]), Status::kOk);
+    now += 1;
+  }
+  churn(20);
+  expire();
+  for (int i = 0; i < 3; ++i) {
+    proto::ReserveResp again;
+    ASSERT_EQ(reserve("ann", "order-" + std::to_string(i), 0, {{"tee", 1}}, &again), Status::kOk);
+    EXPECT_EQ(again, sold[i]) << "the retry of order " << i << " is its first answer";
+    EXPECT_EQ(state(sold[i].hold_id), HoldState::kCommitted);
+  }
+  EXPECT_EQ(counts("tee"), (U{100, 97, 0, 3}));
+  EXPECT_EQ(book.counters().idem_hits, 3u);
+
+  // The same after a restart (a restored book keeps the two kinds apart).
+  Book copy(BookLimits{.finished_holds_max = 4});
+  ASSERT_EQ(rows.restore_into(copy), "");
+  Changes c;
+  for (int i = 0; i < 20; ++i) {
+    proto::ReserveResp r;
+    ASSERT_EQ(copy.reserve({"mallory", "", 60'000, {{"tee", 1}}}, now, r, c), Status::kOk);
+    proto::HoldView v;
+    ASSERT_EQ(copy.release(r.hold_id, now, v, c), Status::kOk);
+    now += 1;
+  }
+  (void)copy.expire(now, c);
+  for (int i = 0; i < 3; ++i) {
+    proto::ReserveResp again;
+    ASSERT_EQ(copy.reserve({"ann", "order-" + std::to_string(i), 0, {{"tee", 1}}}, now, again, c),
+              Status::kOk);
+    EXPECT_EQ(again, sold[i]) << "restored: the retry of order " << i << " is its first answer";
+  }
+  EXPECT_EQ(copy.check_invariants().message(), "");
+
+  // With only orders kept, the cap forgets the oldest order first.
+  for (int i = 3; i < 8; ++i) {
+    ASSERT_EQ(reserve("bob", "order-" + std::to_string(i), 0, {{"tee", 1}}), Status::kOk);
+    now += 1;
+  }
+  expire();
+  proto::HoldView v;
+  EXPECT_EQ(book.hold_get(sold[0].hold_id, v), Status::kNotFound);
+  EXPECT_EQ(book.hold_get(sold[2].hold_id, v), Status::kNotFound);
+}
+
 TEST_F(BookTest, DeadlineIndexSurvivesRandomRemovals) {
   create("tee", 1000);
   std::vector<uint64_t> ids;
