@@ -1708,32 +1708,49 @@ bool caught_up(const std::string& url, const StockdProcess& server) {
   return false;
 }
 
-// A PostgreSQL with no connection left for the sidecar's role ("too many connections for
-// role", refused after the password was accepted) is an outage to wait out, like a server that
-// is down: the sidecar took every failure after a password for wrong credentials and exited 2,
-// which its systemd unit does not restart.
-TEST_F(OutboxSql, APostgresWithNoConnectionLeftIsWaitedOut) {
-  REQUIRE_PG(pg);
+// A PostgreSQL that refuses the sidecar's connections after it accepted the password is an
+// outage to wait out, like a server that is down: "too many connections for role", or a
+// database an operator closed to connections (ALTER DATABASE ... ALLOW_CONNECTIONS false, as in
+// a maintenance or a failover). The sidecar took every failure after a password for wrong
+// credentials and exited 2, which its systemd unit does not restart. `block` and `unblock` run
+// in the database postgres; `refusal` is what the server then says.
+void expect_refusals_waited_out(PgCluster& pg, const std::string& block, const std::string& unblock,
+                                const std::string& refusal) {
   auto server = start_stockd();
   ASSERT_NO_FATAL_FAILURE(seed(*server));
   Load load(*server, 1, 30);
   load.finish();
   const std::string role = PgCluster::kPasswordUser;
-  ASSERT_EQ(pg->exec("postgres", "CREATE DATABASE capped OWNER " + role), "");
-  ASSERT_EQ(pg->exec("postgres", "ALTER ROLE " + role + " CONNECTION LIMIT 0"), "");
-  SidecarProcess sidecar(*server, pg->password_url(PgCluster::kPassword, "capped"));
+  ASSERT_EQ(pg.exec("postgres", "CREATE DATABASE capped OWNER " + role), "");
+  ASSERT_EQ(pg.exec("postgres", block), "");
+  SidecarProcess sidecar(*server, pg.password_url(PgCluster::kPassword, "capped"));
   sidecar.start();
   std::string log;
-  for (int i = 0; i < 100 && log.find("too many connections") == std::string::npos; ++i) {
+  for (int i = 0; i < 100 && log.find(refusal) == std::string::npos; ++i) {
     std::this_thread::sleep_for(100ms);
     log = sidecar.log();
   }
+  EXPECT_NE(log.find(refusal), std::string::npos) << log;
   EXPECT_NE(log.find("waiting for SQL"), std::string::npos) << log;
-  EXPECT_TRUE(sidecar.running()) << "the sidecar gave up on a full PostgreSQL:\n" << log;
-  ASSERT_EQ(pg->exec("postgres", "ALTER ROLE " + role + " CONNECTION LIMIT -1"), "");
-  EXPECT_TRUE(caught_up(pg->url("capped"), *server)) << sidecar.log();
+  EXPECT_TRUE(sidecar.running()) << "the sidecar gave up on a refusing PostgreSQL:\n" << log;
+  ASSERT_EQ(pg.exec("postgres", unblock), "");
+  EXPECT_TRUE(caught_up(pg.url("capped"), *server)) << sidecar.log();
   EXPECT_EQ(sidecar.term(), 0);
-  expect_exact(dump_pg(pg->url("capped")), *server, load.promised);
+  expect_exact(dump_pg(pg.url("capped")), *server, load.promised);
+}
+
+TEST_F(OutboxSql, APostgresWithNoConnectionLeftIsWaitedOut) {
+  REQUIRE_PG(pg);
+  const std::string role = PgCluster::kPasswordUser;
+  expect_refusals_waited_out(*pg, "ALTER ROLE " + role + " CONNECTION LIMIT 0",
+                             "ALTER ROLE " + role + " CONNECTION LIMIT -1", "too many connections");
+}
+
+TEST_F(OutboxSql, ADatabaseClosedToConnectionsIsWaitedOut) {
+  REQUIRE_PG(pg);
+  expect_refusals_waited_out(*pg, "ALTER DATABASE capped ALLOW_CONNECTIONS false",
+                             "ALTER DATABASE capped ALLOW_CONNECTIONS true",
+                             "not currently accepting connections");
 }
 
 // A lock the sidecar waits on (a LOCK TABLE or ALTER TABLE left open in an operator's psql

@@ -83,14 +83,22 @@ constexpr int kMergeBatchesAfterConflict = 16;
 const char* const kUniqueViolation = "23505";
 
 // Failures at connect time that retrying will not fix. After a password was sent, a refusal
-// is taken for wrong credentials (in whatever language the server speaks), unless it says that
-// the server accepted the password and is full, starting or stopping, which passes.
+// is taken for wrong credentials (in whatever language the server speaks: libpq gives no
+// SQLSTATE for a failed connect), unless it says that the server accepted the password and
+// cannot take the session now, which passes: full (53300), starting, stopping or in recovery
+// (57P03), the database closed to connections (55000: ALLOW_CONNECTIONS false, as in a
+// maintenance or a failover), the session ended by an administrator or a crash (57P01, 57P02),
+// the server out of memory or processes (53200, 58000), or the link lost (libpq's own words).
 bool is_config_failure(PGconn* c) {
   const char* m = PQerrorMessage(c);
   if (PQconnectionNeedsPassword(c)) return true;
   if (PQconnectionUsedPassword(c)) {
-    for (const char* passing : {"too many connections", "too many clients", "connection slots",
-                                "starting up", "shutting down", "recovery mode"}) {
+    for (const char* passing :
+         {"too many connections", "too many clients", "connection slots", "starting up",
+          "shutting down", "recovery mode", "accepting connections", "terminating connection",
+          "out of memory", "could not fork", "closed the connection unexpectedly",
+          "could not receive data", "could not send data", "SSL SYSCALL error",
+          "SSL connection has been closed", "timeout expired"}) {
       if (std::strstr(m, passing) != nullptr) return false;
     }
     return true;
