@@ -145,6 +145,19 @@ TEST_F(SecretFileTest, ReadsOneLineWithoutItsLineBreak) {
   EXPECT_EQ(secret.size(), 256u);
 }
 
+// What editors and shells add around a token: a byte order mark (Notepad's "UTF-8"), trailing
+// spaces or tabs (`echo "$TOKEN " > file`). Left in, the same token typed into a file by hand
+// on one side and generated on the other did not match: "wrong token", with nothing to see.
+TEST_F(SecretFileTest, ReadsATokenWithoutWhatEditorsAddAroundIt) {
+  std::string secret, warning;
+  EXPECT_EQ(read_secret_file(write("bom", "\xEF\xBB\xBFtok-1\r\n"), secret, warning).message(), "");
+  EXPECT_EQ(secret, "tok-1");
+  EXPECT_EQ(read_secret_file(write("spaces", "tok-2 \t\n"), secret, warning).message(), "");
+  EXPECT_EQ(secret, "tok-2");
+  const std::string bom_only = write("bom-only", "\xEF\xBB\xBF \n");
+  EXPECT_EQ(read_secret_file(bom_only, secret, warning).message(), bom_only + " is empty");
+}
+
 TEST_F(SecretFileTest, RefusesWhatCannotBeAToken) {
   struct Case {
     std::string path;

@@ -37,7 +37,12 @@ Status read_secret_file(const std::string& path, std::string& secret, std::strin
     if (text.size() > max_bytes + 2) break;  // too long either way; no need to read on
   }
   ::close(fd);
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  // What editors and shells add around a line: a UTF-8 byte order mark, trailing line breaks,
+  // spaces and tabs. None can be part of a token the other side generated.
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
+  while (!text.empty() && std::string_view("\n\r \t").find(text.back()) != std::string_view::npos) {
+    text.pop_back();
+  }
   if (text.empty()) return Status::Invalid(path + " is empty");
   if (text.find_first_of("\r\n") != std::string::npos) {
     return Status::Invalid(path + " has more than one line (one secret per file)");

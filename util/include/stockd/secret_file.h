@@ -11,8 +11,8 @@
 
 namespace stockd {
 
-// Reads a one-line secret from `path`: the whole file, trailing line breaks ("\n", "\r\n")
-// removed. Returns ok and sets `secret`, or why not (missing, unreadable, empty, more than one
+// Reads a one-line secret from `path`: the whole file, without a leading UTF-8 byte order mark
+// and trailing line breaks, spaces and tabs (what editors and `echo` add). Returns ok and sets `secret`, or why not (missing, unreadable, empty, more than one
 // line, over `max_bytes`). `warning` is set (else cleared) when the file is open to other users
 // (group or other permission bits): it is still used, since container runtimes mount secrets
 // 0444/0644 and rely on the directory, but the operator is told.
