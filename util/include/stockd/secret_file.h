@@ -12,10 +12,11 @@
 namespace stockd {
 
 // Reads a one-line secret from `path`: the whole file, without a leading UTF-8 byte order mark
-// and trailing line breaks, spaces and tabs (what editors and `echo` add). Returns ok and sets `secret`, or why not (missing, unreadable, empty, more than one
-// line, over `max_bytes`). `warning` is set (else cleared) when the file is open to other users
-// (group or other permission bits): it is still used, since container runtimes mount secrets
-// 0444/0644 and rely on the directory, but the operator is told.
+// and trailing line breaks, spaces and tabs (what editors and `echo` add). Returns ok and sets
+// `secret`, or why not (missing, unreadable, empty, more than one line, over `max_bytes`).
+// `warning` is set (else cleared) when the file is open to other users (group or other permission
+// bits): it is still used, since container runtimes mount secrets 0444/0644 and rely on the
+// directory, but the operator is told.
 Status read_secret_file(const std::string& path, std::string& secret, std::string& warning,
                         size_t max_bytes = 256);
 
