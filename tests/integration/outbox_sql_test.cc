@@ -1695,6 +1695,28 @@ TEST_F(OutboxSql, BadConfigurationExitsTwo) {
   EXPECT_EQ(r.code, 0) << r.log;
 }
 
+// A --status-file that names the SQLite database (or its -wal, -shm or -journal file) is
+// refused before anything is written: the status, written to a temporary file renamed over the
+// path, replaced orders.db with a few lines of JSON, and every order copied was gone.
+TEST_F(OutboxSql, AStatusFileThatIsTheDatabaseIsRefused) {
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load load(*server, 1, 10);
+  load.finish();
+  const std::string db = (dir_ / "o.db").string();
+  ASSERT_EQ(SidecarProcess(*server, "sqlite:" + db).once().code, 0);
+  const DbDump before = dump_sqlite(db);
+  ASSERT_FALSE(before.orders.empty());
+  fs::create_symlink(db, dir_ / "link.db");
+  for (const std::string& status :
+       {db, db + "-journal", (dir_ / "." / "o.db").string(), (dir_ / "link.db").string()}) {
+    SidecarRun r = SidecarProcess(*server, "sqlite:" + db, {"--status-file", status}).once();
+    EXPECT_EQ(r.code, 2) << status << ": " << r.log;
+    EXPECT_NE(r.log.find("--status-file"), std::string::npos) << r.log;
+    EXPECT_EQ(dump_sqlite(db).orders, before.orders) << status;
+  }
+}
+
 // Whether the database at `url` reaches stockd's outbox head (as it is now) within 15 s.
 bool caught_up(const std::string& url, const StockdProcess& server) {
   Client outbox(server.options(proto::Role::kOutbox));

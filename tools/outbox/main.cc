@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string_view>
 #include <vector>
 
@@ -137,10 +138,17 @@ bool has_password(const std::string& conninfo) {
 
 // An orders database (and its -wal, -shm) left readable by others by an older sidecar: made
 // owner-only, as new ones are (umask 077). Returns what was changed or failed, for a warning.
-std::string tighten_sqlite_files(const std::string& url) {
+// The database file of a sqlite: URL, or "" for another URL.
+std::string sqlite_file(const std::string& url) {
   if (url.rfind("sqlite:", 0) != 0) return "";
   std::string path = url.substr(7);
   if (path.rfind("//", 0) == 0) path = path.substr(2);
+  return path;
+}
+
+std::string tighten_sqlite_files(const std::string& url) {
+  const std::string path = sqlite_file(url);
+  if (path.empty()) return "";
   std::string note;
   for (const char* suffix : {"", "-wal", "-shm"}) {
     const std::string p = path + suffix;
@@ -157,6 +165,34 @@ std::string tighten_sqlite_files(const std::string& url) {
     }
   }
   return note;
+}
+
+// Why --status-file may not be used with this --sql, or "": it (or the temporary file renamed
+// over it) must not be the SQLite database or one of SQLite's files beside it, by any name (a
+// relative path, a symlink, a hard link). The status's rename replaced the database with JSON.
+std::string status_file_clash(const std::string& url, const std::string& status_file) {
+  const std::string db = sqlite_file(url);
+  if (db.empty() || status_file.empty()) return "";
+  namespace fs = std::filesystem;
+  const auto same = [](const std::string& a, const std::string& b) {
+    struct stat sa {
+    }, sb{};
+    if (::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0) {
+      return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    }
+    std::error_code ea, eb;
+    const fs::path pa = fs::weakly_canonical(a, ea), pb = fs::weakly_canonical(b, eb);
+    return !ea && !eb && pa == pb;
+  };
+  for (const std::string& ours : {status_file, status_file + ".tmp"}) {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      if (same(ours, db + suffix)) {
+        return "--status-file " + status_file + " is the SQLite database's file " + db + suffix +
+               " (its status, renamed over it, would replace the orders): give another path";
+      }
+    }
+  }
+  return "";
 }
 
 // --token-file / --sql-file into the arguments; warnings for secrets typed on the command line.
@@ -206,6 +242,10 @@ int run(Args& a, const std::vector<std::string>& warnings) {
   }
   a.cfg.server.token = a.token;
   stockd::imply_tls(a.cfg.server.tls);
+  if (std::string clash = status_file_clash(a.sql, a.cfg.status_file); !clash.empty()) {
+    std::fprintf(stderr, "stockd-outbox: %s\n", clash.c_str());
+    return kExitConfig;
+  }
   stockd::Result<std::unique_ptr<Sink>> made = make_sink(a.sql, a.sql_timeout_ms);
   if (!made.ok()) {
     std::fprintf(stderr, "stockd-outbox: %s\n", made.status().message().c_str());
