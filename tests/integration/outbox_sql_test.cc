@@ -1717,6 +1717,35 @@ TEST_F(OutboxSql, AStatusFileThatIsTheDatabaseIsRefused) {
   }
 }
 
+// --reset-cursor replays: set back, the rows already there are skipped. Set forward (a typo:
+// 50000 for 5000) it skipped every record in between, never copied, with exit 0 and one warning:
+// now that needs --accept-gap, as every other skip does. A value past the largest seq SQL can
+// store is refused.
+TEST_F(OutboxSql, AResetCursorThatSkipsRecordsNeedsAcceptGap) {
+  auto server = start_stockd();
+  ASSERT_NO_FATAL_FAILURE(seed(*server));
+  Load load(*server, 1, 10);
+  load.finish();
+  const std::string lite = sqlite_url(dir_, "skip.db");
+  SidecarRun r = SidecarProcess(*server, lite).once({"--reset-cursor", "5"});
+  EXPECT_EQ(r.code, 2) << r.log;
+  EXPECT_NE(r.log.find("--accept-gap"), std::string::npos) << r.log;
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, 0u);
+  r = SidecarProcess(*server, lite).once({"--reset-cursor", "18446744073709551615"});
+  EXPECT_EQ(r.code, 2) << r.log;
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, 0u);
+
+  ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
+  const DbDump all = dump_sqlite(lite.substr(7));
+  expect_exact(all, *server, load.promised);
+  ASSERT_EQ(SidecarProcess(*server, lite).once({"--reset-cursor", "3"}).code, 0);  // back: a replay
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, 3u);
+  ASSERT_EQ(SidecarProcess(*server, lite).once({"--reset-cursor", "5", "--accept-gap"}).code, 0);
+  EXPECT_EQ(dump_sqlite(lite.substr(7)).cursor, 5u);
+  ASSERT_EQ(SidecarProcess(*server, lite).once().code, 0);
+  EXPECT_EQ(dump_sqlite(lite.substr(7)), all);
+}
+
 // Whether the database at `url` reaches stockd's outbox head (as it is now) within 15 s.
 bool caught_up(const std::string& url, const StockdProcess& server) {
   Client outbox(server.options(proto::Role::kOutbox));

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -112,8 +113,7 @@ void add_options(CLI::App& app, Args& a) {
       ->envname("STOCKD_OUTBOX_METRICS_LISTEN");
   app.add_option("--reset-cursor", a.reset_cursor,
                  "set the database's cursor to SEQ and exit (0 = replay everything stockd "
-                 "still retains)")
-      ->envname("STOCKD_OUTBOX_RESET_CURSOR");
+                 "still retains; forward, which skips records, only with --accept-gap)");
   app.add_option("--log-level", a.log_level, "trace, debug, info, warn, error, critical, off")
       ->envname("STOCKD_OUTBOX_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
@@ -258,7 +258,20 @@ int run(Args& a, const std::vector<std::string>& warnings) {
   for (const std::string& w : warnings) log->warn("{}", w);
   if (std::string note = tighten_sqlite_files(a.sql); !note.empty()) log->warn("{}", note);
   if (a.reset_cursor) {
-    SinkStatus s = sink->reset_cursor(*a.reset_cursor, wall_ms());
+    // Back (a replay: the rows already there are skipped) is always safe. Forward skips every
+    // record in between, never copied: like every other skip, only with --accept-gap.
+    uint64_t now_at = 0;
+    SinkStatus s = *a.reset_cursor > static_cast<uint64_t>(INT64_MAX)
+                       ? SinkStatus::Config("SEQ is past the largest seq SQL can store")
+                       : sink->read_cursor(now_at);
+    if (s.ok() && *a.reset_cursor > now_at && !a.cfg.accept_gap) {
+      s = SinkStatus::Config("moving the cursor forward from " + std::to_string(now_at) + " to " +
+                             std::to_string(*a.reset_cursor) + " skips records " +
+                             std::to_string(now_at + 1) + ".." + std::to_string(*a.reset_cursor) +
+                             ", which then never reach SQL; to skip them on purpose, add "
+                             "--accept-gap");
+    }
+    if (s.ok()) s = sink->reset_cursor(*a.reset_cursor, wall_ms());
     if (!s.ok()) {
       log->critical("cannot reset the cursor of {}: {}", sink->describe(), s.message);
       if (s.code == SinkStatus::Code::kConfig) return kExitConfig;
