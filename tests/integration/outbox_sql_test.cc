@@ -1746,6 +1746,35 @@ TEST_F(OutboxSql, AResetCursorThatSkipsRecordsNeedsAcceptGap) {
   EXPECT_EQ(dump_sqlite(lite.substr(7)), all);
 }
 
+// A failover pair in the URL whose first host never answers and whose second refuses the
+// password: libpq's message holds both attempts ("timeout expired", then "password
+// authentication failed"), and the first attempt's words made the wrong password pass for an
+// outage, retried forever. Only the last attempt's words count: exit 2.
+TEST_F(OutboxSql, AWrongPasswordBehindADeadHostExitsTwo) {
+  REQUIRE_PG(pg);
+  auto server = start_stockd();
+  const int silent = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // listens, never accepts
+  ASSERT_GE(silent, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(::listen(silent, 16), 0);
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string url = std::string("postgresql://") + PgCluster::kPasswordUser +
+                          ":wrong-password@127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) +
+                          ",127.0.0.1:" + std::to_string(pg->port()) +
+                          "/pwdb?connect_timeout=2&sslmode=disable";
+  SidecarProcess sidecar(*server, url);
+  sidecar.start();
+  EXPECT_EQ(sidecar.wait(20s), 2) << sidecar.log();
+  const std::string log = sidecar.log();
+  EXPECT_NE(log.find("timeout expired"), std::string::npos) << log;
+  EXPECT_NE(log.find("password authentication failed"), std::string::npos) << log;
+  ::close(silent);
+}
+
 // Whether the database at `url` reaches stockd's outbox head (as it is now) within 15 s.
 bool caught_up(const std::string& url, const StockdProcess& server) {
   Client outbox(server.options(proto::Role::kOutbox));

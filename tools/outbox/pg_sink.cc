@@ -17,6 +17,7 @@
 #include <iterator>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "records.h"
@@ -89,8 +90,13 @@ const char* const kUniqueViolation = "23505";
 // (57P03), the database closed to connections (55000: ALLOW_CONNECTIONS false, as in a
 // maintenance or a failover), the session ended by an administrator or a crash (57P01, 57P02),
 // the server out of memory or processes (53200, 58000), or the link lost (libpq's own words).
+// libpq's message holds every attempt (each host of a failover list, each address, SSL then
+// plain), each starting "connection to server": only the last, which ended the connect, counts.
 bool is_config_failure(PGconn* c) {
-  const char* m = PQerrorMessage(c);
+  const std::string_view all = PQerrorMessage(c);
+  const size_t last = all.rfind("connection to server");
+  const std::string text(last == std::string_view::npos ? all : all.substr(last));
+  const char* m = text.c_str();
   if (PQconnectionNeedsPassword(c)) return true;
   if (PQconnectionUsedPassword(c)) {
     for (const char* passing :
