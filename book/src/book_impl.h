@@ -221,6 +221,7 @@ struct Book::Impl {
     holds.reserve(l.holds_expected);
     idem.reserve(l.holds_expected);
     sold_fifo.reserve(std::min(l.holds_expected, l.finished_holds_max));
+    unsold_fifo.reserve(std::min(l.holds_expected, l.finished_holds_max));
   }
 
   BookLimits limits;

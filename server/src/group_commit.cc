@@ -173,7 +173,7 @@ void GroupCommit::waits_on(uint64_t newest, uint64_t tag) {
   if (newest != 0 && newest == inflight_seq_ && conns_inflight_ > 0) --conns_inflight_;
 }
 
-void GroupCommit::fail(const Status& why) {
+Status GroupCommit::fail(const Status& why) {
   // The group in flight is answered STORAGE_UNAVAILABLE, "nothing of it was kept": until the
   // reopen deletes it, it must not come back (the earliest if a reopen failed too).
   if (inflight_seq_ != 0 && void_from_ == 0) void_from_ = lsn_;
@@ -188,7 +188,13 @@ void GroupCommit::fail(const Status& why) {
   // the failure is done with (resume() starts a fresh one), and so is the checkpointer, whose
   // book is rebuilt with the loop's (its last durable groups replayed first, no checkpoint).
   wal_.reset();
-  checkpointer_.reset();
+  Status unreported;
+  if (checkpointer_) {
+    checkpointer_->stop(false);
+    unreported = checkpointer_->take_error();
+    checkpointer_.reset();
+  }
+  return unreported;
 }
 
 Status GroupCommit::reopen(const storage::StoreOptions& options) {

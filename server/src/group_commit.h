@@ -76,8 +76,9 @@ class GroupCommit {
   // ---- Failure. ----
   // A write failed: nothing in flight or filling may be acknowledged; writes are refused. The
   // WAL thread and the checkpointer are stopped (joined), so that the book can be read back
-  // from the store with nothing writing to it; resume() starts them again.
-  void fail(const Status& why);
+  // from the store with nothing writing to it; resume() starts them again. Returns what the
+  // checkpointer reported and nobody took yet (ok if nothing).
+  Status fail(const Status& why);
   // After the book was rebuilt from the store: the failed groups are passed over.
   void skip_failed() { durable_seq_ = fill_seq_++; }
   bool failed() const { return failed_; }

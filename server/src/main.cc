@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--holds-expected", c.holds_expected,
                  "holds (live and retained) to reserve index space for at start, so that the "
-                 "indexes do not rehash mid-sale; about 40 bytes each")
+                 "indexes do not rehash mid-sale; about 100 bytes each")
       ->envname("STOCKD_HOLDS_EXPECTED")
       ->capture_default_str();
   app.add_option("--outbox-retention-ms", c.outbox_retention_ms,

@@ -414,7 +414,7 @@ void Server::Impl::on_wal_done() {
 // the store holds, and writes are refused until the store resumes.
 void Server::Impl::fail_store(const Status& why) {
   log->critical("STORE FAILED: {} -- refusing writes until it recovers", why.message());
-  commit.fail(why);
+  if (Status s = commit.fail(why); !s.ok()) log->error("{}", s.message());
   connections.fail_unreleased(commit.durable());
   if (!reload_book()) return;
   commit.skip_failed();
