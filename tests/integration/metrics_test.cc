@@ -507,6 +507,45 @@ TEST_F(MetricsTest, SidecarMetricsPortServesScrapesPastHostilePeers) {
     EXPECT_LT(took, 1000) << "a scrape waited " << took << " ms behind a trickling peer";
   }
 
+  {  // 16 silent peers hold every slot and 4 more wait in the backlog: a probe still gets in.
+    std::vector<int> silent;
+    for (int i = 0; i < 20; ++i) silent.push_back(connect_to(0));
+    std::this_thread::sleep_for(milliseconds(300));
+    const auto t0 = Clock::now();
+    HttpAnswer h = get(port, "/healthz");
+    const int64_t took = ms_since(t0);
+    for (int fd : silent) ::close(fd);
+    EXPECT_EQ(h.code, 200);
+    EXPECT_LT(took, 500) << "a probe waited " << took << " ms behind silent peers";
+  }
+  {  // 40 probes that read their answers and never close, then one more: none waits for slots.
+    std::vector<int> kept;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < 40; ++i) {
+      const int fd = connect_to(0);
+      kept.push_back(fd);
+      const std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+      ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), ssize_t(req.size()));
+      std::string resp;
+      while (resp.find("ok\n") == std::string::npos) {
+        pollfd pf{fd, POLLIN, 0};
+        char buf[512];
+        if (::poll(&pf, 1, 5000) != 1) break;
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        resp.append(buf, static_cast<size_t>(n));
+      }
+      ASSERT_NE(resp.find("ok\n"), std::string::npos) << "probe " << i << ": " << resp;
+    }
+    HttpAnswer h = get(port, "/healthz");
+    const int64_t took = ms_since(t0);
+    for (int fd : kept) ::close(fd);
+    EXPECT_EQ(h.code, 200);
+    EXPECT_LT(took, 3000) << "41 probes took " << took << " ms: answered peers kept their slots";
+  }
+  EXPECT_EQ(get(port, "/metricsX").code, 404);
+  EXPECT_EQ(get(port, "/metrics?name[]=x").code, 200);
+
   const std::string with_body =
       "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 262144\r\n\r\n" +
       std::string(256u << 10, 'b');

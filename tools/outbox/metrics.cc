@@ -1,13 +1,16 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 namespace stockd::outbox {
@@ -16,7 +19,7 @@ namespace {
 constexpr int kPollMs = 200;               // how often the HTTP thread checks for stop
 constexpr size_t kRequestBytesMax = 8192;  // a bigger request head is refused
 constexpr int kClientTimeoutMs = 2000;     // for its request, for each part of the answer
-constexpr size_t kClientsMax = 16;         // peers served at once; more wait in the backlog
+constexpr size_t kClientsMax = 16;         // peers served at once (see serve())
 
 std::string http(int code, const char* reason, const std::string& type, const std::string& body) {
   return "HTTP/1.1 " + std::to_string(code) + " " + reason + "\r\nContent-Type: " + type +
@@ -87,11 +90,21 @@ std::string MetricsServer::render() const {
   return out;
 }
 
+namespace {
+// Whether the request line asks for `path` (the path alone or with a query string).
+bool asks_for(const std::string& request, std::string_view path) {
+  const std::string_view line = std::string_view(request).substr(0, request.find("\r\n"));
+  if (!line.starts_with("GET ") || line.substr(4, path.size()) != path) return false;
+  const std::string_view after = line.substr(4 + path.size());
+  return after.empty() || after[0] == ' ' || after[0] == '?';
+}
+}  // namespace
+
 std::string MetricsServer::answer(const std::string& request) const {
-  if (request.rfind("GET /metrics", 0) == 0) {
+  if (asks_for(request, "/metrics")) {
     return http(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render());
   }
-  if (request.rfind("GET /healthz", 0) == 0) {
+  if (asks_for(request, "/healthz")) {
     bool up;
     {
       std::lock_guard lock(mu_);
@@ -108,6 +121,11 @@ std::string MetricsServer::answer(const std::string& request) const {
 // part), then the connection is half-closed and what the peer still sends is read and dropped
 // until it closes or the time is up. Closing with bytes unread would be a reset, which destroys
 // whatever part of the answer the peer has not taken yet.
+// Past kClientsMax peers a newcomer is still accepted, and a peer gives way to it: the oldest
+// without a whole request (silent or trickling peers cannot keep a probe out), else one after
+// its answer whose whole answer the peer's kernel took (peers that read their answers and never
+// close held their slots for the drain's 2 s); else, every slot writing an answer, the newcomer
+// is closed at once.
 void MetricsServer::serve() {
   using Clock = std::chrono::steady_clock;
   enum class Phase { kReading, kWriting, kDraining };
@@ -117,6 +135,12 @@ void MetricsServer::serve() {
     std::string in, out;
     size_t sent = 0;
     Clock::time_point deadline;
+    Clock::time_point accepted;
+  };
+  // The answer and its FIN are acknowledged (the FIN counts one; SIOCOUTQ: unacknowledged).
+  const auto drained = [](const Peer& p) {
+    int unacked = 0;
+    return ::ioctl(p.fd, SIOCOUTQ, &unacked) == 0 && unacked <= 1;
   };
   std::vector<Peer> peers;
   const auto later = [] { return Clock::now() + std::chrono::milliseconds(kClientTimeoutMs); };
@@ -125,7 +149,7 @@ void MetricsServer::serve() {
     for (const Peer& p : peers) {
       fds.push_back({p.fd, static_cast<short>(p.phase == Phase::kWriting ? POLLOUT : POLLIN), 0});
     }
-    if (peers.size() < kClientsMax) fds.push_back({fd_, POLLIN, 0});  // else the backlog waits
+    fds.push_back({fd_, POLLIN, 0});
     if (::poll(fds.data(), fds.size(), kPollMs) < 0) continue;
     const auto now = Clock::now();
     for (size_t i = 0; i < peers.size(); ++i) {
@@ -170,9 +194,28 @@ void MetricsServer::serve() {
         --i;
       }
     }
-    if (peers.size() < kClientsMax && (fds.back().fd == fd_ && fds.back().revents != 0)) {
+    if (fds.back().fd == fd_ && fds.back().revents != 0) {
       int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (c >= 0) peers.push_back(Peer{c, Phase::kReading, {}, {}, 0, later()});
+      if (c >= 0 && peers.size() >= kClientsMax) {
+        Peer* gives_way = nullptr;
+        for (Peer& p : peers) {
+          if (p.phase == Phase::kReading &&
+              (gives_way == nullptr || p.accepted < gives_way->accepted))
+            gives_way = &p;
+        }
+        for (Peer& p : peers) {
+          if (gives_way == nullptr && p.phase == Phase::kDraining && drained(p)) gives_way = &p;
+        }
+        if (gives_way != nullptr) {
+          ::close(gives_way->fd);
+          *gives_way = std::move(peers.back());
+          peers.pop_back();
+        } else {
+          ::close(c);
+          c = -1;
+        }
+      }
+      if (c >= 0) peers.push_back(Peer{c, Phase::kReading, {}, {}, 0, later(), Clock::now()});
     }
   }
   for (const Peer& p : peers) ::close(p.fd);
