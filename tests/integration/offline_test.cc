@@ -62,6 +62,14 @@ TEST(OfflineTest, RefusesARunningServerAndPrintsIdsThatAreNotUtf8) {
     EXPECT_NE(r.err.find("a server is running on this data dir"), std::string::npos)
         << cmd << ": " << r.err;
   }
+  // From another PID namespace (stockctl in a container beside the server's), the lock's holder
+  // reads as pid 0, which was taken for "no lock": the live store was read.
+  if (run_tool("/usr/bin/unshare", {"--pid", "--fork", "/bin/true"}).exit_code == 0) {
+    ToolResult r = run_tool("/usr/bin/unshare", {"--pid", "--fork", STOCKCTL_BIN, "verify",
+                                                 "--data-dir", server.data_dir()});
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find("in another PID namespace"), std::string::npos) << r.err;
+  }
   server.kill9();
   ToolResult in = run_tool(STOCKCTL_BIN, {"inspect", "--data-dir", server.data_dir(), "--json"});
   ASSERT_EQ(in.exit_code, 0) << in.err;

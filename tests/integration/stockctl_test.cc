@@ -101,6 +101,10 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   ASSERT_TRUE(one_line(hold.out)) << hold.out;
   const uint64_t hold_id = json_u64(hold.out, "hold_id");
   ASSERT_GT(hold_id, 0u);
+  // Ids are 64-bit and random: as JSON numbers, parsers that read doubles (jq 1.6, JavaScript)
+  // rounded them, and the commit of the rounded id answered NOT_FOUND. They are strings.
+  EXPECT_NE(hold.out.find("\"hold_id\":\"" + std::to_string(hold_id) + "\""), std::string::npos)
+      << hold.out;
   EXPECT_EQ(json_field(hold.out, "state"), "HELD");
   EXPECT_GT(static_cast<int64_t>(json_u64(hold.out, "expires_at_ms")), wall_now_ms() + 50'000);
   // The same key again (a script retrying) answers the same hold.
@@ -152,6 +156,7 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   ASSERT_TRUE(code.has_value()) << claim.out;
   EXPECT_EQ(codes.count(*code), 1u) << *code << " was not loaded";
   EXPECT_GT(json_u64(claim.out, "order_id"), 0u);
+  EXPECT_NE(claim.out.find("\"order_id\":\""), std::string::npos) << claim.out;
   EXPECT_EQ(json_u64(claim.out, "available"), 4u);
   auto claim_retry = ctl({"--json", "claim", "CTL-G", "--user", "u3", "--key", "ck-1"});
   EXPECT_EQ(json_field(claim_retry.out, "code"), code);
@@ -247,21 +252,105 @@ TEST(StockctlTimeout, ASilentServerIsGivenUpOnAfterTheTimeout) {
   ::close(fd);
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_LT(took, 2500 * kSlow) << "ms for --timeout-ms 1000";
+  // A request that a rerun would apply twice: the operator is told what to check first.
+  r = run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)),
+                              "--timeout-ms", "300", "restock", "drop-1", "100"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_NE(r.err.find("may have been applied"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("sku get drop-1"), std::string::npos) << r.err;
+}
+
+// A server that answers HELLO and the first row of a seed, then nothing: `seed --json` said
+// "status": "OK" with rows unanswered (exit 3), and a script reading .status took it for done.
+TEST(StockctlTimeout, ASeedWithRowsUnansweredIsNotOk) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a = loopback(0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::atomic<bool> done{false};
+  std::thread fake([&] {  // answers HELLO and one SKU_SET, then reads and answers nothing
+    const int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return;
+    std::string in, out;
+    int answered = 0;
+    char buf[4096];
+    while (!done) {
+      pollfd p{c, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+      for (;;) {
+        std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(in.data()), in.size());
+        proto::FrameDecode d = proto::decode_frame(bytes, proto::Limits{1 << 20});
+        if (d.kind != proto::DecodeKind::kFrame) break;
+        const auto op = static_cast<proto::Opcode>(d.header.opcode);
+        if (op == proto::Opcode::kHello) {
+          proto::encode_response(
+              op, d.header.request_id, Status::kOk,
+              proto::Response(proto::HelloResp{.frame_bytes_max = 1 << 20, .inflight_max = 1024}),
+              out);
+        } else if (answered++ == 0) {
+          proto::encode_response(op, d.header.request_id, Status::kOk,
+                                 proto::Response(proto::SkuView{.sku = "A", .total = 1}), out);
+        }
+        in.erase(0, d.consumed);
+      }
+      if (!out.empty() && ::send(c, out.data(), out.size(), MSG_NOSIGNAL) > 0) out.clear();
+    }
+    ::close(c);
+  });
+  const fs::path dir = make_temp_dir("ctl-fake");
+  const fs::path seed = dir / "seed.csv";
+  std::ofstream(seed) << "sku,total\nA,1\nB,2\nC,3\n";
+  ToolResult r = run_tool(
+      STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--timeout-ms",
+                     "500", "--token", "t", "--json", "seed", seed.string()});
+  done = true;
+  fake.join();
+  ::close(fd);
+  fs::remove_all(dir);
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_EQ(json_field(r.out, "status"), "NO_ANSWER") << r.out;
+  EXPECT_EQ(json_u64(r.out, "applied"), 1u) << r.out;
+  EXPECT_EQ(json_u64(r.out, "unanswered"), 2u) << r.out;
 }
 
 // A seed "file" that never ends (a device, a wrong path): a clear refusal, exit 2, nothing sent.
 // It was read until memory ran out: std::bad_alloc, "internal error", exit 3 (and without a
 // limit on memory, the OOM killer).
+// A device or a directory given as the file is refused at once, whatever memory allows: a seed of
+// /dev/urandom grew stockctl to 2 GiB on the server's host before it was refused.
+TEST_F(StockctlTest, ADeviceOrADirectoryIsNoFile) {
+  for (const std::string& path : {std::string("/dev/urandom"), dir_.string()}) {
+    const auto t0 = Clock::now();
+    ToolResult r = ctl({"seed", path}, true);
+    EXPECT_EQ(r.exit_code, 2) << show(r);
+    EXPECT_NE(r.err.find("not a seed or codes file"), std::string::npos) << show(r);
+    EXPECT_LT(ms_since(t0), 2000 * kSlow);
+    r = ctl({"codes", "load", "POOL", path}, true);
+    EXPECT_EQ(r.exit_code, 2) << show(r);
+    EXPECT_NE(r.err.find("not a seed or codes file"), std::string::npos) << show(r);
+  }
+  auto skus = admin_->sku_list("", 10);
+  ASSERT_TRUE(skus.ok()) << skus.error;
+  EXPECT_TRUE(skus.body.skus.empty()) << "something was sent";
+}
+
 TEST_F(StockctlTest, AFileThatNeverEndsIsRefused) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "ASan maps terabytes of shadow memory: a process under ulimit -v cannot start";
 #endif
-  const std::string cmd = "ulimit -v 400000; exec " + std::string(STOCKCTL_BIN) +
+  // A pipe is a file (`seed <(make-seed)`): one that never ends is read up to the cap or what
+  // memory allows, then refused.
+  const std::string cmd = "ulimit -v 400000; cat /dev/zero | " + std::string(STOCKCTL_BIN) +
                           " --server 127.0.0.1:" + std::to_string(server_.port()) + " --token " +
-                          StockdProcess::kAdminToken + " seed /dev/zero";
+                          StockdProcess::kAdminToken + " seed /dev/stdin";
   ToolResult r = run_tool("/bin/sh", {"-c", cmd});
   EXPECT_EQ(r.exit_code, 2) << show(r);
-  EXPECT_NE(r.err.find("cannot read /dev/zero"), std::string::npos) << show(r);
+  EXPECT_NE(r.err.find("cannot read /dev/stdin"), std::string::npos) << show(r);
   auto skus = admin_->sku_list("", 10);
   ASSERT_TRUE(skus.ok()) << skus.error;
   EXPECT_TRUE(skus.body.skus.empty()) << "something was sent";

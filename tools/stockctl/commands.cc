@@ -40,11 +40,18 @@ std::string server_text(const ClientOptions& o) {
 }
 
 // Prints a reply and returns the exit code. `human` renders an OK body; `reason` explains a
-// business status (< 64) in a few words; error statuses print the server's message.
+// business status (< 64) in a few words; error statuses print the server's message. `unsure`,
+// for a request that running again would apply twice (a RESTOCK, a RESERVE or CLAIM without a
+// key), says what to check when no answer came: the server may have applied it.
 template <class T, class Human, class Reason>
-int finish(const Args& a, const Reply<T>& r, Human human, Reason reason) {
+int finish(const Args& a, const Reply<T>& r, Human human, Reason reason,
+           const std::string& unsure = {}) {
   if (!r.transport_ok()) {
     std::cerr << r.error << '\n';
+    if (!unsure.empty()) {
+      std::cerr << "note: if the request reached the server it may have been applied; before "
+                << "running it again, " << unsure << '\n';
+    }
     return kExitTransport;
   }
   if (a.json) std::cout << dump(envelope(r)) << '\n';
@@ -123,9 +130,10 @@ int hold_command(const Args& a,
                 [&](const proto::HoldView& h) { return hold_reason(*id, h, r.status); });
 }
 
-int sku_command(const Args& a, const Reply<proto::SkuView>& r) {
-  return finish(a, r, sku_text,
-                [&](const proto::SkuView& v) { return sku_reason(a.sku, v, r.status); });
+int sku_command(const Args& a, const Reply<proto::SkuView>& r, const std::string& unsure = {}) {
+  return finish(
+      a, r, sku_text, [&](const proto::SkuView& v) { return sku_reason(a.sku, v, r.status); },
+      unsure);
 }
 
 }  // namespace
@@ -238,9 +246,12 @@ int cmd_reserve(const Args& a) {
   if (!e.ok()) return usage(e);
   Client client(a.client);
   auto r = client.reserve(req);
-  return finish(a, r, reserve_text, [&](const proto::ReserveResp& body) {
-    return reserve_reason(req, body, r.status);
-  });
+  return finish(
+      a, r, reserve_text,
+      [&](const proto::ReserveResp& body) { return reserve_reason(req, body, r.status); },
+      req.key.empty() ? "check the SKUs' held and sold counts (with a --key a rerun is safe: "
+                        "the same key never buys twice)"
+                      : "");
 }
 
 int cmd_commit(const Args& a) { return hold_command(a, &Client::commit); }
@@ -254,18 +265,24 @@ int cmd_claim(const Args& a) {
   if (!e.ok()) return usage(e);
   Client client(a.client);
   auto r = client.claim(proto::ClaimReq{a.sku, a.user, a.key});
-  return finish(a, r, claim_text, [&](const proto::ClaimResp& body) {
-    switch (r.status) {
-      case Status::kSoldOut:
-        return a.sku + ": " + std::to_string(body.available) + " left";
-      case Status::kLimitExceeded:
-        return a.sku + ": user " + a.user + " reached the per-user limit";
-      case Status::kKeyConflict:
-        return "key " + a.key + " was used for a different request";
-      default:
-        return a.sku;
-    }
-  });
+  return finish(
+      a, r, claim_text,
+      [&](const proto::ClaimResp& body) {
+        switch (r.status) {
+          case Status::kSoldOut:
+            return a.sku + ": " + std::to_string(body.available) + " left";
+          case Status::kLimitExceeded:
+            return a.sku + ": user " + a.user + " reached the per-user limit";
+          case Status::kKeyConflict:
+            return "key " + a.key + " was used for a different request";
+          default:
+            return a.sku;
+        }
+      },
+      a.key.empty() ? "check `stockctl sku get " + a.sku +
+                          "` (its sold count; with a --key a rerun "
+                          "is safe: the same key never buys twice)"
+                    : std::string());
 }
 
 // ---- Admin ----
@@ -330,7 +347,8 @@ int cmd_restock(const Args& a) {
         stockd::Status::Invalid("DELTA " + quote(a.delta) + " " + delta.status().message()));
   }
   Client client(a.client);
-  return sku_command(a, client.restock(a.sku, *delta));
+  return sku_command(a, client.restock(a.sku, *delta),
+                     "check `stockctl sku get " + a.sku + "` (its total)");
 }
 
 }  // namespace stockd::ctl

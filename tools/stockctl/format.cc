@@ -78,18 +78,21 @@ Json to_json(const proto::SkuListResp& r) {
   return Json{{"skus", a}};
 }
 
+// A hold or order id, as a string: ids are random 64-bit numbers, which parsers that read JSON
+// numbers as doubles (jq 1.6, JavaScript) round, and the rounded id names no hold.
+namespace {
+Json id_json(uint64_t id) { return std::to_string(id); }
+}  // namespace
+
 Json to_json(const proto::ReserveResp& r) {
   Json failed = r.failed_line == 0xFFFF ? Json(nullptr) : Json(r.failed_line);
-  return Json{{"hold_id", r.hold_id},
-              {"state", proto::hold_state_name(r.state)},
-              {"expires_at_ms", r.expires_at_ms},
-              {"failed_line", failed},
-              {"available", r.available},
-              {"codes", codes_json(r.codes)}};
+  return Json{{"hold_id", id_json(r.hold_id)},    {"state", proto::hold_state_name(r.state)},
+              {"expires_at_ms", r.expires_at_ms}, {"failed_line", failed},
+              {"available", r.available},         {"codes", codes_json(r.codes)}};
 }
 
 Json to_json(const proto::HoldView& h) {
-  return Json{{"hold_id", h.hold_id},
+  return Json{{"hold_id", id_json(h.hold_id)},
               {"state", proto::hold_state_name(h.state)},
               {"user", h.user},
               {"key", h.key},
@@ -100,7 +103,7 @@ Json to_json(const proto::HoldView& h) {
 }
 
 Json to_json(const proto::ClaimResp& r) {
-  return Json{{"order_id", r.order_id}, {"code", r.code}, {"available", r.available}};
+  return Json{{"order_id", id_json(r.order_id)}, {"code", r.code}, {"available", r.available}};
 }
 
 Json to_json(const proto::StatsResp& r) {

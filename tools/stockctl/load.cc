@@ -1,5 +1,7 @@
 // stockctl commands that load a file: `seed FILE` and `codes load SKU FILE`. Both parse and
 // validate the whole file first (exit 2, nothing sent, on the first bad line), then send.
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -25,6 +27,16 @@ constexpr size_t kFileBytesMax = size_t{2} << 30;
 Result<std::string> read_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) return Status::Io("cannot read " + path + ": " + std::strerror(errno));
+  // A device (a wrong path: /dev/urandom never ends) or a directory is no seed or codes file; a
+  // pipe is (`stockctl seed <(make-seed)`), up to the cap.
+  struct stat st {};
+  if (::fstat(::fileno(f), &st) == 0 &&
+      (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode))) {
+    std::fclose(f);
+    return Status::Io("cannot read " + path + ": a " +
+                      (S_ISDIR(st.st_mode) ? "directory" : "device") +
+                      ", not a seed or codes file");
+  }
   std::string content;
   char buf[1 << 16];
   size_t n = 0;
@@ -151,7 +163,10 @@ int cmd_seed(const Args& a) {
     }
   }
   if (a.json && t.unanswered < total) {
-    std::cout << dump(Json{{"status", t.first_status},
+    // Rows without an answer are not "OK" either: a script reads the status.
+    const std::string status =
+        t.refused > 0 ? t.first_status : (t.unanswered > 0 ? "NO_ANSWER" : "OK");
+    std::cout << dump(Json{{"status", status},
                            {"file", a.file},
                            {"rows", total},
                            {"applied", t.applied},

@@ -24,17 +24,20 @@ struct Opened {
   Status error;  // a recovery problem, ok if none
 };
 
-// The process that holds the RocksDB LOCK of `dir` (a running server: RocksDB takes a POSIX
-// record lock on it), 0 if none or if it cannot tell.
-pid_t store_locked_by(const std::string& dir) {
+// Whether a process holds the RocksDB LOCK of `dir` (a running server: RocksDB takes a POSIX
+// record lock on it), and which (`pid`: 0 when the holder is in another PID namespace, as a
+// server in another container is).
+bool store_locked(const std::string& dir, pid_t& pid) {
+  pid = 0;
   const int fd = ::open((std::filesystem::path(dir) / "LOCK").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return false;
   struct flock l {};
   l.l_type = F_WRLCK;
   l.l_whence = SEEK_SET;
   const bool locked = ::fcntl(fd, F_GETLK, &l) == 0 && l.l_type != F_UNLCK;
   ::close(fd);
-  return locked ? l.l_pid : 0;
+  if (locked) pid = l.l_pid;
+  return locked;
 }
 
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
@@ -49,8 +52,11 @@ int open_offline(const Args& a, Opened& o) {
   }
   // A running server's store changes under a read-only open (its logs are written, trimmed,
   // deleted): what would be read is stale, or looks damaged when it is not.
-  if (pid_t pid = store_locked_by(a.data_dir); pid != 0) {
-    std::cerr << a.data_dir << ": a server is running on this data dir (pid " << pid
+  if (pid_t pid = 0; store_locked(a.data_dir, pid)) {
+    std::cerr << a.data_dir << ": a server is running on this data dir ("
+              << (pid != 0 ? "pid " + std::to_string(pid)
+                           : std::string("a process in another "
+                                         "PID namespace"))
               << " holds its LOCK); stop it first (stockctl stats reads a running one)\n";
     return kExitRefused;
   }
