@@ -25,17 +25,27 @@ bool group_full(const Changes& group) {
 constexpr size_t kMarksKeptIdle = 256;
 }  // namespace
 
+// Answers that waited for a failed write say so, except those that depend on no state: HELLO's
+// (the login took effect either way), PING's and the connection-level error frames (opcode 0).
 void Conn::fail_unreleased(uint64_t durable) {
   auto first =
       std::find_if(marks.begin(), marks.end(), [&](const Mark& m) { return m.tag > durable; });
   if (first == marks.end()) return;
-  out.resize(first->begin - out_base);
+  const uint64_t tail_base = first->begin;
+  const std::string tail = out.substr(tail_base - out_base);
+  out.resize(tail_base - out_base);
   for (auto it = first; it != marks.end(); ++it) {
+    const size_t from = it->begin - tail_base, size = it->end - it->begin;
     it->begin = out_base + out.size();
-    Dispatcher::encode_error(it->opcode, it->request_id, proto::Status::kStorageUnavailable,
-                             "the store failed before this answer was durable; nothing of it "
-                             "was kept",
-                             out);
+    const auto op = static_cast<proto::Opcode>(it->opcode);
+    if (it->opcode == 0 || op == proto::Opcode::kHello || op == proto::Opcode::kPing) {
+      out.append(tail, from, size);
+    } else {
+      Dispatcher::encode_error(it->opcode, it->request_id, proto::Status::kStorageUnavailable,
+                               "the store failed before this answer was durable; nothing of it "
+                               "was kept",
+                               out);
+    }
     it->end = out_base + out.size();
     it->tag = durable;
   }

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../../server/src/conn.h"
 #include "stockd/check.h"
 
 namespace stockd {
@@ -184,6 +185,47 @@ TEST(Check, StopsTheProcessNamingTheInvariant) {
   const int two = 2;
   EXPECT_DEATH(STOCKD_CHECK(two + two == 5, "arithmetic holds"),
                "invariant broken at .*dispatch_test.cc:[0-9]+: arithmetic holds");
+}
+
+// When the store fails, a connection's answers that waited for the failed write become
+// STORAGE_UNAVAILABLE ("nothing was applied"), reads included: they may show state that is
+// rolled back. Not HELLO's: the login took effect, and a client told its HELLO failed went on
+// logged in (a PING after it answered OK). Nor PING's, which depends on nothing.
+TEST(ConnStoreFailure, OnlyAnswersThatDependOnStateBecomeStorageUnavailable) {
+  Conn c;
+  c.out_base = 1000;  // as after earlier answers were written
+  const auto add = [&](Opcode op, uint32_t id, const proto::Response& resp) {
+    const uint64_t begin = c.out_base + c.out.size();
+    proto::encode_response(op, id, Status::kOk, resp, c.out);
+    c.mark_answer(7, begin, static_cast<uint16_t>(op), id);
+  };
+  add(Opcode::kHello, 1, proto::HelloResp{.frame_bytes_max = 1 << 20, .inflight_max = 8});
+  proto::ReserveResp reserved;
+  reserved.hold_id = 9;
+  add(Opcode::kReserve, 2, reserved);
+  add(Opcode::kPing, 3, proto::PingResp{});
+  proto::SkuView mug;
+  mug.sku = "mug";
+  mug.total = 3;
+  add(Opcode::kSkuGet, 4, mug);
+  c.fail_unreleased(6);
+  std::vector<std::pair<uint32_t, Status>> got;
+  std::span<const uint8_t> in(reinterpret_cast<const uint8_t*>(c.out.data()), c.out.size());
+  size_t at = 0;
+  for (const Conn::Mark& m : c.marks) {
+    EXPECT_EQ(m.begin, c.out_base + at);
+    proto::FrameDecode d = proto::decode_frame(in.subspan(at), proto::Limits{1 << 20});
+    ASSERT_EQ(d.kind, proto::DecodeKind::kFrame);
+    EXPECT_EQ(m.end, m.begin + d.consumed);
+    EXPECT_EQ(m.tag, 6u) << "released with the durable group";
+    got.emplace_back(d.header.request_id, static_cast<Status>(d.header.status));
+    at += d.consumed;
+  }
+  EXPECT_EQ(at, c.out.size());
+  EXPECT_EQ(got, (std::vector<std::pair<uint32_t, Status>>{{1, Status::kOk},
+                                                           {2, Status::kStorageUnavailable},
+                                                           {3, Status::kOk},
+                                                           {4, Status::kStorageUnavailable}}));
 }
 
 }  // namespace
