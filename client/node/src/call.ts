@@ -48,7 +48,7 @@ export interface CallSpec<T> {
    * rejects it. Done here so that a call is one promise, settled once, with no await between
    * the answer and the caller.
    */
-  decode?: (a: Answer, key: string) => T;
+  decode?: (a: Answer, key: string, resent: boolean) => T;
   /**
    * A reserve's or claim's idempotency key ('' for none). Passed to `decode`, so that it need
    * not be a closure, and named by an error that leaves the outcome unknown.
@@ -78,7 +78,7 @@ export class Call<T = any> {
   carrier: Carrier | undefined;
   private resolveFn!: (v: T) => void;
   private rejectFn!: (e: Error) => void;
-  private readonly decode: ((a: Answer, key: string) => T) | undefined;
+  private readonly decode: ((a: Answer, key: string, resent: boolean) => T) | undefined;
   private readonly key: string;
   private readonly timer: NodeJS.Timeout;
   private readonly signal: AbortSignal | undefined;
@@ -114,7 +114,7 @@ export class Call<T = any> {
     if (this.decode === undefined) return this.resolveFn(a as T);
     let v: T;
     try {
-      v = this.decode(a, this.key);
+      v = this.decode(a, this.key, this.lostOnce);
     } catch (e) {
       return this.rejectFn(e as Error);
     }
@@ -140,6 +140,9 @@ export class Call<T = any> {
       e.outcomeUnknown = true;
       e.message += `; an earlier send of ${this.op} was lost, so its outcome is unknown`;
     }
+    // A failed store may still replay the group if the server is killed before it recovers
+    // (spec section 9): the key is what a caller who must know resends with.
+    if (this.key !== '' && status === STATUS.STORAGE_UNAVAILABLE) e.idempotencyKey = this.key;
     this.fail(e);
   }
 

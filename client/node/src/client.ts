@@ -91,8 +91,10 @@ function i64(op: string, field: string, v: bigint | number): bigint {
 // Answers to results; `key` is the idempotency key the request carried.
 const decodeReserve = (a: Answer, key: string) => res.reserveResult(a.status, a.body as codec.ReserveResp, key);
 const decodeClaim = (a: Answer, key: string) => res.claimResult(a.status, a.body as codec.ClaimResp, key);
-const decodeCommit = (a: Answer) => res.holdChangeResult('commit', a.status, a.body as codec.HoldView);
-const decodeRelease = (a: Answer) => res.holdChangeResult('release', a.status, a.body as codec.HoldView);
+const decodeCommit = (a: Answer, _key: string, resent: boolean) =>
+  res.holdChangeResult('commit', a.status, a.body as codec.HoldView, resent ? 'COMMITTED' : undefined);
+const decodeRelease = (a: Answer, _key: string, resent: boolean) =>
+  res.holdChangeResult('release', a.status, a.body as codec.HoldView, resent ? 'RELEASED' : undefined);
 
 /**
  * Events: 'connect' ({address, hello}), 'reconnecting' ({address, attempt, delayMs, error}),
@@ -179,7 +181,7 @@ export class StockdClient extends EventEmitter {
     body: codec.ReqOf<K>,
     shape: Shape,
     o: CallOptions | undefined,
-    decode: ((a: Answer, key: string) => T) | undefined,
+    decode: ((a: Answer, key: string, resent: boolean) => T) | undefined,
     key = '',
   ): Promise<T> {
     let frame: Buffer;

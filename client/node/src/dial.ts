@@ -66,6 +66,8 @@ export function dial(
  */
 export function socketError(address: string, e: NodeJS.ErrnoException, isTls: boolean): StockdConnectionError {
   const msg = `connection to ${address} failed: ${e.message}`;
-  const certificate = isTls && /CERT|UNABLE_TO_|SELF_SIGNED/.test(e.code ?? '');
+  // The server's alerts too: no certificate or one from another CA, no common protocol.
+  const certificate =
+    isTls && /CERT|UNABLE_TO_|SELF_SIGNED|UNKNOWN_CA|HANDSHAKE_FAILURE|WRONG_VERSION_NUMBER|PROTOCOL_VERSION/.test(e.code ?? '');
   return certificate ? new StockdTlsError(msg, { cause: e }) : new StockdConnectionError(msg, { cause: e });
 }

@@ -43,8 +43,13 @@ export type ClaimResult =
   | { status: 'NOT_FOUND' | 'KEY_CONFLICT'; key: string };
 
 /** COMMIT and RELEASE: the hold as it is after the request, whatever the status. */
+/**
+ * `resent`: the client resent the call after a lost connection, and the repeat found the hold
+ * already in the state asked for (ALREADY_DONE): the first send did it, so the result is OK.
+ */
 export type HoldChangeResult =
-  | { status: 'OK' | 'HOLD_EXPIRED' | 'ALREADY_DONE'; hold: HoldView }
+  | { status: 'OK'; hold: HoldView; resent?: true }
+  | { status: 'HOLD_EXPIRED' | 'ALREADY_DONE'; hold: HoldView }
   | { status: 'NOT_FOUND' };
 
 export type HoldGetResult = { status: 'OK'; hold: HoldView } | { status: 'NOT_FOUND' };
@@ -92,9 +97,12 @@ export function claimResult(status: number, r: m.ClaimResp, key: string): ClaimR
   return { status: s, key, available: r.available };
 }
 
-export function holdChangeResult(op: string, status: number, hold: HoldView): HoldChangeResult {
+/** `resentFor`: the state the call asks for, when the client resent it (else undefined). */
+export function holdChangeResult(op: string, status: number, hold: HoldView, resentFor?: HoldView['state']): HoldChangeResult {
   const s = expect(op, status, HOLD_CHANGE_OK);
-  return s === 'NOT_FOUND' ? { status: s } : { status: s, hold };
+  if (s === 'NOT_FOUND') return { status: s };
+  if (s === 'ALREADY_DONE' && resentFor !== undefined && hold.state === resentFor) return { status: 'OK', hold, resent: true };
+  return { status: s, hold };
 }
 
 export function holdGetResult(status: number, hold: HoldView): HoldGetResult {

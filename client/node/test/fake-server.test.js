@@ -191,6 +191,9 @@ test('a lost RESERVE whose resend finds the store failed: outcome unknown, with 
         (e) => e,
       );
       assert.ok(plain instanceof s.StockdStorageError && plain.outcomeUnknown === false, plain.message);
+      // Spec section 9: a server killed before its store recovers may replay the group, and a
+      // client that must know resends with the same key: the error names it.
+      assert.equal(plain.idempotencyKey, 'plain');
       assert.equal(f.received.filter((x) => x.op === 'RESERVE').length, 5);
     },
   );
@@ -205,19 +208,33 @@ test("a lost RESERVE without a key (key: '') is not resent: outcome unknown", ()
     },
   ));
 
-test('COMMIT is resent after a lost answer; the repeat answers ALREADY_DONE', () =>
-  withFake(
+// The client resent the COMMIT (or RELEASE) itself: the repeat's ALREADY_DONE with the hold in
+// the state asked for means the first send did it. That is OK (resent: true): a backend that
+// checked status === 'OK' took a sale that went through for one that did not, and refunded it.
+// ALREADY_DONE in another state (a released hold) stays ALREADY_DONE.
+test('COMMIT and RELEASE resent after a lost answer: the repeat done in the state asked for is OK', () => {
+  const lose = new Set(['COMMIT 5', 'RELEASE 6']); // the first send of each is lost
+  return withFake(
     (req) => {
-      if (req.op !== 'COMMIT') return;
-      if (req.conn === 0) return req.sock.destroy();
-      req.reply(7, { holdId: req.body.holdId, state: 'COMMITTED', user: 'u', key: 'k', createdAtMs: 1, expiresAtMs: 2, lines: [], codes: [] });
+      if (req.op !== 'COMMIT' && req.op !== 'RELEASE') return;
+      if (lose.delete(`${req.op} ${req.body.holdId}`)) return req.sock.destroy();
+      const state = req.body.holdId === 5n ? 'COMMITTED' : 'RELEASED';
+      req.reply(7, { holdId: req.body.holdId, state, user: 'u', key: 'k', createdAtMs: 1, expiresAtMs: 2, lines: [], codes: [] });
     },
     async (c) => {
       const r = await c.commit({ holdId: 5n, user: 'u' });
-      assert.equal(r.status, 'ALREADY_DONE');
+      assert.equal(r.status, 'OK');
+      assert.equal(r.resent, true);
       assert.equal(r.hold.state, 'COMMITTED');
+      const released = await c.release({ holdId: 6n, user: 'u' });
+      assert.equal(released.status, 'OK');
+      assert.equal(released.resent, true);
+      const other = await c.commit({ holdId: 6n, user: 'u' }); // not resent: as the server says
+      assert.equal(other.status, 'ALREADY_DONE');
+      assert.equal(other.resent, undefined);
     },
-  ));
+  );
+});
 
 test('a server that never answers: StockdTimeoutError at the deadline', () =>
   withFake(

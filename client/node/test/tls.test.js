@@ -130,9 +130,15 @@ describe('TLS against a real stockd', { skip: noOpenssl || serverLacksTls, timeo
       const good = tryClient(srv.port, { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey }, { token: TOKENS.buyer });
       await good.ping();
       await good.close();
-      const anon = tryClient(srv.port, { ca: certs.ca }, { token: TOKENS.buyer });
-      await assert.rejects(anon.ping(), s.StockdError);
-      anon.destroy();
+      // Refused for its certificate (none, or one from another CA): a StockdTlsError at once, not
+      // redials until the deadline ("fails at once", as a refused server certificate does).
+      for (const tls of [{ ca: certs.ca }, { ca: certs.ca, cert: certs.otherClientCert, key: certs.otherClientKey }]) {
+        const refused = tryClient(srv.port, tls, { token: TOKENS.buyer, timeoutMs: 5000 });
+        const t0 = Date.now();
+        await assert.rejects(refused.ping(), (e) => e instanceof s.StockdTlsError || assert.fail(`${e.name}: ${e.message}`));
+        assert.ok(Date.now() - t0 < 2000, `refused after ${Date.now() - t0} ms`);
+        refused.destroy();
+      }
     } finally {
       await srv.stop();
     }

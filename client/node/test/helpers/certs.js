@@ -24,16 +24,17 @@ function makeCerts() {
   const ca = (name) =>
     ssl('req', '-x509', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.crt`), '-days', '2', '-subj', `/CN=${name}`,
       '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-  const leaf = (name, ext) => {
+  const leaf = (name, ext, by = 'ca') => {
     fs.writeFileSync(f(`${name}.ext`), ext);
     ssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${name}`);
-    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f(`${by}.crt`), '-CAkey', f(`${by}.key`), '-CAcreateserial',
       '-out', f(`${name}.crt`), '-days', '2', '-extfile', f(`${name}.ext`));
   };
   ca('ca');
   ca('other-ca');
   leaf('server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   leaf('client', 'extendedKeyUsage=clientAuth\n');
+  leaf('other-client', 'extendedKeyUsage=clientAuth\n', 'other-ca');
   const read = (name) => fs.readFileSync(f(name));
   return {
     dir,
@@ -44,6 +45,8 @@ function makeCerts() {
     serverKey: read('server.key'),
     clientCert: read('client.crt'),
     clientKey: read('client.key'),
+    otherClientCert: read('other-client.crt'),
+    otherClientKey: read('other-client.key'),
     remove: () => fs.rmSync(dir, { recursive: true, force: true }),
   };
 }
