@@ -382,16 +382,34 @@ export class Connection implements Carrier {
     this.events.ready(this);
   }
 
-  /** A PING when quiet for a third of the server's idle timeout (section 4, step 5). */
+  /**
+   * A PING when quiet for a third of the server's idle timeout (section 4, step 5). Unanswered
+   * for as long again (at least 1 s, at most connectTimeoutMs), the connection is presumed dead
+   * (a server host that lost power, a middlebox that dropped the flow: no reset comes) and
+   * ended, so that calls do not go to it and time out one by one.
+   */
   private startKeepAlive(idleMs: number): void {
     if (!this.opts.keepAlive || idleMs === 0) return;
     const every = Math.max(100, Math.floor(idleMs / 3));
+    const deadlineMs = Math.max(1000, Math.min(every, this.opts.connectTimeoutMs));
+    let ping: Entry | undefined;
+    let sentMs = 0;
     this.keepAliveTimer = setInterval(() => {
+      if (this.state !== 'ready') return; // a draining connection's own timer ends it
+      if (ping !== undefined && !ping.answered) {
+        if (Date.now() - sentMs >= deadlineMs) {
+          this.die(new StockdTimeoutError(`keep-alive PING unanswered for ${deadlineMs} ms; connection to ${this.address} presumed dead`));
+        }
+        return;
+      }
+      ping = undefined;
       const quiet = Date.now() - this.lastSendMs >= every;
       if (this.state === 'ready' && quiet && this.inflight.length === 0) {
         this.enqueue(null, codec.encodeRequest('PING', 0, {}));
+        ping = this.inflight[this.inflight.length - 1];
+        sentMs = Date.now();
       }
-    }, every);
+    }, Math.min(every, Math.max(100, Math.floor(deadlineMs / 4))));
     this.keepAliveTimer.unref();
   }
 }

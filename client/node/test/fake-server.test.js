@@ -685,6 +685,24 @@ test('close() ends a connection whose keep-alive PING is never answered, within 
     { hello: { ...HELLO, idleTimeoutMs: 300 }, client: { connectTimeoutMs: 400 } },
   ));
 
+// A connection that went silent (a server host that lost power, a middlebox that dropped the
+// idle flow) is found by its keep-alive PING: unanswered past its own deadline, the connection
+// is ended, and the next call takes a new one. The PING had no deadline: the next calls went to
+// the dead connection and each timed out, with outcome unknown, until one more timeout passed.
+test('a keep-alive PING left unanswered ends its connection; the next call takes a new one', () =>
+  withFake(
+    (req) => req.op === 'PING' && req.conn > 0 && req.reply(0, {}), // the first connection is dead
+    async (c, fake) => {
+      await c.connect();
+      for (let i = 0; i < 100 && !fake.received.some((r) => r.op === 'PING'); i++) await sleep(10);
+      assert.ok(fake.received.some((r) => r.op === 'PING'), 'a keep-alive PING is in flight');
+      await sleep(1500);
+      await c.ping({ timeoutMs: 500 });
+      assert.ok(fake.connections >= 2, 'a new connection answered');
+    },
+    { hello: { ...HELLO, idleTimeoutMs: 300 } },
+  ));
+
 test('an answer this client cannot decode (a SKU id that is not UTF-8) fails that call; the connection carries on', () =>
   withFake(
     (req) => {
