@@ -32,9 +32,15 @@ export interface PoolOptions extends ConnectionOptions {
   reconnect: Required<ReconnectOptions>;
 }
 
+/** A connection that lived this long was a success: the next redial starts the backoff over. */
+const STABLE_MS = 1000;
+
 interface Slot {
   conn: Connection | undefined;
+  /** Failed dials in a row: the redial's backoff. */
   attempt: number;
+  /** When its connection said HELLO. */
+  readyAtMs: number;
   timer: NodeJS.Timeout | undefined;
   /**
    * Set when a refused dial left no call waiting: the slot is not redialled until a call (or
@@ -71,7 +77,7 @@ export class Pool implements CallHooks {
     private readonly opts: PoolOptions,
     private readonly emitter: EventEmitter,
   ) {
-    this.slots = Array.from({ length: opts.connections }, () => ({ conn: undefined, attempt: 0, timer: undefined, parkedUntil: undefined }));
+    this.slots = Array.from({ length: opts.connections }, () => ({ conn: undefined, attempt: 0, readyAtMs: 0, timer: undefined, parkedUntil: undefined }));
   }
 
   /** The limits the server gave the most recent HELLO. */
@@ -182,7 +188,7 @@ export class Pool implements CallHooks {
   }
 
   private onReady(slot: Slot, conn: Connection): void {
-    slot.attempt = 0;
+    slot.readyAtMs = Date.now();
     this.fatal = undefined;
     this.wakeParked();
     this.hello = conn.hello;
@@ -219,6 +225,9 @@ export class Pool implements CallHooks {
       this.refused(err);
     }
     if (this.closed || (this.closing && this.live === 0)) return;
+    // The backoff starts over only after a connection that lasted: one dropped right after its
+    // HELLO (a crash loop, a proxy) counts as a failed attempt.
+    if (wasReady && Date.now() - slot.readyAtMs >= STABLE_MS) slot.attempt = 0;
     const { minDelayMs, maxDelayMs } = this.opts.reconnect;
     const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(slot.attempt, 30));
     const delayMs = Math.round(cap / 2 + (Math.random() * cap) / 2);

@@ -685,6 +685,24 @@ test('close() ends a connection whose keep-alive PING is never answered, within 
     { hello: { ...HELLO, idleTimeoutMs: 300 }, client: { connectTimeoutMs: 400 } },
   ));
 
+// A server that takes HELLO and then drops the connection at once (a crash loop, a proxy): the
+// redials back off as for a refused connect. A HELLO reset the backoff, so every slot of every
+// process redialled every 5-10 ms for as long as calls waited.
+test('a server that drops each connection right after HELLO is redialled with a growing delay', () =>
+  withFake(
+    (req) => {
+      if (req.op !== 'HELLO') return;
+      req.reply(0, HELLO);
+      setImmediate(() => req.sock.destroy());
+      return 'handled';
+    },
+    async (c, fake) => {
+      await assert.rejects(c.ping({ timeoutMs: 2000 }), s.StockdTimeoutError);
+      assert.ok(fake.connections >= 3 && fake.connections <= 14, `${fake.connections} connections in 2 s`);
+    },
+    { client: { reconnect: { minDelayMs: 10, maxDelayMs: 5000 } } },
+  ));
+
 // A connection that went silent (a server host that lost power, a middlebox that dropped the
 // idle flow) is found by its keep-alive PING: unanswered past its own deadline, the connection
 // is ended, and the next call takes a new one. The PING had no deadline: the next calls went to
