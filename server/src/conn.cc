@@ -295,14 +295,16 @@ void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
     if (!s.ok()) {
       ++metrics_.tls_errors;
       log_->debug("closing a TLS connection: {}", s.message());
-      // The alert OpenSSL wrote (a certificate refused or missing, a protocol it does not
-      // speak), so that the client can tell a refusal from a lost connection and not redial
-      // (best effort: a few bytes, and the peer's input was read; what OpenSSL has left to send
-      // after a failed handshake is its alert).
-      std::string alert;
-      c->tls->take_output(alert);
-      uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
-      if (!alert.empty()) (void)uv_try_write(c->stream(), &b, 1);
+      // A failed handshake: the alert OpenSSL wrote (a certificate refused or missing, a
+      // protocol it does not speak), so that the client can tell a refusal from a lost
+      // connection and does not redial. Best effort, a few bytes: input the peer sent after
+      // it (a TLS 1.3 client's HELLO) makes the close a reset, which Linux delivers after them.
+      if (!c->tls->handshake_done()) {
+        std::string alert;
+        c->tls->take_output(alert);
+        uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
+        if (!alert.empty()) (void)uv_try_write(c->stream(), &b, 1);
+      }
       close_conn(c);
       return;
     }

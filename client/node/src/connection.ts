@@ -384,21 +384,29 @@ export class Connection implements Carrier {
 
   /**
    * A PING when quiet for a third of the server's idle timeout (section 4, step 5). Unanswered
-   * for as long again (at least 1 s, at most connectTimeoutMs), the connection is presumed dead
-   * (a server host that lost power, a middlebox that dropped the flow: no reset comes) and
-   * ended, so that calls do not go to it and time out one by one.
+   * for as long again, and at least connectTimeoutMs (a PING's answer waits for the group
+   * commit in progress, as every answer does: a slow disk must not end a healthy connection),
+   * the connection is presumed dead (a server host that lost power, a middlebox that dropped
+   * the flow: no reset comes) and ended, so that a quiet client's next calls do not go to it and
+   * time out one by one. The verdict waits for the loop's next read (setImmediate): after a
+   * stall of this process the answer may be in the socket, unread.
    */
   private startKeepAlive(idleMs: number): void {
     if (!this.opts.keepAlive || idleMs === 0) return;
     const every = Math.max(100, Math.floor(idleMs / 3));
-    const deadlineMs = Math.max(1000, Math.min(every, this.opts.connectTimeoutMs));
+    const deadlineMs = Math.max(1000, every, this.opts.connectTimeoutMs);
     let ping: Entry | undefined;
     let sentMs = 0;
     this.keepAliveTimer = setInterval(() => {
       if (this.state !== 'ready') return; // a draining connection's own timer ends it
       if (ping !== undefined && !ping.answered) {
         if (Date.now() - sentMs >= deadlineMs) {
-          this.die(new StockdTimeoutError(`keep-alive PING unanswered for ${deadlineMs} ms; connection to ${this.address} presumed dead`));
+          const stuck = ping;
+          setImmediate(() => {
+            if (!stuck.answered && this.state === 'ready') {
+              this.die(new StockdTimeoutError(`keep-alive PING unanswered for ${deadlineMs} ms; connection to ${this.address} presumed dead`));
+            }
+          });
         }
         return;
       }

@@ -44,12 +44,14 @@ export type ClaimResult =
 
 /** COMMIT and RELEASE: the hold as it is after the request, whatever the status. */
 /**
- * `resent`: the client resent the call after a lost connection, and the repeat found the hold
- * already in the state asked for (ALREADY_DONE): the first send did it, so the result is OK.
+ * `resent`: ALREADY_DONE answered a resend the client made after a lost connection, and the
+ * hold is in the state this call asked for: done by this call's first send, or by another
+ * request (a commit has no key to tell them apart). Without it, ALREADY_DONE is another
+ * request's doing.
  */
 export type HoldChangeResult =
-  | { status: 'OK'; hold: HoldView; resent?: true }
-  | { status: 'HOLD_EXPIRED' | 'ALREADY_DONE'; hold: HoldView }
+  | { status: 'OK' | 'HOLD_EXPIRED'; hold: HoldView }
+  | { status: 'ALREADY_DONE'; hold: HoldView; resent?: true }
   | { status: 'NOT_FOUND' };
 
 export type HoldGetResult = { status: 'OK'; hold: HoldView } | { status: 'NOT_FOUND' };
@@ -101,7 +103,7 @@ export function claimResult(status: number, r: m.ClaimResp, key: string): ClaimR
 export function holdChangeResult(op: string, status: number, hold: HoldView, resentFor?: HoldView['state']): HoldChangeResult {
   const s = expect(op, status, HOLD_CHANGE_OK);
   if (s === 'NOT_FOUND') return { status: s };
-  if (s === 'ALREADY_DONE' && resentFor !== undefined && hold.state === resentFor) return { status: 'OK', hold, resent: true };
+  if (s === 'ALREADY_DONE' && resentFor !== undefined && hold.state === resentFor) return { status: s, hold, resent: true };
   return { status: s, hold };
 }
 
