@@ -2,6 +2,7 @@
 // answers; this app only checks input, names the user from the session, and maps answers to
 // HTTP. Orders reach PostgreSQL through the stockd-outbox sidecar, never from here.
 'use strict';
+const crypto = require('node:crypto');
 const express = require('express');
 const {
   StockdBadRequestError,
@@ -61,13 +62,16 @@ function userOf(req) {
 
 /**
  * The browser's Idempotency-Key, or a new one (a UUIDv7). Kept in `res.locals` so that a 503
- * can hand it back: the browser retries with it and cannot buy twice.
+ * can hand it back: the browser retries with it and cannot buy twice. stockd's keys are global
+ * to the server, so the key stockd gets is the user's own (a hash of user and key): another
+ * user sending the same key makes a request of their own, and can neither block this one with
+ * KEY_CONFLICT nor learn that the key was used.
  */
-function keyOf(req, res) {
+function keyOf(req, res, user) {
   const key = req.get('Idempotency-Key');
   res.locals.key = key === undefined ? uuidv7() : text(key, 'Idempotency-Key', KEY_BYTES_MAX);
   res.set('Idempotency-Key', res.locals.key);
-  return res.locals.key;
+  return crypto.createHash('sha256').update(`${user}\n${res.locals.key}`).digest('hex');
 }
 
 function holdIdOf(body) {
@@ -97,6 +101,10 @@ function holdJson(hold) {
  * hold lasts before checkout.
  */
 function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
+  // A hold lasts 1 ms to 24 h (docs/protocol.md, RESERVE ttl_ms); 0 would buy at once.
+  if (!Number.isInteger(holdTtlMs) || holdTtlMs < 1 || holdTtlMs > 86_400_000) {
+    throw new RangeError(`holdTtlMs must be an integer from 1 to 86400000 ms, got ${holdTtlMs}`);
+  }
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false); // answers to buyers are never cached
@@ -110,7 +118,7 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
     if (!Number.isInteger(qty) || qty < 1 || qty > QTY_MAX) throw badRequest(`qty must be an integer 1..${QTY_MAX}`);
     if (mode !== 'now' && mode !== 'hold') throw badRequest("mode must be 'now' or 'hold'");
     const ttlMs = mode === 'hold' ? holdTtlMs : 0;
-    const r = await stockd.reserve({ user, key: keyOf(req, res), ttlMs, lines: [{ sku, qty }] });
+    const r = await stockd.reserve({ user, key: keyOf(req, res, user), ttlMs, lines: [{ sku, qty }] });
     if (r.status !== 'OK') {
       return refuse(res, r.status, r.status === 'KEY_CONFLICT' ? {} : { available: num(r.available) });
     }
@@ -120,19 +128,22 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
     res.status(201).json({ holdId: String(r.holdId), sku, qty, codes, expiresAt });
   });
 
-  // The hold becomes an order. The user is the session's: another user's hold is a 404.
+  // The hold becomes an order. The user is the session's: another user's hold is a 404. A
+  // retry (a double click, a retry after a 503) finds the hold already sold: the same 200.
   app.post('/api/checkout', async (req, res) => {
     const user = userOf(req);
     const r = await stockd.commit({ holdId: holdIdOf(req.body), user });
-    if (r.status === 'OK') return res.json({ orderId: String(r.hold.holdId), order: holdJson(r.hold) });
+    const done = r.status === 'OK' || (r.status === 'ALREADY_DONE' && r.hold.state === 'COMMITTED');
+    if (done) return res.json({ orderId: String(r.hold.holdId), order: holdJson(r.hold) });
     refuse(res, r.status, r.status === 'NOT_FOUND' ? {} : { hold: holdJson(r.hold) });
   });
 
-  // The hold's units go back on sale.
+  // The hold's units go back on sale (a retry finds them back: the same 200).
   app.post('/api/cancel', async (req, res) => {
     const user = userOf(req);
     const r = await stockd.release({ holdId: holdIdOf(req.body), user });
-    if (r.status === 'OK') return res.json({ hold: holdJson(r.hold) });
+    const done = r.status === 'OK' || (r.status === 'ALREADY_DONE' && r.hold.state === 'RELEASED');
+    if (done) return res.json({ hold: holdJson(r.hold) });
     refuse(res, r.status, r.status === 'NOT_FOUND' ? {} : { hold: holdJson(r.hold) });
   });
 
@@ -140,7 +151,7 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
   app.post('/api/claim', async (req, res) => {
     const user = userOf(req);
     const sku = text(req.body?.sku, 'sku', SKU_BYTES_MAX);
-    const r = await stockd.claim({ sku, user, key: keyOf(req, res) });
+    const r = await stockd.claim({ sku, user, key: keyOf(req, res, user) });
     if (r.status !== 'OK') return refuse(res, r.status, 'available' in r ? { available: num(r.available) } : {});
     res.status(201).json({ orderId: String(r.orderId), sku, code: r.code });
   });
@@ -169,6 +180,13 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
     if (err instanceof HttpError) return res.status(err.status).json({ error: err.error, message: err.message });
     if (err.type === 'entity.parse.failed') return res.status(400).json({ error: 'BAD_REQUEST', message: 'body is not valid JSON' });
     if (err.type === 'entity.too.large') return res.status(413).json({ error: 'TOO_LARGE', message: 'body too large' });
+    if (err.type === 'request.aborted') return; // the client went away: nobody to answer
+    // Other refusals of Express and its body parser (a bad URL encoding, a charset or encoding
+    // it does not take) keep their 4xx.
+    const status = err.status ?? err.statusCode;
+    if (Number.isInteger(status) && status >= 400 && status < 500) {
+      return res.status(status).json({ error: 'BAD_REQUEST', message: err.expose ? err.message : 'bad request' });
+    }
     if (err instanceof StockdBadRequestError) return res.status(400).json({ error: 'BAD_REQUEST', message: err.serverMessage });
     if (UNAVAILABLE.some((Kind) => err instanceof Kind)) {
       // A buy whose answer was lost may have happened: a retry with the same key tells.

@@ -69,6 +69,17 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     const broken = await post('/api/buy', { user: 'alice', raw: '{"sku":' });
     assert.deepEqual([broken.status, broken.body.error], [400, 'BAD_REQUEST']);
     assert.equal((await post('/api/checkout', { user: 'alice', body: { holdId: 12 } })).status, 400, 'hold ids are strings');
+    // What Express and its body parser refuse keeps their 4xx (it was a 500 and a logged stack).
+    assert.equal((await call('GET', '/api/stock/%E0')).status, 400);
+    const latin1 = await fetch(url + '/api/buy', {
+      method: 'POST',
+      headers: { 'X-User-Id': 'alice', 'Content-Type': 'application/json; charset=latin1' },
+      body: '{"sku":"sneaker"}',
+    });
+    assert.equal(latin1.status, 415);
+    // A hold time the server cannot use is refused at start, not blamed on each buyer.
+    const { createApp } = require('../app');
+    for (const holdTtlMs of [0, NaN, 86_400_001]) assert.throws(() => createApp(null, { holdTtlMs }), /holdTtlMs/);
   });
 
   test('buy now: an order; the same Idempotency-Key gives the same order; the per-user limit holds', async () => {
@@ -83,8 +94,12 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.ok(second.headers.get('idempotency-key'), 'a generated key is handed back');
     const third = await post('/api/buy', { user: 'alice', body: { sku: 'sneaker' } });
     assert.deepEqual([third.status, third.body.error, third.body.available], [409, 'LIMIT_EXCEEDED', 0]);
-    const conflict = await post('/api/buy', { user: 'bob', body: { sku: 'sneaker' }, key: 'alice-1' });
+    const conflict = await post('/api/buy', { user: 'alice', body: { sku: 'sneaker', qty: 2 }, key: 'alice-1' });
     assert.deepEqual([conflict.status, conflict.body.error], [409, 'KEY_CONFLICT']);
+    // Keys are the user's own: another user's request under alice's key is a request of its own
+    // (stockd's keys are global: mallory could block alice's key, and learn that it was used).
+    const mallory = await post('/api/buy', { user: 'mallory', body: { sku: 'no-such-sku' }, key: 'alice-1' });
+    assert.deepEqual([mallory.status, mallory.body.error], [404, 'NOT_FOUND']);
     orders.push(first.body.orderId, second.body.orderId);
   });
 
@@ -99,8 +114,9 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.equal((await post('/api/cancel', { user: 'mallory', body: { holdId } })).status, 404);
     const done = await post('/api/checkout', { user: 'bob', body: { holdId } });
     assert.deepEqual([done.status, done.body.orderId, done.body.order.state], [200, holdId, 'COMMITTED']);
+    // A retried checkout (a double click, a retry after a 503) finds the order: 200, the same.
     const twice = await post('/api/checkout', { user: 'bob', body: { holdId } });
-    assert.deepEqual([twice.status, twice.body.error], [409, 'ALREADY_DONE']);
+    assert.deepEqual([twice.status, twice.body.orderId, twice.body.order.state], [200, holdId, 'COMMITTED']);
     assert.equal((await post('/api/checkout', { user: 'bob', body: { holdId: '12345' } })).status, 404);
     orders.push(holdId);
   });
@@ -110,6 +126,8 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.equal(hold.status, 201);
     const cancel = await post('/api/cancel', { user: 'carol', body: { holdId: hold.body.holdId } });
     assert.deepEqual([cancel.status, cancel.body.hold.state], [200, 'RELEASED']);
+    const again = await post('/api/cancel', { user: 'carol', body: { holdId: hold.body.holdId } });
+    assert.deepEqual([again.status, again.body.hold.state], [200, 'RELEASED']);
     const late = await post('/api/checkout', { user: 'carol', body: { holdId: hold.body.holdId } });
     assert.deepEqual([late.status, late.body.error], [409, 'ALREADY_DONE']);
     const stock = (await call('GET', '/api/stock/sneaker')).body;
