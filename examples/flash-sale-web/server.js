@@ -39,10 +39,32 @@ function serve() {
     if (cluster.isPrimary || cluster.worker.id === 1) console.log(`flash-sale-web: listening on http://${address}:${port}`);
   });
   server.keepAliveTimeout = 65_000; // longer than a load balancer's idle timeout
+  // Stopping: no new connections; each request still in flight gets its answer with
+  // Connection: close, and its socket ends after it (a kept-alive socket would hold close()
+  // open until keepAliveTimeout); once none is left, stockd's client closes and the process
+  // exits. A request still unanswered one stockd deadline (and a margin) later is cut.
+  let stopping = false;
+  const inFlight = new Set();
+  server.on('request', (req, res) => {
+    inFlight.add(res);
+    if (stopping) res.setHeader('Connection', 'close');
+    res.on('close', () => {
+      inFlight.delete(res);
+      if (stopping) server.closeIdleConnections();
+    });
+  });
   const stop = () => {
-    server.close(() => stockd.close().then(() => process.exit(0)));
+    if (stopping) return; // a second signal changes nothing
+    stopping = true;
+    for (const res of inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
+    server.close(() =>
+      stockd.close().then(() => {
+        console.log('flash-sale-web: stopped');
+        process.exit(0);
+      }),
+    );
     server.closeIdleConnections();
-    setTimeout(() => process.exit(0), 5000).unref();
+    setTimeout(() => process.exit(0), Number(env.STOCKD_TIMEOUT_MS ?? 3000) + 2000).unref();
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

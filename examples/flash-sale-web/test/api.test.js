@@ -177,6 +177,40 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.equal(r.headers.get('retry-after'), '1');
   });
 
+  // A deploy mid-sale: SIGTERM while a request is in flight on a keep-alive connection. Its
+  // answer comes, with Connection: close, and the app exits by its clean path (stockd's client
+  // closed) as soon as nothing is in flight. The socket, kept alive after its answer, kept
+  // server.close() from finishing: the 5 s timer exited the process, cutting what was in flight.
+  test('SIGTERM with a request in flight on a keep-alive connection: answered, then a clean exit', async () => {
+    const http = require('node:http');
+    const slow = await stack.startApp({ STOCKD_PORT: String(await freePort()), STOCKD_TIMEOUT_MS: '800' });
+    const app = stack.procs[stack.procs.length - 1];
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const answer = new Promise((resolve, reject) => {
+      const req = http.request(`${slow}/api/buy`, {
+        method: 'POST',
+        agent,
+        headers: { 'X-User-Id': 'kim', 'Content-Type': 'application/json' },
+      }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ sku: 'sneaker' }));
+    });
+    await sleep(200);
+    const t0 = Date.now();
+    app.kill('SIGTERM');
+    const res = await answer;
+    assert.equal(res.statusCode, 503); // stockd unreachable: the answer, not a cut connection
+    assert.equal(res.headers.connection, 'close');
+    const code = await app.exited;
+    assert.equal(code, 0);
+    assert.ok(Date.now() - t0 < 3000, `exited ${Date.now() - t0} ms after SIGTERM`);
+    assert.match(app.output, /flash-sale-web: stopped/);
+    agent.destroy();
+  });
+
   test('every order reaches PostgreSQL through stockd-outbox, exactly once', async () => {
     const pg = new Client({ connectionString: stack.pgUrl });
     await pg.connect();
