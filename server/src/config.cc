@@ -107,6 +107,7 @@ Status validate(const Config& c) {
       bounded("--user-holds-max", c.user_holds_max, 1),
       bounded("--live-holds-max", c.live_holds_max, 1),
       bounded("--idem-retention-ms", c.idem_retention_ms, 1000),
+      bounded("--finished-holds-max", c.finished_holds_max, 1000),
       bounded("--outbox-retention-ms", c.outbox_retention_ms, 0),
       bounded("--holds-expected", c.holds_expected, 0, 1'000'000'000),
       bounded("--checkpoint-every", c.checkpoint_every, 1),

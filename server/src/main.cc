@@ -215,7 +215,8 @@ int main(int argc, char** argv) {
       ->envname("STOCKD_LIVE_HOLDS_MAX")
       ->capture_default_str();
   app.add_option("--finished-holds-max", c.finished_holds_max,
-                 "finished holds (and their idempotency keys) kept; past it the oldest released "
+                 "finished holds (and their idempotency keys) kept, at least 1000; past it the "
+                 "oldest released "
                  "or expired ones are forgotten first, then the oldest orders, before "
                  "--idem-retention-ms ends")
       ->envname("STOCKD_FINISHED_HOLDS_MAX")

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "server_impl.h"
@@ -31,6 +32,20 @@ int64_t wall_ms() {
 
 bool Server::Impl::open_and_recover() {
   if (config.durability == Durability::kOff) {
+    // A store there is a sale's record: starting blank beside it would sell again what it (and
+    // SQL) says is sold, and what is sold now would never reach it.
+    std::error_code ec;
+    for (const char* file : {"CURRENT", "ACKED"}) {
+      if (!config.data_dir.empty() &&
+          std::filesystem::exists(std::filesystem::path(config.data_dir) / file, ec)) {
+        log->critical(
+            "refusing to start: --durability off keeps nothing, and {} holds a store (its {}); "
+            "start it with --durability sync or interval, or give off another --data-dir (or "
+            "none)",
+            config.data_dir, file);
+        return false;
+      }
+    }
     log->warn("durability off: state lives in memory only and is lost on restart");
     choose_hold_id_key();
     return true;

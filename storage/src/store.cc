@@ -615,15 +615,40 @@ std::string unreadable_log_file(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* fa
 // (each rename is atomic; the directories are fsynced) before RocksDB opens the store.
 std::string wal_dir_of(const std::string& dir) { return dir + "/wal"; }
 
+// The NNNNNN.log files of an earlier layout in `dir` itself.
+std::vector<std::filesystem::path> logs_in(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::filesystem::path> logs;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path());
+  }
+  return logs;
+}
+
+// A store (CURRENT) without wal/ is of an earlier layout only if its live log is in `dir`
+// itself: RocksDB always keeps one. With none, wal/ was deleted (often with ACKED, both taken
+// for disposable): taken for an earlier layout, the store would start without every decision
+// since its last checkpoint, acknowledged ones included, and with a new mark.
+Status check_wal_dir_present(const std::string& dir) {
+  std::error_code ec;
+  if (std::filesystem::exists(wal_dir_of(dir), ec) ||
+      !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec) ||
+      !logs_in(dir).empty()) {
+    return Status::Ok();
+  }
+  return Status::Refused(
+      "its write-ahead log is missing: " + wal_dir_of(dir) + " does not exist and " + dir +
+      " holds no log of an earlier layout. wal/ was deleted, and with it every decision since "
+      "the last checkpoint, acknowledged ones included; restore the data dir from a backup "
+      "(never delete wal/ or ACKED)");
+}
+
 Status move_logs_into_wal_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path wal = wal_dir_of(dir);
   if (fs::exists(wal, ec) || !fs::exists(fs::path(dir) / "CURRENT", ec)) return Status::Ok();
-  std::vector<fs::path> logs;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.path().extension() == ".log") logs.push_back(e.path());
-  }
+  const std::vector<fs::path> logs = logs_in(dir);
   const fs::path tmp = fs::path(dir) / "wal.moving";
   fs::create_directories(tmp, ec);
   for (const fs::path& p : logs) {
@@ -811,6 +836,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
     return Status::Invalid(cannot + ": it is not a directory");
   }
   const bool had_wal_dir = std::filesystem::exists(wal_dir_of(dir), ec);
+  if (Status s = check_wal_dir_present(dir); !s.ok()) return s.context(cannot);
   if (!options.read_only) {
     if (Status s = move_logs_into_wal_dir(dir); !s.ok()) return s.context(cannot);
   }

@@ -417,7 +417,7 @@ TEST_F(Corruption, ALostOrShortenedLogRefusesToStart) {
   };
   const std::string missing = "acknowledged groups are missing";
   expect_loss(run_case("deleted", false, [](const fs::path& d) { fs::remove_all(d / "wal"); }),
-              "wal/ deleted", missing);
+              "wal/ deleted", "write-ahead log is missing");
   expect_loss(run_case("logs", false,
                        [](const fs::path& d) {
                          for (const auto& f : fs::directory_iterator(d / "wal")) {
@@ -439,6 +439,14 @@ TEST_F(Corruption, ALostOrShortenedLogRefusesToStart) {
   expect_loss(
       run_case("mark", false, [](const fs::path& d) { fs::remove(d / storage::kAckMarkFile); }),
       "ACKED deleted", "ACKED");
+  // Both, taken for disposable logs: without wal/ the store looked like an earlier layout,
+  // whose mark is made anew, and started without its log (acknowledged groups included).
+  expect_loss(run_case("both", false,
+                       [](const fs::path& d) {
+                         fs::remove_all(d / "wal");
+                         fs::remove(d / storage::kAckMarkFile);
+                       }),
+              "wal/ and ACKED deleted", "write-ahead log is missing");
   // The control: the same copy untouched starts with everything.
   Outcome o = run_case("whole", true, [](const fs::path&) {});
   EXPECT_TRUE(o.started) << o.log;

@@ -305,5 +305,28 @@ TEST(RestartTest, AClientThatConnectsOnlyWhenToldDoesNotCarryOnAfterARestart) {
   EXPECT_TRUE(strict.ping().ok()) << "after close() the next call connects";
 }
 
+// An operator restarting the sale's server with --durability off on its data dir: it started
+// blank beside the store, sold again what the store (and SQL) says is sold, and what it sold
+// reached neither. It refuses, and the store is untouched.
+TEST(RestartTest, DurabilityOffOnADataDirWithAStoreRefusesToStart) {
+  StockdProcess server;
+  ASSERT_TRUE(server.start());
+  Client admin = server.admin();
+  ASSERT_TRUE(admin.sku_set({"tee", proto::kSetTotal, 5, 0, 0, 0}).ok());
+  ASSERT_EQ(server.stop(), 0);
+  const std::string log = server.data_dir() + ".log";
+  server.set_log_file(log);
+  server.set_args({"--durability", "off"});
+  EXPECT_FALSE(server.start(3000)) << "started blank beside the store";
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("--durability off keeps nothing"), std::string::npos) << text;
+  std::filesystem::remove(log);
+  server.set_args({});
+  ASSERT_TRUE(server.start());
+  Client again = server.admin();
+  EXPECT_EQ(again.sku_get("tee").body.total, 5u);
+}
+
 }  // namespace
 }  // namespace stockd::test

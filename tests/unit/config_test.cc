@@ -33,6 +33,9 @@ TEST(ConfigTest, EachBadValueIsRefusedByName) {
       {"--frame-bytes-max", [](Config& c) { c.frame_bytes_max = 100; }},
       {"--idle-timeout-ms", [](Config& c) { c.idle_timeout_ms = 5; }},
       {"--idem-retention-ms", [](Config& c) { c.idem_retention_ms = 10; }},
+      // 0 read as "unlimited" forgot every finished hold and its key at the next sweep: every
+      // retry of a buy-now sold again.
+      {"--finished-holds-max", [](Config& c) { c.finished_holds_max = 0; }},
       {"--outbox-retention-ms", [](Config& c) { c.outbox_retention_ms = -1; }},
       {"--holds-expected", [](Config& c) { c.holds_expected = 2'000'000'000; }},
       {"--metrics-sku-max", [](Config& c) { c.metrics_sku_max = 5000; }},
@@ -86,6 +89,8 @@ TEST(ConfigTest, AMessageQuotesTheBoundItEnforces) {
             "--fsync-interval-ms must be in 1..10000");
   EXPECT_EQ(why([](Config& c) { c.idem_retention_ms = -1; }),
             "--idem-retention-ms must be at least 1000");
+  EXPECT_EQ(why([](Config& c) { c.finished_holds_max = 999; }),
+            "--finished-holds-max must be at least 1000");
   EXPECT_EQ(why([](Config& c) { c.checkpoint_interval_ms = 86'400'001; }),
             "--checkpoint-interval-ms must be in 10..86400000");
   // The largest unsigned value is not "below the minimum".
