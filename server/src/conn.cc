@@ -23,6 +23,15 @@ bool group_full(const Changes& group) {
 }
 // Room for answers in flight a connection keeps when it has none: a burst's is given back.
 constexpr size_t kMarksKeptIdle = 256;
+
+// The few bytes a TLS session has to say before the socket closes (an alert, close_notify), in
+// one try: best effort, since a peer that does not read has no claim on them.
+void send_tls_goodbye(Conn* c) {
+  std::string out;
+  c->tls->take_output(out);
+  uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+  if (!out.empty()) (void)uv_try_write(c->stream(), &b, 1);
+}
 }  // namespace
 
 // Answers that waited for a failed write say so, except those that depend on no state: HELLO's
@@ -173,10 +182,7 @@ void Connections::linger_if_done(Conn* c) {
   c->linger.start(wall_ms());
   if (c->tls) {  // close_notify, so the client sees a clean end (best effort: a few bytes)
     c->tls->close_notify();
-    std::string alert;
-    c->tls->take_output(alert);
-    uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
-    if (!alert.empty()) (void)uv_try_write(c->stream(), &b, 1);
+    send_tls_goodbye(c);
   }
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, c->stream(), [](uv_shutdown_t* r, int status) {
@@ -299,12 +305,7 @@ void Connections::on_read(Conn* c, ssize_t nread, const uv_buf_t* buf) {
       // protocol it does not speak), so that the client can tell a refusal from a lost
       // connection and does not redial. Best effort, a few bytes: input the peer sent after
       // it (a TLS 1.3 client's HELLO) makes the close a reset, which Linux delivers after them.
-      if (!c->tls->handshake_done()) {
-        std::string alert;
-        c->tls->take_output(alert);
-        uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
-        if (!alert.empty()) (void)uv_try_write(c->stream(), &b, 1);
-      }
+      if (!c->tls->handshake_done()) send_tls_goodbye(c);
       close_conn(c);
       return;
     }

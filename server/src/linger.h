@@ -6,12 +6,13 @@
 // of what is left for `stuck_ms` (the caller's write timeout).
 #pragma once
 
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
+
+#include "stockd/unacked.h"
 
 namespace stockd {
 
@@ -40,15 +41,11 @@ class Linger {
   static bool drained(uv_stream_t* s) { return unacked_bytes(s) <= 1; }
 
  private:
-  // Bytes the kernel holds for the peer that the peer's kernel has not acknowledged (SIOCOUTQ:
-  // sent or not); 0 if it cannot tell.
+  // Bytes the peer's kernel has not acknowledged; 0 if it cannot tell.
   static int unacked_bytes(uv_stream_t* s) {
     uv_os_fd_t fd = -1;
-    int n = 0;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(s), &fd) != 0 || ::ioctl(fd, SIOCOUTQ, &n) != 0) {
-      return 0;
-    }
-    return n;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(s), &fd) != 0) return 0;
+    return std::max(stockd::unacked_bytes(fd), 0);
   }
 
   int64_t progress_ms_ = 0;  // when it began, or the peer last acknowledged bytes

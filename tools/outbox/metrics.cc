@@ -1,10 +1,8 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
-#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +10,8 @@
 #include <cstring>
 #include <string_view>
 #include <vector>
+
+#include "stockd/unacked.h"
 
 namespace stockd::outbox {
 namespace {
@@ -137,10 +137,10 @@ void MetricsServer::serve() {
     Clock::time_point deadline;
     Clock::time_point accepted;
   };
-  // The answer and its FIN are acknowledged (the FIN counts one; SIOCOUTQ: unacknowledged).
+  // The answer and its FIN are acknowledged (the FIN counts one).
   const auto drained = [](const Peer& p) {
-    int unacked = 0;
-    return ::ioctl(p.fd, SIOCOUTQ, &unacked) == 0 && unacked <= 1;
+    const int unacked = unacked_bytes(p.fd);
+    return unacked >= 0 && unacked <= 1;
   };
   std::vector<Peer> peers;
   const auto later = [] { return Clock::now() + std::chrono::milliseconds(kClientTimeoutMs); };
