@@ -18,6 +18,7 @@ struct HttpConn {
   bool answered = false;
   bool lingering = false;  // the answer is out, FIN sent: input is dropped until the peer closes
   bool peer_done = false;  // the peer half-closed: it sends no more
+  bool head_only = false;  // a HEAD request: the answer's head without its body
   Linger linger;
   int64_t accepted_ms = 0;
   std::vector<HttpConn*>* open = nullptr;  // AdminHttp::conns_, left in the close callback
@@ -51,16 +52,17 @@ void linger(HttpConn* h) {
   }
 }
 
-// The one answer of a connection (input after it is dropped); then it lingers.
+// The one answer of a connection (input after it is dropped); then it lingers. An answer to HEAD
+// has the head a GET's would have (its Content-Length too) and no body (RFC 9110 9.3.2).
 void respond(HttpConn* h, int code, const char* reason, const char* type, const std::string& body) {
   h->answered = true;
   char head[256];
   std::snprintf(head, sizeof head,
-                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
                 "Connection: close\r\n\r\n",
-                code, reason, type, body.size());
+                code, reason, type, body.size(), code == 405 ? "Allow: GET, HEAD\r\n" : "");
   h->response = head;
-  h->response += body;
+  if (!h->head_only) h->response += body;
   uv_buf_t b = uv_buf_init(h->response.data(), static_cast<unsigned>(h->response.size()));
   h->wreq.data = h;
   uv_write(&h->wreq, reinterpret_cast<uv_stream_t*>(&h->tcp), &b, 1, [](uv_write_t* w, int st) {
@@ -182,8 +184,9 @@ void AdminHttp::answer(HttpConn* h) {
   std::string path = req.substr(sp1 + 1, sp2 - sp1 - 1);
   if (auto q = path.find('?'); q != std::string::npos) path.resize(q);
   if (method != "GET" && method != "HEAD") {
-    return respond(h, 405, "Method Not Allowed", "text/plain", "only GET\n");
+    return respond(h, 405, "Method Not Allowed", "text/plain", "only GET and HEAD\n");
   }
+  h->head_only = method == "HEAD";
   if (path == "/metrics") {
     return respond(h, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", pages_.metrics_text());
   }

@@ -24,7 +24,8 @@ using proto::Status;
 using std::chrono::milliseconds;
 
 struct HttpAnswer {
-  int code = 0;  // 0: no HTTP answer
+  int code = 0;      // 0: no HTTP answer
+  std::string head;  // the status line and the header fields
   std::string body;
 };
 
@@ -59,6 +60,7 @@ HttpAnswer http(int port, const std::string& request, const char* ip = "127.0.0.
   size_t head_end = resp.find("\r\n\r\n");
   if (resp.rfind("HTTP/1.1 ", 0) != 0 || head_end == std::string::npos) return out;
   out.code = std::atoi(resp.c_str() + 9);
+  out.head = resp.substr(0, head_end + 2);
   out.body = resp.substr(head_end + 4);
   return out;
 }
@@ -237,6 +239,26 @@ TEST(MetricsListen, TakesLocalhostAndIpv6) {
   EXPECT_EQ(http(port6, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", "::1").code, 200);
 }
 
+// HEAD gets the head a GET would get, its Content-Length included, and no body (RFC 9110 9.3.2):
+// a scraper or load balancer that probes with HEAD on a kept-alive connection would otherwise
+// read the body as the start of its next answer.
+void expect_head_answers_without_a_body(int port, const char* ip = "127.0.0.1") {
+  for (const char* path : {"/metrics", "/healthz", "/nope"}) {
+    const HttpAnswer got =
+        http(port, std::string("GET ") + path + " HTTP/1.1\r\nConnection: close\r\n\r\n", ip);
+    const HttpAnswer head =
+        http(port, std::string("HEAD ") + path + " HTTP/1.1\r\nConnection: close\r\n\r\n", ip);
+    ASSERT_NE(got.code, 0) << path;
+    EXPECT_EQ(head.code, got.code) << path;
+    EXPECT_EQ(head.body, "") << path;
+    if (std::string(path) != "/metrics") {  // the page's numbers move between the two requests
+      EXPECT_NE(head.head.find("Content-Length: " + std::to_string(got.body.size()) + "\r\n"),
+                std::string::npos)
+          << path << ": " << head.head;
+    }
+  }
+}
+
 TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
   HttpAnswer h = get(metrics_port_, "/healthz");
   EXPECT_EQ(h.code, 200);
@@ -246,6 +268,8 @@ TEST_F(MetricsTest, HealthzNotFoundAndMethodNotAllowed) {
   HttpAnswer post =
       http(metrics_port_, "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(post.code, 405);
+  EXPECT_NE(post.head.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << post.head;
+  expect_head_answers_without_a_body(metrics_port_);
 }
 
 // A connection closed for bad input whose peer never takes its last answers is closed at the
@@ -448,6 +472,47 @@ TEST_F(MetricsTest, SidecarExportsItsProgressAndSqlOutages) {
   EXPECT_EQ(get(down_port, "/healthz").code, 503);
   stop_sidecar(good);
   stop_sidecar(down);
+  std::filesystem::remove_all(dir);
+}
+
+// The sidecar's --metrics-listen takes what stockd's does (a name, an IPv6 address in brackets:
+// it used to refuse both, "bad IPv4 address"), and answers HEAD and other methods as HTTP says.
+TEST_F(MetricsTest, SidecarMetricsListenTakesNamesAndIpv6AndAnswersHead) {
+  auto dir = make_temp_dir("sidecar-listen");
+  const std::string server = "127.0.0.1:" + std::to_string(server_->port());
+  const auto start = [&](const std::string& listen, int port, const char* ip) {
+    pid_t pid = start_sidecar({"--server", server, "--token", StockdProcess::kOutboxToken, "--sql",
+                               "sqlite:" + (dir / "o.db").string(), "--metrics-listen", listen});
+    if (!eventually(5000,
+                    [&] { return http(port, "GET /healthz HTTP/1.1\r\n\r\n", ip).code == 200; })) {
+      stop_sidecar(pid);
+      return pid_t{-1};
+    }
+    return pid;
+  };
+  const int port4 = free_port();
+  const pid_t by_name = start("localhost:" + std::to_string(port4), port4, "127.0.0.1");
+  EXPECT_GT(by_name, 0) << "--metrics-listen localhost:PORT";
+  if (by_name > 0) {
+    const HttpAnswer post = http(port4, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_EQ(post.code, 405);
+    EXPECT_NE(post.head.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << post.head;
+    expect_head_answers_without_a_body(port4);
+  }
+  stop_sidecar(by_name);
+  const int fd6 = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 a6{};
+  a6.sin6_family = AF_INET6;
+  a6.sin6_addr = in6addr_loopback;
+  const bool have_v6 = fd6 >= 0 && ::bind(fd6, reinterpret_cast<sockaddr*>(&a6), sizeof a6) == 0;
+  if (fd6 >= 0) ::close(fd6);
+  if (have_v6) {
+    const int port6 = free_port();
+    const pid_t v6 = start("[::1]:" + std::to_string(port6), port6, "::1");
+    EXPECT_GT(v6, 0) << "--metrics-listen [::1]:PORT";
+    if (v6 > 0) expect_head_answers_without_a_body(port6, "::1");
+    stop_sidecar(v6);
+  }
   std::filesystem::remove_all(dir);
 }
 

@@ -1,6 +1,5 @@
 #include "metrics.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "stockd/endpoint.h"
 #include "stockd/unacked.h"
 
 namespace stockd::outbox {
@@ -21,10 +21,14 @@ constexpr size_t kRequestBytesMax = 8192;  // a bigger request head is refused
 constexpr int kClientTimeoutMs = 2000;     // for its request, for each part of the answer
 constexpr size_t kClientsMax = 16;         // peers served at once (see serve())
 
-std::string http(int code, const char* reason, const std::string& type, const std::string& body) {
+// `head_only`: the answer to HEAD, the head a GET's would have (its Content-Length too) and no
+// body (RFC 9110 9.3.2).
+std::string http(int code, const char* reason, const std::string& type, const std::string& body,
+                 bool head_only = false) {
   return "HTTP/1.1 " + std::to_string(code) + " " + reason + "\r\nContent-Type: " + type +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-         body;
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+         (code == 405 ? "Allow: GET, HEAD\r\n" : "") + "Connection: close\r\n\r\n" +
+         (head_only ? std::string() : body);
 }
 
 void metric(std::string& out, const char* name, const char* type, const char* help, uint64_t v) {
@@ -41,17 +45,13 @@ MetricsServer::~MetricsServer() {
 }
 
 Status MetricsServer::start(const std::string& host, uint16_t port) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  if (inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
-    return Status::Invalid("bad IPv4 address " + host);
-  }
-  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage a{};
+  socklen_t len = 0;
+  if (Status s = resolve_tcp(host, port, /*passive=*/true, a, len); !s.ok()) return s;
+  fd_ = ::socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
-  ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(fd_, 16) != 0) {
+  if (fd_ >= 0) ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd_, 16) != 0) {
     return Status::Io("cannot listen on " + host + ":" + std::to_string(port) + ": " +
                       std::strerror(errno));
   }
@@ -90,30 +90,32 @@ std::string MetricsServer::render() const {
   return out;
 }
 
-namespace {
-// Whether the request line asks for `path` (the path alone or with a query string).
-bool asks_for(const std::string& request, std::string_view path) {
-  const std::string_view line = std::string_view(request).substr(0, request.find("\r\n"));
-  if (!line.starts_with("GET ") || line.substr(4, path.size()) != path) return false;
-  const std::string_view after = line.substr(4 + path.size());
-  return after.empty() || after[0] == ' ' || after[0] == '?';
-}
-}  // namespace
-
 std::string MetricsServer::answer(const std::string& request) const {
-  if (asks_for(request, "/metrics")) {
-    return http(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render());
+  // The request line: METHOD SP PATH[?QUERY] SP VERSION (the path is matched whole).
+  const std::string_view line = std::string_view(request).substr(0, request.find("\r\n"));
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return http(400, "Bad Request", "text/plain", "bad request\n");
+  const std::string_view method = line.substr(0, sp1);
+  std::string_view path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  path = path.substr(0, path.find('?'));
+  if (method != "GET" && method != "HEAD") {
+    return http(405, "Method Not Allowed", "text/plain", "only GET and HEAD\n");
   }
-  if (asks_for(request, "/healthz")) {
+  const bool head = method == "HEAD";
+  if (path == "/metrics") {
+    return http(200, "OK", "text/plain; version=0.0.4; charset=utf-8", render(), head);
+  }
+  if (path == "/healthz") {
     bool up;
     {
       std::lock_guard lock(mu_);
       up = gauges_.sql_up && gauges_.stockd_up;
     }
-    return up ? http(200, "OK", "text/plain", "ok\n")
-              : http(503, "Service Unavailable", "text/plain", "sql or stockd down\n");
+    return up ? http(200, "OK", "text/plain", "ok\n", head)
+              : http(503, "Service Unavailable", "text/plain", "sql or stockd down\n", head);
   }
-  return http(404, "Not Found", "text/plain", "try /metrics or /healthz\n");
+  return http(404, "Not Found", "text/plain", "try /metrics or /healthz\n", head);
 }
 
 // A few peers at once, none able to hold the others up: each has kClientTimeoutMs to send its
