@@ -390,6 +390,21 @@ TEST_F(MetricsTest, TopTextIsOneBlockPerRefreshWithoutATerminal) {
   EXPECT_NE(r.out.find("p99 latency - (needs --metrics)"), std::string::npos) << r.out;
 }
 
+// top's exit code follows its last refresh the way it follows a first sample: 1 when the server
+// refused it, 3 when nothing answered (it said 3 for both). Restarted with a client token, the
+// server refuses the running top's next HELLO (top speaks as a buyer without a token here).
+TEST_F(MetricsTest, TopExitsOneWhenItsLastRefreshIsRefused) {
+  std::thread restart([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    server_->kill9();
+    server_->set_args({"--client-token", "sale-day-token"});
+    EXPECT_TRUE(server_->start());
+  });
+  ToolResult r = top({"--iterations", "3", "--interval-ms", "700"});
+  restart.join();
+  EXPECT_EQ(r.exit_code, 1) << show(r);
+}
+
 TEST_F(MetricsTest, TopWithoutAServerExitsThree) {
   ToolResult r = run_tool(STOCKCTL_BIN, {"--server", "127.0.0.1:" + std::to_string(free_port()),
                                          "top", "--iterations", "1"});

@@ -109,7 +109,12 @@ void add_buyer_commands(CLI::App& app, Args& a, Action& action) {
   CLI::App* reserve =
       command(app, "reserve", "Reserve (or buy) units of one or more SKUs, all or nothing", action,
               stockd::ctl::cmd_reserve);
-  reserve->add_option("ITEMS", a.items, "SKU[:QTY]... (QTY defaults to 1)")->required();
+  reserve
+      ->add_option(
+          "ITEMS", a.items,
+          "SKU[:QTY]... (QTY defaults to 1; the last ':' starts QTY, so a SKU id with a ':' in it "
+          "needs its QTY: 'drop:42:1' is 1 of 'drop:42', 'drop:42' is 42 of 'drop')")
+      ->required();
   reserve->add_option("--user", a.user, "Buyer id")->required();
   reserve->add_option("--key", a.key, "Idempotency key: the same key returns the first answer");
   reserve

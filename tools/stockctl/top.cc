@@ -499,7 +499,7 @@ int cmd_top(const Args& a) {
   }
   const auto interval = std::chrono::milliseconds(a.interval_ms);
   auto next = prev.at + interval;
-  bool last_ok = true;
+  bool last_failed = false, last_refused = false;  // the last refresh's outcome
   for (uint32_t shown = 0; !g_stop && (a.iterations == 0 || shown < a.iterations); ++shown) {
     sleep_until(next);
     if (g_stop) break;
@@ -507,10 +507,12 @@ int cmd_top(const Args& a) {
     next += interval;
     if (next < Clock::now()) next = Clock::now() + interval;  // slow refresh: skip, do not race
     show(a, tty, prev, cur, metrics.has_value());
-    last_ok = cur.error.empty();
-    if (last_ok) prev = std::move(cur);  // a failed refresh keeps the last good baseline
+    last_failed = !cur.error.empty();
+    last_refused = cur.refused;
+    if (cur.error.empty()) prev = std::move(cur);  // a failed refresh keeps the last good baseline
   }
-  return last_ok ? kExitOk : kExitTransport;
+  if (!last_failed) return kExitOk;
+  return last_refused ? kExitRefused : kExitTransport;
 }
 
 }  // namespace stockd::ctl
