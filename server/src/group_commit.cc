@@ -204,6 +204,17 @@ Status GroupCommit::reopen(const storage::StoreOptions& options) {
   if (Status s = open(options); !s.ok()) return s;
   reopen_due_ = false;
   if (void_from_ == 0) return Status::Ok();
+  // The store was closed (its LOCK free) while it failed: a second server started on the data
+  // dir meanwhile may have written groups from void_from_ on and acknowledged them. Those are
+  // not this server's failed group: deleting them would lose answers that server gave.
+  if (const uint64_t acked = store_->acked_lsn(); acked >= void_from_) {
+    store_.reset();
+    return Status::Refused("the store's acknowledged mark is at lsn " + std::to_string(acked) +
+                           ", past this server's failed group at lsn " +
+                           std::to_string(void_from_) +
+                           ": another server wrote to the data dir while this one's store was "
+                           "failed; its log is left as it is");
+  }
   uint64_t last = 0;
   Status s = store_->scan(
       std::string{rec::kTagLog, '/'},

@@ -88,7 +88,9 @@ class GroupCommit {
   // append); then start a fresh WAL thread and prove a synced write. Ok or why not.
   // Reopening also deletes from the log the group whose write failed, if it reached the log
   // file after all (a failed fsync, the record in the file): its answers said nothing was
-  // kept, so the store must not replay it. Its lsns are in voided() once done.
+  // kept, so the store must not replay it. Its lsns are in voided() once done. Refused (the
+  // store closed again) when the acknowledged mark is at or past that group: another server
+  // wrote to the data dir while the store was closed, and the groups there are its answers.
   Status reopen(const storage::StoreOptions& options);
   std::pair<uint64_t, uint64_t> take_voided() { return std::exchange(voided_, {}); }
   Status resume(std::function<void()> notify, const BookLimits& limits);

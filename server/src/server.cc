@@ -156,6 +156,7 @@ bool Server::Impl::reload_book() {
   Recovered r;
   if (Status s = load_book(r); !s.ok()) {
     log->critical("cannot reload state from the store: {}; stopping", s.message());
+    fault_code = 1;
     begin_stop("store failure");
     return false;
   }
@@ -168,6 +169,13 @@ bool Server::Impl::reload_book() {
 void Server::Impl::try_recover_store() {
   outbox_feed.set_store(nullptr);
   if (Status s = commit.reopen(store_options); !s.ok()) {
+    // Refused: retrying cannot help (another server wrote to it meanwhile, or its log is gone).
+    if (s.code() == Status::Code::kRefused) {
+      log->critical("cannot take the store back: {}; stopping", s.message());
+      fault_code = 1;
+      begin_stop("store refused");
+      return;
+    }
     log->error("store still failing: {}", s.message());
     return;
   }
@@ -350,7 +358,7 @@ int Server::Impl::run() {
   if (rc != 0) log->error("loop closed with open handles: {}", uv_strerror(rc));
   commit.close();
   log->info("stopped");
-  return code;
+  return code != 0 ? code : fault_code;
 }
 
 // A graceful stop: no new connections and no new requests; every answer already decided is
@@ -401,6 +409,12 @@ void Server::Impl::finish_stop_if_drained() {
   close(&tick_timer);
   close(&sigterm);
   close(&sigint);
+  {
+    // A stop asked after this (the server stopped on its own) has nothing to signal: sending
+    // on a closed handle, once the loop is gone, aborts in libuv.
+    std::lock_guard lock(stop_mu);
+    loop_ready = false;
+  }
   close(&stop_async);
 }
 
@@ -504,6 +518,7 @@ Server::Server(Config config, storage::StoreOptions store_options)
 
 void Server::request_stop() {
   impl_->stop_requested = true;
+  std::lock_guard lock(impl_->stop_mu);
   if (impl_->loop_ready) uv_async_send(&impl_->stop_async);
 }
 Server::~Server() = default;

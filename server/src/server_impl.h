@@ -10,6 +10,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,8 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
   storage::StoreOptions store_options;
   uv_async_t stop_async{};
   std::atomic<bool> stop_requested{false};
-  std::atomic<bool> loop_ready{false};  // stop_async may be signalled
+  std::mutex stop_mu;                   // request_stop()'s send against the handle's close
+  std::atomic<bool> loop_ready{false};  // stop_async may be signalled (set under stop_mu)
   std::shared_ptr<spdlog::logger> log = spdlog::default_logger();
   std::unique_ptr<Book> book;
   std::unique_ptr<Dispatcher> dispatcher;
@@ -72,6 +74,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
 
   // ---- Stopping (connections.stopping() says whether a stop began). ----
   bool force_stop = false;            // the shutdown deadline passed
+  int fault_code = 0;                 // 1 once a stop began for a fault (run() returns it)
   uint64_t accept_errors_logged = 0;  // accept errors up to here were logged (once per tick)
   static constexpr rlim_t kStoreDescriptors = 256 + 64;  // RocksDB max_open_files, WAL, misc
 

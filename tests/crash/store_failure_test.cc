@@ -234,5 +234,78 @@ TEST(StoreFailure, ANewStoreWhoseFirstWriteFailsRecovers) {
   EXPECT_EXIT(run_first_write_fails(), ::testing::ExitedWithCode(0), "");
 }
 
+// While its store is failed, a server closes it (RocksDB's LOCK is free) and tries to open it
+// again every second; a reopen used to delete every log group from its failed one on. A second
+// server started on the data dir in that window writes groups from there and acknowledges them:
+// the first server's reopen deleted them, and the second server's sold orders were gone. Now
+// the reopen sees the acknowledged mark at or past its failed group and stops (exit 1) without
+// touching the log.
+[[noreturn]] void run_second_server_while_failed() {
+  capture_server_log();
+  std::string tmpl = (fs::temp_directory_path() / "stockd-storefail-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) fail("mkdtemp failed");
+  const std::string dir = tmpl + "/data";
+  auto faulty = std::make_shared<FaultFs>(rocksdb::FileSystem::Default(), 200ms);
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(faulty);
+  InProcess first(config_for(dir), storage::StoreOptions{.env = env.get()});
+  const uint16_t port = first.wait_ready();
+  if (port == 0) fail("the server did not start");
+  {
+    Client admin = connect(port, proto::Role::kAdmin);
+    if (!admin.sku_set({"mug", proto::kSetTotal, 10, 0, 0, 0}).ok()) fail("SKU_SET failed");
+    Client buyer = connect(port, proto::Role::kBuyer);
+    Reply<proto::ReserveResp> lost;
+    std::thread t([&] { lost = buyer.reserve({"u", "lost", 0, {{"mug", 1}}}); });
+    std::this_thread::sleep_for(80ms);  // the group is in its 200 ms fsync
+    faulty->power_off();
+    t.join();
+    if (lost.status != proto::Status::kStorageUnavailable) fail("the failed buy was not refused");
+  }
+  // The second server, on the real disk, once the first has closed its store to reopen it.
+  uint64_t second_hold = 0;
+  bool second_sold = false;
+  for (int attempt = 0; attempt < 50 && !second_sold; ++attempt) {
+    std::this_thread::sleep_for(100ms);
+    auto disk2 = std::make_shared<FaultFs>(rocksdb::FileSystem::Default());
+    std::unique_ptr<rocksdb::Env> env2 = rocksdb::NewCompositeEnv(disk2);
+    InProcess second(config_for(dir), storage::StoreOptions{.env = env2.get()});
+    const uint16_t port2 = second.wait_ready();
+    if (port2 == 0) continue;  // the first server still holds the store
+    Client buyer = connect(port2, proto::Role::kBuyer);
+    auto r = buyer.reserve({"v", "second", 0, {{"mug", 1}}});
+    if (!r.ok()) fail("the second server's buy failed: " + r.error);
+    second_hold = r.body.hold_id;
+    second_sold = true;
+    // It dies like a kill -9: its acknowledged groups are in the log only (no last checkpoint).
+    disk2->power_off();
+    if (!second.stop(10s)) fail("the second server did not stop");
+  }
+  if (!second_sold) fail("the second server never got the store");
+  faulty->power_on();
+  for (int i = 0; i < 50 && first.rc() < 0; ++i) std::this_thread::sleep_for(100ms);
+  const int first_rc = first.rc();  // -1: still running (it took the store back)
+  if (!first.stop(10s)) fail("the first server did not stop");
+  InProcess third(config_for(dir), storage::StoreOptions{});
+  const uint16_t port3 = third.wait_ready();
+  if (port3 == 0) fail("the data dir does not start after both servers");
+  Client admin = connect(port3, proto::Role::kAdmin);
+  auto hold = admin.hold_get(second_hold);
+  if (!hold.ok()) fail("the second server's acknowledged order is gone: " + hold.error);
+  if (!third.stop(10s)) fail("the third server did not stop");
+  if (first_rc != 1) {
+    fail(
+        "the first server did not stop with exit 1 when its store had another server's "
+        "groups (run() returned " +
+        std::to_string(first_rc) + ")");
+  }
+  fs::remove_all(tmpl);
+  std::_Exit(0);
+}
+
+TEST(StoreFailure, AReopenLeavesTheGroupsOfAServerThatRanMeanwhile) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(run_second_server_while_failed(), ::testing::ExitedWithCode(0), "");
+}
+
 }  // namespace
 }  // namespace stockd::crash

@@ -21,11 +21,12 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Blocks until the server stops. Returns a process exit code: 0 after a clean stop,
-  // 1 if the store could not be opened or recovered, 2 if the listener could not bind.
+  // 1 if the store could not be opened or recovered (at start, or after a store failure: the
+  // server then stops on its own), 2 if the listener could not bind.
   int run();
 
-  // Asks a running server to stop as on SIGTERM. Safe from any thread, once run() has begun
-  // listening (before that it is remembered and honoured when the loop starts).
+  // Asks a running server to stop as on SIGTERM. Safe from any thread at any time: before the
+  // loop starts it is remembered and honoured then; after the server stopped it does nothing.
   void request_stop();
 
  private:
