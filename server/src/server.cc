@@ -51,6 +51,16 @@ bool Server::Impl::open_and_recover() {
     return true;
   }
   auto start = std::chrono::steady_clock::now();
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (std::filesystem::is_directory(config.data_dir, ec)) {  // else the open below says why
+    Result<std::unique_ptr<storage::DirLock>> locked = storage::DirLock::take(config.data_dir);
+    if (!locked.ok()) {
+      log->critical("refusing to start: {}", locked.status().message());
+      return false;
+    }
+    dir_lock = std::move(locked).value();
+  }
   if (Status s = commit.open(store_options); !s.ok()) {
     log->critical("{}", s.message());
     return false;
@@ -298,7 +308,11 @@ int Server::Impl::run() {
   // fail with EPIPE instead of raising SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
   if (!fit_descriptor_limit()) return 2;
-  if (!open_and_recover()) return 1;
+  if (!open_and_recover()) {
+    commit.close();
+    dir_lock.reset();
+    return 1;
+  }
   uv_loop_init(&loop);
   loop.data = this;
   uv_tcp_init(&loop, &listener);
@@ -357,6 +371,7 @@ int Server::Impl::run() {
   int rc = uv_loop_close(&loop);
   if (rc != 0) log->error("loop closed with open handles: {}", uv_strerror(rc));
   commit.close();
+  dir_lock.reset();  // the store is closed: the data dir is free for the next server
   log->info("stopped");
   return code != 0 ? code : fault_code;
 }

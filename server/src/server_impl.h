@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "outbox_feed.h"
 #include "stockd/book.h"
+#include "stockd/dir_lock.h"
 #include "stockd/persist.h"
 #include "stockd/server.h"
 #include "stockd/store.h"
@@ -66,6 +67,9 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
   Metrics metrics;
   AdminHttp admin_http{loop, config, log, metrics, *this};  // GET /metrics, /healthz
 
+  // Held from before the store opens until the process ends (across the reopens after a store
+  // failure, which free RocksDB's LOCK): no second server takes the data dir meanwhile.
+  std::unique_ptr<storage::DirLock> dir_lock;
   GroupCommit commit{config};           // the store, the WAL thread, the sequence of groups
   OutboxFeed outbox_feed{config, log};  // the outbox's positions, long polls and trim
 

@@ -1,5 +1,9 @@
 // stockctl inspect / verify on a stopped server's data dir: they read what stockd would recover,
 // say when it is damaged, and refuse what is not a data dir, without starting a server.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -50,6 +54,29 @@ TEST(OfflineTest, InspectAndVerifyReadAStoppedServersData) {
 // A running server's data dir is refused, not read while it changes (stale answers, or damage
 // that is not there); and a SKU id that is not UTF-8 (the server takes any bytes but NUL) is
 // printed with its bad bytes replaced: --json used to end in an "internal error" (exit 3).
+// The data dir's own lock (flock on the directory), which a server holds for its whole life,
+// also while its store is failed and closed between two reopens (RocksDB's LOCK then free):
+// neither a second stockd nor stockctl inspect/verify takes the dir while another holds it.
+TEST(OfflineTest, TheDataDirsLockKeepsOutASecondServerAndTheOfflineTools) {
+  StockdProcess server;
+  ASSERT_TRUE(server.start());
+  server.stop();
+  const int fd = ::open(server.data_dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a running server holds it
+  for (const char* cmd : {"inspect", "verify"}) {
+    ToolResult r = run_tool(STOCKCTL_BIN, {cmd, "--data-dir", server.data_dir()});
+    EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.out << r.err;
+    EXPECT_NE(r.err.find("is in use"), std::string::npos) << cmd << ": " << r.err;
+  }
+  StockdProcess second({}, server.data_dir());
+  EXPECT_FALSE(second.start()) << "a second stockd started on a data dir in use";
+  ::close(fd);
+  ToolResult v = run_tool(STOCKCTL_BIN, {"verify", "--data-dir", server.data_dir()});
+  EXPECT_EQ(v.exit_code, 0) << v.err;
+  EXPECT_TRUE(second.start()) << "stockd did not start once the data dir was free";
+}
+
 TEST(OfflineTest, RefusesARunningServerAndPrintsIdsThatAreNotUtf8) {
   StockdProcess server;
   ASSERT_TRUE(server.start());

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "format.h"
 #include "stockd/book.h"
+#include "stockd/dir_lock.h"
 #include "stockd/persist.h"
 #include "stockd/store.h"
 
@@ -18,6 +19,7 @@ namespace stockd::ctl {
 namespace {
 
 struct Opened {
+  std::unique_ptr<storage::DirLock> lock;  // held while the store is read (released last)
   std::unique_ptr<storage::Store> store;
   Book book;
   Recovered rec;
@@ -60,6 +62,14 @@ int open_offline(const Args& a, Opened& o) {
               << " holds its LOCK); stop it first (stockctl stats reads a running one)\n";
     return kExitRefused;
   }
+  // The data dir's own lock (dir_lock.h): also held by a server whose store failed and is
+  // closed between two reopens, and by another inspect or verify; held here while reading.
+  Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
+  if (!lock.ok()) {
+    std::cerr << lock.status().message() << '\n';
+    return kExitRefused;
+  }
+  o.lock = std::move(lock).value();
   storage::StoreOptions so;
   so.create_if_missing = false;
   so.read_only = true;
@@ -178,6 +188,11 @@ int cmd_migrate(const Args& a) {
   if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
     std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
     return kExitUsage;
+  }
+  Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
+  if (!lock.ok()) {
+    std::cerr << "cannot migrate: " << lock.status().message() << '\n';
+    return kExitRefused;
   }
   std::string report;
   if (Status s = migrate_earlier_layout(a.data_dir, report); !s.ok()) {
