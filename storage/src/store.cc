@@ -629,8 +629,17 @@ std::vector<std::filesystem::path> logs_in(const std::string& dir) {
 // itself: RocksDB always keeps one. With none, wal/ was deleted (often with ACKED, both taken
 // for disposable): taken for an earlier layout, the store would start without every decision
 // since its last checkpoint, acknowledged ones included, and with a new mark.
-Status check_wal_dir_present(const std::string& dir) {
+// A move into wal/ cut short by a crash (move_logs_into_wal_dir) left the logs in wal.moving/:
+// the next start finishes it; a read-only open cannot, and says so.
+Status check_wal_dir_present(const std::string& dir, bool read_only) {
   std::error_code ec;
+  const std::string moving = (std::filesystem::path(dir) / "wal.moving").string();
+  if (!std::filesystem::exists(wal_dir_of(dir), ec) && !logs_in(moving).empty()) {
+    if (!read_only) return Status::Ok();
+    return Status::Refused("the move of its write-ahead log into " + wal_dir_of(dir) +
+                           " was cut short (its logs are in " + moving +
+                           "): start stockd once on it to finish the move, then read it");
+  }
   if (std::filesystem::exists(wal_dir_of(dir), ec) ||
       !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec) ||
       !logs_in(dir).empty()) {
@@ -836,7 +845,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
     return Status::Invalid(cannot + ": it is not a directory");
   }
   const bool had_wal_dir = std::filesystem::exists(wal_dir_of(dir), ec);
-  if (Status s = check_wal_dir_present(dir); !s.ok()) return s.context(cannot);
+  if (Status s = check_wal_dir_present(dir, options.read_only); !s.ok()) return s.context(cannot);
   if (!options.read_only) {
     if (Status s = move_logs_into_wal_dir(dir); !s.ok()) return s.context(cannot);
   }

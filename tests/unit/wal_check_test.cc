@@ -379,6 +379,38 @@ TEST(StoreLayout, AStoreWithoutOurFamiliesIsRefusedAndLeftAlone) {
   fs::remove_all(dir.parent_path());
 }
 
+// A crash in the middle of moving an earlier layout's logs into wal/ leaves them in wal.moving/
+// (the directory renamed to wal/ once every log is in it). The next start finishes the move; it
+// used to refuse the store as one whose wal/ was deleted, advising a restore from a backup.
+TEST(StoreLayout, AMoveIntoWalCutShortIsFinishedAtTheNextStart) {
+  const fs::path dir = make_temp_dir() / "moving";
+  {
+    auto opened = Store::open(dir.string(), StoreOptions{});
+    ASSERT_TRUE(opened.ok()) << opened.status().message();
+    Batch b = (*opened)->batch();
+    b.put("s/tee", "in the log only");
+    ASSERT_TRUE((*opened)->write(b, true).ok());
+  }
+  fs::rename(dir / "wal", dir / "wal.moving");  // every log moved, the last rename not done
+  StoreOptions ro;
+  ro.read_only = true;
+  ro.create_if_missing = false;
+  const Status read_only = Store::open(dir.string(), ro).status();
+  EXPECT_EQ(read_only.code(), Status::Code::kRefused);
+  EXPECT_THAT(read_only.message(), ::testing::HasSubstr("was cut short"));
+  auto opened = Store::open(dir.string(), StoreOptions{});
+  ASSERT_TRUE(opened.ok()) << opened.status().message();
+  std::string v;
+  bool found = false;
+  ASSERT_TRUE((*opened)->get("s/tee", v, found).ok());
+  EXPECT_TRUE(found);
+  EXPECT_EQ(v, "in the log only");
+  opened->reset();
+  EXPECT_TRUE(fs::exists(dir / "wal"));
+  EXPECT_FALSE(fs::exists(dir / "wal.moving"));
+  fs::remove_all(dir.parent_path());
+}
+
 // Rows land in the family of their table and read back through the same routing.
 TEST(StoreLayout, EachTableReadsBackWhereItWasWritten) {
   const fs::path dir = make_temp_dir() / "new";
