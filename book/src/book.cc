@@ -235,20 +235,21 @@ proto::Status Book::Impl::check_line(const Sku* s, std::string_view user, uint32
   return proto::Status::kOk;
 }
 
-// Ok if `user` may take one more live hold, else Refused saying why (the answer is BUSY).
-stockd::Status Book::Impl::live_cap(std::string_view user) const {
+// kOk if `user` may take one more live hold, else why not: BUSY when the server holds its
+// maximum, TOO_MANY_HOLDS when the user does (the buyer's own doing), with `why` for the answer.
+proto::Status Book::Impl::live_cap(std::string_view user, std::string& why) const {
   if (deadlines.size() >= limits.live_holds_max) {
-    return stockd::Status::Refused(
-        "reserve: the server holds its maximum of " + std::to_string(limits.live_holds_max) +
-        " live holds (--live-holds-max); retry later or buy now (ttl 0)");
+    why = "reserve: the server holds its maximum of " + std::to_string(limits.live_holds_max) +
+          " live holds (--live-holds-max); retry later or buy now (ttl 0)";
+    return proto::Status::kBusy;
   }
   auto it = live_per_user.find(user);
   if (it != live_per_user.end() && it->second >= limits.user_live_holds_max) {
-    return stockd::Status::Refused(
-        "reserve: this user has " + std::to_string(it->second) +
-        " live holds, the maximum (--user-holds-max); commit or release one first");
+    why = "reserve: this user has " + std::to_string(it->second) +
+          " live holds, the maximum (--user-holds-max); commit or release one first";
+    return proto::Status::kTooManyHolds;
   }
-  return stockd::Status::Ok();
+  return proto::Status::kOk;
 }
 
 void Book::Impl::take_codes(Sku& s, uint32_t qty, Hold& h, Changes& ch) {
@@ -368,8 +369,9 @@ Verdict Book::reserve(const proto::ReserveReq& req, int64_t now, proto::ReserveR
   }
   // Refusals change nothing and are not remembered under the key: a retry may succeed.
   if (req.ttl_ms > 0 && !m.replaying) {
-    if (stockd::Status capped = m.live_cap(req.user); !capped.ok()) {
-      return m.refuse(capped.message(), proto::Status::kBusy);
+    std::string why;
+    if (const proto::Status capped = m.live_cap(req.user, why); capped != proto::Status::kOk) {
+      return m.refuse(std::move(why), capped);
     }
   }
   Want wants[proto::kReserveLinesMax];

@@ -306,7 +306,7 @@ struct Book::Impl {
                        uint64_t fingerprint, proto::ReserveResp& out, bool& found);
   proto::Status check_line(const Sku* s, std::string_view user, uint32_t qty, int64_t now,
                            uint64_t& available);
-  stockd::Status live_cap(std::string_view user) const;  // Refused: the user's holds are capped
+  proto::Status live_cap(std::string_view user, std::string& why) const;  // kOk: not capped
   void apply_reserve(std::string_view user, std::string_view key, uint64_t key_hash,
                      uint32_t ttl_ms, std::span<const book_detail::Want> wants,
                      uint64_t fingerprint, int64_t now, proto::ReserveResp& out, Changes& ch,

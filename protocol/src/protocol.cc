@@ -364,6 +364,8 @@ const char* status_name(Status s) {
       return "FRAME_TOO_LARGE";
     case Status::kInternal:
       return "INTERNAL";
+    case Status::kTooManyHolds:
+      return "TOO_MANY_HOLDS";
   }
   return "UNKNOWN";
 }

@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
       ->envname("STOCKD_HTTP_TIMEOUT_MS")
       ->capture_default_str();
   app.add_option("--user-holds-max", c.user_holds_max,
-                 "live holds per user id; one more RESERVE gets BUSY")
+                 "live holds per user id; one more RESERVE gets TOO_MANY_HOLDS")
       ->envname("STOCKD_USER_HOLDS_MAX")
       ->capture_default_str();
   app.add_option("--live-holds-max", c.live_holds_max,

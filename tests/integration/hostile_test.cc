@@ -1033,7 +1033,7 @@ TEST(RetainedState, LiveHoldsPerUserAndInAllAreCapped) {
     greedy.push_back(r.body.hold_id);
   }
   auto sixth = hold("greedy", "g-5");
-  EXPECT_EQ(sixth.status, Status::kBusy) << "6th live hold of one user: " << sixth.error;
+  EXPECT_EQ(sixth.status, Status::kTooManyHolds) << "6th live hold of one user: " << sixth.error;
   EXPECT_FALSE(sixth.error.empty()) << "BUSY without a reason";
   auto other = hold("other", "o-0");
   EXPECT_TRUE(other.ok()) << proto::status_name(other.status) << " " << other.error;
@@ -1042,7 +1042,7 @@ TEST(RetainedState, LiveHoldsPerUserAndInAllAreCapped) {
   auto after_release = hold("greedy", "g-6");
   EXPECT_TRUE(after_release.ok()) << proto::status_name(after_release.status) << " "
                                   << after_release.error;
-  EXPECT_EQ(hold("greedy", "g-7").status, Status::kBusy);
+  EXPECT_EQ(hold("greedy", "g-7").status, Status::kTooManyHolds);
   auto sku = admin.sku_get("UH-1");
   ASSERT_TRUE(sku.ok());
   EXPECT_EQ(sku.body.held, 6u);  // greedy 5 (one released, one new) + other 1

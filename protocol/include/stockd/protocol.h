@@ -127,6 +127,7 @@ enum class [[nodiscard]] Status : uint16_t{
     kUnsupportedVersion = 69,
     kFrameTooLarge = 70,
     kInternal = 71,
+    kTooManyHolds = 72,
 };
 const char* status_name(Status s);  // "OK", "SOLD_OUT", ...
 inline bool is_error_status(Status s) { return static_cast<uint16_t>(s) >= 64; }
