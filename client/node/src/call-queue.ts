@@ -14,6 +14,11 @@ export class CallQueue {
     return this.items.length - this.head;
   }
 
+  /** Unsettled calls queued: what `maxQueued` caps (settled ones are dropped as they come up). */
+  get waiting(): number {
+    return this.length - this.settledInside;
+  }
+
   push(call: Call): void {
     this.items.push(call);
   }

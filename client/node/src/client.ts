@@ -24,6 +24,12 @@ export interface StockdClientOptions {
   clientName?: string;
   /** Connections in the pool; default 1. */
   connections?: number;
+  /**
+   * Calls that may wait in the client for a request slot (beyond the server's inflight_max per
+   * connection); a new call past it rejects at once with StockdQueueFullError, unsent. Default
+   * 10000.
+   */
+  maxQueued?: number;
   /** Default deadline of every call, retries included (1..2147483647 ms); default 5000. */
   timeoutMs?: number;
   /** Deadline of one dial: TCP, TLS and HELLO, and of a close's last answers; default 5000. */
@@ -59,6 +65,14 @@ export interface SkuSetInput {
 
 /** The server checks long-poll deadlines once a second. */
 const LONG_POLL_SLACK_MS = 1000;
+
+/**
+ * Far above what waits in a spike (a queue forms only once every connection has inflight_max,
+ * 1024 by default, in flight); far below what a sale day's rate piles up within a 5 s deadline
+ * while stockd is down (20,000 calls/s: 100,000 calls of ~1 KB each, a reserve's promise,
+ * timer and frame).
+ */
+const MAX_QUEUED_DEFAULT = 10_000;
 
 /** Node runs a timer of more (or of NaN) after 1 ms: every call would time out at once. */
 const TIMER_MS_MAX = 2 ** 31 - 1;
@@ -112,6 +126,9 @@ export class StockdClient extends EventEmitter {
     // event, one would crash the process or leave calls waiting for a connection that never comes.
     const connections = options.connections ?? 1;
     if (!Number.isInteger(connections) || connections < 1) throw new RangeError('connections must be an integer >= 1');
+    const maxQueued = options.maxQueued ?? MAX_QUEUED_DEFAULT;
+    // Not 0: every call made before the first HELLO would fail. Not Infinity: the point is a bound.
+    if (!Number.isSafeInteger(maxQueued) || maxQueued < 1) throw new RangeError(`maxQueued must be an integer >= 1, got ${String(maxQueued)}`);
     const host = options.host ?? '127.0.0.1';
     if (typeof host !== 'string' || host === '') throw new RangeError(`host must be a non-empty string, got ${String(host)}`);
     const port = options.port ?? 7070;
@@ -137,6 +154,7 @@ export class StockdClient extends EventEmitter {
         tls: options.tls,
         connections,
         reconnect: { minDelayMs, maxDelayMs },
+        maxQueued,
       },
       this,
     );
@@ -184,6 +202,8 @@ export class StockdClient extends EventEmitter {
     decode: ((a: Answer, key: string, resent: boolean) => T) | undefined,
     key = '',
   ): Promise<T> {
+    const full = this.pool.queueFull(op);
+    if (full) return Promise.reject(full);
     let frame: Buffer;
     try {
       frame = codec.encodeRequest(op, 0, body);

@@ -1,7 +1,9 @@
 // One connection to stockd: dial (TCP or TLS), HELLO, then many requests in flight, answered
 // in order and matched by request id (section 5). Writes made in one turn of the event loop go
 // out as one socket write. A frame from the server that breaks the protocol fails the call it answers with a
-// StockdProtocolError and kills the connection; the pool decides what happens to the rest.
+// StockdProtocolError and kills the connection; the pool decides what happens to the rest. A
+// request not yet written is never answered here, nor failed by such a frame: it goes to the
+// next connection.
 //
 // Lifecycle: connecting -> hello -> ready -> (draining) -> dead. `dead` is reached once, by
 // `die()`, which reports the unanswered calls to the pool exactly once.
@@ -160,6 +162,12 @@ export class Connection implements Carrier {
    * Every frame queued in this turn goes out in one write (automatic pipelining). A call that
    * settled before its frame left (aborted in the same turn) is not sent at all, so that its
    * error's `outcomeUnknown` (false: never sent) stays true to the facts.
+   *
+   * write() returning false (a server that stops reading) needs no wait here: a connection
+   * takes at most inflight_max requests, each counted until its answer (a timed-out one too),
+   * so its socket never buffers more than that many frames; further calls wait in the pool's
+   * queue, which maxQueued caps, and a connection stuck that way is closed one timeout after
+   * a deadline passes in it (abandoned()).
    */
   flush(): void {
     if (this.state === 'dead' || this.unflushed.length === 0) return;
@@ -289,7 +297,9 @@ export class Connection implements Carrier {
 
   private protocolError(msg: string): void {
     const err = new StockdProtocolError(`${this.address}: ${msg}`);
-    const head = this.inflight.shift();
+    // The bad bytes stand for the answer of the oldest written request. One not yet written
+    // here was not answered: die() hands it to the pool, which sends it on the next connection.
+    const head = this.inflight[0]?.written ? this.inflight.shift() : undefined;
     const call = head?.call;
     // Written (here or on an earlier connection), it may have been applied before its answer
     // came garbled, as when a connection is lost: its own error says so (the pool and the
@@ -309,7 +319,9 @@ export class Connection implements Carrier {
     }
     if (h.opcode === 0 && 'error' in answer) return this.connectionErrorFrame(h, answer.error);
     const head = this.inflight[0];
-    if (!head) return this.protocolError(`answer (opcode ${h.opcode}, id ${h.requestId}) with no request outstanding`);
+    // Requests are written in order: with the oldest one not yet written, none is. An answer
+    // with the id it will get is not its answer (it would resolve a call never sent).
+    if (!head?.written) return this.protocolError(`answer (opcode ${h.opcode}, id ${h.requestId}) with no request outstanding`);
     if (h.requestId !== head.id || h.opcode !== head.opcode) {
       const got = `opcode ${h.opcode} id ${h.requestId}`;
       return this.protocolError(`answer out of order: got ${got}, expected opcode ${head.opcode} id ${head.id}`);
@@ -333,7 +345,7 @@ export class Connection implements Carrier {
    */
   private undecodable(h: codec.FrameHeader, why: string): void {
     const head = this.inflight[0];
-    if (this.state !== 'ready' || !head || h.requestId !== head.id || h.opcode !== head.opcode) {
+    if (this.state !== 'ready' || !head?.written || h.requestId !== head.id || h.opcode !== head.opcode) {
       return this.protocolError(`bad response: ${why}`);
     }
     this.inflight.shift();
@@ -355,8 +367,9 @@ export class Connection implements Carrier {
   private connectionErrorFrame(h: codec.FrameHeader, message: string): void {
     const err = serverError(h.status, message);
     const head = this.inflight[0];
-    // A FRAME_TOO_LARGE names the request it could not frame: that one gets the error.
-    if (head && h.requestId === head.id && h.status === codec.STATUS.FRAME_TOO_LARGE) {
+    // A FRAME_TOO_LARGE names the request it could not frame: that one gets the error (if it
+    // was written; one not yet written goes to the next connection with the rest).
+    if (head?.written && h.requestId === head.id && h.status === codec.STATUS.FRAME_TOO_LARGE) {
       this.inflight.shift();
       // Not run here; but a resend may have been applied the first time.
       if (head.resend) head.call?.failShared(err);

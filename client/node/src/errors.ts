@@ -43,6 +43,20 @@ export class StockdTlsError extends StockdConnectionError {
   override readonly code = 'TLS';
 }
 
+/**
+ * The client's queue of calls waiting for a request slot is full (`maxQueued`): stockd is slow
+ * or down and calls arrive faster than it answers. The request was never sent, so it had no
+ * effect and is safe to retry (later, or after shedding load); `outcomeUnknown` is false.
+ */
+export class StockdQueueFullError extends StockdError {
+  override name = 'StockdQueueFullError';
+  /** The client refused the call itself and sent nothing (as StockdServerError's `local`). */
+  readonly local = true;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QUEUE_FULL', message, options);
+  }
+}
+
 /** The call's deadline (`timeoutMs`) passed before its answer. */
 export class StockdTimeoutError extends StockdError {
   override name = 'StockdTimeoutError';
@@ -99,9 +113,18 @@ export class StockdBadRequestError extends StockdServerError {
 export class StockdUnauthorizedError extends StockdServerError {
   override name = 'StockdUnauthorizedError';
 }
-/** 66: the server is over a limit (live holds, connections, failed HELLOs); retry later. */
+/** 66: the server is over a limit (its live holds, connections, failed HELLOs); retry later. */
 export class StockdBusyError extends StockdServerError {
   override name = 'StockdBusyError';
+}
+/**
+ * 72: a hold (RESERVE with ttlMs > 0) by a user who already has the server's maximum of live
+ * holds (`--user-holds-max`); nothing was reserved. The buyer's own doing (HTTP's 429): it
+ * passes once that user commits or releases a hold, not by retrying later. A StockdBusyError
+ * too, as servers before status 72 answered BUSY.
+ */
+export class StockdTooManyHoldsError extends StockdBusyError {
+  override name = 'StockdTooManyHoldsError';
 }
 /** 67: the store failed and nothing was applied; or the server has no outbox. */
 export class StockdStorageError extends StockdServerError {
@@ -148,6 +171,7 @@ const BY_STATUS: Record<number, typeof StockdServerError> = {
   [STATUS.UNSUPPORTED_VERSION]: StockdUnsupportedVersionError,
   [STATUS.FRAME_TOO_LARGE]: StockdFrameTooLargeError,
   [STATUS.INTERNAL]: StockdInternalError,
+  [STATUS.TOO_MANY_HOLDS]: StockdTooManyHoldsError,
 };
 
 /** The error for a status >= 64 (an unknown one is a plain StockdServerError). */

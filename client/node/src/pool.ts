@@ -5,6 +5,7 @@
 //   - never written, or safe to resend (keyed RESERVE/CLAIM, COMMIT, RELEASE, reads): back to
 //     the front of the queue, for the next connection, within the call's own deadline;
 //   - written and not safe (admin writes): StockdConnectionError, outcome unknown.
+// At most `maxQueued` calls wait: a new call past it fails at once, unsent (StockdQueueFullError).
 import type { EventEmitter } from 'events';
 import { Call, CallHooks } from './call';
 import { CallQueue } from './call-queue';
@@ -14,6 +15,7 @@ import {
   serverError,
   StockdConnectionError,
   StockdError,
+  StockdQueueFullError,
   StockdTimeoutError,
   StockdTlsError,
   StockdUnauthorizedError,
@@ -30,6 +32,8 @@ export interface ReconnectOptions {
 export interface PoolOptions extends ConnectionOptions {
   connections: number;
   reconnect: Required<ReconnectOptions>;
+  /** Calls that may wait for a request slot; a new call past it fails at once, unsent. */
+  maxQueued: number;
 }
 
 /** A connection that lived this long was a success: the next redial starts the backoff over. */
@@ -119,11 +123,28 @@ export class Pool implements CallHooks {
     // After a refusal, a call fails at once with it; unless a slot parked since then is due
     // for its redial: then the call waits for that dial's answer.
     if (this.fatal && !this.anyReady() && !this.wakeParked()) return call.failShared(this.fatal);
+    const full = this.queueFull(call.op);
+    if (full) return call.fail(full);
     call.accepted = true;
     this.live++;
     this.queue.push(call);
     this.start();
     this.pump();
+  }
+
+  /**
+   * The error for a new call when `maxQueued` calls already wait: with stockd slow or down,
+   * calls would pile up for as long as their deadlines (rate x timeout). The client asks before
+   * it encodes the request: a refused call's frame would share the codec's slab with accepted
+   * ones, and keep 64 KiB alive per queued call once refusals far outnumber them. Only new
+   * calls are capped: resends go back to the front (onDead) whatever the count.
+   */
+  queueFull(op: string): StockdQueueFullError | undefined {
+    const waiting = this.queue.waiting;
+    if (waiting < this.opts.maxQueued || this.isClosing) return undefined; // closed: submit says so
+    const why = this.lastError ? ` (last error: ${this.lastError.message})` : '';
+    const msg = `${op} not sent: ${waiting} calls already wait for stockd (maxQueued ${this.opts.maxQueued}); safe to retry${why}`;
+    return new StockdQueueFullError(msg, { cause: this.lastError });
   }
 
   // CallHooks

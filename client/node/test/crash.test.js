@@ -10,7 +10,9 @@ const WORKERS = 64;
 
 test('kill -9 mid-load: every OK is sold, none twice', { timeout: 90_000 }, async (t) => {
   const srv = await startStockd();
-  const admin = new StockdClient({ port: srv.port, role: 'admin', token: TOKENS.admin, timeoutMs: 20000 });
+  // maxQueued: the check at the end asks for every hold at once (~100,000 HOLD_GETs), past the
+  // default of 10,000 that a web backend's queue is capped at.
+  const admin = new StockdClient({ port: srv.port, role: 'admin', token: TOKENS.admin, timeoutMs: 20000, maxQueued: 1_000_000 });
   const buyers = new StockdClient({
     port: srv.port,
     token: TOKENS.buyer,

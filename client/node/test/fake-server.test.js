@@ -582,21 +582,25 @@ test('FRAME_TOO_LARGE naming a resent keyed RESERVE: outcome unknown (the first 
     },
   ));
 
-test('garbage right after the redial\'s HELLO, before the resend is written: outcome unknown, with the key', () =>
+// Bytes that arrive while no request is written on the connection answer none of its requests:
+// the connection is closed, and a request queued on it but not yet written goes to the next one.
+// The resend was failed with that protocol error (outcome unknown) though it could still be sent.
+test("garbage right after the redial's HELLO, before the resend is written: not failed by it, resent with its key on the next connection", () =>
   withFake(
     (req) => {
-      if (req.op === 'RESERVE') return req.sock.destroy();
-      if (req.op !== 'HELLO' || req.conn === 0) return undefined;
+      if (req.op === 'RESERVE') return req.conn === 0 ? req.sock.destroy() : req.reply(0, OK_RESERVE);
+      if (req.op !== 'HELLO' || req.conn !== 1) return undefined;
       // One chunk: the resend is queued on the new connection when the garbage is read.
       req.replyRaw(Buffer.concat([codec.encodeResponse('HELLO', req.id, 0, HELLO), Buffer.from('garbage garbage garbage')]));
       return 'handled';
     },
-    async (c, fake) => {
-      const err = await rejection(c.reserve(reserveReq()));
-      const seen = fake.received.filter((r) => r.op === 'RESERVE');
-      assert.equal(seen.length, 1, 'not resent');
-      assert.ok(err instanceof s.StockdProtocolError && err.outcomeUnknown === true, err.message);
-      assert.equal(err.idempotencyKey, seen[0].body.key);
+    async (c, fake, errors) => {
+      const r = await c.reserve(reserveReq());
+      assert.equal(r.status, 'OK');
+      const seen = fake.received.filter((x) => x.op === 'RESERVE');
+      assert.deepEqual(seen.map((x) => x.conn), [0, 2]);
+      assert.equal(seen[1].body.key, seen[0].body.key);
+      assert.ok(errors.some((e) => e instanceof s.StockdProtocolError && /bad magic/.test(e.message)), "the garbage is on 'error'");
     },
   ));
 
@@ -768,7 +772,8 @@ test('100,000 calls queued while the server is down all time out at their deadli
   await new Promise((r) => probe.listen(0, '127.0.0.1', r));
   const port = probe.address().port;
   await new Promise((r) => probe.close(r));
-  const c = new StockdClient({ port, timeoutMs: 1500, reconnect: { minDelayMs: 50, maxDelayMs: 200 } });
+  // maxQueued past its default (10,000): the queue itself must stay fast at this size.
+  const c = new StockdClient({ port, timeoutMs: 1500, maxQueued: 100_000, reconnect: { minDelayMs: 50, maxDelayMs: 200 } });
   c.on('error', () => {});
   const t0 = Date.now();
   const calls = [];
@@ -780,3 +785,189 @@ test('100,000 calls queued while the server is down all time out at their deadli
   // The deadlines fire together: the array queue's search per timeout took ~9 s here.
   assert.ok(took < 4500, `settled ${took} ms after submitting, for a 1500 ms deadline`);
 });
+
+// maxQueued: with stockd slow or down, calls past the cap fail at once instead of piling up
+// (rate x timeout) in the client's memory. They were never sent, so they are safe to retry.
+
+/** A port nothing listens on. */
+async function deadPort() {
+  const probe = net.createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+test('past maxQueued a new call rejects at once with StockdQueueFullError, unsent; calls settled while queued make room', () =>
+  withFake(
+    () => {}, // never answers
+    async (c, fake) => {
+      await c.connect();
+      const inflight = [c.ping({ timeoutMs: 3000 }), c.ping({ timeoutMs: 3000 })]; // inflight_max 2
+      const ac = new AbortController();
+      const queued = [c.ping({ timeoutMs: 300 }), c.ping({ timeoutMs: 300 }), c.ping({ signal: ac.signal })];
+      const t0 = Date.now();
+      const err = await rejection(c.reserve(reserveReq('over')));
+      assert.ok(Date.now() - t0 < 100, 'at once');
+      assert.ok(err instanceof s.StockdQueueFullError && err instanceof s.StockdError, err.message);
+      assert.equal(err.code, 'QUEUE_FULL');
+      assert.equal(err.name, 'StockdQueueFullError');
+      assert.equal(err.outcomeUnknown, false);
+      assert.equal(err.local, true);
+      assert.equal(err.idempotencyKey, undefined);
+      assert.match(err.message, /^RESERVE not sent: 3 calls already wait for stockd \(maxQueued 3\); safe to retry/);
+      ac.abort();
+      await assert.rejects(queued[2], { name: 'AbortError' });
+      const next = c.ping({ timeoutMs: 300 }); // the aborted call's place
+      await assert.rejects(c.ping(), s.StockdQueueFullError);
+      for (const p of [queued[0], queued[1], next]) await assert.rejects(p, s.StockdTimeoutError);
+      await assert.rejects(c.ping({ timeoutMs: 100 }), s.StockdTimeoutError, 'room again once they timed out');
+      assert.equal(fake.received.filter((r) => r.op === 'RESERVE').length, 0, 'never sent');
+      assert.equal(fake.received.filter((r) => r.op === 'PING').length, 2, 'only the two in flight were sent');
+      c.destroy();
+      await Promise.allSettled(inflight);
+    },
+    { hello: { ...HELLO, inflightMax: 2 }, client: { maxQueued: 3 } },
+  ));
+
+test('with stockd down, the default maxQueued (10,000) refuses the calls past it at once; the rest time out', async () => {
+  const c = new StockdClient({ port: await deadPort(), timeoutMs: 500, reconnect: { minDelayMs: 50, maxDelayMs: 100 } });
+  c.on('error', () => {});
+  try {
+    const t0 = Date.now();
+    const calls = [];
+    for (let i = 0; i < 10_050; i++) calls.push(c.reserve(reserveReq()).then(() => 'ok', (e) => [e.code, Date.now() - t0]));
+    const results = await Promise.all(calls);
+    const full = results.filter(([code]) => code === 'QUEUE_FULL');
+    assert.equal(full.length, 50);
+    assert.ok(full.every(([, ms]) => ms < 400), 'refused at once, not at the deadline');
+    assert.equal(results.filter(([code]) => code === 'TIMEOUT').length, 10_000);
+  } finally {
+    c.destroy();
+  }
+});
+
+// The cap is on new calls only: a connection lost with calls in flight puts back every one that
+// may be resent, even past maxQueued; it holds no more than inflight_max per connection.
+test('resends after a lost connection go back to the front past maxQueued; new calls meanwhile are refused', () => {
+  let onFirst = 0;
+  return withFake(
+    (req) => {
+      if (req.op !== 'RESERVE') return;
+      if (req.conn === 0) return ++onFirst === 4 && req.sock.destroy(); // 4 in flight, lost
+      req.reply(0, OK_RESERVE);
+    },
+    async (c, fake) => {
+      await c.connect();
+      let during;
+      c.once('reconnecting', () => (during = rejection(c.ping()))); // 4 resends + 2 queued wait
+      const calls = Array.from({ length: 6 }, (_, i) => c.reserve(reserveReq(`k${i}`)));
+      const over = await rejection(c.reserve(reserveReq('over')));
+      assert.ok(over instanceof s.StockdQueueFullError, over.message);
+      const results = await Promise.all(calls);
+      assert.deepEqual(results.map((r) => r.status), Array(6).fill('OK'));
+      const seen = fake.received.filter((r) => r.op === 'RESERVE');
+      for (let i = 0; i < 6; i++) {
+        assert.deepEqual(seen.filter((r) => r.body.key === `k${i}`).map((r) => r.conn), i < 4 ? [0, 1] : [1], `k${i}`);
+      }
+      const second = seen.filter((r) => r.conn === 1).map((r) => r.body.key);
+      assert.deepEqual(second, ['k0', 'k1', 'k2', 'k3', 'k4', 'k5'], 'the resends first');
+      assert.ok(during, 'a call made while the resends wait');
+      const e = await during;
+      assert.ok(e instanceof s.StockdQueueFullError, e.message);
+      assert.match(e.message, /6 calls already wait/);
+      assert.equal(seen.filter((r) => r.body.key === 'over').length, 0);
+    },
+    { hello: { ...HELLO, inflightMax: 4 }, client: { maxQueued: 2 } },
+  );
+});
+
+// A stockd that stops reading (stuck, or its host swapping): socket.write() returns false and
+// the kernel buffers fill. The client hands a connection at most inflight_max requests (counted
+// until answered, timed-out ones included), so its socket buffers at most that many frames; the
+// rest wait in the queue up to maxQueued, and the calls past it fail at once.
+test('a stockd that stops reading: at most inflight_max frames reach its socket, maxQueued wait, the rest are refused', () => {
+  const INFLIGHT = 300;
+  return withFake(
+    (req) => {
+      if (req.op !== 'HELLO') return undefined;
+      req.reply(0, { ...HELLO, inflightMax: INFLIGHT });
+      req.sock.pause(); // reads nothing more: its receive buffer and our send buffer fill
+      return 'handled';
+    },
+    async (c, fake) => {
+      await c.connect();
+      const write = net.Socket.prototype.write;
+      let frames = 0;
+      let backedUp = false;
+      net.Socket.prototype.write = function (chunk, ...rest) {
+        const ours = this.remotePort === fake.port;
+        if (ours) frames += countFrames(chunk);
+        const ok = write.call(this, chunk, ...rest);
+        if (ours && !ok) backedUp = true;
+        return ok;
+      };
+      try {
+        // ~50 KB each: 300 of them (15 MB) are more than loopback's buffers take (4 MB here).
+        const codes = Array.from({ length: 450 }, (_, i) => `C-${i}-${'x'.repeat(100)}`);
+        const calls = [];
+        for (let i = 0; i < 1200; i++) calls.push(c.codesLoad({ sku: 'A', codes }).then(() => 'ok', (e) => e.code));
+        await sleep(300);
+        assert.ok(backedUp, 'socket.write() returned false');
+        assert.equal(frames, INFLIGHT, 'frames written');
+        c.destroy();
+        const codesSeen = await Promise.all(calls);
+        assert.equal(codesSeen.filter((x) => x === 'QUEUE_FULL').length, 1200 - INFLIGHT - 100);
+      } finally {
+        net.Socket.prototype.write = write;
+      }
+    },
+    { client: { role: 'admin', token: 't', maxQueued: 100, timeoutMs: 5000 } },
+  );
+});
+
+/** Request frames in `chunk` (whole frames: the client writes nothing else). */
+function countFrames(chunk) {
+  let n = 0;
+  for (let at = 0; at + 16 <= chunk.length; at += 16 + chunk.readUInt32LE(at + 4)) n++;
+  return n;
+}
+
+// A frame whose request id names no written request cannot be the answer of one not yet
+// written: the connection is closed (protocol error) and such a request is sent on the next
+// connection. A frame with the id and opcode the next request would get was delivered as its
+// answer though it had not been sent, and a garbled one failed it.
+for (const [kind, stray, reported] of [
+  ['an answer with the id the unsent request gets', (id) => codec.encodeResponse('SKU_GET', id, 0, { ...SKU, sku: 'FORGED' }), /answer \(opcode 32, id 2\) with no request outstanding/],
+  ['an undecodable answer with that id', (id) => {
+    const f = codec.encodeResponse('SKU_GET', id, 0, SKU);
+    f[18] = 0xff; // the SKU id's byte: not UTF-8
+    return f;
+  }, /bad response: sku_get response: sku is not valid UTF-8/],
+  ['a FRAME_TOO_LARGE error frame naming that id', (id) => codec.encodeResponse(0, id, 70, { message: 'frame too large' }), /closed the connection: FRAME_TOO_LARGE/],
+  ['an answer with an id no request has', () => codec.encodeResponse('PING', 999, 0, {}), /answer \(opcode 2, id 999\) with no request outstanding/],
+]) {
+  test(`${kind}, before the request is written: a protocol error, never its answer; the request goes out on the next connection`, () =>
+    withFake(
+      (req) => {
+        if (req.op === 'SKU_GET') return req.reply(0, { ...SKU, sku: 'REAL' });
+        if (req.op === 'RESTOCK') return req.reply(0, SKU);
+        if (req.op !== 'HELLO' || req.conn !== 0) return undefined;
+        // One chunk: the calls waiting for a connection are queued on this one (ids 2 and 3) when
+        // HELLO's answer is read, and written only once the stray frame after it was read.
+        req.replyRaw(Buffer.concat([codec.encodeResponse('HELLO', req.id, 0, HELLO), stray(2)]));
+        return 'handled';
+      },
+      async (c, fake, errors) => {
+        const [sku, restock] = await Promise.all([c.skuGet('A'), c.restock({ sku: 'A', delta: 1 })]);
+        assert.equal(sku.sku.sku, 'REAL');
+        assert.equal(restock.status, 'OK', 'an admin write never sent is sent, though it is never resent');
+        for (const op of ['SKU_GET', 'RESTOCK']) {
+          assert.deepEqual(fake.received.filter((r) => r.op === op).map((r) => r.conn), [1], op);
+        }
+        assert.ok(errors.some((e) => reported.test(e.message)), errors.map((e) => e.message).join('; '));
+        assert.ok(fake.closed(0), 'the connection that got it is closed');
+      },
+      { client: { role: 'admin', token: 't' } },
+    ));
+}

@@ -48,3 +48,11 @@ test("a call's timeoutMs outside 1..2^31-1 ms: the call rejects with RangeError,
     c.destroy();
   }
 });
+
+test('maxQueued that is not an integer >= 1: RangeError from the constructor', () => {
+  for (const maxQueued of [0, -1, 1.5, NaN, Infinity, '100', 2 ** 53]) {
+    assert.throws(() => new StockdClient({ maxQueued }), { name: 'RangeError', message: /maxQueued must be an integer >= 1/ }, String(maxQueued));
+  }
+  new StockdClient({ maxQueued: 1 }).destroy();
+  new StockdClient({ maxQueued: Number.MAX_SAFE_INTEGER }).destroy();
+});

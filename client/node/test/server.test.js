@@ -348,6 +348,23 @@ describe('errors', () => {
     await admin.ping();
   });
 
+  it("a hold past the user's cap is StockdTooManyHoldsError (a StockdBusyError): the buyer's own doing", async () => {
+    const sku = await makeSku(1000);
+    const user = 'greedy-node';
+    const held = await Promise.all(Array.from({ length: 100 }, () => buyer.reserve({ user, ttlMs: 60_000, lines: [{ sku, qty: 1 }] })));
+    assert.ok(held.every((r) => r.status === 'OK'));
+    await assert.rejects(buyer.reserve({ user, ttlMs: 60_000, lines: [{ sku, qty: 1 }] }), (e) => {
+      assert.ok(e instanceof s.StockdTooManyHoldsError, e.name);
+      assert.ok(e instanceof s.StockdBusyError, 'code written for BUSY keeps working');
+      assert.deepEqual([e.code, e.status, e.local], ['TOO_MANY_HOLDS', 72, false]);
+      assert.match(e.serverMessage, /--user-holds-max/);
+      return true;
+    });
+    assert.equal((await buyer.reserve({ user, ttlMs: 0, lines: [{ sku, qty: 1 }] })).status, 'OK', 'buy now is not capped');
+    await buyer.release({ holdId: held[0].holdId, user });
+    assert.equal((await buyer.reserve({ user, ttlMs: 60_000, lines: [{ sku, qty: 1 }] })).status, 'OK', 'room again after a release');
+  });
+
   it('an aborted call rejects with StockdAbortError', async () => {
     const ac = new AbortController();
     ac.abort();

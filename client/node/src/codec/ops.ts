@@ -56,6 +56,7 @@ export const STATUS = {
   UNSUPPORTED_VERSION: 69,
   FRAME_TOO_LARGE: 70,
   INTERNAL: 71,
+  TOO_MANY_HOLDS: 72,
 } as const;
 export type StatusName = keyof typeof STATUS;
 
