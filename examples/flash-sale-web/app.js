@@ -8,25 +8,32 @@ const {
   StockdBadRequestError,
   StockdBusyError,
   StockdConnectionError,
+  StockdQueueFullError,
   StockdStorageError,
   StockdTimeoutError,
+  StockdTooManyHoldsError,
   uuidv7,
 } = require('stockd-client');
 
-/** HTTP status of each business refusal (docs/protocol.md, section 8). */
+/**
+ * HTTP status of each business refusal (docs/protocol.md, section 8). A reused
+ * Idempotency-Key is a 422, as the IETF's Idempotency-Key draft has it; a sale not open yet is
+ * a 403 like a closed one (425 Too Early is for TLS early data, RFC 8470, and a client may
+ * resend on it at once).
+ */
 const HTTP_STATUS = {
   SOLD_OUT: 409,
   LIMIT_EXCEEDED: 409,
   ALREADY_DONE: 409,
-  KEY_CONFLICT: 409,
+  KEY_CONFLICT: 422,
   NOT_FOUND: 404,
   HOLD_EXPIRED: 410,
-  SALE_NOT_OPEN: 425,
+  SALE_NOT_OPEN: 403,
   SALE_CLOSED: 403,
 };
 
 /** stockd errors that mean "not now": the browser may retry (with the same Idempotency-Key). */
-const UNAVAILABLE = [StockdConnectionError, StockdTimeoutError, StockdBusyError, StockdStorageError];
+const UNAVAILABLE = [StockdConnectionError, StockdTimeoutError, StockdBusyError, StockdStorageError, StockdQueueFullError];
 
 // Limits of docs/protocol.md section 3, checked here so that a bad request is a 400 at once.
 const SKU_BYTES_MAX = 64;
@@ -118,7 +125,19 @@ function createApp(stockd, { holdTtlMs = 10 * 60_000 } = {}) {
     if (!Number.isInteger(qty) || qty < 1 || qty > QTY_MAX) throw badRequest(`qty must be an integer 1..${QTY_MAX}`);
     if (mode !== 'now' && mode !== 'hold') throw badRequest("mode must be 'now' or 'hold'");
     const ttlMs = mode === 'hold' ? holdTtlMs : 0;
-    const r = await stockd.reserve({ user, key: keyOf(req, res, user), ttlMs, lines: [{ sku, qty }] });
+    const key = keyOf(req, res, user);
+    let r;
+    try {
+      r = await stockd.reserve({ user, key, ttlMs, lines: [{ sku, qty }] });
+    } catch (err) {
+      // A buyer at stockd's cap of live holds per user (TOO_MANY_HOLDS, --user-holds-max) frees
+      // one by checking out or cancelling (or when one expires): a 429 without Retry-After, as
+      // no wait is known to help. The server's own cap stays a BUSY: a 503.
+      if (err instanceof StockdTooManyHoldsError) {
+        throw new HttpError(429, 'TOO_MANY_HOLDS', 'you have the most holds allowed at once; check out or cancel one first');
+      }
+      throw err;
+    }
     if (r.status !== 'OK') {
       return refuse(res, r.status, r.status === 'KEY_CONFLICT' ? {} : { available: num(r.available) });
     }

@@ -6,7 +6,7 @@ const { after, before, describe, test } = require('node:test');
 const { setTimeout: sleep } = require('node:timers/promises');
 const { Client } = require('pg');
 const { StockdClient } = require('stockd-client');
-const { Stack, freePort } = require('./stack');
+const { Stack } = require('./stack');
 
 describe('flash-sale-web', { timeout: 60_000 }, () => {
   const stack = new Stack();
@@ -69,6 +69,9 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     const broken = await post('/api/buy', { user: 'alice', raw: '{"sku":' });
     assert.deepEqual([broken.status, broken.body.error], [400, 'BAD_REQUEST']);
     assert.equal((await post('/api/checkout', { user: 'alice', body: { holdId: 12 } })).status, 400, 'hold ids are strings');
+    // What stockd or its client refuse as malformed is the buyer's 400 too, never a 5xx.
+    assert.equal((await post('/api/checkout', { user: 'alice', body: { holdId: '18446744073709551616' } })).status, 400, 'over u64');
+    assert.equal((await post('/api/buy', { user: 'alice', body: { sku: 'a\u0000b' } })).status, 400, 'NUL in a SKU');
     // What Express and its body parser refuse keeps their 4xx (it was a 500 and a logged stack).
     assert.equal((await call('GET', '/api/stock/%E0')).status, 400);
     const latin1 = await fetch(url + '/api/buy', {
@@ -94,8 +97,9 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.ok(second.headers.get('idempotency-key'), 'a generated key is handed back');
     const third = await post('/api/buy', { user: 'alice', body: { sku: 'sneaker' } });
     assert.deepEqual([third.status, third.body.error, third.body.available], [409, 'LIMIT_EXCEEDED', 0]);
+    // A key reused for another request: 422, as the IETF's Idempotency-Key draft says.
     const conflict = await post('/api/buy', { user: 'alice', body: { sku: 'sneaker', qty: 2 }, key: 'alice-1' });
-    assert.deepEqual([conflict.status, conflict.body.error], [409, 'KEY_CONFLICT']);
+    assert.deepEqual([conflict.status, conflict.body.error], [422, 'KEY_CONFLICT']);
     // Keys are the user's own: another user's request under alice's key is a request of its own
     // (stockd's keys are global: mallory could block alice's key, and learn that it was used).
     const mallory = await post('/api/buy', { user: 'mallory', body: { sku: 'no-such-sku' }, key: 'alice-1' });
@@ -154,8 +158,9 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     orders.push(last.body.orderId);
     const gone = await post('/api/buy', { user: 'hank', body: { sku: 'last-one' } });
     assert.deepEqual([gone.status, gone.body.error, gone.body.available], [409, 'SOLD_OUT', 0]);
+    // Not 425 Too Early: that is TLS early data's (RFC 8470), which a client may resend at once.
     const early = await post('/api/buy', { user: 'hank', body: { sku: 'later' } });
-    assert.deepEqual([early.status, early.body.error], [425, 'SALE_NOT_OPEN']);
+    assert.deepEqual([early.status, early.body.error], [403, 'SALE_NOT_OPEN']);
     const closed = await post('/api/buy', { user: 'hank', body: { sku: 'closed' } });
     assert.deepEqual([closed.status, closed.body.error], [403, 'SALE_CLOSED']);
     assert.equal((await post('/api/buy', { user: 'hank', body: { sku: 'nope' } })).status, 404);
@@ -170,8 +175,18 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
     assert.deepEqual([late.status, late.body.error], [410, 'HOLD_EXPIRED']);
   });
 
+  /** An app whose stockd is gone (killed after the app connected): its URL and process. */
+  async function appWithStockdGone(env) {
+    const lost = await stack.spawnStockd();
+    const app = stack.spawnApp({ STOCKD_PORT: String(lost.port), ...env });
+    const base = await stack.appUrl(app);
+    lost.proc.kill('SIGKILL');
+    await lost.proc.exited;
+    return { base, app };
+  }
+
   test('stockd unreachable: 503 with Retry-After and the key to retry with', async () => {
-    const down = await stack.startApp({ STOCKD_PORT: String(await freePort()), STOCKD_TIMEOUT_MS: '300' });
+    const { base: down } = await appWithStockdGone({ STOCKD_TIMEOUT_MS: '300' });
     const r = await post('/api/buy', { base: down, user: 'jack', body: { sku: 'sneaker' }, key: 'jack-1' });
     assert.deepEqual([r.status, r.body.error, r.body.key], [503, 'UNAVAILABLE', 'jack-1']);
     assert.equal(r.headers.get('retry-after'), '1');
@@ -183,8 +198,7 @@ describe('flash-sale-web', { timeout: 60_000 }, () => {
   // server.close() from finishing: the 5 s timer exited the process, cutting what was in flight.
   test('SIGTERM with a request in flight on a keep-alive connection: answered, then a clean exit', async () => {
     const http = require('node:http');
-    const slow = await stack.startApp({ STOCKD_PORT: String(await freePort()), STOCKD_TIMEOUT_MS: '800' });
-    const app = stack.procs[stack.procs.length - 1];
+    const { base: slow, app } = await appWithStockdGone({ STOCKD_TIMEOUT_MS: '800' });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const answer = new Promise((resolve, reject) => {
       const req = http.request(`${slow}/api/buy`, {

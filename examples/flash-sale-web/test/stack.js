@@ -1,6 +1,7 @@
 // The stack of run.sh, started from a test: a throwaway PostgreSQL cluster, stockd (sync),
 // stockd-outbox into that PostgreSQL, and the app (server.js), each on a free loopback port
-// and stopped by PID. Binaries from STOCKD_BIN_DIR (default <repo>/build/bin).
+// and stopped by PID; or the parts a test needs (more stockd, more apps). Binaries from
+// STOCKD_BIN_DIR (default <repo>/build/bin).
 'use strict';
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -97,19 +98,31 @@ class Stack {
     });
   }
 
+  /** The stockd the app uses: this.stockd, this.stockdPort, this.adminToken. */
   async startStockd() {
-    this.adminToken = this.token('admin-token');
-    const outboxToken = this.token('outbox-token');
-    const ready = path.join(this.dir, 'stockd.ready');
-    this.stockd = start(`${BIN}/stockd`, [
-      '--listen', '127.0.0.1:0', '--ready-file', ready, '--data-dir', path.join(this.dir, 'stockd'),
+    const { proc, port } = await this.spawnStockd();
+    this.stockd = proc;
+    this.stockdPort = port;
+  }
+
+  /**
+   * Another stockd (sync), with a data dir of its own and this stack's tokens, on `port` (0:
+   * any free one), with more flags in `args`; resolves to {proc, port}.
+   */
+  async spawnStockd({ port = 0, args = [] } = {}) {
+    this.adminToken ??= this.token('admin-token');
+    this.outboxToken ??= this.token('outbox-token');
+    this.stockds = (this.stockds ?? 0) + 1;
+    const name = `stockd-${this.stockds}`;
+    const ready = path.join(this.dir, `${name}.ready`);
+    const proc = start(`${BIN}/stockd`, [
+      '--listen', `127.0.0.1:${port}`, '--ready-file', ready, '--data-dir', path.join(this.dir, name),
       '--durability', 'sync', '--admin-token-file', this.adminToken.file,
-      '--outbox-token-file', outboxToken.file, '--log-level', 'warn',
+      '--outbox-token-file', this.outboxToken.file, '--log-level', 'warn', ...args,
     ]);
-    this.procs.push(this.stockd);
-    await until('stockd', this.stockd, () => fs.existsSync(ready) && fs.readFileSync(ready, 'utf8').trim() !== '');
-    this.stockdPort = Number(fs.readFileSync(ready, 'utf8').trim().split(/\s+/)[1]);
-    this.outboxToken = outboxToken;
+    this.procs.push(proc);
+    await until('stockd', proc, () => fs.existsSync(ready) && fs.readFileSync(ready, 'utf8').trim() !== '');
+    return { proc, port: Number(fs.readFileSync(ready, 'utf8').trim().split(/\s+/)[1]) };
   }
 
   /** stockd-outbox from stockd into PostgreSQL (both started). */
@@ -128,14 +141,24 @@ class Stack {
     return { value, file };
   }
 
-  /** server.js on a free port; resolves to its base URL. */
+  /** server.js on a free port (unless `env` says otherwise); resolves to its base URL. */
   async startApp(env = {}) {
+    return this.appUrl(this.spawnApp(env));
+  }
+
+  /** server.js, not waited for: its process (`output`, `exited`). */
+  spawnApp(env = {}) {
     const app = start(process.execPath, [path.join(__dirname, '..', 'server.js')], {
       env: { ...process.env, PORT: '0', STOCKD_PORT: String(this.stockdPort), ...env },
     });
     this.procs.push(app);
+    return app;
+  }
+
+  /** The base URL of an app process, once it says it listens. */
+  async appUrl(app, ms) {
     let url;
-    await until('the app', app, () => (url = /listening on (http:\/\/\S+)/.exec(app.output)?.[1]) !== undefined);
+    await until('the app', app, () => (url = /listening on (http:\/\/\S+)/.exec(app.output)?.[1]) !== undefined, ms);
     return url;
   }
 
