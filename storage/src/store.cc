@@ -262,11 +262,21 @@ class RocksCheckpoint final : public CheckpointWriter {
   // The snapshot's files are finished and synced (SstFileWriter::Finish): the directory is
   // synced and renamed to its lsn, the snapshots' directory synced, and the older snapshots go.
   // Through RocksDB's file system, as the store's own files (the crash tests' power cuts).
+  // One already at this lsn is replaced, not kept: a new snapshot is asked for when the newest
+  // was found damaged, and an idle server's next one falls at the same lsn. It is moved aside
+  // under a .tmp name first (a crash leaves it to be removed at the next open).
   Status publish() {
     const std::string to = snapshots_ + "/" + snapshot_name(lsn_);
-    std::error_code ec;
-    if (std::filesystem::exists(to, ec)) return Status::Ok();  // this state, written before
+    const std::string replaced = to + ".replaced.tmp";
     rocksdb::FileSystem& fs = *options_[0].env->GetFileSystem();
+    std::error_code ec;
+    if (std::filesystem::exists(to, ec)) {
+      std::filesystem::remove_all(replaced, ec);
+      if (rocksdb::IOStatus r = fs.RenameFile(to, replaced, rocksdb::IOOptions(), nullptr);
+          !r.ok()) {
+        return to_status(r, what());
+      }
+    }
     const auto sync_dir = [&](const std::string& path) {
       std::unique_ptr<rocksdb::FSDirectory> d;
       rocksdb::IOStatus r = fs.NewDirectory(path, rocksdb::IOOptions(), &d, nullptr);
@@ -288,6 +298,7 @@ class RocksCheckpoint final : public CheckpointWriter {
     if (r.ok()) r = fs.RenameFile(tmp_, to, rocksdb::IOOptions(), nullptr);
     if (r.ok()) r = sync_dir(snapshots_);
     if (!r.ok()) return to_status(r, what());
+    std::filesystem::remove_all(replaced, ec);
     remove_snapshots_below(snapshots_, lsn_);
     return Status::Ok();
   }

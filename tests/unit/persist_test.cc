@@ -610,6 +610,40 @@ TEST(Snapshot, OneCutShortIsRemovedAtOpen) {
       << "a snapshot without hold rows says so";
 }
 
+// A snapshot written again at the lsn of one already there replaces it. The checkpointer asks
+// for one when it found the newest damaged; an idle server's next checkpoint (one an outbox trim
+// triggers) falls at that same lsn, and the damaged one used to be kept as "written before":
+// the fallback the log was kept for would fail, and no new snapshot came for --snapshot-every.
+TEST(Snapshot, OneWrittenAgainAtTheSameLsnReplacesTheOldOne) {
+  TempStore temp("stockd-snapshot-again");
+  ASSERT_NE(temp.store, nullptr);
+  const auto write = [&] {
+    std::unique_ptr<storage::CheckpointWriter> w = temp.store->snapshot_writer(7);
+    rec::MetaRow meta;
+    meta.lsn = 7;
+    std::string value;
+    rec::encode(meta, value);
+    w->put(rec::meta_key(), value);
+    return w->commit();
+  };
+  ASSERT_EQ(write().message(), "");
+  const fs::path snap = temp.dir / "snapshots" / "00000000000000000007";
+  ASSERT_TRUE(fs::exists(snap / "default.sst"));
+  {
+    std::fstream f(snap / "default.sst", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f << "damaged!";  // the first data block's bytes
+  }
+  ASSERT_NE(temp.store->verify_snapshot(7).message(), "");
+  ASSERT_EQ(write().message(), "");
+  EXPECT_EQ(temp.store->snapshots(), std::vector<uint64_t>{7});
+  EXPECT_EQ(temp.store->verify_snapshot(7).message(), "");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(temp.dir / "snapshots", ec)) {
+    EXPECT_EQ(e.path().filename(), "00000000000000000007") << "left behind: " << e.path();
+  }
+}
+
 // A table file missing from a snapshot is damage: read as "no rows of that family", a fallback
 // would lose the holds (and their idempotency keys) of the state it stands for.
 TEST(Snapshot, AMissingTableFileIsDamage) {
