@@ -12,7 +12,8 @@
 //   in the book (live ones, and bought ones within their retention), one walk over the holds;
 //   removing the limit forgets the counts.
 // - A closed sale stays closed: sale_close is final, a new window does not reopen it.
-// - codes_load with no codes is BAD_REQUEST.
+// - codes_load with no codes is BAD_REQUEST; codes already in the SKU are skipped (a load cut
+//   short is finished by running it again), codes of another SKU are DUPLICATE_CODE.
 #include <algorithm>
 #include <unordered_set>
 
@@ -173,28 +174,37 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
     return m.refuse("codes_load: '" + req.sku +
                     "' sells counted units; a code pool starts as a SKU with total 0");
   }
-  const size_t pool_size = s->codes.size() + req.codes.size();
-  const size_t pool_max = m.replaying ? UINT32_MAX : m.limits.codes_per_sku_max;
-  if (req.codes.empty() || pool_size > pool_max || pool_size > UINT32_MAX) {
-    return m.refuse("codes_load: no codes, or the pool would pass " +
-                    std::to_string(m.limits.codes_per_sku_max) + " codes");
-  }
+  if (req.codes.empty()) return m.refuse("codes_load: no codes");
   if (!std::all_of(req.codes.begin(), req.codes.end(), book_detail::code_ok)) {
     return m.refuse("codes_load: every " + book_detail::size_rule("code", proto::kCodeBytesMax));
   }
+  // A code already in this pool is skipped, so that a load cut short (a lost connection, a
+  // refused request) is finished by running it again. One of another SKU, or repeated in the
+  // request, is DUPLICATE_CODE and nothing is loaded: a code is never handed out twice.
   std::unordered_set<std::string_view, book_detail::StrHash> seen;
   seen.reserve(req.codes.size());
+  std::vector<std::string_view> fresh;
+  fresh.reserve(req.codes.size());
   for (const std::string& c : req.codes) {
-    if (m.codes.contains(c) || !seen.insert(c).second) {
+    const auto known = m.codes.find(c);
+    if (!seen.insert(c).second || (known != m.codes.end() && known->second.sku != s)) {
       out.duplicate = c;
       return proto::Status::kDuplicateCode;
     }
+    if (known == m.codes.end()) fresh.push_back(c);
   }
+  const size_t pool_size = s->codes.size() + fresh.size();
+  const size_t pool_max = m.replaying ? UINT32_MAX : m.limits.codes_per_sku_max;
+  if (pool_size > pool_max || pool_size > UINT32_MAX) {
+    return m.refuse("codes_load: the pool would pass " +
+                    std::to_string(m.limits.codes_per_sku_max) + " codes");
+  }
+  if (fresh.empty()) return proto::Status::kOk;  // every code is in the pool already
   s->pool = true;
-  s->codes.reserve(s->codes.size() + req.codes.size());
-  for (const std::string& c : req.codes) {
+  s->codes.reserve(s->codes.size() + fresh.size());
+  for (std::string_view c : fresh) {
     const uint32_t index = static_cast<uint32_t>(s->codes.size());
-    auto it = m.codes.emplace(c, book_detail::CodeLoc{s, index}).first;
+    auto it = m.codes.emplace(std::string(c), book_detail::CodeLoc{s, index}).first;
     s->codes.push_back({&it->first, 0});
     s->free.push_back(index);
     std::push_heap(s->free.begin(), s->free.end(), std::greater<>());  // O(1): largest index
@@ -209,7 +219,7 @@ Verdict Book::codes_load(const proto::CodesLoadReq& req, int64_t now, proto::Cod
   if (ch.log) {
     rec::Decision& d = book_detail::new_entry(rec::Op::kCodesLoad, now);
     d.sku = req.sku;
-    d.pool.assign(req.codes.begin(), req.codes.end());
+    d.pool.assign(fresh.begin(), fresh.end());
     ch.writer().append(d);
   }
   return proto::Status::kOk;

@@ -160,6 +160,17 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   EXPECT_EQ(json_u64(claim.out, "available"), 4u);
   auto claim_retry = ctl({"--json", "claim", "CTL-G", "--user", "u3", "--key", "ck-1"});
   EXPECT_EQ(json_field(claim_retry.out, "code"), code);
+  // A load run again (after one cut short, or with more codes) adds what the pool lacks; the codes
+  // in it already (the claimed one too) are skipped. It used to fail at the first, DUPLICATE_CODE.
+  auto reload = ctl({"--json", "codes", "load", "CTL-G",
+                     write_file("more.txt", codes_text + "CTL-CODE-5\nCTL-CODE-6\n")},
+                    true);
+  ASSERT_EQ(reload.exit_code, 0) << show(reload);
+  EXPECT_EQ(json_u64(reload.out, "added"), 2u) << reload.out;
+  EXPECT_EQ(json_u64(reload.out, "already_in_pool"), 5u) << reload.out;
+  auto g = admin_->sku_get("CTL-G");
+  EXPECT_EQ(g.body.total, 7u);
+  EXPECT_EQ(g.body.available, 6u);
 
   // SOLD_OUT: exit 1, one line on stderr that says so; nothing on stdout without --json.
   auto all = ctl({"reserve", "CTL-B:5", "--user", "u6"});

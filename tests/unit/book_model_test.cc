@@ -436,18 +436,23 @@ struct Model {
     out.sku = view(s);
     if ((!s.pool && s.total != 0) || r.codes.empty()) return Status::kBadRequest;
     std::set<std::string> seen;
+    std::vector<std::string> fresh;  // codes already in this pool are skipped
     for (const std::string& c : r.codes) {
       bool known = !seen.insert(c).second;
+      bool mine = false;
       for (const auto& [id, other] : skus) {
-        known = known || std::find(other.codes.begin(), other.codes.end(), c) != other.codes.end();
+        const bool in = std::find(other.codes.begin(), other.codes.end(), c) != other.codes.end();
+        if (in && id == r.sku) mine = true;
+        known = known || (in && id != r.sku);
       }
       if (known) {
         out.duplicate = c;
         return Status::kDuplicateCode;
       }
+      if (!mine) fresh.push_back(c);
     }
     s.pool = true;
-    for (const std::string& c : r.codes) {
+    for (const std::string& c : fresh) {
       s.codes.push_back(c);
       s.owner.push_back(0);
       ++s.total;

@@ -880,9 +880,31 @@ TEST_F(BookTest, CodesLoadRefusals) {
   EXPECT_EQ(counts("other"), (U{0, 0, 0, 0}));
   EXPECT_FALSE(book.code_row("other", 0));
   EXPECT_EQ(load("cp", {std::string(128, 'c')}), Status::kOk);
+  EXPECT_EQ(load("other", {"z", std::string(128, 'c')}, &r), Status::kDuplicateCode);
+  EXPECT_EQ(r.duplicate, std::string(128, 'c'));  // a code of another SKU, sold or not
   // A pool's total is its codes: no total, no restock.
   EXPECT_EQ(set({"cp", proto::kSetTotal, 10, 0, 0, 0}), Status::kBadRequest);
   EXPECT_EQ(restock("cp", 1), Status::kBadRequest);
+}
+
+// A load cut short is finished by running it again: codes already in the pool are skipped, the
+// rest are loaded (and logged: only those, so that replay loads exactly them).
+TEST_F(BookTest, CodesLoadSkipsCodesAlreadyInThePool) {
+  create("cp", 0);
+  ASSERT_EQ(load("cp", {"a", "b"}), Status::kOk);
+  ch.clear();
+  proto::CodesLoadResp r;
+  ASSERT_EQ(load("cp", {"a", "b", "c", "d"}, &r), Status::kOk);
+  EXPECT_EQ(r.sku.total, 4u);
+  EXPECT_EQ(counts("cp"), (U{4, 4, 0, 0}));
+  EXPECT_EQ(ch.entry_count, 1u);
+  EXPECT_EQ(ch.codes.size(), 2u) << "rows of the new codes only";
+  ch.clear();
+  ASSERT_EQ(load("cp", {"d", "a"}, &r), Status::kOk);  // nothing new: nothing changes
+  EXPECT_EQ(r.sku.total, 4u);
+  EXPECT_TRUE(ch.empty());
+  EXPECT_EQ(load("cp", {"e", "e"}, &r), Status::kDuplicateCode);  // repeated in the request
+  EXPECT_EQ(counts("cp"), (U{4, 4, 0, 0}));
 }
 
 TEST_F(BookTest, CodesPerSkuMax) {

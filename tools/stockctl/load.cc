@@ -106,19 +106,25 @@ SeedTally tally(const ClientOptions& client, const std::vector<SeedRow>& rows,
 
 // Prints the outcome of `codes load`: `loaded` codes went in with `sent` of `requests` requests;
 // `r` is the last answer (OK, or the one that stopped us).
-int codes_outcome(const Args& a, const Reply<proto::CodesLoadResp>& r, size_t loaded, size_t sent,
-                  size_t requests, size_t in_file) {
+// `loaded`: codes of the file sent in requests answered OK; `added` of them new to the pool (the
+// rest were in it already: a load run again after one cut short).
+int codes_outcome(const Args& a, const Reply<proto::CodesLoadResp>& r, size_t loaded,
+                  uint64_t added, size_t sent, size_t requests, size_t in_file) {
   if (r.transport_ok() && a.json) {
     Json j = envelope(r);
     j["loaded"] = loaded;
+    j["added"] = added;
+    j["already_in_pool"] = loaded - added;
     j["requests"] = sent;
     j["codes_in_file"] = in_file;
     std::cout << dump(j) << '\n';
   }
   if (r.ok()) {
     if (!a.json) {
-      std::cout << "loaded " << loaded << " codes in " << sent
-                << (sent == 1 ? " request: " : " requests: ") << sku_text(r.body.sku) << '\n';
+      std::cout << "loaded " << added << " new codes";
+      if (added != loaded) std::cout << " (" << loaded - added << " were in the pool already)";
+      std::cout << " in " << sent << (sent == 1 ? " request: " : " requests: ")
+                << sku_text(r.body.sku) << '\n';
     }
     return kExitOk;
   }
@@ -133,7 +139,8 @@ int codes_outcome(const Args& a, const Reply<proto::CodesLoadResp>& r, size_t lo
     std::cerr << "note: " << loaded << " of " << in_file << " codes (" << sent << " of " << requests
               << " requests) were loaded before this and stay loaded"
               << (r.transport_ok() ? "" : "; the failed request may or may not have been applied")
-              << '\n';
+              << "; once the cause is fixed, the same command loads the rest (codes already in "
+                 "the pool are skipped)\n";
   }
   return r.transport_ok() ? kExitRefused : kExitTransport;
 }
@@ -209,6 +216,11 @@ int cmd_codes_load(const Args& a) {
   Reply<proto::CodesLoadResp> r;
   size_t start = 0;
   size_t sent = 0;  // requests answered OK
+  // The pool's size before and now: the difference is what this load added (a SKU not found is
+  // answered so by the first CODES_LOAD).
+  const Reply<proto::SkuView> pool = client.sku_get(a.sku);
+  const uint64_t before = pool.ok() ? pool.body.total : 0;
+  uint64_t total = before;
   for (size_t end : ends) {
     proto::CodesLoadReq req{a.sku,
                             {codes->begin() + static_cast<ptrdiff_t>(start),
@@ -217,8 +229,9 @@ int cmd_codes_load(const Args& a) {
     if (!r.ok()) break;
     ++sent;
     start = end;
+    total = r.body.sku.total;
   }
-  return codes_outcome(a, r, start, sent, ends.size(), codes->size());
+  return codes_outcome(a, r, start, total - before, sent, ends.size(), codes->size());
 }
 
 }  // namespace stockd::ctl

@@ -94,8 +94,11 @@ void add_admin_commands(CLI::App& app, Args& a, Action& action) {
 
   CLI::App* codes = app.add_subcommand("codes", "Unique code pools");
   codes->require_subcommand(1);
-  CLI::App* load = command(*codes, "load", "Load unique codes for a SKU from a file (admin)",
-                           action, stockd::ctl::cmd_codes_load);
+  CLI::App* load =
+      command(*codes, "load",
+              "Load unique codes for a SKU from a file (admin); codes already in the SKU are "
+              "skipped, so running it again finishes a load cut short",
+              action, stockd::ctl::cmd_codes_load);
   load->add_option("SKU", a.sku, "SKU id")->required();
   load->add_option("FILE", a.file, "One code per line; blank lines skipped")->required();
   load->footer(

@@ -243,17 +243,23 @@ describe('buyer: code pools', () => {
     assert.equal(loaded.status, 'OK');
     assert.equal(loaded.sku.total, 2n);
     assert.equal(loaded.sku.flags & s.codec.SKU_CODE_POOL, s.codec.SKU_CODE_POOL);
-    const dup = await admin.codesLoad({ sku, codes: [`${sku}-C`, `${sku}-A`] });
-    assert.deepEqual([dup.status, dup.duplicate, dup.sku.total], ['DUPLICATE_CODE', `${sku}-A`, 2n]);
+    const other = `${sku}-OTHER`;
+    assert.equal((await admin.skuSet({ sku: other })).status, 'OK');
+    const dup = await admin.codesLoad({ sku: other, codes: [`${sku}-C`, `${sku}-A`] });
+    assert.deepEqual([dup.status, dup.duplicate, dup.sku.total], ['DUPLICATE_CODE', `${sku}-A`, 0n]);
+    // The same SKU again: codes in it already are skipped (a load cut short is run again).
+    const again = await admin.codesLoad({ sku, codes: [`${sku}-A`, `${sku}-B`, `${sku}-C`] });
+    assert.deepEqual([again.status, again.sku.total], ['OK', 3n]);
     assert.deepEqual(await admin.codesLoad({ sku: 'NO-SUCH-SKU', codes: ['x'] }), { status: 'NOT_FOUND' });
 
     const c1 = await buyer.claim({ sku, user: 'hana' });
     assert.equal(c1.status, 'OK');
     assert.equal(typeof c1.orderId, 'bigint');
-    assert.ok([`${sku}-A`, `${sku}-B`].includes(c1.code));
+    assert.ok([`${sku}-A`, `${sku}-B`, `${sku}-C`].includes(c1.code));
     const h = await buyer.holdGet({ holdId: c1.orderId, user: 'hana' });
     assert.deepEqual([h.hold.state, h.hold.expiresAtMs], ['COMMITTED', 0]);
     assert.equal((await buyer.claim({ sku, user: 'ivan' })).status, 'OK');
+    assert.equal((await buyer.claim({ sku, user: 'ida' })).status, 'OK');
     const out = await buyer.claim({ sku, user: 'jon' });
     assert.deepEqual([out.status, out.available], ['SOLD_OUT', 0n]);
     assert.equal((await buyer.claim({ sku: 'NO-SUCH-SKU', user: 'jon' })).status, 'NOT_FOUND');
