@@ -730,13 +730,20 @@ void remove_empty_old_logs(rocksdb::DB* db, const std::string& wal_dir) {
 Status open_mark(const std::string& dir, bool store_exists, bool had_wal_dir, bool read_only,
                  uint64_t& acked, std::unique_ptr<AckMark>& mark) {
   bool found = false;
-  if (Status s = AckMark::read(dir, acked, found); !s.ok()) return s;
+  // The way out when only the mark was lost or damaged (the log intact): the operator's call.
+  const std::string rewrite =
+      "; if only " + std::string(kAckMarkFile) +
+      " was deleted or damaged and wal/ is intact, `stockctl mark rewrite --data-dir " + dir +
+      "` writes it again at the log's end; else restore the data dir from a backup";
+  if (Status s = AckMark::read(dir, acked, found); !s.ok()) {
+    return s.code() == Status::Code::kCorruption ? Status::Corruption(s.message() + rewrite) : s;
+  }
   if (!found && store_exists && had_wal_dir) {
-    return Status::Refused(
-        std::string(kAckMarkFile) +
-        " (the acknowledged mark) is missing: it says how much of the log was answered, "
-        "and without it a lost log cannot be told from a small store; restore the data dir "
-        "from a backup");
+    return Status::Refused(std::string(kAckMarkFile) +
+                           " (the acknowledged mark) is missing: it says how much of the log was "
+                           "answered, and without it a lost log cannot be told from a small "
+                           "store" +
+                           rewrite);
   }
   if (found && !store_exists && acked > 0) {
     return Status::Refused("the store's files are missing but its " + std::string(kAckMarkFile) +
@@ -789,6 +796,9 @@ void Batch::del(std::string_view key) {
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOptions& options) {
   const std::string cannot = "cannot open store in " + dir;
+  if (options.without_mark && !options.read_only) {
+    return Status::Invalid(cannot + ": without_mark is for a read-only open");
+  }
   rocksdb::DBOptions o;
   o.create_if_missing = options.create_if_missing;
   // Safety over defaults: a torn last record (the write that was never acknowledged) is
@@ -951,8 +961,10 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
   // The mark after RocksDB: a damaged CURRENT or MANIFEST is reported by RocksDB by name.
   uint64_t acked = 0;
   std::unique_ptr<AckMark> mark;
-  if (Status m = open_mark(dir, existed, had_wal_dir, options.read_only, acked, mark); !m.ok()) {
-    return m.context(cannot);
+  if (!options.without_mark) {
+    if (Status m = open_mark(dir, existed, had_wal_dir, options.read_only, acked, mark); !m.ok()) {
+      return m.context(cannot);
+    }
   }
   store->set_mark(std::move(mark), acked);
   return std::unique_ptr<Store>(std::move(store));

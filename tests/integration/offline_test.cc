@@ -77,6 +77,59 @@ TEST(OfflineTest, TheDataDirsLockKeepsOutASecondServerAndTheOfflineTools) {
   EXPECT_TRUE(second.start()) << "stockd did not start once the data dir was free";
 }
 
+// ACKED deleted (taken for a stray file) or damaged on its own: stockd refuses to start, naming
+// the way out; `stockctl mark rewrite` writes it again at the log's last group once the store
+// recovers, and the server starts with everything. It used to leave only a restore from a
+// backup, though nothing was lost.
+TEST(OfflineTest, MarkRewriteBringsBackADeletedOrDamagedAckedMark) {
+  StockdProcess server;
+  const std::string log = server.data_dir() + ".log";
+  server.set_log_file(log);
+  ASSERT_TRUE(server.start());
+  {
+    Client admin(server.options(Role::kAdmin));
+    connect_or_fail(admin);
+    make_sku(admin, "MARK-A", 10, 0);
+    Client buyer(server.options(Role::kBuyer));
+    connect_or_fail(buyer);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(buyer.reserve(reserve_req("u" + std::to_string(i), "", 0, {{"MARK-A", 1}})).ok());
+    }
+  }
+  server.kill9();  // the buys are in the log only
+  const std::filesystem::path mark = std::filesystem::path(server.data_dir()) / "ACKED";
+  const std::vector<std::string> rewrite = {"mark", "rewrite", "--data-dir", server.data_dir()};
+  for (const bool damaged : {false, true}) {
+    SCOPED_TRACE(damaged ? "ACKED damaged" : "ACKED deleted");
+    if (damaged) {
+      std::ofstream(mark, std::ios::binary | std::ios::trunc) << "not a mark at all, 24 bytes";
+    } else {
+      std::filesystem::remove(mark);
+    }
+    std::filesystem::remove(log);
+    EXPECT_FALSE(server.start(5000)) << "started without its mark";
+    std::ifstream in(log);
+    const std::string said((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(said.find("stockctl mark rewrite --data-dir " + server.data_dir()), std::string::npos)
+        << said;
+    ToolResult r = run_tool(STOCKCTL_BIN, rewrite);
+    ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("at lsn"), std::string::npos) << r.out;
+    EXPECT_EQ(std::filesystem::exists(mark.string() + ".damaged"), damaged);
+    ToolResult again = run_tool(STOCKCTL_BIN, rewrite);
+    EXPECT_EQ(again.exit_code, 1) << "rewrote an intact mark: " << again.out;
+    EXPECT_NE(again.err.find("nothing to rewrite"), std::string::npos) << again.err;
+    ASSERT_TRUE(server.start()) << "did not start on the rewritten mark";
+    Client admin(server.options(Role::kAdmin));
+    connect_or_fail(admin);
+    auto v = admin.sku_get("MARK-A");
+    ASSERT_TRUE(v.ok());
+    EXPECT_EQ(v.body.sold, 3u);
+    server.kill9();
+  }
+  std::filesystem::remove(log);
+}
+
 TEST(OfflineTest, RefusesARunningServerAndPrintsIdsThatAreNotUtf8) {
   StockdProcess server;
   ASSERT_TRUE(server.start());

@@ -71,5 +71,6 @@ int cmd_top(const Args& a);
 int cmd_inspect(const Args& a);
 int cmd_verify(const Args& a);
 int cmd_migrate(const Args& a);
+int cmd_mark_rewrite(const Args& a);
 
 }  // namespace stockd::ctl

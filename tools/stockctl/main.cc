@@ -186,6 +186,14 @@ void add_offline_commands(CLI::App& app, Args& a, Action& action) {
           action, stockd::ctl::cmd_verify)
       ->add_option("--data-dir", a.data_dir, "stockd's data dir")
       ->required();
+  CLI::App* mark = app.add_subcommand("mark", "The acknowledged mark (ACKED) of a data dir");
+  mark->require_subcommand(1);
+  command(*mark, "rewrite",
+          "Offline: write ACKED again at the log's last group, once the store is checked to "
+          "recover; only for an ACKED deleted or damaged on its own, the log intact",
+          action, stockd::ctl::cmd_mark_rewrite)
+      ->add_option("--data-dir", a.data_dir, "stockd's data dir")
+      ->required();
   command(app, "migrate",
           "Offline: convert a data dir written by an earlier stockd (state rows and outbox "
           "records per group) to the log of decisions; its server must be stopped",

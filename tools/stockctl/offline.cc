@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "format.h"
+#include "stockd/ack_mark.h"
 #include "stockd/book.h"
 #include "stockd/dir_lock.h"
 #include "stockd/persist.h"
@@ -43,7 +44,8 @@ bool store_locked(const std::string& dir, pid_t& pid) {
 }
 
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
-int open_offline(const Args& a, Opened& o) {
+// `without_mark`: a missing or damaged ACKED is not refused (mark rewrite).
+int open_offline(const Args& a, Opened& o, bool without_mark = false) {
   if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
     std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
     return kExitUsage;
@@ -73,6 +75,7 @@ int open_offline(const Args& a, Opened& o) {
   storage::StoreOptions so;
   so.create_if_missing = false;
   so.read_only = true;
+  so.without_mark = without_mark;
   Result<std::unique_ptr<storage::Store>> store = storage::Store::open(a.data_dir, so);
   if (!store.ok()) {
     std::cerr << store.status().message() << '\n';
@@ -180,6 +183,57 @@ int cmd_verify(const Args& a) {
   if (!problem.ok()) {
     std::cerr << "DAMAGED: " << problem.message() << '\n';
     return kExitRefused;
+  }
+  return kExitOk;
+}
+
+// ACKED deleted or damaged on its own (taken for a stray file): the store refuses to start, since
+// without it a lost log cannot be told from a small store. When the operator knows the log is
+// intact, this writes the mark again at the log's last group, after checking that the store
+// recovers. It cannot bring back what a log cut at the same time lost: that is why it is a
+// command, not something the server does by itself.
+int cmd_mark_rewrite(const Args& a) {
+  uint64_t lsn = 0;
+  bool found = false;
+  const Status now = storage::AckMark::read(a.data_dir, lsn, found);
+  if (now.ok() && found) {
+    std::cerr << a.data_dir << "/" << storage::kAckMarkFile << " is there and intact (lsn " << lsn
+              << "): nothing to rewrite\n";
+    return kExitRefused;
+  }
+  Opened o;
+  if (int rc = open_offline(a, o, /*without_mark=*/true); rc != kExitOk) return rc;
+  if (!o.error.ok()) {
+    std::cerr << "the store does not recover (" << o.error.message()
+              << "); the mark is not rewritten\n";
+    return kExitRefused;
+  }
+  const uint64_t last = o.rec.meta.lsn;
+  o.store.reset();
+  const std::filesystem::path mark = std::filesystem::path(a.data_dir) / storage::kAckMarkFile;
+  std::error_code ec;
+  if (std::filesystem::exists(mark, ec)) {  // damaged: kept for a look, out of the way
+    std::filesystem::rename(mark, mark.string() + ".damaged", ec);
+    if (ec) {
+      std::cerr << "cannot move the damaged " << mark.string() << " aside: " << ec.message()
+                << '\n';
+      return kExitRefused;
+    }
+  }
+  Status s;
+  {
+    Result<std::unique_ptr<storage::AckMark>> opened = storage::AckMark::open(a.data_dir, true);
+    s = opened.ok() ? (*opened)->advance(last) : opened.status();
+  }  // the mark is closed (fsynced)
+  if (!s.ok()) {
+    std::cerr << "cannot write " << mark.string() << ": " << s.message() << '\n';
+    return kExitRefused;
+  }
+  if (a.json) {
+    std::cout << dump(Json{{"status", "OK"}, {"lsn", std::to_string(last)}}) << '\n';
+  } else {
+    std::cout << "wrote " << mark.string() << " at lsn " << last
+              << ", the last group of the log; stockd starts on it again\n";
   }
   return kExitOk;
 }

@@ -77,7 +77,10 @@ class CheckpointWriter {
 
 struct StoreOptions {
   bool create_if_missing = true;
-  bool read_only = false;       // offline inspection of a stopped server's data
+  bool read_only = false;  // offline inspection of a stopped server's data
+  // With read_only: a missing or damaged ACKED is not refused and acked_lsn() is 0 (stockctl
+  // mark rewrite, which then writes it again at the log's end).
+  bool without_mark = false;
   rocksdb::Env* env = nullptr;  // tests only: a fault-injecting file system; not owned
 };
 
