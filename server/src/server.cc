@@ -178,7 +178,11 @@ bool Server::Impl::reload_book() {
 // the book from it, and prove it takes a synced write before accepting writes again.
 void Server::Impl::try_recover_store() {
   outbox_feed.set_store(nullptr);
-  if (Status s = commit.reopen(store_options); !s.ok()) {
+  // The data dir's path still names the directory locked at start (a symlink repointed or the
+  // dir replaced meanwhile would make this open another server's store).
+  Status s = dir_lock ? dir_lock->still_ours(config.data_dir) : Status::Ok();
+  if (s.ok()) s = commit.reopen(store_options);
+  if (!s.ok()) {
     // Refused: retrying cannot help (another server wrote to it meanwhile, or its log is gone).
     if (s.code() == Status::Code::kRefused) {
       log->critical("cannot take the store back: {}; stopping", s.message());

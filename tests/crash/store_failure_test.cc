@@ -299,6 +299,32 @@ TEST(StoreFailure, NoSecondServerTakesTheDataDirWhileTheStoreIsFailed) {
   EXPECT_EXIT(run_second_server_while_failed(), ::testing::ExitedWithCode(0), "");
 }
 
+// While the store is failed, its data dir's path comes to name another directory (moved away
+// and replaced by an empty one, or a symlink repointed, as a restore from a backup does). The
+// reopen used to open (and create) a store there and go on with an empty book: every sale gone
+// from view, and sold again. It now stops the server (exit 1) and creates nothing there.
+[[noreturn]] void run_data_dir_replaced_while_failed() {
+  capture_server_log();
+  FailedServer first;
+  fs::rename(first.dir, first.dir + ".moved");
+  fs::create_directories(first.dir);
+  first.faulty->power_on();
+  for (int i = 0; i < 50 && first.server->rc() < 0; ++i) std::this_thread::sleep_for(100ms);
+  const int rc = first.server->rc();
+  if (!first.server->stop(10s)) fail("the server did not stop");
+  if (fs::exists(fs::path(first.dir) / "CURRENT")) {
+    fail("the reopen made a new store in the directory that replaced the data dir");
+  }
+  if (rc != 1) fail("the server went on (run() returned " + std::to_string(rc) + ")");
+  fs::remove_all(first.tmpl);
+  std::_Exit(0);
+}
+
+TEST(StoreFailure, AReopenDoesNotOpenADirectoryThatReplacedTheDataDir) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(run_data_dir_replaced_while_failed(), ::testing::ExitedWithCode(0), "");
+}
+
 // The same window, taken by a writer that does not hold the data dir's lock (a stockd of an
 // earlier version, say): it acknowledged the groups there, so its mark is at or past the failed
 // group. The reopen used to delete them all the same (and the reload then refused the store).

@@ -1,7 +1,6 @@
 // stockctl inspect / verify on a stopped server's data dir: they read what stockd would recover,
 // say when it is damaged, and refuse what is not a data dir, without starting a server.
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -54,16 +53,21 @@ TEST(OfflineTest, InspectAndVerifyReadAStoppedServersData) {
 // A running server's data dir is refused, not read while it changes (stale answers, or damage
 // that is not there); and a SKU id that is not UTF-8 (the server takes any bytes but NUL) is
 // printed with its bad bytes replaced: --json used to end in an "internal error" (exit 3).
-// The data dir's own lock (flock on the directory), which a server holds for its whole life,
-// also while its store is failed and closed between two reopens (RocksDB's LOCK then free):
-// neither a second stockd nor stockctl inspect/verify takes the dir while another holds it.
+// The data dir's own lock (an OFD lock on <dir>/stockd.lock), which a server holds for its whole
+// life, also while its store is failed and closed between two reopens (RocksDB's LOCK then
+// free): neither a second stockd nor stockctl inspect/verify uses the dir while another holds it.
 TEST(OfflineTest, TheDataDirsLockKeepsOutASecondServerAndTheOfflineTools) {
   StockdProcess server;
   ASSERT_TRUE(server.start());
   server.stop();
-  const int fd = ::open(server.data_dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const std::string lock_file = server.data_dir() + "/stockd.lock";
+  ASSERT_TRUE(std::filesystem::exists(lock_file)) << "the server made no lock file";
+  const int fd = ::open(lock_file.c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // as a running server holds it
+  struct flock l {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  ASSERT_EQ(::fcntl(fd, F_OFD_SETLK, &l), 0);  // as a running server holds it
   for (const char* cmd : {"inspect", "verify"}) {
     ToolResult r = run_tool(STOCKCTL_BIN, {cmd, "--data-dir", server.data_dir()});
     EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.out << r.err;

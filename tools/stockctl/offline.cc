@@ -20,7 +20,7 @@ namespace stockd::ctl {
 namespace {
 
 struct Opened {
-  std::unique_ptr<storage::DirLock> lock;  // held while the store is read (released last)
+  std::unique_ptr<storage::DirLock> lock;  // held by a command that writes (released last)
   std::unique_ptr<storage::Store> store;
   Book book;
   Recovered rec;
@@ -44,8 +44,9 @@ bool store_locked(const std::string& dir, pid_t& pid) {
 }
 
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
-// `without_mark`: a missing or damaged ACKED is not refused (mark rewrite).
-int open_offline(const Args& a, Opened& o, bool without_mark = false) {
+// `without_mark`: a missing or damaged ACKED is not refused (mark rewrite). `writes`: the data
+// dir's lock is taken and held in `o` (a command that writes), else only checked to be free.
+int open_offline(const Args& a, Opened& o, bool without_mark = false, bool writes = false) {
   if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
     std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
     return kExitUsage;
@@ -65,13 +66,18 @@ int open_offline(const Args& a, Opened& o, bool without_mark = false) {
     return kExitRefused;
   }
   // The data dir's own lock (dir_lock.h): also held by a server whose store failed and is
-  // closed between two reopens, and by another inspect or verify; held here while reading.
-  Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
-  if (!lock.ok()) {
-    std::cerr << lock.status().message() << '\n';
+  // closed between two reopens, and by migrate and mark rewrite.
+  if (writes) {
+    Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
+    if (!lock.ok()) {
+      std::cerr << lock.status().message() << '\n';
+      return kExitRefused;
+    }
+    o.lock = std::move(lock).value();
+  } else if (Status free = storage::DirLock::check_free(a.data_dir); !free.ok()) {
+    std::cerr << free.message() << '\n';
     return kExitRefused;
   }
-  o.lock = std::move(lock).value();
   storage::StoreOptions so;
   so.create_if_missing = false;
   so.read_only = true;
@@ -202,7 +208,9 @@ int cmd_mark_rewrite(const Args& a) {
     return kExitRefused;
   }
   Opened o;
-  if (int rc = open_offline(a, o, /*without_mark=*/true); rc != kExitOk) return rc;
+  if (int rc = open_offline(a, o, /*without_mark=*/true, /*writes=*/true); rc != kExitOk) {
+    return rc;
+  }
   if (!o.error.ok()) {
     std::cerr << "the store does not recover (" << o.error.message()
               << "); the mark is not rewritten\n";
