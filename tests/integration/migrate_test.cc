@@ -83,6 +83,33 @@ Earlier write_earlier_layout(const fs::path& dir) {
   return e;
 }
 
+// A start cut short while moving the log into wal/ leaves it in wal.moving/. migrate opened the
+// store without it and converted a state that lacked every decision since the last flush. It
+// now refuses; a start finishes the move, and migrate then converts everything.
+TEST(Migrate, ALogLeftInWalMovingIsNotLeftOut) {
+  const fs::path base = make_temp_dir("migrate-moving");
+  const fs::path dir = base / "data";
+  const Earlier e = write_earlier_layout(dir);
+  fs::rename(dir / "wal", dir / "wal.moving");
+  ToolResult m = run_tool(STOCKCTL_BIN, {"migrate", "--data-dir", dir.string()});
+  EXPECT_EQ(m.exit_code, 1) << m.out << m.err;
+  EXPECT_NE(m.err.find("wal.moving holds the write-ahead log"), std::string::npos) << m.err;
+  StockdProcess start({}, dir.string());
+  EXPECT_FALSE(start.start(5000)) << "started on a data dir of the earlier layout";
+  EXPECT_TRUE(fs::exists(dir / "wal")) << "the start did not finish the move";
+  ToolResult again = run_tool(STOCKCTL_BIN, {"migrate", "--data-dir", dir.string()});
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  StockdProcess server({}, dir.string());
+  ASSERT_TRUE(server.start());
+  Client admin = server.admin();
+  auto sku = admin.sku_get("tee");
+  ASSERT_TRUE(sku.ok());
+  EXPECT_EQ(sku.body.sold, 3u);
+  for (uint64_t id : e.ids) EXPECT_TRUE(admin.hold_get(id).ok()) << "hold " << id;
+  server.kill9();
+  fs::remove_all(base);
+}
+
 TEST(Migrate, AnEarlierDataDirIsRefusedThenConvertedWithEverything) {
   const fs::path base = make_temp_dir("migrate");
   const fs::path dir = base / "data";
