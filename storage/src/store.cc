@@ -939,7 +939,19 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
     std::error_code ec;
     std::filesystem::remove_all(checkpoint_tmp_dir(dir), ec);
     for (const auto& e : std::filesystem::directory_iterator(snapshots_dir(dir), ec)) {
-      if (e.path().extension() == ".tmp") std::filesystem::remove_all(e.path(), ec);  // cut short
+      if (e.path().extension() != ".tmp") continue;
+      // A snapshot moved aside to be replaced by one at its lsn, and the crash came before the
+      // new one was in place: it is put back (it may be the only fallback). Else: cut short.
+      const std::string name = e.path().filename().string();
+      const std::string replaced = ".replaced.tmp";
+      if (name.ends_with(replaced)) {
+        const auto back = e.path().parent_path() / name.substr(0, name.size() - replaced.size());
+        if (!std::filesystem::exists(back, ec)) {
+          std::filesystem::rename(e.path(), back, ec);
+          if (!ec) continue;
+        }
+      }
+      std::filesystem::remove_all(e.path(), ec);
     }
     remove_empty_old_logs(db, o.wal_dir);
   }

@@ -642,6 +642,15 @@ TEST(Snapshot, OneWrittenAgainAtTheSameLsnReplacesTheOldOne) {
   for (const auto& e : fs::directory_iterator(temp.dir / "snapshots", ec)) {
     EXPECT_EQ(e.path().filename(), "00000000000000000007") << "left behind: " << e.path();
   }
+  // A crash after the old one was moved aside and before the new one took its place: the next
+  // open puts the old one back (it may be the only fallback), where it removed it as cut short.
+  temp.store.reset();
+  fs::rename(snap, temp.dir / "snapshots" / "00000000000000000007.replaced.tmp");
+  auto reopened = storage::Store::open(temp.dir.string(), {});
+  ASSERT_TRUE(reopened.ok()) << reopened.status().message();
+  temp.store = std::move(*reopened);
+  EXPECT_EQ(temp.store->snapshots(), std::vector<uint64_t>{7});
+  EXPECT_EQ(temp.store->verify_snapshot(7).message(), "");
 }
 
 // A table file missing from a snapshot is damage: read as "no rows of that family", a fallback
