@@ -125,7 +125,8 @@ struct BookLimits {
   // rehashes every entry at once (a pause of tens of ms at a million), which a sale should not
   // pay mid-spike.
   size_t holds_expected = 0;
-  // What buyers can make the book keep. A RESERVE past a live cap is refused with BUSY; past
+  // What buyers can make the book keep. A RESERVE past a live cap is refused (the user's:
+  // TOO_MANY_HOLDS; the server's: BUSY); past
   // finished_holds_max the oldest finished holds (and their keys) are forgotten first.
   size_t user_live_holds_max = 100;
   size_t live_holds_max = 10'000'000;

@@ -60,8 +60,8 @@ struct Config {
   uint32_t shutdown_timeout_ms = 10000;    // SIGTERM: most we wait for peers to take their answers
   uint32_t http_connections_max = 64;      // metrics port connections at once
   uint32_t http_timeout_ms = 5000;         // a metrics request must be read and answered this fast
-  uint32_t user_holds_max = 100;           // live holds per user id (RESERVE past it: BUSY)
-  uint64_t live_holds_max = 10'000'000;    // live holds in all (RESERVE past it: BUSY)
+  uint32_t user_holds_max = 100;         // live holds per user id (RESERVE past it: TOO_MANY_HOLDS)
+  uint64_t live_holds_max = 10'000'000;  // live holds in all (RESERVE past it: BUSY)
   uint64_t finished_holds_max = 1'000'000;  // finished holds (and keys) kept; oldest go first
   int64_t idem_retention_ms = 24 * 3600 * 1000LL;        // finished holds and their keys kept
   uint64_t holds_expected = 1'000'000;                   // hash buckets reserved at start
