@@ -39,6 +39,8 @@ const WAIT_LOG_MS = 5000;
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 30_000;
 const STABLE_MS = 10_000;
+/** A worker's exit code when stockd refused the app (FATAL): its primary stops, not restarts. */
+const EXIT_REFUSED = 78; // EX_CONFIG (sysexits.h)
 
 function readToken(file) {
   if (!file) return '';
@@ -127,7 +129,7 @@ function serve() {
     (ready) => ready && listen(),
     (err) => {
       console.error(`flash-sale-web: stockd at ${host}:${port} refused this app, waiting will not help: ${err.message}`);
-      process.exit(1);
+      process.exit(cluster.isPrimary ? 1 : EXIT_REFUSED);
     },
   );
 }
@@ -166,11 +168,18 @@ function supervise() {
     const w = live.get(worker.id);
     live.delete(worker.id);
     if (stopping) {
-      if (live.size === 0) process.exit(0);
+      if (live.size === 0) process.exit(exitCode);
       return;
     }
     if (!w) return;
     const pid = worker.process.pid;
+    if (code === EXIT_REFUSED) {
+      // stockd refused the app (a token, a certificate): every restart would be refused too.
+      // The primary exits 1, as a single process does, so that its supervisor sees it.
+      console.error(`flash-sale-web: worker ${pid} was refused by stockd; stopping every worker`);
+      stop(1);
+      return;
+    }
     const lived = Date.now() - w.startedAt;
     const slot = w.slot;
     slot.delayMs = lived >= STABLE_MS || slot.delayMs === 0 ? RESTART_MIN_MS : Math.min(RESTART_MAX_MS, slot.delayMs * 2);
@@ -183,16 +192,18 @@ function supervise() {
     restarts.add(timer);
   });
 
-  const stop = () => {
+  let exitCode = 0;
+  const stop = (code = 0) => {
     if (stopping) return;
     stopping = true;
+    exitCode = code;
     for (const timer of restarts) clearTimeout(timer);
     restarts.clear();
-    if (live.size === 0) process.exit(0);
+    if (live.size === 0) process.exit(exitCode);
     for (const { worker } of live.values()) worker.process.kill('SIGTERM');
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  process.once('SIGTERM', () => stop(0));
+  process.once('SIGINT', () => stop(0));
 
   for (const slot of slots) fork(slot, undefined);
 }
