@@ -266,7 +266,17 @@ Status Client::connect_once(Reply<Response>& refusal) {
     drop();
     return Status::Io(hello_to + ": protocol error: wrong answer body");
   }
-  if (resp->frame_bytes_max >= proto::kHeaderBytes) frame_bytes_max_ = resp->frame_bytes_max;
+  // The server's frame limit bounds what this client buffers for one answer too: a broken or
+  // hostile server announcing 4 GiB would have it grow toward that for one body_len.
+  if (resp->frame_bytes_max < proto::kHeaderBytes ||
+      resp->frame_bytes_max > proto::kFrameBytesMax) {
+    drop();
+    return Status::Io(hello_to + ": protocol error: frame_bytes_max " +
+                      std::to_string(resp->frame_bytes_max) + " is outside " +
+                      std::to_string(proto::kHeaderBytes) + ".." +
+                      std::to_string(proto::kFrameBytesMax));
+  }
+  frame_bytes_max_ = resp->frame_bytes_max;
   inflight_max_ = resp->inflight_max;
   may_connect_ = false;  // the next connection is the caller's to ask for (connect_in_calls)
   return Status::Ok();
@@ -451,11 +461,23 @@ template <class T>
 Reply<T> Client::call(Opcode op, const Request& req) {
   const bool retry_safe = may_resend(op, req);
   Reply<Response> raw;
+  bool resent = false;
   try {
     bool reached = false;
     raw = call_once(op, req, reached);
     if (!raw.transport && retry_safe && reached && options_.connect_in_calls) {
+      const std::string first = raw.error;
       raw = call_once(op, req, reached);
+      resent = raw.transport && reached;
+      // The resend never reached the server: its HELLO was refused (a token rotated in a
+      // restart, the address locked out). That refusal is not this call's answer: the first
+      // send may have been applied, so the outcome is unknown, not "refused".
+      if (raw.transport && !reached) {
+        raw = transport_failure(first + "; sent again, the new connection's HELLO was refused (" +
+                                proto::status_name(raw.status) +
+                                (raw.error.empty() ? "" : ": " + raw.error) +
+                                "): the request may or may not have been applied");
+      }
     }
   } catch (const std::exception& e) {
     drop();
@@ -465,6 +487,7 @@ Reply<T> Client::call(Opcode op, const Request& req) {
   out.transport = raw.transport;
   out.status = raw.status;
   out.error = std::move(raw.error);
+  out.resent = resent;
   if (!out.transport || proto::is_error_status(out.status)) return out;
   if (auto* body = std::get_if<T>(&raw.body)) {
     out.body = std::move(*body);

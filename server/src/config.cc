@@ -59,7 +59,6 @@ Status check_exposure(const Config& c) {
 
 namespace {
 
-constexpr uint32_t kFrameBytesMaxMax = 64u << 20;  // --frame-bytes-max at most
 // --output-bytes-max at most: one write takes a connection's whole pending output, and libuv's
 // buffers and write results count it in 32 bits.
 constexpr uint64_t kOutputBytesMaxMax = 1ull << 30;
@@ -93,7 +92,7 @@ Status validate(const Config& c) {
       bounded("--fsync-interval-ms", c.fsync_interval_ms, 1, 10'000),
       bounded("--connections-max", c.connections_max, 1),
       bounded("--inflight-max", c.inflight_max, 1, 1'000'000),
-      bounded("--frame-bytes-max", c.frame_bytes_max, proto::kFrameBytesMin, kFrameBytesMaxMax),
+      bounded("--frame-bytes-max", c.frame_bytes_max, proto::kFrameBytesMin, proto::kFrameBytesMax),
       bounded("--metrics-sku-max", c.metrics_sku_max, 0, proto::kSkuListMax),
       bounded("--idle-timeout-ms", c.idle_timeout_ms, 100),
       bounded("--hello-timeout-ms", c.hello_timeout_ms, 100),

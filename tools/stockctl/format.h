@@ -28,8 +28,10 @@ Json to_json(const proto::OutboxStatusResp& r);
 Json envelope_json(proto::Status status, const std::string& error, const Json& body);
 template <class T>
 Json envelope(const Reply<T>& r) {
-  return envelope_json(r.status, r.error,
-                       proto::is_error_status(r.status) ? Json::object() : to_json(r.body));
+  Json j = envelope_json(r.status, r.error,
+                         proto::is_error_status(r.status) ? Json::object() : to_json(r.body));
+  if (r.resent) j["resent"] = true;  // answered on a resend: the first send's answer was lost
+  return j;
 }
 
 // One line of JSON; bytes that are not UTF-8 are replaced, never thrown about.

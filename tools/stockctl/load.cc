@@ -221,6 +221,7 @@ int cmd_codes_load(const Args& a) {
   const Reply<proto::SkuView> pool = client.sku_get(a.sku);
   const uint64_t before = pool.ok() ? pool.body.total : 0;
   uint64_t total = before;
+  const bool counted = pool.ok();  // else the split of new and known codes is not known
   for (size_t end : ends) {
     proto::CodesLoadReq req{a.sku,
                             {codes->begin() + static_cast<ptrdiff_t>(start),
@@ -231,7 +232,9 @@ int cmd_codes_load(const Args& a) {
     start = end;
     total = r.body.sku.total;
   }
-  return codes_outcome(a, r, start, total - before, sent, ends.size(), codes->size());
+  const uint64_t added = counted && total >= before ? total - before : start;
+  return codes_outcome(a, r, start, std::min<uint64_t>(added, start), sent, ends.size(),
+                       codes->size());
 }
 
 }  // namespace stockd::ctl

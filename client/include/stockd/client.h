@@ -48,6 +48,10 @@ struct Reply {
   proto::Status status = proto::Status::kInternal;
   T body{};
   std::string error;
+  // The answer is to a resend: the first send's answer was lost (a retry-safe call, sent once
+  // more on a new connection). A COMMIT or RELEASE answered ALREADY_DONE in the state it asked
+  // for was then most likely done by the first send.
+  bool resent = false;
   bool transport_ok() const { return transport; }
   bool ok() const { return transport && status == proto::Status::kOk; }
 };

@@ -51,6 +51,9 @@ inline constexpr size_t kReserveLinesMax = 64;
 inline constexpr size_t kHoldCodesMax = 256;
 // Smallest --frame-bytes-max a server accepts: every answer and outbox record fits in it.
 inline constexpr uint32_t kFrameBytesMin = 64 * 1024;
+// Largest --frame-bytes-max a server accepts (and a client takes from a HELLO answer: it bounds
+// what the client buffers for one answer).
+inline constexpr uint32_t kFrameBytesMax = 64u << 20;
 // Before HELLO, a frame's body is at most this (a HELLO body is at most 391 bytes).
 inline constexpr uint32_t kHelloBodyBytesMax = 512;
 inline constexpr uint32_t kHoldTtlMsMax = 24u * 3600u * 1000u;  // one day
