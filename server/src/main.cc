@@ -255,7 +255,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--ready-file", c.ready_file, "write 'HOST PORT' here once listening")
       ->envname("STOCKD_READY_FILE");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {  // a bad flag is a bad setting (CLI11 says 1xx)
+    (void)app.exit(e);
+    return stockd::Server::kExitConfig;
+  }
 
   std::vector<std::string> warnings;
   stockd::Status err = read_tokens(tokens, argc, argv, warnings);
@@ -272,7 +279,7 @@ int main(int argc, char** argv) {
   if (err.ok()) err = stockd::validate(c);
   if (!err.ok()) {
     std::fprintf(stderr, "stockd: %s\n", err.message().c_str());
-    return 2;
+    return stockd::Server::kExitConfig;
   }
 
   auto logger = spdlog::stderr_color_mt("stockd");

@@ -30,7 +30,22 @@ int64_t wall_ms() {
 // ---------------------------------------------------------------------------------------------
 // Start and stop.
 
-bool Server::Impl::open_and_recover() {
+// The exit code of a start refused for `s`: the data needs an operator (damaged, a lost log or
+// mark, an earlier layout: restarting repeats the refusal), a bad setting, or a fault that may
+// pass (an I/O error).
+int start_refusal_code(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kCorruption:
+    case Status::Code::kRefused:
+      return Server::kExitDataNeedsOperator;
+    case Status::Code::kInvalid:
+      return Server::kExitConfig;
+    default:
+      return Server::kExitFault;
+  }
+}
+
+int Server::Impl::open_and_recover() {
   if (config.durability == Durability::kOff) {
     // A store there is a sale's record: starting blank beside it would sell again what it (and
     // SQL) says is sold, and what is sold now would never reach it.
@@ -43,32 +58,32 @@ bool Server::Impl::open_and_recover() {
             "start it with --durability sync or interval, or give off another --data-dir (or "
             "none)",
             config.data_dir, file);
-        return false;
+        return kExitConfig;
       }
     }
     log->warn("durability off: state lives in memory only and is lost on restart");
     choose_hold_id_key();
-    return true;
+    return 0;
   }
   auto start = std::chrono::steady_clock::now();
   std::error_code ec;
   std::filesystem::create_directories(config.data_dir, ec);
   if (std::filesystem::is_directory(config.data_dir, ec)) {  // else the open below says why
     Result<std::unique_ptr<storage::DirLock>> locked = storage::DirLock::take(config.data_dir);
-    if (!locked.ok()) {
+    if (!locked.ok()) {  // in use: it may be a server still stopping, so a retry may pass
       log->critical("refusing to start: {}", locked.status().message());
-      return false;
+      return kExitFault;
     }
     dir_lock = std::move(locked).value();
   }
   if (Status s = commit.open(store_options); !s.ok()) {
     log->critical("{}", s.message());
-    return false;
+    return start_refusal_code(s);
   }
   Recovered r;
   if (Status s = load_book(r); !s.ok()) {
     log->critical("refusing to start: data in {} is damaged: {}", config.data_dir, s.message());
-    return false;
+    return start_refusal_code(s);
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (r.snapshot_lsn != 0) {
@@ -84,7 +99,7 @@ bool Server::Impl::open_and_recover() {
       r.idem, r.codes, r.replayed, r.log_groups, commit.lsn(), r.outbox, secs);
   commit.start_wal([this] { uv_async_send(&wal_done); });
   commit.start_checkpointer(book_limits());
-  return true;
+  return 0;
 }
 
 void Server::Impl::make_dispatcher() {
@@ -166,7 +181,7 @@ bool Server::Impl::reload_book() {
   Recovered r;
   if (Status s = load_book(r); !s.ok()) {
     log->critical("cannot reload state from the store: {}; stopping", s.message());
-    fault_code = 1;
+    fault_code = kExitFault;
     begin_stop("store failure");
     return false;
   }
@@ -186,7 +201,7 @@ void Server::Impl::try_recover_store() {
     // Refused: retrying cannot help (another server wrote to it meanwhile, or its log is gone).
     if (s.code() == Status::Code::kRefused) {
       log->critical("cannot take the store back: {}; stopping", s.message());
-      fault_code = 1;
+      fault_code = kExitFault;
       begin_stop("store refused");
       return;
     }
@@ -312,10 +327,10 @@ int Server::Impl::run() {
   // fail with EPIPE instead of raising SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
   if (!fit_descriptor_limit()) return 2;
-  if (!open_and_recover()) {
+  if (const int refused = open_and_recover(); refused != 0) {
     commit.close();
     dir_lock.reset();
-    return 1;
+    return refused;
   }
   uv_loop_init(&loop);
   loop.data = this;
@@ -361,7 +376,7 @@ int Server::Impl::run() {
 
   int code = 0;
   if (!start_listening() || !admin_http.start()) {
-    code = 2;
+    code = kExitConfig;
     begin_stop("listen failed");
   } else {
     write_ready_file();

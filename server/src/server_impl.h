@@ -84,7 +84,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
 
   int run();
   bool fit_descriptor_limit();
-  bool open_and_recover();
+  int open_and_recover();  // 0, or the exit code of a refused start
   bool start_listening();
   void write_ready_file() const;
   std::string ready_text;  // "HOST PORT\n" of the client port, for --ready-file

@@ -263,9 +263,15 @@ void write_bytes(const fs::path& p, const std::string& bytes) {
 }
 
 // A refusal must say that, and what is wrong, and where.
-void expect_clear_refusal(const Outcome& o, const std::string& what, const std::string& word) {
+// stockd's exit codes (README, "Exit codes"): 4, the data needs an operator (a restart would
+// refuse again); 2, a bad setting.
+constexpr int kExitDataNeedsOperator = 4;
+constexpr int kExitConfig = 2;
+
+void expect_clear_refusal(const Outcome& o, const std::string& what, const std::string& word,
+                          int exit_code = kExitDataNeedsOperator) {
   EXPECT_FALSE(o.started) << what << ": stockd started; differences: " << o.differences;
-  EXPECT_EQ(o.exit_code, 1) << what << "\n" << o.log;
+  EXPECT_EQ(o.exit_code, exit_code) << what << "\n" << o.log;
   EXPECT_NE(o.log.find("cannot open store in"), std::string::npos) << what << "\n" << o.log;
   EXPECT_NE(o.log.find(word), std::string::npos) << what << ": no '" << word << "' in\n" << o.log;
 }
@@ -412,7 +418,7 @@ TEST_F(Corruption, ALostOrShortenedLogRefusesToStart) {
   const History& h = history();
   auto expect_loss = [](const Outcome& o, const std::string& what, const std::string& word) {
     EXPECT_FALSE(o.started) << what << ": started; differences: " << o.differences;
-    EXPECT_EQ(o.exit_code, 1) << what << "\n" << o.log;
+    EXPECT_EQ(o.exit_code, kExitDataNeedsOperator) << what << "\n" << o.log;
     EXPECT_NE(o.log.find(word), std::string::npos) << what << ": no '" << word << "' in\n" << o.log;
   };
   const std::string missing = "acknowledged groups are missing";
@@ -654,7 +660,8 @@ TEST(CheckpointDamage, AMissingTableFileOfTheLogRefusesToStart) {
   again.set_log_file((d.base / "second.log").string());
   EXPECT_FALSE(again.start(5000)) << "started without part of its log";
   const int status = again.wait_exit();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "status " << status;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == kExitDataNeedsOperator)
+      << "status " << status;
   const std::string text = slurp(d.base / "second.log");
   EXPECT_NE(text.find("a table file of the log"), std::string::npos) << text;
   EXPECT_EQ(text.find("Assertion"), std::string::npos) << text;
@@ -764,7 +771,7 @@ TEST_F(Corruption, DamagedStoreFilesRefuseWithAClearMessage) {
                                   fs::remove_all(d);
                                   write_bytes(d, "this is not a data dir\n");
                                 }),
-                       "the data dir is a regular file", "not a directory");
+                       "the data dir is a regular file", "not a directory", kExitConfig);
 }
 
 }  // namespace

@@ -131,6 +131,28 @@ TEST(OfflineTest, MarkRewriteBringsBackADeletedOrDamagedAckedMark) {
     EXPECT_EQ(v.body.sold, 3u);
     server.kill9();
   }
+  // Refused, nothing written: a wal/ emptied (the log deleted, a new empty dir made: a mark at
+  // what is left would accept the loss), and a run as another user than the data dir's owner
+  // (as root, the new ACKED was root's, and stockd could not read it).
+  std::filesystem::remove(mark);
+  const std::filesystem::path wal = std::filesystem::path(server.data_dir()) / "wal";
+  std::filesystem::rename(wal, wal.string() + ".away");
+  std::filesystem::create_directory(wal);
+  ToolResult no_log = run_tool(STOCKCTL_BIN, rewrite);
+  EXPECT_EQ(no_log.exit_code, 1) << no_log.out << no_log.err;
+  EXPECT_NE(no_log.err.find("holds no log"), std::string::npos) << no_log.err;
+  EXPECT_FALSE(std::filesystem::exists(mark));
+  std::filesystem::remove(wal);
+  std::filesystem::rename(wal.string() + ".away", wal);
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown(server.data_dir().c_str(), 65534, 65534), 0);
+    ToolResult as_root = run_tool(STOCKCTL_BIN, rewrite);
+    EXPECT_EQ(as_root.exit_code, 2) << as_root.out << as_root.err;
+    EXPECT_NE(as_root.err.find("run mark rewrite as that user"), std::string::npos) << as_root.err;
+    EXPECT_FALSE(std::filesystem::exists(mark));
+    ASSERT_EQ(::chown(server.data_dir().c_str(), 0, 0), 0);
+  }
+  EXPECT_EQ(run_tool(STOCKCTL_BIN, rewrite).exit_code, 0);
   std::filesystem::remove(log);
 }
 

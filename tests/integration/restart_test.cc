@@ -318,6 +318,8 @@ TEST(RestartTest, DurabilityOffOnADataDirWithAStoreRefusesToStart) {
   server.set_log_file(log);
   server.set_args({"--durability", "off"});
   EXPECT_FALSE(server.start(3000)) << "started blank beside the store";
+  const int status = server.wait_exit();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << "a bad setting exits 2: " << status;
   std::ifstream in(log);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("--durability off keeps nothing"), std::string::npos) << text;
@@ -326,6 +328,19 @@ TEST(RestartTest, DurabilityOffOnADataDirWithAStoreRefusesToStart) {
   ASSERT_TRUE(server.start());
   Client again = server.admin();
   EXPECT_EQ(again.sku_get("tee").body.total, 5u);
+}
+
+// stockd's exit codes are what a supervisor restarts on (README "Exit codes"; the systemd unit
+// restarts on 1 only): a flag CLI11 cannot parse is a bad setting, 2, not CLI11's own 1xx codes
+// (--bogus-flag exited 109, which the unit restarted).
+TEST(ExitCodes, ABadFlagExitsTwo) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--bogus-flag"}, {"--durability", "foo"}, {"--connections-max", "abc"}}) {
+    ToolResult r = run_tool(STOCKD_BIN, args);
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+  }
+  ToolResult help = run_tool(STOCKD_BIN, {"--help"});
+  EXPECT_EQ(help.exit_code, 0);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // Opens the RocksDB store read-only and rebuilds the book through the same recovery code the
 // server runs, so "verify OK" means "stockd would start on this data".
 #include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -41,6 +43,19 @@ bool store_locked(const std::string& dir, pid_t& pid) {
   ::close(fd);
   if (locked) pid = l.l_pid;
   return locked;
+}
+
+// A command that writes the data dir runs as the dir's owner: as anybody else (root, mostly)
+// the files it writes would be theirs, and stockd, running as the owner, could not read them
+// (a mark rewrite as root: the next start refused, "Permission denied"). kExitOk or kExitUsage.
+int check_owner(const std::string& dir, const char* command) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || st.st_uid == ::geteuid()) return kExitOk;
+  const passwd* pw = ::getpwuid(st.st_uid);
+  const std::string owner = pw != nullptr ? pw->pw_name : "uid " + std::to_string(st.st_uid);
+  std::cerr << dir << " belongs to " << owner << ": run " << command << " as that user (sudo -u "
+            << owner << " stockctl ...), so that stockd can read what it writes\n";
+  return kExitUsage;
 }
 
 // Returns an exit code; on kExitOk `o` is filled (o.error may still name a recovery problem).
@@ -199,6 +214,22 @@ int cmd_verify(const Args& a) {
 // recovers. It cannot bring back what a log cut at the same time lost: that is why it is a
 // command, not something the server does by itself.
 int cmd_mark_rewrite(const Args& a) {
+  if (int rc = check_owner(a.data_dir, "mark rewrite"); rc != kExitOk) return rc;
+  // A store always keeps its live log: none in wal/ means the log was deleted (or replaced by an
+  // empty dir), and a mark written at what is left would accept the loss of every decision since
+  // the last checkpoint.
+  bool have_log = false;
+  std::error_code dir_ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::filesystem::path(a.data_dir) / "wal", dir_ec)) {
+    have_log = have_log || e.path().extension() == ".log";
+  }
+  if (!have_log) {
+    std::cerr << a.data_dir << "/wal holds no log: it was deleted, and with it every decision "
+              << "since the last checkpoint; the mark is not rewritten (restore the data dir "
+                 "from a backup)\n";
+    return kExitRefused;
+  }
   uint64_t lsn = 0;
   bool found = false;
   const Status now = storage::AckMark::read(a.data_dir, lsn, found);
@@ -251,6 +282,7 @@ int cmd_migrate(const Args& a) {
     std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
     return kExitUsage;
   }
+  if (int rc = check_owner(a.data_dir, "migrate"); rc != kExitOk) return rc;
   Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
   if (!lock.ok()) {
     std::cerr << "cannot migrate: " << lock.status().message() << '\n';

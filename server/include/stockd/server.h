@@ -20,9 +20,14 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Blocks until the server stops. Returns a process exit code: 0 after a clean stop,
-  // 1 if the store could not be opened or recovered (at start, or after a store failure: the
-  // server then stops on its own), 2 if the listener could not bind.
+  // Process exit codes (docs: README "Exit codes"; the systemd unit restarts on 1 only).
+  static constexpr int kExitFault = 1;              // an I/O fault, the data dir in use, or a
+                                                    // store failure the server stopped on
+  static constexpr int kExitConfig = 2;             // a bad setting, the listener cannot bind
+  static constexpr int kExitDataNeedsOperator = 4;  // damaged store, lost log or mark, an
+                                                    // earlier layout: a restart repeats it
+
+  // Blocks until the server stops. Returns 0 after a clean stop, else one of the codes above.
   int run();
 
   // Asks a running server to stop as on SIGTERM. Safe from any thread at any time: before the
