@@ -168,6 +168,11 @@ TEST(OfflineTest, RefusesARunningServerAndPrintsIdsThatAreNotUtf8) {
     EXPECT_NE(r.err.find("a server is running on this data dir"), std::string::npos)
         << cmd << ": " << r.err;
   }
+  // A script gets an answer on stdout too (it got nothing).
+  ToolResult json = run_tool(STOCKCTL_BIN, {"--json", "verify", "--data-dir", server.data_dir()});
+  EXPECT_EQ(json.exit_code, 1);
+  EXPECT_NE(json.out.find("\"status\":\"REFUSED\""), std::string::npos) << json.out;
+  EXPECT_NE(json.out.find("a server is running"), std::string::npos) << json.out;
   // From another PID namespace (stockctl in a container beside the server's), the lock's holder
   // reads as pid 0, which was taken for "no lock": the live store was read.
   if (run_tool("/usr/bin/unshare", {"--pid", "--fork", "/bin/true"}).exit_code == 0) {

@@ -26,7 +26,8 @@ struct Opened {
   std::unique_ptr<storage::Store> store;
   Book book;
   Recovered rec;
-  Status error;  // a recovery problem, ok if none
+  Status error;         // a recovery problem, ok if none
+  std::string refusal;  // why the data dir was not opened (open_offline: kExitRefused)
 };
 
 // Whether a process holds the RocksDB LOCK of `dir` (a running server: RocksDB takes a POSIX
@@ -72,36 +73,32 @@ int open_offline(const Args& a, Opened& o, bool without_mark = false, bool write
   }
   // A running server's store changes under a read-only open (its logs are written, trimmed,
   // deleted): what would be read is stale, or looks damaged when it is not.
-  if (pid_t pid = 0; store_locked(a.data_dir, pid)) {
-    std::cerr << a.data_dir << ": a server is running on this data dir ("
-              << (pid != 0 ? "pid " + std::to_string(pid)
-                           : std::string("a process in another "
-                                         "PID namespace"))
-              << " holds its LOCK); stop it first (stockctl stats reads a running one)\n";
+  const auto refuse = [&o](std::string why) {
+    std::cerr << why << '\n';
+    o.refusal = std::move(why);
     return kExitRefused;
+  };
+  if (pid_t pid = 0; store_locked(a.data_dir, pid)) {
+    return refuse(a.data_dir + ": a server is running on this data dir (" +
+                  (pid != 0 ? "pid " + std::to_string(pid)
+                            : std::string("a process in another PID namespace")) +
+                  " holds its LOCK); stop it first (stockctl stats reads a running one)");
   }
   // The data dir's own lock (dir_lock.h): also held by a server whose store failed and is
   // closed between two reopens, and by migrate and mark rewrite.
   if (writes) {
     Result<std::unique_ptr<storage::DirLock>> lock = storage::DirLock::take(a.data_dir);
-    if (!lock.ok()) {
-      std::cerr << lock.status().message() << '\n';
-      return kExitRefused;
-    }
+    if (!lock.ok()) return refuse(lock.status().message());
     o.lock = std::move(lock).value();
   } else if (Status free = storage::DirLock::check_free(a.data_dir); !free.ok()) {
-    std::cerr << free.message() << '\n';
-    return kExitRefused;
+    return refuse(free.message());
   }
   storage::StoreOptions so;
   so.create_if_missing = false;
   so.read_only = true;
   so.without_mark = without_mark;
   Result<std::unique_ptr<storage::Store>> store = storage::Store::open(a.data_dir, so);
-  if (!store.ok()) {
-    std::cerr << store.status().message() << '\n';
-    return kExitRefused;
-  }
+  if (!store.ok()) return refuse(store.status().message());
   o.store = std::move(store).value();
   o.error = recover(*o.store, o.book, o.rec);
   return kExitOk;
@@ -178,7 +175,13 @@ int cmd_inspect(const Args& a) {
 
 int cmd_verify(const Args& a) {
   Opened o;
-  if (int rc = open_offline(a, o); rc != kExitOk) return rc;
+  if (int rc = open_offline(a, o); rc != kExitOk) {
+    // A script reads stdout: a data dir that does not open is an answer too (it said nothing).
+    if (a.json && !o.refusal.empty()) {
+      std::cout << dump(Json{{"status", "REFUSED"}, {"problem", o.refusal}}) << '\n';
+    }
+    return rc;
+  }
   const Status problem = o.error.ok() ? o.book.check_invariants() : o.error;
   // A damaged checkpoint with a snapshot to fall back on: a start recovers (and writes the state
   // anew), so exit 0, but the damage is said.
