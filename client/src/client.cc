@@ -54,14 +54,14 @@ int wait_fd(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-// True when the peer has closed or reset an idle connection, so that a request sent on it would
-// be lost. Checked before each call: then even calls that are never retried get a fresh one.
+// True when the peer is ending an idle connection, so that a request sent on it would be lost.
+// Checked before each call, with nothing outstanding: then even calls that are never retried
+// get a fresh connection. The protocol sends nothing unasked but the end of a connection (an
+// error frame before the close, TLS's close_notify, the FIN, a reset), so anything readable
+// now is that end. (Peeking for a FIN took a TLS close_notify for a live connection.)
 bool peer_gone(int fd) {
   pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, 0) <= 0) return false;
-  char c = 0;
-  ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  return ::poll(&p, 1, 0) > 0;
 }
 
 std::string endpoint_text(const ClientOptions& o) {

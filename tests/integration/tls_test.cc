@@ -77,6 +77,22 @@ class TlsTest : public ::testing::Test {
   void SetUp() override { ASSERT_TRUE(certs().ok()) << "openssl could not make certificates"; }
 };
 
+// A server restarted (stopped cleanly) under an idle TLS client: its close_notify arrives
+// before the FIN, and the client took those bytes for a live connection. The next call, sent
+// on the dead connection, was lost: a RESTOCK (never resent) failed as "may have been applied"
+// though the server never saw it. Anything readable on an idle connection is now its end.
+TEST_F(TlsTest, AnIdleClientCarriesOnAfterARestart) {
+  StockdProcess server(tls_flags());
+  ASSERT_TRUE(server.start());
+  Client admin(tls_options(server, Role::kAdmin));
+  ASSERT_TRUE(admin.sku_set({"tee", proto::kSetTotal, 5, 0, 0, 0}).ok());
+  ASSERT_EQ(server.stop(), 0);
+  ASSERT_TRUE(server.start());
+  auto r = admin.restock("tee", 1);
+  EXPECT_TRUE(r.ok()) << proto::status_name(r.status) << " " << r.error;
+  EXPECT_EQ(admin.sku_get("tee").body.total, 6u);
+}
+
 TEST_F(TlsTest, ClientsSpeakTlsEndToEnd) {
   StockdProcess server(tls_flags());
   ASSERT_TRUE(server.start()) << "stockd with --tls-cert did not start";
