@@ -220,7 +220,7 @@ Status Client::connect_once(Reply<Response>& refusal) {
   if (gai != 0) return Status::Io("cannot resolve " + options_.host + ": " + ::gai_strerror(gai));
   Status error = Status::Io("no address");
   for (const addrinfo* ai = list; ai != nullptr && fd_ < 0; ai = ai->ai_next) {
-    Result<int> fd = connect_addr(ai, options_.connect_timeout_ms);
+    Result<int> fd = connect_addr(ai, bounded_ms(options_.connect_timeout_ms));
     if (fd.ok())
       fd_ = *fd;
     else
@@ -229,8 +229,8 @@ Status Client::connect_once(Reply<Response>& refusal) {
   ::freeaddrinfo(list);
   if (fd_ < 0) return std::move(error).context("cannot connect to " + where);
   if (options_.tls.enabled) {
-    Result<std::unique_ptr<TlsConnection>> tls =
-        TlsConnection::start(fd_, options_.tls, options_.host, options_.connect_timeout_ms);
+    Result<std::unique_ptr<TlsConnection>> tls = TlsConnection::start(
+        fd_, options_.tls, options_.host, bounded_ms(options_.connect_timeout_ms));
     if (!tls.ok()) {
       drop();
       return tls.status().context("cannot connect to " + where);
@@ -243,7 +243,7 @@ Status Client::connect_once(Reply<Response>& refusal) {
   const uint32_t id = next_id_++;
   std::string frame;
   proto::encode_request(Opcode::kHello, id, hello, frame);
-  Deadline deadline = after_ms(options_.timeout_ms);
+  Deadline deadline = bounded(after_ms(options_.timeout_ms));
   Reply<Response> answer;
   uint32_t got_id = 0;
   Opcode got_op = Opcode::kHello;
@@ -294,6 +294,7 @@ bool Client::ensure_connected(Reply<Response>& failure) {
   int backoff_ms = std::max(0, options_.reconnect_backoff_ms);
   for (int i = 0; i < attempts; ++i) {
     if (i > 0) {
+      if (after_ms(backoff_ms) >= call_end_) break;  // no time left for another attempt
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
       backoff_ms = std::min(backoff_ms * 2, kBackoffMsMax);
     }
@@ -420,6 +421,13 @@ bool Client::read_answer(Deadline deadline, Reply<Response>& out, uint32_t& id, 
   return false;
 }
 
+int Client::bounded_ms(int ms) const {
+  if (call_end_ == Deadline::max()) return ms;
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(call_end_ - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(left, 1, ms));
+}
+
 // ---- Typed calls ----
 
 Reply<Response> Client::call_once(Opcode op, const Request& req, bool& reached) {
@@ -437,7 +445,7 @@ Reply<Response> Client::call_once(Opcode op, const Request& req, bool& reached) 
                              std::to_string(frame_bytes_max_));
   }
   const int64_t budget_ms = call_budget_ms(options_, req);
-  Deadline deadline = after_ms(budget_ms);
+  Deadline deadline = bounded(after_ms(budget_ms));
   const std::string what = std::string(proto::opcode_name(op)) + " to " + endpoint_text(options_);
   if (Status s = write_all(frame, deadline); !s.ok()) {
     return transport_failure(what + ": " + s.message());
@@ -462,10 +470,17 @@ Reply<T> Client::call(Opcode op, const Request& req) {
   const bool retry_safe = may_resend(op, req);
   Reply<Response> raw;
   bool resent = false;
+  // The whole call, connecting and a resend included, within its budget (--timeout-ms).
+  call_end_ = after_ms(call_budget_ms(options_, req));
+  struct Unbound {
+    Deadline& end;
+    ~Unbound() { end = Deadline::max(); }
+  } unbound{call_end_};
   try {
     bool reached = false;
     raw = call_once(op, req, reached);
-    if (!raw.transport && retry_safe && reached && options_.connect_in_calls) {
+    if (!raw.transport && retry_safe && reached && options_.connect_in_calls &&
+        Clock::now() < call_end_) {
       const std::string first = raw.error;
       raw = call_once(op, req, reached);
       resent = raw.transport && reached;

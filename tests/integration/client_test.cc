@@ -177,5 +177,29 @@ TEST(ClientHello, AFrameLimitPastSixtyFourMebibytesIsAProtocolError) {
   EXPECT_NE(s.message().find("frame_bytes_max 4294967295"), std::string::npos) << s.message();
 }
 
+// A server that takes the request and never answers: a retry-safe call gives up at its timeout,
+// its resend (a new connection, HELLO, the request again) included. It took the timeout twice
+// over and more (stockctl --timeout-ms 10000 over TLS: about 52 s).
+TEST(ClientTimeout, ACallEndsWithinItsTimeoutResendIncluded) {
+  const ScriptedServer::Script silent = [](int fd) {
+    proto::FrameHeader h;
+    if (!read_request(fd, h)) return;
+    answer(fd, h, proto::Status::kOk, kHello);
+    while (read_request(fd, h)) {
+    }  // never answers; returns when the client closes
+  };
+  ScriptedServer server({silent});
+  ClientOptions o = options(server.port());
+  o.timeout_ms = 600;
+  Client c(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = c.sku_get("tee");
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_FALSE(r.transport_ok());
+  EXPECT_LT(ms, 600 + 300) << "a 600 ms call took " << ms << " ms: " << r.error;
+}
+
 }  // namespace
 }  // namespace stockd::test

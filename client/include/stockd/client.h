@@ -8,6 +8,7 @@
 // RELEASE, and RESERVE/CLAIM that carry an idempotency key).
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -146,6 +147,13 @@ class Client {
   std::deque<std::pair<uint32_t, proto::Opcode>> queued_;
   std::vector<size_t> queued_ends_;  // end offset in wbuf_ of each queued frame
   uint32_t inflight_max_ = 0;        // from HELLO; 0 = no limit announced
+  // While a call runs: its end, which bounds its connect, TLS handshake, HELLO, backoff and
+  // resend too (a call never takes longer than its timeout). Unbounded otherwise.
+  std::chrono::steady_clock::time_point call_end_ = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point bounded(std::chrono::steady_clock::time_point d) const {
+    return std::min(d, call_end_);
+  }
+  int bounded_ms(int ms) const;  // `ms` from now, cut at call_end_ (at least 1)
 };
 
 }  // namespace stockd
