@@ -77,7 +77,9 @@ proto::Status Dispatcher::hello(Session& s, const proto::HelloReq& req, proto::H
       break;
   }
   if (!token_equal(req.token, *expected)) {
-    why = "wrong token for role " + std::to_string(static_cast<int>(req.role));
+    why = std::string("wrong token for role ") + (req.role == Role::kAdmin    ? "admin"
+                                                  : req.role == Role::kOutbox ? "outbox"
+                                                                              : "buyer");
     return proto::Status::kUnauthorized;
   }
   s.hello_done = true;

@@ -68,6 +68,10 @@ TEST_F(StockctlTest, AdminBuyerAndErrorPathsEndToEnd) {
   EXPECT_EQ(not_admin.exit_code, 1) << show(not_admin);
   EXPECT_NE(not_admin.err.find("UNAUTHORIZED"), std::string::npos) << show(not_admin);
   EXPECT_EQ(admin_->sku_get("CTL-NOPE").status, Status::kNotFound);
+  // A wrong admin token: the refusal names the role in words (it said "role 2").
+  auto wrong = ctl({"--token", "not-the-token", "stats"});
+  EXPECT_EQ(wrong.exit_code, 1) << show(wrong);
+  EXPECT_NE(wrong.err.find("wrong token for role admin"), std::string::npos) << show(wrong);
 
   // seed: a bad line anywhere means exit 2, the line named, and nothing created.
   fs::path bad = write_file("bad.csv",

@@ -15,7 +15,8 @@ using proto::Status;
 
 std::string admin_hint(const ClientOptions& o, Status s) {
   if (s != Status::kUnauthorized || o.role == proto::Role::kAdmin) return "";
-  return " (admin commands need --token or STOCKD_TOKEN)";
+  return " (admin commands need --token-file, --token or STOCKD_TOKEN; a server that requires "
+         "a buyers' token takes it with --role buyer)";
 }
 
 namespace {
