@@ -581,20 +581,23 @@ TEST(Snapshot, TurnedOffTheOldOnesGoAtTheNextCheckpoint) {
   }
 }
 
+// A snapshot of a state with nothing but its meta row, at `lsn`.
+Status write_meta_only_snapshot(storage::Store& store, uint64_t lsn) {
+  std::unique_ptr<storage::CheckpointWriter> w = store.snapshot_writer(lsn);
+  rec::MetaRow meta;
+  meta.lsn = lsn;
+  std::string value;
+  rec::encode(meta, value);
+  w->put(rec::meta_key(), value);
+  return w->commit();
+}
+
 // A snapshot cut short by a crash (its .tmp directory) is removed when the store opens and never
 // listed; a whole one stays.
 TEST(Snapshot, OneCutShortIsRemovedAtOpen) {
   TempStore temp("stockd-snapshot-tmp");
   ASSERT_NE(temp.store, nullptr);
-  {
-    std::unique_ptr<storage::CheckpointWriter> w = temp.store->snapshot_writer(7);
-    rec::MetaRow meta;
-    meta.lsn = 7;
-    std::string value;
-    rec::encode(meta, value);
-    w->put(rec::meta_key(), value);
-    ASSERT_EQ(w->commit().message(), "");
-  }
+  ASSERT_EQ(write_meta_only_snapshot(*temp.store, 7).message(), "");
   const fs::path cut = temp.dir / "snapshots" / "00000000000000000009.tmp";
   fs::create_directories(cut);
   std::ofstream(cut / "default.sst") << "half a table file";
@@ -617,15 +620,7 @@ TEST(Snapshot, OneCutShortIsRemovedAtOpen) {
 TEST(Snapshot, OneWrittenAgainAtTheSameLsnReplacesTheOldOne) {
   TempStore temp("stockd-snapshot-again");
   ASSERT_NE(temp.store, nullptr);
-  const auto write = [&] {
-    std::unique_ptr<storage::CheckpointWriter> w = temp.store->snapshot_writer(7);
-    rec::MetaRow meta;
-    meta.lsn = 7;
-    std::string value;
-    rec::encode(meta, value);
-    w->put(rec::meta_key(), value);
-    return w->commit();
-  };
+  const auto write = [&] { return write_meta_only_snapshot(*temp.store, 7); };
   ASSERT_EQ(write().message(), "");
   const fs::path snap = temp.dir / "snapshots" / "00000000000000000007";
   ASSERT_TRUE(fs::exists(snap / "default.sst"));

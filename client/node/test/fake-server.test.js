@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const net = require('net');
 const s = require('../dist');
 const { codec, StockdClient } = s;
-const { HELLO, startFake } = require('./helpers/fake');
+const { HELLO, deadPort, startFake } = require('./helpers/fake');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const SKU = { sku: 'A', total: 1n, available: 1n, held: 0n, sold: 0n, perUserLimit: 0, opensAtMs: 0, closesAtMs: 0, flags: 0 };
@@ -788,15 +788,6 @@ test('100,000 calls queued while the server is down all time out at their deadli
 
 // maxQueued: with stockd slow or down, calls past the cap fail at once instead of piling up
 // (rate x timeout) in the client's memory. They were never sent, so they are safe to retry.
-
-/** A port nothing listens on. */
-async function deadPort() {
-  const probe = net.createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 test('past maxQueued a new call rejects at once with StockdQueueFullError, unsent; calls settled while queued make room', () =>
   withFake(

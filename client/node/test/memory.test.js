@@ -3,23 +3,14 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('net');
 const v8 = require('v8');
 const vm = require('vm');
 const { StockdClient } = require('../dist');
+const { deadPort } = require('./helpers/fake');
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** A port nothing listens on. */
-async function deadPort() {
-  const probe = net.createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 // maxQueued is checked before the request is encoded: a refused call's frame would share the
 // codec's 64 KiB slab with the accepted ones, and once refusals far outnumber acceptances (a

@@ -61,4 +61,13 @@ async function startFake(script, { hello = HELLO, tlsOptions } = {}) {
   };
 }
 
-module.exports = { HELLO, startFake };
+/** A port nothing listens on. */
+async function deadPort() {
+  const probe = net.createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+module.exports = { HELLO, startFake, deadPort };
