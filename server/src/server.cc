@@ -509,6 +509,7 @@ void Server::Impl::on_tick() {
   if (commit.failed() && !commit.in_flight() && !connections.stopping()) try_recover_store();
   if (!commit.failed() && !connections.stopping()) {
     book->expire(now, commit.changes());  // also forgets keys and finished holds past retention
+    check_mark();
   }
   if (Checkpointer* cp = commit.checkpointer()) {
     outbox_feed.trimmed(cp->trimmed_below(), cp->outbox_first());
@@ -516,6 +517,23 @@ void Server::Impl::on_tick() {
   }
   answer_polls(true);
   end_of_turn();
+}
+
+// ACKED deleted while the server runs (taken for a stray file): the server wrote on to the
+// unlinked file, and the next start refused the store as one whose mark was lost. It is written
+// anew within a second, and the operator is told.
+void Server::Impl::check_mark() {
+  storage::Store* store = commit.store();
+  if (store == nullptr) return;
+  bool restored = false;
+  if (Status s = store->restore_mark(restored); !s.ok()) {
+    log->error("{} (the next start needs it: `stockctl mark rewrite` after a stop)", s.message());
+  } else if (restored) {
+    log->warn(
+        "{}/ACKED was deleted or replaced while the server ran: written anew; never "
+        "delete it (docs/storage.md)",
+        config.data_dir);
+  }
 }
 
 void Server::Impl::extra_stats(std::vector<proto::Stat>& s) const {

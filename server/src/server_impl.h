@@ -93,6 +93,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
   void finish_stop_if_drained();
 
   void end_of_turn();
+  void check_mark();  // ACKED deleted while running: written anew (once a second, the tick)
   void on_wal_done();
   void fail_store(const Status& why);
   void make_dispatcher();

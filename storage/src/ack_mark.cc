@@ -1,6 +1,7 @@
 #include "stockd/ack_mark.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,10 +101,35 @@ AckMark::~AckMark() {
 }
 
 Status AckMark::advance(uint64_t lsn) {
-  if (lsn <= lsn_) return Status::Ok();
+  if (lsn <= lsn_.load(std::memory_order_relaxed)) return Status::Ok();
   if (!write_all(fd_, encode_ack_mark(lsn))) return errno_status("cannot write the ACKED mark");
-  lsn_ = lsn;
+  lsn_.store(lsn, std::memory_order_relaxed);
   return Status::Ok();
+}
+
+Status AckMark::restore_if_unlinked(const std::string& dir, bool& restored) {
+  restored = false;
+  struct stat mine {
+  }, named{};
+  if (::fstat(fd_, &mine) != 0) return errno_status("cannot stat the ACKED mark");
+  if (::stat(path_of(dir).c_str(), &named) == 0 && named.st_dev == mine.st_dev &&
+      named.st_ino == mine.st_ino) {
+    return Status::Ok();
+  }
+  // Made whole under a temporary name, then renamed over whatever is at the path now.
+  const std::string tmp = path_of(dir) + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_status("cannot create " + tmp);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool ok = write_all(fd, encode_ack_mark(lsn())) && ::fsync(fd) == 0 &&
+                  ::rename(tmp.c_str(), path_of(dir).c_str()) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
+  Status failed = ok ? Status::Ok() : errno_status("cannot write " + path_of(dir) + " anew");
+  if (dfd >= 0) ::close(dfd);
+  // From here advance() writes the new file: dup2 swaps what fd_ names in one step.
+  if (ok && ::dup2(fd, fd_) < 0) failed = errno_status("cannot switch to the new ACKED");
+  ::close(fd);
+  restored = failed.ok();
+  return failed;
 }
 
 }  // namespace stockd::storage

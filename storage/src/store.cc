@@ -557,6 +557,10 @@ class RocksStore final : public Store {
   }
 
   uint64_t acked_lsn() const override { return acked_at_open_; }
+  Status restore_mark(bool& restored) override {
+    restored = false;
+    return mark_ ? mark_->restore_if_unlinked(dir_, restored) : Status::Ok();
+  }
   const std::string& damage_found_at_open() const override { return damage_at_open; }
   std::string damage_at_open;
 

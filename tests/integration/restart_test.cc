@@ -330,6 +330,36 @@ TEST(RestartTest, DurabilityOffOnADataDirWithAStoreRefusesToStart) {
   EXPECT_EQ(again.sku_get("tee").body.total, 5u);
 }
 
+// ACKED deleted while the server runs (taken for a stray file): the server wrote on to the
+// unlinked file, and the next start refused the store as one whose mark was lost. It is now
+// written anew within a second (the tick), and later groups advance the new file.
+TEST(RestartTest, AnAckedMarkDeletedWhileRunningIsWrittenAnew) {
+  StockdProcess server;
+  const std::string log = server.data_dir() + ".log";
+  server.set_log_file(log);
+  ASSERT_TRUE(server.start());
+  {
+    Client admin = server.admin();
+    ASSERT_TRUE(admin.sku_set({"tee", proto::kSetTotal, 5, 0, 0, 0}).ok());
+  }
+  const std::filesystem::path mark = std::filesystem::path(server.data_dir()) / "ACKED";
+  ASSERT_TRUE(std::filesystem::remove(mark));
+  Client buyer = server.buyer();
+  ASSERT_TRUE(buyer.reserve(reserve_req("u1", "", 0, {{"tee", 1}})).ok());
+  EXPECT_TRUE(eventually(3000, [&] { return std::filesystem::exists(mark); }))
+      << "ACKED not written anew";
+  ASSERT_TRUE(buyer.reserve(reserve_req("u2", "", 0, {{"tee", 1}})).ok());
+  server.kill9();
+  ASSERT_TRUE(server.start()) << "refused after ACKED was deleted while it ran";
+  Client admin = server.admin();
+  EXPECT_EQ(admin.sku_get("tee").body.sold, 2u);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("ACKED was deleted or replaced while the server ran"), std::string::npos)
+      << text;
+  std::filesystem::remove(log);
+}
+
 // stockd's exit codes are what a supervisor restarts on (README "Exit codes"; the systemd unit
 // restarts on 1 only): a flag CLI11 cannot parse is a bad setting, 2, not CLI11's own 1xx codes
 // (--bogus-flag exited 109, which the unit restarted).

@@ -12,6 +12,7 @@
 // advance().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,15 +40,21 @@ class AckMark {
   AckMark(const AckMark&) = delete;
   AckMark& operator=(const AckMark&) = delete;
 
-  uint64_t lsn() const { return lsn_; }
+  uint64_t lsn() const { return lsn_.load(std::memory_order_relaxed); }
   // Records that every group up to `lsn` is durable. Ok or why the write failed (the caller
   // treats it as a store failure: an answer must not leave without its mark).
   Status advance(uint64_t lsn);
+  // When <dir>/ACKED is no longer the file this mark writes (deleted while the server runs,
+  // taken for a stray file, or replaced), writes the mark anew under that name (fsynced, with
+  // its directory) and writes there from then on; else does nothing. Any thread: advance() may
+  // run meanwhile (the new file may then hold a slightly older lsn until its next advance, which
+  // the mark allows: it may trail the log, never pass it). `restored` says whether it did.
+  Status restore_if_unlinked(const std::string& dir, bool& restored);
 
  private:
   AckMark(int fd, uint64_t lsn) : fd_(fd), lsn_(lsn) {}
   int fd_;
-  uint64_t lsn_;
+  std::atomic<uint64_t> lsn_;
 };
 
 }  // namespace stockd::storage

@@ -122,6 +122,9 @@ class Store : public RowSource {
   // last lsn is below it lost part of its log (recover() refuses it). 0 for a new store, or
   // an older one that had no mark yet (logged when open() creates it).
   virtual uint64_t acked_lsn() const = 0;
+  // ACKED deleted or replaced while the store is open (ack_mark.h): written anew. `restored`
+  // says whether it had to be; a read-only store does nothing.
+  virtual Status restore_mark(bool& restored) = 0;
   // ---- Snapshots (docs/storage.md, "Snapshots"): a whole state as of one lsn, in files of
   // their own under <dir>/snapshots/, which recovery falls back on when the checkpoint in the
   // store is damaged (the log is kept back to the oldest snapshot for that). ----
