@@ -425,7 +425,7 @@ int Client::bounded_ms(int ms) const {
   if (call_end_ == Deadline::max()) return ms;
   const auto left =
       std::chrono::duration_cast<std::chrono::milliseconds>(call_end_ - Clock::now()).count();
-  return static_cast<int>(std::clamp<int64_t>(left, 1, ms));
+  return static_cast<int>(std::clamp<int64_t>(left, 1, std::max(ms, 1)));
 }
 
 // ---- Typed calls ----
@@ -675,7 +675,9 @@ std::vector<Reply<Response>> Client::flush() {
 Status Client::send_raw(const std::string& bytes) {
   try {
     Reply<Response> failure;
-    if (!ensure_connected(failure)) {
+    // Raw frames may be pipelined: an answer already in the socket is not the connection's
+    // end (ensure_connected's check), so only a closed connection is opened again.
+    if (fd_ < 0 && !ensure_connected(failure)) {
       if (!failure.transport) return Status::Io(failure.error);
       return Status::Refused(std::string(proto::status_name(failure.status)) + ": " +
                              failure.error);

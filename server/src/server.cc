@@ -375,8 +375,10 @@ int Server::Impl::run() {
       SIGHUP);
 
   int code = 0;
+  // A listener that cannot bind may be a moment's matter (an address not up yet at boot, a
+  // port still held by a process that is stopping): a fault a restart may cure, not a setting.
   if (!start_listening() || !admin_http.start()) {
-    code = kExitConfig;
+    code = kExitFault;
     begin_stop("listen failed");
   } else {
     write_ready_file();
@@ -525,10 +527,17 @@ void Server::Impl::on_tick() {
 void Server::Impl::check_mark() {
   storage::Store* store = commit.store();
   if (store == nullptr) return;
+  // The path names another directory now (moved, replaced, a symlink repointed): its ACKED is
+  // not this server's to write.
+  if (dir_lock && !dir_lock->still_ours(config.data_dir).ok()) return;
   bool restored = false;
   if (Status s = store->restore_mark(restored); !s.ok()) {
-    log->error("{} (the next start needs it: `stockctl mark rewrite` after a stop)", s.message());
+    if (!mark_error_logged) {  // once, not every second while it lasts
+      log->error("{} (the next start needs it: `stockctl mark rewrite` after a stop)", s.message());
+    }
+    mark_error_logged = true;
   } else if (restored) {
+    mark_error_logged = false;
     log->warn(
         "{}/ACKED was deleted or replaced while the server ran: written anew; never "
         "delete it (docs/storage.md)",

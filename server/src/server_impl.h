@@ -94,6 +94,7 @@ struct Server::Impl : AdminHttp::Pages, Connections::Host {
 
   void end_of_turn();
   void check_mark();  // ACKED deleted while running: written anew (once a second, the tick)
+  bool mark_error_logged = false;
   void on_wal_done();
   void fail_store(const Status& why);
   void make_dispatcher();

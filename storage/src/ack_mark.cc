@@ -96,6 +96,9 @@ Result<std::unique_ptr<AckMark>> AckMark::open(const std::string& dir, bool crea
 }
 
 AckMark::~AckMark() {
+  // The last lsn once more: a mark written anew (restore_if_unlinked) may hold an older one, if
+  // an advance went to the old file meanwhile. No other thread writes by now.
+  (void)write_all(fd_, encode_ack_mark(lsn()));
   (void)::fsync(fd_);
   ::close(fd_);
 }
@@ -121,12 +124,14 @@ Status AckMark::restore_if_unlinked(const std::string& dir, bool& restored) {
   const int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return errno_status("cannot create " + tmp);
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  const bool ok = write_all(fd, encode_ack_mark(lsn())) && ::fsync(fd) == 0 &&
-                  ::rename(tmp.c_str(), path_of(dir).c_str()) == 0 && dfd >= 0 && ::fsync(dfd) == 0;
+  const bool written = write_all(fd, encode_ack_mark(lsn())) && ::fsync(fd) == 0;
+  const bool renamed = written && ::rename(tmp.c_str(), path_of(dir).c_str()) == 0;
+  const bool ok = renamed && dfd >= 0 && ::fsync(dfd) == 0;
   Status failed = ok ? Status::Ok() : errno_status("cannot write " + path_of(dir) + " anew");
+  if (!renamed) ::unlink(tmp.c_str());
   if (dfd >= 0) ::close(dfd);
-  // From here advance() writes the new file: dup2 swaps what fd_ names in one step.
-  if (ok && ::dup2(fd, fd_) < 0) failed = errno_status("cannot switch to the new ACKED");
+  // From here advance() writes the new file: dup3 swaps what fd_ names in one step.
+  if (ok && ::dup3(fd, fd_, O_CLOEXEC) < 0) failed = errno_status("cannot switch to the new ACKED");
   ::close(fd);
   restored = failed.ok();
   return failed;

@@ -889,6 +889,16 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& dir, const StoreOp
     return options.read_only ? rocksdb::DB::OpenForReadOnly(o, dir, families, &handles, &db)
                              : rocksdb::DB::Open(o, dir, families, &handles, &db);
   };
+  // The mark's refusals before RocksDB opens the store: a writable open makes a new log file,
+  // and a start refused for a lost mark must leave the data dir as it found it (that new, empty
+  // log then passed stockctl mark rewrite's "wal/ holds a log" check after an emptied wal/).
+  if (!options.without_mark) {
+    uint64_t acked = 0;
+    std::unique_ptr<AckMark> none;
+    if (Status m = open_mark(dir, existed, had_wal_dir, /*read_only=*/true, acked, none); !m.ok()) {
+      return m.context(cannot);
+    }
+  }
   rocksdb::Status s = open_db();
   // A damaged table file (its footer, index or properties, which the open reads) stops the open
   // with paranoid checks. It may be a file of the state, which recovery can do without (it falls

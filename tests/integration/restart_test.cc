@@ -360,6 +360,22 @@ TEST(RestartTest, AnAckedMarkDeletedWhileRunningIsWrittenAnew) {
   std::filesystem::remove(log);
 }
 
+// The data dir moved away and replaced while the server runs (a restore from a backup): the
+// mark's check each second must not write this server's ACKED into the directory now at the
+// path (another store's, whose next start it would refuse or weaken).
+TEST(RestartTest, TheMarkIsNotWrittenIntoADirectoryThatReplacedTheDataDir) {
+  StockdProcess server;
+  ASSERT_TRUE(server.start());
+  const std::string dir = server.data_dir();
+  std::filesystem::rename(dir, dir + ".moved");
+  std::filesystem::create_directory(dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two ticks
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(dir) / "ACKED"))
+      << "the server wrote its mark into the directory that replaced its data dir";
+  server.kill9();
+  std::filesystem::remove_all(dir + ".moved");
+}
+
 // stockd's exit codes are what a supervisor restarts on (README "Exit codes"; the systemd unit
 // restarts on 1 only): a flag CLI11 cannot parse is a bad setting, 2, not CLI11's own 1xx codes
 // (--bogus-flag exited 109, which the unit restarted).
@@ -371,6 +387,25 @@ TEST(ExitCodes, ABadFlagExitsTwo) {
   }
   ToolResult help = run_tool(STOCKD_BIN, {"--help"});
   EXPECT_EQ(help.exit_code, 0);
+}
+
+// A port that cannot be bound (held by a process still stopping, an address not up yet at
+// boot) is a fault a restart may cure: 1, which the unit restarts. It was 2, never restarted.
+TEST(ExitCodes, APortInUseExitsOne) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), len), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const auto dir = make_temp_dir("port-in-use");
+  ToolResult r = run_tool(STOCKD_BIN, {"--listen", "127.0.0.1:" + std::to_string(ntohs(a.sin_port)),
+                                       "--data-dir", (dir / "data").string()});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ::close(fd);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -217,6 +217,10 @@ int cmd_verify(const Args& a) {
 // recovers. It cannot bring back what a log cut at the same time lost: that is why it is a
 // command, not something the server does by itself.
 int cmd_mark_rewrite(const Args& a) {
+  if (a.data_dir.empty() || !std::filesystem::is_directory(a.data_dir)) {
+    std::cerr << "--data-dir: '" << a.data_dir << "' is not a directory\n";
+    return kExitUsage;
+  }
   if (int rc = check_owner(a.data_dir, "mark rewrite"); rc != kExitOk) return rc;
   // A store always keeps its live log: none in wal/ means the log was deleted (or replaced by an
   // empty dir), and a mark written at what is left would accept the loss of every decision since

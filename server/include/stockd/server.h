@@ -21,9 +21,10 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Process exit codes (docs: README "Exit codes"; the systemd unit restarts on 1 only).
-  static constexpr int kExitFault = 1;              // an I/O fault, the data dir in use, or a
-                                                    // store failure the server stopped on
-  static constexpr int kExitConfig = 2;             // a bad setting, the listener cannot bind
+  static constexpr int kExitFault = 1;              // an I/O fault, a listener that cannot
+                                                    // bind, the data dir in use, or a store
+                                                    // failure the server stopped on
+  static constexpr int kExitConfig = 2;             // a bad setting
   static constexpr int kExitDataNeedsOperator = 4;  // damaged store, lost log or mark, an
                                                     // earlier layout: a restart repeats it
 
