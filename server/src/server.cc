@@ -51,8 +51,8 @@ int Server::Impl::open_and_recover() {
     // SQL) says is sold, and what is sold now would never reach it.
     std::error_code ec;
     for (const char* file : {"CURRENT", "ACKED"}) {
-      if (!config.data_dir.empty() &&
-          std::filesystem::exists(std::filesystem::path(config.data_dir) / file, ec)) {
+      if (config.data_dir.empty()) break;
+      if (std::filesystem::exists(std::filesystem::path(config.data_dir) / file, ec)) {
         log->critical(
             "refusing to start: --durability off keeps nothing, and {} holds a store (its {}); "
             "start it with --durability sync or interval, or give off another --data-dir (or "

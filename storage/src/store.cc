@@ -630,16 +630,6 @@ std::string unreadable_log_file(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* fa
 // (each rename is atomic; the directories are fsynced) before RocksDB opens the store.
 std::string wal_dir_of(const std::string& dir) { return dir + "/wal"; }
 
-// The NNNNNN.log files of an earlier layout in `dir` itself.
-std::vector<std::filesystem::path> logs_in(const std::string& dir) {
-  std::error_code ec;
-  std::vector<std::filesystem::path> logs;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.path().extension() == ".log") logs.push_back(e.path());
-  }
-  return logs;
-}
-
 // A store (CURRENT) without wal/ is of an earlier layout only if its live log is in `dir`
 // itself: RocksDB always keeps one. With none, wal/ was deleted (often with ACKED, both taken
 // for disposable): taken for an earlier layout, the store would start without every decision
@@ -649,7 +639,7 @@ std::vector<std::filesystem::path> logs_in(const std::string& dir) {
 Status check_wal_dir_present(const std::string& dir, bool read_only) {
   std::error_code ec;
   const std::string moving = (std::filesystem::path(dir) / "wal.moving").string();
-  if (!std::filesystem::exists(wal_dir_of(dir), ec) && !logs_in(moving).empty()) {
+  if (!std::filesystem::exists(wal_dir_of(dir), ec) && !log_files_in(moving).empty()) {
     if (!read_only) return Status::Ok();
     return Status::Refused("the move of its write-ahead log into " + wal_dir_of(dir) +
                            " was cut short (its logs are in " + moving +
@@ -657,7 +647,7 @@ Status check_wal_dir_present(const std::string& dir, bool read_only) {
   }
   if (std::filesystem::exists(wal_dir_of(dir), ec) ||
       !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", ec) ||
-      !logs_in(dir).empty()) {
+      !log_files_in(dir).empty()) {
     return Status::Ok();
   }
   return Status::Refused(
@@ -672,7 +662,7 @@ Status move_logs_into_wal_dir(const std::string& dir) {
   std::error_code ec;
   const fs::path wal = wal_dir_of(dir);
   if (fs::exists(wal, ec) || !fs::exists(fs::path(dir) / "CURRENT", ec)) return Status::Ok();
-  const std::vector<fs::path> logs = logs_in(dir);
+  const std::vector<fs::path> logs = log_files_in(dir);
   const fs::path tmp = fs::path(dir) / "wal.moving";
   fs::create_directories(tmp, ec);
   for (const fs::path& p : logs) {
@@ -1158,6 +1148,15 @@ void WalWriter::run() {
     notify_();
     lock.lock();
   }
+}
+
+std::vector<std::filesystem::path> log_files_in(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::filesystem::path> logs;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".log") logs.push_back(e.path());
+  }
+  return logs;
 }
 
 }  // namespace stockd::storage

@@ -225,13 +225,7 @@ int cmd_mark_rewrite(const Args& a) {
   // A store always keeps its live log: none in wal/ means the log was deleted (or replaced by an
   // empty dir), and a mark written at what is left would accept the loss of every decision since
   // the last checkpoint.
-  bool have_log = false;
-  std::error_code dir_ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator(std::filesystem::path(a.data_dir) / "wal", dir_ec)) {
-    have_log = have_log || e.path().extension() == ".log";
-  }
-  if (!have_log) {
+  if (storage::log_files_in(a.data_dir + "/wal").empty()) {
     std::cerr << a.data_dir << "/wal holds no log: it was deleted, and with it every decision "
               << "since the last checkpoint; the mark is not rewritten (restore the data dir "
                  "from a backup)\n";

@@ -15,6 +15,7 @@
 #include "stockd/decisions.h"
 #include "stockd/hold_ids.h"
 #include "stockd/persist.h"
+#include "stockd/store.h"
 
 namespace stockd {
 namespace {
@@ -83,15 +84,12 @@ Status migrate_earlier_layout(const std::string& dir, std::string& report) {
   o.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   // A start of this version cut short while moving the logs into wal/ left them in wal.moving/:
   // opened without them, the store would be converted without its acknowledged decisions.
-  if (!fs::exists(fs::path(dir) / "wal", ec)) {
-    for (const auto& e : fs::directory_iterator(fs::path(dir) / "wal.moving", ec)) {
-      if (e.path().extension() == ".log") {
-        return Status::Refused(dir +
-                               "/wal.moving holds the write-ahead log of a start cut short "
-                               "while moving it into wal/: start stockd once to finish the "
-                               "move (it then says whether to migrate)");
-      }
-    }
+  if (!fs::exists(fs::path(dir) / "wal", ec) &&
+      !storage::log_files_in(dir + "/wal.moving").empty()) {
+    return Status::Refused(dir +
+                           "/wal.moving holds the write-ahead log of a start cut short "
+                           "while moving it into wal/: start stockd once to finish the "
+                           "move (it then says whether to migrate)");
   }
   o.wal_dir = fs::exists(fs::path(dir) / "wal", ec) ? dir + "/wal" : dir;
   Db d;

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -215,5 +216,9 @@ class WalWriter {
   std::string failed_;        // the first failure; after it nothing more is written or synced
   std::thread thread_;
 };
+
+// The write-ahead log's files (NNNNNN.log) in `dir`: wal/ of a data dir, the data dir itself in
+// an earlier layout, or wal.moving/ after a move into wal/ cut short. Empty if there is none.
+std::vector<std::filesystem::path> log_files_in(const std::string& dir);
 
 }  // namespace stockd::storage
